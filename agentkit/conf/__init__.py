@@ -1,0 +1,5 @@
+"""oslo.config options, grouped by agent; options only, no logic.
+
+Each module exposes ``register_*_opts(conf)`` and the option lists that
+``agentkit.opts`` hands to oslo-config-generator.
+"""

@@ -1,0 +1,29 @@
+"""Exceptions shared across agentkit. Each carries a message an operator can act on."""
+
+
+class AgentkitError(Exception):
+    """Base class: every error agentkit raises on purpose derives from it."""
+
+
+class InvalidIdentifier(AgentkitError, ValueError):
+    """An id from the server is not safe to use as a device or file name."""
+
+
+class DriverNotFound(AgentkitError):
+    """A configured driver alias has no entry point; lists the valid ones."""
+
+
+class DriverLoadError(AgentkitError):
+    """A driver was found but failed to import or initialise."""
+
+
+class InvalidPayload(AgentkitError, ValueError):
+    """An RPC payload is missing keys or has the wrong types."""
+
+
+class InvalidConfiguration(AgentkitError):
+    """A combination of options the agent refuses to start with."""
+
+
+class ProcessError(AgentkitError):
+    """A managed external process (dnsmasq, haproxy) could not be handled."""

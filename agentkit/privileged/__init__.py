@@ -1,0 +1,35 @@
+"""oslo.privsep contexts: the only place agentkit gains root powers.
+
+Every operation that needs root lives in a module of this package and is
+decorated with one of the contexts below. Each context is a separate privsep
+daemon holding only the capabilities its operations need, so the agent
+process itself can run as an unprivileged user.
+
+The daemons are never eventlet-patched, which is why pyroute2 (which breaks
+under monkey-patching) is only ever called in here.
+"""
+
+from oslo_privsep import capabilities as caps
+from oslo_privsep import priv_context
+
+# Netlink and namespaces: links, addresses, routes, neighbours, sysctls.
+# SYS_ADMIN is needed for setns()/mounting /run/netns/<name>.
+network = priv_context.PrivContext(
+    __name__,
+    cfg_section='privsep_network',
+    pypath=__name__ + '.network',
+    capabilities=[caps.CAP_NET_ADMIN, caps.CAP_SYS_ADMIN,
+                  caps.CAP_DAC_OVERRIDE, caps.CAP_DAC_READ_SEARCH],
+)
+
+# Daemons run on the agent's behalf (dnsmasq, haproxy) inside namespaces:
+# they bind privileged ports, drop to their own users and get signalled.
+process = priv_context.PrivContext(
+    __name__,
+    cfg_section='privsep_process',
+    pypath=__name__ + '.process',
+    capabilities=[caps.CAP_SYS_ADMIN, caps.CAP_NET_ADMIN, caps.CAP_NET_RAW,
+                  caps.CAP_NET_BIND_SERVICE, caps.CAP_SETUID, caps.CAP_SETGID,
+                  caps.CAP_KILL, caps.CAP_DAC_OVERRIDE, caps.CAP_DAC_READ_SEARCH,
+                  caps.CAP_CHOWN, caps.CAP_FOWNER],
+)
