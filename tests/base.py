@@ -1,5 +1,6 @@
 """Shared test base classes."""
 
+import logging
 import uuid
 
 import fixtures
@@ -15,6 +16,7 @@ class TestCase(testtools.TestCase):
     def setUp(self) -> None:
         super().setUp()
         self.useFixture(fixtures.NestedTempfile())
+        self.log = self.useFixture(fixtures.FakeLogger(level=logging.INFO))
         self.conf = cfg.CONF
         common_conf.register_common_opts(self.conf)
         self.conf([], project='agentkit', default_config_files=[])

@@ -1,0 +1,1 @@
+"""Console-script entry points; each is a thin call into :mod:`agentkit.service`."""

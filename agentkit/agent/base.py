@@ -1,0 +1,199 @@
+"""The lifecycle every agentkit agent shares.
+
+An agent states what it is (``binary``, ``agent_type``, report ``topic``),
+which topics it consumes, how to build its ``configurations`` and how to
+sync/process resources. This class does the rest: RPC transport, consumers,
+state reports, the work queue, full resyncs at start / after failures /
+periodically, SIGHUP reloads and a stop that leaves the host untouched.
+"""
+
+import abc
+import logging
+import threading
+import time
+from typing import Any
+
+from oslo_config import cfg
+
+from agentkit.agent import state_report
+from agentkit.agent import work_queue
+from agentkit.rpc import consumer
+from agentkit.rpc import report_api
+from agentkit.rpc import transport as rpc_transport
+
+LOG = logging.getLogger(__name__)
+
+_FULLSYNC_BACKOFF_MAX = 60.0
+
+
+class Agent(abc.ABC):
+    """Base of the L2, DHCP, L3 and metadata agents."""
+
+    #: console script name, reported as ``binary``
+    binary: str = ''
+    #: Neutron's agent_type (neutron-server matches on it)
+    agent_type: str = ''
+    #: the ``topic`` field of report_state
+    report_topic: str = 'N/A'
+    #: the metadata agent casts its reports after the first one
+    report_with_call: bool = True
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.conf = conf
+        self.host: str = conf.host
+        self.transport: Any = None
+        self.consumers: consumer.RpcConsumers | None = None
+        self.reporter: state_report.StateReporter | None = None
+        self.queue = work_queue.WorkQueue(
+            self.process_update, workers=conf.agent.worker_threads,
+            max_retries=conf.agent.resync_max_retries,
+            on_exhausted=lambda update, exc: self.schedule_resync(
+                f'{update.action} of {update.resource_id} kept failing'),
+            name=self.__class__.__name__)
+        self._resync_reason: str | None = 'agent start'
+        self._resync_event = threading.Event()
+        self._stop_event = threading.Event()
+        self._sync_thread: threading.Thread | None = None
+        self._fullsync_failures = 0
+        self.fullsyncs_done = 0
+        self.load_drivers()
+
+    # -- what concrete agents provide ----------------------------------
+    @abc.abstractmethod
+    def load_drivers(self) -> None:
+        """Load the configured drivers; raise to refuse to start."""
+
+    @abc.abstractmethod
+    def rpc_topics(self) -> dict[str, list[object]]:
+        """Topic -> endpoints this agent consumes (may be empty)."""
+
+    @abc.abstractmethod
+    def get_configurations(self) -> dict[str, Any]:
+        """The ``configurations`` dict of the state report."""
+
+    def sync_state(self) -> None:
+        """Full sync with the server: enqueue every resource (PRIORITY_SYNC).
+
+        Raise on failure; the runtime retries with back-off.
+        """
+
+    def process_update(self, update: work_queue.ResourceUpdate) -> None:
+        """Make the host match the server for one resource (idempotent)."""
+
+    def initialize_drivers(self) -> None:
+        """Connect drivers to the host (OVSDB, netlink) before the first sync."""
+
+    def setup_rpc_clients(self) -> None:
+        """Create the server API clients (``self.transport`` is ready)."""
+
+    def stop_drivers(self) -> None:
+        """Release driver connections; never undo host state."""
+
+    def reload_config(self) -> None:
+        """Hook after SIGHUP re-read mutable options."""
+
+    # -- runtime ----------------------------------------------------------
+    @property
+    def agent_id(self) -> str:
+        return f'{self.binary}-{self.host}'
+
+    def build_state(self) -> dict[str, Any]:
+        """The ``agent_state`` neutron-server expects (start_flag added by the reporter)."""
+        return {
+            'binary': self.binary,
+            'host': self.host,
+            'topic': self.report_topic,
+            'agent_type': self.agent_type,
+            'availability_zone': self.conf.agent.availability_zone,
+            'configurations': self.get_configurations(),
+        }
+
+    def start(self) -> None:
+        """Connect RPC, start consumers, reporting, workers and the first sync."""
+        self.initialize_drivers()
+        self.transport = rpc_transport.get_transport(cfg.CONF)
+        self.setup_rpc_clients()
+        topics = self.rpc_topics()
+        if topics:
+            self.consumers = consumer.RpcConsumers(self.transport, self.host,
+                                                   topics)
+            self.consumers.start()
+        self.queue.start()
+        self.reporter = state_report.StateReporter(
+            report_api.ReportStateApi(self.transport, self.host),
+            self.build_state,
+            interval=lambda: self.conf.agent.report_interval,
+            on_revived=lambda: self.schedule_resync('server revived agent'),
+            use_call=self.report_with_call,
+            log_heartbeats=lambda: self.conf.agent.log_agent_heartbeats)
+        self.reporter.start()
+        self._stop_event.clear()
+        self._sync_thread = threading.Thread(target=self._sync_loop,
+                                             name='fullsync', daemon=True)
+        self._sync_thread.start()
+        LOG.info('%s started on host %s (agent_type %r, consuming %s)',
+                 self.binary, self.host, self.agent_type,
+                 ', '.join(topics) or 'nothing')
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop all threads and connections; host state stays as it is.
+
+        Namespaces, bridges, flows and daemons keep serving VMs; the next
+        agent adopts them at its first sync.
+        """
+        deadline = time.monotonic() + timeout
+        self._stop_event.set()
+        self._resync_event.set()
+        if self.reporter is not None:
+            self.reporter.stop(timeout=1.0)
+        if self.consumers is not None:
+            self.consumers.stop()
+        self.queue.stop(timeout=max(0.5, deadline - time.monotonic() - 1.0))
+        if self._sync_thread is not None:
+            self._sync_thread.join(max(0.1, deadline - time.monotonic() - 0.5))
+        if self.consumers is not None:
+            self.consumers.wait()
+        self.stop_drivers()
+        if self.transport is not None:
+            self.transport.cleanup()
+        LOG.info('%s stopped (host state left in place)', self.binary)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read mutable options, then let the agent react."""
+        self.conf.mutate_config_files()
+        self.reload_config()
+        LOG.info('%s reloaded its configuration', self.binary)
+
+    def schedule_resync(self, reason: str) -> None:
+        """Ask for a full sync soon (RPC or driver failure, server revival)."""
+        LOG.info('Full resync scheduled: %s', reason)
+        self._resync_reason = reason
+        self._resync_event.set()
+
+    def on_error(self, method: str) -> None:
+        """RPC endpoint hook: a handler failed, so the host may have drifted."""
+        self.schedule_resync(f'RPC {method} failed')
+
+    def _sync_loop(self) -> None:
+        while not self._stop_event.is_set():
+            reason = self._resync_reason
+            if reason is None:
+                reason = 'periodic'
+            self._resync_reason = None
+            self._resync_event.clear()
+            try:
+                started = time.monotonic()
+                self.sync_state()
+            except Exception as exc:
+                self._fullsync_failures += 1
+                delay = min(2.0 ** self._fullsync_failures, _FULLSYNC_BACKOFF_MAX)
+                LOG.warning('Full sync (%s) failed, retrying in %.0fs: %s: %s',
+                            reason, delay, type(exc).__name__, exc)
+                self._resync_reason = reason
+                self._stop_event.wait(delay)
+                continue
+            self._fullsync_failures = 0
+            self.fullsyncs_done += 1
+            LOG.info('Full sync (%s) done in %.3fs', reason,
+                     time.monotonic() - started)
+            self._resync_event.wait(self.conf.agent.resync_interval)

@@ -1,0 +1,103 @@
+"""Periodic ``report_state`` to neutron-server.
+
+neutron-server marks an agent dead after ``agent_down_time`` without a
+report and stops scheduling to it, so reports run on their own thread,
+independent of how busy the agent is, and a failed report is only logged:
+the next one is tried on schedule.
+"""
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from agentkit.rpc import report_api
+
+LOG = logging.getLogger(__name__)
+
+AGENT_REVIVED = 'revived'
+
+
+class StateReporter:
+    """Sends the agent's state every ``interval()`` seconds.
+
+    :param build_state: returns the ``agent_state`` dict (without
+        ``start_flag``, which the reporter adds to the first report after
+        start).
+    :param interval: returns the current report interval; read every cycle so
+        a SIGHUP change of the mutable option takes effect.
+    :param on_revived: called when the server says it had considered the
+        agent dead: the agent must resync everything.
+    :param use_call: the metadata agent casts after its first report, as
+        Neutron's does; everything else calls.
+    """
+
+    def __init__(self, api: report_api.ReportStateApi,
+                 build_state: Callable[[], dict[str, Any]],
+                 interval: Callable[[], int],
+                 on_revived: Callable[[], None] | None = None,
+                 use_call: bool = True,
+                 log_heartbeats: Callable[[], bool] = lambda: False) -> None:
+        self._api = api
+        self._build_state = build_state
+        self._interval = interval
+        self._on_revived = on_revived
+        self._use_call = use_call
+        self._log_heartbeats = log_heartbeats
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.uuid = str(uuid.uuid4())
+        self.start_flag = True
+        self.reports_sent = 0
+        self.failures = 0
+
+    def report_once(self) -> bool:
+        """Send one report; True on success. Never raises."""
+        state = dict(self._build_state())
+        state['uuid'] = self.uuid
+        if self.start_flag:
+            state['start_flag'] = True
+        use_call = self._use_call or self.start_flag
+        try:
+            result = self._api.report_state(
+                state, use_call=use_call,
+                timeout=max(self._interval(), 1) if use_call else None)
+        except Exception as exc:
+            self.failures += 1
+            LOG.warning('Failed reporting state to neutron-server (will retry '
+                        'in %ss): %s: %s', self._interval(),
+                        type(exc).__name__, exc)
+            return False
+        self.start_flag = False
+        self.reports_sent += 1
+        if self._log_heartbeats():
+            LOG.info('Reported state: %s', state)
+        if result == AGENT_REVIVED and self._on_revived is not None:
+            LOG.info('neutron-server had considered this agent dead; '
+                     'resyncing everything')
+            self._on_revived()
+        return True
+
+    def start(self) -> None:
+        if self._interval() <= 0:
+            LOG.warning('report_interval is 0: not reporting state; '
+                        'neutron-server will consider this agent dead')
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name='state-report',
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.report_once()
+            interval = self._interval()
+            if interval <= 0:
+                return
+            self._stop.wait(interval)

@@ -1,0 +1,195 @@
+"""A prioritised, coalescing work queue of resource updates.
+
+Why not a plain queue: a burst of RPC events about one network must not be
+processed N times, an RPC event must overtake the hundreds of items a
+periodic full sync enqueues, and two workers must never handle the same
+resource at once (their host changes would interleave). Failures are retried
+with exponential back-off a bounded number of times, then handed to
+``on_exhausted`` (the agent schedules a full resync).
+"""
+
+import dataclasses
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+LOG = logging.getLogger(__name__)
+
+PRIORITY_RPC = 0
+PRIORITY_SYNC = 1
+
+_BACKOFF_BASE = 0.5
+_BACKOFF_MAX = 30.0
+
+
+@dataclasses.dataclass
+class ResourceUpdate:
+    """One unit of work about one resource.
+
+    :ivar resource_id: id of the network/port/router the work is about; the
+        queue serialises work per id.
+    :ivar action: what to do (agent-defined, e.g. ``sync`` or ``delete``).
+    :ivar priority: :data:`PRIORITY_RPC` or :data:`PRIORITY_SYNC`.
+    :ivar payload: whatever the handler needs.
+    :ivar tries: failed attempts so far.
+    """
+
+    resource_id: str
+    action: str
+    priority: int = PRIORITY_RPC
+    payload: Any = None
+    tries: int = 0
+
+
+Handler = Callable[[ResourceUpdate], None]
+ExhaustedCallback = Callable[[ResourceUpdate, BaseException], None]
+
+
+class WorkQueue:
+    """Runs ``handler`` for queued updates on a pool of worker threads.
+
+    A newer update for a resource replaces a pending older one (keeping the
+    more urgent priority), because handlers are idempotent "make the host
+    match the server" operations: only the latest intent matters.
+    """
+
+    def __init__(self, handler: Handler, workers: int = 4,
+                 max_retries: int = 5,
+                 on_exhausted: ExhaustedCallback | None = None,
+                 name: str = 'work') -> None:
+        self._handler = handler
+        self._workers = workers
+        self._max_retries = max_retries
+        self._on_exhausted = on_exhausted
+        self._name = name
+        self._cond = threading.Condition()
+        self._heap: list[tuple[int, float, int, str]] = []
+        self._pending: dict[str, tuple[int, ResourceUpdate]] = {}
+        self._running: set[str] = set()
+        self._seq = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+
+    # -- producer side -------------------------------------------------
+    def put(self, update: ResourceUpdate, delay: float = 0.0) -> None:
+        """Queue ``update``, superseding a pending one for the same resource."""
+        with self._cond:
+            old = self._pending.get(update.resource_id)
+            if old is not None:
+                update.priority = min(update.priority, old[1].priority)
+            seq = next(self._seq)
+            self._pending[update.resource_id] = (seq, update)
+            heapq.heappush(self._heap, (update.priority,
+                                        time.monotonic() + delay, seq,
+                                        update.resource_id))
+            self._cond.notify()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is pending or running; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending or self._running:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining if remaining is None else min(remaining, 0.5))
+            return True
+
+    # -- lifecycle -----------------------------------------------------
+    def start(self) -> None:
+        self._stopping = False
+        for i in range(self._workers):
+            t = threading.Thread(target=self._run, name=f'{self._name}-{i}',
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop taking work; wait up to ``timeout`` for running handlers."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._threads = [t for t in self._threads if t.is_alive()]
+
+    # -- worker side ---------------------------------------------------
+    def _next(self) -> ResourceUpdate | None:
+        """Pop the most urgent ready update whose resource is not running."""
+        with self._cond:
+            while not self._stopping:
+                now = time.monotonic()
+                skipped: list[tuple[int, float, int, str]] = []
+                found = None
+                wait = None
+                while self._heap:
+                    entry = heapq.heappop(self._heap)
+                    prio, ready_at, seq, rid = entry
+                    current = self._pending.get(rid)
+                    if current is None or current[0] != seq:
+                        continue  # superseded or already taken
+                    if rid in self._running:
+                        skipped.append(entry)  # retried when it finishes
+                        continue
+                    if ready_at > now:
+                        skipped.append(entry)
+                        wait = ready_at - now if wait is None else min(wait, ready_at - now)
+                        continue
+                    found = current[1]
+                    del self._pending[rid]
+                    self._running.add(rid)
+                    break
+                for entry in skipped:
+                    heapq.heappush(self._heap, entry)
+                if found is not None:
+                    return found
+                self._cond.wait(wait if wait is not None else 1.0)
+            return None
+
+    def _done(self, rid: str) -> None:
+        with self._cond:
+            self._running.discard(rid)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            update = self._next()
+            if update is None:
+                return
+            try:
+                self._handler(update)
+            except Exception as exc:
+                self._failed(update, exc)
+            finally:
+                self._done(update.resource_id)
+
+    def _failed(self, update: ResourceUpdate, exc: BaseException) -> None:
+        update.tries += 1
+        if update.tries <= self._max_retries:
+            delay = min(_BACKOFF_BASE * 2 ** (update.tries - 1), _BACKOFF_MAX)
+            LOG.warning('%s %s of %s failed (attempt %d/%d), retrying in '
+                        '%.1fs: %s', self._name, update.action,
+                        update.resource_id, update.tries,
+                        self._max_retries + 1, delay, exc)
+            with self._cond:
+                if update.resource_id in self._pending:
+                    return  # newer work already queued supersedes the retry
+            self.put(update, delay=delay)
+            return
+        LOG.error('%s %s of %s failed %d times, giving up until the next '
+                  'full sync: %s', self._name, update.action,
+                  update.resource_id, update.tries, exc)
+        if self._on_exhausted is not None:
+            try:
+                self._on_exhausted(update, exc)
+            except Exception:
+                LOG.exception('on_exhausted callback failed')

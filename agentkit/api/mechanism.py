@@ -1,0 +1,92 @@
+"""Mechanism drivers: how this host's switch wires ports into segments.
+
+The L2 agent owns the RPC conversation with neutron-server (fetching port
+details, reporting devices up/down, resyncing); the mechanism driver owns the
+switch (Open vSwitch, Linux bridges). The agent hands it validated segment
+realisations from the type drivers and asks it to wire or unwire ports.
+"""
+
+import abc
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from agentkit.api import driver
+from agentkit.api import type_driver
+
+
+@dataclasses.dataclass(frozen=True)
+class PortBinding:
+    """A port to wire, with the segment it lives on.
+
+    :ivar port_id: neutron port id (validated UUID).
+    :ivar network_id: neutron network id (validated UUID).
+    :ivar mac_address: the port's MAC (anti-spoofing, flows).
+    :ivar device: host device name of the port (``tapXXXXXXXXXXX``).
+    :ivar segment: the type driver's realisation of the port's segment.
+    :ivar admin_state_up: False means wire it but pass no traffic.
+    :ivar details: the raw details dict from neutron-server, for drivers
+        that need more (fixed_ips, security groups, MTU...).
+    """
+
+    port_id: str
+    network_id: str
+    mac_address: str
+    device: str
+    segment: type_driver.SegmentRealisation
+    admin_state_up: bool = True
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+DeviceCallback = Callable[[str], None]
+
+
+class MechanismDriver(driver.Driver):
+    """A switch technology (openvswitch, linuxbridge)."""
+
+    @property
+    @abc.abstractmethod
+    def agent_type(self) -> str:
+        """Neutron's ``agent_type`` for this switch, e.g. ``Open vSwitch agent``.
+
+        neutron-server's ML2 mechanism drivers bind ports only to hosts whose
+        agent reports the type they expect, so this must match Neutron's.
+        """
+
+    @property
+    @abc.abstractmethod
+    def supported_network_types(self) -> frozenset[str]:
+        """Network types this switch can realise; the agent refuses others at start."""
+
+    @abc.abstractmethod
+    def start_device_monitor(self, on_plugged: DeviceCallback,
+                             on_unplugged: DeviceCallback) -> None:
+        """Call back with a port id whenever a VM/service port appears or goes.
+
+        Event-driven (OVSDB Interface events, netlink link events), not polled.
+        Callbacks must be cheap: the agent only queues the work.
+        """
+
+    @abc.abstractmethod
+    def list_plugged_ports(self) -> set[str]:
+        """Port ids currently plugged on this host (for full resync)."""
+
+    @abc.abstractmethod
+    def wire_port(self, binding: PortBinding) -> None:
+        """Connect a plugged port to its segment (tag, flows, bridge membership).
+
+        Idempotent: called again on every resync with the same binding.
+        """
+
+    @abc.abstractmethod
+    def unwire_port(self, port_id: str) -> None:
+        """Isolate a port that the server no longer binds here (idempotent)."""
+
+    def cleanup_network(self, network_id: str) -> None:
+        """Release per-network host resources once no port uses the network."""
+
+    def tunnel_update(self, tunnel_ip: str, tunnel_type: str) -> None:
+        """A tunnel endpoint appeared (``tunnel_sync``/``tunnel_update``)."""
+
+    def tunnel_delete(self, tunnel_ip: str, tunnel_type: str) -> None:
+        """A tunnel endpoint went away."""

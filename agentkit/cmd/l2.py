@@ -1,0 +1,11 @@
+"""``agentkit-l2``: see :mod:`agentkit.agent.l2`."""
+
+import sys
+
+from agentkit import service
+from agentkit.conf import l2 as l2_conf
+
+
+def main() -> None:
+    sys.exit(service.run('agentkit-l2', l2_conf.register_l2_opts,
+                         'agentkit.agent.l2.L2Agent'))

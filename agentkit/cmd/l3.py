@@ -1,0 +1,11 @@
+"""``agentkit-l3``: see :mod:`agentkit.agent.l3`."""
+
+import sys
+
+from agentkit import service
+from agentkit.conf import l3 as l3_conf
+
+
+def main() -> None:
+    sys.exit(service.run('agentkit-l3', l3_conf.register_l3_opts,
+                         'agentkit.agent.l3.L3Agent'))

@@ -1,0 +1,11 @@
+"""``agentkit-metadata``: see :mod:`agentkit.agent.metadata`."""
+
+import sys
+
+from agentkit import service
+from agentkit.conf import metadata as metadata_conf
+
+
+def main() -> None:
+    sys.exit(service.run('agentkit-metadata', metadata_conf.register_metadata_opts,
+                         'agentkit.agent.metadata.MetadataAgent'))

@@ -1,0 +1,48 @@
+"""Options of the DHCP agent."""
+
+from oslo_config import cfg
+
+from agentkit.conf import ovs
+
+dhcp_opts = [
+    cfg.StrOpt(
+        'dhcp_driver', default='dnsmasq',
+        help='Alias of the DHCP driver (entry point in agentkit.dhcp_drivers).'),
+    cfg.StrOpt(
+        'interface_driver', default='openvswitch',
+        help='Alias of the interface driver that plugs DHCP ports (entry '
+             'point in agentkit.interface_drivers).'),
+    cfg.BoolOpt(
+        'enable_isolated_metadata', default=False,
+        help='Serve metadata on 169.254.169.254 from the DHCP namespace for '
+             'networks without a router.'),
+    cfg.IntOpt(
+        'dhcp_lease_duration', default=86400, min=-1,
+        help='DHCP lease time in seconds; -1 means infinite.'),
+    cfg.StrOpt(
+        'dnsmasq_config_file', default='',
+        help='Extra dnsmasq configuration file (e.g. dhcp-option-force=26,1454 '
+             'to lower the MTU of GRE networks).'),
+    cfg.ListOpt(
+        'dnsmasq_dns_servers', default=[],
+        help='DNS servers handed out when a subnet names none.'),
+    cfg.StrOpt(
+        'dns_domain', default='openstacklocal',
+        help='Domain of the host names dnsmasq hands out.'),
+    cfg.IntOpt(
+        'dnsmasq_lease_max', default=2 ** 24, min=1,
+        help='Upper bound of leases per network.'),
+    cfg.FloatOpt(
+        'dhcp_reload_coalesce_seconds', default=0.1, min=0, mutable=True,
+        help='Changes to one network within this window are written and '
+             'signalled to dnsmasq once.'),
+    cfg.IntOpt(
+        'check_child_processes_interval', default=60, min=0, mutable=True,
+        help='Seconds between checks that dnsmasq processes are alive; 0 '
+             'disables respawning.'),
+]
+
+
+def register_dhcp_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_opts(dhcp_opts)
+    ovs.register_ovs_opts(conf)

@@ -1,0 +1,38 @@
+"""Base of the clients of neutron-server's RPC APIs."""
+
+from typing import Any
+
+import oslo_messaging
+
+from agentkit.rpc import transport as rpc_transport
+
+
+class ServerApiClient:
+    """Calls one server topic with Neutron's versions and default context.
+
+    Subclasses set :attr:`topic` and :attr:`base_version` and add one method
+    per RPC method, each naming the exact version Neutron's agents send so
+    neutron-server dispatches it to the same endpoint.
+    """
+
+    topic: str = ''
+    base_version: str = '1.0'
+
+    def __init__(self, transport: oslo_messaging.Transport, host: str,
+                 timeout: int | None = None) -> None:
+        self.host = host
+        target = oslo_messaging.Target(topic=self.topic,
+                                       version=self.base_version)
+        self.client = oslo_messaging.get_rpc_client(transport, target,
+                                                    timeout=timeout)
+
+    def _call(self, version: str, method: str, *, timeout: int | None = None,
+              context: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        cctxt = self.client.prepare(version=version, timeout=timeout)
+        return cctxt.call(context or rpc_transport.admin_context(), method,
+                          **kwargs)
+
+    def _cast(self, version: str, method: str, *,
+              context: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        cctxt = self.client.prepare(version=version)
+        cctxt.cast(context or rpc_transport.admin_context(), method, **kwargs)

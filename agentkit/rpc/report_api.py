@@ -1,0 +1,34 @@
+"""Client of ``q-reports-plugin``: agent liveness (Neutron's PluginReportStateAPI)."""
+
+import datetime
+from typing import Any
+
+from agentkit.rpc import client
+from agentkit.rpc import topics
+
+# neutron_lib's ISO8601 time format for the 'time' argument
+_TIME_FORMAT = '%Y-%m-%dT%H:%M:%S.%f'
+
+
+class ReportStateApi(client.ServerApiClient):
+    topic = topics.REPORTS
+    base_version = '1.0'
+
+    def report_state(self, agent_state: dict[str, Any], use_call: bool = True,
+                     timeout: int | None = None) -> Any:
+        """Send ``report_state`` (1.4); returns the server's answer on a call.
+
+        neutron-server answers ``"alive"``, or ``"revived"`` when it had
+        considered the agent dead — the agent must then resync fully.
+        """
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        kwargs = {'agent_state': {'agent_state': agent_state},
+                  'time': now.strftime(_TIME_FORMAT)}
+        if use_call:
+            return self._call('1.4', 'report_state', timeout=timeout, **kwargs)
+        self._cast('1.4', 'report_state', **kwargs)
+        return None
+
+    def has_alive_neutron_server(self, timeout: int | None = None) -> bool:
+        return bool(self._call('1.4', 'has_alive_neutron_server',
+                               timeout=timeout))

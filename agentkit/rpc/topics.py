@@ -1,0 +1,35 @@
+"""Topic names and agent types of Neutron's agent RPC API (neutron_lib.constants)."""
+
+CONTROL_EXCHANGE = 'neutron'
+
+# agent -> server
+PLUGIN = 'q-plugin'
+REPORTS = 'q-reports-plugin'
+L3PLUGIN = 'q-l3-plugin'
+
+# server -> agent
+DHCP_AGENT = 'dhcp_agent'
+L3_AGENT = 'l3_agent'
+AGENT_NOTIFIER_PREFIX = 'q-agent-notifier'
+
+PORT = 'port'
+NETWORK = 'network'
+SECURITY_GROUP = 'security_group'
+TUNNEL = 'tunnel'
+UPDATE = 'update'
+DELETE = 'delete'
+
+# agent_type values neutron-server matches on
+AGENT_TYPE_OVS = 'Open vSwitch agent'
+AGENT_TYPE_LINUXBRIDGE = 'Linux bridge agent'
+AGENT_TYPE_DHCP = 'DHCP agent'
+AGENT_TYPE_L3 = 'L3 agent'
+AGENT_TYPE_METADATA = 'Metadata agent'
+
+# report_state 'topic' of agents that have no topic of their own
+NO_TOPIC = 'N/A'
+
+
+def agent_notifier_topic(resource: str, operation: str) -> str:
+    """``q-agent-notifier-<resource>-<operation>``, e.g. port + update."""
+    return f'{AGENT_NOTIFIER_PREFIX}-{resource}-{operation}'

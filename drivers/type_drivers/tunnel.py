@@ -1,0 +1,47 @@
+"""``gre`` and ``vxlan``: overlay segments keyed by a GRE key or a VNI."""
+
+from agentkit.api import type_driver as api
+from drivers.type_drivers import ranges
+
+
+class _TunnelTypeDriver(api.TypeDriver):
+    """Accepts keys inside the configured ranges; no physical network."""
+
+    max_key: int = 0
+    ranges_option: str = ''
+
+    def __init__(self, conf, host):  # type: ignore[no-untyped-def]
+        super().__init__(conf, host)
+        self.key_ranges = ranges.parse_ranges(
+            getattr(conf.l2, self.ranges_option), 1, self.max_key,
+            self.ranges_option)
+
+    def validate_segment(self, segment: api.Segment) -> None:
+        if segment.network_type != self.network_type:
+            raise api.InvalidSegment(
+                f'not a {self.network_type} segment: {segment.network_type}')
+        if segment.physical_network:
+            raise api.InvalidSegment(
+                f'{self.network_type} segment must not have a physical_network')
+        key = segment.segmentation_id
+        if key is None or not ranges.in_ranges(key, self.key_ranges):
+            raise api.InvalidSegment(
+                f'{self.network_type} segmentation_id {key!r} is outside '
+                f'{self.ranges_option} {self.key_ranges}')
+
+    def realise(self, segment: api.Segment) -> api.SegmentRealisation:
+        return api.SegmentRealisation(self.network_type,
+                                      tunnel_type=self.network_type,
+                                      tunnel_key=segment.segmentation_id)
+
+
+class GreTypeDriver(_TunnelTypeDriver):
+    network_type = 'gre'
+    max_key = 2 ** 32 - 1
+    ranges_option = 'tunnel_id_ranges'
+
+
+class VxlanTypeDriver(_TunnelTypeDriver):
+    network_type = 'vxlan'
+    max_key = 2 ** 24 - 1
+    ranges_option = 'vni_ranges'

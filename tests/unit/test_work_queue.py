@@ -1,0 +1,102 @@
+import threading
+import time
+
+from agentkit.agent import work_queue as wq
+from tests import base
+
+
+class WorkQueueTest(base.TestCase):
+
+    def _queue(self, handler, **kw):
+        q = wq.WorkQueue(handler, **kw)
+        self.addCleanup(q.stop, 2)
+        return q
+
+    def test_rpc_priority_overtakes_sync(self):
+        order = []
+        q = self._queue(lambda u: order.append(u.resource_id), workers=1)
+        for i in range(5):
+            q.put(wq.ResourceUpdate(f's{i}', 'sync', wq.PRIORITY_SYNC))
+        q.put(wq.ResourceUpdate('rpc', 'sync', wq.PRIORITY_RPC))
+        q.start()
+        self.assertTrue(q.wait_idle(5))
+        self.assertEqual('rpc', order[0])
+        self.assertEqual(sorted(f's{i}' for i in range(5)), sorted(order[1:]))
+
+    def test_pending_updates_coalesce_to_latest(self):
+        seen = []
+        q = self._queue(lambda u: seen.append((u.resource_id, u.payload)),
+                        workers=1)
+        for i in range(10):
+            q.put(wq.ResourceUpdate('net1', 'sync', wq.PRIORITY_SYNC, payload=i))
+        q.put(wq.ResourceUpdate('net1', 'sync', wq.PRIORITY_RPC, payload='last'))
+        self.assertEqual(1, len(q))
+        q.start()
+        self.assertTrue(q.wait_idle(5))
+        self.assertEqual([('net1', 'last')], seen)
+
+    def test_same_resource_never_runs_concurrently(self):
+        active = set()
+        overlaps = []
+        lock = threading.Lock()
+
+        def handler(update):
+            with lock:
+                if update.resource_id in active:
+                    overlaps.append(update.resource_id)
+                active.add(update.resource_id)
+            time.sleep(0.05)
+            with lock:
+                active.discard(update.resource_id)
+
+        q = self._queue(handler, workers=4)
+        q.start()
+        for i in range(6):
+            q.put(wq.ResourceUpdate('same', 'sync', payload=i))
+            q.put(wq.ResourceUpdate(f'other{i}', 'sync'))
+            time.sleep(0.01)
+        self.assertTrue(q.wait_idle(10))
+        self.assertEqual([], overlaps)
+
+    def test_failures_retry_then_exhaust(self):
+        calls = []
+        exhausted = []
+
+        def handler(update):
+            calls.append(update.tries)
+            raise RuntimeError('boom')
+
+        self.useFixture(__import__('fixtures').MonkeyPatch(
+            'agentkit.agent.work_queue._BACKOFF_BASE', 0.01))
+        q = self._queue(handler, workers=1, max_retries=2,
+                        on_exhausted=lambda u, e: exhausted.append((u, e)))
+        q.start()
+        q.put(wq.ResourceUpdate('bad', 'sync'))
+        self.assertTrue(q.wait_idle(5))
+        self.assertEqual([0, 1, 2], calls)
+        self.assertEqual(1, len(exhausted))
+        self.assertEqual('bad', exhausted[0][0].resource_id)
+        self.assertIsInstance(exhausted[0][1], RuntimeError)
+
+    def test_one_failing_resource_does_not_block_others(self):
+        done = []
+
+        def handler(update):
+            if update.resource_id == 'bad':
+                raise ValueError('nope')
+            done.append(update.resource_id)
+
+        q = self._queue(handler, workers=2, max_retries=0)
+        q.start()
+        q.put(wq.ResourceUpdate('bad', 'sync'))
+        q.put(wq.ResourceUpdate('good', 'sync'))
+        self.assertTrue(q.wait_idle(5))
+        self.assertEqual(['good'], done)
+
+    def test_stop_returns_promptly(self):
+        q = self._queue(lambda u: None, workers=3)
+        q.start()
+        started = time.monotonic()
+        q.stop(2)
+        self.assertLess(time.monotonic() - started, 2.5)
+        self.assertEqual([], q._threads)
