@@ -34,8 +34,8 @@ def admin_context(request_id: str | None = None) -> dict[str, Any]:
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     return {
         'user_id': None, 'user': None,
-        'project_id': None, 'project': None, 'tenant_id': None,
-        'user_name': None, 'project_name': None, 'tenant_name': None,
+        'project_id': None, 'project': None,
+        'user_name': None, 'project_name': None,
         'domain': None, 'user_domain': None, 'project_domain': None,
         'is_admin': True, 'is_admin_project': True,
         'read_only': False, 'show_deleted': False,

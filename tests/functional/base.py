@@ -33,3 +33,42 @@ class FunctionalTestCase(base.TestCase):
     def short_name(prefix: str = 'ak') -> str:
         """A device-safe unique name (IFNAMSIZ is 16 including NUL)."""
         return (prefix + uuid.uuid4().hex)[:14]
+
+
+def write_config(path: str, sections: dict[str, dict[str, object]]) -> str:
+    """Write an ini file from {section: {option: value}}; lists joined by ','."""
+    lines = []
+    for section, options in sections.items():
+        lines.append(f'[{section}]')
+        for key, value in options.items():
+            if isinstance(value, (list, tuple)):
+                value = ','.join(str(v) for v in value)
+            lines.append(f'{key} = {value}')
+        lines.append('')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines))
+    return path
+
+
+class AgentTestCase(FunctionalTestCase):
+    """Functional test that configures cfg.CONF like an agent would."""
+
+    def configure(self, register, sections: dict[str, dict[str, object]]
+                  ) -> str:
+        """Register an agent's options and parse a generated config file."""
+        from tests.functional import amqp
+        sections = {k: dict(v) for k, v in sections.items()}
+        default = sections.setdefault('DEFAULT', {})
+        default.setdefault('transport_url', amqp.RABBIT_URL)
+        default.setdefault('host', self.short_name('akhost'))
+        path = write_config(self.get_temp_path('agent.ini'), sections)
+        register(self.conf)
+        self.conf(['--config-file', path], project='agentkit',
+                  default_config_files=[])
+        return path
+
+    def get_temp_path(self, name: str) -> str:
+        import tempfile
+        d = tempfile.mkdtemp(prefix='agentkit-test-')
+        self.addCleanup(__import__('shutil').rmtree, d, True)
+        return os.path.join(d, name)
