@@ -162,6 +162,8 @@ class Agent(abc.ABC):
         """SIGHUP: re-read mutable options, then let the agent react."""
         self.conf.mutate_config_files()
         self.reload_config()
+        if self.reporter is not None:
+            self.reporter.reschedule()
         LOG.info('%s reloaded its configuration', self.binary)
 
     def schedule_resync(self, reason: str) -> None:

@@ -46,6 +46,7 @@ class StateReporter:
         self._use_call = use_call
         self._log_heartbeats = log_heartbeats
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.uuid = str(uuid.uuid4())
         self.start_flag = True
@@ -89,8 +90,13 @@ class StateReporter:
                                         daemon=True)
         self._thread.start()
 
+    def reschedule(self) -> None:
+        """Report now and then at the (possibly changed) interval."""
+        self._wake.set()
+
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -100,4 +106,5 @@ class StateReporter:
             interval = self._interval()
             if interval <= 0:
                 return
-            self._stop.wait(interval)
+            self._wake.wait(interval)
+            self._wake.clear()

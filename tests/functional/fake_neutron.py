@@ -1,0 +1,207 @@
+"""A stand-in for neutron-server's RPC side, for functional tests and benchmarks.
+
+It serves ``q-reports-plugin``, ``q-plugin`` and ``q-l3-plugin`` with the
+versions Neutron 29 uses, from in-memory state the test controls, and records
+every call. Each instance gets its own RabbitMQ vhost: queue names such as
+``q-plugin`` are global to a vhost, so concurrent tests sharing one would
+answer each other's agents.
+"""
+
+import copy
+import subprocess
+import threading
+import time
+import uuid
+from typing import Any
+
+import oslo_messaging
+from oslo_config import cfg
+
+
+class _Recorder:
+    def __init__(self, server: 'FakeNeutron') -> None:
+        self.server = server
+
+    def _record(self, method: str, **kwargs: Any) -> None:
+        with self.server.lock:
+            self.server.calls.append((method, copy.deepcopy(kwargs)))
+            self.server.changed.notify_all()
+
+
+class ReportsEndpoint(_Recorder):
+    target = oslo_messaging.Target(version='1.4')
+
+    def report_state(self, context, agent_state, time):
+        self._record('report_state', agent_state=agent_state, time=time)
+        return 'alive'
+
+    def has_alive_neutron_server(self, context, **kwargs):
+        return True
+
+
+class PluginEndpoint(_Recorder):
+    """The q-plugin methods of the L2 and DHCP agents."""
+
+    target = oslo_messaging.Target(version='1.9')
+
+    def get_devices_details_list_and_failed_devices(self, context, devices,
+                                                    agent_id, host=None):
+        self._record('get_devices_details_list_and_failed_devices',
+                     devices=devices, agent_id=agent_id, host=host)
+        with self.server.lock:
+            details = [copy.deepcopy(self.server.port_details.get(d, {'device': d}))
+                       for d in devices]
+        return {'devices': details, 'failed_devices': []}
+
+    def update_device_list(self, context, devices_up, devices_down, agent_id,
+                           host, refresh_tunnels=False):
+        self._record('update_device_list', devices_up=devices_up,
+                     devices_down=devices_down, agent_id=agent_id, host=host)
+        return {'devices_up': devices_up, 'failed_devices_up': [],
+                'devices_down': [{'device': d, 'exists': True}
+                                 for d in devices_down],
+                'failed_devices_down': []}
+
+    def tunnel_sync(self, context, tunnel_ip, tunnel_type, host=None):
+        self._record('tunnel_sync', tunnel_ip=tunnel_ip, tunnel_type=tunnel_type,
+                     host=host)
+        with self.server.lock:
+            return {'tunnels': [dict(t) for t in self.server.tunnels]}
+
+    def get_active_networks_info(self, context, host, enable_dhcp_filter=True):
+        self._record('get_active_networks_info', host=host)
+        with self.server.lock:
+            return copy.deepcopy(list(self.server.networks.values()))
+
+    def get_network_info(self, context, network_id, host):
+        self._record('get_network_info', network_id=network_id, host=host)
+        with self.server.lock:
+            return copy.deepcopy(self.server.networks.get(network_id))
+
+    def create_dhcp_port(self, context, port, host):
+        self._record('create_dhcp_port', port=port, host=host)
+        return self.server.make_dhcp_port(port['port'])
+
+    def update_dhcp_port(self, context, port_id, port, host):
+        self._record('update_dhcp_port', port_id=port_id, port=port, host=host)
+        return None
+
+    def release_dhcp_port(self, context, network_id, device_id, host):
+        self._record('release_dhcp_port', network_id=network_id,
+                     device_id=device_id, host=host)
+
+    def dhcp_ready_on_ports(self, context, port_ids):
+        self._record('dhcp_ready_on_ports', port_ids=port_ids)
+
+    def get_ports(self, context, filters):
+        self._record('get_ports', filters=filters)
+        return []
+
+
+class L3Endpoint(_Recorder):
+    target = oslo_messaging.Target(version='1.12')
+
+    def get_router_ids(self, context, host):
+        self._record('get_router_ids', host=host)
+        with self.server.lock:
+            return list(self.server.routers)
+
+    def sync_routers(self, context, host, router_ids=None):
+        self._record('sync_routers', host=host, router_ids=router_ids)
+        with self.server.lock:
+            return [copy.deepcopy(r) for rid, r in self.server.routers.items()
+                    if router_ids is None or rid in router_ids]
+
+    def get_host_ha_router_count(self, context, host):
+        return 0
+
+    def update_floatingip_statuses(self, context, router_id, fip_statuses):
+        self._record('update_floatingip_statuses', router_id=router_id,
+                     fip_statuses=fip_statuses)
+
+
+class FakeNeutron:
+    """Start with :meth:`start`, point agents at ``exchange``, inspect ``calls``."""
+
+    def __init__(self, base_url: str | None = None) -> None:
+        from tests.functional import amqp
+        base_url = base_url or amqp.RABBIT_URL
+        self.vhost = f'agentkit-test-{uuid.uuid4().hex[:12]}'
+        prefix, _, _ = base_url.rpartition('/')
+        self.transport_url = f'{prefix}/{self.vhost}'
+        user = base_url.split('://', 1)[1].split(':', 1)[0]
+        subprocess.run(['rabbitmqctl', '-q', 'add_vhost', self.vhost],
+                       check=True, capture_output=True)
+        subprocess.run(['rabbitmqctl', '-q', 'set_permissions', '-p', self.vhost,
+                        user, '.*', '.*', '.*'], check=True, capture_output=True)
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.port_details: dict[str, dict[str, Any]] = {}
+        self.networks: dict[str, dict[str, Any]] = {}
+        self.routers: dict[str, dict[str, Any]] = {}
+        self.tunnels: list[dict[str, Any]] = []
+        self.dhcp_port_macs = iter(f'fa:16:3e:00:{i // 256:02x}:{i % 256:02x}'
+                                   for i in range(1, 65536))
+        self._servers: list[Any] = []
+        self.transport = None
+
+    def start(self) -> 'FakeNeutron':
+        self.transport = oslo_messaging.get_rpc_transport(
+            cfg.CONF, url=self.transport_url)
+        for topic, endpoint in (('q-reports-plugin', ReportsEndpoint(self)),
+                                ('q-plugin', PluginEndpoint(self)),
+                                ('q-l3-plugin', L3Endpoint(self))):
+            target = oslo_messaging.Target(exchange='neutron', topic=topic,
+                                           server='fake-neutron')
+            server = oslo_messaging.get_rpc_server(self.transport, target,
+                                                   [endpoint])
+            server.start()
+            self._servers.append(server)
+        return self
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.stop()
+        for server in self._servers:
+            server.wait()
+        if self.transport is not None:
+            self.transport.cleanup()
+        subprocess.run(['rabbitmqctl', '-q', 'delete_vhost', self.vhost],
+                       capture_output=True)
+
+    def make_dhcp_port(self, port: dict[str, Any]) -> dict[str, Any]:
+        """Answer create_dhcp_port like the server: next free IP of each subnet."""
+        with self.lock:
+            network = self.networks.get(port['network_id'], {})
+            fixed_ips = []
+            for subnet in network.get('subnets', []):
+                if subnet.get('enable_dhcp') and subnet.get('ip_version', 4) == 4:
+                    fixed_ips.append({'subnet_id': subnet['id'],
+                                      'ip_address': subnet['_dhcp_ip']})
+            new_port = {
+                'id': str(uuid.uuid4()), 'network_id': port['network_id'],
+                'mac_address': next(self.dhcp_port_macs),
+                'device_id': port.get('device_id', ''),
+                'device_owner': 'network:dhcp', 'fixed_ips': fixed_ips,
+                'admin_state_up': True, 'binding:vif_type': 'ovs',
+            }
+            network.setdefault('ports', []).append(new_port)
+            return copy.deepcopy(new_port)
+
+    def calls_of(self, method: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [kw for m, kw in self.calls if m == method]
+
+    def wait_for_call(self, method: str, predicate=lambda kw: True,
+                      timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while True:
+                for m, kw in self.calls:
+                    if m == method and predicate(kw):
+                        return kw
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f'no {method} call matched in {timeout}s')
+                self.changed.wait(min(remaining, 0.5))

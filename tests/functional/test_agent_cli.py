@@ -1,0 +1,111 @@
+"""The console scripts as an operator runs them: config errors, state
+reports on RabbitMQ, SIGHUP reloads, SIGTERM stops, eventlet mode."""
+
+import signal
+import subprocess
+import time
+
+from agentkit.conf import metadata as metadata_conf
+from tests.functional import agent_process
+from tests.functional import base
+from tests.functional import fake_neutron
+
+
+class AgentCliTest(base.AgentTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.configure(metadata_conf.register_metadata_opts, {})
+        self.neutron = fake_neutron.FakeNeutron().start()
+        self.addCleanup(self.neutron.stop)
+
+    def start_agent(self, command, sections):
+        sections = {k: dict(v) for k, v in sections.items()}
+        default = sections.setdefault('DEFAULT', {})
+        default.setdefault('transport_url', self.neutron.transport_url)
+        default.setdefault('host', self.short_name('akcli'))
+        default.setdefault('state_path', self.get_temp_path('state'))
+        path = base.write_config(self.get_temp_path('agent.ini'), sections)
+        proc = agent_process.AgentProcess(
+            command, '--config-file', path,
+            log_path=self.get_temp_path('agent.log'))
+        self.addCleanup(proc.kill)
+        return proc, path, default['host']
+
+    def wait_report(self, host, predicate=lambda s: True, timeout=20):
+        kw = self.neutron.wait_for_call(
+            'report_state',
+            lambda kw: (kw['agent_state']['agent_state']['host'] == host
+                        and predicate(kw['agent_state']['agent_state'])),
+            timeout=timeout)
+        return kw['agent_state']['agent_state']
+
+    def test_help_and_version(self):
+        for cmd in ('agentkit-l2', 'agentkit-dhcp', 'agentkit-l3',
+                    'agentkit-metadata'):
+            out = subprocess.run([agent_process.BIN_DIR + '/' + cmd, '--help'],
+                                 capture_output=True, text=True, timeout=60)
+            self.assertEqual(0, out.returncode, out.stderr)
+            self.assertIn('--config-file', out.stdout)
+            self.assertIn('--config-dir', out.stdout)
+            out = subprocess.run([agent_process.BIN_DIR + '/' + cmd, '--version'],
+                                 capture_output=True, text=True, timeout=60)
+            self.assertEqual(0, out.returncode, out.stderr)
+            self.assertRegex(out.stdout + out.stderr, r'\d+\.\d+')
+
+    def test_unknown_mechanism_driver_lists_available(self):
+        proc, _, _ = self.start_agent('agentkit-l2',
+                                      {'l2': {'mechanism_driver': 'nosuch'}})
+        self.assertEqual(3, proc.wait(60))
+        out = proc.output()
+        self.assertIn("unknown agentkit.mechanism_drivers driver 'nosuch'", out)
+        self.assertRegex(out, r'available: .*linuxbridge, .*openvswitch')
+        self.assertEqual([], self.neutron.calls_of('report_state'))
+
+    def test_bad_option_value_is_refused(self):
+        proc, _, _ = self.start_agent('agentkit-metadata',
+                                      {'agent': {'report_interval': 'often'}})
+        self.assertEqual(2, proc.wait(60))
+        self.assertIn('[agent] report_interval', proc.output())
+
+    def test_incompatible_type_driver_refused(self):
+        proc, _, _ = self.start_agent(
+            'agentkit-l2', {'l2': {'mechanism_driver': 'linuxbridge',
+                                   'type_drivers': 'flat,gre'}})
+        self.assertEqual(3, proc.wait(60))
+        self.assertIn("does not support network type(s) gre", proc.output())
+
+    def _report_sighup_sigterm(self, sections):
+        proc, path, host = self.start_agent('agentkit-metadata', sections)
+        first = self.wait_report(host, lambda s: s.get('start_flag'))
+        self.assertEqual('agentkit-metadata', first['binary'])
+        self.assertEqual('Metadata agent', first['agent_type'])
+        # SIGHUP re-reads mutable options: a shorter interval takes effect.
+        with open(path) as f:
+            text = f.read()
+        with open(path, 'w') as f:
+            f.write(text.replace('report_interval = 30', 'report_interval = 1'))
+        proc.signal(signal.SIGHUP)
+        proc.wait_for_output('reloaded its configuration')
+        before = len(self.neutron.calls_of('report_state'))
+        deadline = time.monotonic() + 15
+        while (len(self.neutron.calls_of('report_state')) < before + 2
+               and time.monotonic() < deadline):
+            time.sleep(0.2)
+        self.assertGreaterEqual(len(self.neutron.calls_of('report_state')),
+                                before + 2)
+        started = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        self.assertEqual(0, proc.wait(10))
+        self.assertLess(time.monotonic() - started, 6)
+        self.assertIn('stopped (host state left in place)', proc.output())
+        return proc
+
+    def test_metadata_agent_reports_reloads_and_stops(self):
+        self._report_sighup_sigterm({'agent': {'report_interval': 30}})
+
+    def test_eventlet_compatibility_mode(self):
+        proc = self._report_sighup_sigterm({
+            'DEFAULT': {'concurrency_mode': 'eventlet'},
+            'agent': {'report_interval': 30}})
+        self.assertIn('concurrency: eventlet', proc.output())
