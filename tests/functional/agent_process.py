@@ -12,13 +12,14 @@ BIN_DIR = os.path.dirname(sys.executable)
 class AgentProcess:
     """``agentkit-<name> --config-file <path>`` with its output in a log file."""
 
-    def __init__(self, command: str, *args: str, log_path: str) -> None:
+    def __init__(self, command: str, *args: str, log_path: str,
+                 env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self.log = open(log_path, 'wb')
         self.proc = subprocess.Popen(
             [os.path.join(BIN_DIR, command), *args],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            start_new_session=True, env=env)
 
     def output(self) -> str:
         with open(self.log_path, 'rb') as f:
