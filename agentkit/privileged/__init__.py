@@ -24,10 +24,10 @@ network = priv_context.PrivContext(
 
 # Daemons run on the agent's behalf (dnsmasq, haproxy) inside namespaces:
 # they bind privileged ports, drop to their own users and get signalled.
-process = priv_context.PrivContext(
+daemons = priv_context.PrivContext(
     __name__,
-    cfg_section='privsep_process',
-    pypath=__name__ + '.process',
+    cfg_section='privsep_daemons',
+    pypath=__name__ + '.daemons',
     capabilities=[caps.CAP_SYS_ADMIN, caps.CAP_NET_ADMIN, caps.CAP_NET_RAW,
                   caps.CAP_NET_BIND_SERVICE, caps.CAP_SETUID, caps.CAP_SETGID,
                   caps.CAP_KILL, caps.CAP_DAC_OVERRIDE, caps.CAP_DAC_READ_SEARCH,

@@ -1,0 +1,346 @@
+"""Root operations on external daemons: spawn inside a namespace, signal.
+
+Runs in the ``daemons`` privsep daemon, which is multi-threaded. Forking a
+multi-threaded Python process is only safe if the child does nothing that
+could wait on a lock another thread held at fork time, so the child path
+below uses nothing but thin syscall wrappers (``os.*``, ``signal.*`` and one
+pre-resolved libc ``setns``) before ``execvpe``. Everything that can fail in an
+interesting way (namespace missing, log file unwritable) is opened in the
+parent first, so the error reaches the caller as a clear exception.
+
+Only primitives cross the privsep channel: argv is a list of str, results
+are dicts of int/str.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import re
+import select
+import signal
+import time
+from typing import Any
+
+from agentkit import exceptions
+from agentkit import privileged as _privileged
+
+NETNS_RUN_DIR = '/run/netns'
+CLONE_NEWNET = 0x40000000
+DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+# How long a self-daemonizing command may take to detach (dnsmasq: ~5 ms).
+DEFAULT_DETACH_TIMEOUT = 30.0
+_OUTPUT_LIMIT = 4096
+_NS_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,254}')
+
+# The symbols of the running process include libc's (no ldconfig lookup).
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.setns.restype = ctypes.c_int
+
+
+def _setns(fd: int) -> None:
+    """setns(fd, CLONE_NEWNET); os.setns only exists from Python 3.12."""
+    os_setns = getattr(os, 'setns', None)
+    if os_setns is not None:
+        os_setns(fd, CLONE_NEWNET)
+        return
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _validate_argv(argv: Any) -> list[str]:
+    # The privsep channel (msgpack, use_list=False) delivers lists as tuples.
+    if not isinstance(argv, (list, tuple)) or not argv:
+        raise exceptions.ProcessError('argv must be a non-empty list of str, got %r'
+                                      % (argv,))
+    for arg in argv:
+        if not isinstance(arg, str) or '\0' in arg:
+            raise exceptions.ProcessError('argv items must be str without NUL, got %r'
+                                          % (arg,))
+    if not argv[0]:
+        raise exceptions.ProcessError('argv[0] must not be empty')
+    return list(argv)
+
+
+def _validate_env(env: Any) -> dict[str, str]:
+    if env is None:
+        env = {}
+    if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and k and '=' not in k
+            and '\0' not in k + v for k, v in env.items()):
+        raise exceptions.ProcessError('env must be a dict of str to str, got %r' % (env,))
+    result = {'PATH': DEFAULT_PATH}
+    result.update(env)
+    return result
+
+
+def _open_namespace(namespace: str | None) -> int | None:
+    """Open /run/netns/<namespace> in the parent so a missing one is a clean error."""
+    if namespace is None:
+        return None
+    if not isinstance(namespace, str) or not _NS_NAME_RE.fullmatch(namespace):
+        raise exceptions.ProcessError('invalid namespace name %r' % (namespace,))
+    path = os.path.join(NETNS_RUN_DIR, namespace)
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise exceptions.ProcessError('network namespace %r does not exist' % namespace) \
+            from None
+
+
+def _open_output(log_file: str | None, capture: bool) -> int:
+    if log_file is not None:
+        if not isinstance(log_file, str) or not os.path.isabs(log_file) or '\0' in log_file:
+            raise exceptions.ProcessError('log_file must be an absolute path, got %r'
+                                          % (log_file,))
+        return os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                       0o640)
+    if capture:
+        # Anonymous file: holds the start-up errors of a daemonizing command.
+        return os.memfd_create('agentkit-spawn', os.MFD_CLOEXEC)
+    return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+
+
+def _report(fd: int, step: str, err: int) -> None:
+    try:
+        os.write(fd, ('E%s:%d\n' % (step, err)).encode())
+    except OSError:
+        pass
+
+
+def _exec_child(argv: list[str], env: dict[str, str], ns_fd: int | None,
+                null_fd: int, out_fd: int, status_w: int, new_session: bool) -> None:
+    """Child side after fork: never returns, only syscall wrappers until exec."""
+    step = 'setup'
+    try:
+        if new_session:
+            step = 'setsid'
+            os.setsid()
+        if ns_fd is not None:
+            step = 'setns'
+            _setns(ns_fd)
+        step = 'stdio'
+        os.dup2(null_fd, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)
+        # Python ignores SIGPIPE/SIGXFSZ; ignored dispositions survive exec.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.chdir('/')
+        # Keep only stdio and the status pipe (which is close-on-exec).
+        os.closerange(3, status_w)
+        os.closerange(status_w + 1, 1 << 20)
+        step = 'exec'
+        os.execvpe(argv[0], argv, env)
+    except OSError as exc:
+        _report(status_w, step, exc.errno or 0)
+    except BaseException:  # noqa: B036 - the child must never unwind into the daemon
+        _report(status_w, step, 0)
+    finally:
+        os._exit(127)
+
+
+def _read_status(status_r: int) -> tuple[int | None, tuple[str, int] | None]:
+    """Read the status pipe to EOF: (grandchild pid, (failed step, errno))."""
+    data = b''
+    while True:
+        chunk = os.read(status_r, 4096)
+        if not chunk:
+            break
+        data += chunk
+    pid = None
+    failure = None
+    for line in data.decode(errors='replace').splitlines():
+        if line.startswith('P'):
+            pid = int(line[1:])
+        elif line.startswith('E'):
+            step, _, err = line[1:].rpartition(':')
+            failure = (step, int(err))
+    return pid, failure
+
+
+def _failure_error(argv: list[str], namespace: str | None,
+                   failure: tuple[str, int]) -> exceptions.ProcessError:
+    step, err = failure
+    where = ' in namespace %r' % namespace if namespace else ''
+    detail = os.strerror(err) if err else 'unexpected error'
+    if step == 'exec' and err == errno.ENOENT:
+        detail = 'executable not found in PATH'
+    return exceptions.ProcessError('cannot start %r%s: %s failed: %s'
+                                   % (argv[0], where, step, detail))
+
+
+def _wait_exit(pid: int, timeout: float) -> int | None:
+    """waitpid with a deadline; returns the exit code or None if still running.
+
+    A pidfd wakes us the moment the child exits (polling would add up to
+    its interval to every daemon start); polling is only the fallback.
+    """
+    deadline = time.monotonic() + timeout
+    pidfd = None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pass
+    delay = 0.0005
+    try:
+        while True:
+            wpid, status = os.waitpid(pid, os.WNOHANG)
+            if wpid == pid:
+                return os.waitstatus_to_exitcode(status)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if pidfd is not None:
+                select.select([pidfd], [], [], remaining)
+            else:
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 0.05)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _read_output(fd: int) -> str:
+    try:
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, _OUTPUT_LIMIT, max(0, size - _OUTPUT_LIMIT))
+    except OSError:
+        return ''
+    return data.decode(errors='replace').strip()
+
+
+@_privileged.daemons.entrypoint
+def spawn(argv: list[str], namespace: str | None = None, daemonizes: bool = True,
+          log_file: str | None = None, env: dict[str, str] | None = None,
+          detach_timeout: float = DEFAULT_DETACH_TIMEOUT) -> dict[str, Any]:
+    """Start ``argv`` in a new session inside network namespace ``namespace``.
+
+    ``daemonizes=True`` is for commands that detach themselves (dnsmasq,
+    haproxy with ``daemon``): the direct child is reaped once it exits and
+    its exit code returned; the daemon's pid is in the pid file it writes.
+    ``daemonizes=False`` is for commands that stay in the foreground: they
+    are double-forked so they are reparented to init (and so survive an
+    agent restart, like the self-daemonizing ones), and their pid returned.
+
+    stdin is /dev/null; stdout/stderr go to ``log_file`` (appended) or are
+    discarded. For a daemonizing command without a log file the start-up
+    output is captured and returned as ``output``.
+
+    Returns ``{'pid': int, 'returncode': int | None, 'output': str}``;
+    ``returncode`` is None for a foreground command (it is still running).
+
+    :raises ProcessError: bad arguments, missing namespace, exec failure, or
+        a "daemonizing" command that did not exit within ``detach_timeout``.
+    """
+    argv = _validate_argv(argv)
+    full_env = _validate_env(env)
+    fds: list[int] = []
+    try:
+        ns_fd = _open_namespace(namespace)
+        if ns_fd is not None:
+            fds.append(ns_fd)
+        null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        fds.append(null_fd)
+        out_fd = _open_output(log_file, capture=daemonizes)
+        fds.append(out_fd)
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        fds.append(status_r)
+        if daemonizes:
+            return _spawn_daemonizing(argv, namespace, full_env, ns_fd, null_fd, out_fd,
+                                      status_r, status_w, log_file, detach_timeout)
+        return _spawn_detached(argv, namespace, full_env, ns_fd, null_fd, out_fd,
+                               status_r, status_w)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _spawn_daemonizing(argv: list[str], namespace: str | None, env: dict[str, str],
+                       ns_fd: int | None, null_fd: int, out_fd: int, status_r: int,
+                       status_w: int, log_file: str | None,
+                       detach_timeout: float) -> dict[str, Any]:
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(status_w)
+        raise
+    if pid == 0:
+        _exec_child(argv, env, ns_fd, null_fd, out_fd, status_w, new_session=True)
+    os.close(status_w)
+    _, failure = _read_status(status_r)
+    if failure is not None:
+        os.waitpid(pid, 0)
+        raise _failure_error(argv, namespace, failure)
+    returncode = _wait_exit(pid, detach_timeout)
+    if returncode is None:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise exceptions.ProcessError(
+            '%r did not detach within %.1f s and was killed; is it really a '
+            'self-daemonizing command?' % (argv[0], detach_timeout))
+    output = '' if log_file else _read_output(out_fd)
+    return {'pid': pid, 'returncode': returncode, 'output': output}
+
+
+def _spawn_detached(argv: list[str], namespace: str | None, env: dict[str, str],
+                    ns_fd: int | None, null_fd: int, out_fd: int, status_r: int,
+                    status_w: int) -> dict[str, Any]:
+    try:
+        middle = os.fork()
+    except BaseException:
+        os.close(status_w)
+        raise
+    if middle == 0:
+        # Intermediate child: new session, fork the real command, vanish.
+        try:
+            os.setsid()
+            pid = os.fork()
+            if pid == 0:
+                _exec_child(argv, env, ns_fd, null_fd, out_fd, status_w,
+                            new_session=False)
+            os.write(status_w, b'P%d\n' % pid)
+        except OSError as exc:
+            _report(status_w, 'fork', exc.errno or 0)
+        finally:
+            os._exit(0)
+    os.close(status_w)
+    pid, failure = _read_status(status_r)
+    os.waitpid(middle, 0)
+    if failure is not None:
+        raise _failure_error(argv, namespace, failure)
+    if pid is None:
+        raise exceptions.ProcessError('cannot start %r: no pid from the launcher' % argv[0])
+    return {'pid': pid, 'returncode': None, 'output': ''}
+
+
+@_privileged.daemons.entrypoint
+def kill(pid: int, sig: int, expected: str | None = None) -> bool:
+    """Send ``sig`` to ``pid``; False if there is no such (matching) process.
+
+    With ``expected``, the signal is only sent if that string occurs in the
+    process's command line, which narrows the window in which a recycled pid
+    could be hit. Process groups and "all processes" (pid <= 1) are refused.
+    """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
+        raise exceptions.ProcessError('refusing to signal pid %r' % (pid,))
+    valid = {int(s) for s in signal.valid_signals()} | {0}
+    if not isinstance(sig, int) or isinstance(sig, bool) or sig not in valid:
+        raise exceptions.ProcessError('invalid signal %r' % (sig,))
+    if expected is not None:
+        try:
+            with open('/proc/%d/cmdline' % pid, 'rb') as f:
+                cmdline = f.read().decode(errors='replace')
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        if expected not in cmdline:
+            return False
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
