@@ -14,6 +14,10 @@ class InterfaceDriver(driver.Driver):
     """
 
     @abc.abstractmethod
+    def get_device_name(self, port_id: str) -> str:
+        """Name of the port's device inside the namespace (from a validated id)."""
+
+    @abc.abstractmethod
     def plug(self, network_id: str, port_id: str, device_name: str,
              mac_address: str, namespace: str, mtu: int | None = None,
              bridge: str | None = None) -> None:

@@ -1,0 +1,36 @@
+"""What both interface drivers do once the device is in its namespace."""
+
+import ipaddress
+import time
+
+from agentkit.lib import ip_lib
+
+
+def wait_for_device(device: ip_lib.IPDevice, timeout: float = 5.0) -> None:
+    """Wait until ``device`` exists (ovs-vswitchd creates internal ports)."""
+    deadline = time.monotonic() + timeout
+    while not device.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'device {device.name} did not appear in '
+                               f'{timeout}s')
+        time.sleep(0.01)
+
+
+def configure_link(device: ip_lib.IPDevice, mac_address: str,
+                   mtu: int | None) -> None:
+    """MAC, MTU and up: the state a plugged service port must be in."""
+    if device.link.address != mac_address.lower():
+        device.link.set_address(mac_address)
+    if mtu and device.link.mtu != mtu:
+        device.link.set_mtu(mtu)
+    device.link.set_up()
+
+
+def set_addresses(device: ip_lib.IPDevice, cidrs: list[str]) -> None:
+    """Make ``device`` hold exactly ``cidrs`` (global scope addresses)."""
+    wanted = {str(ipaddress.ip_interface(c)) for c in cidrs}
+    present = {a['cidr'] for a in device.addr.list(scope='global')}
+    for cidr in sorted(present - wanted):
+        device.addr.delete(cidr)
+    for cidr in sorted(wanted - present):
+        device.addr.add(cidr)

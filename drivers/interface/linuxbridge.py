@@ -1,0 +1,57 @@
+"""``linuxbridge`` interface driver: a veth from ``brq<net>`` into the namespace.
+
+``tap<port>`` stays in the root namespace, enslaved to the network's bridge
+(created if the L2 agent has not made it yet); ``ns-<port>`` is born directly
+inside the namespace (one netlink call, no slow device move).
+"""
+
+from agentkit.api import interface
+from agentkit.lib import ip_lib
+from agentkit.lib import naming
+from drivers.interface import common
+
+
+class BridgeInterfaceDriver(interface.InterfaceDriver):
+
+    def get_device_name(self, port_id: str) -> str:
+        return naming.ns_device_name(port_id)
+
+    def get_configurations(self) -> dict:
+        return {'interface_driver': 'linuxbridge'}
+
+    @staticmethod
+    def _tap_name(device_name: str) -> str:
+        return naming.TAP_PREFIX + device_name[len(naming.NS_DEVICE_PREFIX):]
+
+    def plug(self, network_id: str, port_id: str, device_name: str,
+             mac_address: str, namespace: str, mtu: int | None = None,
+             bridge: str | None = None) -> None:
+        bridge = bridge or naming.bridge_name(network_id)
+        tap = ip_lib.IPDevice(self._tap_name(device_name))
+        ns_device = ip_lib.IPDevice(device_name, namespace)
+        root = ip_lib.IPWrapper()
+        br = root.add_bridge(bridge, exist_ok=True)
+        br.link.set_up()
+        if not ns_device.exists():
+            if tap.exists():  # half-made pair from an interrupted plug
+                tap.delete()
+            root.add_veth(tap.name, device_name, peer_namespace=namespace,
+                          mtu=mtu, peer_mac=mac_address)
+        if mtu and tap.link.mtu != mtu:
+            tap.link.set_mtu(mtu)
+        tap.link.set_master(bridge)
+        tap.link.set_up()
+        common.configure_link(ns_device, mac_address, mtu)
+
+    def unplug(self, device_name: str, namespace: str,
+               bridge: str | None = None) -> None:
+        tap = ip_lib.IPDevice(self._tap_name(device_name))
+        if tap.exists():
+            tap.delete()  # takes the namespace end with it
+        device = ip_lib.IPDevice(device_name, namespace)
+        if ip_lib.namespace_exists(namespace) and device.exists():
+            device.delete()
+
+    def set_addresses(self, device_name: str, namespace: str,
+                      cidrs: list[str]) -> None:
+        common.set_addresses(ip_lib.IPDevice(device_name, namespace), cidrs)
