@@ -7,6 +7,7 @@ their details, reporting them up/down/failed, and resyncing.
 """
 
 import logging
+import re
 import threading
 from typing import Any
 
@@ -28,6 +29,17 @@ LOG = logging.getLogger(__name__)
 WIRE = 'wire'
 UNWIRE = 'unwire'
 
+# Linux bridge agents name ports by their tap device, as Neutron's did;
+# neutron-server resolves that short form to the port.
+_TAP_DEVICE_RE = re.compile(r'tap[0-9a-f]{8}-[0-9a-f]{2}')
+
+
+def validate_device(device: Any) -> str:
+    """A port id, or a ``tap<id[:11]>`` device reference."""
+    if isinstance(device, str) and _TAP_DEVICE_RE.fullmatch(device):
+        return device
+    return naming.validate_id(device, 'port')
+
 
 class L2RpcCallbacks:
     """Server -> agent notifications (``q-agent-notifier-*`` fanouts).
@@ -46,14 +58,15 @@ class L2RpcCallbacks:
         port = consumer.require(kwargs, 'port', dict, 'port_update')
         port_id = naming.validate_id(consumer.require(port, 'id', str, 'port'),
                                      'port')
-        if port_id in self.agent.plugged_ports:
-            self.agent.enqueue(port_id, WIRE)
+        for device in self.agent.devices_of_port(port_id):
+            self.agent.enqueue(device, WIRE)
 
     @consumer.endpoint_method
     def port_delete(self, context: Any, **kwargs: Any) -> None:
         port_id = naming.validate_id(
             consumer.require(kwargs, 'port_id', str, 'port_delete'), 'port')
-        self.agent.enqueue(port_id, UNWIRE)
+        for device in self.agent.devices_of_port(port_id):
+            self.agent.enqueue(device, UNWIRE)
 
     @consumer.endpoint_method
     def network_update(self, context: Any, **kwargs: Any) -> None:
@@ -147,7 +160,9 @@ class L2Agent(base.Agent):
         self.firewall.initialize()
         for ext in self.extensions:
             ext.initialize()
-        self.mech.start_device_monitor(self._on_plugged, self._on_unplugged)
+        self.mech.start_device_monitor(
+            self._on_plugged, self._on_unplugged,
+            on_resync=lambda reason: self.schedule_resync(f'switch: {reason}'))
 
     def stop_drivers(self) -> None:
         for drv in [*self.extensions, self.firewall, self.mech,
@@ -189,9 +204,23 @@ class L2Agent(base.Agent):
                 priority: int = work_queue.PRIORITY_RPC) -> None:
         self.queue.put(work_queue.ResourceUpdate(port_id, action, priority))
 
+    def build_state(self) -> dict[str, Any]:
+        state = super().build_state()
+        versions = self.mech.resource_versions
+        if versions:
+            state['resource_versions'] = versions
+        return state
+
+    def devices_of_port(self, port_id: str) -> list[str]:
+        """Plugged device references that name ``port_id`` (id or tap form)."""
+        tap = naming.tap_device_name(port_id)
+        with self._lock:
+            return [d for d in self.plugged_ports | set(self.wired)
+                    if d in (port_id, tap)]
+
     def _on_plugged(self, port_id: str) -> None:
         try:
-            port_id = naming.validate_id(port_id, 'port')
+            port_id = validate_device(port_id)
         except exceptions.InvalidIdentifier as exc:
             LOG.warning('Ignoring plugged device: %s', exc)
             return
@@ -236,7 +265,7 @@ class L2Agent(base.Agent):
         plugged = set()
         for port_id in self.mech.list_plugged_ports():
             try:
-                plugged.add(naming.validate_id(port_id, 'port'))
+                plugged.add(validate_device(port_id))
             except exceptions.InvalidIdentifier as exc:
                 LOG.warning('Ignoring plugged device: %s', exc)
         with self._lock:
@@ -269,6 +298,7 @@ class L2Agent(base.Agent):
             LOG.info('Port %s is not bound to this host (yet); skipping', port_id)
             return
         try:
+            naming.validate_id(details.get('port_id', details.get('device')), 'port')
             network_id = naming.validate_id(details['network_id'], 'network')
             segment = type_api.Segment.from_dict(details)
         except (exceptions.InvalidIdentifier, type_api.InvalidSegment) as exc:
@@ -285,9 +315,9 @@ class L2Agent(base.Agent):
             self._fail_port(port_id, str(exc))
             return
         binding = mech_api.PortBinding(
-            port_id=port_id, network_id=network_id,
+            port_id=details.get('port_id', port_id), network_id=network_id,
             mac_address=str(details.get('mac_address', '')),
-            device=str(details.get('device', port_id)),
+            device=port_id,
             segment=tdriver.realise(segment),
             admin_state_up=bool(details.get('admin_state_up', True)),
             details=details)

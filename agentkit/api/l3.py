@@ -3,15 +3,27 @@
 import abc
 from typing import Any
 
+from oslo_config import cfg
+
 from agentkit.api import driver
+from agentkit.api import interface
 
 
 class RouterDriver(driver.Driver):
     """Builds routers (namespace, interfaces, routes, SNAT, floating IPs).
 
     ``router`` is one entry of ``sync_routers`` (``id``, ``_interfaces``,
-    ``gw_port``, ``_floatingips``, ``enable_snat``, ``routes``...).
+    ``gw_port``, ``_floatingips``, ``enable_snat``, ``routes``...), already
+    checked by the agent for a valid ``id``.
+
+    :param interface_driver: plugs the router's qr-/qg- ports; the L3 agent
+        loads it from ``[DEFAULT] interface_driver`` and initialises it first.
     """
+
+    def __init__(self, conf: cfg.ConfigOpts, host: str,
+                 interface_driver: interface.InterfaceDriver) -> None:
+        super().__init__(conf, host)
+        self.interface_driver = interface_driver
 
     @abc.abstractmethod
     def process_router(self, router: dict[str, Any]) -> dict[str, str]:

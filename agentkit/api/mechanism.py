@@ -60,16 +60,21 @@ class MechanismDriver(driver.Driver):
 
     @abc.abstractmethod
     def start_device_monitor(self, on_plugged: DeviceCallback,
-                             on_unplugged: DeviceCallback) -> None:
-        """Call back with a port id whenever a VM/service port appears or goes.
+                             on_unplugged: DeviceCallback,
+                             on_resync: DeviceCallback | None = None) -> None:
+        """Call back whenever a VM/service port appears or goes.
 
-        Event-driven (OVSDB Interface events, netlink link events), not polled.
-        Callbacks must be cheap: the agent only queues the work.
+        The argument is the device reference the agent passes to the server
+        (the port id for OVS, ``tap<id[:11]>`` for Linux bridges, as Neutron's
+        agents do). Event-driven (OVSDB Interface events, netlink link
+        events), not polled. Callbacks must be cheap: the agent only queues
+        the work. ``on_resync(reason)`` asks for a full resync, e.g. after the
+        switch restarted and lost its state.
         """
 
     @abc.abstractmethod
     def list_plugged_ports(self) -> set[str]:
-        """Port ids currently plugged on this host (for full resync)."""
+        """Device references of the ports plugged on this host (full resync)."""
 
     @abc.abstractmethod
     def wire_port(self, binding: PortBinding) -> None:
@@ -81,6 +86,12 @@ class MechanismDriver(driver.Driver):
     @abc.abstractmethod
     def unwire_port(self, port_id: str) -> None:
         """Isolate a port that the server no longer binds here (idempotent)."""
+
+    @property
+    def resource_versions(self) -> dict[str, str] | None:
+        """Versioned-object versions to report (OVS agents report them so the
+        server pushes ``neutron-vo-*`` updates in a version they can read)."""
+        return None
 
     def cleanup_network(self, network_id: str) -> None:
         """Release per-network host resources once no port uses the network."""

@@ -193,12 +193,17 @@ class FakeNeutron:
         with self.lock:
             return [kw for m, kw in self.calls if m == method]
 
+    def mark(self) -> int:
+        """A position in the call log, for ``wait_for_call(since=...)``."""
+        with self.lock:
+            return len(self.calls)
+
     def wait_for_call(self, method: str, predicate=lambda kw: True,
-                      timeout: float = 20.0) -> dict[str, Any]:
+                      timeout: float = 20.0, since: int = 0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         with self.lock:
             while True:
-                for m, kw in self.calls:
+                for m, kw in self.calls[since:]:
                     if m == method and predicate(kw):
                         return kw
                 remaining = deadline - time.monotonic()

@@ -1,0 +1,322 @@
+"""``agentkit-dhcp``: DHCP for every network neutron-server schedules here.
+
+Per network: namespace ``qdhcp-<net>``, a DHCP port from the server plugged
+through the interface driver, and the DHCP driver's server (dnsmasq). RPC
+notifications only queue work per network; bursts about one network coalesce
+into one update. Everything is idempotent, so the periodic/full sync simply
+re-applies the server's view, adopting what already runs.
+"""
+
+import ipaddress
+import logging
+import threading
+import uuid
+from typing import Any
+
+from agentkit import exceptions
+from agentkit import loader
+from agentkit.agent import base
+from agentkit.agent import work_queue
+from agentkit.api import dhcp as dhcp_api
+from agentkit.api import interface as interface_api
+from agentkit.lib import ip_lib
+from agentkit.lib import naming
+from agentkit.rpc import consumer
+from agentkit.rpc import dhcp_api as dhcp_rpc
+from agentkit.rpc import topics
+
+LOG = logging.getLogger(__name__)
+
+REFRESH = 'refresh'   # fetch the network from the server, then apply
+APPLY = 'apply'       # apply the network dict in the payload
+DISABLE = 'disable'   # stop serving the network here
+
+DEVICE_OWNER_DHCP = 'network:dhcp'
+METADATA_CIDR = '169.254.169.254/16'
+
+
+def validate_network(network: Any) -> dict[str, Any]:
+    """Check the shape of a network dict from the server; returns it."""
+    net_id = consumer.require(network, 'id', str, 'network')
+    naming.validate_id(net_id, 'network')
+    for key in ('subnets', 'ports'):
+        value = network.get(key, [])
+        if not isinstance(value, list):
+            raise exceptions.InvalidPayload(f'network {net_id} {key} is not a list')
+    for subnet in network.get('subnets', []):
+        naming.validate_id(consumer.require(subnet, 'id', str, 'subnet'), 'subnet')
+        try:
+            ipaddress.ip_network(consumer.require(subnet, 'cidr', str, 'subnet'))
+        except ValueError as exc:
+            raise exceptions.InvalidPayload(f'subnet {subnet["id"]}: {exc}') from None
+    mtu = network.get('mtu')
+    if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int)):
+        raise exceptions.InvalidPayload(f'network {net_id} mtu {mtu!r} is not an int')
+    return network
+
+
+class DhcpRpcCallbacks:
+    """``dhcp_agent`` casts and ``dhcp_agent_fanout`` fanouts (API 1.0)."""
+
+    def __init__(self, agent: 'DhcpAgent') -> None:
+        self.agent = agent
+
+    def on_error(self, method: str) -> None:
+        self.agent.on_error(method)
+
+    def _network_id(self, payload: Any, *path: str) -> str:
+        obj = payload
+        for key in path[:-1]:
+            obj = consumer.require(obj, key, dict, 'payload')
+        return naming.validate_id(consumer.require(obj, path[-1], str, 'payload'),
+                                  'network')
+
+    @consumer.endpoint_method
+    def network_create_end(self, context: Any, payload: Any = None, **kw: Any) -> None:
+        self.agent.refresh(self._network_id(payload, 'network', 'id'))
+
+    network_update_end = network_create_end
+
+    @consumer.endpoint_method
+    def network_delete_end(self, context: Any, payload: Any = None, **kw: Any) -> None:
+        self.agent.enqueue(self._network_id(payload, 'network_id'), DISABLE)
+
+    @consumer.endpoint_method
+    def subnet_create_end(self, context: Any, payload: Any = None, **kw: Any) -> None:
+        self.agent.refresh(self._network_id(payload, 'subnet', 'network_id'))
+
+    subnet_update_end = subnet_create_end
+
+    @consumer.endpoint_method
+    def subnet_delete_end(self, context: Any, payload: Any = None, **kw: Any) -> None:
+        self.agent.refresh(self._network_id(payload, 'network_id'))
+
+    @consumer.endpoint_method
+    def port_create_end(self, context: Any, payload: Any = None, **kw: Any) -> None:
+        self.agent.refresh(self._network_id(payload, 'port', 'network_id'))
+
+    port_update_end = port_create_end
+
+    @consumer.endpoint_method
+    def port_delete_end(self, context: Any, payload: Any = None, **kw: Any) -> None:
+        self.agent.refresh(self._network_id(payload, 'network_id'))
+
+    @consumer.endpoint_method
+    def agent_updated(self, context: Any, payload: Any = None, **kw: Any) -> None:
+        if isinstance(payload, dict) and payload.get('admin_state_up'):
+            self.agent.schedule_resync('agent admin state changed')
+
+
+class DhcpAgent(base.Agent):
+    binary = 'agentkit-dhcp'
+    agent_type = topics.AGENT_TYPE_DHCP
+    report_topic = topics.DHCP_AGENT
+
+    def load_drivers(self) -> None:
+        self.interface: interface_api.InterfaceDriver = loader.load_driver(
+            loader.INTERFACE_DRIVERS, self.conf.interface_driver,
+            interface_api.InterfaceDriver, conf=self.conf, host=self.host)
+        self.dhcp: dhcp_api.DhcpDriver = loader.load_driver(
+            loader.DHCP_DRIVERS, self.conf.dhcp_driver, dhcp_api.DhcpDriver,
+            conf=self.conf, host=self.host)
+        self._lock = threading.Lock()
+        self.networks: dict[str, dict[str, Any]] = {}
+        self._ready_ports: dict[str, set[str]] = {}
+        self.device_id_prefix = f'dhcp{uuid.uuid5(uuid.NAMESPACE_DNS, self.host)}'
+
+    def initialize_drivers(self) -> None:
+        self.interface.initialize()
+        self.dhcp.initialize()
+
+    def stop_drivers(self) -> None:
+        for drv in (self.dhcp, self.interface):
+            try:
+                drv.stop()
+            except Exception:
+                LOG.exception('stopping driver %r failed', drv)
+
+    def setup_rpc_clients(self) -> None:
+        self.plugin = dhcp_rpc.DhcpPluginApi(
+            self.transport, self.host,
+            timeout=self.conf.agent.rpc_response_max_timeout)
+
+    def rpc_topics(self) -> dict[str, list[object]]:
+        return {topics.DHCP_AGENT: [DhcpRpcCallbacks(self)]}
+
+    def get_configurations(self) -> dict[str, Any]:
+        with self._lock:
+            nets = list(self.networks.values())
+        configurations = {
+            'dhcp_driver': self.conf.dhcp_driver,
+            'dhcp_lease_duration': self.conf.dhcp_lease_duration,
+            'log_agent_heartbeats': self.conf.agent.log_agent_heartbeats,
+            'networks': len(nets),
+            'subnets': sum(len(n.get('subnets', [])) for n in nets),
+            'ports': sum(len(n.get('ports', [])) for n in nets),
+        }
+        configurations.update(self.dhcp.get_configurations())
+        configurations.update(self.interface.get_configurations())
+        return configurations
+
+    # -- queueing -----------------------------------------------------------
+    def enqueue(self, network_id: str, action: str, payload: Any = None,
+                priority: int = work_queue.PRIORITY_RPC, delay: float = 0.0
+                ) -> None:
+        self.queue.put(work_queue.ResourceUpdate(network_id, action, priority,
+                                                 payload), delay=delay)
+
+    def refresh(self, network_id: str) -> None:
+        """Re-read a network soon; a burst of events becomes one update."""
+        self.enqueue(network_id, REFRESH,
+                     delay=self.conf.dhcp_reload_coalesce_seconds)
+
+    # -- sync -----------------------------------------------------------------
+    def sync_state(self) -> None:
+        active = self.plugin.get_active_networks_info(enable_dhcp_filter=False)
+        if not isinstance(active, list):
+            raise exceptions.InvalidPayload('get_active_networks_info did not '
+                                            'return a list')
+        wanted = set()
+        for network in active:
+            try:
+                validate_network(network)
+            except (exceptions.InvalidPayload, exceptions.InvalidIdentifier) as exc:
+                LOG.error('Skipping malformed network from the server: %s', exc)
+                continue
+            wanted.add(network['id'])
+            self.enqueue(network['id'], APPLY, network, work_queue.PRIORITY_SYNC)
+        for network_id in self._local_networks() - wanted:
+            LOG.info('Network %s is no longer hosted here; cleaning up', network_id)
+            self.enqueue(network_id, DISABLE, priority=work_queue.PRIORITY_SYNC)
+
+    def _local_networks(self) -> set[str]:
+        """Networks with state on this host: cached, served, or a namespace."""
+        found = set(self.networks) | set(self.dhcp.active_networks())
+        for ns in ip_lib.list_namespaces():
+            if ns.startswith(naming.DHCP_NS_PREFIX):
+                net_id = ns[len(naming.DHCP_NS_PREFIX):]
+                if naming.is_valid_id(net_id):
+                    found.add(net_id)
+        return found
+
+    def process_update(self, update: work_queue.ResourceUpdate) -> None:
+        if update.action == DISABLE:
+            self.disable_network(update.resource_id)
+            return
+        network = update.payload
+        if update.action == REFRESH:
+            network = self.plugin.get_network_info(update.resource_id)
+            if not network:
+                self.disable_network(update.resource_id)
+                return
+        try:
+            validate_network(network)
+        except (exceptions.InvalidPayload, exceptions.InvalidIdentifier) as exc:
+            LOG.error('Not configuring network %s, malformed data from the '
+                      'server: %s', update.resource_id, exc)
+            return
+        self.configure_network(network)
+
+    # -- per network ------------------------------------------------------------
+    def _dhcp_subnets(self, network: dict[str, Any]) -> list[dict[str, Any]]:
+        return [s for s in network.get('subnets', []) if s.get('enable_dhcp')]
+
+    def configure_network(self, network: dict[str, Any]) -> None:
+        net_id = network['id']
+        if not network.get('admin_state_up', True) or not self._dhcp_subnets(network):
+            self.disable_network(net_id)
+            return
+        namespace = naming.dhcp_namespace(net_id)
+        ns = ip_lib.IPWrapper(namespace)
+        ns.ensure_namespace()
+        ns.device('lo').link.set_up()
+        port = self._ensure_dhcp_port(network)
+        device = self.interface.get_device_name(port['id'])
+        mtu = network.get('mtu') or None
+        self.interface.plug(net_id, port['id'], device, port['mac_address'],
+                            namespace, mtu=mtu)
+        self.interface.set_addresses(device, namespace,
+                                     self._port_cidrs(network, port))
+        self._set_default_route(network, ns.device(device))
+        with self._lock:
+            first_time = net_id not in self.networks
+        if first_time:
+            self.dhcp.enable(network, namespace, device)
+        else:
+            self.dhcp.reload(network)
+        with self._lock:
+            self.networks[net_id] = network
+        self._report_ready(network)
+
+    def _ensure_dhcp_port(self, network: dict[str, Any]) -> dict[str, Any]:
+        device_id = f'{self.device_id_prefix}-{network["id"]}'
+        for port in network.get('ports', []):
+            if (isinstance(port, dict) and port.get('device_id') == device_id
+                    and port.get('device_owner') == DEVICE_OWNER_DHCP):
+                return port
+        port = self.plugin.create_dhcp_port({'port': {
+            'network_id': network['id'],
+            'project_id': network.get('project_id', network.get('tenant_id')),
+            'device_id': device_id,
+            'fixed_ips': [{'subnet_id': s['id']} for s in self._dhcp_subnets(network)],
+            'name': '', 'admin_state_up': True}})
+        if not isinstance(port, dict) or not port.get('id'):
+            raise RuntimeError(f'server did not create a DHCP port for network '
+                               f'{network["id"]}')
+        naming.validate_id(port['id'], 'port')
+        network.setdefault('ports', []).append(port)
+        return port
+
+    def _port_cidrs(self, network: dict[str, Any], port: dict[str, Any]) -> list[str]:
+        prefixes = {s['id']: ipaddress.ip_network(s['cidr']).prefixlen
+                    for s in network.get('subnets', [])}
+        cidrs = [f'{ip["ip_address"]}/{prefixes[ip["subnet_id"]]}'
+                 for ip in port.get('fixed_ips', [])
+                 if isinstance(ip, dict) and ip.get('subnet_id') in prefixes]
+        if self.conf.enable_isolated_metadata:
+            cidrs.append(METADATA_CIDR)
+        return cidrs
+
+    def _set_default_route(self, network: dict[str, Any],
+                           device: ip_lib.IPDevice) -> None:
+        for subnet in self._dhcp_subnets(network):
+            gateway = subnet.get('gateway_ip')
+            if subnet.get('ip_version', 4) == 4 and gateway:
+                current = device.route.get_gateway()
+                if not current or current.get('gateway') != gateway:
+                    device.route.add_gateway(gateway)
+                return
+
+    def _report_ready(self, network: dict[str, Any]) -> None:
+        """``dhcp_ready_on_ports`` once host entries exist, so ports go ACTIVE."""
+        ports = {p['id'] for p in network.get('ports', [])
+                 if isinstance(p, dict) and isinstance(p.get('id'), str)
+                 and p.get('device_owner') != DEVICE_OWNER_DHCP}
+        with self._lock:
+            done = self._ready_ports.setdefault(network['id'], set())
+            new = sorted(ports - done)
+        if new:
+            self.plugin.dhcp_ready_on_ports(new)
+            with self._lock:
+                done.update(new)
+                done.intersection_update(ports)
+
+    def disable_network(self, network_id: str) -> None:
+        namespace = naming.dhcp_namespace(network_id)
+        self.dhcp.disable(network_id)
+        with self._lock:
+            network = self.networks.pop(network_id, None)
+            self._ready_ports.pop(network_id, None)
+        ns = ip_lib.IPWrapper(namespace)
+        if ns.namespace_exists():
+            for dev in ns.get_devices():
+                try:
+                    self.interface.unplug(dev.name, namespace)
+                except Exception:
+                    LOG.exception('unplugging %s from %s failed', dev.name, namespace)
+            ns.delete_namespace()
+        del network
+        # Idempotent on the server; also covers ports left by a previous run.
+        self.plugin.release_dhcp_port(network_id,
+                                      f'{self.device_id_prefix}-{network_id}')
+        LOG.info('Network %s: DHCP disabled', network_id)

@@ -1,0 +1,174 @@
+"""``agentkit-l3``: realises the routers neutron-server schedules here.
+
+The router driver does the host work (namespace, qr-/qg- ports, NAT); this
+module owns the RPC conversation: which routers are ours, their full
+definitions from ``sync_routers``, and floating IP statuses back.
+"""
+
+import logging
+from typing import Any
+
+from agentkit import exceptions
+from agentkit import loader
+from agentkit.agent import base
+from agentkit.agent import work_queue
+from agentkit.api import interface as interface_api
+from agentkit.api import l3 as l3_api
+from agentkit.lib import naming
+from agentkit.rpc import consumer
+from agentkit.rpc import l3_api as l3_rpc
+from agentkit.rpc import topics
+
+LOG = logging.getLogger(__name__)
+
+REFRESH = 'refresh'
+APPLY = 'apply'
+DELETE = 'delete'
+SYNC_CHUNK = 64
+
+
+class L3RpcCallbacks:
+    """``l3_agent`` casts/fanouts and network updates (API 1.x)."""
+
+    def __init__(self, agent: 'L3Agent') -> None:
+        self.agent = agent
+
+    def on_error(self, method: str) -> None:
+        self.agent.on_error(method)
+
+    @staticmethod
+    def _ids(value: Any, what: str) -> list[str]:
+        if not isinstance(value, list):
+            raise exceptions.InvalidPayload(f'{what} must be a list of router ids')
+        return [naming.validate_id(v, 'router') for v in value]
+
+    @consumer.endpoint_method
+    def routers_updated(self, context: Any, routers: Any = None, **kw: Any) -> None:
+        for router_id in self._ids(routers, 'routers'):
+            self.agent.enqueue(router_id, REFRESH)
+
+    routers_updated_on_host = routers_updated
+
+    @consumer.endpoint_method
+    def router_added_to_agent(self, context: Any, payload: Any = None, **kw: Any) -> None:
+        for router_id in self._ids(payload, 'payload'):
+            self.agent.enqueue(router_id, REFRESH)
+
+    @consumer.endpoint_method
+    def router_deleted(self, context: Any, router_id: Any = None, **kw: Any) -> None:
+        self.agent.enqueue(naming.validate_id(router_id, 'router'), DELETE)
+
+    @consumer.endpoint_method
+    def router_removed_from_agent(self, context: Any, payload: Any = None,
+                                  **kw: Any) -> None:
+        router_id = consumer.require(payload, 'router_id', str, 'payload')
+        self.agent.enqueue(naming.validate_id(router_id, 'router'), DELETE)
+
+    @consumer.endpoint_method
+    def fipnamespace_delete_on_ext_net(self, context: Any, **kw: Any) -> None:
+        """DVR only; legacy routers have no fip- namespaces."""
+
+    @consumer.endpoint_method
+    def network_update(self, context: Any, **kw: Any) -> None:
+        consumer.require(kw, 'network', dict, 'network_update')
+        self.agent.schedule_resync('network updated (MTU may have changed)')
+
+
+class L3Agent(base.Agent):
+    binary = 'agentkit-l3'
+    agent_type = topics.AGENT_TYPE_L3
+    report_topic = topics.L3_AGENT
+
+    def load_drivers(self) -> None:
+        self.interface: interface_api.InterfaceDriver = loader.load_driver(
+            loader.INTERFACE_DRIVERS, self.conf.interface_driver,
+            interface_api.InterfaceDriver, conf=self.conf, host=self.host)
+        self.router_driver: l3_api.RouterDriver = loader.load_driver(
+            loader.L3_DRIVERS, self.conf.l3_driver, l3_api.RouterDriver,
+            conf=self.conf, host=self.host, interface_driver=self.interface)
+        self.routers: dict[str, dict[str, Any]] = {}
+
+    def initialize_drivers(self) -> None:
+        self.interface.initialize()
+        self.router_driver.initialize()
+
+    def stop_drivers(self) -> None:
+        for drv in (self.router_driver, self.interface):
+            try:
+                drv.stop()
+            except Exception:
+                LOG.exception('stopping driver %r failed', drv)
+
+    def setup_rpc_clients(self) -> None:
+        self.plugin = l3_rpc.L3PluginApi(
+            self.transport, self.host,
+            timeout=self.conf.agent.rpc_response_max_timeout)
+
+    def rpc_topics(self) -> dict[str, list[object]]:
+        callbacks: list[object] = [L3RpcCallbacks(self)]
+        return {topics.L3_AGENT: callbacks,
+                topics.agent_notifier_topic(topics.NETWORK, topics.UPDATE): callbacks}
+
+    def get_configurations(self) -> dict[str, Any]:
+        routers = list(self.routers.values())
+        configurations = {
+            'agent_mode': self.conf.agent_mode,
+            'routers': len(routers),
+            'ex_gw_ports': sum(1 for r in routers if r.get('gw_port')),
+            'interfaces': sum(len(r.get('_interfaces', [])) for r in routers),
+            'floating_ips': sum(len(r.get('_floatingips', [])) for r in routers),
+            'interface_driver': self.conf.interface_driver,
+            'log_agent_heartbeats': self.conf.agent.log_agent_heartbeats,
+            'handle_internal_only_routers':
+                self.conf.handle_internal_only_routers,
+            'gateway_external_network_id': '',
+        }
+        configurations.update(self.router_driver.get_configurations())
+        return configurations
+
+    def enqueue(self, router_id: str, action: str, payload: Any = None,
+                priority: int = work_queue.PRIORITY_RPC) -> None:
+        self.queue.put(work_queue.ResourceUpdate(router_id, action, priority,
+                                                 payload))
+
+    def sync_state(self) -> None:
+        router_ids = self.plugin.get_router_ids()
+        if not isinstance(router_ids, list):
+            raise exceptions.InvalidPayload('get_router_ids did not return a list')
+        valid = []
+        for router_id in router_ids:
+            try:
+                valid.append(naming.validate_id(router_id, 'router'))
+            except exceptions.InvalidIdentifier as exc:
+                LOG.error('Skipping router from the server: %s', exc)
+        for start in range(0, len(valid), SYNC_CHUNK):
+            for router in self.plugin.sync_routers(valid[start:start + SYNC_CHUNK]):
+                if isinstance(router, dict) and router.get('id') in valid:
+                    self.enqueue(router['id'], APPLY, router,
+                                 work_queue.PRIORITY_SYNC)
+        stale = (set(self.routers) | self.router_driver.existing_routers()) - set(valid)
+        for router_id in stale:
+            self.enqueue(router_id, DELETE, priority=work_queue.PRIORITY_SYNC)
+
+    def process_update(self, update: work_queue.ResourceUpdate) -> None:
+        router_id = update.resource_id
+        if update.action == DELETE:
+            self.router_driver.delete_router(router_id)
+            self.routers.pop(router_id, None)
+            return
+        router = update.payload
+        if update.action == REFRESH:
+            routers = self.plugin.sync_routers([router_id])
+            router = next((r for r in routers or [] if isinstance(r, dict)
+                           and r.get('id') == router_id), None)
+            if router is None:
+                self.router_driver.delete_router(router_id)
+                self.routers.pop(router_id, None)
+                return
+        if not router.get('gw_port') and not self.conf.handle_internal_only_routers:
+            LOG.info('Router %s has no gateway; not handled here', router_id)
+            return
+        statuses = self.router_driver.process_router(router)
+        self.routers[router_id] = router
+        if statuses:
+            self.plugin.update_floatingip_statuses(router_id, statuses)
