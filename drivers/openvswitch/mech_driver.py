@@ -104,6 +104,10 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
             bridge=self.br_int.name)
         if on_resync is not None:
             self.ovs.add_resync_callback(on_resync)
+            if self.conf.ovs.ovsdb_connection.startswith('unix:'):
+                # ovs-vswitchd is local: a restart loses its datapath state
+                # without any trace in OVSDB, so watch its pidfile.
+                self.ovs.start_vswitchd_monitor()
 
     def list_plugged_ports(self) -> set[str]:
         return {i.iface_id for i in self.br_int.list_interfaces_with_iface_id()

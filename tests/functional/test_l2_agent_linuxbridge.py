@@ -1,0 +1,102 @@
+"""agentkit-l2 with the linuxbridge driver: brq bridges, taps enslaved on
+netlink events, a flat provider network reaching a 'physical' host."""
+
+import uuid
+
+from agentkit.conf import metadata as metadata_conf
+from agentkit.lib import ip_lib
+from tests.functional import agent_process
+from tests.functional import base
+from tests.functional import fake_neutron
+from tests.functional import vm as fake_vm
+
+
+class L2AgentLinuxbridgeTest(base.AgentTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.configure(metadata_conf.register_metadata_opts, {})
+        self.neutron = fake_neutron.FakeNeutron().start()
+        self.addCleanup(self.neutron.stop)
+        # The "physical" NIC: a veth whose far end is a provider-side host.
+        self.nic = self.short_name('aklbnic')
+        self.phys_ns = self.short_name('aklbphy')
+        ip_lib.IPWrapper(self.phys_ns).ensure_namespace()
+        self.addCleanup(ip_lib.IPWrapper(self.phys_ns).delete_namespace)
+        ip_lib.IPWrapper().add_veth(self.nic, 'eth0', peer_namespace=self.phys_ns)
+        self.addCleanup(lambda: ip_lib.device_exists(self.nic)
+                        and ip_lib.IPDevice(self.nic).delete())
+        ip_lib.IPDevice('eth0', self.phys_ns).link.set_up()
+        ip_lib.IPDevice('eth0', self.phys_ns).addr.add('10.253.0.254/24')
+        self.host = self.short_name('aklbh')
+        self.config = base.write_config(self.get_temp_path('l2.ini'), {
+            'DEFAULT': {'transport_url': self.neutron.transport_url,
+                        'host': self.host,
+                        'state_path': self.get_temp_path('state')},
+            'agent': {'report_interval': 2},
+            'l2': {'mechanism_driver': 'linuxbridge',
+                   'type_drivers': 'flat,vxlan', 'local_ip': '127.0.0.1'},
+            'linux_bridge': {'physical_interface_mappings':
+                             f'provider:{self.nic}'},
+        })
+        proc = agent_process.AgentProcess(
+            'agentkit-l2', '--config-file', self.config,
+            log_path=self.get_temp_path('l2.log'))
+        self.addCleanup(proc.kill)
+        self.proc = proc
+
+    def add_vm(self, network_id, cidr, network_type='flat', seg=None):
+        port_id = str(uuid.uuid4())
+        mac = 'fa:16:3e:%02x:%02x:%02x' % tuple(uuid.uuid4().bytes[:3])
+        tap = 'tap' + port_id[:11]
+        self.neutron.port_details[tap] = {
+            'device': tap, 'port_id': port_id, 'network_id': network_id,
+            'mac_address': mac, 'admin_state_up': True,
+            'network_type': network_type,
+            'physical_network': 'provider' if network_type == 'flat' else None,
+            'segmentation_id': seg, 'port_security_enabled': False}
+        vm = fake_vm.FakeVM(self.short_name('aklbvm'), port_id, mac)
+        self.addCleanup(vm.destroy)
+        vm.set_ip(cidr)
+        return vm
+
+    def test_reports_linuxbridge_agent_type(self):
+        state = self.neutron.wait_for_call(
+            'report_state',
+            lambda kw: kw['agent_state']['agent_state']['host'] == self.host
+        )['agent_state']['agent_state']
+        self.assertEqual('Linux bridge agent', state['agent_type'])
+        self.assertEqual({'provider': self.nic},
+                         state['configurations']['interface_mappings'])
+
+    def test_flat_network_reaches_physical_host(self):
+        net = str(uuid.uuid4())
+        self.neutron.wait_for_call('report_state')
+        vm = self.add_vm(net, '10.253.0.10/24')
+        self.neutron.wait_for_call('update_device_list',
+                                   lambda kw: vm.tap in kw['devices_up'])
+        brq = 'brq' + net[:11]
+        self.addCleanup(lambda: ip_lib.device_exists(brq)
+                        and ip_lib.IPDevice(brq).delete())
+        self.assertEqual(brq, ip_lib.IPDevice(vm.tap).link.attributes['master'])
+        self.assertEqual(brq, ip_lib.IPDevice(self.nic).link.attributes['master'])
+        self.assertTrue(fake_vm.ping(vm.name, '10.253.0.254'))
+
+    def test_vxlan_network_gets_vxlan_uplink(self):
+        net = str(uuid.uuid4())
+        self.neutron.wait_for_call('report_state')
+        vni = 1000 + uuid.uuid4().int % 8000
+        vm1 = self.add_vm(net, '10.253.1.1/24', 'vxlan', vni)
+        vm2 = self.add_vm(net, '10.253.1.2/24', 'vxlan', vni)
+        for vm in (vm1, vm2):
+            self.neutron.wait_for_call('update_device_list',
+                                       lambda kw, t=vm.tap: t in kw['devices_up'])
+        brq = 'brq' + net[:11]
+        self.addCleanup(lambda: ip_lib.device_exists(brq)
+                        and ip_lib.IPDevice(brq).delete())
+        self.addCleanup(lambda: ip_lib.device_exists(f'vxlan-{vni}')
+                        and ip_lib.IPDevice(f'vxlan-{vni}').delete())
+        vx = ip_lib.IPDevice(f'vxlan-{vni}').link.attributes
+        self.assertEqual('vxlan', vx['kind'])
+        self.assertEqual(brq, vx['master'])
+        self.assertTrue(fake_vm.ping(vm1.name, '10.253.1.2'))
