@@ -35,10 +35,16 @@ class L2AgentOVSTest(base.AgentTestCase):
         })
 
     def start_agent(self):
+        mark = self.neutron.mark()
         proc = agent_process.AgentProcess(
             'agentkit-l2', '--config-file', self.config,
             log_path=self.get_temp_path('l2.log'))
         self.addCleanup(proc.kill)
+        # The first report comes after the driver created the bridge.
+        self.neutron.wait_for_call(
+            'report_state',
+            lambda kw: kw['agent_state']['agent_state']['host'] == self.host,
+            since=mark)
         return proc
 
     def add_vm(self, network_id, vni, cidr):

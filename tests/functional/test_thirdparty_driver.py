@@ -77,10 +77,13 @@ class ThirdPartyDriverTest(base.AgentTestCase):
             log_path=self.get_temp_path('l2.log'), env=self.env)
         self.addCleanup(proc.kill)
 
-        state = self.neutron.wait_for_call(
-            'report_state',
-            lambda kw: kw['agent_state']['agent_state']['host'] == host
-        )['agent_state']['agent_state']
+        try:
+            state = self.neutron.wait_for_call(
+                'report_state',
+                lambda kw: kw['agent_state']['agent_state']['host'] == host
+            )['agent_state']['agent_state']
+        except AssertionError:
+            self.fail(f'no state report; agent log:\n{proc.output()}')
         self.assertEqual('Example agent', state['agent_type'])
         self.assertEqual('agentkit-l2', state['binary'])
         self.assertEqual([port_id], state['configurations']['example_ports'])

@@ -32,7 +32,7 @@ class StaticMechanismDriver(mechanism.MechanismDriver):
     def get_configurations(self):
         return {'example_ports': list(self.conf.example.ports)}
 
-    def start_device_monitor(self, on_plugged, on_unplugged):
+    def start_device_monitor(self, on_plugged, on_unplugged, on_resync=None):
         self._on_plugged = on_plugged
 
     def list_plugged_ports(self):
