@@ -21,8 +21,8 @@ LOG = logging.getLogger(__name__)
 def endpoint_method(func: Callable[..., Any]) -> Callable[..., Any]:
     """Make an RPC endpoint method safe against bad payloads and bugs.
 
-    A malformed payload (:class:`~agentkit.exceptions.InvalidPayload`) is
-    logged with the method name and dropped; any other error is logged with
+    A malformed payload (:class:`~agentkit.exceptions.InvalidPayload`, or an
+    id unsafe as a device/file name) is logged with the method name and dropped; any other error is logged with
     a traceback and the endpoint's ``on_error`` hook (normally "schedule a
     full resync") is called. Nothing propagates, so one bad message never
     affects the other resources the agent serves.
@@ -32,7 +32,7 @@ def endpoint_method(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(self: Any, context: Any, **kwargs: Any) -> Any:
         try:
             return func(self, context, **kwargs)
-        except exceptions.InvalidPayload as exc:
+        except (exceptions.InvalidPayload, exceptions.InvalidIdentifier) as exc:
             LOG.error('Rejected %s RPC with malformed payload: %s',
                       func.__name__, exc)
         except Exception:

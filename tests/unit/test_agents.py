@@ -1,0 +1,110 @@
+"""Agent logic with drivers and RPC mocked: validation, queueing, decisions."""
+
+import uuid
+from unittest import mock
+
+from agentkit import exceptions
+from agentkit.agent import dhcp
+from agentkit.agent import l2
+from agentkit.agent import l3
+from agentkit.agent import work_queue
+from tests import base
+
+
+def _uuid():
+    return str(uuid.uuid4())
+
+
+class DhcpCallbacksTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.agent = mock.Mock()
+        self.cb = dhcp.DhcpRpcCallbacks(self.agent)
+
+    def test_events_queue_a_refresh_of_the_network(self):
+        net = _uuid()
+        self.cb.network_create_end({}, payload={'network': {'id': net}})
+        self.cb.subnet_create_end({}, payload={'subnet': {'network_id': net}})
+        self.cb.port_update_end({}, payload={'port': {'network_id': net}})
+        self.cb.port_delete_end({}, payload={'port_id': _uuid(), 'network_id': net})
+        self.assertEqual([mock.call(net)] * 4, self.agent.refresh.call_args_list)
+        self.cb.network_delete_end({}, payload={'network_id': net})
+        self.agent.enqueue.assert_called_once_with(net, dhcp.DISABLE)
+
+    def test_unsafe_or_malformed_payloads_are_dropped(self):
+        for payload in (None, {}, {'network': {'id': '../../etc'}},
+                        {'network': {'id': 5}}, {'network': 'x'},
+                        {'network': {'id': 'qdhcp-x; rm -rf'}}):
+            self.cb.network_create_end({}, payload=payload)
+        self.agent.refresh.assert_not_called()
+        self.agent.on_error.assert_not_called()  # rejected, not a bug
+
+
+class ValidateNetworkTest(base.TestCase):
+
+    def test_accepts_server_shape(self):
+        net = {'id': _uuid(), 'mtu': 1450, 'subnets': [
+            {'id': _uuid(), 'cidr': '192.168.10.0/24', 'enable_dhcp': True}],
+            'ports': []}
+        self.assertIs(net, dhcp.validate_network(net))
+
+    def test_rejects(self):
+        good_subnet = {'id': _uuid(), 'cidr': '10.0.0.0/24'}
+        for bad in ({'id': 'nope'}, {'id': _uuid(), 'subnets': 'x'},
+                    {'id': _uuid(), 'subnets': [{'id': _uuid(), 'cidr': '10.0.0.300/24'}]},
+                    {'id': _uuid(), 'subnets': [good_subnet], 'mtu': '1500'},
+                    {'id': _uuid(), 'mtu': True}):
+            self.assertRaises((exceptions.InvalidPayload,
+                               exceptions.InvalidIdentifier),
+                              dhcp.validate_network, bad)
+
+
+class L3CallbacksTest(base.TestCase):
+
+    def test_routers_updated_queues_each(self):
+        agent = mock.Mock()
+        cb = l3.L3RpcCallbacks(agent)
+        r1, r2 = _uuid(), _uuid()
+        cb.routers_updated({}, routers=[r1, r2])
+        self.assertEqual([mock.call(r1, l3.REFRESH), mock.call(r2, l3.REFRESH)],
+                         agent.enqueue.call_args_list)
+        cb.router_deleted({}, router_id=r1)
+        agent.enqueue.assert_called_with(r1, l3.DELETE)
+
+    def test_one_bad_id_rejects_the_message(self):
+        agent = mock.Mock()
+        l3.L3RpcCallbacks(agent).routers_updated({}, routers=[_uuid(), 'x/../y'])
+        agent.enqueue.assert_not_called()
+
+
+class L2DeviceTest(base.TestCase):
+
+    def test_validate_device(self):
+        port = _uuid()
+        self.assertEqual(port, l2.validate_device(port))
+        self.assertEqual('tap' + port[:11], l2.validate_device('tap' + port[:11]))
+        for bad in ('tap../../x', 'eth0', 'tap' + port, '', None):
+            self.assertRaises(exceptions.InvalidIdentifier, l2.validate_device, bad)
+
+
+class DhcpSyncTest(base.TestCase):
+    """sync_state: wanted networks applied at sync priority, stale ones disabled."""
+
+    def test_sync_enqueues_and_cleans_stale(self):
+        agent = dhcp.DhcpAgent.__new__(dhcp.DhcpAgent)
+        agent.queue = mock.Mock()
+        agent.networks = {}
+        agent.dhcp = mock.Mock()
+        stale, good = _uuid(), _uuid()
+        agent.dhcp.active_networks.return_value = {stale}
+        agent.plugin = mock.Mock()
+        agent.plugin.get_active_networks_info.return_value = [
+            {'id': good, 'subnets': [], 'ports': []}, {'id': 'bad id'}]
+        with mock.patch('agentkit.lib.ip_lib.list_namespaces', return_value=[]):
+            agent.sync_state()
+        updates = [c.args[0] for c in agent.queue.put.call_args_list]
+        self.assertEqual({(good, dhcp.APPLY), (stale, dhcp.DISABLE)},
+                         {(u.resource_id, u.action) for u in updates})
+        self.assertEqual({work_queue.PRIORITY_SYNC}, {u.priority for u in updates})
+        self.assertIn('Skipping malformed network', self.log.output)
