@@ -9,6 +9,7 @@ import itertools
 
 from agentkit.conf import common
 from agentkit.conf import dhcp
+from agentkit.conf import interface
 from agentkit.conf import l2
 from agentkit.conf import l3
 from agentkit.conf import metadata
@@ -34,11 +35,13 @@ def list_l2_opts() -> Opts:
 
 
 def list_dhcp_opts() -> Opts:
-    return [(None, _copy(dhcp.dhcp_opts)), (ovs.OVS_GROUP, _copy(ovs.ovs_opts))]
+    return [(None, _copy(dhcp.dhcp_opts) + _copy(interface.interface_opts)),
+            (ovs.OVS_GROUP, _copy(ovs.ovs_opts))]
 
 
 def list_l3_opts() -> Opts:
-    return [(None, _copy(l3.l3_opts)), (ovs.OVS_GROUP, _copy(ovs.ovs_opts))]
+    return [(None, _copy(l3.l3_opts) + _copy(interface.interface_opts)),
+            (ovs.OVS_GROUP, _copy(ovs.ovs_opts))]
 
 
 def list_metadata_opts() -> Opts:

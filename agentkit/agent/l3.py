@@ -168,7 +168,12 @@ class L3Agent(base.Agent):
         if not router.get('gw_port') and not self.conf.handle_internal_only_routers:
             LOG.info('Router %s has no gateway; not handled here', router_id)
             return
-        statuses = self.router_driver.process_router(router)
+        try:
+            statuses = self.router_driver.process_router(router)
+        except l3_api.RouterProcessingError as exc:
+            if exc.fip_statuses:
+                self.plugin.update_floatingip_statuses(router_id, exc.fip_statuses)
+            raise
         self.routers[router_id] = router
         if statuses:
             self.plugin.update_floatingip_statuses(router_id, statuses)

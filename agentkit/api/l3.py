@@ -5,8 +5,25 @@ from typing import Any
 
 from oslo_config import cfg
 
+from agentkit import exceptions
 from agentkit.api import driver
 from agentkit.api import interface
+
+
+class RouterProcessingError(exceptions.AgentkitError):
+    """Some parts of a router failed; the others were configured.
+
+    ``fip_statuses`` holds what :meth:`RouterDriver.process_router` would have
+    returned, so the agent reports them before retrying the router.
+    """
+
+    def __init__(self, router_id: str, failures: list[str],
+                 fip_statuses: dict[str, str] | None = None) -> None:
+        super().__init__('router %s: %d part(s) failed: %s'
+                         % (router_id, len(failures), '; '.join(failures)))
+        self.router_id = router_id
+        self.failures = failures
+        self.fip_statuses = fip_statuses or {}
 
 
 class RouterDriver(driver.Driver):
@@ -27,7 +44,11 @@ class RouterDriver(driver.Driver):
 
     @abc.abstractmethod
     def process_router(self, router: dict[str, Any]) -> dict[str, str]:
-        """Make the host match ``router``; returns floating IP statuses."""
+        """Make the host match ``router``; returns floating IP statuses.
+
+        :raises RouterProcessingError: part of the router failed; carries
+            the statuses of what did work.
+        """
 
     @abc.abstractmethod
     def delete_router(self, router_id: str) -> None:

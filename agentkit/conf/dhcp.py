@@ -2,16 +2,13 @@
 
 from oslo_config import cfg
 
+from agentkit.conf import interface
 from agentkit.conf import ovs
 
 dhcp_opts = [
     cfg.StrOpt(
         'dhcp_driver', default='dnsmasq',
         help='Alias of the DHCP driver (entry point in agentkit.dhcp_drivers).'),
-    cfg.StrOpt(
-        'interface_driver', default='openvswitch',
-        help='Alias of the interface driver that plugs DHCP ports (entry '
-             'point in agentkit.interface_drivers).'),
     cfg.BoolOpt(
         'enable_isolated_metadata', default=False,
         help='Serve metadata on 169.254.169.254 from the DHCP namespace for '
@@ -45,4 +42,5 @@ dhcp_opts = [
 
 def register_dhcp_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(dhcp_opts)
+    interface.register_interface_opts(conf)
     ovs.register_ovs_opts(conf)

@@ -2,15 +2,13 @@
 
 from oslo_config import cfg
 
+from agentkit.conf import interface
 from agentkit.conf import ovs
 
 l3_opts = [
     cfg.StrOpt(
         'l3_driver', default='namespace',
         help='Alias of the router driver (entry point in agentkit.l3_drivers).'),
-    cfg.StrOpt(
-        'interface_driver', default='openvswitch',
-        help='Alias of the interface driver that plugs qr-/qg- ports.'),
     cfg.StrOpt(
         'agent_mode', default='legacy', choices=['legacy'],
         help='Router placement mode reported to neutron-server.'),
@@ -25,4 +23,5 @@ l3_opts = [
 
 def register_l3_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(l3_opts)
+    interface.register_interface_opts(conf)
     ovs.register_ovs_opts(conf)

@@ -1,0 +1,15 @@
+"""The interface driver option shared by the DHCP and L3 agents."""
+
+from oslo_config import cfg
+
+interface_opts = [
+    cfg.StrOpt(
+        'interface_driver', default='openvswitch',
+        help='Alias of the interface driver that plugs service ports (DHCP '
+             'ports, router qr-/qg- ports); entry point in '
+             'agentkit.interface_drivers: openvswitch or linuxbridge.'),
+]
+
+
+def register_interface_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_opts(interface_opts)

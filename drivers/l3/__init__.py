@@ -1,0 +1,1 @@
+"""Router drivers (``agentkit.l3_drivers`` entry points)."""

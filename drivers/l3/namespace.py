@@ -1,0 +1,575 @@
+"""``namespace`` router driver: Neutron's legacy routers in ``qrouter-`` namespaces.
+
+One namespace per router holds a ``qr-<port>`` device per internal subnet
+port and a ``qg-<port>`` device for the external gateway; the kernel
+forwards between them and iptables does the NAT, exactly as Neutron's L3
+agent does in ``legacy`` mode:
+
+* SNAT of internal traffic to the gateway IP (``neutron-l3-agent-snat``,
+  reached through ``neutron-postrouting-bottom``), skipped when
+  ``enable_snat`` is false;
+* floating IPs: a /32 on ``qg-``, DNAT in PREROUTING and OUTPUT, and a
+  ``float-snat`` SNAT so the VM's own connections leave with the FIP;
+* metadata: 169.254.169.254:80 from ``qr-+`` is marked and redirected to
+  the per-router proxy port, which is otherwise unreachable;
+* extra routes from ``router['routes']``.
+
+Every call makes the host match the router *incrementally*: the live
+devices, addresses and routes of the namespace are read (a handful of
+netlink round trips) and only differences are changed; the iptables model
+is rebuilt and applied only if its text changed. Server data is validated
+first; a malformed interface or floating IP is logged and skipped without
+failing the router. Operational failures are isolated per part (one port,
+the gateway, iptables), the rest is still configured, and the call then
+raises :class:`RouterProcessingError` so the agent retries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import threading
+import time
+from typing import Any
+
+from oslo_config import cfg
+
+from agentkit import exceptions
+from agentkit.api import interface
+from agentkit.api import l3
+from agentkit.lib import ip_lib
+from agentkit.lib import iptables_manager
+from agentkit.lib import naming
+
+LOG = logging.getLogger(__name__)
+
+FIP_ACTIVE = 'ACTIVE'
+FIP_DOWN = 'DOWN'
+FIP_ERROR = 'ERROR'
+
+METADATA_IP = '169.254.169.254'
+# Packets that came in through qg- (Neutron's external_ingress_mark).
+EXTERNAL_INGRESS_MARK = '0x2'
+# Metadata requests allowed to reach the proxy port.
+METADATA_ACCESS_MARK = '0x1'
+ROUTER_MARK_MASK = '0xffff'
+DEFAULT_ROUTES = frozenset({'0.0.0.0/0', '::/0'})
+ROUTER_DEVICE_PREFIXES = (naming.ROUTER_INTERFACE_PREFIX, naming.ROUTER_GATEWAY_PREFIX)
+
+
+RouterProcessingError = l3.RouterProcessingError
+
+
+# --------------------------------------------------------------------------
+# Validated view of the server's router dict
+# --------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class RouterPort:
+    """A qr-/qg- port as the host needs it."""
+
+    id: str
+    network_id: str
+    mac: str
+    device: str
+    cidrs: tuple[str, ...]
+    # gateway_ip of each fixed IP's subnet (the default route for qg-).
+    gateways: tuple[str, ...]
+    mtu: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class FloatingIP:
+    id: str
+    floating_ip: str
+    fixed_ip: str
+    status: str | None  # what the server currently shows
+
+
+@dataclasses.dataclass
+class RouterSpec:
+    id: str
+    namespace: str
+    interfaces: list[RouterPort]
+    gateway: RouterPort | None
+    floating_ips: list[FloatingIP]
+    routes: list[tuple[str, str]]  # (destination CIDR, nexthop)
+    enable_snat: bool
+    # Devices of ports whose id is valid but whose data is not: left as they are.
+    keep_devices: set[str] = dataclasses.field(default_factory=set)
+    # FIPs with a valid id but unusable data: reported as ERROR.
+    invalid_fips: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    gateway_invalid: bool = False
+
+    @property
+    def gateway_ipv4(self) -> str | None:
+        """The address SNAT uses: the gateway port's first IPv4 address."""
+        if self.gateway is None:
+            return None
+        for cidr in self.gateway.cidrs:
+            iface = ipaddress.ip_interface(cidr)
+            if iface.version == 4:
+                return str(iface.ip)
+        return None
+
+
+def _require(container: dict[str, Any], key: str, kind: type, what: str) -> Any:
+    value = container.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise exceptions.InvalidPayload('%s: %s must be a %s, got %r'
+                                        % (what, key, kind.__name__, value))
+    return value
+
+
+def _port_addresses(port: dict[str, Any], what: str) -> tuple[list[str], list[str]]:
+    """CIDRs of a port's fixed IPs (prefix from their subnet) and subnet gateways."""
+    subnets: dict[str, dict[str, Any]] = {}
+    for subnet in port.get('subnets') or []:
+        if isinstance(subnet, dict) and isinstance(subnet.get('id'), str):
+            subnets[subnet['id']] = subnet
+    cidrs: list[str] = []
+    gateways: list[str] = []
+    fixed_ips = _require(port, 'fixed_ips', list, what)
+    for fixed in fixed_ips:
+        if not isinstance(fixed, dict):
+            raise exceptions.InvalidPayload('%s: fixed_ips entry %r is not a dict'
+                                            % (what, fixed))
+        try:
+            ip = ipaddress.ip_address(fixed.get('ip_address'))
+        except ValueError:
+            raise exceptions.InvalidPayload('%s: invalid fixed IP %r'
+                                            % (what, fixed.get('ip_address'))) from None
+        subnet = subnets.get(fixed.get('subnet_id'))  # type: ignore[arg-type]
+        if subnet is not None:
+            try:
+                network = ipaddress.ip_network(subnet.get('cidr'))
+            except (TypeError, ValueError):
+                raise exceptions.InvalidPayload('%s: invalid subnet cidr %r'
+                                                % (what, subnet.get('cidr'))) from None
+            if ip not in network:
+                raise exceptions.InvalidPayload('%s: %s is not in its subnet %s'
+                                                % (what, ip, network))
+            prefixlen = network.prefixlen
+            gateway = subnet.get('gateway_ip')
+            if gateway is not None:
+                try:
+                    gw = ipaddress.ip_address(gateway)
+                except ValueError:
+                    raise exceptions.InvalidPayload('%s: invalid gateway_ip %r'
+                                                    % (what, gateway)) from None
+                if gw.version == ip.version and str(gw) not in gateways:
+                    gateways.append(str(gw))
+        else:
+            prefixlen = fixed.get('prefixlen')
+            if (not isinstance(prefixlen, int) or isinstance(prefixlen, bool)
+                    or not 0 < prefixlen <= ip.max_prefixlen):
+                raise exceptions.InvalidPayload('%s: no subnet and no valid prefixlen '
+                                                'for %s' % (what, ip))
+        cidr = '%s/%d' % (ip, prefixlen)
+        if cidr not in cidrs:
+            cidrs.append(cidr)
+    return cidrs, gateways
+
+
+def parse_port(port: Any, gateway: bool) -> RouterPort:
+    """Validate one ``_interfaces`` entry or the ``gw_port``.
+
+    :raises InvalidPayload, InvalidIdentifier: with a message naming the port.
+    """
+    if not isinstance(port, dict):
+        raise exceptions.InvalidPayload('port %r is not a dict' % (port,))
+    port_id = naming.validate_id(port.get('id'), 'port')
+    what = '%s port %s' % ('gateway' if gateway else 'interface', port_id)
+    network_id = naming.validate_id(port.get('network_id'), 'network')
+    try:
+        mac = ip_lib.validate_mac(port.get('mac_address'))
+        mtu = port.get('mtu')
+        mtu = ip_lib.validate_mtu(mtu) if mtu is not None else None
+    except ValueError as exc:
+        raise exceptions.InvalidPayload('%s: %s' % (what, exc)) from None
+    cidrs, gateways = _port_addresses(port, what)
+    if not cidrs:
+        raise exceptions.InvalidPayload('%s has no fixed IPs' % what)
+    device = (naming.router_gateway_name(port_id) if gateway
+              else naming.router_interface_name(port_id))
+    return RouterPort(port_id, network_id, mac, device, tuple(cidrs), tuple(gateways), mtu)
+
+
+def _parse_fip(fip: dict[str, Any]) -> FloatingIP:
+    fip_id = naming.validate_id(fip.get('id'), 'floating IP')
+    addresses = []
+    for key in ('floating_ip_address', 'fixed_ip_address'):
+        try:
+            ip = ipaddress.ip_address(fip.get(key))
+        except ValueError:
+            raise exceptions.InvalidPayload('floating IP %s: invalid %s %r'
+                                            % (fip_id, key, fip.get(key))) from None
+        if ip.version != 4:
+            raise exceptions.InvalidPayload('floating IP %s: %s %s is not IPv4'
+                                            % (fip_id, key, ip))
+        addresses.append(str(ip))
+    status = fip.get('status')
+    return FloatingIP(fip_id, addresses[0], addresses[1],
+                      status if isinstance(status, str) else None)
+
+
+def _parse_route(route: Any) -> tuple[str, str]:
+    if not isinstance(route, dict):
+        raise exceptions.InvalidPayload('route %r is not a dict' % (route,))
+    try:
+        dst = ipaddress.ip_network(route.get('destination'))
+        nexthop = ipaddress.ip_address(route.get('nexthop'))
+    except (TypeError, ValueError) as exc:
+        raise exceptions.InvalidPayload('invalid route %r: %s' % (route, exc)) from None
+    if dst.version != nexthop.version:
+        raise exceptions.InvalidPayload('route %r mixes IP versions' % (route,))
+    if str(dst) in DEFAULT_ROUTES:
+        raise exceptions.InvalidPayload('route %r would replace the default route'
+                                        % (route,))
+    return str(dst), str(nexthop)
+
+
+def parse_router(router: dict[str, Any]) -> RouterSpec:
+    """Validate ``router``; bad ports, FIPs and routes are logged and skipped."""
+    router_id = naming.validate_id(router.get('id'), 'router')
+    spec = RouterSpec(router_id, naming.router_namespace(router_id), [], None, [], [],
+                      enable_snat=router.get('enable_snat', True) is not False)
+    devices: set[str] = set()
+    for raw in router.get('_interfaces') or []:
+        try:
+            port = parse_port(raw, gateway=False)
+        except (exceptions.InvalidPayload, exceptions.InvalidIdentifier) as exc:
+            LOG.error('Router %s: skipping interface: %s', router_id, exc)
+            if isinstance(raw, dict) and naming.is_valid_id(raw.get('id')):
+                spec.keep_devices.add(naming.router_interface_name(raw['id']))
+            continue
+        if port.device in devices:
+            LOG.error('Router %s: skipping interface %s: device %s is already used',
+                      router_id, port.id, port.device)
+            continue
+        devices.add(port.device)
+        spec.interfaces.append(port)
+    gw = router.get('gw_port')
+    if gw:
+        try:
+            spec.gateway = parse_port(gw, gateway=True)
+        except (exceptions.InvalidPayload, exceptions.InvalidIdentifier) as exc:
+            LOG.error('Router %s: ignoring the external gateway: %s', router_id, exc)
+            spec.gateway_invalid = True
+            if isinstance(gw, dict) and naming.is_valid_id(gw.get('id')):
+                spec.keep_devices.add(naming.router_gateway_name(gw['id']))
+    seen_ips: set[str] = set()
+    seen_fixed: set[str] = set()
+    for raw in router.get('_floatingips') or []:
+        if not isinstance(raw, dict):
+            LOG.error('Router %s: skipping floating IP %r: not a dict', router_id, raw)
+            continue
+        try:
+            fip = _parse_fip(raw)
+            if fip.floating_ip in seen_ips or fip.fixed_ip in seen_fixed:
+                raise exceptions.InvalidPayload(
+                    'floating IP %s: %s -> %s duplicates another floating IP'
+                    % (fip.id, fip.floating_ip, fip.fixed_ip))
+        except (exceptions.InvalidPayload, exceptions.InvalidIdentifier) as exc:
+            LOG.error('Router %s: skipping floating IP: %s', router_id, exc)
+            if naming.is_valid_id(raw.get('id')):
+                status = raw.get('status')
+                spec.invalid_fips[raw['id']] = status if isinstance(status, str) else None
+            continue
+        seen_ips.add(fip.floating_ip)
+        seen_fixed.add(fip.fixed_ip)
+        spec.floating_ips.append(fip)
+    spec.floating_ips.sort(key=lambda f: ipaddress.ip_address(f.floating_ip))
+    for raw in router.get('routes') or []:
+        try:
+            route = _parse_route(raw)
+        except exceptions.InvalidPayload as exc:
+            LOG.error('Router %s: skipping extra route: %s', router_id, exc)
+            continue
+        if route not in spec.routes:
+            spec.routes.append(route)
+    return spec
+
+
+# --------------------------------------------------------------------------
+# The driver
+# --------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _RouterState:
+    """What the driver remembers of a router between updates."""
+
+    iptables: iptables_manager.IptablesManager
+    ipv6_forwarding: bool = False
+    sysctls_done: bool = False
+    # qr-/qg- devices that exist or were plugged (for delete_router).
+    devices: set[str] = dataclasses.field(default_factory=set)
+    # FIP ids reported last time: those that disappear are reported DOWN.
+    fip_ids: set[str] = dataclasses.field(default_factory=set)
+
+
+def is_router_device(name: str) -> bool:
+    return name.startswith(ROUTER_DEVICE_PREFIXES)
+
+
+class NamespaceRouterDriver(l3.RouterDriver):
+    """Legacy (centralised, non-HA) routers, one ``qrouter-<id>`` namespace each."""
+
+    def __init__(self, conf: cfg.ConfigOpts, host: str,
+                 interface_driver: interface.InterfaceDriver) -> None:
+        super().__init__(conf, host, interface_driver)
+        self._routers: dict[str, _RouterState] = {}
+        self._lock = threading.Lock()
+
+    # -- public API --------------------------------------------------------
+    def existing_routers(self) -> set[str]:
+        prefix = naming.ROUTER_NS_PREFIX
+        return {ns[len(prefix):] for ns in ip_lib.list_namespaces()
+                if ns.startswith(prefix) and naming.is_valid_id(ns[len(prefix):])}
+
+    def process_router(self, router: dict[str, Any]) -> dict[str, str]:
+        """Make the host match ``router``.
+
+        :returns: floating IP statuses that differ from what the server
+            shows in ``router['_floatingips']`` (``ACTIVE``/``ERROR``), plus
+            ``DOWN`` for floating IPs this driver configured before and the
+            router no longer has.
+        :raises RouterProcessingError: some parts failed (the others were
+            configured); the agent should retry.
+        """
+        started = time.monotonic()
+        spec = parse_router(router)
+        ns = spec.namespace
+        with self._lock:
+            state = self._routers.get(spec.id)
+            if state is None:
+                state = _RouterState(iptables_manager.IptablesManager(ns))
+                self._routers[spec.id] = state
+        failures: list[str] = []
+        # The existence check is ~6x cheaper than create, and usually enough.
+        if not ip_lib.namespace_exists(ns) and ip_lib.create_namespace(ns):
+            state.iptables.invalidate()
+            state.sysctls_done = state.ipv6_forwarding = False
+        self._ensure_sysctls(spec, state)
+
+        links = {link['name']: link for link in ip_lib.list_links(ns)}
+        wanted = {p.device for p in spec.interfaces} | spec.keep_devices
+        if spec.gateway is not None:
+            wanted.add(spec.gateway.device)
+        for name in sorted(n for n in links if is_router_device(n) and n not in wanted):
+            try:
+                self.interface_driver.unplug(name, ns)
+                state.devices.discard(name)
+            except Exception as exc:
+                LOG.exception('Router %s: removing %s failed', spec.id, name)
+                failures.append('unplug %s: %s' % (name, exc))
+
+        for port in spec.interfaces:
+            try:
+                self._ensure_port(ns, port, list(port.cidrs), links.get(port.device))
+                state.devices.add(port.device)
+            except Exception as exc:
+                LOG.exception('Router %s: interface %s failed', spec.id, port.id)
+                failures.append('interface %s: %s' % (port.id, exc))
+
+        gateway_ok = False
+        if spec.gateway is not None:
+            gw = spec.gateway
+            cidrs = list(gw.cidrs) + ['%s/32' % f.floating_ip for f in spec.floating_ips]
+            try:
+                self._ensure_port(ns, gw, cidrs, links.get(gw.device))
+                state.devices.add(gw.device)
+                gateway_ok = True
+            except Exception as exc:
+                LOG.exception('Router %s: gateway port %s failed', spec.id, gw.id)
+                failures.append('gateway %s: %s' % (gw.id, exc))
+
+        try:
+            self._ensure_routes(spec, gateway_ok)
+        except Exception as exc:
+            LOG.exception('Router %s: routes failed', spec.id)
+            failures.append('routes: %s' % exc)
+
+        iptables_ok = False
+        if spec.gateway_invalid:
+            # Keep the gateway's NAT as it is rather than drop it.
+            LOG.error('Router %s: invalid gateway port, iptables left as they are',
+                      spec.id)
+        else:
+            try:
+                with state.iptables.defer_apply():
+                    state.iptables.reset()
+                    self._add_iptables_rules(state.iptables, spec)
+                iptables_ok = True
+            except Exception as exc:
+                LOG.exception('Router %s: iptables failed', spec.id)
+                failures.append('iptables: %s' % exc)
+
+        statuses = self._fip_statuses(spec, state, gateway_ok and iptables_ok)
+        LOG.debug('Router %s processed in %.1f ms', spec.id,
+                  (time.monotonic() - started) * 1000)
+        if failures:
+            raise RouterProcessingError(spec.id, failures, statuses)
+        return statuses
+
+    def delete_router(self, router_id: str) -> None:
+        """Unplug every qr-/qg- device, then remove the namespace.
+
+        Devices are unplugged through the interface driver first so their
+        switch side (OVS port, linuxbridge tap) goes too; only then is the
+        namespace deleted. If an unplug fails nothing else is removed, so a
+        retry still finds the devices.
+        """
+        router_id = naming.validate_id(router_id, 'router')
+        ns = naming.router_namespace(router_id)
+        with self._lock:
+            state = self._routers.get(router_id)
+        devices = set(state.devices) if state else set()
+        try:
+            devices |= {link['name'] for link in ip_lib.list_links(ns)
+                        if is_router_device(link['name'])}
+        except ip_lib.NetworkNamespaceNotFound:
+            pass
+        failures = []
+        for name in sorted(devices):
+            try:
+                self.interface_driver.unplug(name, ns)
+            except Exception as exc:
+                LOG.exception('Router %s: removing %s failed', router_id, name)
+                failures.append('unplug %s: %s' % (name, exc))
+        if failures:
+            raise RouterProcessingError(router_id, failures)
+        ip_lib.delete_namespace(ns)
+        with self._lock:
+            self._routers.pop(router_id, None)
+
+    # -- parts ---------------------------------------------------------------
+    def _ensure_sysctls(self, spec: RouterSpec, state: _RouterState) -> None:
+        ns = spec.namespace
+        if not state.sysctls_done:
+            ip_lib.set_sysctl('net.ipv4.ip_forward', 1, ns)
+            # Asymmetric paths are normal for a router (FIPs, extra routes).
+            ip_lib.set_sysctl('net.ipv4.conf.all.rp_filter', 0, ns)
+            ip_lib.set_sysctl('net.ipv4.conf.default.rp_filter', 0, ns)
+            state.sysctls_done = True
+        ports = spec.interfaces + ([spec.gateway] if spec.gateway else [])
+        has_v6 = any(ipaddress.ip_interface(c).version == 6 for p in ports for c in p.cidrs)
+        if has_v6 and not state.ipv6_forwarding:
+            ip_lib.set_sysctl('net.ipv6.conf.all.forwarding', 1, ns)
+            state.ipv6_forwarding = True
+
+    def _ensure_port(self, ns: str, port: RouterPort, cidrs: list[str],
+                     link: ip_lib.LinkInfo | None) -> None:
+        """Plug only what is missing or different, then fix the addresses."""
+        if (link is None or link.get('address') != port.mac
+                or (port.mtu is not None and link.get('mtu') != port.mtu)
+                or link.get('state') != 'up'):
+            # The qg- port goes on the integration bridge too (bridge=None):
+            # wiring it to the provider network is the L2 agent's job.
+            self.interface_driver.plug(port.network_id, port.id, port.device,
+                                       port.mac, ns, mtu=port.mtu)
+        have = {a['cidr'] for a in ip_lib.IPDevice(port.device, ns).addr.list(scope='global')}
+        want = {str(ipaddress.ip_interface(c)) for c in cidrs}
+        if have != want:
+            self.interface_driver.set_addresses(port.device, ns, cidrs)
+
+    def _ensure_routes(self, spec: RouterSpec, gateway_ok: bool) -> None:
+        """Default route(s) via the external subnet's gateway, plus extra routes.
+
+        In a qrouter namespace every route with a next hop was put there by
+        this driver (kernel routes have none), so the live table alone tells
+        what to remove: no bookkeeping survives an agent restart wrongly.
+        """
+        ns = spec.namespace
+        live = [r for r in ip_lib.list_routes(ns) if r['gateway']]
+        want_default: set[tuple[str, str | None]] = set()
+        gw = spec.gateway
+        if gw is not None and gateway_ok:
+            want_default = {(g, gw.device) for g in gw.gateways}
+        elif gw is not None or spec.gateway_invalid:
+            # The gateway failed or is unusable: leave default routes alone.
+            want_default = {(r['gateway'], r['device']) for r in live
+                            if r['dst'] in DEFAULT_ROUTES}
+        want_extra = set(spec.routes)
+        for route in live:
+            if route['dst'] in DEFAULT_ROUTES:
+                if (route['gateway'], route['device']) not in want_default:
+                    ip_lib.delete_route(route['dst'], ns, gateway=route['gateway'],
+                                        device=route['device'], metric=route['metric'])
+            elif (route['dst'], route['gateway']) not in want_extra:
+                ip_lib.delete_route(route['dst'], ns, gateway=route['gateway'],
+                                    device=route['device'], metric=route['metric'])
+        live_default = {(r['gateway'], r['device']) for r in live
+                        if r['dst'] in DEFAULT_ROUTES}
+        if gw is not None and gateway_ok:
+            networks = [ipaddress.ip_interface(c).network for c in gw.cidrs]
+            for gateway in gw.gateways:
+                if (gateway, gw.device) in live_default:
+                    continue
+                ip = ipaddress.ip_address(gateway)
+                onlink = not any(ip in net for net in networks)
+                ip_lib.add_route('default', ns, gateway=gateway, device=gw.device,
+                                 onlink=onlink)
+        live_extra = {(r['dst'], r['gateway']) for r in live}
+        for dst, nexthop in spec.routes:
+            if (dst, nexthop) in live_extra:
+                continue
+            try:
+                ip_lib.add_route(dst, ns, gateway=nexthop)
+            except (ip_lib.NetlinkOperationError, ValueError) as exc:
+                # Typically a next hop not on any router subnet: a data problem.
+                LOG.warning('Router %s: extra route %s via %s not added: %s',
+                            spec.id, dst, nexthop, exc)
+
+    def _add_iptables_rules(self, mgr: iptables_manager.IptablesManager,
+                            spec: RouterSpec) -> None:
+        """The rules of a legacy router (see neutron-reference.md, qrouter)."""
+        nat, mangle, filt = mgr.ipv4['nat'], mgr.ipv4['mangle'], mgr.ipv4['filter']
+        port = int(self.conf.metadata_port)
+        metadata = '-d %s/32 -i %s+ -p tcp -m tcp --dport 80' % (
+            METADATA_IP, naming.ROUTER_INTERFACE_PREFIX)
+        nat.add_rule('PREROUTING', '%s -j REDIRECT --to-ports %d' % (metadata, port))
+        mangle.add_chain('mark')
+        mangle.add_rule('PREROUTING', '-j $mark')
+        mangle.add_rule('PREROUTING', '%s -j MARK --set-xmark %s/%s'
+                        % (metadata, METADATA_ACCESS_MARK, ROUTER_MARK_MASK))
+        filt.add_rule('INPUT', '-m mark --mark %s/%s -j ACCEPT'
+                      % (METADATA_ACCESS_MARK, ROUTER_MARK_MASK))
+        filt.add_rule('INPUT', '-p tcp -m tcp --dport %d -j DROP' % port)
+
+        gw_ip = spec.gateway_ipv4
+        if spec.gateway is None or gw_ip is None:
+            return
+        qg = spec.gateway.device
+        if spec.enable_snat:
+            nat.add_rule('snat', '-o %s -j SNAT --to-source %s --random-fully' % (qg, gw_ip))
+        # Traffic between internal subnets (and replies to DNAT) is not NATed.
+        nat.add_rule('POSTROUTING', '! -o %s -m conntrack ! --ctstate DNAT -j ACCEPT' % qg)
+        # A FIP reached from inside: SNAT so replies come back through here.
+        nat.add_rule('snat', '-m mark ! --mark %s/%s -m conntrack --ctstate DNAT '
+                     '-j SNAT --to-source %s --random-fully'
+                     % (EXTERNAL_INGRESS_MARK, ROUTER_MARK_MASK, gw_ip))
+        mangle.add_rule('mark', '-i %s -j MARK --set-xmark %s/%s'
+                        % (qg, EXTERNAL_INGRESS_MARK, ROUTER_MARK_MASK))
+        for fip in spec.floating_ips:
+            dnat = '-d %s/32 -j DNAT --to-destination %s' % (fip.floating_ip, fip.fixed_ip)
+            nat.add_rule('PREROUTING', dnat)
+            nat.add_rule('OUTPUT', dnat)
+            nat.add_rule('float-snat', '-s %s/32 -j SNAT --to-source %s --random-fully'
+                         % (fip.fixed_ip, fip.floating_ip))
+
+    @staticmethod
+    def _fip_statuses(spec: RouterSpec, state: _RouterState,
+                      configured: bool) -> dict[str, str]:
+        current: dict[str, tuple[str, str | None]] = {}
+        ok = configured and spec.gateway_ipv4 is not None
+        for fip in spec.floating_ips:
+            current[fip.id] = (FIP_ACTIVE if ok else FIP_ERROR, fip.status)
+        for fip_id, status in spec.invalid_fips.items():
+            current.setdefault(fip_id, (FIP_ERROR, status))
+        statuses = {fip_id: new for fip_id, (new, old) in current.items() if new != old}
+        for fip_id in state.fip_ids - set(current):
+            statuses[fip_id] = FIP_DOWN
+        state.fip_ids = set(current)
+        return statuses
