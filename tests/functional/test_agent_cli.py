@@ -1,17 +1,21 @@
 """The console scripts as an operator runs them: config errors, state
 reports on RabbitMQ, SIGHUP reloads, SIGTERM stops, eventlet mode."""
 
+import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 from agentkit.conf import metadata as metadata_conf
+from agentkit.lib import ovs_lib
 from tests.functional import agent_process
 from tests.functional import base
 from tests.functional import fake_neutron
 
 
-class AgentCliTest(base.AgentTestCase):
+class CliTestBase(base.AgentTestCase):
 
     def setUp(self):
         super().setUp()
@@ -39,6 +43,9 @@ class AgentCliTest(base.AgentTestCase):
                         and predicate(kw['agent_state']['agent_state'])),
             timeout=timeout)
         return kw['agent_state']['agent_state']
+
+
+class AgentCliTest(CliTestBase):
 
     def test_help_and_version(self):
         for cmd in ('agentkit-l2', 'agentkit-dhcp', 'agentkit-l3',
@@ -109,3 +116,38 @@ class AgentCliTest(base.AgentTestCase):
             'DEFAULT': {'concurrency_mode': 'eventlet'},
             'agent': {'report_interval': 30}})
         self.assertIn('concurrency: eventlet', proc.output())
+
+
+class ServiceAgentsCliTest(CliTestBase):
+    """agentkit-dhcp and agentkit-l3 start, report and stop cleanly."""
+
+    def _start_report_stop(self, command, agent_type, topic):
+        br = self.short_name('akclibr')
+        self.addCleanup(lambda: ovs_lib.get_connection().bridge(br).delete())
+        # dnsmasq reads its files as "nobody": state must be traversable.
+        state_path = tempfile.mkdtemp(prefix='agentkit-cli-', dir='/var/tmp')
+        os.chmod(state_path, 0o755)
+        self.addCleanup(shutil.rmtree, state_path, True)
+        proc, _, host = self.start_agent(command, {
+            'DEFAULT': {'state_path': state_path},
+            'ovs': {'integration_bridge': br, 'datapath_type': 'netdev'}})
+        state = self.wait_report(host, lambda s: s.get('start_flag'))
+        self.assertEqual(agent_type, state['agent_type'])
+        self.assertEqual(topic, state['topic'])
+        self.assertEqual(command, state['binary'])
+        self.assertEqual('nova', state['availability_zone'])
+        proc.signal(signal.SIGTERM)
+        self.assertEqual(0, proc.wait(10), proc.output())
+        return state
+
+    def test_dhcp_agent(self):
+        state = self._start_report_stop('agentkit-dhcp', 'DHCP agent', 'dhcp_agent')
+        conf = state['configurations']
+        self.assertEqual('dnsmasq', conf['dhcp_driver'])
+        self.assertEqual(0, conf['networks'])
+        self.neutron.wait_for_call('get_active_networks_info')
+
+    def test_l3_agent(self):
+        state = self._start_report_stop('agentkit-l3', 'L3 agent', 'l3_agent')
+        self.assertEqual('legacy', state['configurations']['agent_mode'])
+        self.neutron.wait_for_call('get_router_ids')
