@@ -130,7 +130,8 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
             'physical_network': segment.physical_network or '',
             'segmentation_id': str(segment.vlan_id or segment.tunnel_key or ''),
         }
-        with self.br_int.batch():
+        # No need to wait for ovs-vswitchd: nothing here needs an ofport.
+        with self.br_int.batch(wait=False):
             self.br_int.set_port_other_config(name, other_config)
             self.br_int.set_port_tag(
                 name, vlan if binding.admin_state_up else local_vlans.DEAD_VLAN)

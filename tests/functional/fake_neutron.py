@@ -23,8 +23,10 @@ class _Recorder:
         self.server = server
 
     def _record(self, method: str, **kwargs: Any) -> None:
+        kwargs = copy.deepcopy(kwargs)
+        kwargs['_received'] = time.monotonic()
         with self.server.lock:
-            self.server.calls.append((method, copy.deepcopy(kwargs)))
+            self.server.calls.append((method, kwargs))
             self.server.changed.notify_all()
 
 
@@ -170,15 +172,79 @@ class FakeNeutron:
         subprocess.run(['rabbitmqctl', '-q', 'delete_vhost', self.vhost],
                        capture_output=True)
 
+    # -- building the server's view -------------------------------------
+    def add_network(self, mtu: int = 1450, project_id: str = 'demo'
+                    ) -> dict[str, Any]:
+        net = {'id': str(uuid.uuid4()), 'name': '', 'project_id': project_id,
+               'tenant_id': project_id, 'admin_state_up': True, 'mtu': mtu,
+               'subnets': [], 'ports': [], 'non_local_subnets': []}
+        with self.lock:
+            self.networks[net['id']] = net
+        return net
+
+    def add_subnet(self, network_id: str, cidr: str, gateway_ip: str | None,
+                   enable_dhcp: bool = True, **extra: Any) -> dict[str, Any]:
+        import ipaddress
+        net = ipaddress.ip_network(cidr)
+        subnet = {'id': str(uuid.uuid4()), 'name': '', 'network_id': network_id,
+                  'ip_version': net.version, 'cidr': cidr,
+                  'gateway_ip': gateway_ip, 'enable_dhcp': enable_dhcp,
+                  'allocation_pools': [], 'host_routes': [],
+                  'dns_nameservers': [], 'ipv6_ra_mode': None,
+                  'ipv6_address_mode': None, 'subnetpool_id': None,
+                  'project_id': 'demo'}
+        subnet.update(extra)
+        with self.lock:
+            self.networks[network_id]['subnets'].append(subnet)
+        return subnet
+
+    def add_port(self, network_id: str, mac: str, fixed_ips: list[tuple[str, str]],
+                 device_owner: str = 'compute:nova') -> dict[str, Any]:
+        """``fixed_ips``: [(subnet_id, ip_address), ...]."""
+        port = {'id': str(uuid.uuid4()), 'network_id': network_id,
+                'mac_address': mac, 'admin_state_up': True,
+                'device_owner': device_owner, 'device_id': str(uuid.uuid4()),
+                'fixed_ips': [{'subnet_id': s, 'ip_address': ip}
+                              for s, ip in fixed_ips],
+                'extra_dhcp_opts': [], 'binding:host_id': 'compute1',
+                'project_id': 'demo'}
+        with self.lock:
+            self.networks[network_id]['ports'].append(port)
+        return port
+
+    def delete_port(self, network_id: str, port_id: str) -> None:
+        with self.lock:
+            net = self.networks[network_id]
+            net['ports'] = [p for p in net['ports'] if p['id'] != port_id]
+
+    def cast_to_agent(self, topic: str, host: str | None, method: str,
+                      version: str = '1.0', **kwargs: Any) -> None:
+        """What neutron-server sends: a cast to ``topic.host`` or a fanout."""
+        target = oslo_messaging.Target(exchange='neutron', topic=topic,
+                                       version=version)
+        client = oslo_messaging.get_rpc_client(self.transport, target)
+        if host is None:
+            client.prepare(fanout=True).cast({'is_admin': True}, method, **kwargs)
+        else:
+            client.prepare(server=host).cast({'is_admin': True}, method, **kwargs)
+
     def make_dhcp_port(self, port: dict[str, Any]) -> dict[str, Any]:
-        """Answer create_dhcp_port like the server: next free IP of each subnet."""
+        """Answer create_dhcp_port like the server: an address of each DHCP
+        subnet (the first free host address, as the default pool gives)."""
+        import ipaddress
         with self.lock:
             network = self.networks.get(port['network_id'], {})
+            used = {ip['ip_address'] for p in network.get('ports', [])
+                    for ip in p.get('fixed_ips', [])}
             fixed_ips = []
             for subnet in network.get('subnets', []):
                 if subnet.get('enable_dhcp') and subnet.get('ip_version', 4) == 4:
+                    used_here = used | {subnet.get('gateway_ip')}
+                    address = next(str(h) for h in
+                                   ipaddress.ip_network(subnet['cidr']).hosts()
+                                   if str(h) not in used_here)
                     fixed_ips.append({'subnet_id': subnet['id'],
-                                      'ip_address': subnet['_dhcp_ip']})
+                                      'ip_address': address})
             new_port = {
                 'id': str(uuid.uuid4()), 'network_id': port['network_id'],
                 'mac_address': next(self.dhcp_port_macs),
