@@ -1,0 +1,1 @@
+"""DHCP drivers (entry points in ``agentkit.dhcp_drivers``)."""
