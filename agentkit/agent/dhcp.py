@@ -190,14 +190,13 @@ class DhcpAgent(base.Agent):
             self.enqueue(network_id, DISABLE, priority=work_queue.PRIORITY_SYNC)
 
     def _local_networks(self) -> set[str]:
-        """Networks with state on this host: cached, served, or a namespace."""
-        found = set(self.networks) | set(self.dhcp.active_networks())
-        for ns in ip_lib.list_namespaces():
-            if ns.startswith(naming.DHCP_NS_PREFIX):
-                net_id = ns[len(naming.DHCP_NS_PREFIX):]
-                if naming.is_valid_id(net_id):
-                    found.add(net_id)
-        return found
+        """Networks this agent has state for: cached, or served by the driver.
+
+        Like Neutron's agent, what counts is the agent's own state (the
+        driver's state dirs under state_path), not every qdhcp- namespace on
+        the host, which may belong to something else.
+        """
+        return set(self.networks) | set(self.dhcp.active_networks())
 
     def process_update(self, update: work_queue.ResourceUpdate) -> None:
         if update.action == DISABLE:

@@ -24,8 +24,9 @@ def endpoint_method(func: Callable[..., Any]) -> Callable[..., Any]:
     A malformed payload (:class:`~agentkit.exceptions.InvalidPayload`, or an
     id unsafe as a device/file name) is logged with the method name and
     dropped; any other error is logged with a traceback and the endpoint's
-    ``on_error`` hook (normally "schedule a full resync") is called. Nothing propagates, so one bad message never
-    affects the other resources the agent serves.
+    ``on_error`` hook (normally "schedule a full resync") is called. Nothing
+    propagates, so one bad message never affects the other resources the
+    agent serves.
     """
 
     @functools.wraps(func)

@@ -52,3 +52,72 @@ class FakeVM:
         if tap.exists():
             tap.delete()
         ip_lib.IPWrapper(self.name).delete_namespace()
+
+
+DHCLIENT_SCRIPT = """#!/bin/sh
+# Records what dhclient learnt; never touches the host's resolv.conf.
+env | grep -E '^(reason|new_[a-z_]+|interface)=' > "{out}.$reason"
+"""
+
+
+class DhcpClient:
+    """isc-dhclient in a VM namespace that records its result, for tests."""
+
+    def __init__(self, vm: FakeVM, workdir: str) -> None:
+        import os
+        self.vm = vm
+        self.dir = os.path.join(workdir, vm.name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.script = os.path.join(self.dir, 'record.sh')
+        with open(self.script, 'w') as f:
+            f.write(DHCLIENT_SCRIPT.format(out=os.path.join(self.dir, 'result')))
+        os.chmod(self.script, 0o755)
+        self.conf = os.path.join(self.dir, 'dhclient.conf')
+        with open(self.conf, 'w') as f:
+            f.write('timeout 8;\nretry 1;\ninitial-interval 1;\n'
+                    'request subnet-mask, broadcast-address, routers, '
+                    'interface-mtu, rfc3442-classless-static-routes, '
+                    'domain-name-servers, domain-name;\n'
+                    'option rfc3442-classless-static-routes code 121 = '
+                    'array of unsigned integer 8;\n')
+        self.leases = os.path.join(self.dir, 'leases')
+
+    def request(self, timeout: float = 12.0) -> dict[str, str] | None:
+        """One DHCP exchange; the bound lease's variables, or None."""
+        import glob
+        import os
+        import time
+        for old in glob.glob(os.path.join(self.dir, 'result.*')):
+            os.unlink(old)
+        pidfile = os.path.join(self.dir, 'pid')
+        proc = subprocess.Popen(
+            ['ip', 'netns', 'exec', self.vm.name, 'dhclient', '-d', '-1',
+             '-sf', self.script, '-cf', self.conf, '-lf', self.leases,
+             '-pf', pidfile, 'eth0'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        result = None
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                for reason in ('BOUND', 'REBOOT', 'RENEW'):
+                    path = os.path.join(self.dir, f'result.{reason}')
+                    if os.path.exists(path):
+                        time.sleep(0.05)
+                        with open(path) as f:
+                            result = dict(line.rstrip('\n').split('=', 1)
+                                          for line in f if '=' in line)
+                        # dhclient writes its lease file after the script
+                        # ran; a later renewal needs it.
+                        ip = result.get('new_ip_address', '')
+                        lease_wait = time.monotonic() + 3
+                        while time.monotonic() < lease_wait:
+                            if (os.path.exists(self.leases)
+                                    and ip in open(self.leases).read()):
+                                break
+                            time.sleep(0.05)
+                        return result
+                time.sleep(0.05)
+            return None
+        finally:
+            proc.kill()
+            proc.wait(5)

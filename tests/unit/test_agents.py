@@ -101,8 +101,7 @@ class DhcpSyncTest(base.TestCase):
         agent.plugin = mock.Mock()
         agent.plugin.get_active_networks_info.return_value = [
             {'id': good, 'subnets': [], 'ports': []}, {'id': 'bad id'}]
-        with mock.patch('agentkit.lib.ip_lib.list_namespaces', return_value=[]):
-            agent.sync_state()
+        agent.sync_state()
         updates = [c.args[0] for c in agent.queue.put.call_args_list]
         self.assertEqual({(good, dhcp.APPLY), (stale, dhcp.DISABLE)},
                          {(u.resource_id, u.action) for u in updates})
