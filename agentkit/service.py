@@ -76,7 +76,9 @@ def run(prog: str, register_opts: Callable[[cfg.ConfigOpts], None],
     privsep_setup.setup_privsep(conf)
 
     try:
-        agent = importutils.import_class(agent_class)(conf)
+        cls = importutils.import_class(agent_class)
+        privsep_setup.start_daemons(cls.privsep_contexts)
+        agent = cls(conf)
     except (exceptions.DriverNotFound, exceptions.DriverLoadError,
             exceptions.InvalidConfiguration) as exc:
         return _fail(f'{prog} cannot start: {exc}', EXIT_DRIVER_ERROR)

@@ -15,6 +15,7 @@ from typing import Any
 
 from oslo_config import cfg
 
+from agentkit import privsep_setup
 from agentkit.agent import state_report
 from agentkit.agent import work_queue
 from agentkit.rpc import consumer
@@ -37,6 +38,9 @@ class Agent(abc.ABC):
     report_topic: str = 'N/A'
     #: the metadata agent casts its reports after the first one
     report_with_call: bool = True
+    #: privsep contexts (names in agentkit.privileged) started at start-up,
+    #: in parallel with the rest of it, instead of on the first root call
+    privsep_contexts: tuple[str, ...] = ()
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
@@ -110,6 +114,7 @@ class Agent(abc.ABC):
 
     def start(self) -> None:
         """Connect RPC, start consumers, reporting, workers and the first sync."""
+        privsep_setup.start_daemons(self.privsep_contexts)
         self.initialize_drivers()
         self.transport = rpc_transport.get_transport(cfg.CONF)
         self.setup_rpc_clients()

@@ -111,6 +111,7 @@ class DhcpAgent(base.Agent):
     binary = 'agentkit-dhcp'
     agent_type = topics.AGENT_TYPE_DHCP
     report_topic = topics.DHCP_AGENT
+    privsep_contexts = ('network', 'daemons')
 
     def load_drivers(self) -> None:
         self.interface: interface_api.InterfaceDriver = loader.load_driver(

@@ -112,6 +112,7 @@ class L2Agent(base.Agent):
 
     binary = 'agentkit-l2'
     report_topic = topics.NO_TOPIC
+    privsep_contexts = ('network',)
 
     def load_drivers(self) -> None:
         conf = self.conf

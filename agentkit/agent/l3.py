@@ -78,6 +78,7 @@ class L3Agent(base.Agent):
     binary = 'agentkit-l3'
     agent_type = topics.AGENT_TYPE_L3
     report_topic = topics.L3_AGENT
+    privsep_contexts = ('network', 'daemons')
 
     def load_drivers(self) -> None:
         self.interface: interface_api.InterfaceDriver = loader.load_driver(

@@ -165,8 +165,12 @@ class WorkQueue:
             update = self._next()
             if update is None:
                 return
+            started = time.monotonic()
             try:
                 self._handler(update)
+                LOG.debug('%s %s of %s done in %.1f ms', self._name,
+                          update.action, update.resource_id,
+                          (time.monotonic() - started) * 1000)
             except Exception as exc:
                 self._failed(update, exc)
             finally:
