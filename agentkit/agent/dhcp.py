@@ -253,7 +253,7 @@ class DhcpAgent(base.Agent):
         for port in network.get('ports', []):
             if (isinstance(port, dict) and port.get('device_id') == device_id
                     and port.get('device_owner') == DEVICE_OWNER_DHCP):
-                return port
+                return self._cover_dhcp_subnets(network, port)
         port = self.plugin.create_dhcp_port({'port': {
             'network_id': network['id'],
             'project_id': network.get('project_id', network.get('tenant_id')),
@@ -266,6 +266,30 @@ class DhcpAgent(base.Agent):
         naming.validate_id(port['id'], 'port')
         network.setdefault('ports', []).append(port)
         return port
+
+    def _cover_dhcp_subnets(self, network: dict[str, Any],
+                            port: dict[str, Any]) -> dict[str, Any]:
+        """Give the DHCP port an address on every DHCP subnet.
+
+        dnsmasq only serves a range it has an interface address in, so a
+        subnet added to the network needs update_dhcp_port first.
+        """
+        have = {ip.get('subnet_id') for ip in port.get('fixed_ips', [])
+                if isinstance(ip, dict)}
+        missing = [s['id'] for s in self._dhcp_subnets(network) if s['id'] not in have]
+        if not missing:
+            return port
+        fixed_ips = [ip for ip in port.get('fixed_ips', []) if isinstance(ip, dict)]
+        fixed_ips += [{'subnet_id': subnet_id} for subnet_id in missing]
+        updated = self.plugin.update_dhcp_port(
+            port['id'], {'port': {'network_id': network['id'],
+                                  'fixed_ips': fixed_ips}})
+        if not isinstance(updated, dict) or updated.get('id') != port['id']:
+            raise RuntimeError(f'server did not update DHCP port {port["id"]} '
+                               f'for subnets {missing}')
+        network['ports'] = [updated if isinstance(p, dict) and p.get('id') == port['id']
+                            else p for p in network.get('ports', [])]
+        return updated
 
     def _port_cidrs(self, network: dict[str, Any], port: dict[str, Any]) -> list[str]:
         prefixes = {s['id']: ipaddress.ip_network(s['cidr']).prefixlen

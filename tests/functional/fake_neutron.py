@@ -86,7 +86,7 @@ class PluginEndpoint(_Recorder):
 
     def update_dhcp_port(self, context, port_id, port, host):
         self._record('update_dhcp_port', port_id=port_id, port=port, host=host)
-        return None
+        return self.server.update_dhcp_port(port_id, port['port'])
 
     def release_dhcp_port(self, context, network_id, device_id, host):
         self._record('release_dhcp_port', network_id=network_id,
@@ -227,6 +227,33 @@ class FakeNeutron:
             client.prepare(fanout=True).cast({'is_admin': True}, method, **kwargs)
         else:
             client.prepare(server=host).cast({'is_admin': True}, method, **kwargs)
+
+    def _free_address(self, network: dict[str, Any], subnet: dict[str, Any]) -> str:
+        import ipaddress
+        used = {ip['ip_address'] for p in network.get('ports', [])
+                for ip in p.get('fixed_ips', []) if 'ip_address' in ip}
+        used.add(subnet.get('gateway_ip'))
+        return next(str(h) for h in ipaddress.ip_network(subnet['cidr']).hosts()
+                    if str(h) not in used)
+
+    def update_dhcp_port(self, port_id: str, update: dict[str, Any]
+                         ) -> dict[str, Any] | None:
+        """Fixed IPs given only by subnet_id get the next free address."""
+        with self.lock:
+            network = self.networks.get(update.get('network_id'), {})
+            subnets = {s['id']: s for s in network.get('subnets', [])}
+            for port in network.get('ports', []):
+                if port['id'] == port_id:
+                    fixed = []
+                    for ip in update.get('fixed_ips', port['fixed_ips']):
+                        if 'ip_address' not in ip:
+                            ip = {'subnet_id': ip['subnet_id'],
+                                  'ip_address': self._free_address(
+                                      network, subnets[ip['subnet_id']])}
+                        fixed.append(ip)
+                    port['fixed_ips'] = fixed
+                    return copy.deepcopy(port)
+        return None
 
     def make_dhcp_port(self, port: dict[str, Any]) -> dict[str, Any]:
         """Answer create_dhcp_port like the server: an address of each DHCP

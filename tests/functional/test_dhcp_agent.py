@@ -25,6 +25,7 @@ def _mac():
 
 class DhcpAgentTestMixin:
     interface_driver = ''
+    restart_networks = 20
 
     def setUp(self):
         super().setUp()
@@ -167,10 +168,10 @@ class DhcpAgentTestMixin:
 
     def test_restart_adopts_dnsmasq_and_respawns_killed_one(self):
         nets = []
-        for i in range(3):
-            net, subnet = self.make_network(f'10.254.{10 + i}.0/24',
-                                            f'10.254.{10 + i}.1')
-            port, vm, client = self.make_vm(net, subnet, f'10.254.{10 + i}.11')
+        for i in range(self.restart_networks):
+            net, subnet = self.make_network(f'10.254.{100 + i}.0/24',
+                                            f'10.254.{100 + i}.1')
+            port, vm, client = self.make_vm(net, subnet, f'10.254.{100 + i}.11')
             nets.append((net, port, client))
         proc = self.start_agent()
         for net, port, _ in nets:
@@ -199,6 +200,44 @@ class DhcpAgentTestMixin:
             time.sleep(0.2)
         self.assertIsNotNone(nets[1][2].request())
 
+    def test_subnet_added_and_removed(self):
+        net, subnet = self.make_network('10.254.3.0/24', '10.254.3.1')
+        port1, vm1, client1 = self.make_vm(net, subnet, '10.254.3.11')
+        self.start_agent()
+        self.wait_dhcp_ready(port1['id'])
+        pid = self.dnsmasq_pid(net['id'])
+        # A second DHCP subnet: the DHCP port gets an address on it and
+        # dnsmasq is restarted with the new range (argv changed).
+        subnet2 = self.neutron.add_subnet(net['id'], '10.254.4.0/24', '10.254.4.1')
+        mark = self.neutron.mark()
+        port2, vm2, client2 = self.make_vm(net, subnet2, '10.254.4.11')
+        self.neutron.cast_to_agent('dhcp_agent', self.host, 'subnet_create_end',
+                                   payload={'subnet': subnet2, 'priority': 0})
+        self.wait_dhcp_ready(port2['id'], since=mark)
+        self.assertTrue(self.neutron.calls_of('update_dhcp_port'))
+        lease = client2.request()
+        self.assertIsNotNone(lease, 'no lease on the added subnet')
+        self.assertEqual('10.254.4.11', lease['new_ip_address'])
+        self.assertEqual('10.254.4.1', lease['new_routers'])
+        self.assertNotEqual(pid, self.dnsmasq_pid(net['id']))
+        self.assertIsNotNone(client1.request(), 'first subnet no longer served')
+        # Removing it again: its range is gone, the first subnet still served.
+        with self.neutron.lock:
+            net['subnets'] = [s for s in net['subnets'] if s['id'] != subnet2['id']]
+            net['ports'] = [p for p in net['ports'] if p['id'] != port2['id']]
+        pid2 = self.dnsmasq_pid(net['id'])
+        self.neutron.cast_to_agent('dhcp_agent', self.host, 'subnet_delete_end',
+                                   payload={'subnet_id': subnet2['id'],
+                                            'network_id': net['id']})
+        deadline = time.monotonic() + 15
+        while self.dnsmasq_pid(net['id']) in (None, pid2):
+            self.assertLess(time.monotonic(), deadline, 'dnsmasq not restarted')
+            time.sleep(0.1)
+        cmdline = open(f'/proc/{self.dnsmasq_pid(net["id"])}/cmdline').read()
+        self.assertNotIn(subnet2['id'], cmdline)
+        self.assertIn(subnet['id'], cmdline)
+        self.assertIsNotNone(client1.request())
+
     def test_malformed_payload_does_not_affect_other_networks(self):
         net, subnet = self.make_network('10.254.2.0/24', '10.254.2.1')
         port1, vm1, client1 = self.make_vm(net, subnet, '10.254.2.11')
@@ -220,6 +259,7 @@ class DhcpAgentTestMixin:
 
 class OVSDhcpAgentTest(DhcpAgentTestMixin, base.AgentTestCase):
     interface_driver = 'openvswitch'
+    restart_networks = 5  # the 20-network case runs with linuxbridge
 
     def setup_switch(self):
         self._ovs = ovs_lib.get_connection()
