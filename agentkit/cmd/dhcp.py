@@ -2,10 +2,12 @@
 
 import sys
 
-from agentkit import service
-from agentkit.conf import dhcp as dhcp_conf
+from agentkit import cmd
 
 
 def main() -> None:
+    cmd.bootstrap()
+    from agentkit import service
+    from agentkit.conf import dhcp as dhcp_conf
     sys.exit(service.run('agentkit-dhcp', dhcp_conf.register_dhcp_opts,
                          'agentkit.agent.dhcp.DhcpAgent'))

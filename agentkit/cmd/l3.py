@@ -2,10 +2,12 @@
 
 import sys
 
-from agentkit import service
-from agentkit.conf import l3 as l3_conf
+from agentkit import cmd
 
 
 def main() -> None:
+    cmd.bootstrap()
+    from agentkit import service
+    from agentkit.conf import l3 as l3_conf
     sys.exit(service.run('agentkit-l3', l3_conf.register_l3_opts,
                          'agentkit.agent.l3.L3Agent'))

@@ -2,10 +2,12 @@
 
 import sys
 
-from agentkit import service
-from agentkit.conf import metadata as metadata_conf
+from agentkit import cmd
 
 
 def main() -> None:
+    cmd.bootstrap()
+    from agentkit import service
+    from agentkit.conf import metadata as metadata_conf
     sys.exit(service.run('agentkit-metadata', metadata_conf.register_metadata_opts,
                          'agentkit.agent.metadata.MetadataAgent'))

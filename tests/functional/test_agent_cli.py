@@ -121,7 +121,7 @@ class AgentCliTest(CliTestBase):
 class ServiceAgentsCliTest(CliTestBase):
     """agentkit-dhcp and agentkit-l3 start, report and stop cleanly."""
 
-    def _start_report_stop(self, command, agent_type, topic):
+    def _start_report_stop(self, command, agent_type, topic, default=None):
         br = self.short_name('akclibr')
         self.addCleanup(lambda: ovs_lib.get_connection().bridge(br).delete())
         # dnsmasq reads its files as "nobody": state must be traversable.
@@ -129,7 +129,7 @@ class ServiceAgentsCliTest(CliTestBase):
         os.chmod(state_path, 0o755)
         self.addCleanup(shutil.rmtree, state_path, True)
         proc, _, host = self.start_agent(command, {
-            'DEFAULT': {'state_path': state_path},
+            'DEFAULT': dict(default or {}, state_path=state_path),
             'ovs': {'integration_bridge': br, 'datapath_type': 'netdev'}})
         state = self.wait_report(host, lambda s: s.get('start_flag'))
         self.assertEqual(agent_type, state['agent_type'])
@@ -146,6 +146,12 @@ class ServiceAgentsCliTest(CliTestBase):
         self.assertEqual('dnsmasq', conf['dhcp_driver'])
         self.assertEqual(0, conf['networks'])
         self.neutron.wait_for_call('get_active_networks_info')
+
+    def test_dhcp_agent_eventlet_mode(self):
+        """pyroute2 stays in the (unpatched) privsep daemons, so this works."""
+        state = self._start_report_stop('agentkit-dhcp', 'DHCP agent', 'dhcp_agent',
+                                        default={'concurrency_mode': 'eventlet'})
+        self.assertEqual('dnsmasq', state['configurations']['dhcp_driver'])
 
     def test_l3_agent(self):
         state = self._start_report_stop('agentkit-l3', 'L3 agent', 'l3_agent')
