@@ -322,9 +322,13 @@ class L2Agent(base.Agent):
             segment=tdriver.realise(segment),
             admin_state_up=bool(details.get('admin_state_up', True)),
             details=details)
+        if self.firewall.needs_security_group_info:
+            # Filter before wiring, so a new port never passes traffic
+            # unfiltered; the driver decides what port security off means.
+            self.firewall.update_security_group_info(
+                self.plugin.security_group_info_for_devices([port_id]))
+        self.firewall.prepare_port_filter(details)
         self.mech.wire_port(binding)
-        if details.get('port_security_enabled', True):
-            self.firewall.prepare_port_filter(details)
         for ext in self.extensions:
             ext.handle_port({}, details)
         with self._lock:

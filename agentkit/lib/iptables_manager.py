@@ -250,17 +250,33 @@ class IptablesManager:
     :param use_ipv6: also manage ip6tables.
     :param nat: create the SNAT chain layout (``neutron-postrouting-bottom``,
         ``snat``, ``float-snat``).
+    :param tables: manage only these tables (default: all of
+        :data:`BUILTIN_CHAINS`). The root namespace's firewall needs only
+        ``filter``; leaving the others alone keeps raw/mangle untouched.
+    :param filter_top: hook the shared ``neutron-filter-top`` chain into
+        ``filter``. Without it every rule of the manager lives in chains
+        carrying its own prefix, so :meth:`remove_all` can take all of
+        them away even when other managers share the namespace.
     """
 
     def __init__(self, namespace: str | None, binary_name: str = L3_AGENT_BINARY,
-                 use_ipv6: bool = False, nat: bool = True) -> None:
+                 use_ipv6: bool = False, nat: bool = True,
+                 tables: tuple[str, ...] | None = None,
+                 filter_top: bool = True) -> None:
         if not binary_name or len(binary_name) > MAX_BINARY_LEN \
                 or not _CHAIN_RE.fullmatch(binary_name):
             raise ValueError('invalid binary name %r' % (binary_name,))
+        if tables is not None:
+            unknown = set(tables) - set(TABLE_ORDER)
+            if unknown or not tables:
+                raise ValueError('invalid tables %r (choose from %s)'
+                                 % (tables, ', '.join(TABLE_ORDER)))
         self.namespace = namespace
         self.wrap_name = binary_name
         self.use_ipv6 = use_ipv6
         self.nat = nat
+        self.managed_tables = tuple(tables) if tables is not None else None
+        self.filter_top = filter_top
         self.ipv4: dict[str, IptablesTable] = {}
         self.ipv6: dict[str, IptablesTable] = {}
         # (ip_version, table) -> rendered text last applied successfully
@@ -290,18 +306,21 @@ class IptablesManager:
             for name, builtins in BUILTIN_CHAINS[version].items():
                 if name == 'nat' and not self.nat:
                     continue
+                if self.managed_tables is not None and name not in self.managed_tables:
+                    continue
                 tables[name] = self._layout(name, builtins)
 
     def _layout(self, name: str, builtins: tuple[str, ...]) -> IptablesTable:
         table = IptablesTable(name, self.wrap_name, builtins)
-        if name == 'filter':
+        top = name == 'filter' and self.filter_top
+        if top:
             table.add_chain(FILTER_TOP, wrap=False)
         for chain in builtins:
             table.add_chain(chain)
-            if name == 'filter' and chain in ('FORWARD', 'OUTPUT'):
+            if top and chain in ('FORWARD', 'OUTPUT'):
                 table.add_rule(chain, '-j ' + FILTER_TOP, wrap=False, top=True)
             table.add_rule(chain, '-j $' + chain, wrap=False, top=True)
-        if name == 'filter':
+        if top:
             table.add_chain('local')
             table.add_rule(FILTER_TOP, '-j $local', wrap=False)
         elif name == 'nat':
@@ -371,6 +390,29 @@ class IptablesManager:
                     self._applied[(version, name)] = wanted[name]
                 changed = True
             return changed
+
+    def remove_all(self) -> bool:
+        """Take every chain of this manager, and the jumps to them, out of the kernel.
+
+        For an owner that stops filtering for good (a test's cleanup, an
+        operator switching the firewall off): an empty model makes
+        :meth:`apply` delete the builtin chains' jumps to the manager's
+        chains and then the chains. Only chains carrying the manager's
+        prefix are touched. The model stays empty until :meth:`reset`.
+
+        :raises ValueError: the manager hooks ``neutron-filter-top``, which
+            other managers share; its jump to ``local`` cannot be taken
+            out without rewriting the shared chain.
+        """
+        if self.filter_top and 'filter' in (self.managed_tables or TABLE_ORDER):
+            raise ValueError('remove_all() needs filter_top=False')
+        with self._lock:
+            self.invalidate()
+            for version in self.versions:
+                tables = self.tables(version)
+                for name, table in list(tables.items()):
+                    tables[name] = IptablesTable(name, self.wrap_name, table.builtins)
+            return self.apply()
 
     def _run(self, func: Callable[..., tuple[int, str, str]], version: int,
              what: str, *args: str) -> str:

@@ -36,3 +36,8 @@ class L2PluginApi(client.ServerApiClient):
                   filter_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
         return self._call('1.1', 'bulk_pull', resource_type=resource_type,
                           version=version, filter_kwargs=filter_kwargs)
+
+    def security_group_info_for_devices(self, devices: list[str]) -> dict[str, Any]:
+        """Rules and member IPs of the groups of ``devices`` (SG RPC 1.2)."""
+        return self._call('1.2', 'security_group_info_for_devices',
+                          devices=devices)

@@ -8,6 +8,8 @@ from agentkit.api import firewall
 class NoopFirewallDriver(firewall.FirewallDriver):
     """Accepts everything; the explicit choice of an operator who filters elsewhere."""
 
+    needs_security_group_info = False
+
     def prepare_port_filter(self, port: dict[str, Any]) -> None:
         pass
 
@@ -21,6 +23,5 @@ class NoopFirewallDriver(firewall.FirewallDriver):
                                     rules: list[dict[str, Any]]) -> None:
         pass
 
-    def update_security_group_members(self, sg_id: str,
-                                      member_ips: list[str]) -> None:
+    def update_security_group_members(self, sg_id: str, member_ips: Any) -> None:
         pass

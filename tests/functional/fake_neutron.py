@@ -64,6 +64,14 @@ class PluginEndpoint(_Recorder):
                                  for d in devices_down],
                 'failed_devices_down': []}
 
+    def security_group_info_for_devices(self, context, devices):
+        self._record('security_group_info_for_devices', devices=devices)
+        with self.server.lock:
+            return {'devices': {d: self.server.port_details.get(d, {})
+                                for d in devices},
+                    'security_groups': copy.deepcopy(self.server.sg_rules),
+                    'sg_member_ips': copy.deepcopy(self.server.sg_members)}
+
     def tunnel_sync(self, context, tunnel_ip, tunnel_type, host=None):
         self._record('tunnel_sync', tunnel_ip=tunnel_ip, tunnel_type=tunnel_type,
                      host=host)
@@ -143,6 +151,8 @@ class FakeNeutron:
         self.networks: dict[str, dict[str, Any]] = {}
         self.routers: dict[str, dict[str, Any]] = {}
         self.tunnels: list[dict[str, Any]] = []
+        self.sg_rules: dict[str, list[dict[str, Any]]] = {}
+        self.sg_members: dict[str, dict[str, list[str]]] = {}
         self.dhcp_port_macs = iter(f'fa:16:3e:00:{i // 256:02x}:{i % 256:02x}'
                                    for i in range(1, 65536))
         self._servers: list[Any] = []

@@ -11,7 +11,8 @@ from tests.functional import fake_neutron
 from tests.functional import vm as fake_vm
 
 
-class L2AgentLinuxbridgeTest(base.AgentTestCase):
+class LinuxbridgeAgentTestBase(base.AgentTestCase):
+    firewall_driver = 'noop'
 
     def setUp(self):
         super().setUp()
@@ -38,6 +39,7 @@ class L2AgentLinuxbridgeTest(base.AgentTestCase):
                    'type_drivers': 'flat,vxlan', 'local_ip': '127.0.0.1'},
             'linux_bridge': {'physical_interface_mappings':
                              f'provider:{self.nic}'},
+            'securitygroup': {'firewall_driver': self.firewall_driver},
         })
         proc = agent_process.AgentProcess(
             'agentkit-l2', '--config-file', self.config,
@@ -45,7 +47,8 @@ class L2AgentLinuxbridgeTest(base.AgentTestCase):
         self.addCleanup(proc.kill)
         self.proc = proc
 
-    def add_vm(self, network_id, cidr, network_type='flat', seg=None):
+    def add_vm(self, network_id, cidr, network_type='flat', seg=None,
+               security_groups=None):
         port_id = str(uuid.uuid4())
         mac = 'fa:16:3e:%02x:%02x:%02x' % tuple(uuid.uuid4().bytes[:3])
         tap = 'tap' + port_id[:11]
@@ -54,11 +57,19 @@ class L2AgentLinuxbridgeTest(base.AgentTestCase):
             'mac_address': mac, 'admin_state_up': True,
             'network_type': network_type,
             'physical_network': 'provider' if network_type == 'flat' else None,
-            'segmentation_id': seg, 'port_security_enabled': False}
+            'segmentation_id': seg, 'device_owner': 'compute:nova',
+            'fixed_ips': [{'ip_address': cidr.split('/')[0],
+                           'subnet_id': str(uuid.uuid4())}],
+            'security_groups': list(security_groups or []),
+            'allowed_address_pairs': [],
+            'port_security_enabled': security_groups is not None}
         vm = fake_vm.FakeVM(self.short_name('aklbvm'), port_id, mac)
         self.addCleanup(vm.destroy)
         vm.set_ip(cidr)
         return vm
+
+
+class L2AgentLinuxbridgeTest(LinuxbridgeAgentTestBase):
 
     def test_reports_linuxbridge_agent_type(self):
         state = self.neutron.wait_for_call(
@@ -100,3 +111,70 @@ class L2AgentLinuxbridgeTest(base.AgentTestCase):
         self.assertEqual('vxlan', vx['kind'])
         self.assertEqual(brq, vx['master'])
         self.assertTrue(fake_vm.ping(vm1.name, '10.253.1.2'))
+
+
+def _rule(sg, direction, ethertype='IPv4', **kw):
+    rule = {'id': str(uuid.uuid4()), 'security_group_id': sg,
+            'direction': direction, 'ethertype': ethertype, 'protocol': None,
+            'port_range_min': None, 'port_range_max': None,
+            'remote_ip_prefix': None, 'remote_group_id': None}
+    rule.update(kw)
+    return rule
+
+
+class L2AgentSecurityGroupTest(LinuxbridgeAgentTestBase):
+    """The default group's behaviour through agentkit-l2 + iptables_hybrid."""
+
+    firewall_driver = 'iptables_hybrid'
+
+    def setUp(self):
+        # Registered first, so it runs last: after the agent was killed.
+        self.addCleanup(self._remove_firewall_rules)
+        super().setUp()
+
+    def _remove_firewall_rules(self):
+        """A stopped agent leaves filters in place (VMs stay protected);
+        the test host gets its FORWARD chain back."""
+        from drivers.firewall import iptables_hybrid
+        iptables_hybrid.IptablesHybridFirewallDriver(self.conf, 'cleanup').remove_all()
+
+    def test_default_group_rules_and_anti_spoofing(self):
+        net = str(uuid.uuid4())
+        sg1, sg2 = str(uuid.uuid4()), str(uuid.uuid4())
+        self.neutron.sg_rules[sg1] = [
+            _rule(sg1, 'egress'), _rule(sg1, 'egress', 'IPv6'),
+            _rule(sg1, 'ingress', remote_group_id=sg1)]
+        self.neutron.sg_rules[sg2] = [_rule(sg2, 'egress'),
+                                      _rule(sg2, 'egress', 'IPv6')]
+        self.neutron.sg_members[sg1] = {'IPv4': ['10.253.0.51'], 'IPv6': []}
+        self.neutron.sg_members[sg2] = {'IPv4': ['10.253.0.52'], 'IPv6': []}
+        self.neutron.wait_for_call('report_state')
+        vm1 = self.add_vm(net, '10.253.0.51/24', security_groups=[sg1])
+        vm2 = self.add_vm(net, '10.253.0.52/24', security_groups=[sg2])
+        for vm in (vm1, vm2):
+            self.neutron.wait_for_call('update_device_list',
+                                       lambda kw, t=vm.tap: t in kw['devices_up'])
+        brq = 'brq' + net[:11]
+        self.addCleanup(lambda: ip_lib.device_exists(brq)
+                        and ip_lib.IPDevice(brq).delete())
+        # Ingress only from the same group: vm2 (other group) is blocked.
+        self.assertFalse(fake_vm.ping(vm2.name, '10.253.0.51', count=1, wait=1))
+        # The operator adds ICMP to sg1 (seed 000): allowed after the update.
+        self.neutron.sg_rules[sg1].append(_rule(sg1, 'ingress', protocol='icmp'))
+        mark = self.neutron.mark()
+        self.neutron.cast_to_agent('q-agent-notifier-security_group-update', None,
+                                   'security_groups_rule_updated', version='1.1',
+                                   security_groups=[sg1])
+        self.neutron.wait_for_call('security_group_info_for_devices', since=mark)
+        deadline = __import__('time').monotonic() + 10
+        while not fake_vm.ping(vm2.name, '10.253.0.51', count=1, wait=1):
+            self.assertLess(__import__('time').monotonic(), deadline,
+                            'ICMP still blocked after the rule was added')
+        # All egress allowed: vm1 reaches the provider-side host.
+        self.assertTrue(fake_vm.ping(vm1.name, '10.253.0.254'))
+        # Anti-spoofing: vm2 sending from an address that is not its own.
+        fake_vm.run_in(vm2.name, 'ip', 'addr', 'add', '10.253.0.599/24', 'dev', 'eth0')
+        spoofed = fake_vm.run_in(vm2.name, 'ping', '-c', '1', '-W', '1',
+                                 '-I', '10.253.0.599', '10.253.0.51')
+        self.assertNotEqual(0, spoofed.returncode)
+        self.assertTrue(fake_vm.ping(vm2.name, '10.253.0.51'))
