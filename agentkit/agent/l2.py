@@ -328,7 +328,13 @@ class L2Agent(base.Agent):
             self.firewall.update_security_group_info(
                 self.plugin.security_group_info_for_devices([port_id]))
         self.firewall.prepare_port_filter(details)
-        self.mech.wire_port(binding)
+        try:
+            self.mech.wire_port(binding)
+        except type_api.InvalidSegment as exc:
+            # The host cannot realise this segment (e.g. no 8021q): retrying
+            # will not help, so report the port failed instead.
+            self._fail_port(port_id, str(exc))
+            return
         for ext in self.extensions:
             ext.handle_port({}, details)
         with self._lock:

@@ -39,6 +39,7 @@ NetworkNamespaceNotFound = priv.NetworkNamespaceNotFound
 NetworkInterfaceNotFound = priv.NetworkInterfaceNotFound
 NetworkInterfaceExists = priv.NetworkInterfaceExists
 NetlinkOperationError = priv.NetlinkOperationError
+VlanNotSupported = priv.VlanNotSupported
 
 MAX_DEVICE_NAME_LEN = naming.MAX_DEVICE_NAME_LEN
 MAX_NAMESPACE_NAME_LEN = 255
@@ -114,6 +115,15 @@ class NeighbourInfo(TypedDict):
     device: str | None
     ip_version: int
     state: str
+
+
+class FdbEntry(TypedDict):
+    mac: str
+    dst: str | None  # remote endpoint (VXLAN), None for local entries
+    device: str
+    permanent: bool
+    self: bool  # the device's own table (a VXLAN device's remotes)
+    master: bool  # the table of the bridge the device is enslaved to
 
 
 # --------------------------------------------------------------------------
@@ -388,6 +398,38 @@ def get_sysctl(key: str | Sequence[str], namespace: str | None = None) -> str:
     return priv.get_sysctl(parse_sysctl_key(key), validate_namespace(namespace))
 
 
+ZERO_MAC = '00:00:00:00:00:00'
+
+
+def add_fdb_entry(device: str, mac: str, dst: str, namespace: str | None = None,
+                  append: bool = True) -> None:
+    """Add a permanent ``mac -> dst`` entry to a VXLAN device's own FDB.
+
+    ``bridge fdb append 00:00:00:00:00:00 dev vxlan-N dst PEER`` is
+    ``add_fdb_entry('vxlan-N', ZERO_MAC, PEER)``: one such entry per peer
+    makes a unicast VXLAN device send flooded (broadcast, unknown unicast)
+    frames to every peer. ``append=False`` replaces instead, for per-MAC
+    entries that must have exactly one remote. Idempotent.
+    """
+    priv.add_fdb_entry(validate_device_name(device), validate_mac(mac, unicast=False),
+                       str(parse_ip(dst)), validate_namespace(namespace),
+                       append=bool(append))
+
+
+def delete_fdb_entry(device: str, mac: str, dst: str | None = None,
+                     namespace: str | None = None) -> bool:
+    """Remove the remote ``dst`` of ``mac`` (every remote if None); False if absent."""
+    return priv.delete_fdb_entry(
+        validate_device_name(device), validate_mac(mac, unicast=False),
+        str(parse_ip(dst)) if dst is not None else None, validate_namespace(namespace))
+
+
+def list_fdb_entries(device: str, namespace: str | None = None) -> list[FdbEntry]:
+    """FDB entries of ``device`` (its own and its bridge's, see FdbEntry)."""
+    return list(priv.list_fdb_entries(validate_device_name(device),
+                                      validate_namespace(namespace)))
+
+
 def _route_dst(dst: str, gateway: str | None) -> tuple[IPNetwork, int]:
     if dst == 'default':
         if gateway is None:
@@ -501,6 +543,20 @@ class IPWrapper:
             dstport=_validate_int(dstport, 1, 65535, 'VXLAN port'),
             learning=bool(learning),
             ttl=_validate_int(ttl, 0, 255, 'TTL') if ttl is not None else None,
+            mtu=validate_mtu(mtu) if mtu is not None else None,
+            exist_ok=bool(exist_ok))
+        return IPDevice(name, self.namespace)
+
+    def add_vlan(self, name: str, physical_device: str, vlan_id: int,
+                 mtu: int | None = None, exist_ok: bool = False) -> IPDevice:
+        """Create the 802.1Q sub-interface ``name`` of ``physical_device``.
+
+        :raises VlanNotSupported: the kernel has no 8021q support (then no
+            VLAN device can be made on this host at all).
+        """
+        priv.create_vlan(
+            validate_device_name(name), validate_device_name(physical_device),
+            naming.validate_vlan_tag(vlan_id), self.namespace,
             mtu=validate_mtu(mtu) if mtu is not None else None,
             exist_ok=bool(exist_ok))
         return IPDevice(name, self.namespace)

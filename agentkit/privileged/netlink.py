@@ -149,6 +149,24 @@ class NetlinkOperationError(exceptions.AgentkitError):
                                       os.strerror(self.errno))
 
 
+class VlanNotSupported(exceptions.AgentkitError):
+    """The kernel cannot create 802.1Q VLAN devices (no ``8021q`` support).
+
+    The kernel answers EOPNOTSUPP for an unknown link kind, which on its own
+    reads like a bug in the request; this names the missing module instead.
+    """
+
+    def __init__(self, device: str, namespace: str | None = None) -> None:
+        super().__init__(device, namespace)
+        self.device = device
+        self.namespace = namespace
+
+    def __str__(self) -> str:
+        return ('cannot create VLAN device %r in %s: the kernel has no 802.1Q '
+                'VLAN support (module 8021q not built in and not loadable)'
+                % (self.device, _where(self.namespace)))
+
+
 # --------------------------------------------------------------------------
 # Socket cache
 # --------------------------------------------------------------------------
@@ -667,6 +685,29 @@ def create_vxlan(name: str, vni: int, namespace: str | None = None,
 
 
 @network.entrypoint
+def create_vlan(name: str, physical_device: str, vlan_id: int,
+                namespace: str | None = None, mtu: int | None = None,
+                exist_ok: bool = False) -> bool:
+    """Create an 802.1Q sub-interface of ``physical_device`` tagged ``vlan_id``.
+
+    Returns False if ``exist_ok`` and a VLAN device of that name exists
+    (its parent and tag are not compared).
+
+    :raises VlanNotSupported: the kernel has no 8021q support.
+    """
+    kwargs: dict[str, Any] = {'vlan_id': vlan_id}
+    if mtu is not None:
+        kwargs['mtu'] = mtu
+    kwargs['link'] = _run(namespace, lambda ipr: _index(ipr, physical_device, namespace))
+    try:
+        return _create_link(namespace, name, 'vlan', exist_ok, **kwargs)
+    except NetlinkOperationError as e:
+        if e.errno == errno.EOPNOTSUPP:
+            raise VlanNotSupported(name, namespace) from None
+        raise
+
+
+@network.entrypoint
 def delete_link(name: str, namespace: str | None = None) -> bool:
     """Delete a device; False if it did not exist."""
     def op(ipr: Any) -> bool:
@@ -1062,6 +1103,95 @@ def list_neighbours(namespace: str | None = None, device: str | None = None,
                 'device': names.get(msg['ifindex']),
                 'ip_version': _VERSIONS[msg['family']],
                 'state': NUD_NAMES.get(state, str(state)),
+            })
+        return result
+
+    return _run(namespace, op)
+
+
+# --------------------------------------------------------------------------
+# Bridge forwarding database (FDB) entries of a device's own table
+# --------------------------------------------------------------------------
+
+NUD_NOARP = 0x40
+NTF_SELF = 0x02
+NTF_MASTER = 0x04
+
+
+@network.entrypoint
+def add_fdb_entry(device: str, mac: str, dst: str, namespace: str | None = None,
+                  append: bool = True) -> None:
+    """Add a permanent ``mac -> dst`` entry to a VXLAN device's own FDB.
+
+    With ``append`` the remote is added to those ``mac`` already has (the
+    all-zeros MAC with one entry per peer makes the device replicate
+    flooded frames to every peer); without it the entry is replaced, so
+    ``dst`` becomes the only remote of ``mac``. Both are idempotent.
+    """
+    def op(ipr: Any) -> None:
+        idx = _index(ipr, device, namespace)
+        with _translate('%s FDB entry %s dst %s on %r'
+                        % ('appending' if append else 'replacing', mac, dst, device),
+                        namespace, device):
+            ipr.fdb('append' if append else 'replace', ifindex=idx, lladdr=mac,
+                    dst=dst, state=NUD_PERMANENT | NUD_NOARP, flags=NTF_SELF)
+
+    _run(namespace, op)
+
+
+@network.entrypoint
+def delete_fdb_entry(device: str, mac: str, dst: str | None = None,
+                     namespace: str | None = None) -> bool:
+    """Remove ``mac``'s remote ``dst`` (all its remotes if None); False if absent."""
+    def op(ipr: Any) -> bool:
+        idx = _index(ipr, device, namespace)
+        kwargs: dict[str, Any] = {'ifindex': idx, 'lladdr': mac, 'flags': NTF_SELF}
+        if dst is not None:
+            kwargs['dst'] = dst
+            # The kernel also answers 0 for a remote the MAC does not have.
+            with _translate('listing FDB entries of %r' % device, namespace, device):
+                present = any(
+                    m['ifindex'] == idx and m.get('NDA_LLADDR') == mac
+                    and m.get('NDA_DST') == dst and (m.get('flags') or 0) & NTF_SELF
+                    for m in ipr.fdb('dump', ifindex=idx))
+            if not present:
+                return False
+        try:
+            with _translate('deleting FDB entry %s dst %s on %r' % (mac, dst, device),
+                            namespace, device):
+                ipr.fdb('del', **kwargs)
+        except NetlinkOperationError as e:
+            if e.errno == errno.ENOENT:
+                return False
+            raise
+        return True
+
+    return _run(namespace, op)
+
+
+@network.entrypoint
+def list_fdb_entries(device: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    """FDB entries of ``device``: mac, dst, permanent, and which table.
+
+    ``self`` entries are the device's own (a VXLAN device's remotes);
+    ``master`` ones are what the bridge it is enslaved to knows about it.
+    """
+    def op(ipr: Any) -> list[dict[str, Any]]:
+        idx = _index(ipr, device, namespace)
+        with _translate('listing FDB entries of %r' % device, namespace, device):
+            msgs = list(ipr.fdb('dump', ifindex=idx))
+        result = []
+        for msg in msgs:
+            if msg['ifindex'] != idx:
+                continue
+            flags = msg.get('flags') or 0
+            result.append({
+                'mac': msg.get('NDA_LLADDR'),
+                'dst': msg.get('NDA_DST'),
+                'device': device,
+                'permanent': bool((msg.get('state') or 0) & NUD_PERMANENT),
+                'self': bool(flags & NTF_SELF),
+                'master': bool(flags & NTF_MASTER),
             })
         return result
 

@@ -5,14 +5,31 @@
 ``vxlan-<vni>`` for vxlan - and the VMs' ``tap<port-id[:11]>`` devices, which
 are enslaved as netlink announces them. GRE is not something a Linux bridge
 can carry, so the agent refuses it at start.
+
+VXLAN is unicast, as Neutron's linuxbridge agent did it without multicast:
+every ``vxlan-<vni>`` device gets one all-zeros FDB entry per tunnel peer
+(``bridge fdb append 00:00:00:00:00:00 dev vxlan-N dst <peer>``), so
+broadcast and unknown unicast frames are replicated to every peer, and the
+device learns remote MACs from what it receives. Peers come from
+``tunnel_sync``/``tunnel_update`` and go with ``tunnel_delete``; devices
+created later get the peers known by then. The driver owns the VXLAN devices
+whose local address is ``[l2] local_ip`` and that have no multicast group.
 """
 
+from __future__ import annotations
+
+import contextlib
+import hashlib
 import logging
 import re
+import threading
 from typing import Any
+
+from oslo_config import cfg
 
 from agentkit import exceptions
 from agentkit.api import mechanism
+from agentkit.api import type_driver
 from agentkit.lib import ip_lib
 from agentkit.lib import link_monitor
 from agentkit.lib import naming
@@ -21,9 +38,21 @@ from agentkit.rpc import topics
 LOG = logging.getLogger(__name__)
 
 _TAP_RE = re.compile(r'tap[0-9a-f]{8}-[0-9a-f]{2}')
+_VLAN_NAME_RE = re.compile(r'.+\.[0-9]{1,4}')
+# Characters of a hash that keep a shortened sub-interface name unique.
+_HASH_LEN = 6
+
+
+class SegmentNotRealisable(type_driver.InvalidSegment):
+    """This host cannot build a segment it was asked for (e.g. no 8021q).
+
+    An :class:`~agentkit.api.type_driver.InvalidSegment`, because retrying
+    will not help: the port should be reported failed, not retried.
+    """
 
 
 def parse_interface_mappings(entries: list[str]) -> dict[str, str]:
+    """``physnet:iface`` entries -> {physnet: iface}; bad entries stop the agent."""
     mappings: dict[str, str] = {}
     for entry in entries:
         physnet, sep, iface = entry.strip().partition(':')
@@ -38,16 +67,49 @@ def parse_interface_mappings(entries: list[str]) -> dict[str, str]:
     return mappings
 
 
+def vlan_subinterface_name(interface: str, vlan_id: int) -> str:
+    """``<nic>.<vid>``, shortened with a hash of ``nic`` if over 15 characters.
+
+    The hash keeps two long NIC names with a common prefix from mapping to
+    the same sub-interface.
+    """
+    suffix = f'.{naming.validate_vlan_tag(vlan_id)}'
+    name = interface + suffix
+    if len(name) <= naming.MAX_DEVICE_NAME_LEN:
+        return name
+    digest = hashlib.sha256(interface.encode()).hexdigest()[:_HASH_LEN]
+    keep = naming.MAX_DEVICE_NAME_LEN - len(suffix) - _HASH_LEN
+    return interface[:keep] + digest + suffix
+
+
+def _network_mtu(details: dict[str, Any]) -> int | None:
+    """The network MTU neutron-server sent with the port details, if usable."""
+    mtu = details.get('mtu')
+    if isinstance(mtu, int) and not isinstance(mtu, bool) \
+            and ip_lib.MIN_MTU <= mtu <= ip_lib.MAX_MTU:
+        return mtu
+    return None
+
+
 class LinuxbridgeMechanismDriver(mechanism.MechanismDriver):
+    """Linux bridges per network; flat, vlan and (unicast) vxlan uplinks."""
+
     agent_type = topics.AGENT_TYPE_LINUXBRIDGE
     supported_network_types = frozenset({'flat', 'vlan', 'vxlan'})
 
-    def __init__(self, conf, host):  # type: ignore[no-untyped-def]
+    def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
         super().__init__(conf, host)
         self.mappings = parse_interface_mappings(
             conf.linux_bridge.physical_interface_mappings)
         self._monitor: link_monitor.LinkMonitor | None = None
         self.root = ip_lib.IPWrapper()
+        # Normalised: compared with the address the kernel reports.
+        self.local_ip: str | None = (str(ip_lib.parse_ip(conf.l2.local_ip))
+                                     if conf.l2.local_ip else None)
+        # VXLAN tunnel peers. One lock orders peer changes with VXLAN device
+        # creation, so a device never misses a peer nor keeps a deleted one.
+        self.vxlan_peers: set[str] = set()
+        self._vxlan_lock = threading.Lock()
 
     def initialize(self) -> None:
         for physnet, iface in self.mappings.items():
@@ -84,37 +146,80 @@ class LinuxbridgeMechanismDriver(mechanism.MechanismDriver):
         return {link['name'] for link in ip_lib.list_links()
                 if _TAP_RE.fullmatch(link['name'])}
 
-    def _uplink(self, segment: Any) -> str | None:
+    def _physical_interface(self, segment: type_driver.SegmentRealisation) -> str:
+        iface = self.mappings.get(segment.physical_network or '')
+        if iface is None:
+            raise SegmentNotRealisable(
+                f'physical network {segment.physical_network!r} is not in '
+                f'[linux_bridge] physical_interface_mappings '
+                f'({", ".join(sorted(self.mappings)) or "empty"})')
+        return iface
+
+    def _vlan_uplink(self, segment: type_driver.SegmentRealisation) -> str:
+        iface = self._physical_interface(segment)
+        if segment.vlan_id is None:
+            raise SegmentNotRealisable('vlan segment without a VLAN id')
+        name = vlan_subinterface_name(iface, segment.vlan_id)
+        try:
+            self.root.add_vlan(name, iface, segment.vlan_id, exist_ok=True)
+        except ip_lib.VlanNotSupported as exc:
+            raise SegmentNotRealisable(
+                f'vlan {segment.vlan_id} on physical network '
+                f'{segment.physical_network!r}: {exc}') from None
+        return name
+
+    def _vxlan_uplink(self, vni: int, mtu: int | None) -> str:
+        name = naming.vxlan_device_name(vni)
+        with self._vxlan_lock:
+            if not ip_lib.device_exists(name):
+                self.root.add_vxlan(name, vni, local_ip=self.local_ip,
+                                    dstport=self.conf.l2.vxlan_udp_port,
+                                    mtu=mtu, exist_ok=True)
+            elif mtu is not None and ip_lib.IPDevice(name).link.mtu != mtu:
+                ip_lib.IPDevice(name).link.set_mtu(mtu)
+            present = {e['dst'] for e in ip_lib.list_fdb_entries(name)
+                       if e['self'] and e['mac'] == ip_lib.ZERO_MAC}
+            for peer in sorted(self.vxlan_peers - present):
+                ip_lib.add_fdb_entry(name, ip_lib.ZERO_MAC, peer)
+        return name
+
+    def _uplink(self, segment: type_driver.SegmentRealisation, mtu: int | None) -> str:
         """Create the segment's uplink device; returns its name."""
         if segment.network_type == 'flat':
-            iface = self.mappings.get(segment.physical_network or '')
-            if iface is None:
-                raise exceptions.InvalidConfiguration(
-                    f'physical network {segment.physical_network!r} is not in '
-                    f'physical_interface_mappings')
-            return iface
+            return self._physical_interface(segment)
         if segment.network_type == 'vlan':
-            raise RuntimeError(
-                'vlan segments need an 802.1Q sub-interface '
-                f'({self.mappings.get(segment.physical_network or "", "?")}.'
-                f'{segment.vlan_id}); creating it is not implemented yet')
-        if segment.network_type == 'vxlan':
-            name = naming.vxlan_device_name(segment.tunnel_key)
-            if not ip_lib.device_exists(name):
-                self.root.add_vxlan(name, segment.tunnel_key,
-                                    local_ip=self.conf.l2.local_ip,
-                                    dstport=self.conf.l2.vxlan_udp_port,
-                                    exist_ok=True)
-            return name
-        raise RuntimeError(f'unsupported network type {segment.network_type}')
+            return self._vlan_uplink(segment)
+        if segment.network_type == 'vxlan' and segment.tunnel_key is not None:
+            return self._vxlan_uplink(segment.tunnel_key, mtu)
+        raise SegmentNotRealisable(
+            f'linuxbridge cannot realise a {segment.network_type} segment')
+
+    @staticmethod
+    def _keep_host_off_the_network(device: ip_lib.IPDevice) -> None:
+        """No IPv6 on a bridge or uplink the driver made, as Neutron did.
+
+        Otherwise the host takes part in the tenant network: it would
+        autoconfigure from tenants' router advertisements and its own
+        DAD/RS/MLD frames would cross the tunnels to every peer.
+        """
+        with contextlib.suppress(FileNotFoundError):  # IPv6 off at boot
+            device.disable_ipv6()
 
     def wire_port(self, binding: mechanism.PortBinding) -> None:
+        mtu = _network_mtu(binding.details)
+        # The uplink first: a segment this host cannot build leaves no bridge.
+        uplink = self._uplink(binding.segment, mtu)
         bridge_name = naming.bridge_name(binding.network_id)
         bridge = self.root.add_bridge(bridge_name, exist_ok=True)
-        uplink = self._uplink(binding.segment)
-        for name in (uplink, binding.device):
-            dev = ip_lib.IPDevice(name)
-            if dev.link.attributes.get('master') != bridge_name:
+        self._keep_host_off_the_network(bridge)
+        if binding.segment.network_type != 'flat':  # not the operator's NIC
+            self._keep_host_off_the_network(ip_lib.IPDevice(uplink))
+        tap = ip_lib.IPDevice(binding.device)
+        for dev in (ip_lib.IPDevice(uplink), tap):
+            attributes = dev.link.attributes
+            if dev is tap and mtu is not None and attributes.get('mtu') != mtu:
+                dev.link.set_mtu(mtu)  # as Neutron's agent: taps follow the network
+            if attributes.get('master') != bridge_name:
                 dev.link.set_master(bridge_name)
             dev.link.set_up()
         bridge.link.set_up()
@@ -131,10 +236,72 @@ class LinuxbridgeMechanismDriver(mechanism.MechanismDriver):
         if any(_TAP_RE.fullmatch(m['name']) for m in members):
             return
         for member in members:
-            if member['name'].startswith(naming.VXLAN_PREFIX):
-                ip_lib.IPDevice(member['name']).delete()
+            name = member['name']
+            if name.startswith(naming.VXLAN_PREFIX) or (
+                    member.get('kind') == 'vlan' and _VLAN_NAME_RE.fullmatch(name)):
+                ip_lib.IPDevice(name).delete()  # ours: made for this network
             else:
-                ip_lib.IPDevice(member['name']).link.set_nomaster()
+                ip_lib.IPDevice(name).link.set_nomaster()
         bridge = ip_lib.IPDevice(bridge_name)
         if bridge.exists():
             bridge.delete()
+
+    # -- tunnels ------------------------------------------------------------
+    def _own_vxlan_devices(self) -> list[str]:
+        """The ``vxlan-<vni>`` devices this driver manages on the host."""
+        devices = []
+        for link in ip_lib.list_links(kind='vxlan'):
+            info = link.get('vxlan') or {}
+            if (link['name'].startswith(naming.VXLAN_PREFIX)
+                    and not info.get('group')
+                    and (self.local_ip is None or info.get('local') == self.local_ip)):
+                devices.append(link['name'])
+        return devices
+
+    def _peer(self, tunnel_ip: str, tunnel_type: str) -> str | None:
+        """The peer address to act on, or None for what this driver ignores."""
+        if tunnel_type != 'vxlan':
+            # Other agents' endpoints (e.g. OVS with gre) are fanned out to
+            # every agent: normal in a mixed deployment, so not a warning.
+            LOG.debug('Ignoring %s tunnel endpoint %s: linuxbridge only '
+                      'carries vxlan tunnels', tunnel_type, tunnel_ip)
+            return None
+        try:
+            peer = str(ip_lib.parse_ip(tunnel_ip))
+        except ip_lib.InvalidNetworkValue as exc:
+            LOG.warning('Ignoring tunnel endpoint: %s', exc)
+            return None
+        if peer == self.local_ip:
+            return None
+        return peer
+
+    def tunnel_update(self, tunnel_ip: str, tunnel_type: str) -> None:
+        peer = self._peer(tunnel_ip, tunnel_type)
+        if peer is None:
+            return
+        with self._vxlan_lock:
+            if peer in self.vxlan_peers:
+                # Every resync repeats tunnel_sync: devices already have this
+                # peer (an entry removed behind our back is restored when
+                # the resync rewires the ports, see _vxlan_uplink).
+                return
+            self.vxlan_peers.add(peer)
+            for device in self._own_vxlan_devices():
+                with contextlib.suppress(ip_lib.NetworkInterfaceNotFound):
+                    ip_lib.add_fdb_entry(device, ip_lib.ZERO_MAC, peer)
+        LOG.info('VXLAN peer %s added', peer)
+
+    def tunnel_delete(self, tunnel_ip: str, tunnel_type: str) -> None:
+        peer = self._peer(tunnel_ip, tunnel_type)
+        if peer is None:
+            return
+        with self._vxlan_lock:
+            self.vxlan_peers.discard(peer)
+            for device in self._own_vxlan_devices():
+                # The flood entry and any MAC learnt behind the gone peer;
+                # a device deleted meanwhile took its entries along.
+                with contextlib.suppress(ip_lib.NetworkInterfaceNotFound):
+                    for entry in ip_lib.list_fdb_entries(device):
+                        if entry['self'] and entry['dst'] == peer:
+                            ip_lib.delete_fdb_entry(device, entry['mac'], peer)
+        LOG.info('VXLAN peer %s removed', peer)

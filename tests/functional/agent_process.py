@@ -50,4 +50,5 @@ class AgentProcess:
             except ProcessLookupError:
                 pass
             self.proc.wait(10)
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()

@@ -65,6 +65,7 @@ class LinuxbridgeAgentTestBase(base.AgentTestCase):
             'port_security_enabled': security_groups is not None}
         vm = fake_vm.FakeVM(self.short_name('aklbvm'), port_id, mac)
         self.addCleanup(vm.destroy)
+        self.addCleanup(self.proc.kill)  # first, so it cannot recreate devices
         vm.set_ip(cidr)
         return vm
 
@@ -89,6 +90,7 @@ class L2AgentLinuxbridgeTest(LinuxbridgeAgentTestBase):
         brq = 'brq' + net[:11]
         self.addCleanup(lambda: ip_lib.device_exists(brq)
                         and ip_lib.IPDevice(brq).delete())
+        self.addCleanup(self.proc.kill)
         self.assertEqual(brq, ip_lib.IPDevice(vm.tap).link.attributes['master'])
         self.assertEqual(brq, ip_lib.IPDevice(self.nic).link.attributes['master'])
         self.assertTrue(fake_vm.ping(vm.name, '10.253.0.254'))
@@ -107,6 +109,7 @@ class L2AgentLinuxbridgeTest(LinuxbridgeAgentTestBase):
                         and ip_lib.IPDevice(brq).delete())
         self.addCleanup(lambda: ip_lib.device_exists(f'vxlan-{vni}')
                         and ip_lib.IPDevice(f'vxlan-{vni}').delete())
+        self.addCleanup(self.proc.kill)
         vx = ip_lib.IPDevice(f'vxlan-{vni}').link.attributes
         self.assertEqual('vxlan', vx['kind'])
         self.assertEqual(brq, vx['master'])
@@ -157,6 +160,7 @@ class L2AgentSecurityGroupTest(LinuxbridgeAgentTestBase):
         brq = 'brq' + net[:11]
         self.addCleanup(lambda: ip_lib.device_exists(brq)
                         and ip_lib.IPDevice(brq).delete())
+        self.addCleanup(self.proc.kill)
         # Ingress only from the same group: vm2 (other group) is blocked.
         self.assertFalse(fake_vm.ping(vm2.name, '10.253.0.51', count=1, wait=1))
         # The operator adds ICMP to sg1 (seed 000): allowed after the update.
