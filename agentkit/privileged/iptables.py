@@ -21,7 +21,6 @@ Only primitives cross the privsep channel: ``(returncode, stdout, stderr)``.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import select
@@ -30,11 +29,11 @@ import signal
 import time
 
 from agentkit import exceptions
+from agentkit.privileged import setns
 from agentkit.privileged import network
 from agentkit.privileged import netlink
 
 NETNS_RUN_DIR = '/run/netns'
-CLONE_NEWNET = 0x40000000
 SEARCH_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 DEFAULT_TIMEOUT = 60.0
 # A router with thousands of floating IPs renders a few MB; refuse absurd sizes.
@@ -50,21 +49,6 @@ _NS_NAME_RE = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}')
 _RESTORE_LINE_RE = re.compile(
     r'(\*(%s)|:[^\s]+ [^\s]+( \[\d+:\d+\])?|-[AIDFXNZR] .*|COMMIT|#.*|)'
     % '|'.join(sorted(TABLES)))
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.setns.restype = ctypes.c_int
-
-
-def _setns(fd: int) -> None:
-    """setns(fd, CLONE_NEWNET): os.setns only exists from Python 3.12."""
-    os_setns = getattr(os, 'setns', None)
-    if os_setns is not None:
-        os_setns(fd, CLONE_NEWNET)
-        return
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def _open_namespace(namespace: str | None) -> int | None:
@@ -96,7 +80,7 @@ def _child(argv: list[str], ns_fd: int | None, in_fd: int, out_w: int,
     code = 0
     try:
         if ns_fd is not None:
-            _setns(ns_fd)
+            setns.setns(ns_fd)
         os.dup2(in_fd, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)

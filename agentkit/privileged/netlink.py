@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -49,10 +47,10 @@ from concurrent import futures
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from agentkit import exceptions
+from agentkit.privileged import setns
 from agentkit.privileged import network
 
 NETNS_RUN_DIR = '/run/netns'
-CLONE_NEWNET = 0x40000000
 # ioctl returning an fd for the network namespace a socket belongs to.
 SIOCGSKNS = 0x894C
 SIOCGIFINDEX = 0x8933
@@ -1202,20 +1200,6 @@ def list_fdb_entries(device: str, namespace: str | None = None) -> list[dict[str
 # sysctl inside a namespace
 # --------------------------------------------------------------------------
 
-_libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.setns.restype = ctypes.c_int
-
-
-def _setns(fd: int) -> None:
-    os_setns = getattr(os, 'setns', None)  # Python >= 3.12
-    if os_setns is not None:
-        os_setns(fd, CLONE_NEWNET)
-        return
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
 
 def _run_in_namespace(namespace: str | None, func: Callable[[], T]) -> T:
     """Run ``func`` with /proc/sys/net showing ``namespace``.
@@ -1232,7 +1216,7 @@ def _run_in_namespace(namespace: str | None, func: Callable[[], T]) -> T:
     def target() -> None:
         try:
             with _netns_fd(namespace) as fd:
-                _setns(fd)
+                setns.setns(fd)
                 expected = os.fstat(fd).st_ino
             if os.stat('/proc/thread-self/ns/net').st_ino != expected:
                 raise RuntimeError('setns into %r did not take effect' % namespace)

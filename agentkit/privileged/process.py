@@ -14,7 +14,6 @@ are dicts of int/str.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import re
@@ -24,10 +23,10 @@ import time
 from typing import Any
 
 from agentkit import exceptions
+from agentkit.privileged import setns
 from agentkit import privileged as _privileged
 
 NETNS_RUN_DIR = '/run/netns'
-CLONE_NEWNET = 0x40000000
 DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 # How long a self-daemonizing command may take to detach (dnsmasq: ~5 ms).
 DEFAULT_DETACH_TIMEOUT = 30.0
@@ -35,20 +34,6 @@ _OUTPUT_LIMIT = 4096
 _NS_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,254}')
 
 # The symbols of the running process include libc's (no ldconfig lookup).
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.setns.restype = ctypes.c_int
-
-
-def _setns(fd: int) -> None:
-    """setns(fd, CLONE_NEWNET); os.setns only exists from Python 3.12."""
-    os_setns = getattr(os, 'setns', None)
-    if os_setns is not None:
-        os_setns(fd, CLONE_NEWNET)
-        return
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def _validate_argv(argv: Any) -> list[str]:
@@ -121,7 +106,7 @@ def _exec_child(argv: list[str], env: dict[str, str], ns_fd: int | None,
             os.setsid()
         if ns_fd is not None:
             step = 'setns'
-            _setns(ns_fd)
+            setns.setns(ns_fd)
         step = 'stdio'
         os.dup2(null_fd, 0)
         os.dup2(out_fd, 1)
