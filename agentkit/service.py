@@ -7,6 +7,7 @@ until SIGTERM/SIGINT; SIGHUP reloads mutable options.
 """
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -117,5 +118,23 @@ def run(prog: str, register_opts: Callable[[cfg.ConfigOpts], None],
                 LOG.exception('Reloading the configuration failed; keeping '
                               'the previous values')
     LOG.info('%s received a stop signal; stopping', prog)
-    agent.stop(timeout=STOP_TIMEOUT)
+    # Bounded: a stop that hangs (a driver call stuck on a dead daemon, a
+    # broker that does not answer) must not keep the process alive; the host
+    # state is left as it is either way.
+    stopper = threading.Thread(target=agent.stop, kwargs={'timeout': STOP_TIMEOUT},
+                               name='stop', daemon=True)
+    stopper.start()
+    stopper.join(STOP_TIMEOUT + 2)
+    if stopper.is_alive():
+        LOG.warning('%s did not stop cleanly within %ss; exiting anyway',
+                    prog, STOP_TIMEOUT + 2)
     return 0
+
+
+def exit_process(code: int) -> None:
+    """Leave now: library threads (RPC executors, OVSDB, privsep readers)
+    must not keep a stopped agent alive, as they did Neutron's OVS agent."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,7 +1,5 @@
 """``agentkit-dhcp``: see :mod:`agentkit.agent.dhcp`."""
 
-import sys
-
 from agentkit import cmd
 
 
@@ -9,5 +7,6 @@ def main() -> None:
     cmd.bootstrap()
     from agentkit import service
     from agentkit.conf import dhcp as dhcp_conf
-    sys.exit(service.run('agentkit-dhcp', dhcp_conf.register_dhcp_opts,
-                         'agentkit.agent.dhcp.DhcpAgent'))
+    code = service.run('agentkit-dhcp', dhcp_conf.register_dhcp_opts,
+                       'agentkit.agent.dhcp.DhcpAgent')
+    service.exit_process(code)

@@ -1,7 +1,5 @@
 """``agentkit-l2``: see :mod:`agentkit.agent.l2`."""
 
-import sys
-
 from agentkit import cmd
 
 
@@ -9,5 +7,6 @@ def main() -> None:
     cmd.bootstrap()
     from agentkit import service
     from agentkit.conf import l2 as l2_conf
-    sys.exit(service.run('agentkit-l2', l2_conf.register_l2_opts,
-                         'agentkit.agent.l2.L2Agent'))
+    code = service.run('agentkit-l2', l2_conf.register_l2_opts,
+                       'agentkit.agent.l2.L2Agent')
+    service.exit_process(code)

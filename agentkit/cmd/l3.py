@@ -1,7 +1,5 @@
 """``agentkit-l3``: see :mod:`agentkit.agent.l3`."""
 
-import sys
-
 from agentkit import cmd
 
 
@@ -9,5 +7,6 @@ def main() -> None:
     cmd.bootstrap()
     from agentkit import service
     from agentkit.conf import l3 as l3_conf
-    sys.exit(service.run('agentkit-l3', l3_conf.register_l3_opts,
-                         'agentkit.agent.l3.L3Agent'))
+    code = service.run('agentkit-l3', l3_conf.register_l3_opts,
+                       'agentkit.agent.l3.L3Agent')
+    service.exit_process(code)

@@ -1,7 +1,5 @@
 """``agentkit-metadata``: see :mod:`agentkit.agent.metadata`."""
 
-import sys
-
 from agentkit import cmd
 
 
@@ -9,5 +7,6 @@ def main() -> None:
     cmd.bootstrap()
     from agentkit import service
     from agentkit.conf import metadata as metadata_conf
-    sys.exit(service.run('agentkit-metadata', metadata_conf.register_metadata_opts,
-                         'agentkit.agent.metadata.MetadataAgent'))
+    code = service.run('agentkit-metadata', metadata_conf.register_metadata_opts,
+                       'agentkit.agent.metadata.MetadataAgent')
+    service.exit_process(code)

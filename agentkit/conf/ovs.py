@@ -21,6 +21,16 @@ ovs_opts = [
         help='OVS datapath of the bridges the agent creates: "system" '
              '(kernel) or "netdev" (userspace, for hosts without the OVS '
              'kernel module).'),
+    cfg.StrOpt(
+        'tunnel_bridge', default='br-tun',
+        help='Bridge holding the vxlan/gre tunnel ports; created when '
+             '[l2] tunnel_types is not empty.'),
+    cfg.StrOpt(
+        'int_peer_patch_port', default='patch-tun',
+        help='Patch port on the integration bridge towards the tunnel bridge.'),
+    cfg.StrOpt(
+        'tun_peer_patch_port', default='patch-int',
+        help='Patch port on the tunnel bridge towards the integration bridge.'),
 ]
 
 

@@ -1,23 +1,38 @@
-"""``openvswitch`` mechanism driver: ports on the OVS integration bridge.
+"""``openvswitch`` mechanism driver: VM ports on br-int, provider bridges, tunnels.
 
-What it does today: creates the integration bridge with the configured
-datapath, learns about VM/service ports from OVSDB Interface events (no
-polling), gives each network a host-local VLAN (persisted in the port's
-``other_config``) and isolates networks on br-int by access tags; unwired
-ports sit on the dead VLAN 4095. It reports the configurations neutron-server's
-ML2 ``openvswitch`` driver checks when binding ports to this host.
-Provider bridges (bridge_mappings) and tunnels (br-tun) with their flows are
-the next step of the L2 work and are not built yet.
+* br-int (standalone, NORMAL switching): every network gets a host-local
+  VLAN, the access tag of its ports, recorded in the ports'
+  ``other_config`` so a restarted agent adopts it (:mod:`local_vlans`,
+  :mod:`adoption`). A port the agent has not wired yet is put on the dead
+  VLAN 4095 as soon as it is plugged: an untagged port would be a trunk
+  carrying every network. Dead ports are also ``protected``: NORMAL
+  switching forwards VLAN 4095 like any other.
+* flat/vlan networks leave through the provider bridge of their physical
+  network (``[l2] bridge_mappings``) over a per-network tagged patch pair
+  (:mod:`provider`).
+* vxlan/gre networks reach the peers neutron-server reports through
+  per-(network, peer) tunnel ports on the tunnel bridge (:mod:`tunnels`).
+
+All of it is OVSDB state, no OpenFlow: see :mod:`provider` for why. Every
+write is declarative (:mod:`ovsdb_ports`): the network wiring and the VM's
+tag are one transaction that only writes what differs, so re-wiring on
+resync or after a restart writes nothing and never disturbs traffic.
 """
 
 import logging
+import threading
 from typing import Any
 
 from agentkit import exceptions
 from agentkit.api import mechanism
+from agentkit.api import type_driver
 from agentkit.lib import ovs_lib
 from agentkit.rpc import topics
+from drivers.openvswitch import adoption
 from drivers.openvswitch import local_vlans
+from drivers.openvswitch import ovsdb_ports
+from drivers.openvswitch import provider
+from drivers.openvswitch import tunnels
 
 LOG = logging.getLogger(__name__)
 
@@ -25,22 +40,13 @@ LOG = logging.getLogger(__name__)
 RESOURCE_VERSIONS = {'Port': '1.11', 'Network': '1.3', 'Subnet': '1.2',
                      'SecurityGroup': '1.6', 'SecurityGroupRule': '1.3',
                      'AddressGroup': '1.2', 'Trunk': '1.1', 'SubPort': '1.0'}
+DEFAULT_CAPABILITIES = {'datapath_types': ['netdev', 'system'],
+                        'iface_types': ['internal', 'patch', 'vxlan', 'gre', 'geneve']}
+VHOSTUSER_SOCKET_DIR = '/var/run/openvswitch'
+SEGMENTATION_ID = 'segmentation_id'
 
-
-def parse_bridge_mappings(entries: list[str]) -> dict[str, str]:
-    """``physnet:bridge`` pairs -> dict; duplicates and blanks refused."""
-    mappings: dict[str, str] = {}
-    for entry in entries:
-        physnet, sep, bridge = entry.strip().partition(':')
-        if not sep or not physnet or not bridge:
-            raise exceptions.InvalidConfiguration(
-                f'bridge_mappings: {entry!r} is not <physical_network>:<bridge>')
-        if physnet in mappings:
-            raise exceptions.InvalidConfiguration(
-                f'bridge_mappings: physical network {physnet!r} mapped twice')
-        ovs_lib.validate_name(bridge, 'bridge')
-        mappings[physnet] = bridge
-    return mappings
+# Kept importable from here (it was defined in this module first).
+parse_bridge_mappings = provider.parse_bridge_mappings
 
 
 class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
@@ -49,9 +55,48 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
 
     def __init__(self, conf, host):  # type: ignore[no-untyped-def]
         super().__init__(conf, host)
-        self.bridge_mappings = parse_bridge_mappings(conf.l2.bridge_mappings)
+        self.bridge_mappings = provider.parse_bridge_mappings(conf.l2.bridge_mappings)
+        self.tunnel_types = list(conf.l2.tunnel_types)
+        bad = [t for t in self.tunnel_types if t not in tunnels.SUPPORTED_TYPES]
+        if bad:
+            raise exceptions.InvalidConfiguration(
+                f'[l2] tunnel_types: {", ".join(bad)} not supported by the '
+                f'openvswitch driver (it supports {", ".join(sorted(tunnels.SUPPORTED_TYPES))})')
+        self.local_ip = (tunnels.validate_ip(str(conf.l2.local_ip))
+                         if conf.l2.local_ip else None)
+        self._check_names()
         self.vlans = local_vlans.LocalVlanManager()
+        self.peers = tunnels.TunnelPeers()
+        # Serialises changes of shared wiring (a network's patches and
+        # tunnels, the peer set, cleanups) between the agent's workers.
+        self._lock = threading.RLock()
         self._watcher: Any = None
+        self.br_tun: ovs_lib.OVSBridge | None = None
+
+    def _check_names(self) -> None:
+        ovs_conf = self.conf.ovs
+        bridges = [('[ovs] integration_bridge', ovs_conf.integration_bridge)]
+        if self.tunnel_types:
+            bridges.append(('[ovs] tunnel_bridge', ovs_conf.tunnel_bridge))
+            for opt in ('int_peer_patch_port', 'tun_peer_patch_port'):
+                try:
+                    ovs_lib.validate_name(getattr(ovs_conf, opt), 'port')
+                except exceptions.InvalidIdentifier as exc:
+                    raise exceptions.InvalidConfiguration(f'[ovs] {opt}: {exc}') from None
+            if ovs_conf.int_peer_patch_port == ovs_conf.tun_peer_patch_port:
+                raise exceptions.InvalidConfiguration(
+                    '[ovs] int_peer_patch_port and tun_peer_patch_port must differ')
+        bridges += [(f'[l2] bridge_mappings {p}', b) for p, b in self.bridge_mappings.items()]
+        seen: dict[str, str] = {}
+        for what, name in bridges:
+            try:
+                ovs_lib.validate_name(name, 'bridge')
+            except exceptions.InvalidIdentifier as exc:
+                raise exceptions.InvalidConfiguration(f'{what}: {exc}') from None
+            if name in seen:
+                raise exceptions.InvalidConfiguration(
+                    f'{what} and {seen[name]} name the same bridge {name!r}')
+            seen[name] = what
 
     # -- lifecycle ----------------------------------------------------------
     def initialize(self) -> None:
@@ -61,16 +106,60 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
         self.br_int = self.ovs.bridge(ovs_conf.integration_bridge,
                                       ovs_conf.datapath_type)
         self.br_int.create(fail_mode='standalone')
-        self._restore_local_vlans()
+        self._setup_provider_bridges()
+        if self.tunnel_types:
+            self._setup_tunnel_bridge()
+        self._adopt()
 
-    def _restore_local_vlans(self) -> None:
-        for name in self.br_int.get_port_names():
-            other = self.br_int.get_port_other_config(name)
-            net_id, tag = other.get('net_uuid'), other.get('tag')
-            if net_id and tag and tag.isdigit():
-                self.vlans.restore(net_id, int(tag))
-        LOG.info('Restored %d local VLAN(s) from %s', len(self.vlans),
-                 self.br_int.name)
+    def _setup_provider_bridges(self) -> None:
+        """Create missing provider bridges; never reconfigure existing ones
+        (they are the operator's, with the physical NIC on them)."""
+        datapath = self.conf.ovs.datapath_type
+        for physnet, name in self.bridge_mappings.items():
+            bridge = self.ovs.bridge(name, datapath)
+            if not bridge.exists():
+                bridge.create(fail_mode='standalone')
+                LOG.info('Created provider bridge %s for %s (datapath %s)',
+                         name, physnet, datapath)
+                continue
+            actual = bridge.get_datapath_type() or 'system'
+            if actual != datapath:
+                # Patch ports do not join bridges of different datapaths.
+                raise exceptions.InvalidConfiguration(
+                    f'[l2] bridge_mappings: bridge {name} of {physnet} has '
+                    f'datapath_type {actual}, the agent uses {datapath}')
+            if bridge.get_fail_mode() == 'secure':
+                LOG.warning('Provider bridge %s is in fail_mode secure: traffic '
+                            'passes only if its flows switch it (NORMAL)', name)
+
+    def _setup_tunnel_bridge(self) -> None:
+        ovs_conf = self.conf.ovs
+        self.br_tun = self.ovs.bridge(ovs_conf.tunnel_bridge, ovs_conf.datapath_type)
+        self.br_tun.create(fail_mode='standalone')
+        ovsdb_ports.apply(self.ovs, tunnels.int_tun_patch_specs(
+            self.br_int.name, self.br_tun.name,
+            ovs_conf.int_peer_patch_port, ovs_conf.tun_peer_patch_port))
+
+    def _wiring_bridges(self) -> list[str]:
+        names = [self.br_int.name, *self.bridge_mappings.values()]
+        if self.br_tun is not None:
+            names.append(self.br_tun.name)
+        return names
+
+    def _adopt(self) -> None:
+        """Take over what the previous run left: local VLANs stay as they
+        are; wiring of networks without any port left is removed."""
+        int_ports = ovsdb_ports.read_ports(self.ovs, self.br_int.name)
+        in_use = adoption.recorded_vlans(int_ports)
+        for net_id, vlan in in_use.items():
+            self.vlans.restore(net_id, vlan)
+        wiring = [p for br in self._wiring_bridges()
+                  for p in ovsdb_ports.read_ports(self.ovs, br)]
+        stale = adoption.stale_wiring(wiring, set(in_use))
+        if stale:
+            ovsdb_ports.apply(self.ovs, [], deletions=stale)
+        LOG.info('Adopted %d local VLAN(s) from %s; removed %d stale wiring '
+                 'port(s)', len(self.vlans), self.br_int.name, len(stale))
 
     def stop(self) -> None:
         if self._watcher is not None:
@@ -86,10 +175,29 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
             'l2_population': False,
             'arp_responder_enabled': False,
             'enable_distributed_routing': False,
-            'ovs_capabilities': {'datapath_types': ['netdev', 'system'],
-                                 'iface_types': ['internal', 'patch', 'vxlan',
-                                                 'gre', 'geneve']},
+            'in_distributed_mode': False,
+            'baremetal_smartnic': False,
+            'vhostuser_socket_dir': VHOSTUSER_SOCKET_DIR,
+            'ovs_capabilities': self._ovs_capabilities(),
+            'resource_provider_bandwidths': {},
+            'resource_provider_inventory_defaults': {},
+            'resource_provider_packet_processing_without_direction': {},
+            'resource_provider_packet_processing_with_direction': {},
+            'resource_provider_packet_processing_inventory_defaults': {},
+            'resource_provider_hypervisors': {},
         }
+
+    def _ovs_capabilities(self) -> dict[str, list[str]]:
+        """What this ovs-vswitchd says it supports (Open_vSwitch table), as
+        Neutron reports it; the server picks the VIF type from it."""
+        ovs = getattr(self, 'ovs', None)
+        if ovs is None:
+            return {k: list(v) for k, v in DEFAULT_CAPABILITIES.items()}
+        with ovs.lock:
+            row = next(iter(ovs.api.tables['Open_vSwitch'].rows.values()), None)
+            found = {k: sorted(getattr(row, k, None) or []) if row is not None else []
+                     for k in DEFAULT_CAPABILITIES}
+        return {k: found[k] or list(v) for k, v in DEFAULT_CAPABILITIES.items()}
 
     @property
     def resource_versions(self) -> dict[str, str]:
@@ -98,8 +206,12 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
     # -- devices ------------------------------------------------------------
     def start_device_monitor(self, on_plugged, on_unplugged,  # type: ignore[no-untyped-def]
                              on_resync=None) -> None:
+        def plugged(ev: ovs_lib.InterfaceEvent) -> None:
+            self._quarantine(ev.interface.name)
+            on_plugged(ev.interface.iface_id)
+
         self._watcher = self.ovs.watch_interfaces(
-            on_iface_id=lambda ev: on_plugged(ev.interface.iface_id),
+            on_iface_id=plugged,
             on_deleted=lambda ev: on_unplugged(ev.interface.iface_id),
             bridge=self.br_int.name)
         if on_resync is not None:
@@ -109,6 +221,20 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
                 # without any trace in OVSDB, so watch its pidfile.
                 self.ovs.start_vswitchd_monitor()
 
+    def _quarantine(self, name: str) -> None:
+        """Dead-VLAN a just-plugged untagged port until it is wired.
+
+        On a NORMAL-switching br-int an untagged port is a trunk: it would
+        receive every network's floods and could inject frames tagged for
+        any of them.
+        """
+        try:
+            with self.ovs.transaction(wait=False) as txn:
+                txn.add(ovsdb_ports.SetTagIfUntagged(self.ovs.api, name,
+                                                     local_vlans.DEAD_VLAN, protected=True))
+        except ovs_lib.OvsdbError as exc:
+            LOG.warning('Could not put new port %s on the dead VLAN: %s', name, exc)
+
     def list_plugged_ports(self) -> set[str]:
         return {i.iface_id for i in self.br_int.list_interfaces_with_iface_id()
                 if i.iface_id}
@@ -117,31 +243,149 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
         found = self.br_int.find_interfaces({'iface-id': port_id})
         return found[0].name if found else None
 
+    def _network_wiring(self, network_id: str, segment: type_driver.SegmentRealisation,
+                        vlan: int, other_config: dict[str, str],
+                        segment_changed: bool
+                        ) -> tuple[list[ovsdb_ports.PortSpec], list[ovsdb_ports.PortState]]:
+        """Ports a network needs on this host, and ports of its old segment.
+
+        A segment the host cannot carry beyond itself (tunnel type not
+        enabled, physical network not mapped) is wired locally only, with an
+        error logged, as Neutron's agent does: the server should not have
+        bound the port here, and the local ports still reach each other.
+        """
+        if segment.is_tunnel:
+            key = segment.tunnel_key
+            if segment.tunnel_type not in self.tunnel_types or self.br_tun is None \
+                    or self.local_ip is None or key is None:
+                log = LOG.error if segment_changed else LOG.debug
+                log('Network %s: tunnel type %s is not in [l2] tunnel_types '
+                    '(%s); its ports are wired on this host only', network_id,
+                    segment.tunnel_type, ', '.join(self.tunnel_types) or 'empty')
+                return [], []
+            specs = [tunnels.tunnel_port_spec(
+                self.br_tun.name, segment.tunnel_type, key, vlan,  # type: ignore[arg-type]
+                self.local_ip, peer, self.conf.l2.vxlan_udp_port, other_config)
+                for peer in self.peers.get(segment.tunnel_type)]  # type: ignore[arg-type]
+            old: list[ovsdb_ports.PortState] = []
+            if segment_changed:
+                # Ports of another key (the segment was updated). Ports of
+                # this key to peers not reported (yet) are kept: no loss.
+                current = (segment.tunnel_type, str(key))
+                old = [p for p in adoption.network_wiring(
+                       ovsdb_ports.read_ports(self.ovs, self.br_tun.name), network_id)
+                       if (p.other_config.get(tunnels.TUNNEL_TYPE_KEY),
+                           p.other_config.get(SEGMENTATION_ID)) != current]
+            return specs, old
+        if segment.physical_network:
+            try:
+                bridge = provider.bridge_for(segment, self.bridge_mappings)
+            except provider.UnmappedPhysicalNetwork as exc:
+                log = LOG.error if segment_changed else LOG.debug
+                log('Network %s: %s; its ports are wired on this host only',
+                    network_id, exc)
+                return [], []
+            return provider.patch_specs(network_id, segment, vlan, self.br_int.name,
+                                        bridge, other_config), []
+        return [], []
+
     def wire_port(self, binding: mechanism.PortBinding) -> None:
         name = self._port_name(binding.port_id)
         if name is None:
             raise RuntimeError(f'port {binding.port_id} is not plugged on '
                                f'{self.br_int.name}')
         segment = binding.segment
-        vlan = self.vlans.get_or_allocate(binding.network_id, segment)
-        other_config = {
-            'net_uuid': binding.network_id, 'tag': str(vlan),
-            'network_type': segment.network_type,
-            'physical_network': segment.physical_network or '',
-            'segmentation_id': str(segment.vlan_id or segment.tunnel_key or ''),
-        }
-        # No need to wait for ovs-vswitchd: nothing here needs an ofport.
-        with self.br_int.batch(wait=False):
-            self.br_int.set_port_other_config(name, other_config)
-            self.br_int.set_port_tag(
-                name, vlan if binding.admin_state_up else local_vlans.DEAD_VLAN)
+        with self._lock:
+            changed = self.vlans.segment(binding.network_id) != segment
+            vlan = self.vlans.get_or_allocate(binding.network_id, segment)
+            other_config = local_vlans.port_other_config(binding.network_id, vlan, segment)
+            specs, old = self._network_wiring(binding.network_id, segment, vlan,
+                                              other_config, changed)
+            command = ovsdb_ports.ApplyPortSpecs(self.ovs.api, specs)
+            # One transaction: the network's wiring and the VM's tag. No
+            # need to wait for ovs-vswitchd: nothing here needs an ofport.
+            with self.ovs.transaction(wait=False) as txn:
+                if old:
+                    txn.add(ovsdb_ports.DeletePorts(self.ovs.api, old))
+                if specs:
+                    txn.add(command)
+                self.br_int.set_port_other_config(name, other_config)
+                self._set_vm_port_vlan(name, vlan if binding.admin_state_up else None)
+        if command.result:
+            LOG.info('Wired network %s (local VLAN %d): %s', binding.network_id,
+                     vlan, ', '.join(command.result))
+
+    def _set_vm_port_vlan(self, name: str, vlan: int | None) -> None:
+        """Tag a VM port with its network's VLAN, or None: dead VLAN and
+        ``protected`` (dead ports must not reach each other either)."""
+        with self.ovs.transaction(wait=False) as txn:
+            self.br_int.set_port_tag(name, local_vlans.DEAD_VLAN if vlan is None else vlan)
+            txn.add(self.ovs.api.db_set('Port', name, ('protected', vlan is None)))
 
     def unwire_port(self, port_id: str) -> None:
         name = self._port_name(port_id)
         if name is not None:
-            self.br_int.set_port_tag(name, local_vlans.DEAD_VLAN)
+            self._set_vm_port_vlan(name, None)
 
     def cleanup_network(self, network_id: str) -> None:
-        vlan = self.vlans.release(network_id)
-        if vlan is not None:
-            LOG.info('Released local VLAN %d of network %s', vlan, network_id)
+        """Remove the network's patch/tunnel ports once no port is wired in it."""
+        with self._lock:
+            vlan = self.vlans.get(network_id)
+            int_ports = ovsdb_ports.read_ports(self.ovs, self.br_int.name)
+            if adoption.network_has_live_port(int_ports, network_id, vlan):
+                LOG.info('Network %s still has a wired port; keeping its wiring',
+                         network_id)
+                return
+            wiring = adoption.network_wiring(
+                [p for br in self._wiring_bridges()
+                 for p in (int_ports if br == self.br_int.name
+                           else ovsdb_ports.read_ports(self.ovs, br))], network_id)
+            ovsdb_ports.apply(self.ovs, [], deletions=wiring)
+            self.vlans.release(network_id)
+        if vlan is not None or wiring:
+            LOG.info('Released network %s (local VLAN %s, %d wiring port(s))',
+                     network_id, vlan, len(wiring))
+
+    # -- tunnels --------------------------------------------------------------
+    def tunnel_update(self, tunnel_ip: str, tunnel_type: str) -> None:
+        """A peer appeared: a tunnel port to it for every local network of its type."""
+        if tunnel_type not in self.tunnel_types or self.br_tun is None:
+            LOG.debug('Ignoring %s peer %s: type not enabled', tunnel_type, tunnel_ip)
+            return
+        try:
+            ip = tunnels.validate_ip(tunnel_ip)
+        except ValueError as exc:
+            LOG.warning('Ignoring tunnel peer %r: %s', tunnel_ip, exc)
+            return
+        if ip == self.local_ip:
+            return
+        with self._lock:
+            new = self.peers.add(tunnel_type, ip)
+            specs = [tunnels.tunnel_port_spec(
+                self.br_tun.name, tunnel_type, seg.tunnel_key, vlan,  # type: ignore[arg-type]
+                self.local_ip, ip, self.conf.l2.vxlan_udp_port,  # type: ignore[arg-type]
+                local_vlans.port_other_config(net, vlan, seg))
+                for net, vlan, seg in self.vlans.wired_networks()
+                if seg.tunnel_type == tunnel_type and seg.tunnel_key is not None]
+            changed = ovsdb_ports.apply(self.ovs, specs)
+        if new or changed:
+            LOG.info('Tunnel peer %s (%s): %d port(s) written', ip, tunnel_type,
+                     len(changed))
+
+    def tunnel_delete(self, tunnel_ip: str, tunnel_type: str) -> None:
+        """A peer went away: remove every tunnel port to it (found in OVSDB)."""
+        if self.br_tun is None:
+            return
+        try:
+            ip = tunnels.validate_ip(tunnel_ip)
+        except ValueError as exc:
+            LOG.warning('Ignoring tunnel peer %r: %s', tunnel_ip, exc)
+            return
+        with self._lock:
+            self.peers.remove(tunnel_type, ip)
+            gone = [p for p in ovsdb_ports.read_ports(self.ovs, self.br_tun.name)
+                    if p.role == tunnels.ROLE_TUNNEL
+                    and p.other_config.get(tunnels.REMOTE_IP_KEY) == ip
+                    and p.other_config.get(tunnels.TUNNEL_TYPE_KEY) == tunnel_type]
+            ovsdb_ports.apply(self.ovs, [], deletions=gone)
+        LOG.info('Tunnel peer %s (%s) removed with %d port(s)', ip, tunnel_type, len(gone))

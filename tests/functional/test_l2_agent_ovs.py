@@ -1,6 +1,7 @@
 """agentkit-l2 with the openvswitch driver against real OVS (userspace datapath)."""
 
 import signal
+import time
 import uuid
 
 from agentkit.conf import metadata as metadata_conf
@@ -66,6 +67,16 @@ class L2AgentOVSTest(base.AgentTestCase):
         return self.neutron.wait_for_call(
             'update_device_list', lambda kw: port_id in kw['devices_up'])
 
+    def wired_tag(self, tap, timeout=10):
+        """The port's local VLAN once our OVSDB replica has caught up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            tag = self.br.get_port_tag(tap)
+            if tag not in (None, [], 4095):
+                return tag
+            self.assertLess(time.monotonic(), deadline, f'{tap} never tagged')
+            time.sleep(0.05)
+
     def test_report_state_in_neutron_format(self):
         proc = self.start_agent()
         state = self.neutron.wait_for_call(
@@ -96,9 +107,9 @@ class L2AgentOVSTest(base.AgentTestCase):
         vm3 = self.add_vm(net_b, 1002, '10.252.0.3/24')
         for vm in (vm1, vm2, vm3):
             self.wait_up(vm.port_id)
-        tag1 = self.br.get_port_tag(vm1.tap)
-        self.assertEqual(tag1, self.br.get_port_tag(vm2.tap))
-        tag3 = self.br.get_port_tag(vm3.tap)
+        tag1 = self.wired_tag(vm1.tap)
+        self.assertEqual(tag1, self.wired_tag(vm2.tap))
+        tag3 = self.wired_tag(vm3.tap)
         self.assertNotIn(tag3, (tag1, None, 4095))
         self.assertEqual(net_a, self.br.get_port_other_config(vm1.tap)['net_uuid'])
         self.assertEqual('1001',
