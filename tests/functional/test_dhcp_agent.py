@@ -279,6 +279,28 @@ class OVSDhcpAgentTest(DhcpAgentTestMixin, base.AgentTestCase):
 class LinuxbridgeDhcpAgentTest(DhcpAgentTestMixin, base.AgentTestCase):
     interface_driver = 'linuxbridge'
 
+    def test_isolated_metadata_address_and_route(self):
+        with open(self.config) as f:
+            text = f.read()
+        with open(self.config, 'w') as f:
+            f.write(text.replace('[DEFAULT]\n',
+                                 '[DEFAULT]\nenable_isolated_metadata = true\n', 1))
+        net, subnet = self.make_network('10.254.5.0/24', '10.254.5.1')
+        port1, vm1, client1 = self.make_vm(net, subnet, '10.254.5.11')
+        self.start_agent()
+        self.wait_dhcp_ready(port1['id'])
+        dhcp_port = next(p for p in self.neutron.networks[net['id']]['ports']
+                         if p['device_owner'] == 'network:dhcp')
+        dhcp_ip = dhcp_port['fixed_ips'][0]['ip_address']
+        device = ip_lib.IPDevice('ns-' + dhcp_port['id'][:11], f'qdhcp-{net["id"]}')
+        self.assertEqual({f'{dhcp_ip}/24', '169.254.169.254/16'},
+                         {a['cidr'] for a in device.addr.list(scope='global')})
+        lease = client1.request()
+        self.assertIsNotNone(lease)
+        # No router on this subnet: VMs reach metadata through the DHCP port.
+        routes = lease.get('new_rfc3442_classless_static_routes', '')
+        self.assertIn('32 169 254 169 254 ' + dhcp_ip.replace('.', ' '), routes)
+
     def setup_switch(self):
         pass
 

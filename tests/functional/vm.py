@@ -56,7 +56,7 @@ class FakeVM:
 
 DHCLIENT_SCRIPT = """#!/bin/sh
 # Records what dhclient learnt; never touches the host's resolv.conf.
-env | grep -E '^(reason|new_[a-z_]+|interface)=' > "{out}.$reason"
+env | grep -E '^(reason|new_[a-z0-9_]+|interface)=' > "{out}.$reason"
 """
 
 
