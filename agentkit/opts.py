@@ -31,6 +31,7 @@ def list_l2_opts() -> Opts:
     return [(l2.L2_GROUP, _copy(l2.l2_opts)),
             (l2.SECURITYGROUP_GROUP, _copy(l2.securitygroup_opts)),
             (l2.LINUX_BRIDGE_GROUP, _copy(l2.linux_bridge_opts)),
+            (l2.VXLAN_GROUP, _copy(l2.vxlan_opts)),
             (ovs.OVS_GROUP, _copy(ovs.ovs_opts))]
 
 

@@ -13,6 +13,8 @@ import threading
 import uuid
 from typing import Any
 
+import oslo_messaging
+
 from agentkit import exceptions
 from agentkit import loader
 from agentkit.agent import base
@@ -57,6 +59,8 @@ def validate_network(network: Any) -> dict[str, Any]:
 
 class DhcpRpcCallbacks:
     """``dhcp_agent`` casts and ``dhcp_agent_fanout`` fanouts (API 1.0)."""
+
+    target = oslo_messaging.Target(version='1.0')
 
     def __init__(self, agent: 'DhcpAgent') -> None:
         self.agent = agent

@@ -11,6 +11,8 @@ import re
 import threading
 from typing import Any
 
+import oslo_messaging
+
 from agentkit import exceptions
 from agentkit import loader
 from agentkit.agent import base
@@ -46,6 +48,10 @@ class L2RpcCallbacks:
 
     Each method only validates and queues; the work happens on the queue.
     """
+
+    # neutron-server sends port_update 1.0, security_groups_*_updated 1.1 and
+    # network_update 1.4; Neutron's OVS agent serves up to 1.7.
+    target = oslo_messaging.Target(version='1.7')
 
     def __init__(self, agent: 'L2Agent') -> None:
         self.agent = agent

@@ -8,6 +8,8 @@ definitions from ``sync_routers``, and floating IP statuses back.
 import logging
 from typing import Any
 
+import oslo_messaging
+
 from agentkit import exceptions
 from agentkit import loader
 from agentkit.agent import base
@@ -29,6 +31,10 @@ SYNC_CHUNK = 64
 
 class L3RpcCallbacks:
     """``l3_agent`` casts/fanouts and network updates (API 1.x)."""
+
+    # routers_updated arrives as 1.1 and network_update as 1.4; Neutron's L3
+    # agent serves up to 1.5.
+    target = oslo_messaging.Target(version='1.5')
 
     def __init__(self, agent: 'L3Agent') -> None:
         self.agent = agent

@@ -7,6 +7,7 @@ from agentkit.conf import ovs
 L2_GROUP = 'l2'
 SECURITYGROUP_GROUP = 'securitygroup'
 LINUX_BRIDGE_GROUP = 'linux_bridge'
+VXLAN_GROUP = 'vxlan'
 
 l2_opts = [
     cfg.StrOpt(
@@ -70,8 +71,22 @@ linux_bridge_opts = [
 ]
 
 
+vxlan_opts = [
+    cfg.StrOpt(
+        'vxlan_group',
+        help='linuxbridge: multicast group for VXLAN flooding (broadcast, '
+             'unknown unicast), e.g. 239.1.1.1, instead of unicast copies '
+             'to every tunnel peer. A CIDR (e.g. 239.0.0.0/8) gives each VNI '
+             'its own group: the network address plus the VNI masked by the '
+             'host bits. Must be the same on all hosts; the underlay must '
+             'route multicast. Unset: unicast to the peers neutron-server '
+             'reports.'),
+]
+
+
 def register_l2_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(l2_opts, group=L2_GROUP)
     conf.register_opts(securitygroup_opts, group=SECURITYGROUP_GROUP)
     conf.register_opts(linux_bridge_opts, group=LINUX_BRIDGE_GROUP)
+    conf.register_opts(vxlan_opts, group=VXLAN_GROUP)
     ovs.register_ovs_opts(conf)

@@ -6,20 +6,31 @@
 are enslaved as netlink announces them. GRE is not something a Linux bridge
 can carry, so the agent refuses it at start.
 
-VXLAN is unicast, as Neutron's linuxbridge agent did it without multicast:
-every ``vxlan-<vni>`` device gets one all-zeros FDB entry per tunnel peer
-(``bridge fdb append 00:00:00:00:00:00 dev vxlan-N dst <peer>``), so
-broadcast and unknown unicast frames are replicated to every peer, and the
+VXLAN is unicast by default, as Neutron's linuxbridge agent did it without
+multicast: every ``vxlan-<vni>`` device gets one all-zeros FDB entry per
+tunnel peer (``bridge fdb append 00:00:00:00:00:00 dev vxlan-N dst <peer>``),
+so broadcast and unknown unicast frames are replicated to every peer, and the
 device learns remote MACs from what it receives. Peers come from
 ``tunnel_sync``/``tunnel_update`` and go with ``tunnel_delete``; devices
 created later get the peers known by then. The driver owns the VXLAN devices
 whose local address is ``[l2] local_ip`` and that have no multicast group.
+
+With ``[vxlan] vxlan_group`` (Neutron's linuxbridge option: one group, or a
+CIDR from which each VNI gets its own group) flooding goes to the multicast
+group instead: ``vxlan-<vni>`` is created with ``group`` and ``dev``, the
+interface holding ``[l2] local_ip`` (the kernel joins the group there), and
+the unicast peer list is not used, so no frame is flooded twice to a peer
+that is also a group member. The underlay must then carry multicast (IGMP
+snooping, or PIM across routers; the kernel's default multicast TTL is 1).
+A device left with other settings (unicast, another group or interface,
+e.g. after a configuration change) is re-created when a port is wired.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import logging
 import re
 import threading
@@ -29,6 +40,7 @@ from oslo_config import cfg
 
 from agentkit import exceptions
 from agentkit.api import mechanism
+from agentkit.conf import l2 as l2_conf
 from agentkit.api import type_driver
 from agentkit.lib import ip_lib
 from agentkit.lib import link_monitor
@@ -41,6 +53,8 @@ _TAP_RE = re.compile(r'tap[0-9a-f]{8}-[0-9a-f]{2}')
 _VLAN_NAME_RE = re.compile(r'.+\.[0-9]{1,4}')
 # Characters of a hash that keep a shortened sub-interface name unique.
 _HASH_LEN = 6
+
+VXLAN_GROUP = l2_conf.VXLAN_GROUP
 
 
 class SegmentNotRealisable(type_driver.InvalidSegment):
@@ -82,6 +96,45 @@ def vlan_subinterface_name(interface: str, vlan_id: int) -> str:
     return interface[:keep] + digest + suffix
 
 
+def parse_vxlan_group(value: str, local_ip: str | None) -> ip_lib.IPNetwork:
+    """``[vxlan] vxlan_group`` as a network of multicast groups.
+
+    Refused at start rather than at the first port: a bad group would
+    otherwise leave every vxlan network of the host without flooding.
+    """
+    what = f'[{VXLAN_GROUP}] vxlan_group {value!r}'
+    try:
+        # Host bits are ignored, as Neutron did with the same option.
+        groups = ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError as exc:
+        raise exceptions.InvalidConfiguration(f'{what}: {exc}') from None
+    if not groups.is_multicast:
+        raise exceptions.InvalidConfiguration(
+            f'{what} is not a multicast address or range')
+    if local_ip is None:
+        raise exceptions.InvalidConfiguration(
+            f'{what} needs [l2] local_ip: its interface joins the group')
+    if ipaddress.ip_address(local_ip).version != groups.version:
+        raise exceptions.InvalidConfiguration(
+            f'{what} and [l2] local_ip {local_ip} are not of the same IP version')
+    return groups
+
+
+def vxlan_group_for(groups: ip_lib.IPNetwork, vni: int) -> str:
+    """The group of one VNI: the network address plus the VNI's host bits.
+
+    One address (a /32 or /128) is every VNI's group; a /8 gives each of
+    the 2**24 VNIs a group of its own, so hosts only receive the floods of
+    the networks they joined.
+    """
+    offset = naming.validate_vni(vni) & int(groups.hostmask)
+    return str(groups.network_address + offset)
+
+
+class LocalInterfaceNotFound(exceptions.AgentkitError):
+    """No interface holds ``[l2] local_ip`` (yet): retried, not a port failure."""
+
+
 def _network_mtu(details: dict[str, Any]) -> int | None:
     """The network MTU neutron-server sent with the port details, if usable."""
     mtu = details.get('mtu')
@@ -92,7 +145,7 @@ def _network_mtu(details: dict[str, Any]) -> int | None:
 
 
 class LinuxbridgeMechanismDriver(mechanism.MechanismDriver):
-    """Linux bridges per network; flat, vlan and (unicast) vxlan uplinks."""
+    """Linux bridges per network; flat, vlan and (unicast or multicast) vxlan uplinks."""
 
     agent_type = topics.AGENT_TYPE_LINUXBRIDGE
     supported_network_types = frozenset({'flat', 'vlan', 'vxlan'})
@@ -110,12 +163,24 @@ class LinuxbridgeMechanismDriver(mechanism.MechanismDriver):
         # creation, so a device never misses a peer nor keeps a deleted one.
         self.vxlan_peers: set[str] = set()
         self._vxlan_lock = threading.Lock()
+        group = conf[VXLAN_GROUP].vxlan_group
+        # None: unicast flooding to the peers (the default).
+        self.vxlan_groups: ip_lib.IPNetwork | None = (
+            parse_vxlan_group(group, self.local_ip) if group else None)
 
     def initialize(self) -> None:
         for physnet, iface in self.mappings.items():
             if not ip_lib.device_exists(iface):
                 LOG.warning('Interface %s of physical network %s does not exist',
                             iface, physnet)
+        if self.vxlan_groups is not None:
+            try:
+                where = self._local_interface()
+            except LocalInterfaceNotFound as exc:
+                where = 'the interface of [l2] local_ip, once it exists'
+                LOG.warning('%s', exc)
+            LOG.info('VXLAN flooding through multicast group(s) %s on %s',
+                     self.vxlan_groups, where)
 
     def stop(self) -> None:
         if self._monitor is not None:
@@ -168,9 +233,54 @@ class LinuxbridgeMechanismDriver(mechanism.MechanismDriver):
                 f'{segment.physical_network!r}: {exc}') from None
         return name
 
+    def _local_interface(self) -> str:
+        """The interface holding ``[l2] local_ip``, from the local routing table.
+
+        A multicast VXLAN device must name it: that is where the kernel
+        joins the group and sends the floods. One netlink dump, and it
+        follows the address if the operator moves it.
+        """
+        local = ipaddress.ip_address(self.local_ip or '')
+        wanted = f'{local}/{local.max_prefixlen}'
+        for route in ip_lib.list_routes(ip_version=local.version, table='local'):
+            if route['type'] == 'local' and route['dst'] == wanted and route['device']:
+                return route['device']
+        raise LocalInterfaceNotFound(
+            f'no interface holds [l2] local_ip {local}, needed for VXLAN '
+            f'multicast group {self.vxlan_groups}')
+
+    def _multicast_vxlan(self, name: str, vni: int, mtu: int | None) -> None:
+        """``vxlan-<vni>`` flooding to its group; re-created if set up otherwise.
+
+        Caller holds ``_vxlan_lock``.
+        """
+        assert self.vxlan_groups is not None
+        group = vxlan_group_for(self.vxlan_groups, vni)
+        dev = self._local_interface()
+        device = ip_lib.IPDevice(name)
+        attributes = device.link.attributes if device.exists() else None
+        # Only a VXLAN device is replaced: add_vxlan refuses any other kind.
+        if attributes is not None and attributes.get('kind') == 'vxlan':
+            info = attributes.get('vxlan') or {}
+            actual = (info.get('group'), info.get('dev'), info.get('local'))
+            if actual == (group, dev, self.local_ip):
+                if mtu is not None and attributes.get('mtu') != mtu:
+                    device.link.set_mtu(mtu)
+                return
+            # wire_port enslaves the new device to the network's bridge.
+            LOG.info('Re-creating %s for group %s on %s (group %s, dev %s, '
+                     'local %s before)', name, group, dev, *actual)
+            device.delete()
+        self.root.add_vxlan(name, vni, local_ip=self.local_ip, group=group,
+                            dev=dev, dstport=self.conf.l2.vxlan_udp_port,
+                            mtu=mtu, exist_ok=True)
+
     def _vxlan_uplink(self, vni: int, mtu: int | None) -> str:
         name = naming.vxlan_device_name(vni)
         with self._vxlan_lock:
+            if self.vxlan_groups is not None:
+                self._multicast_vxlan(name, vni, mtu)
+                return name
             if not ip_lib.device_exists(name):
                 self.root.add_vxlan(name, vni, local_ip=self.local_ip,
                                     dstport=self.conf.l2.vxlan_udp_port,

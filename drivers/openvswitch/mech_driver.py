@@ -43,6 +43,9 @@ RESOURCE_VERSIONS = {'Port': '1.11', 'Network': '1.3', 'Subnet': '1.2',
 DEFAULT_CAPABILITIES = {'datapath_types': ['netdev', 'system'],
                         'iface_types': ['internal', 'patch', 'vxlan', 'gre', 'geneve']}
 VHOSTUSER_SOCKET_DIR = '/var/run/openvswitch'
+# Firewall drivers that filter on a Linux bridge between the VM's tap and
+# br-int: nova/os-vif must then plug VMs the "hybrid" way (qbr/qvb/qvo).
+HYBRID_PLUG_FIREWALL_DRIVERS = frozenset({'iptables_hybrid'})
 SEGMENTATION_ID = 'segmentation_id'
 
 # Kept importable from here (it was defined in this module first).
@@ -171,7 +174,7 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
             'bridge_mappings': dict(self.bridge_mappings),
             'integration_bridge': self.conf.ovs.integration_bridge,
             'datapath_type': self.conf.ovs.datapath_type,
-            'ovs_hybrid_plug': False,
+            'ovs_hybrid_plug': self._ovs_hybrid_plug(),
             'l2_population': False,
             'arp_responder_enabled': False,
             'enable_distributed_routing': False,
@@ -186,6 +189,18 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
             'resource_provider_packet_processing_inventory_defaults': {},
             'resource_provider_hypervisors': {},
         }
+
+    def _ovs_hybrid_plug(self) -> bool:
+        """Whether VMs need a qbr bridge for the firewall to see their tap.
+
+        neutron-server's ML2 openvswitch driver reads this key and tells
+        nova to hybrid-plug (tap in qbr, qvb/qvo veth to br-int); without
+        it the tap lands on br-int and iptables never sees the VM's frames.
+        The agent loads the noop firewall when security groups are off.
+        """
+        sg_conf = self.conf.securitygroup
+        return bool(sg_conf.enable_security_group
+                    and sg_conf.firewall_driver in HYBRID_PLUG_FIREWALL_DRIVERS)
 
     def _ovs_capabilities(self) -> dict[str, list[str]]:
         """What this ovs-vswitchd says it supports (Open_vSwitch table), as

@@ -8,6 +8,7 @@ the host and can run in parallel.
 import os
 import uuid
 
+import fixtures
 from oslo_config import cfg
 
 from agentkit import privsep_setup
@@ -72,3 +73,44 @@ class AgentTestCase(FunctionalTestCase):
         d = tempfile.mkdtemp(prefix='agentkit-test-')
         self.addCleanup(__import__('shutil').rmtree, d, True)
         return os.path.join(d, name)
+
+
+class HostFirewallChains(fixtures.Fixture):
+    """Exclusive use of the root namespace's ``neutron-openvswi`` chains.
+
+    An L2 agent with the iptables_hybrid driver owns every chain with that
+    prefix on its host (there is one agent per host), so two such agents in
+    parallel tests would remove each other's rules. Tests using one hold
+    this lock; on release the chains are removed (a stopped agent leaves
+    its filters in place on purpose, the test host gets FORWARD back). Use
+    it before starting the agent, so its cleanup runs after the agent died.
+    """
+
+    LOCK = '/run/lock/agentkit-test-neutron-openvswi.lock'
+
+    def __init__(self, conf: cfg.ConfigOpts, timeout: float = 600.0) -> None:
+        super().__init__()
+        self.conf = conf
+        self.timeout = timeout
+
+    def _setUp(self) -> None:
+        import fcntl
+        import time
+        fd = os.open(self.LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise AssertionError(f'{self.LOCK} still held after '
+                                         f'{self.timeout} s') from None
+                time.sleep(0.5)
+        self.addCleanup(os.close, fd)
+        self.addCleanup(self._remove_chains)
+
+    def _remove_chains(self) -> None:
+        from drivers.firewall import iptables_hybrid
+        iptables_hybrid.IptablesHybridFirewallDriver(self.conf, 'cleanup').remove_all()

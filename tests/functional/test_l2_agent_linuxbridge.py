@@ -3,6 +3,8 @@ netlink events, a flat provider network reaching a 'physical' host."""
 
 import uuid
 
+from oslo_config import cfg
+
 from agentkit.conf import metadata as metadata_conf
 from agentkit.lib import ip_lib
 from tests.functional import agent_process
@@ -131,15 +133,9 @@ class L2AgentSecurityGroupTest(LinuxbridgeAgentTestBase):
     firewall_driver = 'iptables_hybrid'
 
     def setUp(self):
-        # Registered first, so it runs last: after the agent was killed.
-        self.addCleanup(self._remove_firewall_rules)
+        # Taken first, so it is released last: after the agent was killed.
+        self.useFixture(base.HostFirewallChains(cfg.CONF))
         super().setUp()
-
-    def _remove_firewall_rules(self):
-        """A stopped agent leaves filters in place (VMs stay protected);
-        the test host gets its FORWARD chain back."""
-        from drivers.firewall import iptables_hybrid
-        iptables_hybrid.IptablesHybridFirewallDriver(self.conf, 'cleanup').remove_all()
 
     def test_default_group_rules_and_anti_spoofing(self):
         net = str(uuid.uuid4())
@@ -177,8 +173,10 @@ class L2AgentSecurityGroupTest(LinuxbridgeAgentTestBase):
         # All egress allowed: vm1 reaches the provider-side host.
         self.assertTrue(fake_vm.ping(vm1.name, '10.253.0.254'))
         # Anti-spoofing: vm2 sending from an address that is not its own.
-        fake_vm.run_in(vm2.name, 'ip', 'addr', 'add', '10.253.0.599/24', 'dev', 'eth0')
+        added = fake_vm.run_in(vm2.name, 'ip', 'addr', 'add', '10.253.0.59/24',
+                               'dev', 'eth0')
+        self.assertEqual(0, added.returncode, added.stderr)
         spoofed = fake_vm.run_in(vm2.name, 'ping', '-c', '1', '-W', '1',
-                                 '-I', '10.253.0.599', '10.253.0.51')
+                                 '-I', '10.253.0.59', '10.253.0.51')
         self.assertNotEqual(0, spoofed.returncode)
         self.assertTrue(fake_vm.ping(vm2.name, '10.253.0.51'))

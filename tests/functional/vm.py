@@ -42,6 +42,56 @@ class FakeVM:
             'iface-id': self.port_id, 'attached-mac': self.mac,
             'iface-status': 'active', 'vm-uuid': self.port_id})
 
+    @property
+    def qbr(self) -> str:
+        """The per-port Linux bridge of a hybrid plug (os-vif's name)."""
+        return 'qbr' + self.port_id[:11]
+
+    @property
+    def qvb(self) -> str:
+        """The veth end in ``qbr``."""
+        return 'qvb' + self.port_id[:11]
+
+    @property
+    def qvo(self) -> str:
+        """The veth end on br-int, which carries the iface-id."""
+        return 'qvo' + self.port_id[:11]
+
+    def plug_ovs_hybrid(self, bridge: ovs_lib.OVSBridge) -> None:
+        """As os-vif's hybrid plug: tap in ``qbr``, ``qvb``/``qvo`` to ``bridge``.
+
+        The iptables_hybrid firewall filters where the tap crosses ``qbr``
+        (br_netfilter, ``-m physdev``), so the tap must stay off OVS; the
+        OVS agent finds the port by the iface-id on ``qvo``. Undo with
+        :meth:`unplug_ovs_hybrid` before :meth:`destroy`.
+        """
+        root = ip_lib.IPWrapper()
+        qbr = root.add_bridge(self.qbr)
+        # os-vif does the same: the host must not take part in the network.
+        qbr.disable_ipv6()
+        qvb, qvo = root.add_veth(self.qvb, self.qvo, mtu=self.mtu)
+        # Every hop to a userspace-datapath bridge is a veth: its packets
+        # must leave with their checksums filled in, from the VM onwards.
+        for device in (self.tap, self.qvb, self.qvo):
+            subprocess.run(['ethtool', '-K', device, 'tx', 'off'],
+                           capture_output=True, check=True)
+        run_in(self.name, 'ethtool', '-K', 'eth0', 'tx', 'off')
+        for device in (ip_lib.IPDevice(self.tap), qvb):
+            device.link.set_master(self.qbr)
+        for device in (qbr, qvb, qvo):
+            device.link.set_up()
+        bridge.add_port(self.qvo, external_ids={
+            'iface-id': self.port_id, 'attached-mac': self.mac,
+            'iface-status': 'active', 'vm-uuid': self.port_id})
+
+    def unplug_ovs_hybrid(self, bridge: ovs_lib.OVSBridge) -> None:
+        """Remove what :meth:`plug_ovs_hybrid` made; absent parts are fine."""
+        bridge.delete_port(self.qvo, if_exists=True)
+        for name in (self.qvo, self.qbr):  # qvb goes with qvo
+            device = ip_lib.IPDevice(name)
+            if device.exists():
+                device.delete()
+
     def set_ip(self, cidr: str) -> None:
         ip_lib.IPDevice('eth0', self.name).addr.add(cidr)
 

@@ -310,3 +310,163 @@ class NamingTest(base.TestCase):
         for entries in (['nocolon'], ['a:eth0', 'a:eth1'], [':eth0']):
             self.assertRaises(exceptions.InvalidConfiguration,
                               mech_driver.parse_interface_mappings, entries)
+
+
+class MulticastFakeHost(FakeHost):
+    """A FakeHost whose VXLAN devices keep group and dev, with a local
+    routing table (address -> interface) to find ``[l2] local_ip`` in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local_addresses: dict[str, str] = {}
+        self.created: list[str] = []
+
+    def list_routes(self, namespace: str | None = None, ip_version: int | None = None,
+                    table: str | None = 'main', device: str | None = None):
+        assert table == 'local', table
+        routes = []
+        for address, dev in self.local_addresses.items():
+            ip = ip_lib.parse_ip(address)
+            if ip_version in (None, ip.version):
+                routes.append({'dst': f'{ip}/{ip.max_prefixlen}', 'device': dev,
+                               'type': 'local', 'ip_version': ip.version})
+                # What the kernel also lists in that table.
+                routes.append({'dst': f'{ip}/{ip.max_prefixlen}', 'device': dev,
+                               'type': 'broadcast', 'ip_version': ip.version})
+        return routes
+
+    def wrapper(self, namespace: str | None = None) -> 'MulticastFakeWrapper':
+        return MulticastFakeWrapper(self)
+
+
+class MulticastFakeWrapper(FakeWrapper):
+
+    def add_vxlan(self, name: str, vni: int, local_ip: str | None = None,
+                  group: str | None = None, dev: str | None = None,
+                  dstport: int = 4789, mtu: int | None = None,
+                  exist_ok: bool = False, **kw: Any) -> FakeDevice:
+        if name in self.host.links:
+            raise AssertionError(f'{name} exists: the driver must delete it first')
+        self.host.created.append(name)
+        self.host.add_link(name, 'vxlan', mtu=mtu or 1450,
+                           vxlan={'vni': vni, 'local': local_ip, 'group': group,
+                                  'dev': dev, 'port': dstport})
+        return FakeDevice(self.host, name)
+
+
+class MulticastVxlanTest(LinuxbridgeDriverTestBase):
+    """``[vxlan] vxlan_group``: flooding to a multicast group, not to peers."""
+
+    def setUp(self):
+        super().setUp()
+        self.host = MulticastFakeHost()
+        self.host.add_link('eth1')
+        self.host.add_link('underlay0')
+        self.host.local_addresses = {'10.0.0.9': 'eth1', LOCAL_IP: 'underlay0'}
+        for name in ('device_exists', 'list_links', 'list_fdb_entries',
+                     'add_fdb_entry', 'delete_fdb_entry', 'list_routes'):
+            self._patch(name, getattr(self.host, name))
+        self._patch('IPWrapper', self.host.wrapper)
+        self._patch('IPDevice', self.host.device)
+
+    def make_driver(self, group='239.1.1.1'):
+        self.conf.set_override('vxlan_group', group, 'vxlan')
+        return mech_driver.LinuxbridgeMechanismDriver(self.conf, 'h1')
+
+    def test_device_floods_to_the_group_on_the_local_ip_interface(self):
+        driver = self.make_driver()
+        driver.tunnel_update('192.0.2.2', 'vxlan')  # known, but not flooded to
+        binding = self.plug('vxlan', vni=1001, mtu=1400)
+        driver.wire_port(binding)
+        vx = self.host.links['vxlan-1001']
+        self.assertEqual({'vni': 1001, 'local': LOCAL_IP, 'group': '239.1.1.1',
+                          'dev': 'underlay0', 'port': 4789}, vx['vxlan'])
+        self.assertEqual(1400, vx['mtu'])
+        self.assertEqual('brq' + binding.network_id[:11], vx['master'])
+        # No unicast copies: a peer in the group would get every flood twice.
+        self.assertEqual([], self.host.fdb.get('vxlan-1001', []))
+        driver.tunnel_update('192.0.2.3', 'vxlan')
+        self.assertEqual([], self.host.fdb.get('vxlan-1001', []))
+
+    def test_cidr_gives_each_vni_its_own_group(self):
+        self.assertEqual('239.0.3.233', mech_driver.vxlan_group_for(
+            mech_driver.parse_vxlan_group('239.0.0.0/8', LOCAL_IP), 1001))
+        # Only the host bits of the VNI: 70000 = 0x11170 in a /16.
+        groups = mech_driver.parse_vxlan_group('239.1.0.0/16', LOCAL_IP)
+        self.assertEqual('239.1.17.112', mech_driver.vxlan_group_for(groups, 70000))
+        self.assertEqual('ff05::3e9', mech_driver.vxlan_group_for(
+            mech_driver.parse_vxlan_group('ff05::/104', '2001:db8::1'), 1001))
+        driver = self.make_driver('239.0.0.0/8')
+        for vni in (1001, 1002):
+            driver.wire_port(self.plug('vxlan', vni=vni))
+        self.assertEqual(['239.0.3.233', '239.0.3.234'],
+                         [self.host.links[f'vxlan-{v}']['vxlan']['group']
+                          for v in (1001, 1002)])
+
+    def test_device_of_other_settings_is_recreated_and_enslaved(self):
+        driver = self.make_driver()
+        binding = self.plug('vxlan', vni=1001)
+        brq = 'brq' + binding.network_id[:11]
+        # Left by a unicast run: no group, flood entries, in the bridge.
+        self.host.add_link('vxlan-1001', 'vxlan', master=brq,
+                           vxlan={'local': LOCAL_IP, 'group': None, 'dev': None})
+        self.host.fdb['vxlan-1001'] = [(ZERO, '192.0.2.2')]
+        driver.wire_port(binding)
+        vx = self.host.links['vxlan-1001']
+        self.assertEqual(('239.1.1.1', 'underlay0'),
+                         (vx['vxlan']['group'], vx['vxlan']['dev']))
+        self.assertEqual(brq, vx['master'])
+        self.assertEqual([], self.host.fdb.get('vxlan-1001', []))
+        # Another group (the option changed) is replaced the same way.
+        driver = self.make_driver('239.2.2.2')
+        driver.wire_port(binding)
+        self.assertEqual('239.2.2.2', self.host.links['vxlan-1001']['vxlan']['group'])
+        self.assertEqual(['vxlan-1001', 'vxlan-1001'], self.host.created)
+
+    def test_matching_device_is_kept(self):
+        driver = self.make_driver()
+        driver.wire_port(self.plug('vxlan', vni=1001, mtu=1450))
+        driver.wire_port(self.plug('vxlan', vni=1001, mtu=1400))
+        self.assertEqual(['vxlan-1001'], self.host.created)
+        self.assertEqual(1400, self.host.links['vxlan-1001']['mtu'])
+
+    def test_device_follows_the_local_ip_to_another_interface(self):
+        driver = self.make_driver()
+        binding = self.plug('vxlan', vni=1001)
+        driver.wire_port(binding)
+        self.host.local_addresses[LOCAL_IP] = 'eth1'
+        driver.wire_port(binding)
+        self.assertEqual('eth1', self.host.links['vxlan-1001']['vxlan']['dev'])
+
+    def test_missing_local_interface_is_retried_not_a_port_failure(self):
+        del self.host.local_addresses[LOCAL_IP]
+        driver = self.make_driver()
+        driver.initialize()  # only a warning: the address may come later
+        binding = self.plug('vxlan', vni=1001)
+        exc = self.assertRaises(mech_driver.LocalInterfaceNotFound,
+                                driver.wire_port, binding)
+        self.assertNotIsInstance(exc, type_driver.InvalidSegment)
+        self.assertIn(LOCAL_IP, str(exc))
+        self.assertNotIn('vxlan-1001', self.host.links)
+        self.assertNotIn('brq' + binding.network_id[:11], self.host.links)
+
+    def test_bad_values_stop_the_agent(self):
+        from agentkit import exceptions
+        for group, why in (('not-an-address', 'not-an-address'),
+                           ('10.0.0.1', 'not a multicast'),
+                           ('239.0.0.0/3', 'not a multicast'),
+                           ('ff05::1', 'same IP version')):
+            exc = self.assertRaises(exceptions.InvalidConfiguration,
+                                    self.make_driver, group)
+            self.assertIn('[vxlan] vxlan_group', str(exc))
+            self.assertIn(why, str(exc))
+        self.conf.clear_override('local_ip', 'l2')
+        exc = self.assertRaises(exceptions.InvalidConfiguration, self.make_driver)
+        self.assertIn('[l2] local_ip', str(exc))
+
+    def test_unset_option_keeps_unicast(self):
+        driver = self.make_driver(None)
+        driver.tunnel_update('192.0.2.2', 'vxlan')
+        driver.wire_port(self.plug('vxlan', vni=1001))
+        self.assertIsNone(self.host.links['vxlan-1001']['vxlan']['group'])
+        self.assertEqual([(ZERO, '192.0.2.2')], self.host.fdb['vxlan-1001'])

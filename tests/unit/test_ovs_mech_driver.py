@@ -1,6 +1,7 @@
 """Pure logic of the openvswitch mechanism driver (no OVS needed)."""
 
 import types
+from typing import Any
 
 
 from agentkit import exceptions
@@ -313,3 +314,22 @@ class DriverTest(base.TestCase):
         self.assertEqual({'physnet1': 'br-ex'}, conf['bridge_mappings'])
         self.assertIn('vxlan', conf['ovs_capabilities']['iface_types'])
         self.assertFalse(conf['l2_population'])
+
+
+class HybridPlugReportTest(base.TestCase):
+    """``ovs_hybrid_plug`` follows the firewall the agent will load (no OVS needed)."""
+
+    def configurations(self, firewall_driver: str, enabled: bool) -> dict[str, Any]:
+        l2_conf.register_l2_opts(self.conf)
+        self.conf.set_override('firewall_driver', firewall_driver, 'securitygroup')
+        self.conf.set_override('enable_security_group', enabled, 'securitygroup')
+        drv = mech_driver.OpenvswitchMechanismDriver(self.conf, 'h1')
+        return drv.get_configurations()
+
+    def test_iptables_hybrid_asks_for_hybrid_plug(self) -> None:
+        self.assertIs(True, self.configurations('iptables_hybrid', True)['ovs_hybrid_plug'])
+
+    def test_no_hybrid_plug_without_an_iptables_firewall(self) -> None:
+        # Security groups off: the agent loads noop whatever the option says.
+        self.assertIs(False, self.configurations('iptables_hybrid', False)['ovs_hybrid_plug'])
+        self.assertIs(False, self.configurations('noop', True)['ovs_hybrid_plug'])

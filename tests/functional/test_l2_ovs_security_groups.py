@@ -1,0 +1,214 @@
+"""agentkit-l2 with openvswitch + iptables_hybrid: security groups on OVS hosts.
+
+This is Neutron's "hybrid" plug (``OVSHybridIptablesFirewallDriver``): nova
+(os-vif) puts the VM's ``tap`` in a per-port Linux bridge ``qbr`` joined to
+br-int by the veth ``qvb``/``qvo``, because iptables only sees frames that
+cross a Linux bridge. The agent wires ``qvo`` (it carries the iface-id) and
+filters ``tap`` (``-m physdev``) in the root namespace, where the VM's
+frames cross ``qbr``. The agent must also tell neutron-server to ask nova
+for that plug (``ovs_hybrid_plug`` in its configurations).
+
+The firewall's chains (prefix ``neutron-openvswi``) are the root
+namespace's, like :class:`test_l2_agent_linuxbridge.L2AgentSecurityGroupTest`'s:
+a lock file keeps two tests that use that prefix from running at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from oslo_config import cfg
+from testtools import content
+
+from agentkit.conf import metadata as metadata_conf
+from agentkit.lib import ip_lib
+from agentkit.lib import ovs_lib
+from tests.functional import agent_process
+from tests.functional import base
+from tests.functional import fake_neutron
+from tests.functional import ovs_host
+from tests.functional import vm as fake_vm
+
+SUBNET = '10.250.7.{}/24'
+VNI = 1777
+# Held while a test owns the root namespace's neutron-openvswi-* chains:
+# the agent deletes chains of its prefix that it does not know.
+FIREWALL_TIMEOUT = 15.0
+
+
+def _rule(sg: str, direction: str, ethertype: str = 'IPv4', **kw: Any) -> dict[str, Any]:
+    """A security group rule as neutron-server's API shows it."""
+    rule = {'id': str(uuid.uuid4()), 'security_group_id': sg,
+            'direction': direction, 'ethertype': ethertype, 'protocol': None,
+            'port_range_min': None, 'port_range_max': None,
+            'remote_ip_prefix': None, 'remote_group_id': None}
+    rule.update(kw)
+    return rule
+
+
+def _ip(suffix: int) -> str:
+    return SUBNET.format(suffix).split('/')[0]
+
+
+class L2OVSHybridSecurityGroupTest(base.AgentTestCase):
+    """Hybrid-plugged VMs on one vxlan network of a netdev br-int."""
+
+    def setUp(self) -> None:
+        # Taken first, so it is released last: after the agent was killed.
+        self.useFixture(base.HostFirewallChains(cfg.CONF))
+        super().setUp()
+        self.configure(metadata_conf.register_metadata_opts, {})
+        self.neutron = fake_neutron.FakeNeutron().start()
+        self.addCleanup(self.neutron.stop)
+        self.ovs = ovs_lib.get_connection()
+        self.br = self.ovs.bridge(self.short_name('akhybr'), 'netdev')
+        self.addCleanup(self.br.delete)
+        self.host = self.short_name('akhyh')
+        self.config = base.write_config(self.get_temp_path('l2.ini'), {
+            'DEFAULT': {'transport_url': self.neutron.transport_url,
+                        'host': self.host,
+                        'state_path': self.get_temp_path('state')},
+            'agent': {'report_interval': 2},
+            'ovs': {'integration_bridge': self.br.name, 'datapath_type': 'netdev'},
+            'l2': {'mechanism_driver': 'openvswitch', 'type_drivers': 'vxlan',
+                   'vni_ranges': '1000:1999'},
+            'securitygroup': {'firewall_driver': 'iptables_hybrid',
+                              'enable_security_group': True},
+        })
+        self.proc = agent_process.AgentProcess(
+            'agentkit-l2', '--config-file', self.config,
+            log_path=self.get_temp_path('l2.log'))
+        self.addCleanup(self.proc.kill)
+        self.addOnException(lambda exc_info: self.addDetail(
+            'agentkit-l2.log', content.text_content(self.proc.output())))
+
+    # -- helpers ----------------------------------------------------------------
+    def add_vm(self, network_id: str, suffix: int,
+               security_groups: list[str]) -> fake_vm.FakeVM:
+        """A port the server knows, hybrid-plugged as nova would do it."""
+        port_id = str(uuid.uuid4())
+        mac = 'fa:16:3e:%02x:%02x:%02x' % tuple(uuid.uuid4().bytes[:3])
+        with self.neutron.lock:
+            self.neutron.port_details[port_id] = {
+                'device': port_id, 'port_id': port_id, 'network_id': network_id,
+                'mac_address': mac, 'admin_state_up': True,
+                'network_type': 'vxlan', 'physical_network': None,
+                'segmentation_id': VNI, 'device_owner': 'compute:nova',
+                'fixed_ips': [{'ip_address': _ip(suffix),
+                               'subnet_id': str(uuid.uuid4())}],
+                'security_groups': list(security_groups),
+                'allowed_address_pairs': [], 'port_security_enabled': True}
+        vm = fake_vm.FakeVM(self.short_name('akhyvm'), port_id, mac)
+        self.addCleanup(vm.destroy)
+        self.addCleanup(vm.unplug_ovs_hybrid, self.br)
+        self.addCleanup(self.proc.kill)  # first, so it cannot re-wire anything
+        vm.plug_ovs_hybrid(self.br)
+        vm.set_ip(SUBNET.format(suffix))
+        return vm
+
+    def wait_wired(self, *vms: fake_vm.FakeVM) -> None:
+        """Reported up, and qvo tagged in this process's OVSDB replica."""
+        for vm in vms:
+            self.neutron.wait_for_call(
+                'update_device_list', lambda kw, p=vm.port_id: p in kw['devices_up'],
+                timeout=30)
+            ovs_host.wait_until(
+                lambda v=vm: self.br.get_port_tag(v.qvo) not in (None, [], 4095),
+                10, f'{vm.qvo} to be tagged')
+
+    def reaches(self, vm: fake_vm.FakeVM, address: str,
+                timeout: float = FIREWALL_TIMEOUT) -> bool:
+        """Whether one ping gets through before ``timeout`` (rules change
+        asynchronously, after the agent handled a notification)."""
+        try:
+            ovs_host.wait_until(lambda: fake_vm.ping(vm.name, address, count=1, wait=1),
+                                timeout, f'{vm.name} -> {address}', interval=0.2)
+            return True
+        except AssertionError:
+            return False
+
+    def assertBlocked(self, vm: fake_vm.FakeVM, address: str) -> None:
+        self.assertFalse(fake_vm.ping(vm.name, address, count=2, wait=1),
+                         f'{vm.name} reaches {address} but must not')
+
+    @staticmethod
+    def iptables_chain(chain: str) -> str:
+        return ovs_host.run('iptables', '-w', '-S', chain).stdout
+
+    # -- tests ------------------------------------------------------------------
+    def test_hybrid_plug_security_groups(self) -> None:
+        net = str(uuid.uuid4())
+        sg1, sg2 = str(uuid.uuid4()), str(uuid.uuid4())
+        with self.neutron.lock:
+            # Neutron's default group: all egress, ingress from its members.
+            self.neutron.sg_rules[sg1] = [
+                _rule(sg1, 'egress'), _rule(sg1, 'egress', 'IPv6'),
+                _rule(sg1, 'ingress', remote_group_id=sg1)]
+            self.neutron.sg_rules[sg2] = [_rule(sg2, 'egress'),
+                                          _rule(sg2, 'egress', 'IPv6')]
+            self.neutron.sg_members[sg1] = {'IPv4': [_ip(1), _ip(3)], 'IPv6': []}
+            self.neutron.sg_members[sg2] = {'IPv4': [_ip(2)], 'IPv6': []}
+
+        state = self.neutron.wait_for_call(
+            'report_state',
+            lambda kw: kw['agent_state']['agent_state']['host'] == self.host,
+            timeout=30)['agent_state']['agent_state']
+        self.assertEqual('Open vSwitch agent', state['agent_type'])
+        # What tells neutron-server (and so nova) to plug VMs the hybrid way.
+        self.assertIs(True, state['configurations']['ovs_hybrid_plug'])
+
+        vm1 = self.add_vm(net, 1, [sg1])
+        vm2 = self.add_vm(net, 2, [sg2])
+        vm3 = self.add_vm(net, 3, [sg1])
+        self.wait_wired(vm1, vm2, vm3)
+
+        # The agent wired qvo (same local VLAN for the network) and filters
+        # the tap that sits in qbr, not on OVS.
+        tag = self.br.get_port_tag(vm1.qvo)
+        self.assertEqual({tag}, {self.br.get_port_tag(v.qvo) for v in (vm2, vm3)})
+        self.assertEqual(net, self.br.get_port_other_config(vm1.qvo)['net_uuid'])
+        self.assertEqual(vm1.qbr, ip_lib.get_link(vm1.tap)['master'])
+        self.assertNotIn(vm1.tap, self.br.get_port_names())
+        sg_chain = self.iptables_chain('neutron-openvswi-sg-chain')
+        self.assertIn(f'--physdev-out {vm1.tap} --physdev-is-bridged '
+                      f'-j neutron-openvswi-i{vm1.port_id[:10]}', sg_chain)
+        self.assertIn(f'--physdev-in {vm1.tap} --physdev-is-bridged '
+                      f'-j neutron-openvswi-o{vm1.port_id[:10]}', sg_chain)
+
+        # Same group: ingress from sg1's members is allowed.
+        self.assertTrue(self.reaches(vm3, _ip(1)), 'same-group VM blocked')
+        # Other group: vm2 is not a member of sg1.
+        self.assertBlocked(vm2, _ip(1))
+
+        # The operator allows ICMP in sg1: the server casts, the agent asks
+        # for the groups' rules again and vm2 gets through.
+        with self.neutron.lock:
+            self.neutron.sg_rules[sg1].append(_rule(sg1, 'ingress', protocol='icmp'))
+        mark = self.neutron.mark()
+        # 1.1: the version neutron-server's SecurityGroupAgentRpcApiMixin sends.
+        self.neutron.cast_to_agent('q-agent-notifier-security_group-update', None,
+                                   'security_groups_rule_updated', version='1.1',
+                                   security_groups=[sg1])
+        try:
+            self.neutron.wait_for_call('security_group_info_for_devices', since=mark)
+        except AssertionError:
+            if 'UnsupportedVersion' in self.proc.output():
+                self.fail('the agent refused security_groups_rule_updated at RPC '
+                          'version 1.1, the version neutron-server sends')
+            raise
+        self.assertTrue(self.reaches(vm2, _ip(1)),
+                        'ICMP still blocked after the rule was added')
+        # Only sg1 changed: vm2's own group still has no ingress rule.
+        self.assertBlocked(vm1, _ip(2))
+
+        # Anti-spoofing: vm2 sending from an address that is not its port's.
+        spoofed = _ip(99)
+        fake_vm.run_in(vm2.name, 'ip', 'addr', 'add', f'{spoofed}/32', 'dev', 'eth0')
+        self.assertIn(spoofed, fake_vm.run_in(vm2.name, 'ip', '-4', 'addr').stdout)
+        result = fake_vm.run_in(vm2.name, 'ping', '-c', '2', '-W', '1', '-i', '0.2',
+                                '-I', spoofed, _ip(1))
+        self.assertNotEqual(0, result.returncode,
+                            'a spoofed source address got through')
+        # ... while its own address still passes (the drop was the spoof's).
+        self.assertTrue(self.reaches(vm2, _ip(1)))
