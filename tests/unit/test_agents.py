@@ -107,3 +107,18 @@ class DhcpSyncTest(base.TestCase):
                          {(u.resource_id, u.action) for u in updates})
         self.assertEqual({work_queue.PRIORITY_SYNC}, {u.priority for u in updates})
         self.assertIn('Skipping malformed network', self.log.output)
+
+
+class EndpointVersionTest(base.TestCase):
+    """The versions neutron-server casts with must be accepted
+    (neutron-reference.md: server -> agent RPC table)."""
+
+    def test_versions_neutron_sends(self):
+        from oslo_messaging import _utils as messaging_utils
+        sent = {l2.L2RpcCallbacks: ['1.0', '1.1', '1.4'],   # port/SG/network
+                l3.L3RpcCallbacks: ['1.0', '1.1', '1.4'],   # deleted/updated/network
+                dhcp.DhcpRpcCallbacks: ['1.0']}
+        for endpoint, versions in sent.items():
+            for version in versions:
+                self.assertTrue(messaging_utils.version_is_compatible(
+                    endpoint.target.version, version), (endpoint, version))
