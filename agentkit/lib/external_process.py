@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import tempfile
 import threading
 import time
 from typing import Any, Callable
@@ -30,6 +29,7 @@ from typing import Any, Callable
 from oslo_log import log as logging
 
 from agentkit import exceptions
+from agentkit.lib import fileutils
 from agentkit.lib import naming
 from agentkit.privileged import process as priv_process
 
@@ -86,19 +86,7 @@ def read_cmdline(pid: int, proc_path: str = PROC_PATH) -> list[str] | None:
 
 def _write_pid_file(path: str, pid: int) -> None:
     """Atomically (tmp + rename) so a reader never sees a half-written pid."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix='.pid-', dir=directory)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write('%d\n' % pid)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    fileutils.write_atomic(path, '%d\n' % pid)
 
 
 def _remove_file(path: str) -> None:

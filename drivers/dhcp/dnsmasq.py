@@ -31,7 +31,6 @@ import pwd
 import re
 import shutil
 import stat
-import tempfile
 import threading
 import time
 import uuid
@@ -43,6 +42,7 @@ from oslo_log import log as logging
 from agentkit import exceptions
 from agentkit.api import dhcp
 from agentkit.lib import external_process
+from agentkit.lib import fileutils
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
 
@@ -789,19 +789,7 @@ def write_file_if_changed(path: str, content: str) -> bool:
                 return False
     except FileNotFoundError:
         pass
-    directory, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix='.%s-' % name, dir=directory)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(content)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    fileutils.write_atomic(path, content)
     return True
 
 
