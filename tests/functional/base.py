@@ -6,7 +6,10 @@ the host and can run in parallel.
 """
 
 import os
+import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import fixtures
 from oslo_config import cfg
@@ -34,6 +37,20 @@ class FunctionalTestCase(base.TestCase):
     def short_name(prefix: str = 'ak') -> str:
         """A device-safe unique name (IFNAMSIZ is 16 including NUL)."""
         return (prefix + uuid.uuid4().hex)[:14]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0,
+               message: str = 'condition', interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until truthy and return its value; fail the test
+    with ``message`` after ``timeout`` seconds (never sleep-and-assume)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f'timed out after {timeout:.1f} s waiting for {message}')
+        time.sleep(interval)
 
 
 def write_config(path: str, sections: dict[str, dict[str, object]]) -> str:

@@ -28,6 +28,7 @@ import fixtures
 
 from agentkit.lib import ovs_lib
 from tests.functional import vm as fake_vm
+from tests.functional import base
 
 SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema'
 START_TIMEOUT = 15.0
@@ -42,17 +43,7 @@ def run(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.Compl
     return proc
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str,
-               interval: float = 0.05) -> object:
-    """Poll ``predicate`` until truthy; AssertionError naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f'timed out after {timeout} s waiting for {what}')
-        time.sleep(interval)
+wait_until = base.wait_until
 
 
 def random_prefix() -> str:

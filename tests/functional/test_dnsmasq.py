@@ -46,16 +46,8 @@ initial-interval 1;
 """
 
 
-def wait_until(predicate, timeout=TIMEOUT, interval=0.005, message='condition'):
-    """Poll ``predicate`` until truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out after %.1f s waiting for %s' % (timeout, message))
-        time.sleep(interval)
+def wait_until(predicate, timeout=TIMEOUT, message='condition'):
+    return base.wait_until(predicate, timeout, message, interval=0.005)
 
 
 def pids_with(token):

@@ -24,16 +24,8 @@ from tests.functional import base
 POLL_TIMEOUT = 10.0
 
 
-def wait_until(predicate, timeout=POLL_TIMEOUT, interval=0.01, message='condition'):
-    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out after %.1f s waiting for %s' % (timeout, message))
-        time.sleep(interval)
+def wait_until(predicate, timeout=POLL_TIMEOUT, message='condition'):
+    return base.wait_until(predicate, timeout, message, interval=0.01)
 
 
 def pids_with(token):

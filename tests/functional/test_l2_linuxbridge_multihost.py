@@ -17,10 +17,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-import time
 import urllib.parse
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 from agentkit.conf import metadata as metadata_conf
 from agentkit.lib import ip_lib
@@ -44,16 +43,7 @@ def _random_underlay() -> tuple[str, str]:
     return str(base_ip + 1), str(base_ip + 2)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 15.0,
-               message: str = 'condition') -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f'{message} not reached in {timeout}s')
-        time.sleep(0.1)
+wait_until = base.wait_until
 
 
 class QuietVM:

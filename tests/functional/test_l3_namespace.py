@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 from typing import Any, Callable
 from unittest import mock
@@ -73,12 +72,8 @@ else:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
-               interval: float = 0.2, message: str = 'condition') -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out after %.0fs waiting for %s' % (timeout, message))
-        time.sleep(interval)
+               message: str = 'condition') -> None:
+    base.wait_until(predicate, timeout, message, interval=0.2)
 
 
 def ns_exec(namespace: str, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess:
