@@ -27,3 +27,8 @@ class InvalidConfiguration(AgentkitError):
 
 class ProcessError(AgentkitError):
     """A managed external process (dnsmasq, haproxy) could not be handled."""
+
+
+class Conflict(AgentkitError):
+    """The server's state moved on under us (e.g. the network is being
+    deleted); the next event settles it, so this is not retried."""

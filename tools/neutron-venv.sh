@@ -29,7 +29,7 @@ rm -f "$VENV"/.agentkit-neutron-*
 {
     "$VENV/bin/pip" install -q --upgrade pip
     # testtools/fixtures/stestr: the test module runs inside this venv too.
-    "$VENV/bin/pip" install -q "neutron==$VERSION" testtools fixtures stestr
+    "$VENV/bin/pip" install -q "neutron==$VERSION" testtools fixtures stestr PyMySQL pyuwsgi
     "$VENV/bin/pip" install -q -e . --no-deps
 } >&2
 "$VENV/bin/python" -c 'import neutron.plugins.ml2.drivers.mech_agent' >&2

@@ -144,24 +144,28 @@ class Agent(abc.ABC):
         """Stop all threads and connections; host state stays as it is.
 
         Namespaces, bridges, flows and daemons keep serving VMs; the next
-        agent adopts them at its first sync.
+        agent adopts them at its first sync. Every step is bounded (an RPC
+        call in flight, a broker that does not answer), so the whole stop
+        takes at most about ``timeout`` seconds.
         """
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
         self._stop_event.set()
         self._resync_event.set()
+        steps: list[tuple[str, Any, float]] = []
         if self.reporter is not None:
-            self.reporter.stop(timeout=1.0)
+            steps.append(('state reports', self.reporter.stop, 0.1))
         if self.consumers is not None:
-            self.consumers.stop()
-        self.queue.stop(timeout=max(0.5, deadline - time.monotonic() - 1.0))
+            steps.append(('RPC servers', self.consumers.stop, 0.25))
+        steps.append(('work queue', lambda: self.queue.stop(timeout * 0.2), 0.2))
         if self._sync_thread is not None:
-            self._sync_thread.join(max(0.1, deadline - time.monotonic() - 0.5))
-        if self.consumers is not None:
-            self.consumers.wait()
-        self.stop_drivers()
+            steps.append(('full sync', lambda: self._sync_thread.join(timeout * 0.1), 0.1))
+        steps.append(('drivers', self.stop_drivers, 0.15))
         if self.transport is not None:
-            self.transport.cleanup()
-        LOG.info('%s stopped (host state left in place)', self.binary)
+            steps.append(('RPC transport', self.transport.cleanup, 0.2))
+        for what, step, share in steps:
+            _bounded(step, timeout * share, what)
+        LOG.info('%s stopped (host state left in place) in %.2fs', self.binary,
+                 time.monotonic() - started)
 
     def reload(self) -> None:
         """SIGHUP: re-read mutable options, then let the agent react."""
@@ -204,3 +208,14 @@ class Agent(abc.ABC):
             LOG.info('Full sync (%s) done in %.3fs', reason,
                      time.monotonic() - started)
             self._resync_event.wait(self.conf.agent.resync_interval)
+
+
+def _bounded(step: Any, seconds: float, what: str) -> None:
+    """Run ``step`` for at most ``seconds``; a stuck step is left behind
+    (daemon thread) rather than keeping the agent from stopping."""
+    thread = threading.Thread(target=step, name=f'stop-{what}', daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        LOG.info('Stopping the %s did not finish within %.1fs; going on',
+                 what, seconds)

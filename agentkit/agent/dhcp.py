@@ -219,7 +219,11 @@ class DhcpAgent(base.Agent):
             LOG.error('Not configuring network %s, malformed data from the '
                       'server: %s', update.resource_id, exc)
             return
-        self.configure_network(network)
+        try:
+            self.configure_network(network)
+        except exceptions.Conflict as exc:
+            LOG.info('Network %s changed on the server while being configured '
+                     '(%s); waiting for the next event', update.resource_id, exc)
 
     # -- per network ------------------------------------------------------------
     def _dhcp_subnets(self, network: dict[str, Any]) -> list[dict[str, Any]]:
@@ -265,8 +269,10 @@ class DhcpAgent(base.Agent):
             'fixed_ips': [{'subnet_id': s['id']} for s in self._dhcp_subnets(network)],
             'name': '', 'admin_state_up': True}})
         if not isinstance(port, dict) or not port.get('id'):
-            raise RuntimeError(f'server did not create a DHCP port for network '
-                               f'{network["id"]}')
+            # neutron-server answers None when the network or subnet is gone
+            # or out of addresses: an expected race with a delete.
+            raise exceptions.Conflict(f'server did not create a DHCP port for '
+                                      f'network {network["id"]}')
         naming.validate_id(port['id'], 'port')
         network.setdefault('ports', []).append(port)
         return port

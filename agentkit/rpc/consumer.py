@@ -8,6 +8,8 @@ topic with ``server=<host>`` gives exactly that layout.
 
 import functools
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -81,10 +83,27 @@ class RpcConsumers:
         for server in self._servers:
             server.start()
 
-    def stop(self) -> None:
-        for server in self._servers:
-            server.stop()
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop all servers in parallel, waiting at most ``timeout`` seconds.
 
-    def wait(self) -> None:
-        for server in self._servers:
-            server.wait()
+        Each ``server.stop()`` blocks until its listener's poll times out
+        (several seconds with the default heartbeat settings); one after the
+        other they would eat the whole stop budget of the agent.
+        """
+        threads = [threading.Thread(target=server.stop, daemon=True,
+                                    name='rpc-stop') for server in self._servers]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def wait(self, timeout: float = 1.0) -> None:
+        """Wait for in-flight messages, bounded like :meth:`stop`."""
+        threads = [threading.Thread(target=server.wait, daemon=True,
+                                    name='rpc-wait') for server in self._servers]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))

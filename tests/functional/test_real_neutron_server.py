@@ -1,0 +1,419 @@
+"""agentkit under the real neutron-server 29 (PyPI neutron), end to end.
+
+The server (tools/neutron-server.sh: MariaDB, the WSGI API under uWSGI,
+neutron-rpc-server, neutron-periodic-workers) runs ML2 with the openvswitch
+mechanism driver and vxlan tenant networks; agentkit-l2, agentkit-dhcp and
+agentkit-l3 run as processes against its RabbitMQ vhost under a unique host
+name. Everything is driven through the REST API only, as a user and nova
+would: no fake server, no hand-written RPC. Skips only when MariaDB or the
+neutron venv cannot be installed.
+"""
+
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+from testtools import content
+
+from agentkit.lib import external_process
+from agentkit.lib import ip_lib
+from agentkit.lib import ovs_lib
+from tests.functional import agent_process
+from tests.functional import base
+from tests.functional import neutron_server
+from tests.functional import vm as fake_vm
+
+STATE_ROOT = '/var/lib/agentkit-test'
+PHYSNET = 'aknsext'  # the server's flat/vlan physical network
+AGENT_TIMEOUT = 60
+# Log lines of known, explained agentkit issues this test tolerates (none
+# today); any other WARNING/ERROR from agentkit fails it.
+KNOWN_ISSUES: dict[str, re.Pattern] = {}
+EVENT_TIMEOUT = 60
+
+
+def wait_until(predicate, timeout, what, interval=0.1):
+    return base.wait_until(predicate, timeout, what, interval)
+
+
+def run(*argv, check=True):
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f'{" ".join(argv)}: {proc.stderr.strip()}')
+    return proc
+
+
+def namespace_addresses(namespace):
+    """{device: [cidr, ...]} of the IPv4 addresses inside ``namespace``."""
+    proc = run('ip', 'netns', 'exec', namespace, 'ip', '-o', '-4', 'addr', 'show',
+               check=False)
+    result = {}
+    for line in proc.stdout.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[2] == 'inet':
+            result.setdefault(fields[1], []).append(fields[3])
+    return result
+
+
+class RealNeutronServerTest(base.FunctionalTestCase):
+
+    def setUp(self):
+        super().setUp()
+        try:  # once per process; the fixture below reuses the result
+            neutron_server.get_server()
+        except neutron_server.Unavailable as exc:
+            self.skipTest(str(exc))
+        server = self.useFixture(neutron_server.NeutronServerFixture())
+        self.server = server.server
+        self.timings = {'server setup (this process)': self.server.setup_seconds}
+        self.api = server.client(uuid.uuid4().hex)
+        self.prefix = 'aknb' + uuid.uuid4().hex[:6]
+        self.host = self.prefix + '-host'
+        self.br_int = self.prefix + 'i'
+        self.br_tun = self.prefix + 't'
+        self.br_ex = self.prefix + 'e'
+        self.agents, self.configs, self.all_procs = {}, {}, []
+        self.addOnException(self._attach_logs)
+
+        os.makedirs(STATE_ROOT, mode=0o755, exist_ok=True)
+        os.chmod(STATE_ROOT, 0o755)  # dnsmasq reads its files as "nobody"
+        self.state_path = os.path.join(STATE_ROOT, self.prefix)
+        os.makedirs(self.state_path, mode=0o755)
+        self.addCleanup(shutil.rmtree, self.state_path, True)
+        self.logdir = self.get_temp_dir()
+
+        self.ovs = ovs_lib.get_connection()
+        for br in (self.br_int, self.br_tun, self.br_ex):
+            self.addCleanup(run, 'ovs-vsctl', '--if-exists', 'del-br', br, check=False)
+        # The provider bridge exists before the agent, as on a real host.
+        self.ovs.bridge(self.br_ex, 'netdev').create()
+        self._forget_dead_agents()
+
+    # -- helpers ---------------------------------------------------------------
+    def get_temp_dir(self):
+        import tempfile
+        d = tempfile.mkdtemp(prefix=f'{self.prefix}-')
+        self.addCleanup(shutil.rmtree, d, True)
+        return d
+
+    def _forget_dead_agents(self):
+        """Agents of earlier runs must not be picked by the schedulers."""
+        for agent in self.api.list_agents():
+            if agent['host'].startswith('aknb') and not agent['alive']:
+                self.api.delete('agents', agent['id'])
+
+    def _attach_logs(self, exc_info):
+        for name in os.listdir(self.logdir):
+            if name.endswith('.log'):
+                with open(os.path.join(self.logdir, name), errors='replace') as f:
+                    self.addDetail(name, content.text_content(f.read()[-60000:]))
+        for name in ('api', 'rpc', 'periodic'):
+            self.addDetail(f'server-{name}.log',
+                           content.text_content(self.server.log_tail(name, 150)))
+
+    def write_config(self, name, sections):
+        common = {'transport_url': self.server.transport_url, 'host': self.host,
+                  'state_path': os.path.join(self.state_path, name), 'debug': False}
+        sections = {k: dict(v) for k, v in sections.items()}
+        sections['DEFAULT'] = {**common, **sections.get('DEFAULT', {})}
+        sections.setdefault('agent', {}).setdefault('report_interval', 5)
+        os.makedirs(sections['DEFAULT']['state_path'], mode=0o755, exist_ok=True)
+        ovs = sections.setdefault('ovs', {})
+        ovs.update({'integration_bridge': self.br_int, 'datapath_type': 'netdev'})
+        return base.write_config(os.path.join(self.logdir, f'{name}.ini'), sections)
+
+    def start_agent(self, name, sections=None):
+        """agentkit-<name>; ``sections`` the first time, the same config after."""
+        if sections is not None:
+            self.configs[name] = self.write_config(name, sections)
+        run_no = sum(1 for p in self.all_procs if p.name == name) + 1
+        proc = agent_process.AgentProcess(
+            f'agentkit-{name}', '--config-file', self.configs[name],
+            log_path=os.path.join(self.logdir, f'{name}-{run_no}.log'))
+        proc.name = name
+        self.addCleanup(self._stop_agent, proc)
+        self.agents[name] = proc
+        self.all_procs.append(proc)
+        return proc
+
+    def _stop_agent(self, proc):
+        proc.kill()
+        for agent in self.api.list_agents(host=self.host):
+            self.api.delete('agents', agent['id'])
+
+    def wait_agents_alive(self, agent_types):
+        def alive():
+            agents = {a['agent_type']: a for a in self.api.list_agents(host=self.host)}
+            if all(t in agents and agents[t]['alive'] for t in agent_types):
+                return agents
+            for name, proc in self.agents.items():
+                if proc.proc.poll() is not None:
+                    raise AssertionError(f'agentkit-{name} exited ({proc.proc.returncode})')
+            return None
+        return wait_until(alive, AGENT_TIMEOUT, f'agents {agent_types} alive on {self.host}',
+                          interval=0.5)
+
+    def dnsmasq_pid(self, net_id):
+        pid = external_process.read_pid_file(
+            os.path.join(self.state_path, 'dhcp', 'dhcp', net_id, 'pid'))
+        if pid and os.path.exists(f'/proc/{pid}'):
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                if b'dnsmasq' in f.read():
+                    return pid
+        return None
+
+    def port_status(self, port_id, status):
+        port = self.api.show_port(port_id)
+        return port if port['status'] == status else None
+
+    def cleanup_network(self, net_id):
+        self.api.delete('networks', net_id)
+        pid = self.dnsmasq_pid(net_id)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+        ns = ip_lib.IPWrapper(f'qdhcp-{net_id}')
+        if ns.namespace_exists():
+            ns.delete_namespace()
+
+    def cleanup_router(self, router_id):
+        router = self.api.request('GET', f'/v2.0/routers/{router_id}', ok=(200, 404))
+        if router:
+            for port in self.api.list_ports(device_id=router_id,
+                                            device_owner='network:router_interface'):
+                for ip in port['fixed_ips']:
+                    self.api.remove_router_interface(router_id, ip['subnet_id'])
+            self.api.delete('routers', router_id)
+        ns = ip_lib.IPWrapper(f'qrouter-{router_id}')
+        if ns.namespace_exists():
+            ns.delete_namespace()
+
+    def create_network(self, **attrs):
+        net = self.api.create_network(name=f'{self.prefix}-net', **attrs)
+        self.addCleanup(self.cleanup_network, net['id'])
+        return net
+
+    def timed(self, name, since, predicate, timeout, what):
+        value = wait_until(predicate, timeout, what)
+        self.timings[name] = time.monotonic() - since
+        return value
+
+    def assert_logs_clean(self):
+        """Nothing the real server sent was rejected, retried or failed.
+
+        agentkit logs a rejected payload, a failed RPC handler or driver
+        operation, a failed state report or sync at ERROR or WARNING; the
+        retries and resyncs behind them could otherwise hide a contract
+        mismatch behind a passing end result.
+        """
+        problems, known = [], set()
+        for proc in self.all_procs:
+            for line in proc.output().splitlines():
+                if 'privsep log:' in line:  # a helper's stderr, relayed
+                    continue
+                if (re.search(r' (ERROR|CRITICAL) ', line) or 'Traceback' in line
+                        or re.search(r' WARNING (agentkit|drivers)\.', line)):
+                    issue = next((k for k, r in KNOWN_ISSUES.items() if r.search(line)), None)
+                    if issue:
+                        known.add(issue)
+                    else:
+                        problems.append(f'{os.path.basename(proc.log_path)}: {line}')
+        if known:
+            sys.stderr.write(f'known agentkit issues seen: {", ".join(sorted(known))}\n')
+            self.addDetail('known-issues', content.text_content('\n'.join(sorted(known))))
+        self.assertEqual([], problems, 'agentkit logged problems under the real server')
+
+    def report_timings(self):
+        text = '\n'.join(f'  {k}: {v:.2f} s' for k, v in self.timings.items())
+        if self.server.script_log.strip():  # the steps of a server start
+            text += '\n  tools/neutron-server.sh:\n' + '\n'.join(
+                '    ' + line for line in self.server.script_log.strip().splitlines())
+        self.addDetail('timings', content.text_content(text))
+        sys.stderr.write(f'\n{self.id()} timings (real neutron-server '
+                         f'{self.server.api_url}):\n{text}\n')
+        sys.stderr.flush()
+
+    # -- the test ----------------------------------------------------------------
+    def test_agents_under_real_server(self):
+        t0 = time.monotonic()
+        self.start_agent('l2', {
+            'ovs': {'tunnel_bridge': self.br_tun,
+                    'int_peer_patch_port': self.prefix + 'pt',
+                    'tun_peer_patch_port': self.prefix + 'pi'},
+            'l2': {'mechanism_driver': 'openvswitch',
+                   'type_drivers': 'flat,vlan,vxlan', 'tunnel_types': 'vxlan',
+                   'local_ip': '127.0.0.1',
+                   'bridge_mappings': f'{PHYSNET}:{self.br_ex}'},
+            'securitygroup': {'firewall_driver': 'noop'},
+        })
+        self.start_agent('dhcp', {
+            'DEFAULT': {'interface_driver': 'openvswitch', 'dhcp_driver': 'dnsmasq',
+                        'check_child_processes_interval': 1},
+        })
+        self.start_agent('l3', {
+            'DEFAULT': {'interface_driver': 'openvswitch', 'l3_driver': 'namespace'},
+        })
+        agents = self.wait_agents_alive(['Open vSwitch agent', 'DHCP agent', 'L3 agent'])
+        self.timings['agent start -> all alive in GET /v2.0/agents'] = time.monotonic() - t0
+        self.assertEqual('agentkit-l2', agents['Open vSwitch agent']['binary'])
+        self.assertEqual('agentkit-dhcp', agents['DHCP agent']['binary'])
+        self.assertEqual('agentkit-l3', agents['L3 agent']['binary'])
+        self.assertEqual(['vxlan'],
+                         agents['Open vSwitch agent']['configurations']['tunnel_types'])
+
+        # -- a tenant network with DHCP: scheduled to agentkit-dhcp ----------
+        net = self.create_network()
+        self.assertEqual('vxlan', net['provider:network_type'])
+        cidr_net = f'10.{random.randint(100, 250)}.{random.randint(0, 255)}'
+        t_subnet = time.monotonic()
+        subnet = self.api.create_subnet(network_id=net['id'], cidr=f'{cidr_net}.0/24',
+                                        enable_dhcp=True, name=f'{self.prefix}-sub')
+        self.timings['subnet POST (API)'] = time.monotonic() - t_subnet
+        hosting = wait_until(lambda: self.api.dhcp_agents_hosting(net['id']), 30,
+                             'the network scheduled to a DHCP agent')
+        self.assertEqual([self.host], [a['host'] for a in hosting])
+        ns = f'qdhcp-{net["id"]}'
+
+        def dhcp_served():
+            if not self.dnsmasq_pid(net['id']):
+                return None
+            addrs = namespace_addresses(ns)
+            return next((dev for dev, cidrs in addrs.items()
+                         if dev.startswith('tap')
+                         and any(c.startswith(cidr_net + '.') for c in cidrs)), None)
+        tap = self.timed('subnet POST -> dnsmasq up, tap with IP in qdhcp-',
+                         t_subnet, dhcp_served, EVENT_TIMEOUT, f'dnsmasq and tap in {ns}')
+        dhcp_ports = self.api.list_ports(network_id=net['id'], device_owner='network:dhcp')
+        self.assertEqual(1, len(dhcp_ports))
+        dhcp_port = dhcp_ports[0]
+        self.assertEqual('tap' + dhcp_port['id'][:11], tap)
+        self.assertEqual(self.host, dhcp_port['binding:host_id'])
+        self.assertEqual('ovs', dhcp_port['binding:vif_type'])
+        dhcp_ip = dhcp_port['fixed_ips'][0]['ip_address']
+        self.assertIn(f'{dhcp_ip}/24', namespace_addresses(ns)[tap])
+        self.timed('subnet POST -> DHCP port ACTIVE', t_subnet,
+                   lambda: self.port_status(dhcp_port['id'], 'ACTIVE'),
+                   EVENT_TIMEOUT, 'the DHCP port ACTIVE (wired by agentkit-l2)')
+
+        # -- a VM port bound to this host, plugged as nova/os-vif would ------
+        port = self.api.create_port(
+            network_id=net['id'], name=f'{self.prefix}-vm',
+            device_owner='compute:nova', device_id=str(uuid.uuid4()),
+            **{'binding:host_id': self.host})
+        self.assertEqual('ovs', port['binding:vif_type'])
+        self.assertEqual('netdev', port['binding:vif_details']['datapath_type'])
+        self.assertEqual(self.br_int, port['binding:vif_details']['bridge_name'])
+        self.assertEqual('DOWN', port['status'])
+        vm_ip = port['fixed_ips'][0]['ip_address']
+        vm = fake_vm.FakeVM(self.prefix + 'vm', port['id'], port['mac_address'],
+                            mtu=net['mtu'])
+        bridge = self.ovs.bridge(self.br_int, 'netdev')
+        self.addCleanup(vm.destroy, bridge)
+        t_plug = time.monotonic()
+        vm.plug_ovs(bridge)
+        self.timed('VM plug -> port ACTIVE', t_plug,
+                   lambda: self.port_status(port['id'], 'ACTIVE'),
+                   EVENT_TIMEOUT, 'the VM port ACTIVE')
+        t_dhcp = time.monotonic()
+        lease = fake_vm.DhcpClient(vm, self.get_temp_dir()).request(timeout=20)
+        self.timings['dhclient -> lease'] = time.monotonic() - t_dhcp
+        self.assertIsNotNone(lease, 'the VM got no DHCP lease')
+        self.assertEqual(vm_ip, lease['new_ip_address'])
+        self.assertEqual(subnet['gateway_ip'], lease.get('new_routers'))
+        self.assertEqual(str(net['mtu']), lease.get('new_interface_mtu'))
+        vm.set_ip(f'{vm_ip}/24')
+        self.assertTrue(fake_vm.ping(vm.name, dhcp_ip), 'VM cannot reach the DHCP port')
+
+        # -- a router: interface on the tenant subnet, gateway on a flat net --
+        ext = self.create_network(**{'router:external': True,
+                                     'provider:network_type': 'flat',
+                                     'provider:physical_network': PHYSNET})
+        ext_cidr = f'172.31.{random.randint(0, 255)}'
+        self.api.create_subnet(network_id=ext['id'], cidr=f'{ext_cidr}.0/24',
+                               enable_dhcp=False, gateway_ip=f'{ext_cidr}.1',
+                               name=f'{self.prefix}-extsub')
+        t_router = time.monotonic()
+        router = self.api.create_router(name=f'{self.prefix}-r',
+                                        external_gateway_info={'network_id': ext['id']})
+        self.addCleanup(self.cleanup_router, router['id'])
+        self.api.add_router_interface(router['id'], subnet['id'])
+        rns = f'qrouter-{router["id"]}'
+
+        def router_ready():
+            addrs = namespace_addresses(rns)
+            qr = [c for d, cs in addrs.items() if d.startswith('qr-') for c in cs]
+            qg = [c for d, cs in addrs.items() if d.startswith('qg-') for c in cs]
+            if f'{subnet["gateway_ip"]}/24' in qr and any(
+                    c.startswith(ext_cidr + '.') for c in qg):
+                return addrs
+            return None
+        self.timed('router POST -> qrouter- with qr-/qg- addresses', t_router,
+                   router_ready, EVENT_TIMEOUT, f'{rns} with qr- and qg-')
+        self.assertEqual([self.host],
+                         [a['host'] for a in self.api.l3_agents_hosting(router['id'])])
+        router_ports = self.api.list_ports(device_id=router['id'])
+        self.assertEqual(2, len(router_ports))
+
+        def router_ports_active():
+            return all(self.api.show_port(p['id'])['status'] == 'ACTIVE'
+                       for p in router_ports)
+        self.timed('router POST -> both router ports ACTIVE', t_router,
+                   router_ports_active, EVENT_TIMEOUT, 'router ports ACTIVE')
+        self.assertTrue(fake_vm.ping(vm.name, subnet['gateway_ip']),
+                        'VM cannot reach its router')
+
+        # -- restart all agents: they resync from the real server's state ---
+        t_restart = time.monotonic()
+        for name in ('l2', 'dhcp', 'l3'):
+            self.agents[name].signal(signal.SIGTERM)
+        for name in ('l2', 'dhcp', 'l3'):
+            self.assertEqual(0, self.agents[name].wait(20), f'agentkit-{name} exit code')
+        self.timings['SIGTERM -> all three agents exited'] = time.monotonic() - t_restart
+        # The host kept serving while the agents were down.
+        self.assertTrue(fake_vm.ping(vm.name, subnet['gateway_ip']))
+        t_restart = time.monotonic()
+        for name in ('l2', 'dhcp', 'l3'):
+            self.start_agent(name)
+        for name in ('l2', 'dhcp', 'l3'):
+            self.agents[name].wait_for_output('Full sync (agent start) done', 60)
+        self.timings['agents restarted -> all three full syncs done'] = (
+            time.monotonic() - t_restart)
+        self.assertIsNotNone(wait_until(lambda: self.dnsmasq_pid(net['id']), 10,
+                                        'dnsmasq after the DHCP agent restart'))
+        self.assertIn(f'{dhcp_ip}/24', namespace_addresses(ns)[tap])
+        self.assertIsNotNone(router_ready(), f'{rns} after the L3 agent restart')
+        for port_id in [port['id'], dhcp_port['id']] + [p['id'] for p in router_ports]:
+            self.assertEqual('ACTIVE', self.api.show_port(port_id)['status'])
+        lease = fake_vm.DhcpClient(vm, self.get_temp_dir()).request(timeout=20)
+        self.assertIsNotNone(lease, 'no DHCP lease after the agents restarted')
+        self.assertEqual(vm_ip, lease['new_ip_address'])
+        self.assertTrue(fake_vm.ping(vm.name, subnet['gateway_ip']),
+                        'VM cannot reach its router after the agents restarted')
+
+        # -- teardown through the API: the host follows ------------------------
+        t_del = time.monotonic()
+        self.api.remove_router_interface(router['id'], subnet['id'])
+        self.api.delete('routers', router['id'], missing_ok=False)
+        self.timed('router DELETE -> qrouter- gone', t_del,
+                   lambda: not ip_lib.IPWrapper(rns).namespace_exists(),
+                   EVENT_TIMEOUT, f'{rns} removed')
+        vm.destroy(bridge)  # nova unplugs, then deletes the port
+        self.api.delete('ports', port['id'], missing_ok=False)
+        dnsmasq = self.dnsmasq_pid(net['id'])
+        t_del = time.monotonic()
+        self.api.delete('networks', net['id'], missing_ok=False)
+        self.timed('network DELETE -> qdhcp- and dnsmasq gone', t_del,
+                   lambda: (not ip_lib.IPWrapper(ns).namespace_exists()
+                            and not os.path.exists(f'/proc/{dnsmasq}')),
+                   EVENT_TIMEOUT, f'{ns} and dnsmasq {dnsmasq} removed')
+        self.assertFalse(bridge.port_exists(tap), f'{tap} left on {self.br_int}')
+        for name, proc in self.agents.items():
+            self.assertIsNone(proc.proc.poll(), f'agentkit-{name} exited')
+        self.wait_agents_alive(['Open vSwitch agent', 'DHCP agent', 'L3 agent'])
+        self.report_timings()
+        self.assert_logs_clean()
