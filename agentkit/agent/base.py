@@ -90,8 +90,20 @@ class Agent(abc.ABC):
     def setup_rpc_clients(self) -> None:
         """Create the server API clients (``self.transport`` is ready)."""
 
+    def drivers(self) -> list[Any]:
+        """The agent's drivers, in the order they are stopped."""
+        return []
+
     def stop_drivers(self) -> None:
-        """Release driver connections; never undo host state."""
+        """Release driver connections; never undo host state.
+
+        One failing driver must not keep the others from being stopped.
+        """
+        for drv in self.drivers():
+            try:
+                drv.stop()
+            except Exception:
+                LOG.exception('stopping driver %r failed', drv)
 
     def reload_config(self) -> None:
         """Hook after SIGHUP re-read mutable options."""

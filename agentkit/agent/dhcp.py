@@ -133,12 +133,8 @@ class DhcpAgent(base.Agent):
         self.interface.initialize()
         self.dhcp.initialize()
 
-    def stop_drivers(self) -> None:
-        for drv in (self.dhcp, self.interface):
-            try:
-                drv.stop()
-            except Exception:
-                LOG.exception('stopping driver %r failed', drv)
+    def drivers(self) -> list[Any]:
+        return [self.dhcp, self.interface]
 
     def setup_rpc_clients(self) -> None:
         self.plugin = dhcp_rpc.DhcpPluginApi(

@@ -171,13 +171,9 @@ class L2Agent(base.Agent):
             self._on_plugged, self._on_unplugged,
             on_resync=lambda reason: self.schedule_resync(f'switch: {reason}'))
 
-    def stop_drivers(self) -> None:
-        for drv in [*self.extensions, self.firewall, self.mech,
-                    *self.type_drivers.values()]:
-            try:
-                drv.stop()
-            except Exception:
-                LOG.exception('stopping driver %r failed', drv)
+    def drivers(self) -> list[Any]:
+        return [*self.extensions, self.firewall, self.mech,
+                *self.type_drivers.values()]
 
     def get_configurations(self) -> dict[str, Any]:
         conf = self.conf

@@ -99,12 +99,8 @@ class L3Agent(base.Agent):
         self.interface.initialize()
         self.router_driver.initialize()
 
-    def stop_drivers(self) -> None:
-        for drv in (self.router_driver, self.interface):
-            try:
-                drv.stop()
-            except Exception:
-                LOG.exception('stopping driver %r failed', drv)
+    def drivers(self) -> list[Any]:
+        return [self.router_driver, self.interface]
 
     def setup_rpc_clients(self) -> None:
         self.plugin = l3_rpc.L3PluginApi(
