@@ -90,18 +90,15 @@ class RpcConsumers:
         (several seconds with the default heartbeat settings); one after the
         other they would eat the whole stop budget of the agent.
         """
-        threads = [threading.Thread(target=server.stop, daemon=True,
-                                    name='rpc-stop') for server in self._servers]
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + timeout
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        self._on_all('stop', timeout)
 
     def wait(self, timeout: float = 1.0) -> None:
         """Wait for in-flight messages, bounded like :meth:`stop`."""
-        threads = [threading.Thread(target=server.wait, daemon=True,
-                                    name='rpc-wait') for server in self._servers]
+        self._on_all('wait', timeout)
+
+    def _on_all(self, method: str, timeout: float) -> None:
+        threads = [threading.Thread(target=getattr(server, method), daemon=True,
+                                    name=f'rpc-{method}') for server in self._servers]
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + timeout
