@@ -53,6 +53,18 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0,
         time.sleep(interval)
 
 
+def pids_with(token: str) -> list[int]:
+    """Live processes whose command line contains ``token``."""
+    from agentkit.lib import external_process
+    found = []
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            argv = external_process.read_cmdline(int(entry))
+            if argv and any(token in arg for arg in argv):
+                found.append(int(entry))
+    return found
+
+
 def write_config(path: str, sections: dict[str, dict[str, object]]) -> str:
     """Write an ini file from {section: {option: value}}; lists joined by ','."""
     lines = []
@@ -84,6 +96,23 @@ class AgentTestCase(FunctionalTestCase):
         self.conf(['--config-file', path], project='agentkit',
                   default_config_files=[])
         return path
+
+    def run_agent(self, command: str, config: str, host: str, neutron: Any,
+                  log_name: str | None = None) -> Any:
+        """Start ``command`` against ``neutron`` (a FakeNeutron) and return
+        once its first state report arrived: by then its drivers are up
+        (bridges created, privsep running). Killed at cleanup."""
+        from tests.functional import agent_process
+        mark = neutron.mark()
+        proc = agent_process.AgentProcess(
+            command, '--config-file', config,
+            log_path=self.get_temp_path(log_name or f'{command}.log'))
+        self.addCleanup(proc.kill)
+        neutron.wait_for_call(
+            'report_state',
+            lambda kw: kw['agent_state']['agent_state']['host'] == host,
+            since=mark)
+        return proc
 
     def get_temp_path(self, name: str) -> str:
         import tempfile

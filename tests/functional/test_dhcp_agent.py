@@ -11,7 +11,6 @@ from agentkit.conf import metadata as metadata_conf
 from agentkit.lib import external_process
 from agentkit.lib import ip_lib
 from agentkit.lib import ovs_lib
-from tests.functional import agent_process
 from tests.functional import base
 from tests.functional import fake_neutron
 from tests.functional import vm as fake_vm
@@ -56,16 +55,8 @@ class DhcpAgentTestMixin:
         self.procs = []
 
     def start_agent(self):
-        mark = self.neutron.mark()
-        proc = agent_process.AgentProcess(
-            'agentkit-dhcp', '--config-file', self.config,
-            log_path=self.get_temp_path('dhcp.log'))
-        self.addCleanup(proc.kill)
-        self.addCleanup(self.cleanup_networks)
-        self.neutron.wait_for_call(
-            'report_state',
-            lambda kw: kw['agent_state']['agent_state']['host'] == self.host,
-            since=mark)
+        proc = self.run_agent('agentkit-dhcp', self.config, self.host, self.neutron)
+        self.addCleanup(self.cleanup_networks)  # runs before the kill
         return proc
 
     def cleanup_networks(self):

@@ -50,15 +50,7 @@ def wait_until(predicate, timeout=TIMEOUT, message='condition'):
     return base.wait_until(predicate, timeout, message, interval=0.005)
 
 
-def pids_with(token):
-    """Live processes whose command line contains ``token``."""
-    found = []
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            argv = ep.read_cmdline(int(entry))
-            if argv and any(token in arg for arg in argv):
-                found.append(int(entry))
-    return found
+pids_with = base.pids_with
 
 
 def kill_all(token):

@@ -28,15 +28,7 @@ def wait_until(predicate, timeout=POLL_TIMEOUT, message='condition'):
     return base.wait_until(predicate, timeout, message, interval=0.01)
 
 
-def pids_with(token):
-    """All live processes whose command line contains ``token``."""
-    found = []
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            argv = ep.read_cmdline(int(entry))
-            if argv and any(token in arg for arg in argv):
-                found.append(int(entry))
-    return found
+pids_with = base.pids_with
 
 
 def netns_inode(pid):

@@ -6,7 +6,6 @@ import uuid
 
 from agentkit.conf import metadata as metadata_conf
 from agentkit.lib import ovs_lib
-from tests.functional import agent_process
 from tests.functional import base
 from tests.functional import fake_neutron
 from tests.functional import vm as fake_vm
@@ -36,17 +35,8 @@ class L2AgentOVSTest(base.AgentTestCase):
         })
 
     def start_agent(self):
-        mark = self.neutron.mark()
-        proc = agent_process.AgentProcess(
-            'agentkit-l2', '--config-file', self.config,
-            log_path=self.get_temp_path('l2.log'))
-        self.addCleanup(proc.kill)
         # The first report comes after the driver created the bridge.
-        self.neutron.wait_for_call(
-            'report_state',
-            lambda kw: kw['agent_state']['agent_state']['host'] == self.host,
-            since=mark)
-        return proc
+        return self.run_agent('agentkit-l2', self.config, self.host, self.neutron)
 
     def add_vm(self, network_id, vni, cidr):
         port_id = str(uuid.uuid4())

@@ -99,16 +99,7 @@ class L2OVSProviderTest(base.AgentTestCase):
 
     # -- helpers ------------------------------------------------------------
     def start_agent(self) -> agent_process.AgentProcess:
-        mark = self.neutron.mark()
-        proc = agent_process.AgentProcess(
-            'agentkit-l2', '--config-file', self.config,
-            log_path=self.get_temp_path('l2.log'))
-        self.addCleanup(proc.kill)
-        self.neutron.wait_for_call(
-            'report_state',
-            lambda kw: kw['agent_state']['agent_state']['host'] == self.host,
-            since=mark)
-        return proc
+        return self.run_agent('agentkit-l2', self.config, self.host, self.neutron)
 
     def build_physical_network(self) -> None:
         """br-x <-veth-> physical switch; a flat host and a VLAN 100 host."""

@@ -84,16 +84,8 @@ class L2OVSTunnelTest(base.AgentTestCase):
 
     # -- helpers ------------------------------------------------------------
     def start_agent(self, side: str) -> agent_process.AgentProcess:
-        mark = self.neutron.mark()
-        proc = agent_process.AgentProcess(
-            'agentkit-l2', '--config-file', getattr(self, f'config_{side}'),
-            log_path=self.get_temp_path(f'l2-{side}.log'))
-        self.addCleanup(proc.kill)
-        self.neutron.wait_for_call(
-            'report_state',
-            lambda kw: kw['agent_state']['agent_state']['host'] == self.prefix + side,
-            since=mark)
-        return proc
+        return self.run_agent('agentkit-l2', getattr(self, f'config_{side}'),
+                              self.prefix + side, self.neutron, f'l2-{side}.log')
 
     def add_vm(self, side: str, network_id: str, network_type: str, key: int,
                ip_suffix: int) -> fake_vm.FakeVM:
