@@ -19,6 +19,7 @@ from unittest import mock
 from agentkit import exceptions
 from agentkit.lib import iptables_manager as im
 from agentkit.privileged import iptables as priv_iptables
+from agentkit.privileged import tool_exec
 from tests import base
 
 SIM_BUILTINS = {
@@ -375,23 +376,23 @@ class PrivilegedHelpersTest(base.TestCase):
     def test_execute_passes_stdin_and_captures_output(self) -> None:
         script = ('import sys; data = sys.stdin.read(); sys.stdout.write(data.upper()); '
                   'sys.stderr.write("err"); sys.exit(3)')
-        rc, out, err = priv_iptables._execute([sys.executable, '-c', script], None,
-                                              'x' * 200000)
+        rc, out, err = tool_exec.execute([sys.executable, '-c', script], None,
+                                         'x' * 200000)
         self.assertEqual((3, 'X' * 200000, 'err'), (rc, out, err))
 
     def test_execute_reports_missing_binary_and_timeout(self) -> None:
-        self.assertRaises(exceptions.ProcessError, priv_iptables._execute,
+        self.assertRaises(exceptions.ProcessError, tool_exec.execute,
                           ['/nonexistent/iptables-restore'], None)
         sleep = subprocess.run(['which', 'sleep'], capture_output=True, text=True)
-        err = self.assertRaises(exceptions.ProcessError, priv_iptables._execute,
+        err = self.assertRaises(exceptions.ProcessError, tool_exec.execute,
                                 [sleep.stdout.strip(), '30'], None, '', 0.3)
         self.assertIn('timeout', str(err))
 
     def test_execute_missing_namespace(self) -> None:
-        self.assertRaises(LookupError, priv_iptables._execute, ['/bin/true'],
+        self.assertRaises(LookupError, tool_exec.execute, ['/bin/true'],
                           'akr-no-such-namespace-%s' % os.getpid())
 
     def test_binary_and_argument_checks(self) -> None:
         self.assertRaises(ValueError, priv_iptables._binary, priv_iptables.SAVE_BINARIES, 5)
-        self.assertRaises(ValueError, priv_iptables._check_timeout, 0)
-        self.assertRaises(ValueError, priv_iptables._open_namespace, '../etc')
+        self.assertRaises(ValueError, tool_exec.check_timeout, 0)
+        self.assertRaises(ValueError, tool_exec.open_namespace, '../etc')
