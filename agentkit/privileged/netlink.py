@@ -1,9 +1,10 @@
 """Root netlink operations: namespaces, links, addresses, routes, neighbours, sysctls.
 
 Everything here runs inside the ``network`` privsep daemon, which is never
-eventlet-patched; it is the only module of agentkit that calls pyroute2.
-Callers use :mod:`agentkit.lib.ip_lib`, which validates arguments before
-they cross to root.
+eventlet-patched; it is the only module of agentkit that calls pyroute2's
+rtnetlink (ipset and conntrack, over nfnetlink, are in :mod:`.ipset` and
+:mod:`.conntrack`). Callers use :mod:`agentkit.lib.ip_lib`, which validates
+arguments before they cross to root.
 
 Design points:
 
