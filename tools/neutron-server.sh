@@ -18,10 +18,11 @@
 # closes the connection after every response), neutron-rpc-server (the
 # agents' RPC) and neutron-periodic-workers (agent status checks and
 # rescheduling; AGENTKIT_NEUTRON_PERIODIC=0 leaves it out). ML2 with type
-# drivers flat, vlan, vxlan (tenant type vxlan), mechanism driver
-# openvswitch, service plugin router, auth_strategy noauth (requests carry
-# project_id in their bodies). RabbitMQ: the agentkit user on a vhost of its
-# own, deleted again by stop.
+# drivers flat, vlan, vxlan (tenant type vxlan), mechanism drivers
+# openvswitch and agentkit_linuxbridge (drivers/ml2/linuxbridge.py, installed
+# in the neutron venv by tools/neutron-venv.sh), service plugin router,
+# auth_strategy noauth (requests carry project_id in their bodies).
+# RabbitMQ: the agentkit user on a vhost of its own, deleted again by stop.
 #
 # Idempotent: a running server is reused (a lock serialises concurrent
 # callers), the venv, packages and schema are only set up when missing.
@@ -261,7 +262,7 @@ cat >"$STATE/ml2_conf.ini" <<'EOF'
 [ml2]
 type_drivers = flat,vlan,vxlan
 project_network_types = vxlan
-mechanism_drivers = openvswitch
+mechanism_drivers = openvswitch,agentkit_linuxbridge
 extension_drivers = port_security
 
 [ml2_type_flat]

@@ -1,0 +1,957 @@
+#!/usr/bin/env python3
+"""Record what the REAL neutron-server 29 answers and casts to L2 agents.
+
+The fixtures this writes (``tests/fixtures/neutron29/``) are the ground truth
+for the project's fake server (``tests/functional/fake_neutron.py``): every
+reply and cast in them comes from neutron-server itself, never from agentkit.
+
+    .venv/bin/python tools/capture-neutron-contract.py [--out DIR]
+
+As root. What it does:
+
+1. Starts (or reuses) a real neutron-server with ``tools/neutron-server.sh``
+   on a state directory and RabbitMQ vhost of its own (defaults
+   ``/var/tmp/akns-neutron-capture`` / ``akns-neutron-capture``), so it never
+   shares, stops or restarts the server other tests use. A server it started
+   is stopped again at the end (``--keep-server`` leaves it running).
+2. Reports state as two fake agents (``Open vSwitch agent`` and ``Linux
+   bridge agent``, each on a host of its own) with agentkit's report_state
+   client, so ML2 binds the scenario's ports to those hosts.
+3. Builds the scenario through the REST API (noauth: project_id in the
+   bodies): a vxlan network, an IPv4 subnet (DHCP) and an IPv6 subnet
+   (SLAAC), the project's ``default`` group, a custom group full of rule
+   shapes, a stateless group, an address group and ports A-E plus a DHCP
+   port and a router interface.
+4. Calls the q-plugin RPCs exactly as Neutron's own agents do (topic
+   ``q-plugin``, exchange ``neutron``, the same versions and arguments) and
+   records the replies as oslo.messaging returns them.
+5. Listens on exclusive queues bound to the agents' fanout exchanges and
+   records every cast the server sends while it changes groups and ports.
+6. Deletes everything it created (also leftovers of an interrupted earlier
+   run, recognised by the ``akcap-`` name prefix) and writes one JSON file
+   per item.
+
+Files are only written when the whole capture succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import datetime
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+import uuid
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# agentkit selects its concurrency backend before oslo.messaging is imported
+# (oslo.messaging imports oslo.service, which locks the backend in).
+from agentkit import concurrency  # noqa: E402
+
+concurrency.select()
+
+import kombu  # noqa: E402
+import oslo_messaging  # noqa: E402
+from oslo_config import cfg  # noqa: E402
+
+from agentkit.agent import state_report  # noqa: E402
+from agentkit.rpc import report_api  # noqa: E402
+from agentkit.rpc import transport as rpc_transport  # noqa: E402
+from tests.functional import neutron_server  # noqa: E402
+
+SCRIPT = os.path.join(ROOT, 'tools', 'neutron-server.sh')
+DEFAULT_OUT = os.path.join(ROOT, 'tests', 'fixtures', 'neutron29')
+DEFAULT_STATE = '/var/tmp/akns-neutron-capture'
+DEFAULT_VHOST = 'akns-neutron-capture'
+NAME_PREFIX = 'akcap-'
+PLUGIN_TOPIC = 'q-plugin'
+# Neutron's agent notifier topic is 'q-agent-notifier'; oslo.messaging
+# publishes a fanout cast on '<topic>_fanout' exchanges.
+FANOUT_TOPICS = [
+    'q-agent-notifier-security_group-update',
+    'q-agent-notifier-port-update',
+    'q-agent-notifier-port-delete',
+    'q-agent-notifier-network-delete',
+    # Not asked for, but an L2 agent consumes them too: listened to so a
+    # cast there would not go unnoticed.
+    'q-agent-notifier-network-update',
+    'q-agent-notifier-tunnel-update',
+    'q-agent-notifier-tunnel-delete',
+    'q-agent-notifier-port_binding-activate',
+    'q-agent-notifier-port_binding-deactivate',
+]
+SETTLE = 2.0        # a cast window ends after this long without a message
+MIN_WINDOW = 3.0    # ... but lasts at least this long
+MAX_WINDOW = 15.0
+
+
+def log(msg: str) -> None:
+    print(f'[capture {time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr, flush=True)
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+# -- the server ------------------------------------------------------------------
+class ServerControl:
+    def __init__(self, state_dir: str, vhost: str) -> None:
+        self.env = dict(os.environ, AGENTKIT_NEUTRON_STATE=state_dir,
+                        AGENTKIT_NEUTRON_VHOST=vhost)
+        self.state_dir = state_dir
+        self.started = False
+        self.values: dict[str, str] = {}
+
+    def _run(self, cmd: str, timeout: float) -> subprocess.CompletedProcess:
+        return subprocess.run(['bash', SCRIPT, cmd], env=self.env, text=True,
+                              capture_output=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+    def start(self) -> None:
+        log(f'tools/neutron-server.sh start (state {self.state_dir})')
+        proc = self._run('start', 900)
+        if proc.returncode != 0:
+            raise RuntimeError(f'neutron-server.sh start failed ({proc.returncode}):\n'
+                               f'{proc.stdout}\n{proc.stderr}')
+        self.values = dict(line.split('=', 1) for line in proc.stdout.splitlines()
+                           if '=' in line)
+        self.started = self.values.get('started') == '1'
+        log(f'server at {self.values["api_url"]} (started by us: {self.started})')
+
+    def stop(self) -> None:
+        log('tools/neutron-server.sh stop')
+        proc = self._run('stop', 180)
+        if proc.returncode != 0:
+            log(f'stop failed: {proc.stderr.strip()}')
+
+    def ml2_config(self) -> dict[str, Any]:
+        """The ML2 options tools/neutron-server.sh wrote for this server."""
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(os.path.join(self.state_dir, 'ml2_conf.ini'))
+
+        def split(section: str, key: str) -> list[str]:
+            return [v.strip() for v in parser.get(section, key, fallback='').split(',')
+                    if v.strip()]
+        return {'type_drivers': split('ml2', 'type_drivers'),
+                'project_network_types': split('ml2', 'project_network_types'),
+                'mechanism_drivers': split('ml2', 'mechanism_drivers'),
+                'extension_drivers': split('ml2', 'extension_drivers'),
+                'securitygroup': dict(parser['securitygroup'])
+                if parser.has_section('securitygroup') else {}}
+
+
+def neutron_facts() -> dict[str, Any]:
+    """Versions of the installed neutron, and the versioned-object versions
+    its own agents report (``resources.LOCAL_RESOURCE_VERSIONS``)."""
+    py = os.path.join(ROOT, '.venv-neutron', 'bin', 'python')
+    code = ('import importlib.metadata as m, json\n'
+            'from neutron.api.rpc.callbacks import resources\n'
+            'print(json.dumps({"neutron": m.version("neutron"), '
+            '"neutron_lib": m.version("neutron-lib"), '
+            '"resource_versions": resources.LOCAL_RESOURCE_VERSIONS}))')
+    out = subprocess.run([py, '-c', code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- casts -----------------------------------------------------------------------
+class CastListener:
+    """Exclusive queues on the agents' fanout exchanges, one thread draining them."""
+
+    def __init__(self, transport_url: str, resource_versions: dict[str, str]) -> None:
+        self.conn = kombu.Connection(transport_url.replace('rabbit://', 'amqp://', 1))
+        self.received: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.step = 'listener start'
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.queues = []
+        # Versioned-object pushes (resources_rpc.ResourcesPushRpcApi): topic
+        # neutron-vo-<type>-<version>, one per version the server pushes.
+        self.topics = FANOUT_TOPICS + [f'neutron-vo-{t}-{v}'
+                                       for t, v in sorted(resource_versions.items())]
+        for topic in self.topics:
+            # As oslo.messaging declares them (impl_rabbit fanout_send and
+            # declare_fanout_consumer): fanout, non-durable, auto-delete.
+            exchange = kombu.Exchange(f'{topic}_fanout', type='fanout',
+                                      durable=False, auto_delete=True)
+            self.queues.append(kombu.Queue(
+                f'akcap-{topic}-{uuid.uuid4().hex[:8]}', exchange=exchange,
+                routing_key=topic, exclusive=True, auto_delete=True, durable=False))
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name='cast-listener')
+        self._thread.start()
+        if not self._ready.wait(15):
+            raise RuntimeError(f'cast queues not declared: {self._error}')
+
+    def _run(self) -> None:
+        try:
+            with self.conn.Consumer(self.queues, callbacks=[self._on_message],
+                                    accept=['json']):
+                self._ready.set()
+                while not self._stop.is_set():
+                    try:
+                        self.conn.drain_events(timeout=0.2)
+                    except TimeoutError:
+                        pass
+        except BaseException as exc:  # noqa: BLE001 - reported by check()
+            self._error = exc
+            self._ready.set()
+
+    def _on_message(self, body: Any, message: kombu.Message) -> None:
+        if isinstance(body, (bytes, str)):
+            body = json.loads(body)
+        inner = json.loads(body['oslo.message'])
+        record = {
+            'exchange': message.delivery_info.get('exchange'),
+            'routing_key': message.delivery_info.get('routing_key'),
+            'content_type': message.content_type,
+            'delivery_mode': message.properties.get('delivery_mode'),
+            'oslo.version': body.get('oslo.version'),
+            'method': inner.get('method'),
+            'version': inner.get('version'),
+        }
+        if 'namespace' in inner:  # only present when the sender set one
+            record['namespace'] = inner['namespace']
+        record['args'] = inner.get('args')
+        record['context'] = {k: v for k, v in inner.items() if k.startswith('_')}
+        unexpected = set(inner) - {'method', 'version', 'namespace', 'args'} - set(
+            record['context'])
+        if unexpected:
+            record['other_keys'] = {k: inner[k] for k in sorted(unexpected)}
+        with self.lock:
+            record['_t'] = time.monotonic()
+            self.received.append(record)
+        message.ack()
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f'cast listener failed: {self._error!r}')
+
+    def begin(self, step: str) -> int:
+        self.check()
+        with self.lock:
+            self.step = step
+            return len(self.received)
+
+    def collect(self, start: int) -> list[dict[str, Any]]:
+        """Messages since ``start``, once the server has been quiet a while."""
+        t0 = time.monotonic()
+        while True:
+            time.sleep(0.2)
+            self.check()
+            with self.lock:
+                msgs = self.received[start:]
+                last = msgs[-1]['_t'] if msgs else t0
+            now = time.monotonic()
+            if now - t0 >= MAX_WINDOW:
+                break
+            if now - t0 >= MIN_WINDOW and now - last >= SETTLE:
+                break
+        with self.lock:
+            return [{k: v for k, v in m.items() if k != '_t'}
+                    for m in self.received[start:]]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.conn.release()
+
+
+def is_ovo(msg: dict[str, Any]) -> bool:
+    return (msg.get('exchange') or '').startswith('neutron-vo-')
+
+
+def ovo_summary(msg: dict[str, Any]) -> dict[str, Any]:
+    args = msg.get('args') or {}
+    resources = []
+    for r in args.get('resource_list') or []:
+        data = r.get('versioned_object.data', {}) if isinstance(r, dict) else {}
+        resources.append({'versioned_object.name': r.get('versioned_object.name'),
+                          'versioned_object.version': r.get('versioned_object.version'),
+                          'id': data.get('id'), 'revision_number': data.get('revision_number')})
+    return {'exchange': msg.get('exchange'), 'method': msg.get('method'),
+            'version': msg.get('version'), 'event_type': args.get('event_type'),
+            'resources': resources}
+
+
+# -- RPC -------------------------------------------------------------------------
+class PluginRpc:
+    def __init__(self, transport: oslo_messaging.Transport) -> None:
+        target = oslo_messaging.Target(topic=PLUGIN_TOPIC, version='1.0')
+        self.client = oslo_messaging.get_rpc_client(transport, target, timeout=60)
+
+    def call(self, version: str, method: str, **kwargs: Any) -> dict[str, Any]:
+        request = {'topic': PLUGIN_TOPIC, 'exchange': 'neutron', 'version': version,
+                   'method': method, 'kwargs': kwargs}
+        try:
+            reply = self.client.prepare(version=version).call(
+                rpc_transport.admin_context(), method, **kwargs)
+            return {'request': request, 'reply': reply}
+        except Exception as exc:  # noqa: BLE001 - recorded as the server's answer
+            return {'request': request,
+                    'error': {'type': type(exc).__name__, 'message': str(exc)[:2000]}}
+
+
+# -- the capture -----------------------------------------------------------------
+class Capture:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.server = ServerControl(args.state_dir, args.vhost)
+        self.tag = NAME_PREFIX + uuid.uuid4().hex[:6]
+        self.project_id = uuid.uuid4().hex
+        self.ovs_host = f'{self.tag}-ovs'
+        self.lb_host = f'{self.tag}-lb'
+        self.other_host = f'{self.tag}-other'  # no agent: a host a port is not bound to
+        a, b = random.randint(1, 250), random.randint(1, 250)
+        self.v4_cidr = f'10.{a}.{b}.0/24'
+        self.v4_base = f'10.{a}.{b}'
+        self.v6_cidr = f'fd00:{a:x}:{b:x}::/64'
+        self.ids: dict[str, Any] = {'hosts': {'ovs': self.ovs_host, 'linuxbridge': self.lb_host,
+                                              'unbound_other': self.other_host},
+                                    'project_id': self.project_id, 'ports': {}}
+        self.rest: dict[str, Any] = {'ports': {}, 'security_groups': {},
+                                     'security_group_rules': {}}
+        self.created: list[tuple[str, str]] = []  # (collection, id), deleted in reverse
+        self.router_id: str | None = None
+        self.results: dict[str, Any] = {}
+        self.casts: dict[str, list[dict[str, Any]]] = {}
+        self.port_status: dict[str, Any] = {}
+        self.reporters: list[state_report.StateReporter] = []
+        self.listener: CastListener | None = None
+        self.transport = None
+
+    # -- REST helpers ---------------------------------------------------------
+    def post(self, collection: str, resource: str, **attrs: Any) -> dict[str, Any]:
+        attrs.setdefault('project_id', self.project_id)
+        obj = self.api.request('POST', f'/v2.0/{collection}', {resource: attrs})[resource]
+        self.created.append((collection, obj['id']))
+        return obj
+
+    def list(self, collection: str, **filters: Any) -> list[dict[str, Any]]:
+        query = urllib.parse.urlencode(filters, doseq=True)
+        path = f'/v2.0/{collection}' + (f'?{query}' if query else '')
+        return self.api.request('GET', path)[collection.replace('-', '_')]
+
+    def show(self, collection: str, id_: str) -> dict[str, Any]:
+        body = self.api.request('GET', f'/v2.0/{collection}/{id_}')
+        return next(iter(body.values()))
+
+    def put(self, collection: str, resource: str, id_: str, **attrs: Any) -> dict[str, Any]:
+        return self.api.request('PUT', f'/v2.0/{collection}/{id_}', {resource: attrs})[resource]
+
+    def delete(self, collection: str, id_: str) -> None:
+        self.api.delete(collection, id_)
+        if (collection, id_) in self.created:
+            self.created.remove((collection, id_))
+
+    def casts_of(self, step: str, action) -> Any:
+        """Run ``action`` and record the casts the server sends for it."""
+        assert self.listener is not None
+        start = self.listener.begin(step)
+        result = action()
+        self.casts[step] = self.listener.collect(start)
+        log(f'{step}: {len(self.casts[step])} cast(s): '
+            + ', '.join(f'{m["method"]}@{m["exchange"]}' for m in self.casts[step]))
+        return result
+
+    # -- phases -----------------------------------------------------------------
+    def run(self) -> None:
+        self.server.start()
+        self.api = neutron_server.Client(self.server.values['api_url'], self.project_id)
+        self.transport_url = self.server.values['transport_url']
+        self.rpc_log = os.path.join(self.server.values['state_dir'], 'log', 'rpc.log')
+        facts = neutron_facts()
+        self.nversion, self.nlib_version = facts['neutron'], facts['neutron_lib']
+        self.resource_versions = facts['resource_versions']
+        self.ml2 = self.server.ml2_config()
+        self.mech_drivers = self.ml2['mechanism_drivers']
+        try:
+            self.cleanup_leftovers()
+            self.setup_rpc()
+            self.start_agents()
+            self.listener = CastListener(self.transport_url, self.resource_versions)
+            self.build_scenario()
+            self.capture_details()
+            self.capture_sg_info()
+            self.capture_device_list()
+            self.capture_cast_scenario()
+            self.teardown_scenario()
+            self.exchanges_after = self.list_exchanges()
+            self.write_files()
+        finally:
+            self.cleanup()
+            if self.server.started and not self.args.keep_server:
+                self.server.stop()
+
+    def list_exchanges(self) -> list[str]:
+        proc = subprocess.run(['rabbitmqctl', '-q', 'list_exchanges', '-p', self.args.vhost,
+                               'name', 'type'], capture_output=True, text=True)
+        return sorted(line.split()[0] for line in proc.stdout.splitlines()
+                      if line.split() and not line.startswith('amq.')
+                      and line.split()[0] not in ('name', 'direct', 'topic', 'fanout'))
+
+    def cleanup_leftovers(self) -> None:
+        """Resources and agents of an interrupted earlier run (``akcap-`` names)."""
+        old = [n for n in self.list('networks') if n['name'].startswith(NAME_PREFIX)]
+        routers = [r for r in self.list('routers') if r['name'].startswith(NAME_PREFIX)]
+        for r in routers:
+            self._delete_router(r['id'])
+        for n in old:
+            for p in self.api.list_ports(network_id=n['id']):
+                self.api.delete('ports', p['id'])
+            self.api.delete('networks', n['id'])
+        for sg in self.list('security-groups'):
+            if sg['name'].startswith(NAME_PREFIX):
+                self.api.delete('security-groups', sg['id'])
+        for ag in self.list('address-groups'):
+            if ag['name'].startswith(NAME_PREFIX):
+                self.api.delete('address-groups', ag['id'])
+        for agent in self.api.list_agents():
+            if agent['host'].startswith(NAME_PREFIX):
+                self.api.delete('agents', agent['id'])
+        if old or routers:
+            log(f'removed leftovers of an earlier run: {len(old)} network(s), '
+                f'{len(routers)} router(s)')
+
+    def setup_rpc(self) -> None:
+        cfg.CONF([], project='agentkit-capture', default_config_files=[])
+        rpc_transport.set_defaults(cfg.CONF)  # control_exchange 'neutron'
+        self.transport = oslo_messaging.get_rpc_transport(cfg.CONF, url=self.transport_url)
+        self.rpc = PluginRpc(self.transport)
+
+    def start_agents(self) -> None:
+        """Report state as agentkit's L2 agent would, for both switch types."""
+        common = {'tunnel_types': ['vxlan'], 'tunneling_ip': '127.0.0.1',
+                  'network_types': ['flat', 'vlan', 'vxlan'], 'extensions': [],
+                  'devices': 0, 'log_agent_heartbeats': False, 'l2_population': False}
+        states = {
+            self.ovs_host: {
+                'binary': 'agentkit-l2', 'host': self.ovs_host, 'topic': 'N/A',
+                'agent_type': 'Open vSwitch agent', 'availability_zone': 'nova',
+                'configurations': {**common, 'mechanism_driver': 'openvswitch',
+                                   'bridge_mappings': {}, 'integration_bridge': 'br-int',
+                                   'datapath_type': 'system', 'ovs_hybrid_plug': True,
+                                   'arp_responder_enabled': False,
+                                   'enable_distributed_routing': False,
+                                   'in_distributed_mode': False,
+                                   'baremetal_smartnic': False,
+                                   'vhostuser_socket_dir': '/var/run/openvswitch',
+                                   'ovs_capabilities': {
+                                       'datapath_types': ['netdev', 'system'],
+                                       'iface_types': ['geneve', 'gre', 'internal',
+                                                       'patch', 'vxlan']}},
+                # What neutron's own OVS agent reports: so the server also
+                # pushes versioned objects (neutron-vo-*) to it.
+                'resource_versions': dict(self.resource_versions)},
+            self.lb_host: {
+                'binary': 'agentkit-l2', 'host': self.lb_host, 'topic': 'N/A',
+                'agent_type': 'Linux bridge agent', 'availability_zone': 'nova',
+                'configurations': {**common, 'mechanism_driver': 'linuxbridge',
+                                   'interface_mappings': {}, 'bridge_mappings': {}}},
+        }
+        self.agent_states = states
+        for host, state in states.items():
+            reporter = state_report.StateReporter(
+                report_api.ReportStateApi(self.transport, host),
+                lambda state=state: state, interval=lambda: 10)
+            if not reporter.report_once():
+                raise RuntimeError(f'report_state for {host} failed')
+            reporter.start()
+            self.reporters.append(reporter)
+        deadline = time.monotonic() + 60
+        while True:
+            agents = {a['host']: a for a in self.api.list_agents()
+                      if a['host'] in states}
+            if len(agents) == 2 and all(a['alive'] for a in agents.values()):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f'fake agents not alive: {agents}')
+            time.sleep(0.5)
+        self.ids['agents'] = {h: {'id': a['id'], 'agent_type': a['agent_type']}
+                              for h, a in agents.items()}
+        log(f'fake agents alive: {self.ovs_host} (OVS), {self.lb_host} (Linux bridge)')
+
+    def build_scenario(self) -> None:
+        t = self.tag
+        net = self.casts_of('network create', lambda: self.post(
+            'networks', 'network', name=f'{t}-net'))
+        self.ids['network_id'] = net['id']
+        self.rest['network'] = net
+        s4 = self.casts_of('network: IPv4 subnet create', lambda: self.post(
+            'subnets', 'subnet', name=f'{t}-v4', network_id=net['id'], ip_version=4,
+            cidr=self.v4_cidr, enable_dhcp=True))
+        s6 = self.casts_of('network: IPv6 subnet create', lambda: self.post(
+            'subnets', 'subnet', name=f'{t}-v6', network_id=net['id'], ip_version=6,
+            cidr=self.v6_cidr, ipv6_address_mode='slaac', ipv6_ra_mode='slaac'))
+        self.ids['subnet_v4_id'], self.ids['subnet_v6_id'] = s4['id'], s6['id']
+        self.rest['subnets'] = {'v4': s4, 'v6': s6}
+
+        # Groups. Creating the first group of a project also creates its
+        # 'default' group.
+        custom = self.casts_of('security group create', lambda: self.post(
+            'security-groups', 'security_group', name=f'{t}-custom'))
+        stateless = self.post('security-groups', 'security_group',
+                              name=f'{t}-stateless', stateful=False)
+        defaults = self.list('security-groups', project_id=self.project_id, name='default')
+        if len(defaults) != 1:
+            raise RuntimeError(f'expected one default group, got {defaults}')
+        default = defaults[0]
+        self.created.append(('security-groups', default['id']))
+        self.ids['security_groups'] = {'default': default['id'], 'custom': custom['id'],
+                                       'stateless': stateless['id']}
+        ag = self.post('address-groups', 'address_group', name=f'{t}-ag',
+                       addresses=['192.0.2.0/28', '198.51.100.7/32'])
+        self.ids['address_group_id'] = ag['id']
+        self.rest['address_group'] = ag
+
+        def rule(name: str, sg: str, **attrs: Any) -> dict[str, Any]:
+            attrs.setdefault('ethertype', 'IPv4')
+            r = self.casts_of(f'rule create: {name}', lambda: self.post(
+                'security-group-rules', 'security_group_rule',
+                security_group_id=sg, **attrs))
+            self.ids.setdefault('rules', {})[name] = r['id']
+            self.rest['security_group_rules'][name] = r
+            return r
+
+        c, d, s = custom['id'], default['id'], stateless['id']
+        rule('tcp 22 from 0.0.0.0/0', c, direction='ingress', protocol='tcp',
+             port_range_min=22, port_range_max=22, remote_ip_prefix='0.0.0.0/0')
+        rule('tcp 8000-8080 from 10.20.0.0/16', c, direction='ingress', protocol='tcp',
+             port_range_min=8000, port_range_max=8080, remote_ip_prefix='10.20.0.0/16')
+        rule('tcp 9000 from 10.30.1.7/16 (not normalised)', c, direction='ingress',
+             protocol='tcp', port_range_min=9000, port_range_max=9000,
+             remote_ip_prefix='10.30.1.7/16')
+        rule('icmp from default group', c, direction='ingress', protocol='icmp',
+             remote_group_id=d)
+        rule('icmp type 8 code 0', c, direction='ingress', protocol='icmp',
+             port_range_min=8, port_range_max=0)
+        rule('egress udp 53 to 10.0.0.0/8', c, direction='egress', protocol='udp',
+             port_range_min=53, port_range_max=53, remote_ip_prefix='10.0.0.0/8')
+        rule('ipv6-icmp ingress', c, direction='ingress', ethertype='IPv6',
+             protocol='ipv6-icmp')
+        rule('protocol 132 (sctp) by number', c, direction='ingress', protocol='132',
+             port_range_min=3868, port_range_max=3868)
+        rule('tcp 443 from address group', c, direction='ingress', protocol='tcp',
+             port_range_min=443, port_range_max=443, remote_address_group_id=ag['id'])
+        rule('stateless ingress tcp 80', s, direction='ingress', protocol='tcp',
+             port_range_min=80, port_range_max=80, remote_ip_prefix='0.0.0.0/0')
+        rule('stateless egress udp 123', s, direction='egress', protocol='udp',
+             port_range_min=123, port_range_max=123, remote_ip_prefix='192.0.2.0/24')
+        for name, sg_id in self.ids['security_groups'].items():
+            self.rest['security_groups'][name] = self.show(
+                'security-groups', sg_id)
+
+        # Ports.
+        def port(name: str, **attrs: Any) -> dict[str, Any]:
+            attrs.setdefault('network_id', net['id'])
+            attrs.setdefault('device_owner', 'compute:nova')
+            attrs.setdefault('device_id', str(uuid.uuid4()))
+            attrs.setdefault('binding:host_id', self.ovs_host)
+            p = self.casts_of(f'port create: {name}', lambda: self.post(
+                'ports', 'port', name=f'{t}-{name}', **attrs))
+            self.ids['ports'][name] = p['id']
+            return p
+
+        port('A', security_groups=[d], allowed_address_pairs=[
+            {'ip_address': f'{self.v4_base}.200'},
+            {'ip_address': f'{self.v4_base}.128/28', 'mac_address': 'fa:16:3e:aa:bb:cc'}])
+        port('B', security_groups=[c, d])
+        port('C', port_security_enabled=False, security_groups=[])
+        port('D', security_groups=[s])
+        port('E_linuxbridge', security_groups=[d], **{'binding:host_id': self.lb_host})
+        port('dhcp', device_owner='network:dhcp',
+             device_id=f'dhcp{uuid.uuid5(uuid.NAMESPACE_DNS, self.ovs_host)}-{net["id"]}')
+        # A router interface, bound to the OVS host as the L3 agent's
+        # scheduling would do.
+        router = self.post('routers', 'router', name=f'{t}-router')
+        self.router_id = router['id']
+        self.created.remove(('routers', router['id']))  # removed by _delete_router
+        self.ids['router_id'] = router['id']
+        iface = self.casts_of('router interface add', lambda: self.api.add_router_interface(
+            router['id'], s4['id']))
+        self.ids['ports']['router_interface'] = iface['port_id']
+        self.casts_of('router interface port bound to the OVS host', lambda: self.put(
+            'ports', 'port', iface['port_id'], **{'binding:host_id': self.ovs_host}))
+
+        for name, pid in self.ids['ports'].items():
+            self.rest['ports'][name] = self.api.show_port(pid)
+        bad = {n: p['binding:vif_type'] for n, p in self.rest['ports'].items()
+               if p['binding:vif_type'] in ('binding_failed', 'unbound')}
+        if bad:
+            raise RuntimeError(f'ports not bound: {bad} (mechanism drivers '
+                               f'{self.mech_drivers})')
+        log('scenario built: ' + ', '.join(f'{n}={p["binding:vif_type"]}'
+                                           for n, p in self.rest['ports'].items()))
+
+    def _log_mark(self) -> int:
+        try:
+            return os.path.getsize(self.rpc_log)
+        except OSError:
+            return 0
+
+    def _log_since(self, offset: int) -> list[str]:
+        """neutron's own INFO/WARNING/ERROR lines in rpc.log since ``offset``
+        (timestamp, pid and request context cut off)."""
+        try:
+            with open(self.rpc_log, errors='replace') as f:
+                f.seek(offset)
+                lines = f.read().splitlines()
+        except OSError:
+            return []
+        out = []
+        for line in lines:
+            parts = line.split(' ', 4)  # date time pid LEVEL rest
+            if len(parts) == 5 and parts[3] in ('INFO', 'WARNING', 'ERROR') \
+                    and parts[4].startswith('neutron.'):
+                logger, _, rest = parts[4].partition(' ')
+                if rest.startswith('['):
+                    rest = rest.split('] ', 1)[-1]
+                out.append(f'{parts[3]} {logger} {rest}')
+        return out
+
+    def _casts_during(self, start: int) -> list[dict[str, Any]]:
+        msgs = self.listener.collect(start)
+        self.casts[self.listener.step] = msgs
+        return [ovo_summary(m) if is_ovo(m) else
+                {k: v for k, v in m.items() if k != 'context'} for m in msgs]
+
+    def statuses(self) -> dict[str, str]:
+        return {n: self.api.show_port(pid)['status'] for n, pid in self.ids['ports'].items()}
+
+    def _details(self, label: str, devices: list[str], host: str) -> None:
+        agent_id = f'agentkit-l2-{host}'
+        start = self.listener.begin(f'RPC details: {label}')
+        mark = self._log_mark()
+        rec = self.rpc.call('1.5', 'get_devices_details_list_and_failed_devices',
+                            devices=devices, agent_id=agent_id, host=host)
+        rec['casts_during_call'] = self._casts_during(start)
+        rec['server_log'] = self._log_since(mark)
+        rec['port_status_after'] = self.statuses()
+        self.results.setdefault('details', {})[label] = rec
+
+    def capture_details(self) -> None:
+        p = self.ids['ports']
+        self.port_status['before any RPC'] = self.statuses()
+        ovs_ports = ['A', 'B', 'C', 'D', 'dhcp', 'router_interface']
+        self._details('full port ids, OVS host', [p[n] for n in ovs_ports], self.ovs_host)
+        self._details('11-char port id prefixes (id[:11]), OVS host',
+                      [p[n][:11] for n in ('A', 'B')], self.ovs_host)
+        self._details('tap<id[:11]> device names, OVS host',
+                      ['tap' + p[n][:11] for n in ('A', 'B')], self.ovs_host)
+        self._details('unknown port id', [str(uuid.uuid4())], self.ovs_host)
+        self._details('compute port asked by a host it is not bound to',
+                      [p['A']], self.other_host)
+        self._details('Linux bridge port: full id, id[:11] and tap<id[:11]>, LB host',
+                      [p['E_linuxbridge'], p['E_linuxbridge'][:11],
+                       'tap' + p['E_linuxbridge'][:11]], self.lb_host)
+
+    def _sg_info(self, label: str, devices: list[str], call_version: str | None) -> None:
+        kwargs: dict[str, Any] = {'devices': devices}
+        if call_version:
+            kwargs['call_version'] = call_version
+        # SecurityGroupServerRpcApi: prepare(version='1.3') + call_version='1.3'.
+        rpc_version = call_version or '1.2'
+        mark = self._log_mark()
+        rec = self.rpc.call(rpc_version, 'security_group_info_for_devices', **kwargs)
+        time.sleep(0.5)  # let the server flush its log
+        rec['server_log'] = self._log_since(mark)
+        key = 'sg_info_1.3' if call_version == '1.3' else 'sg_info_1.2'
+        self.results.setdefault(key, {})[label] = rec
+
+    def capture_sg_info(self) -> None:
+        p = self.ids['ports']
+        names = ['A', 'B', 'C', 'D', 'dhcp']
+        self._sg_info('full port ids: A, B, C, D, dhcp', [p[n] for n in names], '1.3')
+        self._sg_info('tap<id[:11]> device names: A, B, C, D, dhcp, E_linuxbridge',
+                      ['tap' + p[n][:11] for n in names + ['E_linuxbridge']], '1.3')
+        self._sg_info('bare id[:11] prefixes: A, B', [p[n][:11] for n in ('A', 'B')], '1.3')
+        self._sg_info('router interface port and an unknown port id',
+                      [p['router_interface'], str(uuid.uuid4())], '1.3')
+        self._sg_info('full port ids: A, B, C, D, dhcp (1.2: no call_version)',
+                      [p[n] for n in names], None)
+
+    def _device_list(self, label: str, host: str, up: list[str], down: list[str]) -> None:
+        start = self.listener.begin(f'RPC update_device_list: {label}')
+        mark = self._log_mark()
+        rec = self.rpc.call('1.9', 'update_device_list', devices_up=up, devices_down=down,
+                            agent_id=f'agentkit-l2-{host}', host=host,
+                            refresh_tunnels=False)
+        rec['casts_during_call'] = self._casts_during(start)
+        rec['server_log'] = self._log_since(mark)
+        rec['port_status_after'] = self.statuses()
+        self.results.setdefault('device_list', {})[label] = rec
+
+    def capture_device_list(self) -> None:
+        p = self.ids['ports']
+        unknown = str(uuid.uuid4())
+        self._device_list('up: A, B, D (full ids) and an unknown id', self.ovs_host,
+                          [p['A'], p['B'], p['D'], unknown], [])
+        self._device_list('down: A (full id) and an unknown id', self.ovs_host,
+                          [], [p['A'], unknown])
+        self._device_list('up: A by a host it is not bound to', self.other_host,
+                          [p['A']], [])
+        self._device_list('down: B by a host it is not bound to', self.other_host,
+                          [], [p['B']])
+        self._device_list('up: Linux bridge port as id[:11], LB host', self.lb_host,
+                          [p['E_linuxbridge'][:11]], [])
+        self._device_list('up and down in one call: A up, D down', self.ovs_host,
+                          [p['A']], [p['D']])
+
+    def capture_cast_scenario(self) -> None:
+        t = self.tag
+        sgs = self.ids['security_groups']
+        c = sgs['custom']
+        r = self.casts_of('rule create (custom group, ports bound)', lambda: self.post(
+            'security-group-rules', 'security_group_rule', security_group_id=c,
+            direction='ingress', ethertype='IPv4', protocol='tcp', port_range_min=5000,
+            port_range_max=5001, remote_ip_prefix='203.0.113.0/24'))
+        self.ids.setdefault('rules', {})['cast scenario: tcp 5000-5001'] = r['id']
+        self.casts_of('rule delete (custom group)',
+                      lambda: self.delete('security-group-rules', r['id']))
+        f = self.casts_of('port create: F compute port in the custom group', lambda: self.post(
+            'ports', 'port', name=f'{t}-F', network_id=self.ids['network_id'],
+            device_owner='compute:nova', device_id=str(uuid.uuid4()),
+            security_groups=[c], **{'binding:host_id': self.ovs_host}))
+        self.ids['ports']['F'] = f['id']
+        self.rest['ports']['F (as created)'] = f
+        self.casts_of('port update: F security_groups [custom] -> [custom, default]',
+                      lambda: self.put('ports', 'port', f['id'],
+                                       security_groups=[c, sgs['default']]))
+        self.casts_of('port update: F allowed_address_pairs [] -> [one]',
+                      lambda: self.put('ports', 'port', f['id'], allowed_address_pairs=[
+                          {'ip_address': f'{self.v4_base}.210'}]))
+        self.casts_of('port update: F name only', lambda: self.put(
+            'ports', 'port', f['id'], name=f'{t}-F-renamed'))
+        self.casts_of('port update: F admin_state_up false',
+                      lambda: self.put('ports', 'port', f['id'], admin_state_up=False))
+        self.casts_of('port delete: F', lambda: self.delete('ports', f['id']))
+        self.ids['ports']['F (deleted)'] = self.ids['ports'].pop('F')
+        ag = self.ids['address_group_id']
+        self.casts_of('address group add_addresses', lambda: self.api.request(
+            'PUT', f'/v2.0/address-groups/{ag}/add_addresses',
+            {'addresses': ['203.0.113.9/32']}))
+        tmp = self.casts_of('security group create (unused group)', lambda: self.post(
+            'security-groups', 'security_group', name=f'{t}-tmp'))
+        self.ids['security_groups']['tmp (deleted)'] = tmp['id']
+        self.casts_of('security group delete (unused group)',
+                      lambda: self.delete('security-groups', tmp['id']))
+
+    def teardown_scenario(self) -> None:
+        """Delete the scenario; network delete's cast is recorded."""
+        for name in ('A', 'B', 'C', 'D', 'E_linuxbridge', 'dhcp'):
+            self.casts_of(f'teardown: port delete {name}',
+                          lambda: self.delete('ports', self.ids['ports'][name]))
+        self.casts_of('teardown: router interface remove', lambda: self._delete_router(
+            self.router_id))
+        self.router_id = None
+        self.casts_of('network delete', lambda: self.delete('networks',
+                                                            self.ids['network_id']))
+
+    def _delete_router(self, router_id: str) -> None:
+        router = self.api.request('GET', f'/v2.0/routers/{router_id}', ok=(200, 404))
+        if not router:
+            return
+        for p in self.api.list_ports(device_id=router_id,
+                                     device_owner='network:router_interface'):
+            for ip in p['fixed_ips']:
+                self.api.remove_router_interface(router_id, ip['subnet_id'])
+        self.api.delete('routers', router_id)
+
+    def cleanup(self) -> None:
+        errors = []
+        try:
+            if self.router_id:
+                self._delete_router(self.router_id)
+            order = ['ports', 'routers', 'subnets', 'networks', 'security-group-rules',
+                     'security-groups', 'address-groups']
+            for collection in order:
+                for col, id_ in reversed(list(self.created)):
+                    if col == collection:
+                        try:
+                            self.api.delete(col, id_)
+                        except Exception as exc:  # noqa: BLE001
+                            errors.append(f'{col}/{id_}: {exc}')
+            for agent in self.api.list_agents():
+                if agent['host'] in (self.ovs_host, self.lb_host):
+                    self.api.delete('agents', agent['id'])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+        for reporter in self.reporters:
+            reporter.stop()
+        # Last: the server publishes to the exchanges our queues keep alive
+        # (auto-delete) as long as it has something to say.
+        if self.listener is not None:
+            self.listener.close()
+        if self.transport is not None:
+            self.transport.cleanup()
+        if errors:
+            log('cleanup problems: ' + '; '.join(errors))
+        else:
+            log('cleaned up everything created through the REST API')
+
+    # -- output -------------------------------------------------------------------
+    def meta(self, what: str, **extra: Any) -> dict[str, Any]:
+        return {
+            'what': what,
+            'neutron_version': self.nversion,
+            'neutron_lib_version': self.nlib_version,
+            'captured_at': self.captured_at,
+            'produced_by': '.venv/bin/python tools/capture-neutron-contract.py',
+            'server': {'ml2_conf.ini': self.ml2,
+                       'rpc': 'oslo.messaging rabbit, control exchange "neutron"',
+                       'started_by': 'tools/neutron-server.sh (noauth, rpc_workers 1)'},
+            **extra,
+            'ids': self.ids,
+        }
+
+    def write_files(self) -> None:
+        self.captured_at = now_iso()
+        out = self.args.out
+        os.makedirs(out, exist_ok=True)
+        port_desc = {
+            'A': 'compute:nova on the OVS host; default group; allowed_address_pairs '
+                 '[.200, .128/28 with mac fa:16:3e:aa:bb:cc]',
+            'B': 'compute:nova on the OVS host; custom + default groups',
+            'C': 'compute:nova on the OVS host; port_security_enabled false, no groups',
+            'D': 'compute:nova on the OVS host; stateless group',
+            'E_linuxbridge': 'compute:nova on the Linux bridge host; default group',
+            'dhcp': 'network:dhcp on the OVS host (a trusted port)',
+            'router_interface': 'network:router_interface of the router on the IPv4 '
+                                'subnet, binding:host_id set to the OVS host (trusted)',
+            'F (deleted)': 'compute:nova, created/updated/deleted in the cast scenario',
+        }
+        files: dict[str, Any] = {}
+        files['scenario.json'] = {
+            '_capture': self.meta(
+                'The scenario the other files were captured from: REST representations '
+                '(GET after creation) of the network, subnets, groups, rules, address '
+                'group and ports, and the fake agents\' report_state agent_state.',
+                port_roles=port_desc),
+            'agent_states': self.agent_states,
+            'port_status_before_any_rpc': self.port_status['before any RPC'],
+            'rest': self.rest,
+        }
+
+        def calls_file(what: str, key: str, method: str, version: str, note: str) -> dict:
+            return {'_capture': self.meta(what, method=method, rpc_version=version,
+                                          topic=PLUGIN_TOPIC, note=note, port_roles=port_desc),
+                    'calls': self.results[key]}
+
+        files['get_devices_details_list_and_failed_devices.json'] = calls_file(
+            'Replies of get_devices_details_list_and_failed_devices', 'details',
+            'get_devices_details_list_and_failed_devices', '1.5',
+            'Called as neutron-openvswitch-agent does: prepare(version="1.5"), kwargs '
+            'devices, agent_id, host. port_status_after: the ports\' REST status after '
+            'the call; casts_during_call: casts the server sent meanwhile; server_log: '
+            'neutron\'s INFO/WARNING/ERROR lines in neutron-rpc-server\'s log meanwhile.')
+        files['security_group_info_for_devices-1.3.json'] = calls_file(
+            'Replies of security_group_info_for_devices, RPC 1.3', 'sg_info_1.3',
+            'security_group_info_for_devices', '1.3',
+            'Called as neutron.api.rpc.handlers.securitygroups_rpc.SecurityGroupServerRpcApi '
+            'does: prepare(version="1.3"), kwargs devices and call_version="1.3". '
+            'server_log: neutron\'s INFO/WARNING/ERROR lines in neutron-rpc-server\'s '
+            'log meanwhile.')
+        files['security_group_info_for_devices-1.2.json'] = calls_file(
+            'Reply of security_group_info_for_devices, RPC 1.2 (no call_version)',
+            'sg_info_1.2', 'security_group_info_for_devices', '1.2',
+            'prepare(version="1.2"), kwargs devices only: the server treats the caller '
+            'as 1.2 and logs a WARNING about inconsistent versions.')
+        files['update_device_list.json'] = calls_file(
+            'Replies of update_device_list', 'device_list', 'update_device_list', '1.9',
+            'Called as neutron-openvswitch-agent does: prepare(version="1.9"), kwargs '
+            'devices_up, devices_down, agent_id, host, refresh_tunnels. '
+            'port_status_after, casts_during_call, server_log as in '
+            'get_devices_details_list_and_failed_devices.json.')
+
+        how = ('exclusive queues bound to the fanout exchanges (declared fanout, '
+               'non-durable, auto-delete, as oslo.messaging does); each cast is the '
+               'oslo.messaging 2.0 envelope\'s inner message: method, version, '
+               'namespace (only when the message has one), args, and its _context_* and '
+               '_unique_id keys under "context". A step holds '
+               'every cast received from the start of the action until the server had '
+               f'been quiet for {SETTLE:.0f} s (at least {MIN_WINDOW:.0f} s).')
+        listened = [f'{t}_fanout' for t in self.listener.topics]
+
+        def casts_file(what: str, pred) -> dict:
+            steps = {k: {'casts': [m for m in v if not is_ovo(m)],
+                         'ovo_pushes (summary; full in casts-ovo-push.json)':
+                             [ovo_summary(m) for m in v if is_ovo(m)]}
+                     for k, v in self.casts.items() if pred(k)}
+            return {'_capture': self.meta(what, listened_exchanges=listened, how=how,
+                                          port_roles=port_desc),
+                    'steps': steps}
+
+        sg_steps = ('rule create', 'rule delete', 'security group', 'address group')
+        files['casts-security-groups.json'] = casts_file(
+            'Casts for security group, rule and address group changes (incl. the '
+            'scenario set-up)', lambda k: k.startswith(sg_steps))
+        files['casts-ports.json'] = casts_file(
+            'Casts for port create/update/delete and the router interface',
+            lambda k: k.startswith(('port ', 'router', 'teardown: port',
+                                    'teardown: router')))
+        files['casts-network.json'] = casts_file(
+            'Casts for network and subnet create, and network delete',
+            lambda k: k.startswith('network'))
+        files['casts-ovo-push.json'] = {
+            '_capture': self.meta(
+                'Versioned-object pushes (method "push" on neutron-vo-<type>-<version>'
+                '_fanout) per step, in full', listened_exchanges=listened, how=how,
+                port_roles=port_desc),
+            'steps': {k: [m for m in v if is_ovo(m)] for k, v in self.casts.items()}}
+        files['casts-all-steps.json'] = {
+            '_capture': self.meta(
+                'Every step of the run in order with a summary of the casts received in '
+                'it, and the exchanges on the vhost at the end that this script did not '
+                'declare (the server declares a fanout exchange when it publishes to it, '
+                'so one it published to but nobody listened on shows there).',
+                listened_exchanges=listened, other_exchanges_after=sorted(
+                    set(self.exchanges_after) - set(listened))),
+            'steps': {k: [ovo_summary(m) if is_ovo(m) else
+                          {'exchange': m['exchange'], 'method': m['method'],
+                           'version': m['version'], 'args': m['args']} for m in v]
+                      for k, v in self.casts.items()}}
+        for name, content in files.items():
+            path = os.path.join(out, name)
+            with open(path, 'w') as f:
+                json.dump(content, f, indent=2, ensure_ascii=False)
+                f.write('\n')
+            log(f'wrote {os.path.relpath(path, ROOT)}')
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--out', default=DEFAULT_OUT,
+                        help='output directory (default tests/fixtures/neutron29)')
+    parser.add_argument('--state-dir', default=os.environ.get(
+        'AGENTKIT_CAPTURE_NEUTRON_STATE', DEFAULT_STATE),
+        help=f'neutron-server.sh state directory (default {DEFAULT_STATE}; '
+             'the shared test server is /var/tmp/akns-neutron-server)')
+    parser.add_argument('--vhost', default=os.environ.get(
+        'AGENTKIT_CAPTURE_NEUTRON_VHOST', DEFAULT_VHOST),
+        help=f'RabbitMQ vhost of that server (default {DEFAULT_VHOST})')
+    parser.add_argument('--keep-server', action='store_true',
+                        help='leave a server this run started running')
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        parser.error('run as root (tools/neutron-server.sh needs it)')
+    try:
+        Capture(args).run()
+    except Exception:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
