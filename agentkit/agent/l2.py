@@ -9,6 +9,7 @@ their details, reporting them up/down/failed, and resyncing.
 import logging
 import re
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import oslo_messaging
@@ -16,6 +17,7 @@ import oslo_messaging
 from agentkit import exceptions
 from agentkit import loader
 from agentkit.agent import base
+from agentkit.agent import security_groups
 from agentkit.agent import work_queue
 from agentkit.api import extension as extension_api
 from agentkit.api import firewall as firewall_api
@@ -30,6 +32,10 @@ LOG = logging.getLogger(__name__)
 
 WIRE = 'wire'
 UNWIRE = 'unwire'
+REFRESH_FIREWALL = 'refresh'
+# The work-queue resource of security-group refreshes: one at a time, and
+# a burst of notifications coalesces into one RPC.
+FIREWALL_RESOURCE = 'security-groups'
 
 # Linux bridge agents name ports by their tap device, as Neutron's did;
 # neutron-server resolves that short form to the port.
@@ -41,6 +47,18 @@ def validate_device(device: Any) -> str:
     if isinstance(device, str) and _TAP_DEVICE_RE.fullmatch(device):
         return device
     return naming.validate_id(device, 'port')
+
+
+def server_device(device: str) -> str:
+    """The form of a device reference neutron-server resolves in port details.
+
+    ``get_devices_details_list_and_failed_devices`` matches devices as
+    port-id *prefixes* (neutron 29 no longer strips ``tap``), so a Linux
+    bridge tap is asked for by the 11 characters of the id it carries.
+    """
+    if _TAP_DEVICE_RE.fullmatch(device):
+        return device[len(naming.TAP_PREFIX):]
+    return device
 
 
 class L2RpcCallbacks:
@@ -103,14 +121,47 @@ class L2RpcCallbacks:
 
     @consumer.endpoint_method
     def security_groups_rule_updated(self, context: Any, **kwargs: Any) -> None:
-        consumer.require(kwargs, 'security_groups', list, 'security_groups_rule_updated')
-        self.agent.refresh_firewall()
+        groups = _group_ids(kwargs, 'security_groups_rule_updated')
+        self.agent.refresh_firewall(self.agent.security_groups.ports_in_groups(groups))
 
     @consumer.endpoint_method
     def security_groups_member_updated(self, context: Any, **kwargs: Any) -> None:
-        consumer.require(kwargs, 'security_groups', list,
-                         'security_groups_member_updated')
-        self.agent.refresh_firewall()
+        groups = _group_ids(kwargs, 'security_groups_member_updated')
+        self.agent.refresh_firewall(self.agent.security_groups.ports_with_remotes(groups))
+
+
+class AddressGroupPushCallbacks:
+    """``push`` of ``AddressGroup`` objects (``neutron-vo-AddressGroup-1.2`` fanout).
+
+    neutron-server sends no security-group notification when an address
+    group's addresses change, only this push; ports whose rules name the
+    group as ``remote_address_group_id`` are refreshed from
+    ``security_group_info_for_devices`` like for a member change.
+    """
+
+    # neutron's ResourcesPushRpcCallback: push 1.1 (resource_list).
+    target = oslo_messaging.Target(version='1.1')
+
+    def __init__(self, agent: 'L2Agent') -> None:
+        self.agent = agent
+
+    def on_error(self, method: str) -> None:
+        self.agent.on_error(method)
+
+    @consumer.endpoint_method
+    def push(self, context: Any, **kwargs: Any) -> None:
+        resources = consumer.require(kwargs, 'resource_list', list, 'push')
+        ids = []
+        for resource in resources:
+            data = consumer.require(resource, 'versioned_object.data', dict,
+                                    'AddressGroup push')
+            ids.append(naming.validate_id(data.get('id'), 'address group'))
+        self.agent.refresh_firewall(self.agent.security_groups.ports_with_remotes(ids))
+
+
+def _group_ids(kwargs: dict[str, Any], method: str) -> list[str]:
+    groups = consumer.require(kwargs, 'security_groups', list, method)
+    return [naming.validate_id(g, 'security group') for g in groups]
 
 
 class L2Agent(base.Agent):
@@ -127,7 +178,12 @@ class L2Agent(base.Agent):
             mech_api.MechanismDriver, conf=conf, host=self.host)
         self.agent_type = self.mech.agent_type
         supported = self.mech.supported_network_types
-        unsupported = [t for t in conf.l2.type_drivers if t not in supported]
+        # Unset: every type the mechanism can realise (and that is installed).
+        type_names = conf.l2.type_drivers
+        if type_names is None:
+            installed = loader.available(loader.TYPE_DRIVERS)
+            type_names = sorted(t for t in supported if t in installed)
+        unsupported = [t for t in type_names if t not in supported]
         if unsupported:
             raise exceptions.InvalidConfiguration(
                 f'mechanism driver {conf.l2.mechanism_driver!r} does not support '
@@ -135,14 +191,14 @@ class L2Agent(base.Agent):
                 f'[l2] type_drivers (it supports: {", ".join(sorted(supported))})')
         self.type_drivers: dict[str, type_api.TypeDriver] = {}
         for name, drv in loader.load_drivers(
-                loader.TYPE_DRIVERS, conf.l2.type_drivers, type_api.TypeDriver,
+                loader.TYPE_DRIVERS, type_names, type_api.TypeDriver,
                 conf=conf, host=self.host).items():
             self.type_drivers[drv.network_type] = drv
         bad_tunnels = [t for t in conf.l2.tunnel_types if t not in self.type_drivers]
         if bad_tunnels:
             raise exceptions.InvalidConfiguration(
                 f'[l2] tunnel_types {", ".join(bad_tunnels)} not enabled in '
-                f'[l2] type_drivers ({", ".join(conf.l2.type_drivers)})')
+                f'[l2] type_drivers ({", ".join(type_names)})')
         if conf.l2.tunnel_types and not conf.l2.local_ip:
             raise exceptions.InvalidConfiguration(
                 '[l2] tunnel_types is set but [l2] local_ip is not')
@@ -151,6 +207,11 @@ class L2Agent(base.Agent):
         self.firewall: firewall_api.FirewallDriver = loader.load_driver(
             loader.FIREWALL_DRIVERS, fw_name, firewall_api.FirewallDriver,
             conf=conf, host=self.host)
+        if not self.firewall.needs_security_group_info:
+            LOG.warning('Security groups are not applied on this host (firewall '
+                        'driver %r): VMs are unfiltered, including anti-spoofing. '
+                        'Set [securitygroup] firewall_driver = iptables_hybrid unless '
+                        'something else filters them.', fw_name)
         self.extensions = list(loader.load_drivers(
             loader.AGENT_EXTENSIONS, conf.l2.extensions,
             extension_api.AgentExtension, conf=conf, host=self.host).values())
@@ -158,7 +219,8 @@ class L2Agent(base.Agent):
             ext.consume_api(self)
         self._lock = threading.Lock()
         self.plugged_ports: set[str] = set()
-        self.wired: dict[str, str] = {}  # port id -> network id
+        self.wired: dict[str, str] = {}  # device reference -> network id
+        self.port_ids: dict[str, str] = {}  # device reference -> port id
         self.devices_up = 0
 
     # -- driver lifecycle -------------------------------------------------
@@ -195,12 +257,19 @@ class L2Agent(base.Agent):
                  (topics.NETWORK, topics.UPDATE), (topics.NETWORK, topics.DELETE),
                  (topics.TUNNEL, topics.UPDATE), (topics.TUNNEL, topics.DELETE),
                  (topics.SECURITY_GROUP, topics.UPDATE)]
-        return {topics.agent_notifier_topic(r, op): endpoints for r, op in names}
+        consumed: dict[str, list[object]] = {
+            topics.agent_notifier_topic(r, op): endpoints for r, op in names}
+        if self.firewall.needs_security_group_info:
+            consumed[topics.ADDRESS_GROUP_PUSH] = [AddressGroupPushCallbacks(self)]
+        return consumed
 
     def setup_rpc_clients(self) -> None:
         self.plugin = plugin_api.L2PluginApi(
             self.transport, self.host,
             timeout=self.conf.agent.rpc_response_max_timeout)
+        self.security_groups = security_groups.SecurityGroupAgent(
+            self.firewall, self.plugin.security_group_info_for_devices,
+            self.mech.filter_bridge)
 
     # -- events -------------------------------------------------------------
     def enqueue(self, port_id: str, action: str,
@@ -251,11 +320,10 @@ class L2Agent(base.Agent):
             return
         self.mech.tunnel_update(tunnel_ip, tunnel_type)
 
-    def refresh_firewall(self) -> None:
-        with self._lock:
-            ports = list(self.wired)
-        for port_id in ports:
-            self.enqueue(port_id, WIRE)
+    def refresh_firewall(self, port_ids: set[str]) -> None:
+        """Re-filter these ports (their groups' rules or members changed), nothing else."""
+        if port_ids and self.security_groups.request_refresh(port_ids):
+            self.enqueue(FIREWALL_RESOURCE, REFRESH_FIREWALL)
 
     # -- sync ---------------------------------------------------------------
     def sync_state(self) -> None:
@@ -274,87 +342,122 @@ class L2Agent(base.Agent):
         with self._lock:
             gone = set(self.wired) - plugged
             self.plugged_ports = plugged
-        for port_id in plugged:
-            self.enqueue(port_id, WIRE, work_queue.PRIORITY_SYNC)
+        # One call for every port's details, and every port's filter in one
+        # go before any is (re)wired: after a restart, a port-by-port
+        # rewrite of the chains would leave the ports not yet re-wired
+        # unfiltered in between.
+        found, _failed = self._fetch_details(plugged)
+        self.security_groups.sync_all(d for d in found.values() if 'network_id' in d)
+        for device in plugged:
+            # Failed ones fetch their details again on their own.
+            self.queue.put(work_queue.ResourceUpdate(
+                device, WIRE, work_queue.PRIORITY_SYNC, payload=found.get(device)))
         for port_id in gone:
             self.enqueue(port_id, UNWIRE, work_queue.PRIORITY_SYNC)
 
     def process_update(self, update: work_queue.ResourceUpdate) -> None:
         if update.action == WIRE:
-            self._wire(update.resource_id)
+            self._wire(update.resource_id, update.payload)
         elif update.action == UNWIRE:
             self._unwire(update.resource_id)
+        elif update.action == REFRESH_FIREWALL:
+            self.security_groups.refresh_pending()
 
-    def _fail_port(self, port_id: str, reason: str) -> None:
-        LOG.error('Port %s failed: %s', port_id, reason)
-        self.plugin.update_device_list([], [port_id], self.agent_id)
+    def _fail_port(self, device: str, reason: str) -> None:
+        LOG.error('Port %s failed: %s', device, reason)
+        self.plugin.update_device_list(
+            [], [self.port_ids.get(device) or server_device(device)], self.agent_id)
 
-    def _wire(self, port_id: str) -> None:
+    def _fetch_details(self, devices: Iterable[str]
+                       ) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """Port details of ``devices`` in one call: ({device: details}, failed devices)."""
+        asked = {server_device(d): d for d in devices}
+        if not asked:
+            return {}, set()
         reply = self.plugin.get_devices_details_list_and_failed_devices(
-            [port_id], self.agent_id)
-        details_list = (reply or {}).get('devices', [])
-        if port_id in (reply or {}).get('failed_devices', []):
-            raise RuntimeError(f'server failed to return details of {port_id}')
-        details = next((d for d in details_list if isinstance(d, dict)
-                        and d.get('device') in (port_id, None)), None)
+            sorted(asked), self.agent_id) or {}
+        failed = {asked[d] for d in reply.get('failed_devices') or [] if d in asked}
+        found = {}
+        for entry in reply.get('devices') or []:
+            device = asked.get(entry.get('device')) if isinstance(entry, dict) else None
+            if device is not None and device not in failed:
+                found[device] = entry
+        return found, failed
+
+    def _wire(self, device: str, details: dict[str, Any] | None = None) -> None:
+        asked = server_device(device)
+        if details is None:
+            found, failed = self._fetch_details([device])
+            if failed:
+                raise RuntimeError(f'server failed to return details of {device}')
+            details = found.get(device)
         if not details or 'network_id' not in details:
-            LOG.info('Port %s is not bound to this host (yet); skipping', port_id)
+            LOG.info('Port %s is not bound to this host (yet); skipping', device)
             return
         try:
-            naming.validate_id(details.get('port_id', details.get('device')), 'port')
+            port_id = naming.validate_id(details.get('port_id', details.get('device')),
+                                         'port')
+            if not port_id.startswith(asked):
+                raise exceptions.InvalidIdentifier(
+                    f'server answered port {port_id} for device {device}')
             network_id = naming.validate_id(details['network_id'], 'network')
             segment = type_api.Segment.from_dict(details)
         except (exceptions.InvalidIdentifier, type_api.InvalidSegment) as exc:
-            self._fail_port(port_id, str(exc))
+            self._fail_port(device, str(exc))
             return
+        with self._lock:
+            self.port_ids[device] = port_id
         tdriver = self.type_drivers.get(segment.network_type)
         if tdriver is None:
-            self._fail_port(port_id, f'network type {segment.network_type!r} '
-                                     f'is not enabled on this host')
+            self._fail_port(device, f'network type {segment.network_type!r} '
+                                    f'is not enabled on this host')
             return
         try:
             tdriver.validate_segment(segment)
         except type_api.InvalidSegment as exc:
-            self._fail_port(port_id, str(exc))
+            self._fail_port(device, str(exc))
             return
         binding = mech_api.PortBinding(
-            port_id=details.get('port_id', port_id), network_id=network_id,
+            port_id=port_id, network_id=network_id,
             mac_address=str(details.get('mac_address', '')),
-            device=port_id,
+            device=device,
             segment=tdriver.realise(segment),
             admin_state_up=bool(details.get('admin_state_up', True)),
             details=details)
-        if self.firewall.needs_security_group_info:
-            # Filter before wiring, so a new port never passes traffic
-            # unfiltered; the driver decides what port security off means.
-            self.firewall.update_security_group_info(
-                self.plugin.security_group_info_for_devices([port_id]))
-        self.firewall.prepare_port_filter(details)
+        # Filter before wiring, so a new port never passes traffic unfiltered.
+        self.security_groups.prepare_port(details)
         try:
             self.mech.wire_port(binding)
+        except mech_api.DeviceGone as exc:
+            LOG.info('Port %s not wired: %s', device, exc)
+            return
         except type_api.InvalidSegment as exc:
             # The host cannot realise this segment (e.g. no 8021q): retrying
             # will not help, so report the port failed instead.
-            self._fail_port(port_id, str(exc))
+            self._fail_port(device, str(exc))
             return
         for ext in self.extensions:
             ext.handle_port({}, details)
         with self._lock:
-            self.wired[port_id] = network_id
+            self.wired[device] = network_id
         if binding.admin_state_up:
             self.plugin.update_device_list([port_id], [], self.agent_id)
             self.devices_up += 1
         else:
             self.plugin.update_device_list([], [port_id], self.agent_id)
 
-    def _unwire(self, port_id: str) -> None:
-        self.mech.unwire_port(port_id)
-        self.firewall.remove_port_filter(port_id)
-        for ext in self.extensions:
-            ext.delete_port({}, {'port_id': port_id})
+    def _unwire(self, device: str) -> None:
+        self.mech.unwire_port(device)
         with self._lock:
-            network_id = self.wired.pop(port_id, None)
+            port_id = self.port_ids.pop(device, None)
+        if port_id is not None:
+            self.security_groups.remove_ports([port_id])
+        for ext in self.extensions:
+            ext.delete_port({}, {'port_id': port_id or device})
+        with self._lock:
+            network_id = self.wired.pop(device, None)
             still_used = network_id in self.wired.values()
         if network_id and not still_used:
             self.mech.cleanup_network(network_id)
-        self.plugin.update_device_list([], [port_id], self.agent_id)
+        self.plugin.update_device_list([], [port_id or server_device(device)],
+                                       self.agent_id)

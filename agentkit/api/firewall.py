@@ -1,53 +1,64 @@
-"""Firewall drivers: security groups on the ports of this host."""
+"""Firewall drivers: security groups and anti-spoofing on the ports of this host.
+
+The L2 agent owns the conversation with neutron-server: it asks
+``security_group_info_for_devices`` for the ports it wires, parses the
+reply once into :mod:`agentkit.api.security_group` types, and hands the
+driver the ports together with the rules and members they need. It calls
+the driver *before* wiring a port, so a new port never passes traffic
+unfiltered, and again for exactly the ports a ``security_groups_rule_updated``
+or ``security_groups_member_updated`` notification affects.
+
+What a driver must do with a :class:`~agentkit.api.security_group.PortFilter`:
+
+* ``trusted`` ports (DHCP, routers) and ports with ``port_security`` off
+  pass unfiltered, but must not be cut off by the host's own policy;
+* every other port gets its groups' rules (stateful unless the group says
+  otherwise), the closed default for everything else (DHCP client traffic
+  and the ICMPv6 a guest needs excepted), and anti-spoofing: IP, MAC and
+  ARP only from its ``sources``;
+* connection-tracking state must never be shared between networks (two
+  projects may use the same addresses), and when a rule or a remote member
+  goes away, the connections it allowed must stop.
+"""
 
 import abc
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Sequence
 
 from agentkit.api import driver
+from agentkit.api import security_group
 
 
 class FirewallDriver(driver.Driver):
-    """Applies a port's security groups and anti-spoofing rules.
-
-    ``port`` dicts carry at least ``id``, ``device``, ``mac_address``,
-    ``fixed_ips`` (list of ``{ip_address, subnet_id}``), ``security_groups``
-    (ids), ``port_security_enabled`` and ``allowed_address_pairs``.
-    """
-
-    @abc.abstractmethod
-    def prepare_port_filter(self, port: dict[str, Any]) -> None:
-        """Install the filter for a newly wired port."""
-
-    @abc.abstractmethod
-    def update_port_filter(self, port: dict[str, Any]) -> None:
-        """Re-apply the filter after the port's addresses or groups changed."""
-
-    @abc.abstractmethod
-    def remove_port_filter(self, port_id: str) -> None:
-        """Drop everything installed for the port (idempotent)."""
-
-    @abc.abstractmethod
-    def update_security_group_rules(self, sg_id: str,
-                                    rules: list[dict[str, Any]]) -> None:
-        """Replace the rules of one security group."""
-
-    @abc.abstractmethod
-    def update_security_group_members(self, sg_id: str, member_ips: Any) -> None:
-        """Replace the addresses of ports in one security group (remote_group_id)."""
+    """Applies security groups and anti-spoofing to the ports of this host."""
 
     #: Whether the agent must fetch ``security_group_info_for_devices`` for
     #: this driver (the noop driver needs nothing).
     needs_security_group_info: bool = True
 
-    def update_security_group_info(self, info: Mapping[str, Any]) -> None:
-        """Apply a ``security_group_info_for_devices`` reply.
+    @abc.abstractmethod
+    def apply_port_filters(self, ports: Sequence[security_group.PortFilter],
+                           info: security_group.SecurityGroupInfo) -> None:
+        """Filter ``ports`` (new or changed) with the rules and members in ``info``.
 
-        ``info['security_groups']`` maps group ids to rule lists and
-        ``info['sg_member_ips']`` group ids to ``{'IPv4': [...], 'IPv6':
-        [...]}``. Drivers may override this to apply everything at once.
+        ``info`` holds every group of ``ports`` and the members of every
+        remote group their rules name; a group in ``info`` replaces what the
+        driver knew of it, also for other ports in that group. Idempotent:
+        applying the same ports and info again must not touch the host. One
+        call is one host change (e.g. one ``iptables-restore``), whatever
+        the number of ports.
+
+        :raises Exception: the host could not be changed; the agent retries,
+            then resyncs. What was in force before stays in force.
         """
-        for sg_id, rules in (info.get('security_groups') or {}).items():
-            self.update_security_group_rules(sg_id, rules)
-        for sg_id, members in (info.get('sg_member_ips') or {}).items():
-            self.update_security_group_members(sg_id, members)
+
+    @abc.abstractmethod
+    def remove_port_filters(self, port_ids: Sequence[str]) -> None:
+        """Forget the ports and remove everything installed for them (idempotent)."""
+
+    def remove_all(self) -> None:
+        """Take every rule of this driver off the host (not on a normal stop).
+
+        A stopped agent leaves its filters in place so VMs stay protected
+        across restarts; this is for an operator switching the firewall
+        off for good, and for tests.
+        """

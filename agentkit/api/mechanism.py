@@ -11,8 +11,17 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from agentkit import exceptions
 from agentkit.api import driver
 from agentkit.api import type_driver
+
+
+class DeviceGone(exceptions.AgentkitError):
+    """The device to wire disappeared meanwhile (the VM was unplugged).
+
+    Not a failure: the agent drops the work, and the unplug event that
+    follows unwires the port.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +90,10 @@ class MechanismDriver(driver.Driver):
         """Connect a plugged port to its segment (tag, flows, bridge membership).
 
         Idempotent: called again on every resync with the same binding.
+
+        :raises DeviceGone: the device vanished while being wired.
+        :raises agentkit.api.type_driver.InvalidSegment: the host cannot
+            realise the segment; the port is reported failed.
         """
 
     @abc.abstractmethod
@@ -91,6 +104,17 @@ class MechanismDriver(driver.Driver):
     def resource_versions(self) -> dict[str, str] | None:
         """Versioned-object versions to report (OVS agents report them so the
         server pushes ``neutron-vo-*`` updates in a version they can read)."""
+        return None
+
+    def filter_bridge(self, port_id: str, network_id: str | None) -> str | None:
+        """The Linux bridge the port's tap crosses, if the switch has one.
+
+        An iptables firewall sees a VM's frames only where they cross a
+        Linux bridge, and keys conntrack zones to it: ``qbr<port>`` of an
+        OVS hybrid plug, ``brq<network>`` of linuxbridge. None (the
+        default) means there is none, and such a firewall cannot filter
+        the port.
+        """
         return None
 
     def cleanup_network(self, network_id: str) -> None:

@@ -15,10 +15,12 @@ l2_opts = [
         help='Alias of the mechanism driver (entry point in '
              'agentkit.mechanism_drivers), e.g. openvswitch or linuxbridge.'),
     cfg.ListOpt(
-        'type_drivers', default=['flat', 'vlan', 'gre', 'vxlan'],
+        'type_drivers',
         help='Aliases of the enabled network type drivers (entry points in '
              'agentkit.type_drivers). A port on a segment of any other type '
-             'is reported as failed.'),
+             'is reported as failed. Unset: every type the mechanism driver '
+             'supports (openvswitch: flat, vlan, gre, vxlan; linuxbridge: '
+             'flat, vlan, vxlan).'),
     cfg.ListOpt(
         'tunnel_types', default=[],
         help='Tunnel types this host terminates (gre, vxlan); each must also '
@@ -56,7 +58,10 @@ securitygroup_opts = [
     cfg.StrOpt(
         'firewall_driver', default='noop',
         help='Alias of the firewall driver (entry point in '
-             'agentkit.firewall_drivers).'),
+             'agentkit.firewall_drivers): iptables_hybrid applies security '
+             'groups and anti-spoofing where VM taps cross a Linux bridge '
+             '(OVS hybrid plug, linuxbridge); noop filters nothing and the '
+             'agent warns about it at start.'),
     cfg.BoolOpt(
         'enable_security_group', default=True,
         help='Apply security groups to ports; when false the noop driver is '

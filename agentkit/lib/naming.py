@@ -33,6 +33,8 @@ NS_DEVICE_PREFIX = 'ns-'
 ROUTER_INTERFACE_PREFIX = 'qr-'
 ROUTER_GATEWAY_PREFIX = 'qg-'
 BRIDGE_PREFIX = 'brq'
+# os-vif's per-port bridge of an OVS hybrid plug (the firewall's bridge).
+HYBRID_BRIDGE_PREFIX = 'qbr'
 VXLAN_PREFIX = 'vxlan-'
 DHCP_NS_PREFIX = 'qdhcp-'
 ROUTER_NS_PREFIX = 'qrouter-'
@@ -119,6 +121,11 @@ def router_gateway_name(port_id: str) -> str:
 def bridge_name(network_id: str) -> str:
     """``brq<net[:11]>``: the Linux bridge of a network (linuxbridge driver)."""
     return _device_name(BRIDGE_PREFIX, network_id, 'network')
+
+
+def hybrid_bridge_name(port_id: str) -> str:
+    """``qbr<port-id[:11]>``: where os-vif hybrid-plugs the port's tap."""
+    return _device_name(HYBRID_BRIDGE_PREFIX, port_id, 'port')
 
 
 def vxlan_device_name(vni: int) -> str:

@@ -38,6 +38,12 @@ class L2PluginApi(client.ServerApiClient):
                           version=version, filter_kwargs=filter_kwargs)
 
     def security_group_info_for_devices(self, devices: list[str]) -> dict[str, Any]:
-        """Rules and member IPs of the groups of ``devices`` (SG RPC 1.2)."""
-        return self._call('1.2', 'security_group_info_for_devices',
-                          devices=devices)
+        """Rules, members and ports of the groups of ``devices`` (SG RPC 1.3).
+
+        Like Neutron's own agents, the call names ``call_version`` as an
+        argument too: the server reads it to send members as ``[ip, mac]``
+        pairs (the MAC matters for allowed address pairs) and otherwise
+        logs a version mismatch and answers in the 1.2 shape.
+        """
+        return self._call('1.3', 'security_group_info_for_devices',
+                          devices=devices, call_version='1.3')

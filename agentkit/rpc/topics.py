@@ -30,6 +30,11 @@ AGENT_TYPE_METADATA = 'Metadata agent'
 NO_TOPIC = 'N/A'
 
 
+# Versioned-object pushes (neutron.api.rpc.handlers.resources_rpc): the only
+# way neutron-server tells agents that an address group's addresses changed.
+ADDRESS_GROUP_PUSH = 'neutron-vo-AddressGroup-1.2'
+
+
 def agent_notifier_topic(resource: str, operation: str) -> str:
     """``q-agent-notifier-<resource>-<operation>``, e.g. port + update."""
     return f'{AGENT_NOTIFIER_PREFIX}-{resource}-{operation}'

@@ -1,11 +1,12 @@
-"""``iptables_hybrid``: security groups as iptables rules on the VM's tap, like Neutron's.
+"""``iptables_hybrid``: security groups where the VM's tap crosses a Linux bridge, like Neutron's.
 
 Neutron's ``OVSHybridIptablesFirewallDriver`` (and the linuxbridge agent's
 ``IptablesFirewallDriver``) filter a VM where its tap device crosses a Linux
 bridge (``qbr`` of the OVS hybrid plug, ``brq`` of linuxbridge):
-br_netfilter hands bridged frames to the root namespace's ``filter`` table,
-and ``-m physdev`` tells which tap they came from or go to. This driver
-builds the same layout, with the same chain names, so operators' habits
+br_netfilter hands bridged frames to the root namespace's iptables, and
+``-m physdev`` tells which tap they came from or go to. This driver builds
+the same layout with the same chain names (``neutron-openvswi`` with
+openvswitch, ``neutron-linuxbri`` with linuxbridge), so operators' habits
 and tools keep working::
 
     FORWARD -> neutron-openvswi-FORWARD
@@ -17,8 +18,24 @@ and tools keep working::
         -j ACCEPT                                              (both sides RETURNed)
     INPUT -> neutron-openvswi-INPUT
         --physdev-in tapX -> neutron-openvswi-o<port[:10]>    (VM to this host)
-    neutron-openvswi-o<port> -> neutron-openvswi-s<port[:10]> (anti-spoofing)
+    neutron-openvswi-o<port> -> neutron-openvswi-s<port[:10]> (IP/MAC anti-spoofing)
     unmatched -> neutron-openvswi-sg-fallback (-j DROP)
+
+and, around it:
+
+* **ipsets** for remote groups and remote address groups (``NIPv4<id>``,
+  ``NIPv6<id>``): one ``-m set --match-set`` rule per rule, whatever the
+  number of members; a member change is one atomic set swap and no
+  iptables change at all.
+* **conntrack zones** per network in the raw table (``-i <bridge> -j CT
+  --zone N``), so projects with the same addresses never share state, and
+  ``-j CT --notrack`` for ports of stateless groups, whose chains then have
+  no ESTABLISHED shortcut. When a rule or a remote member goes away, the
+  conntrack entries of the connections it allowed are deleted, so an
+  established session the new rules forbid stops at once.
+* **ARP and MAC anti-spoofing** in an nftables bridge table of its own
+  (:mod:`agentkit.lib.bridge_filter`): a VM sends frames only from its
+  MACs, ARP only for its addresses, and no ethertype but IPv4, IPv6, ARP.
 
 Ports that are not filtered but share the bridge, the DHCP and router ports
 (``device_owner`` ``network:*``) and ports with port security off, get an
@@ -27,47 +44,43 @@ Neutron: the host's own FORWARD policy (DROP on Docker hosts) does not cut
 them off, and a filtered VM talking to them still meets its own chains
 first, since those jumps come earlier.
 
-Where the rules come from: the port dict of
-``get_devices_details_list_and_failed_devices`` names the port's groups
-but carries neither their rules nor their members. The driver therefore
-keeps a cache, filled through :meth:`update_security_group_rules`,
-:meth:`update_security_group_members`, or in one go from the reply of
-Neutron's ``security_group_info_for_devices`` (q-plugin, RPC namespace
-``secgroup``, version 1.2) with :meth:`update_security_group_info`. A port
-whose groups are not in the cache yet gets the closed default: DHCP and
-nothing else.
-
-Every change rebuilds the whole model and lets
-:class:`~agentkit.lib.iptables_manager.IptablesManager` diff the text, so
-the kernel is only touched (one ``iptables-restore`` per IP version) when
-the rules really change.
+Every change rebuilds the whole model and the managers diff it, so the
+kernel is touched (one ``iptables-restore`` per IP version and table, one
+``nft -f``, one set swap per changed group) only where something changed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Sequence
 
 from oslo_config import cfg
 
-from agentkit import exceptions
 from agentkit.api import firewall
-from agentkit.lib import iptables_manager
+from agentkit.api import security_group as sg
+from agentkit.lib import bridge_filter
+from agentkit.lib import conntrack
 from agentkit.lib import ip_lib
-from agentkit.lib import naming
-from drivers.firewall import sg_rules
+from agentkit.lib import ipset_manager
+from agentkit.lib import iptables_manager
+from drivers.firewall import conntrack_zones
+from drivers.firewall import iptables_rules
 
 LOG = logging.getLogger(__name__)
 
-# Neutron's chain prefix: binary "neutron-openvswitch-agent" cut to 16 characters.
-BINARY_NAME = 'neutron-openvswi'
+# Neutron's chain prefixes: the agent binaries' names cut to 16 characters.
+OVS_BINARY_NAME = 'neutron-openvswi'
+LINUXBRIDGE_BINARY_NAME = 'neutron-linuxbri'
+BINARY_NAME = OVS_BINARY_NAME
+# Neutron's ipset names: NIPv4<group id>, NIPv6<group id>.
+SET_PREFIX = 'NIPv'
 SG_CHAIN = 'sg-chain'
 FALLBACK_CHAIN = 'sg-fallback'
 INGRESS_PREFIX, EGRESS_PREFIX, SPOOF_PREFIX = 'i', 'o', 's'
-TRUSTED_OWNER_PREFIX = 'network:'
 BRIDGE_NF_SYSCTLS = ('net.bridge.bridge-nf-call-iptables',
                      'net.bridge.bridge-nf-call-ip6tables')
 
@@ -90,44 +103,68 @@ ICMP6_UNSPECIFIED = tuple('-s ::/128 -d ff02::/16 -p ipv6-icmp -m icmp6 --icmpv6
                           '-j RETURN' % t for t in (131, 135, 143))
 
 
+def default_binary_name(conf: cfg.ConfigOpts) -> str:
+    """The chain prefix Neutron's agent for the configured mechanism used."""
+    try:
+        mechanism = conf.l2.mechanism_driver
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+        mechanism = None
+    return LINUXBRIDGE_BINARY_NAME if mechanism == 'linuxbridge' else OVS_BINARY_NAME
+
+
 def _physdev(direction: str, device: str, bridged: bool = True) -> str:
     return '-m physdev --physdev-%s %s%s' % (
         direction, device, ' --physdev-is-bridged' if bridged else '')
 
 
+@dataclasses.dataclass(frozen=True)
+class _Allowed:
+    """One kind of connection a stateful port's rules allow, for conntrack cleanup."""
+
+    direction: str
+    ip_version: int
+    protocol: int | None
+    port_min: int | None
+    port_max: int | None
+    remote: sg.Network | None
+
+
 class IptablesHybridFirewallDriver(firewall.FirewallDriver):
     """Per-port ingress, egress and anti-spoofing chains in the root namespace.
 
-    :param binary_name: chain prefix; tests pass their own so parallel runs
-        never share chains (the manager deletes chains of its prefix it
-        does not know).
+    :param binary_name: chain prefix (default: Neutron's for the mechanism);
+        tests pass their own so parallel runs never share chains (the
+        manager deletes chains of its prefix it does not know).
     :param use_ipv6: also manage ip6tables (default: when the kernel has
         IPv6). Without it, IPv6 from and to VMs would pass unfiltered.
+    :param set_prefix: prefix of the remote-group ipsets (default Neutron's).
+    :param antispoof_table: the nftables bridge table of the ARP/MAC guards.
     """
 
-    def __init__(self, conf: cfg.ConfigOpts, host: str, binary_name: str = BINARY_NAME,
-                 use_ipv6: bool | None = None) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, host: str, binary_name: str | None = None,
+                 use_ipv6: bool | None = None, set_prefix: str = SET_PREFIX,
+                 antispoof_table: str = bridge_filter.DEFAULT_TABLE) -> None:
         super().__init__(conf, host)
         if use_ipv6 is None:
             use_ipv6 = os.path.isdir('/proc/sys/net/ipv6')
+        self.binary_name = binary_name or default_binary_name(conf)
         self.iptables = iptables_manager.IptablesManager(
-            None, binary_name=binary_name, use_ipv6=use_ipv6, nat=False,
-            tables=('filter',), filter_top=False)
+            None, binary_name=self.binary_name, use_ipv6=use_ipv6, nat=False,
+            tables=('raw', 'filter'), filter_top=False)
+        self.ipsets = ipset_manager.IpsetManager(set_prefix)
+        self.antispoof = bridge_filter.BridgeAntiSpoof(antispoof_table)
+        self.zones = conntrack_zones.ZoneMap()
         self._lock = threading.RLock()
-        self._ports: dict[str, sg_rules.PortFilter] = {}
-        # Unfiltered ports on the bridge: port id -> (tap, why).
-        self._accepted: dict[str, tuple[str, str]] = {}
-        self._sg_rules: dict[str, list[sg_rules.SecurityGroupRule]] = {}
-        self._sg_members: dict[str, frozenset[sg_rules.Network]] = {}
+        self._ports: dict[str, sg.PortFilter] = {}
+        self._groups: dict[str, sg.SecurityGroup] = {}
+        self._members: dict[str, frozenset[sg.Network]] = {}
+        # What the connections of each stateful port may be, as last applied.
+        self._allowed: dict[str, frozenset[_Allowed]] = {}
         self._unknown_groups_logged: set[str] = set()
-        self._defer_depth = 0
-        # The kernel may differ from the cache (a change not applied yet, or
-        # an apply that failed): the next update must render, even if equal.
-        self._dirty = False
 
     # -- driver lifecycle ----------------------------------------------------
     def initialize(self) -> None:
-        """Make sure bridged frames reach iptables at all.
+        """Make sure bridged frames reach iptables, and adopt the zones in use.
 
         Without br_netfilter (or with its sysctls at 0) every rule below is
         silently bypassed; refusing to start says so instead of pretending
@@ -145,179 +182,256 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
                 LOG.warning('%s was %s; setting it to 1 so bridged traffic is filtered',
                             key, value)
                 ip_lib.set_sysctl(key, 1)
+        zones = self.zones.recover(self.iptables.get_live_rules(4, 'raw'))
+        if zones:
+            LOG.info('Conntrack zones in use on this host: %d networks', len(zones))
 
     # -- FirewallDriver --------------------------------------------------------
-    def prepare_port_filter(self, port: dict[str, Any]) -> None:
-        """Filter a newly wired port; see :meth:`update_port_filter`."""
-        self.update_port_filter(port)
-
-    def update_port_filter(self, port: dict[str, Any]) -> None:
-        """Re-render the port from its dict; one apply if anything changed.
-
-        Network-owned ports (DHCP, routers) and ports with port security
-        off are not filtered; their tap only gets an ACCEPT.
-        """
-        if not port.get('port_security_enabled', True):
-            self._accept(port, 'Accept all packets when port security is disabled.')
-        elif str(port.get('device_owner') or '').startswith(TRUSTED_OWNER_PREFIX):
-            self._accept(port, 'Accept all packets when port is trusted.')
-        else:
-            parsed = sg_rules.PortFilter.from_dict(port)
-            with self._lock:
-                # The agent re-wires every port on each security-group
-                # notification: an unchanged port must cost nothing.
-                if self._ports.get(parsed.port_id) == parsed and not self._dirty:
-                    return
-                self._accepted.pop(parsed.port_id, None)
-                self._ports[parsed.port_id] = parsed
-                self._changed()
-
-    def _accept(self, port: Mapping[str, Any], why: str) -> None:
-        port_id = naming.validate_id(port.get('id') or port.get('port_id'), 'port')
-        entry = (naming.tap_device_name(port_id), why)
+    def apply_port_filters(self, ports: Sequence[sg.PortFilter],
+                           info: sg.SecurityGroupInfo) -> None:
         with self._lock:
-            if self._accepted.get(port_id) == entry and not self._dirty:
+            self._groups.update(info.groups)
+            self._members.update(info.members)
+            for sg_id in info.groups:
+                self._unknown_groups_logged.discard(sg_id)
+            for port in ports:
+                self._ports[port.port_id] = port
+            self._refresh()
+
+    def remove_port_filters(self, port_ids: Sequence[str]) -> None:
+        """Drop the ports' chains, rules, guards and connections."""
+        with self._lock:
+            gone = [self._ports.pop(p) for p in port_ids if p in self._ports]
+            if not gone:
                 return
-            self._ports.pop(port_id, None)
-            self._accepted[port_id] = entry
-            self._changed()
-
-    def remove_port_filter(self, port_id: str) -> None:
-        """Drop the port's chains and rules; ``port_id`` may also be its tap name."""
-        with self._lock:
-            gone = [key for key, tap in self._taps().items() if port_id in (key, tap)]
-            for key in gone:
-                self._ports.pop(key, None)
-                self._accepted.pop(key, None)
-            if gone:
-                self._changed()
-
-    def _taps(self) -> dict[str, str]:
-        taps = {key: tap for key, (tap, _) in self._accepted.items()}
-        taps.update((key, p.device) for key, p in self._ports.items())
-        return taps
-
-    def update_security_group_rules(self, sg_id: str,
-                                    rules: list[dict[str, Any]]) -> None:
-        """Replace one group's rules (dicts as Neutron's API shows them)."""
-        naming.validate_id(sg_id, 'security group')
-        parsed = sg_rules.parse_rules(sg_id, rules)
-        with self._lock:
-            if self._sg_rules.get(sg_id) == parsed and not self._dirty:
-                return
-            self._sg_rules[sg_id] = parsed
-            self._unknown_groups_logged.discard(sg_id)
-            if any(sg_id in p.security_groups for p in self._ports.values()):
-                self._changed()
-
-    def update_security_group_members(self, sg_id: str,
-                                      member_ips: Any) -> None:
-        """Replace the addresses of one group's ports (for ``remote_group_id``).
-
-        ``member_ips``: a list of addresses, or of ``[ip, mac]`` pairs as
-        Neutron >= Rocky sends them, or ``{'IPv4': [...], 'IPv6': [...]}``.
-        """
-        naming.validate_id(sg_id, 'security group')
-        members = sg_rules.parse_members(sg_id, member_ips)
-        with self._lock:
-            if self._sg_members.get(sg_id) == members and not self._dirty:
-                return
-            self._sg_members[sg_id] = members
-            if sg_id in self._remote_groups_in_use():
-                self._changed()
-
-    # -- beyond the ABC --------------------------------------------------------
-    def update_security_group_info(self, info: Mapping[str, Any]) -> None:
-        """Fill the cache from a ``security_group_info_for_devices`` reply, one apply.
-
-        ``info['security_groups']`` maps group ids to rule lists,
-        ``info['sg_member_ips']`` group ids to ``{'IPv4': [...], 'IPv6':
-        [...]}``; ``info['devices']`` is not used (ports come through
-        :meth:`prepare_port_filter`).
-        """
-        groups = info.get('security_groups') if isinstance(info, Mapping) else None
-        members = info.get('sg_member_ips') if isinstance(info, Mapping) else None
-        if not isinstance(groups, Mapping) or not isinstance(members, Mapping):
-            raise exceptions.InvalidPayload(
-                'security_group_info_for_devices reply needs the dicts security_groups '
-                'and sg_member_ips, got %s' % type(info).__name__)
-        with self.defer_apply():
-            for updates, update in ((groups, self.update_security_group_rules),
-                                    (members, self.update_security_group_members)):
-                for sg_id, value in updates.items():
-                    if naming.is_valid_id(sg_id):
-                        update(sg_id, value)
-                    else:
-                        LOG.warning('Ignoring security group with invalid id %.60r', sg_id)
-
-    @contextlib.contextmanager
-    def defer_apply(self) -> Iterator[None]:
-        """Batch many updates (a resync, a whole RPC reply) into one apply."""
-        with self._lock:
-            self._defer_depth += 1
-            try:
-                yield
-            finally:
-                self._defer_depth -= 1
-            if self._defer_depth == 0 and self._dirty:
-                self._refresh()
-
-    @property
-    def filtered_ports(self) -> list[str]:
-        """Ids of the ports that have security-group chains (not the accepted ones)."""
-        with self._lock:
-            return sorted(self._ports)
+            self._refresh()
+            # A network left without filtered ports gave up its zone, and
+            # the refresh flushed all of it; otherwise only the port's go.
+            in_use = {p.network_id for p in self._ports.values() if p.filtered}
+            filters = []
+            for port in gone:
+                if port.filtered and port.network_id in in_use:
+                    zone = self.zones.zone(port.network_id)  # type: ignore[arg-type]
+                    filters += self._port_connections(port, zone)
+            self._delete_connections(filters)
 
     def remove_all(self) -> None:
-        """Take every chain of this driver out of the kernel and forget all ports.
+        """Take every chain, set and guard of this driver off the host; forget all ports.
 
         For a host leaving this firewall (or a test's cleanup); a normal
         agent stop keeps the rules, so VMs stay protected across restarts.
         """
         with self._lock:
             self._ports.clear()
-            self._accepted.clear()
+            self._allowed.clear()
             self.iptables.remove_all()
             self.iptables.reset()
+            self.antispoof.remove_all()
+            self.ipsets.destroy_unused(set())
 
-    # -- rendering ---------------------------------------------------------------
-    def _remote_groups_in_use(self) -> set[str | None]:
-        return {rule.remote_group_id for port in self._ports.values()
-                for sg_id in port.security_groups for rule in self._sg_rules.get(sg_id, ())}
+    # -- beyond the ABC --------------------------------------------------------
+    @property
+    def filtered_ports(self) -> list[str]:
+        """Ids of the ports that have security-group chains (not the accepted ones)."""
+        with self._lock:
+            return sorted(p.port_id for p in self._ports.values() if p.filtered)
 
-    def _changed(self) -> None:
-        """The cache changed: apply now, or when the outermost defer_apply ends."""
-        self._dirty = True
-        if not self._defer_depth:
-            self._refresh()
+    @contextlib.contextmanager
+    def defer_apply(self) -> Iterator[None]:
+        """Hold the driver's lock across several calls (one consistent view)."""
+        with self._lock:
+            yield
+
+    # -- the model ---------------------------------------------------------------
+    def _filtered(self) -> list[sg.PortFilter]:
+        return sorted((p for p in self._ports.values() if p.filtered),
+                      key=lambda p: p.port_id)
+
+    def _port_groups(self, port: sg.PortFilter) -> list[sg.SecurityGroup]:
+        groups = []
+        for sg_id in port.security_groups:
+            group = self._groups.get(sg_id)
+            if group is None:
+                if sg_id not in self._unknown_groups_logged:
+                    self._unknown_groups_logged.add(sg_id)
+                    LOG.warning('No rules known for security group %s (port %s): its '
+                                'ports get DHCP only until its rules arrive',
+                                sg_id, port.port_id)
+                continue
+            groups.append(group)
+        return groups
+
+    def _stateful(self, port: sg.PortFilter) -> bool:
+        """Stateless only if a group says so (the API does not let a port mix both)."""
+        return all(group.stateful for group in self._port_groups(port))
+
+    def _members_of(self, remote_id: str, version: int) -> list[str]:
+        return sorted(str(net) for net in self._members.get(remote_id, ())
+                      if net.version == version)
 
     def _refresh(self) -> None:
-        """Rebuild the model from the cache; the manager applies only a changed text."""
-        with self.iptables.defer_apply():
-            self.iptables.reset()
-            for version in self.iptables.versions:
-                self._build(self.iptables.tables(version)['filter'], version)
-        self._dirty = False
+        """Make the host match the cache; each manager touches only what changed."""
+        ports = self._filtered()
+        # Member sets first: the iptables rules below refer to them.
+        sets = {}
+        for port in ports:
+            for group in self._port_groups(port):
+                for rule in group.rules:
+                    if rule.remote_id:
+                        key = (rule.ip_version, rule.remote_id)
+                        sets[key] = self.ipsets.set_name(*key)
+        for (version, remote_id) in sets:
+            self.ipsets.set_members(version, remote_id, self._members_of(remote_id, version))
+        networks = {p.network_id for p in ports if p.network_id and p.bridge}
+        released = self.zones.release_unused(networks)
+        try:
+            with self.iptables.defer_apply():
+                self.iptables.reset()
+                for version in self.iptables.versions:
+                    tables = self.iptables.tables(version)
+                    self._build_raw(tables['raw'], version, ports)
+                    self._build_filter(tables['filter'], version, ports, sets)
+        except Exception:
+            self.iptables.invalidate()
+            raise
+        self.antispoof.set_ports(self._guard(p) for p in ports if p.mac is not None)
+        self.antispoof.apply()
+        self.ipsets.destroy_unused(set(sets.values()))
+        # Connections the new rules no longer allow, and those of networks
+        # whose zone was given up (a later network may get the number).
+        filters = [conntrack.FlowFilter(ip_version=v, zone=zone)
+                   for zone in released.values() for v in self.iptables.versions]
+        allowed = {p.port_id: self._allowed_connections(p) for p in ports
+                   if self._stateful(p) and p.network_id and p.bridge}
+        for port_id, before in self._allowed.items():
+            port = self._ports.get(port_id)
+            after = allowed.get(port_id)
+            if port is None or after is None:
+                continue
+            zone = self.zones.zone(port.network_id)  # type: ignore[arg-type]
+            for kind in before - after:
+                filters += self._connection_filters(port, zone, kind)
+        self._allowed = allowed
+        self._delete_connections(filters)
 
-    def _build(self, table: iptables_manager.IptablesTable, version: int) -> None:
+    def _delete_connections(self, filters: list[conntrack.FlowFilter]) -> None:
+        if not filters:
+            return
+        try:
+            deleted = 0
+            # A group losing hundreds of members can need more filters than
+            # one privileged call takes.
+            for start in range(0, len(filters), conntrack.MAX_FILTERS):
+                deleted += conntrack.delete_flows(filters[start:start + conntrack.MAX_FILTERS])
+        except Exception:  # noqa: BLE001 - the rules are in force; state ages out
+            LOG.exception('Could not delete connections the new security group '
+                          'rules no longer allow; they stay until they expire')
+            return
+        if deleted:
+            LOG.info('Deleted %d connections the security group rules no longer allow',
+                     deleted)
+
+    def _allowed_connections(self, port: sg.PortFilter) -> frozenset[_Allowed]:
+        kinds = set()
+        for group in self._port_groups(port):
+            for rule in group.rules:
+                if rule.remote_id:
+                    remotes: list[sg.Network | None] = [
+                        n for n in self._members.get(rule.remote_id, ())
+                        if n.version == rule.ip_version]
+                else:
+                    remotes = [rule.remote_prefix]
+                for remote in remotes:
+                    kinds.add(_Allowed(rule.direction, rule.ip_version, rule.protocol,
+                                       rule.port_min, rule.port_max, remote))
+        return frozenset(kinds)
+
+    @staticmethod
+    def _connection_filters(port: sg.PortFilter, zone: int,
+                            kind: _Allowed) -> list[conntrack.FlowFilter]:
+        """Filters for the connections ``kind`` allowed to or from ``port``."""
+        ports = ({} if kind.protocol not in sg.PORT_PROTOCOLS
+                 else {'dport_min': kind.port_min, 'dport_max': kind.port_max})
+        filters = []
+        for own, _mac in port.sources:
+            if own.version != kind.ip_version or own.is_link_local:
+                continue
+            src, dst = (kind.remote, own) if kind.direction == sg.INGRESS \
+                else (own, kind.remote)
+            filters.append(conntrack.FlowFilter(
+                ip_version=kind.ip_version, zone=zone, protocol=kind.protocol,
+                orig_src=src, orig_dst=dst, **ports))
+        return filters
+
+    @staticmethod
+    def _port_connections(port: sg.PortFilter, zone: int) -> list[conntrack.FlowFilter]:
+        """Every connection to or from a removed port, in its network's zone."""
+        filters = []
+        for own, _mac in port.sources:
+            if own.is_link_local:
+                continue
+            filters += [conntrack.FlowFilter(ip_version=own.version, zone=zone, orig_src=own),
+                        conntrack.FlowFilter(ip_version=own.version, zone=zone, orig_dst=own)]
+        return filters
+
+    @staticmethod
+    def _guard(port: sg.PortFilter) -> bridge_filter.PortGuard:
+        """What the port may send at layer 2: its MACs, ARP for its IPv4 sources."""
+        by_mac: dict[str, list[str]] = {port.mac: []} if port.mac else {}
+        for prefix, mac in port.sources:
+            addresses = by_mac.setdefault(mac, [])
+            if prefix.version == 4:
+                addresses.append(str(prefix))
+        return bridge_filter.PortGuard(
+            device=port.device,
+            allowed=tuple((mac, tuple(addresses)) for mac, addresses in by_mac.items()))
+
+    # -- rendering ---------------------------------------------------------------
+    def _build_raw(self, table: iptables_manager.IptablesTable, version: int,
+                   ports: list[sg.PortFilter]) -> None:
+        """Stateless ports untracked first (the first CT target wins), then zones."""
+        zones: dict[str, tuple[str, int]] = {}  # bridge -> (network, zone)
+        for port in ports:
+            if port.bridge is None:
+                continue
+            if not self._stateful(port):
+                table.add_rule('PREROUTING', '%s -j CT --notrack' % _physdev(
+                    'in', port.device, bridged=False),
+                    comment='Untracked: stateless security group.')
+                for prefix, _mac in port.sources:
+                    if prefix.version == version:
+                        table.add_rule('PREROUTING', '-i %s -d %s -j CT --notrack'
+                                       % (port.bridge, prefix))
+            elif port.network_id:
+                zones.setdefault(port.bridge, (port.network_id, self.zones.zone(port.network_id)))
+        for bridge, (network_id, zone) in sorted(zones.items()):
+            table.add_rule('PREROUTING', '-i %s -j CT --zone %d' % (bridge, zone),
+                           comment=self.zones.comment(network_id))
+
+    def _build_filter(self, table: iptables_manager.IptablesTable, version: int,
+                      ports: list[sg.PortFilter], sets: dict[tuple[int, str], str]) -> None:
         table.add_chain(SG_CHAIN)
         table.add_chain(FALLBACK_CHAIN)
         table.add_rule(FALLBACK_CHAIN, '-j DROP',
                        comment='Default drop rule for unmatched traffic.')
-        for port in sorted(self._ports.values(), key=lambda p: p.port_id):
-            self._build_port(table, version, port)
+        for port in ports:
+            self._build_port(table, version, port, sets)
         table.add_rule(SG_CHAIN, '-j ACCEPT')
-        for tap, why in sorted(self._accepted.values()):
+        accepted = sorted((p.device, 'Accept all packets when port is trusted.' if p.trusted
+                           else 'Accept all packets when port security is disabled.')
+                          for p in self._ports.values() if not p.filtered)
+        for tap, why in accepted:
             for direction in ('out', 'in'):
                 table.add_rule('FORWARD', '%s -j ACCEPT' % _physdev(direction, tap),
                                comment=why)
 
     def _build_port(self, table: iptables_manager.IptablesTable, version: int,
-                    port: sg_rules.PortFilter) -> None:
+                    port: sg.PortFilter, sets: dict[tuple[int, str], str]) -> None:
         tap = port.device
-        ingress = table.add_chain(INGRESS_PREFIX + port.chain_suffix)
-        egress = table.add_chain(EGRESS_PREFIX + port.chain_suffix)
-        spoof = table.add_chain(SPOOF_PREFIX + port.chain_suffix)
+        suffix = port.port_id[:10]
+        ingress = table.add_chain(INGRESS_PREFIX + suffix)
+        egress = table.add_chain(EGRESS_PREFIX + suffix)
+        spoof = table.add_chain(SPOOF_PREFIX + suffix)
         for direction in ('out', 'in'):
             table.add_rule('FORWARD', '%s -j $%s' % (_physdev(direction, tap), SG_CHAIN),
                            comment='Direct traffic from the VM interface to the '
@@ -328,10 +442,11 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
         table.add_rule('INPUT', '%s -j %s' % (_physdev('in', tap, bridged=False), egress),
                        comment='Direct incoming traffic from VM to the security '
                                'group chain.')
-        rules = self._port_rules(port, version)
-        for spec in self._ingress(version, rules[sg_rules.INGRESS]):
+        stateful = self._stateful(port)
+        rules = self._rule_specs(port, version, sets)
+        for spec in self._ingress(version, stateful, rules[sg.INGRESS]):
             table.add_rule(ingress, spec, wrap=False)
-        for spec in self._egress(version, spoof, rules[sg_rules.EGRESS]):
+        for spec in self._egress(version, stateful, spoof, rules[sg.EGRESS]):
             table.add_rule(egress, spec, wrap=False)
         for prefix, mac in port.sources:
             if prefix.version == version:
@@ -341,38 +456,32 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
         table.add_rule(spoof, '-j DROP', wrap=False,
                        comment='Drop traffic without an IP/MAC allow rule.')
 
-    def _port_rules(self, port: sg_rules.PortFilter, version: int) -> dict[str, list[str]]:
+    def _rule_specs(self, port: sg.PortFilter, version: int,
+                    sets: dict[tuple[int, str], str]) -> dict[str, list[str]]:
         """The port's groups' rules of one IP version, as specs by direction."""
-        specs: dict[str, list[str]] = {sg_rules.INGRESS: [], sg_rules.EGRESS: []}
-        for sg_id in port.security_groups:
-            rules = self._sg_rules.get(sg_id)
-            if rules is None:
-                if sg_id not in self._unknown_groups_logged:
-                    self._unknown_groups_logged.add(sg_id)
-                    LOG.warning('No rules known for security group %s (port %s): its '
-                                'ports get DHCP only until update_security_group_rules',
-                                sg_id, port.port_id)
-                continue
-            for rule in rules:
-                if rule.ip_version != version:
-                    continue
-                members = self._sg_members.get(rule.remote_group_id or '', frozenset())
-                specs[rule.direction] += rule.to_iptables(members)
+        specs: dict[str, list[str]] = {sg.INGRESS: [], sg.EGRESS: []}
+        for group in self._port_groups(port):
+            for rule in group.rules:
+                if rule.ip_version == version:
+                    member_set = sets.get((version, rule.remote_id)) if rule.remote_id else None
+                    specs[rule.direction].append(iptables_rules.rule_spec(rule, member_set))
         return {d: list(dict.fromkeys(s)) for d, s in specs.items()}
 
     @staticmethod
-    def _ingress(version: int, rules: list[str]) -> list[str]:
-        specs = [ESTABLISHED]
+    def _ingress(version: int, stateful: bool, rules: Iterable[str]) -> list[str]:
+        specs = [ESTABLISHED] if stateful else []
         if version == 4:
             specs.append(DHCP_SERVER + ' -j RETURN')
         else:
             specs += ICMP6_INGRESS
             specs.append('-s fe80::/10 %s -j RETURN' % DHCP6_SERVER)
-        specs.append(INVALID)
-        return specs + rules + ['-j $' + FALLBACK_CHAIN]
+        if stateful:
+            specs.append(INVALID)
+        return specs + list(rules) + ['-j $' + FALLBACK_CHAIN]
 
     @staticmethod
-    def _egress(version: int, spoof_chain: str, rules: list[str]) -> list[str]:
+    def _egress(version: int, stateful: bool, spoof_chain: str,
+                rules: Iterable[str]) -> list[str]:
         if version == 4:
             specs = ['-s 0.0.0.0/32 -d 255.255.255.255/32 %s -j RETURN' % DHCP_CLIENT,
                      '-j ' + spoof_chain,
@@ -385,4 +494,6 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
                 '-p ipv6-icmp -j RETURN',
                 DHCP6_CLIENT + ' -j RETURN',
                 DHCP6_SERVER + ' -j DROP']
-        return specs + [ESTABLISHED, INVALID] + rules + ['-j $' + FALLBACK_CHAIN]
+        if stateful:
+            specs += [ESTABLISHED, INVALID]
+        return specs + list(rules) + ['-j $' + FALLBACK_CHAIN]

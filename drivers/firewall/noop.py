@@ -1,8 +1,9 @@
 """``noop``: no security groups (enable_security_group = False)."""
 
-from typing import Any
+from collections.abc import Sequence
 
 from agentkit.api import firewall
+from agentkit.api import security_group
 
 
 class NoopFirewallDriver(firewall.FirewallDriver):
@@ -10,18 +11,9 @@ class NoopFirewallDriver(firewall.FirewallDriver):
 
     needs_security_group_info = False
 
-    def prepare_port_filter(self, port: dict[str, Any]) -> None:
+    def apply_port_filters(self, ports: Sequence[security_group.PortFilter],
+                           info: security_group.SecurityGroupInfo) -> None:
         pass
 
-    def update_port_filter(self, port: dict[str, Any]) -> None:
-        pass
-
-    def remove_port_filter(self, port_id: str) -> None:
-        pass
-
-    def update_security_group_rules(self, sg_id: str,
-                                    rules: list[dict[str, Any]]) -> None:
-        pass
-
-    def update_security_group_members(self, sg_id: str, member_ips: Any) -> None:
+    def remove_port_filters(self, port_ids: Sequence[str]) -> None:
         pass

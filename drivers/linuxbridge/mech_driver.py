@@ -316,6 +316,14 @@ class LinuxbridgeMechanismDriver(mechanism.MechanismDriver):
             device.disable_ipv6()
 
     def wire_port(self, binding: mechanism.PortBinding) -> None:
+        try:
+            self._wire(binding)
+        except ip_lib.NetworkInterfaceNotFound:
+            if ip_lib.device_exists(binding.device):
+                raise  # something else is missing
+            raise mechanism.DeviceGone(f'{binding.device} was unplugged') from None
+
+    def _wire(self, binding: mechanism.PortBinding) -> None:
         mtu = _network_mtu(binding.details)
         # The uplink first: a segment this host cannot build leaves no bridge.
         uplink = self._uplink(binding.segment, mtu)
@@ -333,6 +341,10 @@ class LinuxbridgeMechanismDriver(mechanism.MechanismDriver):
                 dev.link.set_master(bridge_name)
             dev.link.set_up()
         bridge.link.set_up()
+
+    def filter_bridge(self, port_id: str, network_id: str | None) -> str | None:
+        """The network's ``brq``, which the port's tap joins."""
+        return naming.bridge_name(network_id) if network_id else None
 
     def unwire_port(self, port_id: str) -> None:
         dev = ip_lib.IPDevice(port_id)

@@ -26,6 +26,7 @@ from typing import Any
 from agentkit import exceptions
 from agentkit.api import mechanism
 from agentkit.api import type_driver
+from agentkit.lib import naming
 from agentkit.lib import ovs_lib
 from agentkit.rpc import topics
 from drivers.openvswitch import adoption
@@ -189,6 +190,10 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
             'resource_provider_packet_processing_inventory_defaults': {},
             'resource_provider_hypervisors': {},
         }
+
+    def filter_bridge(self, port_id: str, network_id: str | None) -> str | None:
+        """os-vif's ``qbr`` of the port when VMs are hybrid-plugged."""
+        return naming.hybrid_bridge_name(port_id) if self._ovs_hybrid_plug() else None
 
     def _ovs_hybrid_plug(self) -> bool:
         """Whether VMs need a qbr bridge for the firewall to see their tap.

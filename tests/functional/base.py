@@ -122,14 +122,15 @@ class AgentTestCase(FunctionalTestCase):
 
 
 class HostFirewallChains(fixtures.Fixture):
-    """Exclusive use of the root namespace's ``neutron-openvswi`` chains.
+    """Exclusive use of the host firewall of an L2 agent (iptables_hybrid).
 
-    An L2 agent with the iptables_hybrid driver owns every chain with that
-    prefix on its host (there is one agent per host), so two such agents in
+    Such an agent owns every chain with its prefix (``neutron-openvswi``,
+    ``neutron-linuxbri``), the ``NIPv*`` ipsets and its nftables bridge
+    table on its host (there is one agent per host), so two such agents in
     parallel tests would remove each other's rules. Tests using one hold
-    this lock; on release the chains are removed (a stopped agent leaves
-    its filters in place on purpose, the test host gets FORWARD back). Use
-    it before starting the agent, so its cleanup runs after the agent died.
+    this lock; on release all of it is removed (a stopped agent leaves its
+    filters in place on purpose, the test host gets FORWARD back). Use it
+    before starting the agent, so its cleanup runs after the agent died.
     """
 
     LOCK = '/run/lock/agentkit-test-neutron-openvswi.lock'
@@ -159,4 +160,6 @@ class HostFirewallChains(fixtures.Fixture):
 
     def _remove_chains(self) -> None:
         from drivers.firewall import iptables_hybrid
-        iptables_hybrid.IptablesHybridFirewallDriver(self.conf, 'cleanup').remove_all()
+        for prefix in (iptables_hybrid.OVS_BINARY_NAME, iptables_hybrid.LINUXBRIDGE_BINARY_NAME):
+            iptables_hybrid.IptablesHybridFirewallDriver(
+                self.conf, 'cleanup', binary_name=prefix).remove_all()

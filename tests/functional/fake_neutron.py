@@ -18,6 +18,28 @@ import oslo_messaging
 from oslo_config import cfg
 
 
+# What neutron 29's get_devices_details_list_and_failed_devices puts in a
+# bound port's entry (tests/fixtures/neutron29/): no security groups.
+DETAILS_KEYS = frozenset({
+    'device', 'network_id', 'port_id', 'mac_address', 'admin_state_up',
+    'network_type', 'segmentation_id', 'physical_network', 'mtu', 'fixed_ips',
+    'device_owner', 'allowed_address_pairs', 'port_security_enabled',
+    'qos_policy_id', 'qos_network_policy_id', 'profile', 'propagate_uplink_status'})
+# neutron_lib.constants.INTERFACE_PREFIXES: what the server strips from a
+# device before matching it as a port-id prefix in security-group calls.
+INTERFACE_PREFIXES = ('tap', 'qvo', 'sg-')
+DIRECTION_IP_PREFIX = {'ingress': 'source_ip_prefix', 'egress': 'dest_ip_prefix'}
+
+
+def _port_id(record: dict[str, Any]) -> str:
+    return record.get('port_id') or record.get('id') or record['device']
+
+
+def _ip_version(address: str) -> int:
+    import ipaddress
+    return ipaddress.ip_network(address, strict=False).version
+
+
 class _Recorder:
     def __init__(self, server: 'FakeNeutron') -> None:
         self.server = server
@@ -48,11 +70,21 @@ class PluginEndpoint(_Recorder):
 
     def get_devices_details_list_and_failed_devices(self, context, devices,
                                                     agent_id, host=None):
+        """As neutron 29: each device is a port-id *prefix* (a ``tap`` form
+        resolves to nothing), and details carry no security groups."""
         self._record('get_devices_details_list_and_failed_devices',
                      devices=devices, agent_id=agent_id, host=host)
         with self.server.lock:
-            details = [copy.deepcopy(self.server.port_details.get(d, {'device': d}))
-                       for d in devices]
+            details = []
+            for device in devices:
+                record = self.server.security_groups.find_port(device)
+                if record is None:
+                    details.append({'device': device})
+                    continue
+                entry = {k: copy.deepcopy(v) for k, v in record.items()
+                         if k in DETAILS_KEYS}
+                entry.update(device=device, port_id=_port_id(record))
+                details.append(entry)
         return {'devices': details, 'failed_devices': []}
 
     def update_device_list(self, context, devices_up, devices_down, agent_id,
@@ -64,13 +96,11 @@ class PluginEndpoint(_Recorder):
                                  for d in devices_down],
                 'failed_devices_down': []}
 
-    def security_group_info_for_devices(self, context, devices):
-        self._record('security_group_info_for_devices', devices=devices)
+    def security_group_info_for_devices(self, context, devices, call_version='1.2'):
+        self._record('security_group_info_for_devices', devices=devices,
+                     call_version=call_version)
         with self.server.lock:
-            return {'devices': {d: self.server.port_details.get(d, {})
-                                for d in devices},
-                    'security_groups': copy.deepcopy(self.server.sg_rules),
-                    'sg_member_ips': copy.deepcopy(self.server.sg_members)}
+            return self.server.security_groups.info_for_devices(devices, call_version)
 
     def tunnel_sync(self, context, tunnel_ip, tunnel_type, host=None):
         self._record('tunnel_sync', tunnel_ip=tunnel_ip, tunnel_type=tunnel_type,
@@ -130,6 +160,118 @@ class L3Endpoint(_Recorder):
                      fip_statuses=fip_statuses)
 
 
+class SecurityGroupModel:
+    """The server's security-group answers, computed as neutron 29 does.
+
+    Pure (no broker): the fake server answers RPCs from it and firewall
+    tests feed a driver from it directly. ``ports`` are port records as
+    tests write them (details-like: ``port_id``, ``fixed_ips`` as dicts,
+    ``security_groups``...), ``rules`` group rules as the API shows them,
+    ``stateful`` groups' flags, ``address_groups`` their addresses.
+    Members of a remote group are the addresses of its ports, as in the
+    server's database.
+    """
+
+    def __init__(self) -> None:
+        self.ports: dict[str, dict[str, Any]] = {}
+        self.rules: dict[str, list[dict[str, Any]]] = {}
+        self.stateful: dict[str, bool] = {}
+        self.address_groups: dict[str, list[str]] = {}
+
+    def find_port(self, prefix: str) -> dict[str, Any] | None:
+        """The one port whose id starts with ``prefix`` ."""
+        matches = [r for r in self.ports.values() if _port_id(r).startswith(prefix)]
+        return matches[0] if len(matches) == 1 else None
+
+    def _ports_in_group(self, sg_id: str) -> list[dict[str, Any]]:
+        return [r for r in self.ports.values() if sg_id in r.get('security_groups', [])]
+
+    def _rpc_rule(self, sg_id: str, rule: dict[str, Any]) -> dict[str, Any]:
+        """An API-shaped rule as security_group_info_for_devices sends it."""
+        out = {'direction': rule['direction'], 'ethertype': rule.get('ethertype', 'IPv4')}
+        for key in ('protocol', 'port_range_min', 'port_range_max', 'remote_ip_prefix',
+                    'remote_group_id', 'remote_address_group_id'):
+            if rule.get(key) is not None:
+                if key == 'remote_ip_prefix':
+                    out[DIRECTION_IP_PREFIX[rule['direction']]] = rule[key]
+                else:
+                    out[key] = rule[key]
+        out['stateful'] = self.stateful.get(sg_id, True)
+        return out
+
+    def info_for_devices(self, devices: list[str], call_version: str = '1.3') -> dict[str, Any]:
+        """``security_group_info_for_devices`` as neutron 29 computes it
+        (neutron/db/securitygroups_rpc_base.py)."""
+        ports = {}
+        for device in devices:
+            prefix = device
+            for strip in INTERFACE_PREFIXES:
+                if device.startswith(strip):
+                    prefix = device[len(strip):]
+                    break
+            record = self.find_port(prefix)
+            if record is None or str(record.get('device_owner', '')).startswith('network:'):
+                continue
+            port = {k: copy.deepcopy(v) for k, v in record.items() if k not in ('port_id',)}
+            port.update(id=_port_id(record), device=device,
+                        fixed_ips=[ip['ip_address'] for ip in record.get('fixed_ips', [])],
+                        security_groups=list(record.get('security_groups', [])),
+                        allowed_address_pairs=copy.deepcopy(
+                            record.get('allowed_address_pairs', [])),
+                        port_security_enabled=record.get('port_security_enabled', True),
+                        security_group_rules=[], security_group_source_groups=[],
+                        security_group_remote_address_groups=[])
+            # The server's own rules (router advertisements, DHCP replies).
+            if any(_ip_version(ip) == 6 for ip in port['fixed_ips']):
+                port['security_group_rules'].append({
+                    'direction': 'ingress', 'ethertype': 'IPv6', 'protocol': 'ipv6-icmp',
+                    'source_port_range_min': 134})
+            for version, dests in ((4, ['255.255.255.255/32']), (6, ['fe80::/64'])):
+                own = [f'{ip}/{32 if version == 4 else 128}' for ip in port['fixed_ips']
+                       if _ip_version(ip) == version]
+                for dest in own + dests:
+                    port['security_group_rules'].append({
+                        'direction': 'ingress', 'ethertype': f'IPv{version}',
+                        'protocol': 'udp', 'port_range_min': 68 if version == 4 else 546,
+                        'port_range_max': 68 if version == 4 else 546,
+                        'source_port_range_min': 67 if version == 4 else 547,
+                        'source_port_range_max': 67 if version == 4 else 547,
+                        'dest_ip_prefix': dest})
+            ports[port['id']] = port
+        groups: dict[str, list[dict[str, Any]]] = {}
+        members: dict[str, dict[str, list[Any]]] = {}
+        for port in ports.values():
+            for sg_id in port['security_groups']:
+                rules = groups.setdefault(sg_id, [])
+                for rule in self.rules.get(sg_id, []):
+                    rpc_rule = self._rpc_rule(sg_id, rule)
+                    if rpc_rule not in rules:
+                        rules.append(rpc_rule)
+                    remote = rule.get('remote_group_id') or rule.get('remote_address_group_id')
+                    if remote:
+                        members.setdefault(remote, {}).setdefault(rule.get('ethertype', 'IPv4'),
+                                                                  [])
+                        key = ('security_group_source_groups' if rule.get('remote_group_id')
+                               else 'security_group_remote_address_groups')
+                        if remote not in port[key]:
+                            port[key].append(remote)
+        for remote, by_type in members.items():
+            entries: set[tuple[str, str | None]] = set()
+            for record in self._ports_in_group(remote):
+                entries |= {(ip['ip_address'], None) for ip in record.get('fixed_ips', [])}
+                entries |= {(p['ip_address'], p.get('mac_address') or record['mac_address'])
+                            for p in record.get('allowed_address_pairs', [])}
+            entries |= {(a, None) for a in self.address_groups.get(remote, [])}
+            for ip, mac in sorted(entries, key=lambda e: (e[0], e[1] or '')):
+                ethertype = f'IPv{_ip_version(ip)}'
+                if ethertype in by_type:
+                    by_type[ethertype].append([ip, mac] if call_version >= '1.3' else ip)
+            if call_version < '1.3':
+                # make_compatible_sg_member_ips: flat lists, both families.
+                members[remote] = {e: by_type.get(e, []) for e in ('IPv4', 'IPv6')}
+        return {'devices': ports, 'security_groups': groups, 'sg_member_ips': members}
+
+
 class FakeNeutron:
     """Start with :meth:`start`, point agents at ``exchange``, inspect ``calls``."""
 
@@ -147,12 +289,16 @@ class FakeNeutron:
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.port_details: dict[str, dict[str, Any]] = {}
+        self.security_groups = SecurityGroupModel()
+        self.port_details = self.security_groups.ports
         self.networks: dict[str, dict[str, Any]] = {}
         self.routers: dict[str, dict[str, Any]] = {}
         self.tunnels: list[dict[str, Any]] = []
-        self.sg_rules: dict[str, list[dict[str, Any]]] = {}
-        self.sg_members: dict[str, dict[str, list[str]]] = {}
+        # Rules as the API shows them (remote_ip_prefix, ...); members are
+        # computed from the ports in port_details, as the server does.
+        self.sg_rules = self.security_groups.rules
+        self.sg_stateful = self.security_groups.stateful
+        self.address_groups = self.security_groups.address_groups
         self.dhcp_port_macs = iter(f'fa:16:3e:00:{i // 256:02x}:{i % 256:02x}'
                                    for i in range(1, 65536))
         self._servers: list[Any] = []

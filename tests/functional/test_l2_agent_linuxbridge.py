@@ -10,6 +10,7 @@ from agentkit.lib import ip_lib
 from tests.functional import agent_process
 from tests.functional import base
 from tests.functional import fake_neutron
+from tests.functional import spoofing
 from tests.functional import vm as fake_vm
 
 
@@ -88,7 +89,7 @@ class L2AgentLinuxbridgeTest(LinuxbridgeAgentTestBase):
         self.neutron.wait_for_call('report_state')
         vm = self.add_vm(net, '10.253.0.10/24')
         self.neutron.wait_for_call('update_device_list',
-                                   lambda kw: vm.tap in kw['devices_up'])
+                                   lambda kw: vm.port_id in kw['devices_up'])
         brq = 'brq' + net[:11]
         self.addCleanup(lambda: ip_lib.device_exists(brq)
                         and ip_lib.IPDevice(brq).delete())
@@ -105,7 +106,7 @@ class L2AgentLinuxbridgeTest(LinuxbridgeAgentTestBase):
         vm2 = self.add_vm(net, '10.253.1.2/24', 'vxlan', vni)
         for vm in (vm1, vm2):
             self.neutron.wait_for_call('update_device_list',
-                                       lambda kw, t=vm.tap: t in kw['devices_up'])
+                                       lambda kw, p=vm.port_id: p in kw['devices_up'])
         brq = 'brq' + net[:11]
         self.addCleanup(lambda: ip_lib.device_exists(brq)
                         and ip_lib.IPDevice(brq).delete())
@@ -145,14 +146,12 @@ class L2AgentSecurityGroupTest(LinuxbridgeAgentTestBase):
             _rule(sg1, 'ingress', remote_group_id=sg1)]
         self.neutron.sg_rules[sg2] = [_rule(sg2, 'egress'),
                                       _rule(sg2, 'egress', 'IPv6')]
-        self.neutron.sg_members[sg1] = {'IPv4': ['10.253.0.51'], 'IPv6': []}
-        self.neutron.sg_members[sg2] = {'IPv4': ['10.253.0.52'], 'IPv6': []}
         self.neutron.wait_for_call('report_state')
         vm1 = self.add_vm(net, '10.253.0.51/24', security_groups=[sg1])
         vm2 = self.add_vm(net, '10.253.0.52/24', security_groups=[sg2])
         for vm in (vm1, vm2):
             self.neutron.wait_for_call('update_device_list',
-                                       lambda kw, t=vm.tap: t in kw['devices_up'])
+                                       lambda kw, p=vm.port_id: p in kw['devices_up'])
         brq = 'brq' + net[:11]
         self.addCleanup(lambda: ip_lib.device_exists(brq)
                         and ip_lib.IPDevice(brq).delete())
@@ -180,3 +179,18 @@ class L2AgentSecurityGroupTest(LinuxbridgeAgentTestBase):
                                  '-I', '10.253.0.59', '10.253.0.51')
         self.assertNotEqual(0, spoofed.returncode)
         self.assertTrue(fake_vm.ping(vm2.name, '10.253.0.51'))
+        fake_vm.run_in(vm2.name, 'ip', 'addr', 'del', '10.253.0.59/24', 'dev', 'eth0')
+
+        # ARP and MAC anti-spoofing: vm2 claims the provider host's address
+        # towards vm1, which keeps reaching the real one.
+        gateway = '10.253.0.254'
+        spoof = spoofing.Spoofer(vm2, '10.253.0.52', vm1, '10.253.0.51')
+        self.addCleanup(spoof.close)
+        gateway_mac = spoof.neighbour_mac(gateway)
+        self.assertIsNotNone(gateway_mac)
+        self.assertTrue(spoof.arrives(*spoof.arp_claiming('10.253.0.52')))
+        self.assertFalse(spoof.arrives(*spoof.arp_claiming(gateway)))
+        self.assertFalse(spoof.arrives(*spoof.from_forged_mac('fa:16:3e:de:ad:02')))
+        self.assertFalse(spoof.arrives(*spoof.other_ethertype()))
+        self.assertEqual(gateway_mac, spoof.neighbour_mac(gateway))
+        self.assertTrue(fake_vm.ping(vm1.name, gateway))

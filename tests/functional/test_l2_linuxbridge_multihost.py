@@ -224,7 +224,7 @@ class TwoHostLinuxbridgeTestBase(base.AgentTestCase):
     def wait_up(self, *vms: QuietVM) -> None:
         for vm in vms:
             self.neutron.wait_for_call(
-                'update_device_list', lambda kw, t=vm.tap: t in kw['devices_up'],
+                'update_device_list', lambda kw, p=vm.port_id: p in kw['devices_up'],
                 timeout=30)
 
     def flood_peers(self, vni: int, namespace: str | None) -> set[str]:
@@ -325,8 +325,8 @@ class TwoHostLinuxbridgeTest(TwoHostLinuxbridgeTestBase):
         self.assertFalse(ip_lib.device_exists('brq' + net['id'][:11]))
         # Reported failed (down) once, not retried forever.
         self.neutron.wait_for_call('update_device_list',
-                                   lambda kw: vm.tap in kw['devices_down'])
-        self.assertFalse(any(vm.tap in kw['devices_up']
+                                   lambda kw: vm.port_id in kw['devices_down'])
+        self.assertFalse(any(vm.port_id in kw['devices_up']
                              for kw in self.neutron.calls_of('update_device_list')))
 
 

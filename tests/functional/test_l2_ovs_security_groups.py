@@ -28,6 +28,7 @@ from tests.functional import agent_process
 from tests.functional import base
 from tests.functional import fake_neutron
 from tests.functional import ovs_host
+from tests.functional import spoofing
 from tests.functional import vm as fake_vm
 
 SUBNET = '10.250.7.{}/24'
@@ -69,7 +70,8 @@ class L2OVSHybridSecurityGroupTest(base.AgentTestCase):
             'DEFAULT': {'transport_url': self.neutron.transport_url,
                         'host': self.host,
                         'state_path': self.get_temp_path('state')},
-            'agent': {'report_interval': 2},
+            # No periodic resync in the middle: the test counts RPC calls.
+            'agent': {'report_interval': 2, 'resync_interval': 600},
             'ovs': {'integration_bridge': self.br.name, 'datapath_type': 'netdev'},
             'l2': {'mechanism_driver': 'openvswitch', 'type_drivers': 'vxlan',
                    'vni_ranges': '1000:1999'},
@@ -147,8 +149,6 @@ class L2OVSHybridSecurityGroupTest(base.AgentTestCase):
                 _rule(sg1, 'ingress', remote_group_id=sg1)]
             self.neutron.sg_rules[sg2] = [_rule(sg2, 'egress'),
                                           _rule(sg2, 'egress', 'IPv6')]
-            self.neutron.sg_members[sg1] = {'IPv4': [_ip(1), _ip(3)], 'IPv6': []}
-            self.neutron.sg_members[sg2] = {'IPv4': [_ip(2)], 'IPv6': []}
 
         state = self.neutron.wait_for_call(
             'report_state',
@@ -212,3 +212,68 @@ class L2OVSHybridSecurityGroupTest(base.AgentTestCase):
                             'a spoofed source address got through')
         # ... while its own address still passes (the drop was the spoof's).
         self.assertTrue(self.reaches(vm2, _ip(1)))
+        fake_vm.run_in(vm2.name, 'ip', 'addr', 'del', f'{spoofed}/32', 'dev', 'eth0')
+
+        self.check_arp_and_mac_spoofing(vm1, vm2, vm3)
+        self.check_only_affected_ports_are_refreshed(sg1, sg2, vm1, vm3)
+        self.check_many_members_cost_no_rules(sg1, vm1, vm3)
+
+    def check_arp_and_mac_spoofing(self, vm1, vm2, vm3) -> None:
+        """vm2 tries to take vm3's address from vm1's point of view."""
+        spoof = spoofing.Spoofer(vm2, _ip(2), vm1, _ip(1))
+        self.addCleanup(spoof.close)
+        self.assertTrue(self.reaches(vm1, _ip(3)))
+        self.assertEqual(vm3.mac, spoof.neighbour_mac(_ip(3)))
+        # What vm2 may send arrives (the marker of every check below) ...
+        self.assertTrue(spoof.arrives(*spoof.arp_claiming(_ip(2))))
+        # ... ARP for vm3's address, a forged MAC and LLDP do not.
+        self.assertFalse(spoof.arrives(*spoof.arp_claiming(_ip(3))))
+        self.assertFalse(spoof.arrives(*spoof.from_forged_mac('fa:16:3e:de:ad:01')))
+        self.assertFalse(spoof.arrives(*spoof.other_ethertype()))
+        # The victim is unaffected: vm1 still maps and reaches vm3.
+        self.assertEqual(vm3.mac, spoof.neighbour_mac(_ip(3)))
+        self.assertTrue(self.reaches(vm1, _ip(3)))
+
+    def check_only_affected_ports_are_refreshed(self, sg1, sg2, vm1, vm3) -> None:
+        """A notification costs one call, for the ports it concerns, and no re-wiring."""
+        def cast(method: str, group: str) -> None:
+            self.neutron.cast_to_agent('q-agent-notifier-security_group-update', None,
+                                       method, version='1.1', security_groups=[group])
+
+        mark = self.neutron.mark()
+        cast('security_groups_member_updated', sg2)  # no rule names sg2 as remote
+        cast('security_groups_member_updated', sg1)  # sg1's ingress rule does
+        call = self.neutron.wait_for_call('security_group_info_for_devices', since=mark)
+        self.assertEqual({vm1.port_id, vm3.port_id}, set(call['devices']))
+        self.assertEqual('1.3', call['call_version'])
+        cast('security_groups_rule_updated', sg2)   # only vm2 is in sg2
+        call = self.neutron.wait_for_call('security_group_info_for_devices',
+                                          lambda kw: kw['devices'] != call['devices'],
+                                          since=mark)
+        self.assertEqual(1, len(call['devices']))
+        methods = [m for m, _ in self.neutron.calls[mark:] if m != 'report_state']
+        self.assertEqual(['security_group_info_for_devices'] * 2, methods)
+
+    def check_many_members_cost_no_rules(self, sg1, vm1, vm3) -> None:
+        """200 more ports in sg1 (on other hosts): one set grows, no rule is added."""
+        chain = f'neutron-openvswi-i{vm1.port_id[:10]}'
+        rules_before = self.iptables_chain(chain).count('\n')
+        with self.neutron.lock:
+            for i in range(200):
+                port_id = str(uuid.uuid4())
+                self.neutron.port_details[port_id] = {
+                    'port_id': port_id, 'network_id': str(uuid.uuid4()),
+                    'mac_address': 'fa:16:3e:77:%02x:%02x' % (i // 256, i % 256),
+                    'fixed_ips': [{'ip_address': f'10.251.{i // 200}.{i % 200 + 1}'}],
+                    'security_groups': [sg1], 'device_owner': 'compute:nova'}
+        self.neutron.cast_to_agent('q-agent-notifier-security_group-update', None,
+                                   'security_groups_member_updated', version='1.1',
+                                   security_groups=[sg1])
+        name = 'NIPv4' + sg1[:24]
+
+        def entries() -> int:
+            out = ovs_host.run('ipset', 'list', name, '-t').stdout
+            return int(out.split('Number of entries:')[1].split()[0])
+        ovs_host.wait_until(lambda: entries() == 202, 15, f'{name} with 202 members')
+        self.assertEqual(rules_before, self.iptables_chain(chain).count('\n'))
+        self.assertTrue(self.reaches(vm3, _ip(1)))

@@ -1,10 +1,12 @@
-"""iptables_hybrid: rule translation, input checks, cache and apply behaviour.
+"""iptables_hybrid: rule text, layout, sets, zones, guards and conntrack cleanup.
 
-The kernel side is :class:`tests.unit.test_iptables_manager.FakeIptables`
+The kernel side of iptables is :class:`tests.unit.test_iptables_manager.FakeIptables`
 (an in-memory iptables-save/-restore), one per IP version, so what the
-driver sends is checked the way the kernel would take it: chains must
-exist before jumps, referenced chains cannot be deleted, and foreign rules
-must survive.
+driver sends is checked the way the kernel would take it: chains must exist
+before jumps, referenced chains cannot be deleted, and foreign rules must
+survive. ipsets, the nftables guards and conntrack are recorded by fakes.
+Security-group data is written in the server's shape and parsed by
+:mod:`agentkit.api.security_group`, as the agent does.
 """
 
 from __future__ import annotations
@@ -13,220 +15,209 @@ import ipaddress
 from typing import Any
 from unittest import mock
 
-from agentkit import exceptions
+from agentkit.api import security_group as sg
+from agentkit.lib import conntrack
 from agentkit.lib import iptables_manager as im
+from drivers.firewall import conntrack_zones
 from drivers.firewall import iptables_hybrid as ih
-from drivers.firewall import sg_rules
+from drivers.firewall import iptables_rules
 from tests import base
 from tests.unit.test_iptables_manager import FakeIptables
 
 SG = '5a1f0000-0000-4000-8000-000000000001'
 SG2 = '5a1f0000-0000-4000-8000-000000000002'
+AG = '5a1f0000-0000-4000-8000-0000000000a9'
+NET = '0e7c0000-0000-4000-8000-000000000001'
+NET2 = '0e7c0000-0000-4000-8000-000000000002'
 PORT = '8cbd0e17-4b44-4b06-a0a4-2ef8e3f0a1b2'
 PORT2 = '1f2e3d4c-0000-4000-8000-00000000abcd'
 MAC = 'fa:16:3e:12:34:56'
 TAP = 'tap8cbd0e17-4b'
+QBR = 'qbr8cbd0e17-4b'
 I_CHAIN = 'neutron-openvswi-i8cbd0e17-4'
 O_CHAIN = 'neutron-openvswi-o8cbd0e17-4'
 S_CHAIN = 'neutron-openvswi-s8cbd0e17-4'
+SET4 = 'NIPv4' + SG[:24]
 
 
 def rule(**kwargs: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {'direction': 'ingress', 'ethertype': 'IPv4'}
+    """A rule as security_group_info_for_devices sends it."""
+    values: dict[str, Any] = {'direction': 'ingress', 'ethertype': 'IPv4', 'stateful': True}
     values.update(kwargs)
     return values
 
 
-def specs(members: list[str] | None = None, **kwargs: Any) -> list[str]:
-    nets = [ipaddress.ip_network(m) for m in members or []]
-    return sg_rules.SecurityGroupRule.from_dict(rule(**kwargs)).to_iptables(nets)
-
-
-def port(port_id: str = PORT, **kwargs: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        'id': port_id, 'device': 'tap' + port_id[:11], 'mac_address': MAC,
-        'fixed_ips': [{'ip_address': '10.0.0.5', 'subnet_id': SG2}],
-        'security_groups': [SG], 'port_security_enabled': True,
-        'allowed_address_pairs': []}
-    values.update(kwargs)
-    return values
+def spec(member_set: str | None = None, **kwargs: Any) -> str:
+    return iptables_rules.rule_spec(sg.SecurityGroupRule.from_rpc(rule(**kwargs)), member_set)
 
 
 def default_group(sg_id: str = SG) -> list[dict[str, Any]]:
-    return [rule(direction=d, ethertype=e, remote_group_id=sg_id if d == 'ingress' else None)
+    return [rule(direction=d, ethertype=e, **({'remote_group_id': sg_id} if d == 'ingress'
+                                              else {}))
             for d in ('ingress', 'egress') for e in ('IPv4', 'IPv6')]
 
 
-class RuleTranslationTest(base.TestCase):
+def port(port_id: str = PORT, network_id: str = NET, **kwargs: Any) -> sg.PortFilter:
+    values: dict[str, Any] = {
+        'id': port_id, 'device': port_id, 'network_id': network_id, 'mac_address': MAC,
+        'fixed_ips': ['10.0.0.5'], 'security_groups': [SG], 'port_security_enabled': True,
+        'allowed_address_pairs': [], 'device_owner': 'compute:nova'}
+    values.update(kwargs)
+    return sg.PortFilter.from_rpc(values, bridge='qbr' + port_id[:11])
+
+
+def info(groups: dict[str, list[dict[str, Any]]] | None = None,
+         members: dict[str, list[str]] | None = None) -> sg.SecurityGroupInfo:
+    reply = {'devices': {}, 'security_groups': groups if groups is not None
+             else {SG: default_group()},
+             'sg_member_ips': {g: {'IPv4': [[m, None] for m in ms if ':' not in m],
+                                   'IPv6': [[m, None] for m in ms if ':' in m]}
+                               for g, ms in (members or {}).items()}}
+    return sg.SecurityGroupInfo.from_rpc(reply)[0]
+
+
+class RuleTextTest(base.TestCase):
     """Every kind of Neutron rule becomes the iptables text Neutron would write."""
 
     def test_protocols_and_ports(self) -> None:
-        self.assertEqual(['-j RETURN'], specs())
-        self.assertEqual(['-p tcp -m tcp --dport 22 -j RETURN'],
-                         specs(protocol='tcp', port_range_min=22, port_range_max=22))
-        self.assertEqual(['-p udp -m udp --dport 1000:2000 -j RETURN'],
-                         specs(protocol='udp', port_range_min=1000, port_range_max=2000))
-        self.assertEqual(['-p tcp -m tcp --dport 80 -j RETURN'],
-                         specs(protocol='6', port_range_min='80'))
-        self.assertEqual(['-p sctp -m sctp --dport 5 -j RETURN'],
-                         specs(protocol='sctp', port_range_min=5, port_range_max=5))
-        self.assertEqual(['-p 47 -j RETURN'], specs(protocol='gre'))
-        self.assertEqual(['-p 112 -j RETURN'], specs(protocol=112))
-        self.assertEqual(['-j RETURN'], specs(protocol='any'))
+        self.assertEqual('-j RETURN', spec())
+        self.assertEqual('-p tcp -m tcp --dport 22 -j RETURN',
+                         spec(protocol='tcp', port_range_min=22, port_range_max=22))
+        self.assertEqual('-p udp -m udp --dport 1000:2000 -j RETURN',
+                         spec(protocol='udp', port_range_min=1000, port_range_max=2000))
+        self.assertEqual('-p sctp -m sctp --dport 5 -j RETURN',
+                         spec(protocol='132', port_range_min=5, port_range_max=5))
+        self.assertEqual('-p 47 -j RETURN', spec(protocol='gre'))
 
     def test_icmp_type_and_code(self) -> None:
-        self.assertEqual(['-p icmp -j RETURN'], specs(protocol='icmp'))
-        self.assertEqual(['-p icmp -m icmp --icmp-type 8 -j RETURN'],
-                         specs(protocol='icmp', port_range_min=8))
-        self.assertEqual(['-p icmp -m icmp --icmp-type 3/4 -j RETURN'],
-                         specs(protocol='icmp', port_range_min=3, port_range_max=4))
-        # Neutron lets an IPv6 rule say "icmp": it means ICMPv6 there.
-        self.assertEqual(['-p ipv6-icmp -m icmp6 --icmpv6-type 128 -j RETURN'],
-                         specs(ethertype='IPv6', protocol='icmp', port_range_min=128))
+        self.assertEqual('-p icmp -j RETURN', spec(protocol='icmp'))
+        self.assertEqual('-p icmp -m icmp --icmp-type 8/0 -j RETURN',
+                         spec(protocol='icmp', port_range_min=8, port_range_max=0))
+        self.assertEqual('-p ipv6-icmp -m icmp6 --icmpv6-type 128 -j RETURN',
+                         spec(ethertype='IPv6', protocol='icmp', port_range_min=128))
 
-    def test_remote_prefix_direction_and_group_members(self) -> None:
-        self.assertEqual(['-s 10.0.0.0/8 -p tcp -j RETURN'],
-                         specs(protocol='tcp', remote_ip_prefix='10.1.2.3/8'))
-        self.assertEqual(['-d 192.0.2.7/32 -j RETURN'],
-                         specs(direction='egress', remote_ip_prefix='192.0.2.7'))
-        self.assertEqual(['-j RETURN'], specs(remote_ip_prefix='0.0.0.0/0'))
-        self.assertEqual(['-s 10.0.0.5/32 -p tcp -m tcp --dport 22 -j RETURN',
-                          '-s 10.0.0.6/32 -p tcp -m tcp --dport 22 -j RETURN'],
-                         specs(['10.0.0.6', '10.0.0.5', '2001:db8::1'], remote_group_id=SG,
-                               protocol='tcp', port_range_min=22, port_range_max=22))
-        # A remote group without members allows no one yet.
-        self.assertEqual([], specs([], remote_group_id=SG))
-
-    def test_rules_that_cannot_be_enforced_exactly_are_refused(self) -> None:
-        bad = [
-            rule(direction='sideways'), rule(ethertype='IPX'), rule(ethertype=['IPv4']),
-            rule(protocol='hopopt'), rule(protocol=0), rule(protocol='bogus'),
-            rule(protocol='ipv6-icmp'),                          # in an IPv4 rule
-            rule(protocol='tcp', port_range_min=0),
-            rule(protocol='tcp', port_range_min=70000),
-            rule(protocol='tcp', port_range_min=30, port_range_max=20),
-            rule(protocol='tcp', port_range_max=20),
-            rule(protocol='tcp', port_range_min=True),
-            rule(protocol='icmp', port_range_max=3),
-            rule(protocol='gre', port_range_min=1),
-            rule(remote_ip_prefix='10.0.0.0/8 -j ACCEPT'),       # would widen the rule
-            rule(remote_ip_prefix='2001:db8::/32'),              # IPv6 prefix, IPv4 rule
-            rule(remote_group_id='../../etc'),
-            rule(remote_group_id=SG, remote_ip_prefix='10.0.0.0/8'),
-            rule(remote_address_group_id=SG),
-            'not a dict',
-        ]
-        for value in bad:
-            self.assertRaises(sg_rules.InvalidRule, sg_rules.SecurityGroupRule.from_dict,
-                              value)
-        # parse_rules keeps the good ones and says which it skipped.
-        parsed = sg_rules.parse_rules(SG, [rule(protocol='tcp', port_range_min=-1),
-                                           rule(protocol='udp')])
-        self.assertEqual([17], [r.protocol for r in parsed])
-        self.assertIn('skipping rule', self.log.output)
-        self.assertEqual([], sg_rules.parse_rules(SG, 'nope'))
-
-    def test_members_in_every_shape_neutron_sends(self) -> None:
-        expected = {ipaddress.ip_network('10.0.0.5/32'), ipaddress.ip_network('2001:db8::5/128')}
-        self.assertEqual(expected, sg_rules.parse_members(SG, ['10.0.0.5', '2001:db8::5']))
-        self.assertEqual(expected, sg_rules.parse_members(
-            SG, {'IPv4': [['10.0.0.5', MAC]], 'IPv6': [('2001:db8::5', MAC)]}))
-        self.assertEqual({ipaddress.ip_network('10.0.0.5/32')},
-                         sg_rules.parse_members(SG, ['10.0.0.5', 'x; -j ACCEPT', 7]))
-        self.assertEqual(frozenset(), sg_rules.parse_members(SG, 'nope'))
+    def test_remote_prefix_direction_and_member_sets(self) -> None:
+        self.assertEqual('-s 10.0.0.0/8 -p tcp -j RETURN',
+                         spec(protocol='tcp', source_ip_prefix='10.1.2.3/8'))
+        self.assertEqual('-d 192.0.2.7/32 -j RETURN',
+                         spec(direction='egress', dest_ip_prefix='192.0.2.7'))
+        self.assertEqual('-m set --match-set NIPv4x src -p tcp -m tcp --dport 22 -j RETURN',
+                         spec('NIPv4x', remote_group_id=SG, protocol='tcp',
+                              port_range_min=22, port_range_max=22))
+        self.assertEqual('-m set --match-set NIPv4y dst -j RETURN',
+                         spec('NIPv4y', direction='egress', remote_address_group_id=AG))
+        self.assertRaises(ValueError, spec, remote_group_id=SG)
 
 
-class PortParsingTest(base.TestCase):
+class FakeIpsets:
+    """Records what the driver wants of its member sets."""
 
-    def test_sources_are_fixed_ips_address_pairs_and_link_local(self) -> None:
-        parsed = sg_rules.PortFilter.from_dict(port(
-            fixed_ips=[{'ip_address': '10.0.0.5'}, '2001:db8::5', {'ip_address': 'bad'},
-                       {'ip_address': '10.0.0.0/24'}],
-            allowed_address_pairs=[{'ip_address': '10.0.1.0/24'},
-                                   {'ip_address': '10.0.2.9', 'mac_address': 'fa:16:3e:00:00:99'},
-                                   {'ip_address': '10.0.3.1', 'mac_address': 'zz'}]))
-        self.assertEqual(TAP, parsed.device)
-        self.assertEqual('8cbd0e17-4', parsed.chain_suffix)
-        self.assertEqual([('10.0.0.5/32', MAC), ('2001:db8::5/128', MAC),
-                          ('10.0.1.0/24', MAC), ('10.0.2.9/32', 'fa:16:3e:00:00:99'),
-                          ('fe80::f816:3eff:fe12:3456/128', MAC)],
-                         [(str(n), m) for n, m in parsed.sources])
+    def __init__(self) -> None:
+        self.members: dict[str, list[str]] = {}
+        self.writes = 0
+        self.destroyed: list[str] = []
 
-    def test_details_use_port_id_and_the_tap_is_derived_from_it(self) -> None:
-        details = port(device=PORT)
-        del details['id']
-        details['port_id'] = PORT
-        self.assertEqual(TAP, sg_rules.PortFilter.from_dict(details).device)
+    def set_name(self, ip_version: int, group_id: str) -> str:
+        return 'NIPv%d%s' % (ip_version, group_id[:24])
 
-    def test_unusable_id_raises_unusable_mac_allows_no_source(self) -> None:
-        self.assertRaises(exceptions.InvalidIdentifier, sg_rules.PortFilter.from_dict,
-                          port(port_id='8CBD0E17-4B44-4B06-A0A4-2EF8E3F0A1B2'))
-        parsed = sg_rules.PortFilter.from_dict(port(mac_address='01:00:5e:00:00:01'))
-        self.assertIsNone(parsed.mac)
-        self.assertEqual((), parsed.sources)
+    def set_members(self, ip_version: int, group_id: str, members: Any) -> bool:
+        name = self.set_name(ip_version, group_id)
+        members = sorted(members)
+        if self.members.get(name) == members:
+            return False
+        self.members[name] = members
+        self.writes += 1
+        return True
 
-    def test_eui64_link_local(self) -> None:
-        self.assertEqual(ipaddress.IPv6Address('fe80::f816:3eff:fe12:3456'),
-                         sg_rules.eui64_link_local(MAC))
+    def destroy_unused(self, keep: Any) -> set[str]:
+        gone = set(self.members) - set(keep)
+        for name in gone:
+            del self.members[name]
+        self.destroyed += sorted(gone)
+        return gone
+
+
+class FakeGuards:
+    def __init__(self) -> None:
+        self.ports: dict[str, Any] = {}
+        self.applies = 0
+        self.removed = False
+
+    def set_ports(self, guards: Any) -> None:
+        self.ports = {g.device: g for g in guards}
+
+    def apply(self) -> bool:
+        self.applies += 1
+        return True
+
+    def remove_all(self) -> bool:
+        self.removed = True
+        self.ports = {}
+        return True
 
 
 class FirewallTestCase(base.TestCase):
     """A driver on fake IPv4 and IPv6 kernels."""
 
-    use_ipv6 = True
-
     def setUp(self) -> None:
         super().setUp()
         self.fakes = {4: FakeIptables(), 6: FakeIptables()}
-        self._patch()
-        self.fw = ih.IptablesHybridFirewallDriver(self.conf, 'host', use_ipv6=self.use_ipv6)
-
-    def _patch(self) -> None:
-        def save(namespace: str | None, version: int, *args: Any) -> tuple[int, str, str]:
-            assert namespace is None, 'the firewall lives in the root namespace'
-            return self.fakes[version].save(namespace, version, *args)
-
-        def restore(namespace: str | None, version: int, rules: str) -> tuple[int, str, str]:
-            return self.fakes[version].restore(namespace, version, rules)
-
-        for name, func in (('save', save), ('restore', restore)):
-            patcher = mock.patch.object(im.priv, name, side_effect=func)
+        for name in ('save', 'restore'):
+            patcher = mock.patch.object(im.priv, name, side_effect=self._kernel(name))
             patcher.start()
             self.addCleanup(patcher.stop)
+        self.flows: list[conntrack.FlowFilter] = []
+        patcher = mock.patch.object(ih.conntrack, 'delete_flows',
+                                    side_effect=lambda f: self.flows.extend(f) or len(f))
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        self.fw = ih.IptablesHybridFirewallDriver(self.conf, 'host', use_ipv6=True)
+        self.sets = self.fw.ipsets = FakeIpsets()  # type: ignore[assignment]
+        self.guards = self.fw.antispoof = FakeGuards()  # type: ignore[assignment]
+
+    def _kernel(self, name: str) -> Any:
+        def call(namespace: str | None, version: int, *args: Any) -> tuple[int, str, str]:
+            assert namespace is None, 'the firewall lives in the root namespace'
+            return getattr(self.fakes[version], name)(namespace, version, *args)
+        return call
+
+    def apply(self, *ports: sg.PortFilter, groups: Any = None, members: Any = None) -> None:
+        self.fw.apply_port_filters(list(ports), info(groups, members))
 
     def restores(self) -> int:
         return sum(len(f.restores) for f in self.fakes.values())
 
-    def chain(self, name: str, version: int = 4) -> list[str]:
-        return [line.split(' ', 2)[2] for line in self.fakes[version].lines('filter')
+    def chain(self, name: str, version: int = 4, table: str = 'filter') -> list[str]:
+        return [line.split(' ', 2)[2] for line in self.fakes[version].lines(table)
                 if line.startswith('-A %s ' % name)]
 
 
-class DriverTest(FirewallTestCase):
+class LayoutTest(FirewallTestCase):
 
     def test_layout_is_neutrons_and_scoped_to_the_tap(self) -> None:
-        self.fw.update_security_group_rules(SG, default_group())
-        self.fw.update_security_group_members(SG, ['10.0.0.5', '10.0.0.6'])
-        self.fw.prepare_port_filter(port())
+        self.apply(port(), members={SG: ['10.0.0.5', '10.0.0.6', '2001:db8::6']})
         self.assertEqual(['-j neutron-openvswi-FORWARD'], self.chain('FORWARD'))
         self.assertEqual(['-j neutron-openvswi-INPUT'], self.chain('INPUT'))
         forward = self.chain('neutron-openvswi-FORWARD')
         self.assertEqual(2, len(forward))
-        for spec, direction in zip(forward, ('out', 'in')):
+        for line, direction in zip(forward, ('out', 'in')):
             self.assertIn('-m physdev --physdev-%s %s --physdev-is-bridged -j '
-                          'neutron-openvswi-sg-chain' % (direction, TAP), spec)
+                          'neutron-openvswi-sg-chain' % (direction, TAP), line)
         self.assertEqual(
             ['-m physdev --physdev-out %s --physdev-is-bridged -j %s' % (TAP, I_CHAIN),
              '-m physdev --physdev-in %s --physdev-is-bridged -j %s' % (TAP, O_CHAIN),
              '-j ACCEPT'], self.chain('neutron-openvswi-sg-chain'))
         self.assertTrue(self.chain('neutron-openvswi-INPUT')[0].endswith(
             '-m physdev --physdev-in %s -j %s' % (TAP, O_CHAIN)))
+        # Members are one set, matched by one rule.
         self.assertEqual([
             '-m state --state RELATED,ESTABLISHED -j RETURN',
             '-p udp -m udp --sport 67 --dport 68 -j RETURN',
             '-m state --state INVALID -j DROP',
-            '-s 10.0.0.5/32 -j RETURN', '-s 10.0.0.6/32 -j RETURN',
+            '-m set --match-set %s src -j RETURN' % SET4,
             '-j neutron-openvswi-sg-fallback'], self.chain(I_CHAIN))
+        self.assertEqual(['10.0.0.5/32', '10.0.0.6/32'], self.sets.members[SET4])
+        self.assertEqual(['2001:db8::6/128'], self.sets.members['NIPv6' + SG[:24]])
         self.assertEqual([
             '-s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 '
             '-j RETURN',
@@ -241,44 +232,85 @@ class DriverTest(FirewallTestCase):
             '-s 10.0.0.5/32 -m mac --mac-source %s -j RETURN' % MAC,
             '-m comment --comment "Drop traffic without an IP/MAC allow rule." -j DROP'],
             self.chain(S_CHAIN))
-        # IPv6: neighbour discovery in, router advertisements not out,
-        # the link-local address of the MAC allowed as a source.
         self.assertIn('-p ipv6-icmp -m icmp6 --icmpv6-type 136 -j RETURN',
                       self.chain(I_CHAIN, 6))
         self.assertIn('-p ipv6-icmp -m icmp6 --icmpv6-type 134 -j DROP',
                       self.chain(O_CHAIN, 6))
-        self.assertEqual('-s fe80::f816:3eff:fe12:3456/128 -m mac --mac-source %s -j RETURN'
-                         % MAC, self.chain(S_CHAIN, 6)[0])
+        # The network's conntrack zone, on the port's bridge, in both families.
+        for version in (4, 6):
+            self.assertEqual(['-m comment --comment "zone of network %s" -i %s -j CT --zone %d'
+                              % (NET, QBR, conntrack_zones.FIRST_ZONE)],
+                             self.chain('neutron-openvswi-PREROUTING', version, 'raw'))
+        # ARP/MAC guard: the MAC, and ARP only for the port's IPv4 address.
+        self.assertEqual({TAP: ((MAC, ('10.0.0.5/32',)),)},
+                         {d: g.allowed for d, g in self.guards.ports.items()})
+
+    def test_rules_per_port_do_not_grow_with_members(self) -> None:
+        self.apply(port(), members={SG: ['10.0.0.5']})
+        few = sum(len(self.fakes[v].lines('filter')) for v in (4, 6))
+        many = ['10.1.%d.%d' % (i // 250, i % 250 + 1) for i in range(200)]
+        self.apply(port(), members={SG: many})
+        self.assertEqual(few, sum(len(self.fakes[v].lines('filter')) for v in (4, 6)))
+        self.assertEqual(200, len(self.sets.members[SET4]))
+
+    def test_linuxbridge_hosts_get_neutrons_linuxbridge_chain_prefix(self) -> None:
+        conf = mock.Mock()
+        conf.l2.mechanism_driver = 'linuxbridge'
+        self.assertEqual('neutron-linuxbri', ih.default_binary_name(conf))
+        self.assertEqual('neutron-openvswi', ih.default_binary_name(self.conf))
+
+
+class ChangeTest(FirewallTestCase):
+
+    def test_member_changes_swap_the_set_and_leave_iptables_alone(self) -> None:
+        self.apply(port(), members={SG: ['10.0.0.5']})
+        before = self.restores()
+        self.apply(port(), members={SG: ['10.0.0.5', '10.0.0.9']})
+        self.assertEqual(before, self.restores())
+        self.assertEqual(['10.0.0.5/32', '10.0.0.9/32'], self.sets.members[SET4])
+        # The same again touches nothing at all.
+        writes = self.sets.writes
+        self.apply(port(), members={SG: ['10.0.0.5', '10.0.0.9']})
+        self.assertEqual((before, writes), (self.restores(), self.sets.writes))
+
+    def test_rule_changes_restore_only_the_changed_family(self) -> None:
+        self.apply(port(), members={SG: ['10.0.0.5']})
+        before = self.restores()
+        self.apply(port(), groups={SG: default_group() + [rule(protocol='icmp')]},
+                   members={SG: ['10.0.0.5']})
+        self.assertEqual(before + 1, self.restores())
+        self.assertIn('-p icmp -j RETURN', self.chain(I_CHAIN))
 
     def test_group_without_known_rules_is_closed_and_logged_once(self) -> None:
-        self.fw.prepare_port_filter(port())
-        self.fw.prepare_port_filter(port(PORT2))
+        self.apply(port(security_groups=[SG2]), groups={})
+        self.apply(port(PORT2, security_groups=[SG2]), groups={})
         self.assertEqual(['-m state --state RELATED,ESTABLISHED -j RETURN',
                           '-p udp -m udp --sport 67 --dport 68 -j RETURN',
                           '-m state --state INVALID -j DROP',
                           '-j neutron-openvswi-sg-fallback'], self.chain(I_CHAIN))
-        self.assertNotIn('-j RETURN', self.chain(O_CHAIN)[-2])
         self.assertEqual(1, self.log.output.count('No rules known for security group'))
 
-    def test_rules_and_members_changes_reach_the_kernel_only_when_they_matter(self) -> None:
-        self.fw.update_security_group_rules(SG, default_group())
-        self.fw.prepare_port_filter(port())
-        before = self.restores()
-        with mock.patch.object(self.fw.iptables, 'reset',
-                               side_effect=AssertionError('rendered')):
-            self.fw.update_security_group_rules(SG2, [rule(protocol='tcp')])  # unused
-            self.fw.update_security_group_members(SG2, ['10.0.0.9'])
-            self.fw.prepare_port_filter(port())  # the agent re-wiring an unchanged port
-            self.fw.update_security_group_rules(SG, default_group())
-        self.assertEqual(before, self.restores())
-        self.fw.update_security_group_members(SG, ['10.0.0.9'])
-        self.assertEqual(before + 1, self.restores())  # only IPv4 changed
-        self.assertIn('-s 10.0.0.9/32 -j RETURN', self.chain(I_CHAIN))
+    def test_unused_sets_are_destroyed_after_iptables_stopped_using_them(self) -> None:
+        self.apply(port(), members={SG: ['10.0.0.5']})
+        self.apply(port(), groups={SG: [rule(protocol='icmp')]})
+        self.assertIn(SET4, self.sets.destroyed)
+        self.assertNotIn('match-set', '\n'.join(self.fakes[4].lines('filter')))
+
+    def test_failed_restore_raises_and_the_retry_applies(self) -> None:
+        self.fakes[4].fail_restore = True
+        self.assertRaises(im.IptablesError, self.apply, port())
+        self.fakes[4].fail_restore = False
+        self.apply(port())
+        self.assertIn(I_CHAIN, self.fakes[4].tables['filter'].chains)
+
+
+class UnfilteredPortTest(FirewallTestCase):
 
     def test_port_security_off_removes_the_filter_and_accepts(self) -> None:
-        self.fw.prepare_port_filter(port())
-        self.fw.update_port_filter(port(port_security_enabled=False))
+        self.apply(port())
+        self.apply(port(port_security_enabled=False))
         self.assertEqual([], self.fw.filtered_ports)
+        self.assertEqual({}, self.guards.ports)
         for version in (4, 6):
             self.assertNotIn(I_CHAIN, self.fakes[version].tables['filter'].chains)
             self.assertEqual(
@@ -286,101 +318,113 @@ class DriverTest(FirewallTestCase):
                  'disabled." -m physdev --physdev-%s %s --physdev-is-bridged -j ACCEPT'
                  % (d, TAP) for d in ('out', 'in')],
                 [r for r in self.chain('neutron-openvswi-FORWARD', version) if TAP in r])
-        self.fw.remove_port_filter(PORT)
+        self.fw.remove_port_filters([PORT])
         self.assertFalse([r for r in self.fakes[4].lines('filter') if TAP in r])
 
     def test_network_ports_are_accepted_after_every_filtered_port(self) -> None:
         # PORT2 sorts first; its ACCEPT must still come after PORT's jumps,
         # or a VM could send spoofed traffic to the router unchecked.
-        self.fw.prepare_port_filter(port(PORT2, device_owner='network:router_interface'))
-        self.fw.prepare_port_filter(port(device_owner='compute:nova'))
+        self.apply(port(PORT2, device_owner='network:router_interface'), port())
         forward = self.chain('neutron-openvswi-FORWARD')
         self.assertEqual([TAP, TAP, 'tap' + PORT2[:11], 'tap' + PORT2[:11]],
-                         [spec.split('--physdev-')[1].split()[1] for spec in forward])
-        self.assertTrue(forward[-1].endswith('-j ACCEPT'))
+                         [line.split('--physdev-')[1].split()[1] for line in forward])
         self.assertIn('Accept all packets when port is trusted.', forward[-1])
         self.assertEqual([PORT], self.fw.filtered_ports)
-        self.assertNotIn('neutron-openvswi-i' + PORT2[:10],
-                         self.fakes[4].tables['filter'].chains)
-
-    def test_remove_port_filter_by_id_or_tap_and_is_idempotent(self) -> None:
-        self.fw.prepare_port_filter(port())
-        self.fw.prepare_port_filter(port(PORT2))
-        self.fw.remove_port_filter(TAP)
-        self.assertEqual([PORT2], self.fw.filtered_ports)
-        for version in (4, 6):
-            text = self.fakes[version].render()
-            self.assertNotIn('8cbd0e17-4', text)
-            self.assertIn(PORT2[:10], text)
-        before = self.restores()
-        self.fw.remove_port_filter(PORT)
-        self.assertEqual(before, self.restores())
-
-    def test_defer_apply_and_security_group_info_batch_into_one_apply(self) -> None:
-        with self.fw.defer_apply():
-            self.fw.prepare_port_filter(port())
-            self.fw.prepare_port_filter(port(PORT2, security_groups=[SG, SG2]))
-            self.fw.update_security_group_info({
-                'security_groups': {SG: default_group(), SG2: [rule(protocol='icmp')]},
-                'sg_member_ips': {SG: {'IPv4': [['10.0.0.5', MAC]], 'IPv6': []}},
-                'devices': {PORT: {}}})
-            self.assertEqual(0, self.restores())
-        self.assertEqual(2, self.restores())  # one per IP version
-        p2_ingress = self.chain('neutron-openvswi-i' + PORT2[:10])
-        self.assertIn('-s 10.0.0.5/32 -j RETURN', p2_ingress)
-        self.assertIn('-p icmp -j RETURN', p2_ingress)
 
     def test_remove_all_leaves_foreign_rules_alone(self) -> None:
         self.fakes[4] = FakeIptables(
             '*filter\n:FORWARD ACCEPT [0:0]\n:DOCKER - [0:0]\n-A FORWARD -j DOCKER\n'
             '-A FORWARD -o br0 -j ACCEPT\nCOMMIT\n')
-        self.fw.prepare_port_filter(port())
-        self.assertEqual(['-j neutron-openvswi-FORWARD', '-j DOCKER', '-o br0 -j ACCEPT'],
-                         self.chain('FORWARD'))
+        self.apply(port())
         self.fw.remove_all()
         for version in (4, 6):
-            text = self.fakes[version].render()
-            self.assertNotIn('neutron-openvswi', text)
+            self.assertNotIn('neutron-openvswi', self.fakes[version].render())
         self.assertEqual(['-j DOCKER', '-o br0 -j ACCEPT'], self.chain('FORWARD'))
+        self.assertTrue(self.guards.removed)
         self.assertEqual([], self.fw.filtered_ports)
 
-    def test_failed_restore_raises_and_the_retry_applies(self) -> None:
-        self.fakes[4].fail_restore = True
-        self.assertRaises(im.IptablesError, self.fw.prepare_port_filter, port())
-        self.fakes[4].fail_restore = False
-        # The agent retries the same port: equal to the cache, yet applied.
-        self.fw.prepare_port_filter(port())
-        self.assertIn(I_CHAIN, self.fakes[4].tables['filter'].chains)
 
-    def test_bad_group_ids_and_payloads_are_refused(self) -> None:
-        self.assertRaises(exceptions.InvalidIdentifier,
-                          self.fw.update_security_group_rules, 'x; -F', [])
-        self.assertRaises(exceptions.InvalidIdentifier,
-                          self.fw.update_security_group_members, '../x', [])
-        for bad in (None, [], {'security_groups': []}, {'security_groups': {}}):
-            self.assertRaises(exceptions.InvalidPayload,
-                              self.fw.update_security_group_info, bad)
-        # One bad id in a reply does not cost the good groups their update.
-        self.fw.prepare_port_filter(port())
-        self.fw.update_security_group_info({
-            'security_groups': {'bad id': [], SG: [rule(protocol='icmp')]},
-            'sg_member_ips': {}})
-        self.assertIn('-p icmp -j RETURN', self.chain(I_CHAIN))
-        self.assertIn("invalid id 'bad id'", self.log.output)
+class StatelessTest(FirewallTestCase):
 
-    def test_rules_per_port(self) -> None:
-        """The figure quoted in the design notes: rules one default-group port adds."""
-        self.fw.update_security_group_rules(SG, default_group())
-        self.fw.update_security_group_members(SG, {'IPv4': ['10.0.0.5'], 'IPv6': []})
-        self.fw.prepare_port_filter(port())
-        self.fw.remove_port_filter(PORT)
-        empty = sum(len(self.fakes[v].lines('filter')) for v in (4, 6))
-        self.assertEqual(2 * 5, empty)  # 3 builtin jumps, sg-chain ACCEPT, fallback DROP
-        self.fw.prepare_port_filter(port())
-        per_port = sum(len(self.fakes[v].lines('filter')) for v in (4, 6)) - empty
-        # IPv4: 5 jumps + ingress 5 (one member) + egress 8 + spoofing 2;
-        # IPv6: 5 jumps + ingress 8 (ND, DHCPv6) + egress 12 + spoofing 2.
-        self.assertEqual(20 + 27, per_port)
+    def test_stateless_ports_are_untracked_and_have_no_established_shortcut(self) -> None:
+        stateless = [rule(direction='egress', stateful=False),
+                     rule(protocol='icmp', stateful=False)]
+        self.apply(port(), port(PORT2, fixed_ips=['10.0.0.6'], security_groups=[SG2]),
+                   groups={SG: stateless, SG2: [rule(stateful=True)]})
+        ingress = self.chain(I_CHAIN)
+        self.assertNotIn('-m state --state RELATED,ESTABLISHED -j RETURN', ingress)
+        self.assertNotIn('-m state --state INVALID -j DROP', ingress)
+        self.assertIn('-p icmp -j RETURN', ingress)
+        self.assertIn('-m state --state RELATED,ESTABLISHED -j RETURN',
+                      self.chain('neutron-openvswi-i' + PORT2[:10]))
+        # NOTRACK first: the first CT target a packet meets decides.
+        raw = self.chain('neutron-openvswi-PREROUTING', 4, 'raw')
+        self.assertEqual('-m comment --comment "Untracked: stateless security group." '
+                         '-m physdev --physdev-in %s -j CT --notrack' % TAP, raw[0])
+        self.assertEqual('-i %s -d 10.0.0.5/32 -j CT --notrack' % QBR, raw[1])
+        self.assertIn('--zone', raw[-1])
+        self.assertIn('qbr' + PORT2[:11], raw[-1])
+
+
+class ZoneTest(FirewallTestCase):
+
+    def test_each_network_has_its_zone_and_the_last_port_releases_it(self) -> None:
+        self.apply(port(), port(PORT2, NET2, fixed_ips=['10.0.0.5']))
+        zones = {line.split('network ')[1][:36]: int(line.rsplit(' ', 1)[1])
+                 for line in self.chain('neutron-openvswi-PREROUTING', 4, 'raw')}
+        self.assertEqual({4097, 4098}, set(zones.values()))
+        self.fw.remove_port_filters([PORT2])
+        # The whole zone is flushed: a later network may get its number.
+        self.assertIn(conntrack.FlowFilter(ip_version=4, zone=zones[NET2]), self.flows)
+        self.assertNotIn(conntrack.FlowFilter(ip_version=4, zone=zones[NET]), self.flows)
+        self.assertNotIn(NET2, '\n'.join(self.chain('neutron-openvswi-PREROUTING', 4, 'raw')))
+
+    def test_zones_are_recovered_from_the_kernel_at_start(self) -> None:
+        self.fakes[4] = FakeIptables(
+            '*raw\n:PREROUTING ACCEPT [0:0]\n:neutron-openvswi-PREROUTING - [0:0]\n'
+            '-A PREROUTING -j neutron-openvswi-PREROUTING\n'
+            '-A neutron-openvswi-PREROUTING -i qbrx -m comment --comment '
+            '"zone of network %s" -j CT --zone 4321\nCOMMIT\n' % NET)
+        with mock.patch.object(ih.ip_lib, 'get_sysctl', return_value='1'):
+            self.fw.initialize()
+        self.apply(port())
+        self.assertIn('-j CT --zone 4321', self.chain('neutron-openvswi-PREROUTING', 4, 'raw')[0])
+
+
+class ConntrackCleanupTest(FirewallTestCase):
+
+    def test_a_removed_rule_deletes_exactly_the_connections_it_allowed(self) -> None:
+        ssh = rule(protocol='tcp', port_range_min=22, port_range_max=22,
+                   source_ip_prefix='10.9.0.0/16')
+        self.apply(port(), groups={SG: [ssh, rule(protocol='icmp')]})
+        self.assertEqual([], self.flows)
+        self.apply(port(), groups={SG: [rule(protocol='icmp')]})
+        self.assertEqual([conntrack.FlowFilter(
+            ip_version=4, zone=4097, protocol=6, orig_src=ipaddress.ip_network('10.9.0.0/16'),
+            orig_dst=ipaddress.ip_network('10.0.0.5/32'), dport_min=22, dport_max=22)],
+            self.flows)
+
+    def test_a_member_leaving_deletes_its_connections_only(self) -> None:
+        self.apply(port(), members={SG: ['10.0.0.7', '10.0.0.8']})
+        self.apply(port(), members={SG: ['10.0.0.7']})
+        self.assertEqual([conntrack.FlowFilter(
+            ip_version=4, zone=4097, orig_src=ipaddress.ip_network('10.0.0.8/32'),
+            orig_dst=ipaddress.ip_network('10.0.0.5/32'))], self.flows)
+
+    def test_a_removed_port_loses_its_connections_in_its_zone(self) -> None:
+        self.apply(port(), port(PORT2, fixed_ips=['10.0.0.6']))
+        self.fw.remove_port_filters([PORT2])
+        own = ipaddress.ip_network('10.0.0.6/32')
+        self.assertEqual({conntrack.FlowFilter(ip_version=4, zone=4097, orig_src=own),
+                          conntrack.FlowFilter(ip_version=4, zone=4097, orig_dst=own)},
+                         {f for f in self.flows if f.ip_version == 4})
+
+    def test_a_failed_cleanup_is_logged_and_the_rules_stay(self) -> None:
+        self.apply(port(), groups={SG: [rule(protocol='icmp')]})
+        with mock.patch.object(ih.conntrack, 'delete_flows', side_effect=OSError('x')):
+            self.apply(port(), groups={SG: []})
+        self.assertIn('Could not delete connections', self.log.output)
+        self.assertNotIn('-p icmp -j RETURN', self.chain(I_CHAIN))
 
 
 class InitializeTest(base.TestCase):
@@ -396,7 +440,8 @@ class InitializeTest(base.TestCase):
 
     def test_disabled_bridge_netfilter_is_switched_on(self) -> None:
         with mock.patch.object(ih.ip_lib, 'get_sysctl', side_effect=['0', '1']), \
-                mock.patch.object(ih.ip_lib, 'set_sysctl') as set_sysctl:
+                mock.patch.object(ih.ip_lib, 'set_sysctl') as set_sysctl, \
+                mock.patch.object(self.fw.iptables, 'get_live_rules', return_value=''):
             self.fw.initialize()
         set_sysctl.assert_called_once_with('net.bridge.bridge-nf-call-iptables', 1)
         self.assertIn('setting it to 1', self.log.output)

@@ -1,0 +1,126 @@
+"""Real traffic between namespaces for functional tests: TCP services and sessions.
+
+Why processes: each endpoint lives in a network namespace, so it runs as
+``ip netns exec <ns> python -c ...``; the test talks to it over pipes and
+never assumes — every check waits for an answer that either comes or not.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+_ECHO_SERVER = '''
+import socket, sys, threading
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[2] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[2], int(sys.argv[1])))
+s.listen(16)
+print("ready", flush=True)
+def serve(c):
+    with c:
+        while True:
+            data = c.recv(64)
+            if not data:
+                return
+            c.sendall(data)
+while True:
+    conn, _ = s.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+'''
+
+# One connection kept open; each line on stdin sends one byte and prints
+# "ok" when it comes back, "timeout" or "closed" otherwise.
+_SESSION = '''
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
+except OSError as exc:
+    print("failed", exc, flush=True)
+    sys.exit(1)
+print("connected", flush=True)
+for line in sys.stdin:
+    try:
+        c.sendall(b"x")
+        print("ok" if c.recv(1) == b"x" else "closed", flush=True)
+    except socket.timeout:
+        print("timeout", flush=True)
+    except OSError:
+        print("closed", flush=True)
+'''
+
+_CONNECT = '''
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
+    c.sendall(b"y")
+    sys.exit(0 if c.recv(1) == b"y" else 1)
+except OSError:
+    sys.exit(1)
+'''
+
+
+def _in_namespace(namespace: str, code: str, *args: str) -> list[str]:
+    return ['ip', 'netns', 'exec', namespace, sys.executable, '-c', code, *args]
+
+
+class EchoServer:
+    """A TCP echo service in ``namespace`` (stop it with :meth:`stop`)."""
+
+    def __init__(self, namespace: str, port: int, address: str = '0.0.0.0') -> None:
+        self.proc = subprocess.Popen(_in_namespace(namespace, _ECHO_SERVER, str(port), address),
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if line != 'ready':
+            self.stop()
+            raise RuntimeError(f'echo server in {namespace} did not start: {line!r}')
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+def tcp_connects(namespace: str, address: str, port: int, timeout: float = 1.0) -> bool:
+    """One connection from ``namespace`` that gets its byte echoed."""
+    return subprocess.run(_in_namespace(namespace, _CONNECT, address, str(port), str(timeout)),
+                          capture_output=True, timeout=timeout + 10).returncode == 0
+
+
+def wait_tcp_connects(namespace: str, address: str, port: int, timeout: float) -> float | None:
+    """Seconds until a connection first succeeds, or None after ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if tcp_connects(namespace, address, port, timeout=0.5):
+            return time.monotonic() - start
+        time.sleep(0.05)
+    return None
+
+
+class TcpSession:
+    """An established TCP connection from ``namespace``, probed on demand."""
+
+    def __init__(self, namespace: str, address: str, port: int, timeout: float = 1.0) -> None:
+        self.proc = subprocess.Popen(
+            _in_namespace(namespace, _SESSION, address, str(port), str(timeout)),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.state = self.proc.stdout.readline().strip()
+
+    @property
+    def connected(self) -> bool:
+        return self.state == 'connected'
+
+    def exchange(self) -> str:
+        """Send one byte: ``ok`` (echoed), ``timeout`` or ``closed``."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        if self.proc.poll() is not None:
+            return 'closed'
+        self.proc.stdin.write('\n')
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip() or 'closed'
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
