@@ -232,6 +232,9 @@ class Client:
         self.request('PUT', f'/v2.0/routers/{router_id}/remove_router_interface',
                      {'subnet_id': subnet_id}, ok=(200, 404))
 
+    def create_security_group_rule(self, **attrs: Any) -> dict[str, Any]:
+        return self._create('security-group-rules', 'security_group_rule', **attrs)
+
     def dhcp_agents_hosting(self, network_id: str) -> list[dict[str, Any]]:
         return self.request('GET', f'/v2.0/networks/{network_id}/dhcp-agents')['agents']
 

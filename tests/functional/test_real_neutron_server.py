@@ -2,13 +2,21 @@
 
 The server (tools/neutron-server.sh: MariaDB, the WSGI API under uWSGI,
 neutron-rpc-server, neutron-periodic-workers) runs ML2 with the openvswitch
-mechanism driver and vxlan tenant networks; agentkit-l2, agentkit-dhcp and
-agentkit-l3 run as processes against its RabbitMQ vhost under a unique host
-name. Everything is driven through the REST API only, as a user and nova
-would: no fake server, no hand-written RPC. Skips only when MariaDB or the
-neutron venv cannot be installed.
+and agentkit_linuxbridge mechanism drivers and vxlan tenant networks;
+agentkit-l2, agentkit-dhcp and agentkit-l3 run as processes against its
+RabbitMQ vhost under a unique host name, with the ``iptables_hybrid``
+firewall and the project's default security group. Everything is driven
+through the REST API only, as a user and nova would: no fake server, no
+hand-written RPC; what is checked is on the host and in real packets.
+Skips only when MariaDB or the neutron venv cannot be installed.
+
+Both mechanisms run the same scenario: two VMs get leases and reach each
+other and their router (the default group lets members in), a host outside
+the group cannot connect until a rule added through the API opens the port,
+and removing the rule cuts the session that rule had let in (conntrack).
 """
 
+import contextlib
 import os
 import random
 import re
@@ -19,6 +27,7 @@ import sys
 import time
 import uuid
 
+from oslo_config import cfg
 from testtools import content
 
 from agentkit.lib import external_process
@@ -27,6 +36,7 @@ from agentkit.lib import ovs_lib
 from tests.functional import agent_process
 from tests.functional import base
 from tests.functional import neutron_server
+from tests.functional import traffic
 from tests.functional import vm as fake_vm
 
 STATE_ROOT = '/var/lib/agentkit-test'
@@ -61,9 +71,15 @@ def namespace_addresses(namespace):
     return result
 
 
-class RealNeutronServerTest(base.FunctionalTestCase):
+class RealNeutronServerTestBase(base.FunctionalTestCase):
+    """The scenario; subclasses say how the mechanism is configured and VMs plugged."""
+
+    mechanism = ''
+    agent_type = ''
 
     def setUp(self):
+        # Taken first, so it is released last: after the agents were killed.
+        self.useFixture(base.HostFirewallChains(cfg.CONF))
         super().setUp()
         try:  # once per process; the fixture below reuses the result
             neutron_server.get_server()
@@ -103,10 +119,25 @@ class RealNeutronServerTest(base.FunctionalTestCase):
         return d
 
     def _forget_dead_agents(self):
-        """Agents of earlier runs must not be picked by the schedulers."""
+        """Agents and resources of earlier runs must not reach this run's agents.
+
+        The server keeps its database between runs, and it schedules every
+        network without a live DHCP agent to the next one that reports:
+        networks an interrupted run left behind would land on this run's
+        agent, next to their old dnsmasq.
+        """
         for agent in self.api.list_agents():
             if agent['host'].startswith('aknb') and not agent['alive']:
                 self.api.delete('agents', agent['id'])
+        for router in self.api.request('GET', '/v2.0/routers')['routers']:
+            if router['name'].startswith('aknb'):
+                self.cleanup_router(router['id'])
+        for net in self.api.request('GET', '/v2.0/networks')['networks']:
+            if net['name'].startswith('aknb'):
+                for port in self.api.list_ports(network_id=net['id']):
+                    if not port['device_owner'].startswith('network:'):
+                        self.api.delete('ports', port['id'])
+                self.cleanup_network(net['id'])
 
     def _attach_logs(self, exc_info):
         for name in os.listdir(self.logdir):
@@ -173,13 +204,17 @@ class RealNeutronServerTest(base.FunctionalTestCase):
         return port if port['status'] == status else None
 
     def cleanup_network(self, net_id):
-        self.api.delete('networks', net_id)
-        pid = self.dnsmasq_pid(net_id)
-        if pid:
-            os.kill(pid, signal.SIGKILL)
-        ns = ip_lib.IPWrapper(f'qdhcp-{net_id}')
-        if ns.namespace_exists():
-            ns.delete_namespace()
+        try:
+            self.api.delete('networks', net_id)
+        finally:
+            # Whatever dnsmasq serves the network (also an earlier run's).
+            for pid in base.pids_with(f'qdhcp-{net_id}') + base.pids_with(net_id):
+                if 'dnsmasq' in ' '.join(external_process.read_cmdline(pid) or []):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            ns = ip_lib.IPWrapper(f'qdhcp-{net_id}')
+            if ns.namespace_exists():
+                ns.delete_namespace()
 
     def cleanup_router(self, router_id):
         router = self.api.request('GET', f'/v2.0/routers/{router_id}', ok=(200, 404))
@@ -238,33 +273,74 @@ class RealNeutronServerTest(base.FunctionalTestCase):
                          f'{self.server.api_url}):\n{text}\n')
         sys.stderr.flush()
 
-    # -- the test ----------------------------------------------------------------
-    def test_agents_under_real_server(self):
+    # -- what a mechanism provides ------------------------------------------------
+    def l2_sections(self):
+        """The agentkit-l2 configuration besides the firewall."""
+        raise NotImplementedError
+
+    interface_driver = ''
+
+    def plug(self, vm, port):
+        """Plug ``vm`` for ``port`` as nova/os-vif would on this mechanism."""
+        raise NotImplementedError
+
+    def unplug(self, vm):
+        raise NotImplementedError
+
+    def check_binding(self, port):
+        """The server bound the port for this mechanism."""
+        raise NotImplementedError
+
+    # -- helpers of the scenario ----------------------------------------------------
+    def add_vm(self, net, name):
+        port = self.api.create_port(
+            network_id=net['id'], name=f'{self.prefix}-{name}',
+            device_owner='compute:nova', device_id=str(uuid.uuid4()),
+            **{'binding:host_id': self.host})
+        self.check_binding(port)
+        self.assertEqual('DOWN', port['status'])
+        # Before the network's cleanup: a port left would keep the network.
+        self.addCleanup(self.api.delete, 'ports', port['id'])
+        vm = fake_vm.FakeVM(self.prefix + name, port['id'], port['mac_address'],
+                            mtu=net['mtu'])
+        self.addCleanup(vm.destroy)
+        self.addCleanup(self.unplug, vm)
+        t_plug = time.monotonic()
+        self.plug(vm, port)
+        self.timed(f'{name} plug -> port ACTIVE', t_plug,
+                   lambda: self.port_status(port['id'], 'ACTIVE'),
+                   EVENT_TIMEOUT, f'the {name} port ACTIVE')
+        return vm, port
+
+    def reaches(self, namespace, address, timeout=10.0):
+        """One ping gets through within ``timeout`` (rules apply asynchronously)."""
+        try:
+            wait_until(lambda: fake_vm.ping(namespace, address, count=1, wait=1),
+                       timeout, f'{namespace} -> {address}', interval=0.2)
+            return True
+        except AssertionError:
+            return False
+
+    # -- the scenario ---------------------------------------------------------------
+    def run_scenario(self):
         t0 = time.monotonic()
         self.start_agent('l2', {
-            'ovs': {'tunnel_bridge': self.br_tun,
-                    'int_peer_patch_port': self.prefix + 'pt',
-                    'tun_peer_patch_port': self.prefix + 'pi'},
-            'l2': {'mechanism_driver': 'openvswitch',
-                   'type_drivers': 'flat,vlan,vxlan', 'tunnel_types': 'vxlan',
-                   'local_ip': '127.0.0.1',
-                   'bridge_mappings': f'{PHYSNET}:{self.br_ex}'},
-            'securitygroup': {'firewall_driver': 'noop'},
+            **self.l2_sections(),
+            'securitygroup': {'firewall_driver': 'iptables_hybrid'},
         })
         self.start_agent('dhcp', {
-            'DEFAULT': {'interface_driver': 'openvswitch', 'dhcp_driver': 'dnsmasq',
+            'DEFAULT': {'interface_driver': self.interface_driver, 'dhcp_driver': 'dnsmasq',
                         'check_child_processes_interval': 1},
         })
         self.start_agent('l3', {
-            'DEFAULT': {'interface_driver': 'openvswitch', 'l3_driver': 'namespace'},
+            'DEFAULT': {'interface_driver': self.interface_driver, 'l3_driver': 'namespace'},
         })
-        agents = self.wait_agents_alive(['Open vSwitch agent', 'DHCP agent', 'L3 agent'])
+        agents = self.wait_agents_alive([self.agent_type, 'DHCP agent', 'L3 agent'])
         self.timings['agent start -> all alive in GET /v2.0/agents'] = time.monotonic() - t0
-        self.assertEqual('agentkit-l2', agents['Open vSwitch agent']['binary'])
+        self.assertEqual('agentkit-l2', agents[self.agent_type]['binary'])
         self.assertEqual('agentkit-dhcp', agents['DHCP agent']['binary'])
         self.assertEqual('agentkit-l3', agents['L3 agent']['binary'])
-        self.assertEqual(['vxlan'],
-                         agents['Open vSwitch agent']['configurations']['tunnel_types'])
+        self.assertEqual(['vxlan'], agents[self.agent_type]['configurations']['tunnel_types'])
 
         # -- a tenant network with DHCP: scheduled to agentkit-dhcp ----------
         net = self.create_network()
@@ -284,50 +360,77 @@ class RealNeutronServerTest(base.FunctionalTestCase):
                 return None
             addrs = namespace_addresses(ns)
             return next((dev for dev, cidrs in addrs.items()
-                         if dev.startswith('tap')
-                         and any(c.startswith(cidr_net + '.') for c in cidrs)), None)
-        tap = self.timed('subnet POST -> dnsmasq up, tap with IP in qdhcp-',
-                         t_subnet, dhcp_served, EVENT_TIMEOUT, f'dnsmasq and tap in {ns}')
+                         if any(c.startswith(cidr_net + '.') for c in cidrs)), None)
+        dhcp_dev = self.timed('subnet POST -> dnsmasq up, port with IP in qdhcp-',
+                              t_subnet, dhcp_served, EVENT_TIMEOUT, f'dnsmasq and port in {ns}')
         dhcp_ports = self.api.list_ports(network_id=net['id'], device_owner='network:dhcp')
         self.assertEqual(1, len(dhcp_ports))
         dhcp_port = dhcp_ports[0]
-        self.assertEqual('tap' + dhcp_port['id'][:11], tap)
+        self.assertEqual(dhcp_port['id'][:11], dhcp_dev[-11:])
         self.assertEqual(self.host, dhcp_port['binding:host_id'])
-        self.assertEqual('ovs', dhcp_port['binding:vif_type'])
         dhcp_ip = dhcp_port['fixed_ips'][0]['ip_address']
-        self.assertIn(f'{dhcp_ip}/24', namespace_addresses(ns)[tap])
         self.timed('subnet POST -> DHCP port ACTIVE', t_subnet,
                    lambda: self.port_status(dhcp_port['id'], 'ACTIVE'),
                    EVENT_TIMEOUT, 'the DHCP port ACTIVE (wired by agentkit-l2)')
 
-        # -- a VM port bound to this host, plugged as nova/os-vif would ------
-        port = self.api.create_port(
-            network_id=net['id'], name=f'{self.prefix}-vm',
-            device_owner='compute:nova', device_id=str(uuid.uuid4()),
-            **{'binding:host_id': self.host})
-        self.assertEqual('ovs', port['binding:vif_type'])
-        self.assertEqual('netdev', port['binding:vif_details']['datapath_type'])
-        self.assertEqual(self.br_int, port['binding:vif_details']['bridge_name'])
-        self.assertEqual('DOWN', port['status'])
-        vm_ip = port['fixed_ips'][0]['ip_address']
-        vm = fake_vm.FakeVM(self.prefix + 'vm', port['id'], port['mac_address'],
-                            mtu=net['mtu'])
-        bridge = self.ovs.bridge(self.br_int, 'netdev')
-        self.addCleanup(vm.destroy, bridge)
-        t_plug = time.monotonic()
-        vm.plug_ovs(bridge)
-        self.timed('VM plug -> port ACTIVE', t_plug,
-                   lambda: self.port_status(port['id'], 'ACTIVE'),
-                   EVENT_TIMEOUT, 'the VM port ACTIVE')
+        # -- two VMs in the project's default security group ---------------------
+        vm1, port1 = self.add_vm(net, 'vm1')
+        vm2, port2 = self.add_vm(net, 'vm2')
+        default_sg = port1['security_groups']
+        self.assertEqual(1, len(default_sg), 'the port is in the default group')
+        vm1_ip = port1['fixed_ips'][0]['ip_address']
+        vm2_ip = port2['fixed_ips'][0]['ip_address']
         t_dhcp = time.monotonic()
-        lease = fake_vm.DhcpClient(vm, self.get_temp_dir()).request(timeout=20)
-        self.timings['dhclient -> lease'] = time.monotonic() - t_dhcp
+        lease = fake_vm.DhcpClient(vm1, self.get_temp_dir()).request(timeout=20)
+        self.timings['dhclient -> lease (through the firewall)'] = time.monotonic() - t_dhcp
         self.assertIsNotNone(lease, 'the VM got no DHCP lease')
-        self.assertEqual(vm_ip, lease['new_ip_address'])
+        self.assertEqual(vm1_ip, lease['new_ip_address'])
         self.assertEqual(subnet['gateway_ip'], lease.get('new_routers'))
         self.assertEqual(str(net['mtu']), lease.get('new_interface_mtu'))
-        vm.set_ip(f'{vm_ip}/24')
-        self.assertTrue(fake_vm.ping(vm.name, dhcp_ip), 'VM cannot reach the DHCP port')
+        vm1.set_ip(f'{vm1_ip}/24')
+        vm2.set_ip(f'{vm2_ip}/24')
+        # The filter is in force: the port has chains with the group's rules.
+        chain = self.firewall_chain('i', port1['id'])
+        self.assertIn('--match-set', chain, 'no rule of the default group on the port')
+        # The default group lets its members in (and everything out).
+        self.assertTrue(self.reaches(vm1.name, vm2_ip), 'VM1 cannot reach VM2')
+        self.assertTrue(self.reaches(vm2.name, vm1_ip), 'VM2 cannot reach VM1')
+        # The DHCP port is not a member: its namespace stands for a host
+        # outside the group, which the closed default keeps out.
+        self.assertTrue(fake_vm.ping(vm1.name, dhcp_ip), 'VM cannot reach the DHCP port')
+        self.assertFalse(fake_vm.ping(ns, vm1_ip, count=2, wait=1),
+                         'a host outside the group pings the VM')
+        echo = traffic.EchoServer(vm1.name, 5001)
+        self.addCleanup(echo.stop)
+        self.assertTrue(traffic.tcp_connects(vm2.name, vm1_ip, 5001), 'member cannot connect')
+        self.assertFalse(traffic.tcp_connects(ns, vm1_ip, 5001), 'outsider connects')
+
+        # -- a rule added through the API opens the port ------------------------
+        t_rule = time.monotonic()
+        rule = self.api.create_security_group_rule(
+            security_group_id=default_sg[0], direction='ingress', ethertype='IPv4',
+            protocol='tcp', port_range_min=5001, port_range_max=5001,
+            remote_ip_prefix='0.0.0.0/0')
+        opened = traffic.wait_tcp_connects(ns, vm1_ip, 5001, EVENT_TIMEOUT)
+        self.assertIsNotNone(opened, 'the port stayed closed after the rule was added')
+        self.timings['rule POST -> TCP port open'] = time.monotonic() - t_rule
+        self.assertFalse(fake_vm.ping(ns, vm1_ip, count=1, wait=1), 'ICMP opened too')
+
+        # -- removing it cuts the session it let in --------------------------------
+        session = traffic.TcpSession(ns, vm1_ip, 5001)
+        self.addCleanup(session.close)
+        self.assertTrue(session.connected, session.state)
+        self.assertEqual('ok', session.exchange())
+        t_rule = time.monotonic()
+        self.api.delete('security-group-rules', rule['id'], missing_ok=False)
+
+        def session_cut():
+            return session.exchange() != 'ok'
+        self.timed('rule DELETE -> established session cut', t_rule, session_cut,
+                   EVENT_TIMEOUT, 'the established session to stop')
+        self.assertFalse(traffic.tcp_connects(ns, vm1_ip, 5001), 'port still open')
+        # Members are not affected by the outsider's rule going.
+        self.assertTrue(traffic.tcp_connects(vm2.name, vm1_ip, 5001))
 
         # -- a router: interface on the tenant subnet, gateway on a flat net --
         ext = self.create_network(**{'router:external': True,
@@ -364,18 +467,22 @@ class RealNeutronServerTest(base.FunctionalTestCase):
                        for p in router_ports)
         self.timed('router POST -> both router ports ACTIVE', t_router,
                    router_ports_active, EVENT_TIMEOUT, 'router ports ACTIVE')
-        self.assertTrue(fake_vm.ping(vm.name, subnet['gateway_ip']),
-                        'VM cannot reach its router')
+        self.assertTrue(self.reaches(vm1.name, subnet['gateway_ip']),
+                        'VM1 cannot reach its router')
+        self.assertTrue(self.reaches(vm2.name, subnet['gateway_ip']),
+                        'VM2 cannot reach its router')
 
         # -- restart all agents: they resync from the real server's state ---
+        chains_before = self.firewall_rules()
         t_restart = time.monotonic()
         for name in ('l2', 'dhcp', 'l3'):
             self.agents[name].signal(signal.SIGTERM)
         for name in ('l2', 'dhcp', 'l3'):
             self.assertEqual(0, self.agents[name].wait(20), f'agentkit-{name} exit code')
         self.timings['SIGTERM -> all three agents exited'] = time.monotonic() - t_restart
-        # The host kept serving while the agents were down.
-        self.assertTrue(fake_vm.ping(vm.name, subnet['gateway_ip']))
+        # The host kept serving, and filtering, while the agents were down.
+        self.assertTrue(fake_vm.ping(vm1.name, subnet['gateway_ip']))
+        self.assertFalse(traffic.tcp_connects(ns, vm1_ip, 5001))
         t_restart = time.monotonic()
         for name in ('l2', 'dhcp', 'l3'):
             self.start_agent(name)
@@ -385,15 +492,22 @@ class RealNeutronServerTest(base.FunctionalTestCase):
             time.monotonic() - t_restart)
         self.assertIsNotNone(wait_until(lambda: self.dnsmasq_pid(net['id']), 10,
                                         'dnsmasq after the DHCP agent restart'))
-        self.assertIn(f'{dhcp_ip}/24', namespace_addresses(ns)[tap])
+        self.assertIn(f'{dhcp_ip}/24', namespace_addresses(ns)[dhcp_dev])
         self.assertIsNotNone(router_ready(), f'{rns} after the L3 agent restart')
-        for port_id in [port['id'], dhcp_port['id']] + [p['id'] for p in router_ports]:
-            self.assertEqual('ACTIVE', self.api.show_port(port_id)['status'])
-        lease = fake_vm.DhcpClient(vm, self.get_temp_dir()).request(timeout=20)
+        # The resync asks for every port's details again (the server marks
+        # them BUILD meanwhile, as with Neutron's agents) and reports them up.
+        for port_id in [port1['id'], port2['id'], dhcp_port['id']] + [
+                p['id'] for p in router_ports]:
+            wait_until(lambda p=port_id: self.port_status(p, 'ACTIVE'), EVENT_TIMEOUT,
+                       f'port {port_id} ACTIVE again after the restart')
+        self.assertEqual(chains_before, self.firewall_rules(),
+                         'the restart changed the firewall rules')
+        lease = fake_vm.DhcpClient(vm1, self.get_temp_dir()).request(timeout=20)
         self.assertIsNotNone(lease, 'no DHCP lease after the agents restarted')
-        self.assertEqual(vm_ip, lease['new_ip_address'])
-        self.assertTrue(fake_vm.ping(vm.name, subnet['gateway_ip']),
+        self.assertEqual(vm1_ip, lease['new_ip_address'])
+        self.assertTrue(fake_vm.ping(vm1.name, subnet['gateway_ip']),
                         'VM cannot reach its router after the agents restarted')
+        self.assertTrue(fake_vm.ping(vm1.name, vm2_ip))
 
         # -- teardown through the API: the host follows ------------------------
         t_del = time.monotonic()
@@ -402,8 +516,12 @@ class RealNeutronServerTest(base.FunctionalTestCase):
         self.timed('router DELETE -> qrouter- gone', t_del,
                    lambda: not ip_lib.IPWrapper(rns).namespace_exists(),
                    EVENT_TIMEOUT, f'{rns} removed')
-        vm.destroy(bridge)  # nova unplugs, then deletes the port
-        self.api.delete('ports', port['id'], missing_ok=False)
+        for vm, port in ((vm1, port1), (vm2, port2)):
+            self.unplug(vm)  # nova unplugs, then deletes the port
+            vm.destroy()
+            self.api.delete('ports', port['id'], missing_ok=False)
+        wait_until(lambda: port1['id'][:10] not in self.firewall_rules(), EVENT_TIMEOUT,
+                   'the unplugged VM\'s chains removed')
         dnsmasq = self.dnsmasq_pid(net['id'])
         t_del = time.monotonic()
         self.api.delete('networks', net['id'], missing_ok=False)
@@ -411,9 +529,99 @@ class RealNeutronServerTest(base.FunctionalTestCase):
                    lambda: (not ip_lib.IPWrapper(ns).namespace_exists()
                             and not os.path.exists(f'/proc/{dnsmasq}')),
                    EVENT_TIMEOUT, f'{ns} and dnsmasq {dnsmasq} removed')
-        self.assertFalse(bridge.port_exists(tap), f'{tap} left on {self.br_int}')
+        self.assertFalse(ip_lib.device_exists('tap' + dhcp_port['id'][:11]),
+                         'the DHCP port\'s device left on the host')
         for name, proc in self.agents.items():
             self.assertIsNone(proc.proc.poll(), f'agentkit-{name} exited')
-        self.wait_agents_alive(['Open vSwitch agent', 'DHCP agent', 'L3 agent'])
+        self.wait_agents_alive([self.agent_type, 'DHCP agent', 'L3 agent'])
         self.report_timings()
         self.assert_logs_clean()
+
+    # -- the firewall as iptables shows it -------------------------------------------
+    def firewall_rules(self):
+        """Every rule and set of the firewall's chains (for before/after comparisons)."""
+        out = ''.join(run('iptables-save', '-t', table).stdout for table in ('filter', 'raw'))
+        prefix = 'neutron-linuxbri' if self.mechanism == 'linuxbridge' else 'neutron-openvswi'
+        return '\n'.join(line for line in out.splitlines()
+                         if prefix in line and line.startswith('-A '))
+
+    def firewall_chain(self, kind, port_id):
+        prefix = 'neutron-linuxbri' if self.mechanism == 'linuxbridge' else 'neutron-openvswi'
+        return run('iptables', '-S', f'{prefix}-{kind}{port_id[:10]}').stdout
+
+
+class RealNeutronServerOpenvswitchTest(RealNeutronServerTestBase):
+    """openvswitch with the hybrid plug: the tap in qbr, qvo on br-int."""
+
+    mechanism = 'openvswitch'
+    agent_type = 'Open vSwitch agent'
+    interface_driver = 'openvswitch'
+
+    def l2_sections(self):
+        return {
+            'ovs': {'tunnel_bridge': self.br_tun,
+                    'int_peer_patch_port': self.prefix + 'pt',
+                    'tun_peer_patch_port': self.prefix + 'pi'},
+            'l2': {'mechanism_driver': 'openvswitch', 'tunnel_types': 'vxlan',
+                   'local_ip': '127.0.0.1',
+                   'bridge_mappings': f'{PHYSNET}:{self.br_ex}'},
+        }
+
+    def check_binding(self, port):
+        self.assertEqual('ovs', port['binding:vif_type'])
+        details = port['binding:vif_details']
+        self.assertEqual('netdev', details['datapath_type'])
+        self.assertEqual(self.br_int, details['bridge_name'])
+        # What makes nova put the tap in a qbr, where iptables sees it.
+        self.assertIs(True, details['ovs_hybrid_plug'])
+
+    def test_seed_scenario_with_security_groups(self):
+        self.run_scenario()
+
+    def plug(self, vm, port):
+        vm.plug_ovs_hybrid(self.ovs.bridge(self.br_int, 'netdev'))
+
+    def unplug(self, vm):
+        vm.unplug_ovs_hybrid(self.ovs.bridge(self.br_int, 'netdev'))
+
+
+class RealNeutronServerLinuxbridgeTest(RealNeutronServerTestBase):
+    """linuxbridge, bound by agentkit_linuxbridge on the server: taps in brq."""
+
+    mechanism = 'linuxbridge'
+    agent_type = 'Linux bridge agent'
+    interface_driver = 'linuxbridge'
+
+    def setUp(self):
+        super().setUp()
+        # The "physical" NIC of the flat external network: one end of a veth.
+        self.nic = self.prefix + 'n0'
+        ip_lib.IPWrapper().add_veth(self.nic, self.prefix + 'n1')
+        self.addCleanup(lambda: ip_lib.device_exists(self.nic)
+                        and ip_lib.IPDevice(self.nic).delete())
+        for name in (self.nic, self.prefix + 'n1'):
+            ip_lib.IPDevice(name).link.set_up()
+
+    def l2_sections(self):
+        # Nothing but the mechanism and what any linuxbridge host needs: its
+        # NIC for the provider network and its tunnel address.
+        return {
+            'l2': {'mechanism_driver': 'linuxbridge', 'tunnel_types': 'vxlan',
+                   'local_ip': '127.0.0.1'},
+            'linux_bridge': {'physical_interface_mappings': f'{PHYSNET}:{self.nic}'},
+        }
+
+    def check_binding(self, port):
+        self.assertEqual('bridge', port['binding:vif_type'])
+        self.assertEqual('brq' + port['network_id'][:11],
+                         port['binding:vif_details'].get('bridge_name'))
+
+    def test_seed_scenario_with_security_groups(self):
+        self.run_scenario()
+
+    def plug(self, vm, port):
+        pass  # the tap exists; the agent puts it in brq (nova's linuxbridge plug)
+
+    def unplug(self, vm):
+        if ip_lib.device_exists(vm.tap):
+            ip_lib.IPDevice(vm.tap).link.set_nomaster()
