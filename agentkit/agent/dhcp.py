@@ -34,6 +34,11 @@ APPLY = 'apply'       # apply the network dict in the payload
 DISABLE = 'disable'   # stop serving the network here
 
 DEVICE_OWNER_DHCP = 'network:dhcp'
+# What neutron-server raises to create_dhcp_port while the network or its
+# subnets are being deleted (it answers None for some of these cases, and
+# raises the others): the next event settles it, nothing to retry.
+DELETE_RACE_ERRORS = frozenset({'SubnetInUse', 'NetworkNotFound', 'SubnetNotFound',
+                                'IpAddressGenerationFailure', 'NetworkInUse'})
 METADATA_CIDR = '169.254.169.254/16'
 
 
@@ -258,12 +263,17 @@ class DhcpAgent(base.Agent):
             if (isinstance(port, dict) and port.get('device_id') == device_id
                     and port.get('device_owner') == DEVICE_OWNER_DHCP):
                 return self._cover_dhcp_subnets(network, port)
-        port = self.plugin.create_dhcp_port({'port': {
-            'network_id': network['id'],
-            'project_id': network.get('project_id', network.get('tenant_id')),
-            'device_id': device_id,
-            'fixed_ips': [{'subnet_id': s['id']} for s in self._dhcp_subnets(network)],
-            'name': '', 'admin_state_up': True}})
+        try:
+            port = self.plugin.create_dhcp_port({'port': {
+                'network_id': network['id'],
+                'project_id': network.get('project_id', network.get('tenant_id')),
+                'device_id': device_id,
+                'fixed_ips': [{'subnet_id': s['id']} for s in self._dhcp_subnets(network)],
+                'name': '', 'admin_state_up': True}})
+        except oslo_messaging.RemoteError as exc:
+            if exc.exc_type not in DELETE_RACE_ERRORS:
+                raise
+            raise exceptions.Conflict(f'{exc.exc_type}: the network is changing') from None
         if not isinstance(port, dict) or not port.get('id'):
             # neutron-server answers None when the network or subnet is gone
             # or out of addresses: an expected race with a delete.

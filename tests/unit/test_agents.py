@@ -109,6 +109,24 @@ class DhcpSyncTest(base.TestCase):
         self.assertIn('Skipping malformed network', self.log.output)
 
 
+class DhcpPortRaceTest(base.TestCase):
+    """A DHCP port asked for while the server deletes the network."""
+
+    def test_delete_races_are_conflicts_other_errors_are_not(self):
+        import oslo_messaging
+        agent = dhcp.DhcpAgent.__new__(dhcp.DhcpAgent)
+        agent.device_id_prefix = 'dhcp' + _uuid()
+        agent.plugin = mock.Mock()
+        network = {'id': _uuid(), 'project_id': 'p', 'ports': [],
+                   'subnets': [{'id': _uuid(), 'enable_dhcp': True}]}
+        agent.plugin.create_dhcp_port.side_effect = oslo_messaging.RemoteError(
+            'SubnetInUse', 'This subnet is being modified by another concurrent operation.')
+        self.assertRaises(exceptions.Conflict, agent._ensure_dhcp_port, network)
+        agent.plugin.create_dhcp_port.side_effect = oslo_messaging.RemoteError(
+            'OverQuota', 'no')
+        self.assertRaises(oslo_messaging.RemoteError, agent._ensure_dhcp_port, network)
+
+
 class EndpointVersionTest(base.TestCase):
     """The versions neutron-server casts with must be accepted
     (neutron-reference.md: server -> agent RPC table)."""
