@@ -119,7 +119,12 @@ def _physdev(direction: str, device: str, bridged: bool = True) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class _Allowed:
-    """One kind of connection a stateful port's rules allow, for conntrack cleanup."""
+    """One kind of connection a stateful port's rules allow, for conntrack cleanup.
+
+    The other end is a prefix (or anyone), or the members of ``remote_id``
+    as they were when it was recorded: members are compared per group,
+    not per port, so the cost stays with ports x rules.
+    """
 
     direction: str
     ip_version: int
@@ -127,6 +132,7 @@ class _Allowed:
     port_min: int | None
     port_max: int | None
     remote: sg.Network | None
+    remote_id: str | None = None
 
 
 class IptablesHybridFirewallDriver(firewall.FirewallDriver):
@@ -158,8 +164,10 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
         self._ports: dict[str, sg.PortFilter] = {}
         self._groups: dict[str, sg.SecurityGroup] = {}
         self._members: dict[str, frozenset[sg.Network]] = {}
-        # What the connections of each stateful port may be, as last applied.
+        # What the connections of each stateful port may be, as last
+        # applied, and the members of the remote groups they name then.
         self._allowed: dict[str, frozenset[_Allowed]] = {}
+        self._allowed_members: dict[str, frozenset[sg.Network]] = {}
         self._unknown_groups_logged: set[str] = set()
 
     # -- driver lifecycle ----------------------------------------------------
@@ -224,6 +232,7 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
         with self._lock:
             self._ports.clear()
             self._allowed.clear()
+            self._allowed_members.clear()
             self.iptables.remove_all()
             self.iptables.reset()
             self.antispoof.remove_all()
@@ -303,15 +312,27 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
                    for zone in released.values() for v in self.iptables.versions]
         allowed = {p.port_id: self._allowed_connections(p) for p in ports
                    if self._stateful(p) and p.network_id and p.bridge}
+        members = {kind.remote_id: self._members.get(kind.remote_id, frozenset())
+                   for kinds in allowed.values() for kind in kinds if kind.remote_id}
+        old_members = self._allowed_members
         for port_id, before in self._allowed.items():
             port = self._ports.get(port_id)
             after = allowed.get(port_id)
             if port is None or after is None:
                 continue
             zone = self.zones.zone(port.network_id)  # type: ignore[arg-type]
-            for kind in before - after:
-                filters += self._connection_filters(port, zone, kind)
-        self._allowed = allowed
+            for kind in before:
+                gone = old_members.get(kind.remote_id or '', frozenset())
+                if kind in after:
+                    if not kind.remote_id:
+                        continue
+                    gone = gone - members[kind.remote_id]  # members that left
+                remotes = [kind.remote] if not kind.remote_id else sorted(
+                    (n for n in gone if n.version == kind.ip_version),
+                    key=lambda n: (int(n.network_address), n.prefixlen))
+                for remote in remotes:
+                    filters += self._connection_filters(port, zone, kind, remote)
+        self._allowed, self._allowed_members = allowed, members
         self._delete_connections(filters)
 
     def _delete_connections(self, filters: list[conntrack.FlowFilter]) -> None:
@@ -332,32 +353,22 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
                      deleted)
 
     def _allowed_connections(self, port: sg.PortFilter) -> frozenset[_Allowed]:
-        kinds = set()
-        for group in self._port_groups(port):
-            for rule in group.rules:
-                if rule.remote_id:
-                    remotes: list[sg.Network | None] = [
-                        n for n in self._members.get(rule.remote_id, ())
-                        if n.version == rule.ip_version]
-                else:
-                    remotes = [rule.remote_prefix]
-                for remote in remotes:
-                    kinds.add(_Allowed(rule.direction, rule.ip_version, rule.protocol,
-                                       rule.port_min, rule.port_max, remote))
-        return frozenset(kinds)
+        return frozenset(
+            _Allowed(rule.direction, rule.ip_version, rule.protocol, rule.port_min,
+                     rule.port_max, rule.remote_prefix, rule.remote_id)
+            for group in self._port_groups(port) for rule in group.rules)
 
     @staticmethod
-    def _connection_filters(port: sg.PortFilter, zone: int,
-                            kind: _Allowed) -> list[conntrack.FlowFilter]:
-        """Filters for the connections ``kind`` allowed to or from ``port``."""
+    def _connection_filters(port: sg.PortFilter, zone: int, kind: _Allowed,
+                            remote: sg.Network | None) -> list[conntrack.FlowFilter]:
+        """Filters for the connections ``kind`` allowed between ``port`` and ``remote``."""
         ports = ({} if kind.protocol not in sg.PORT_PROTOCOLS
                  else {'dport_min': kind.port_min, 'dport_max': kind.port_max})
         filters = []
         for own, _mac in port.sources:
             if own.version != kind.ip_version or own.is_link_local:
                 continue
-            src, dst = (kind.remote, own) if kind.direction == sg.INGRESS \
-                else (own, kind.remote)
+            src, dst = (remote, own) if kind.direction == sg.INGRESS else (own, remote)
             filters.append(conntrack.FlowFilter(
                 ip_version=kind.ip_version, zone=zone, protocol=kind.protocol,
                 orig_src=src, orig_dst=dst, **ports))

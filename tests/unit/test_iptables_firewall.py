@@ -411,6 +411,13 @@ class ConntrackCleanupTest(FirewallTestCase):
             ip_version=4, zone=4097, orig_src=ipaddress.ip_network('10.0.0.8/32'),
             orig_dst=ipaddress.ip_network('10.0.0.5/32'))], self.flows)
 
+    def test_a_removed_remote_group_rule_deletes_connections_with_its_members(self) -> None:
+        self.apply(port(), members={SG: ['10.0.0.7']})
+        self.apply(port(), groups={SG: [rule(direction='egress')]}, members={SG: ['10.0.0.7']})
+        self.assertEqual([conntrack.FlowFilter(
+            ip_version=4, zone=4097, orig_src=ipaddress.ip_network('10.0.0.7/32'),
+            orig_dst=ipaddress.ip_network('10.0.0.5/32'))], self.flows)
+
     def test_a_removed_port_loses_its_connections_in_its_zone(self) -> None:
         self.apply(port(), port(PORT2, fixed_ips=['10.0.0.6']))
         self.fw.remove_port_filters([PORT2])
