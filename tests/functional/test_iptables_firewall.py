@@ -69,30 +69,6 @@ except OSError:
     sys.exit(1)
 '''
 
-# Exit 0 once one datagram arrived on the port, 1 after the timeout.
-_UDP_RECEIVER = '''
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1])))
-s.settimeout(float(sys.argv[2]))
-print("ready", flush=True)
-try:
-    s.recvfrom(64)
-except socket.timeout:
-    sys.exit(1)
-'''
-
-_UDP_SENDER = '''
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[3])))
-for _ in range(5):
-    s.sendto(b"x", (sys.argv[1], int(sys.argv[2])))
-    time.sleep(0.1)
-'''
-
 
 def default_group_rules(sg_id: str) -> list[dict[str, object]]:
     """Neutron's default group: in from the group's members, out to anywhere."""
@@ -253,19 +229,8 @@ class IptablesHybridFirewallTest(base.FunctionalTestCase):
 
     @staticmethod
     def udp_reaches(src: Guest, dst: Guest, sport: int, dport: int,
-                    timeout: float = 1.5, dst_ip: str | None = None) -> bool:
-        receiver = subprocess.Popen(['ip', 'netns', 'exec', dst.name, sys.executable,
-                                     '-c', _UDP_RECEIVER, str(dport), str(timeout)],
-                                    stdout=subprocess.PIPE, text=True)
-        try:
-            assert receiver.stdout is not None
-            assert receiver.stdout.readline().strip() == 'ready'
-            fake_vm.run_in(src.name, sys.executable, '-c', _UDP_SENDER, dst_ip or dst.ip,
-                           str(dport), str(sport))
-            return receiver.wait(timeout + 5) == 0
-        finally:
-            receiver.kill()
-            receiver.wait(5)
+                    timeout: float = 1.5) -> bool:
+        return traffic.udp_reaches(src.name, dst.name, dst.ip, sport, dport, timeout)
 
     def chains(self, ip_version: int = 4) -> list[str]:
         return re.findall(r'^:(%s-\S+)' % re.escape(self.prefix),
@@ -428,6 +393,21 @@ class IptablesHybridFirewallTest(base.FunctionalTestCase):
                                   side_effect=kernel), \
                 mock.patch.object(ipset_manager.priv, 'replace_set', side_effect=kernel):
             self.apply(self.vm1)
+
+    def test_remote_address_group_lets_in_its_addresses_only(self) -> None:
+        address_group = self.unique_id()
+        self.server.address_groups[address_group] = [self.vm3.ip + '/32']
+        self.server.rules[self.sg_a].append(
+            {**rule(self.sg_a, 'tcp', 8080), 'remote_ip_prefix': None,
+             'remote_address_group_id': address_group})
+        self.filter(self.vm1, [self.sg_a])
+        self.tcp_server(self.vm1, 8080)
+        self.assertTrue(self.tcp_connects(self.vm3, self.vm1, 8080))
+        self.assertFalse(self.tcp_connects(self.vm2, self.vm1, 8080))
+        # The group's addresses change (the server pushes the AddressGroup).
+        self.server.address_groups[address_group] = ['%s.0/24' % self.subnet]
+        self.apply(self.vm1)
+        self.assertTrue(self.tcp_connects(self.vm2, self.vm1, 8080))
 
     # -- conntrack ---------------------------------------------------------------
     def test_removing_a_rule_cuts_the_established_session_it_allowed(self) -> None:

@@ -83,6 +83,9 @@ class L2AgentOVSTest(base.AgentTestCase):
         self.assertEqual({}, conf['bridge_mappings'])
         self.assertEqual(['flat', 'vxlan'], conf['network_types'])
         self.assertEqual('1.11', state['resource_versions']['Port'])
+        # No firewall configured: the operator is told, once, at start.
+        self.assertEqual(1, proc.output().count('VMs are unfiltered'))
+        self.assertIs(False, conf['ovs_hybrid_plug'])
         self.assertTrue(self.br.exists())
         self.assertEqual('netdev', self.br.get_datapath_type())
         proc.signal(signal.SIGTERM)

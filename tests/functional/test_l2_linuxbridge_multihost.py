@@ -58,6 +58,7 @@ class QuietVM:
                  mtu: int) -> None:
         self.name = name
         self.host_ns = host_ns
+        self.port_id = port_id
         self.tap = 'tap' + port_id[:11]
         vm = ip_lib.IPWrapper(name)
         vm.ensure_namespace()

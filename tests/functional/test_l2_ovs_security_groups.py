@@ -29,6 +29,7 @@ from tests.functional import base
 from tests.functional import fake_neutron
 from tests.functional import ovs_host
 from tests.functional import spoofing
+from tests.functional import traffic
 from tests.functional import vm as fake_vm
 
 SUBNET = '10.250.7.{}/24'
@@ -86,8 +87,15 @@ class L2OVSHybridSecurityGroupTest(base.AgentTestCase):
             'agentkit-l2.log', content.text_content(self.proc.output())))
 
     # -- helpers ----------------------------------------------------------------
-    def add_vm(self, network_id: str, suffix: int,
-               security_groups: list[str]) -> fake_vm.FakeVM:
+    def first_report(self) -> dict[str, Any]:
+        """The agent's first state report: by then it has built br-int."""
+        return self.neutron.wait_for_call(
+            'report_state',
+            lambda kw: kw['agent_state']['agent_state']['host'] == self.host,
+            timeout=30)['agent_state']['agent_state']
+
+    def add_vm(self, network_id: str, suffix: int, security_groups: list[str],
+               vni: int = VNI) -> fake_vm.FakeVM:
         """A port the server knows, hybrid-plugged as nova would do it."""
         port_id = str(uuid.uuid4())
         mac = 'fa:16:3e:%02x:%02x:%02x' % tuple(uuid.uuid4().bytes[:3])
@@ -96,7 +104,7 @@ class L2OVSHybridSecurityGroupTest(base.AgentTestCase):
                 'device': port_id, 'port_id': port_id, 'network_id': network_id,
                 'mac_address': mac, 'admin_state_up': True,
                 'network_type': 'vxlan', 'physical_network': None,
-                'segmentation_id': VNI, 'device_owner': 'compute:nova',
+                'segmentation_id': vni, 'device_owner': 'compute:nova',
                 'fixed_ips': [{'ip_address': _ip(suffix),
                                'subnet_id': str(uuid.uuid4())}],
                 'security_groups': list(security_groups),
@@ -150,10 +158,7 @@ class L2OVSHybridSecurityGroupTest(base.AgentTestCase):
             self.neutron.sg_rules[sg2] = [_rule(sg2, 'egress'),
                                           _rule(sg2, 'egress', 'IPv6')]
 
-        state = self.neutron.wait_for_call(
-            'report_state',
-            lambda kw: kw['agent_state']['agent_state']['host'] == self.host,
-            timeout=30)['agent_state']['agent_state']
+        state = self.first_report()
         self.assertEqual('Open vSwitch agent', state['agent_type'])
         # What tells neutron-server (and so nova) to plug VMs the hybrid way.
         self.assertIs(True, state['configurations']['ovs_hybrid_plug'])
@@ -217,6 +222,44 @@ class L2OVSHybridSecurityGroupTest(base.AgentTestCase):
         self.check_arp_and_mac_spoofing(vm1, vm2, vm3)
         self.check_only_affected_ports_are_refreshed(sg1, sg2, vm1, vm3)
         self.check_many_members_cost_no_rules(sg1, vm1, vm3)
+
+    def test_two_projects_with_the_same_addresses(self) -> None:
+        """Each VM reaches its own network's peer, and the other project's
+        identical addresses never share its connection state."""
+        net_a, net_b = str(uuid.uuid4()), str(uuid.uuid4())
+        sg_a, sg_b, sg_b_out = (str(uuid.uuid4()) for _ in range(3))
+        with self.neutron.lock:
+            for group in (sg_a, sg_b):  # the projects' default groups
+                self.neutron.sg_rules[group] = [_rule(group, 'egress'),
+                                                _rule(group, 'ingress', remote_group_id=group)]
+            # b2 lets b1 in, but is no member of b1's group.
+            self.neutron.sg_rules[sg_b_out] = [_rule(sg_b_out, 'egress'),
+                                               _rule(sg_b_out, 'ingress', remote_group_id=sg_b)]
+        self.first_report()
+        a1 = self.add_vm(net_a, 1, [sg_a])
+        a2 = self.add_vm(net_a, 2, [sg_a])
+        b1 = self.add_vm(net_b, 1, [sg_b], vni=VNI + 1)
+        b2 = self.add_vm(net_b, 2, [sg_b_out], vni=VNI + 1)
+        self.wait_wired(a1, a2, b1, b2)
+        self.assertNotEqual(self.br.get_port_tag(a1.qvo), self.br.get_port_tag(b1.qvo))
+        self.assertTrue(self.reaches(a1, _ip(2)))
+        self.assertTrue(self.reaches(b1, _ip(2)))
+        # The peers a1 and b1 reached are their own networks' (by MAC).
+        for vm, peer in ((a1, a2), (b1, b2)):
+            spoof = spoofing.Spoofer(peer, _ip(2), vm, _ip(1))
+            self.addCleanup(spoof.close)
+            self.assertEqual(peer.mac, spoof.neighbour_mac(_ip(2)))
+        self.assertBlocked(b2, _ip(1))  # b2 is not in b1's group
+        # a1 -> a2 opens a UDP flow in network A's zone: a2's answer comes in ...
+        self.assertTrue(traffic.udp_reaches(a1.name, a2.name, _ip(2), 6000, 7000))
+        self.assertTrue(traffic.udp_reaches(a2.name, a1.name, _ip(1), 7000, 6000))
+        # ... the very same packet in network B does not reach b1.
+        self.assertTrue(traffic.udp_reaches(a1.name, a2.name, _ip(2), 6000, 7000))
+        self.assertFalse(traffic.udp_reaches(b2.name, b1.name, _ip(1), 7000, 6000))
+        zones = {line.split('--zone ')[1] for line in ovs_host.run(
+            'iptables-save', '-t', 'raw').stdout.splitlines()
+            if '--zone' in line and ('network ' + net_a in line or 'network ' + net_b in line)}
+        self.assertEqual(2, len(zones), zones)
 
     def check_arp_and_mac_spoofing(self, vm1, vm2, vm3) -> None:
         """vm2 tries to take vm3's address from vm1's point of view."""

@@ -61,6 +61,31 @@ except OSError:
 '''
 
 
+# Exit 0 once one datagram arrived on the port, 1 after the timeout.
+_UDP_RECEIVER = '''
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(float(sys.argv[2]))
+print("ready", flush=True)
+try:
+    s.recvfrom(64)
+except socket.timeout:
+    sys.exit(1)
+'''
+
+_UDP_SENDER = '''
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[3])))
+for _ in range(5):
+    s.sendto(b"x", (sys.argv[1], int(sys.argv[2])))
+    time.sleep(0.1)
+'''
+
+
 def _in_namespace(namespace: str, code: str, *args: str) -> list[str]:
     return ['ip', 'netns', 'exec', namespace, sys.executable, '-c', code, *args]
 
@@ -124,3 +149,21 @@ class TcpSession:
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait(5)
+
+
+def udp_reaches(src_namespace: str, dst_namespace: str, dst_ip: str, sport: int, dport: int,
+                timeout: float = 1.5) -> bool:
+    """Whether datagrams from ``sport`` in one namespace reach ``dst_ip:dport``
+    in the other (a receiver listens there for ``timeout`` seconds)."""
+    receiver = subprocess.Popen(_in_namespace(dst_namespace, _UDP_RECEIVER, str(dport),
+                                              str(timeout)),
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert receiver.stdout is not None
+        assert receiver.stdout.readline().strip() == 'ready'
+        subprocess.run(_in_namespace(src_namespace, _UDP_SENDER, dst_ip, str(dport),
+                                     str(sport)), capture_output=True, timeout=30)
+        return receiver.wait(timeout + 5) == 0
+    finally:
+        receiver.kill()
+        receiver.wait(5)
