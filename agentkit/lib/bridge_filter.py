@@ -36,14 +36,13 @@ apply. Its name defaults to :data:`DEFAULT_TABLE`; tests pass their own
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import ipaddress
 import logging
-import threading
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 from agentkit import exceptions
+from agentkit.lib import batching
 from agentkit.privileged import nftables as priv
 
 LOG = logging.getLogger(__name__)
@@ -140,7 +139,7 @@ class PortGuard:
         return [self.device, [[mac, list(prefixes)] for mac, prefixes in self.allowed]]
 
 
-class BridgeAntiSpoof:
+class BridgeAntiSpoof(batching.DeferredApply):
     """The guards of all ports on this host, kept in one nftables bridge table.
 
     Changes (:meth:`set_ports`, :meth:`update_port`, :meth:`remove_port`)
@@ -161,8 +160,7 @@ class BridgeAntiSpoof:
         # unknown, write on the next apply. The ruleset is a pure function
         # of them, and comparing them is far cheaper than rendering.
         self._applied: tuple[PortGuard, ...] | None = None
-        self._defer_depth = 0
-        self._lock = threading.RLock()
+        self._init_deferral()
 
     @property
     def table(self) -> str:
@@ -216,22 +214,6 @@ class BridgeAntiSpoof:
         return tuple(self._guards[device] for device in sorted(self._guards))
 
     # -- applying ----------------------------------------------------------
-    @contextlib.contextmanager
-    def defer_apply(self) -> Iterator[BridgeAntiSpoof]:
-        """Batch changes: one apply when the outermost block exits normally.
-
-        On an exception nothing is applied, so a half-built model never
-        reaches the kernel (the previous table stays in force).
-        """
-        with self._lock:
-            self._defer_depth += 1
-            try:
-                yield self
-            finally:
-                self._defer_depth -= 1
-            if self._defer_depth == 0:
-                self.apply()
-
     def invalidate(self) -> None:
         """Forget what was applied: the next apply writes the table again
         (e.g. after an operator ran ``nft flush ruleset``)."""
@@ -247,7 +229,7 @@ class BridgeAntiSpoof:
             force and the next apply writes the whole table again.
         """
         with self._lock:
-            if self._defer_depth:
+            if self.deferring:
                 return False
             state = self._state()
             if state == self._applied:

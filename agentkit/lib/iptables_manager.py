@@ -27,14 +27,13 @@ a whole router update into that single call.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import re
-import threading
-from typing import Callable, Iterator
+from typing import Callable
 
 from agentkit import exceptions
+from agentkit.lib import batching
 from agentkit.privileged import iptables as priv
 
 LOG = logging.getLogger(__name__)
@@ -242,7 +241,7 @@ def parse_save(text: str) -> dict[str, LiveTable]:
     return tables
 
 
-class IptablesManager:
+class IptablesManager(batching.DeferredApply):
     """The iptables of one namespace (or the root one, ``namespace=None``).
 
     :param binary_name: prefix of agentkit's chains; ``neutron-l3-agent``
@@ -281,8 +280,7 @@ class IptablesManager:
         self.ipv6: dict[str, IptablesTable] = {}
         # (ip_version, table) -> rendered text last applied successfully
         self._applied: dict[tuple[int, str], str] = {}
-        self._defer_depth = 0
-        self._lock = threading.RLock()
+        self._init_deferral()
         self.reset()
 
     # -- model -----------------------------------------------------------
@@ -339,22 +337,6 @@ class IptablesManager:
         return '\n'.join(tables[name].render() for name in TABLE_ORDER if name in tables)
 
     # -- applying ----------------------------------------------------------
-    @contextlib.contextmanager
-    def defer_apply(self) -> Iterator[IptablesManager]:
-        """Batch changes: one apply when the outermost block exits normally.
-
-        On an exception nothing is applied, so a half-rebuilt model never
-        reaches the kernel (the previous rules stay in force).
-        """
-        with self._lock:
-            self._defer_depth += 1
-            try:
-                yield self
-            finally:
-                self._defer_depth -= 1
-            if self._defer_depth == 0:
-                self.apply()
-
     def invalidate(self) -> None:
         """Forget what was applied (e.g. the namespace was recreated)."""
         with self._lock:
@@ -371,7 +353,7 @@ class IptablesManager:
             and the next apply starts again from the live state.
         """
         with self._lock:
-            if self._defer_depth:
+            if self.deferring:
                 return False
             changed = False
             for version in self.versions:

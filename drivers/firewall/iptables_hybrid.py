@@ -51,12 +51,11 @@ kernel is touched (one ``iptables-restore`` per IP version and table, one
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 from oslo_config import cfg
 
@@ -244,12 +243,6 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
         """Ids of the ports that have security-group chains (not the accepted ones)."""
         with self._lock:
             return sorted(p.port_id for p in self._ports.values() if p.filtered)
-
-    @contextlib.contextmanager
-    def defer_apply(self) -> Iterator[None]:
-        """Hold the driver's lock across several calls (one consistent view)."""
-        with self._lock:
-            yield
 
     # -- the model ---------------------------------------------------------------
     def _filtered(self) -> list[sg.PortFilter]:
