@@ -1,7 +1,9 @@
 """Shared test base classes."""
 
 import logging
+import types
 import uuid
+from unittest import mock
 
 import fixtures
 import testtools
@@ -25,3 +27,18 @@ class TestCase(testtools.TestCase):
     @staticmethod
     def unique_id() -> str:
         return str(uuid.uuid4())
+
+    def patch_entrypoints(self, module: types.ModuleType) -> dict[str, mock.MagicMock]:
+        """Replace every privsep entrypoint of ``module`` by an autospec mock.
+
+        The spec comes from the undecorated function (an entrypoint is a
+        functools.partial), so calls are checked against its signature.
+        """
+        from agentkit.privileged import network
+        mocks = {}
+        for name, obj in vars(module).items():
+            if network.is_entrypoint(obj):
+                patcher = mock.patch.object(module, name, autospec=obj.args[0])
+                mocks[name] = patcher.start()
+                self.addCleanup(patcher.stop)
+        return mocks

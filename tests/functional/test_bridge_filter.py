@@ -61,13 +61,6 @@ class Guest(fake_vm.FakeVM):
         return None
 
 
-def _destroy_guest(namespace: str, tap: str) -> None:
-    if ip_lib.device_exists(tap):
-        ip_lib.IPDevice(tap).delete()
-    if ip_lib.namespace_exists(namespace):
-        ip_lib.delete_namespace(namespace)
-
-
 class BridgeAntiSpoofTest(base.FunctionalTestCase):
 
     def setUp(self) -> None:
@@ -94,7 +87,7 @@ class BridgeAntiSpoofTest(base.FunctionalTestCase):
         name = self.prefix + 'v%d' % host
         port_id = str(uuid.uuid4())
         # Cleanup first: a half-built guest (namespace, veth) goes too.
-        self.addCleanup(_destroy_guest, name, 'tap' + port_id[:11])
+        self.addCleanup(fake_vm.destroy_guest, name, 'tap' + port_id[:11])
         vm = Guest(name, port_id, random_mac(), '%s.%d' % (self.subnet, host))
         self.addCleanup(vm.sender.close)
         ip_lib.IPDevice(vm.tap).link.set_master(self.bridge)

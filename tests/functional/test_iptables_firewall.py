@@ -116,13 +116,6 @@ def purge_chains(prefix: str) -> None:
                 subprocess.run([*cmd, action, chain], capture_output=True)
 
 
-def _destroy_guest(namespace: str, tap: str) -> None:
-    if ip_lib.device_exists(tap):
-        ip_lib.IPDevice(tap).delete()
-    if ip_lib.namespace_exists(namespace):
-        ip_lib.delete_namespace(namespace)
-
-
 class Guest(fake_vm.FakeVM):
     """A fake VM that knows its addresses."""
 
@@ -174,7 +167,7 @@ class IptablesHybridFirewallTest(base.FunctionalTestCase):
         # Cleanup first: a half-built guest (namespace, veth) goes too.
         name = self.prefix + 'v%d' % host
         port_id = self.unique_id()
-        self.addCleanup(_destroy_guest, name, 'tap' + port_id[:11])
+        self.addCleanup(fake_vm.destroy_guest, name, 'tap' + port_id[:11])
         vm = Guest(name, port_id, mac, '%s.%d' % (subnet or self.subnet, host % 100))
         ip_lib.IPDevice(vm.tap).link.set_master(bridge or self.bridge)
         vm.bridge = bridge or self.bridge

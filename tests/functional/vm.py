@@ -104,6 +104,14 @@ class FakeVM:
         ip_lib.IPWrapper(self.name).delete_namespace()
 
 
+def destroy_guest(namespace: str, tap: str) -> None:
+    """Cleanup of a half-built or whole fake VM: its tap, then its namespace."""
+    if ip_lib.device_exists(tap):
+        ip_lib.IPDevice(tap).delete()
+    if ip_lib.namespace_exists(namespace):
+        ip_lib.delete_namespace(namespace)
+
+
 DHCLIENT_SCRIPT = """#!/bin/sh
 # Records what dhclient learnt; never touches the host's resolv.conf.
 env | grep -E '^(reason|new_[a-z0-9_]+|interface)=' > "{out}.$reason"

@@ -26,14 +26,7 @@ class IpLibTestCase(base.TestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.priv: dict[str, mock.MagicMock] = {}
-        for name in ENTRYPOINTS:
-            # Spec from the undecorated function (the entrypoint is a
-            # functools.partial), so calls are checked against its signature.
-            real = getattr(priv, name).args[0]
-            patcher = mock.patch.object(priv, name, autospec=real)
-            self.priv[name] = patcher.start()
-            self.addCleanup(patcher.stop)
+        self.priv: dict[str, mock.MagicMock] = self.patch_entrypoints(priv)
 
     def assert_refused(self, exc: type[Exception], func, *args, **kwargs) -> Exception:
         for m in self.priv.values():

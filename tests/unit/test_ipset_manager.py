@@ -40,12 +40,7 @@ class ManagerTestCase(base.TestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.priv: dict[str, mock.MagicMock] = {}
-        for name in ENTRYPOINTS:
-            real = getattr(priv, name).args[0]
-            patcher = mock.patch.object(priv, name, autospec=real)
-            self.priv[name] = patcher.start()
-            self.addCleanup(patcher.stop)
+        self.priv: dict[str, mock.MagicMock] = self.patch_entrypoints(priv)
         self.priv['replace_set'].return_value = True
         self.manager = ipset_manager.IpsetManager()
 
