@@ -9,6 +9,7 @@ their details, reporting them up/down/failed, and resyncing.
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -221,6 +222,7 @@ class L2Agent(base.Agent):
         self.plugged_ports: set[str] = set()
         self.wired: dict[str, str] = {}  # device reference -> network id
         self.port_ids: dict[str, str] = {}  # device reference -> port id
+        self._events_at: dict[str, float] = {}  # device reference -> last RPC event
         self.devices_up = 0
 
     # -- driver lifecycle -------------------------------------------------
@@ -274,6 +276,10 @@ class L2Agent(base.Agent):
     # -- events -------------------------------------------------------------
     def enqueue(self, port_id: str, action: str,
                 priority: int = work_queue.PRIORITY_RPC) -> None:
+        if priority == work_queue.PRIORITY_RPC:
+            # Details a full sync fetched before this event are stale now.
+            with self._lock:
+                self._events_at[port_id] = time.monotonic()
         self.queue.put(work_queue.ResourceUpdate(port_id, action, priority))
 
     def build_state(self) -> dict[str, Any]:
@@ -346,18 +352,29 @@ class L2Agent(base.Agent):
         # go before any is (re)wired: after a restart, a port-by-port
         # rewrite of the chains would leave the ports not yet re-wired
         # unfiltered in between.
+        fetched_at = time.monotonic()
         found, _failed = self._fetch_details(plugged)
-        self.security_groups.sync_all(d for d in found.values() if 'network_id' in d)
+        self.security_groups.sync_all([d for d in found.values() if 'network_id' in d],
+                                      plugged)
+        with self._lock:
+            self._events_at = {d: t for d, t in self._events_at.items() if d in plugged}
         for device in plugged:
             # Failed ones fetch their details again on their own.
             self.queue.put(work_queue.ResourceUpdate(
-                device, WIRE, work_queue.PRIORITY_SYNC, payload=found.get(device)))
+                device, WIRE, work_queue.PRIORITY_SYNC,
+                payload=(fetched_at, found[device]) if device in found else None))
         for port_id in gone:
             self.enqueue(port_id, UNWIRE, work_queue.PRIORITY_SYNC)
 
     def process_update(self, update: work_queue.ResourceUpdate) -> None:
         if update.action == WIRE:
-            self._wire(update.resource_id, update.payload)
+            details = None
+            if update.payload is not None:
+                fetched_at, details = update.payload
+                with self._lock:
+                    if self._events_at.get(update.resource_id, 0.0) > fetched_at:
+                        details = None  # an event came after the sync's fetch
+            self._wire(update.resource_id, details)
         elif update.action == UNWIRE:
             self._unwire(update.resource_id)
         elif update.action == REFRESH_FIREWALL:
@@ -450,8 +467,8 @@ class L2Agent(base.Agent):
         self.mech.unwire_port(device)
         with self._lock:
             port_id = self.port_ids.pop(device, None)
-        if port_id is not None:
-            self.security_groups.remove_ports([port_id])
+        # Also a port a full sync filtered but that was never wired.
+        self.security_groups.remove_devices([device] + ([port_id] if port_id else []))
         for ext in self.extensions:
             ext.delete_port({}, {'port_id': port_id or device})
         with self._lock:

@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from agentkit import exceptions
 from agentkit.api import firewall as firewall_api
 from agentkit.api import security_group as sg
 from agentkit.lib import naming
@@ -34,10 +35,19 @@ LOG = logging.getLogger(__name__)
 
 #: (port_id, network_id) -> the Linux bridge the port's tap crosses, if any.
 BridgeOf = Callable[[str, str | None], str | None]
-# A port wired while the first full filter sync still runs waits this long
-# for it: its own apply would otherwise rewrite the host's chains without
-# the ports the sync is about to re-add (they would pass unfiltered).
-FIRST_SYNC_WAIT = 60.0
+# How long a port's wiring waits for the first full firewall sync before it
+# gives up (and is retried): applied alone, its filter would rewrite the
+# host's chains without the ports the sync is about to re-add.
+FIRST_SYNC_WAIT = 5.0
+
+
+class FirewallNotSynced(exceptions.AgentkitError):
+    """The first full firewall sync has not succeeded yet; retried later."""
+
+
+def host_device(device: str) -> str:
+    """The tap of an agent device reference (a port id, or a tap already)."""
+    return naming.tap_device_name(device) if naming.is_valid_id(device) else device
 
 
 class SecurityGroupAgent:
@@ -48,6 +58,11 @@ class SecurityGroupAgent:
         client (takes port ids, returns the raw reply).
     :param bridge_of: the mechanism driver's answer to "which Linux bridge
         does this port's tap cross".
+
+    Locks: ``_lock`` orders every fetch-and-apply (an answer fetched earlier
+    is never applied after one fetched later); ``_index_lock`` guards the
+    port/group index the notification handlers read, so they never wait
+    for an RPC in flight.
     """
 
     def __init__(self, firewall: firewall_api.FirewallDriver,
@@ -56,12 +71,15 @@ class SecurityGroupAgent:
         self._fetch = fetch
         self._bridge_of = bridge_of
         self._lock = threading.Lock()
+        self._index_lock = threading.Lock()
         self._ports: dict[str, sg.PortFilter] = {}
         # group id -> remote groups / address groups its rules name
         self._remotes: dict[str, frozenset[str]] = {}
-        # Ports the last full sync filtered: their wiring needs no new call.
-        self._fresh: set[str] = set()
+        # port id -> the details the last full sync filtered it from: wiring
+        # with those very details needs no new call.
+        self._fresh: dict[str, Mapping[str, Any]] = {}
         self._pending: set[str] = set()
+        self._refresh_queued = False
         self._pending_lock = threading.Lock()
         self._first_sync = threading.Event()
         if not firewall.needs_security_group_info:
@@ -72,92 +90,117 @@ class SecurityGroupAgent:
         return self.firewall.needs_security_group_info
 
     # -- ports being wired ---------------------------------------------------
-    def sync_all(self, ports: Iterable[Mapping[str, Any]]) -> None:
+    def sync_all(self, ports: Iterable[Mapping[str, Any]], devices: Iterable[str]) -> None:
         """Filter every port of the host in one apply, with one call (full sync).
 
         ``ports`` are the details of the bound ports, as the server sent
-        them; network-owned and unprotected ones need no call.
+        them (network-owned and unprotected ones need no call); ``devices``
+        every device plugged on the host: those without usable details
+        pass nothing until their wiring filters them.
+
+        :raises Exception: the call or the apply failed; wiring waits for
+            a full sync that succeeds.
         """
-        try:
-            if not self.enabled:
-                return
-            local = {}
-            for details in ports:
-                try:
-                    port = self._from_details(details)
-                except Exception as exc:  # noqa: BLE001 - its wiring reports it
-                    LOG.warning('Full firewall sync skips a port: %s', exc)
-                    continue
-                local[port.port_id] = port
-            if not local:
-                return
-            with self._lock:
-                protected = {p: f for p, f in local.items() if f.filtered}
-                others = [f for f in local.values() if not f.filtered]
-                filters = self._fetch_and_apply(sorted(protected), protected, others)
-                self._fresh = {f.port_id for f in filters}
-        finally:
+        if not self.enabled:
+            return
+        local: dict[str, sg.PortFilter] = {}
+        used: dict[str, Mapping[str, Any]] = {}
+        for details in ports:
+            try:
+                port = self._from_details(details)
+            except Exception as exc:  # noqa: BLE001 - quarantined, its wiring reports it
+                LOG.warning('Full firewall sync: a port without usable details: %s', exc)
+                continue
+            local[port.port_id] = port
+            used[port.port_id] = details
+        known = {p.device for p in local.values()}
+        unknown = sorted({host_device(d) for d in devices} - known)
+        with self._pending_lock:
+            # This sync fetches everything a pending refresh would (also
+            # after the work queue gave up retrying one).
+            self._pending.clear()
+            self._refresh_queued = False
+        if not local and not unknown:
             self._first_sync.set()
+            return
+        with self._lock:
+            protected = {p: f for p, f in local.items() if f.filtered}
+            others = [f for f in local.values() if not f.filtered]
+            filters = self._fetch_and_apply(sorted(protected), protected, others,
+                                            unknown_devices=unknown)
+            self._fresh = {f.port_id: used[f.port_id] for f in filters
+                           if f.port_id in used}
+        self._first_sync.set()
 
     def prepare_port(self, details: Mapping[str, Any]) -> None:
-        """Filter one port before it is wired (``details`` as the server sent them)."""
+        """Filter one port before it is wired (``details`` as the server sent them).
+
+        :raises FirewallNotSynced: no full sync has succeeded yet.
+        """
         if not self.enabled:
             return
         local = self._from_details(details)
         port_id = local.port_id
         if not self._first_sync.wait(FIRST_SYNC_WAIT):
-            LOG.warning('The first full firewall sync has not finished; filtering '
-                        'port %s on its own', port_id)
+            raise FirewallNotSynced(f'port {port_id} waits for the first full firewall sync')
         with self._lock:
-            if port_id in self._fresh:
-                self._fresh.discard(port_id)
-                known = self._ports.get(port_id)
-                if known is not None and known.filtered == local.filtered:
-                    return
+            if self._fresh.pop(port_id, None) is details:
+                return  # filtered from these very details by the full sync
             if not local.filtered:
                 # DHCP and router ports, port security off: nothing to ask.
                 self._apply([local], sg.SecurityGroupInfo())
                 return
             self._fetch_and_apply([port_id], {port_id: local})
 
-    def remove_ports(self, port_ids: Iterable[str]) -> None:
-        ids = [p for p in port_ids if naming.is_valid_id(p)]
+    def remove_devices(self, devices: Iterable[str]) -> None:
+        """Forget the ports of these device references (port ids or taps)."""
+        wanted = set(devices)
         with self._lock:
-            for port_id in ids:
-                self._ports.pop(port_id, None)
-                self._fresh.discard(port_id)
-            self.firewall.remove_port_filters(ids)
+            with self._index_lock:
+                gone = [p.port_id for p in self._ports.values()
+                        if p.port_id in wanted or p.device in wanted]
+                for port_id in gone:
+                    del self._ports[port_id]
+                    self._fresh.pop(port_id, None)
+                self._prune()
+            taps = [host_device(d) for d in wanted if naming.is_valid_id(d)
+                    or d.startswith(naming.TAP_PREFIX)]
+            self.firewall.remove_port_filters(gone, taps)
 
     # -- notifications -----------------------------------------------------------
     def ports_in_groups(self, group_ids: Iterable[str]) -> set[str]:
         """Ports that are members of any of ``group_ids`` (their rules changed)."""
         wanted = set(group_ids)
-        with self._lock:
+        with self._index_lock:
             return {p.port_id for p in self._ports.values()
                     if p.filtered and wanted.intersection(p.security_groups)}
 
     def ports_with_remotes(self, group_ids: Iterable[str]) -> set[str]:
         """Ports whose rules name any of ``group_ids`` as remote (their members changed)."""
         wanted = set(group_ids)
-        with self._lock:
+        with self._index_lock:
             return {p.port_id for p in self._ports.values()
                     if p.filtered and any(wanted & self._remotes.get(g, frozenset())
                                           for g in p.security_groups)}
 
     def request_refresh(self, port_ids: Iterable[str]) -> bool:
-        """Remember ports to refresh; True if none were waiting (queue a run)."""
+        """Remember ports to refresh; True when the caller must queue a run."""
         with self._pending_lock:
-            was_empty = not self._pending
             self._pending.update(port_ids)
-            return was_empty and bool(self._pending)
+            if self._pending and not self._refresh_queued:
+                self._refresh_queued = True
+                return True
+            return False
 
     def refresh_pending(self) -> None:
         """Refresh every port asked for so far, with one call.
 
-        On failure the ports are asked for again by the retry.
+        On failure the ports stay asked for: the work queue retries this
+        run, and a full sync (what it falls back to) covers them too.
         """
         with self._pending_lock:
             port_ids, self._pending = self._pending, set()
+            self._refresh_queued = False
         try:
             with self._lock:
                 known = {p: self._ports[p] for p in port_ids if p in self._ports}
@@ -166,6 +209,7 @@ class SecurityGroupAgent:
         except Exception:
             with self._pending_lock:
                 self._pending |= port_ids
+                self._refresh_queued = True  # the retry of this run
             raise
 
     # -- internals (caller holds _lock) -------------------------------------------
@@ -176,16 +220,18 @@ class SecurityGroupAgent:
 
     def _fetch_and_apply(self, refs: list[str],
                          asked: Mapping[str, sg.PortFilter] | None = None,
-                         others: Iterable[sg.PortFilter] = ()) -> list[sg.PortFilter]:
+                         others: Iterable[sg.PortFilter] = (),
+                         unknown_devices: list[str] | None = None) -> list[sg.PortFilter]:
         """One RPC for ``refs``, one apply (with ``others``, which need no
         call); ``asked`` are ports that must end up filtered even if the
-        server does not answer for them."""
+        server does not answer for them. ``unknown_devices`` makes the
+        apply a full sync (see :meth:`sync_all`)."""
         unanswered = dict(asked or {})
         info, devices = (sg.SecurityGroupInfo.from_rpc(self._fetch(refs)) if refs
                          else (sg.SecurityGroupInfo(), {}))
         filters = list(others)
         for port_id, device in devices.items():
-            known = unanswered.pop(port_id, None) or self._ports.get(port_id)
+            known = unanswered.get(port_id) or self._ports.get(port_id)
             network_id = device.get('network_id') or (known.network_id if known else None)
             bridge = known.bridge if known and known.bridge else \
                 self._bridge_of(port_id, network_id)
@@ -193,19 +239,32 @@ class SecurityGroupAgent:
                 filters.append(sg.PortFilter.from_rpc(device, bridge, network_id))
             except Exception as exc:  # noqa: BLE001 - one bad port, not all
                 LOG.error('Port %s: unusable security group information: %s', port_id, exc)
+                continue
+            unanswered.pop(port_id, None)
         for known in unanswered.values():
-            # Deleted meanwhile, or trusted now: the closed default (no
-            # groups) until the port's own events settle it.
-            LOG.info('Port %s: no security group information from the server; '
+            # Deleted meanwhile, trusted now, or unusable: the closed
+            # default (no groups) until the port's own events settle it.
+            LOG.info('Port %s: no usable security group information from the server; '
                      'filtering it with no groups', known.port_id)
             filters.append(dataclasses.replace(known, security_groups=()))
-        self._apply(filters, info)
+        if unknown_devices is None:
+            self.firewall.apply_port_filters(filters, info)
+        else:
+            self.firewall.sync_port_filters(filters, info, unknown_devices)
+        with self._index_lock:
+            for port in filters:
+                self._ports[port.port_id] = port
+            for group in info.groups.values():
+                self._remotes[group.id] = frozenset(
+                    r.remote_id for r in group.rules if r.remote_id)
+            self._prune()
         return filters
 
     def _apply(self, filters: list[sg.PortFilter], info: sg.SecurityGroupInfo) -> None:
-        self.firewall.apply_port_filters(filters, info)
-        for port in filters:
-            self._ports[port.port_id] = port
-        for group in info.groups.values():
-            self._remotes[group.id] = frozenset(
-                r.remote_id for r in group.rules if r.remote_id)
+        self._fetch_and_apply([], others=filters)
+
+    def _prune(self) -> None:
+        """Forget the rules of groups no port is in any more (caller holds _index_lock)."""
+        used = {g for p in self._ports.values() for g in p.security_groups}
+        for group in set(self._remotes) - used:
+            del self._remotes[group]

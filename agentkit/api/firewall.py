@@ -51,9 +51,25 @@ class FirewallDriver(driver.Driver):
             then resyncs. What was in force before stays in force.
         """
 
+    def sync_port_filters(self, ports: Sequence[security_group.PortFilter],
+                          info: security_group.SecurityGroupInfo,
+                          unknown_devices: Sequence[str]) -> None:
+        """A full sync: filter ``ports``, and shut ``unknown_devices``.
+
+        ``unknown_devices`` are host devices (taps) of ports plugged here
+        that the server gave no usable details for (unbound, deleted while
+        the agent was down): they must pass nothing until a later
+        :meth:`apply_port_filters` or :meth:`remove_port_filters` names
+        them. After an agent restart this is the driver's first call, so
+        it is where a driver rebuilding its whole state must not leave
+        any plugged port unfiltered. The default treats it as an apply.
+        """
+        self.apply_port_filters(ports, info)
+
     @abc.abstractmethod
-    def remove_port_filters(self, port_ids: Sequence[str]) -> None:
-        """Forget the ports and remove everything installed for them (idempotent)."""
+    def remove_port_filters(self, port_ids: Sequence[str],
+                            devices: Sequence[str] = ()) -> None:
+        """Forget the ports, and the shut ``devices``; remove what was installed (idempotent)."""
 
     def remove_all(self) -> None:
         """Take every rule of this driver off the host (not on a normal stop).

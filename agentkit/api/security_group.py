@@ -244,15 +244,23 @@ def parse_members(group_id: str, member_ips: Any) -> frozenset[Network]:
 
     A flat list is accepted too (what older servers sent).
     """
+    return _parse_members(group_id, member_ips)[0]
+
+
+def _parse_members(group_id: str, member_ips: Any) -> tuple[frozenset[Network], frozenset[int]]:
+    """Members, and the IP versions the answer covered."""
     entries: list[Any] = []
+    families: set[int] = set()
     if isinstance(member_ips, Mapping):
         for ethertype, values in member_ips.items():
             if ethertype not in ETHERTYPES or not isinstance(values, (list, tuple)):
                 LOG.warning('Security group %s: ignoring members under %.40r',
                             group_id, ethertype)
                 continue
+            families.add(ETHERTYPES[ethertype])
             entries += list(values)
     elif isinstance(member_ips, (list, tuple)):
+        families = set(ETHERTYPES.values())
         entries = list(member_ips)
     else:
         LOG.warning('Security group %s: members must be a dict or list, got %s',
@@ -261,7 +269,8 @@ def parse_members(group_id: str, member_ips: Any) -> frozenset[Network]:
         LOG.error('Security group %s: %d members exceed %d; the rest are ignored',
                   group_id, len(entries), MAX_MEMBERS)
         entries = entries[:MAX_MEMBERS]
-    return frozenset(n for n in map(_member_address, entries) if n is not None)
+    members = frozenset(n for n in map(_member_address, entries) if n is not None)
+    return members, frozenset(families)
 
 
 def eui64_link_local(mac: str) -> ipaddress.IPv6Address:
@@ -387,10 +396,14 @@ class SecurityGroupInfo:
         here replaces what a driver knew of it.
     :ivar members: addresses of every remote group and remote address group
         the groups' rules name, by id.
+    :ivar member_families: the IP versions each entry of ``members``
+        covers: the server sends a remote group's members only for the
+        families of the rules that name it, so the others are not "none".
     """
 
     groups: Mapping[str, SecurityGroup] = dataclasses.field(default_factory=dict)
     members: Mapping[str, frozenset[Network]] = dataclasses.field(default_factory=dict)
+    member_families: Mapping[str, frozenset[int]] = dataclasses.field(default_factory=dict)
 
     def remote_ids(self, group_ids: Iterable[str]) -> set[str]:
         """Remote groups and address groups named by the rules of ``group_ids``."""
@@ -426,12 +439,12 @@ class SecurityGroupInfo:
                 groups[sg_id] = SecurityGroup.from_rpc(sg_id, rules)
             else:
                 LOG.warning('Ignoring security group with invalid id %.60r', sg_id)
-        members = {}
+        members, families = {}, {}
         for group_id, member_ips in members_in.items():
             if naming.is_valid_id(group_id):
-                members[group_id] = parse_members(group_id, member_ips)
+                members[group_id], families[group_id] = _parse_members(group_id, member_ips)
             else:
                 LOG.warning('Ignoring members of invalid group id %.60r', group_id)
         devices = {port_id: port for port_id, port in devices_in.items()
                    if naming.is_valid_id(port_id) and isinstance(port, Mapping)}
-        return cls(groups, members), devices
+        return cls(groups, members, families), devices

@@ -40,6 +40,8 @@ class ZoneMap:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._zones: dict[str, int] = {}
+        # Given up, but their connections not flushed yet: not handed out.
+        self._draining: set[int] = set()
 
     def recover(self, raw_rules: str) -> dict[str, int]:
         """Adopt the zones found in ``iptables-save -t raw`` text; returns them."""
@@ -63,7 +65,7 @@ class ZoneMap:
         with self._lock:
             zone = self._zones.get(network_id)
             if zone is None:
-                taken = set(self._zones.values())
+                taken = set(self._zones.values()) | self._draining
                 zone = next((z for z in range(FIRST_ZONE, LAST_ZONE + 1) if z not in taken),
                             None)
                 if zone is None:
@@ -72,12 +74,22 @@ class ZoneMap:
             return zone
 
     def release_unused(self, in_use: set[str]) -> dict[str, int]:
-        """Forget networks not in ``in_use``; returns the released {network: zone}."""
+        """Forget networks not in ``in_use``; returns the released {network: zone}.
+
+        Their zones stay out of use until :meth:`drained` says their
+        connections were flushed: another network must never inherit them.
+        """
         with self._lock:
             gone = {n: z for n, z in self._zones.items() if n not in in_use}
             for net in gone:
                 del self._zones[net]
+            self._draining |= set(gone.values())
             return gone
+
+    def drained(self, zones: set[int]) -> None:
+        """The connections of these given-up zones are gone: reusable."""
+        with self._lock:
+            self._draining -= zones
 
     @staticmethod
     def comment(network_id: str) -> str:

@@ -80,6 +80,8 @@ SET_PREFIX = 'NIPv'
 SG_CHAIN = 'sg-chain'
 FALLBACK_CHAIN = 'sg-fallback'
 INGRESS_PREFIX, EGRESS_PREFIX, SPOOF_PREFIX = 'i', 'o', 's'
+# Bound on connection deletions kept for a retry after conntrack failed.
+MAX_PENDING_FLOWS = 100000
 BRIDGE_NF_SYSCTLS = ('net.bridge.bridge-nf-call-iptables',
                      'net.bridge.bridge-nf-call-ip6tables')
 
@@ -167,6 +169,16 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
         # applied, and the members of the remote groups they name then.
         self._allowed: dict[str, frozenset[_Allowed]] = {}
         self._allowed_members: dict[str, frozenset[sg.Network]] = {}
+        # The addresses each filtered port had at the last refresh; and the
+        # ports that were not filtered (their connections were not checked).
+        self._last_sources: dict[str, frozenset[sg.Network]] = {}
+        self._last_unfiltered: set[str] = set()
+        # Devices of ports the server gave no usable details for: shut.
+        self._shut: set[str] = set()
+        # Connection deletions not done yet (a failed call is retried with
+        # the next refresh), and zones given up but not yet flushed.
+        self._pending_flows: list[conntrack.FlowFilter] = []
+        self._zones_to_flush: set[int] = set()
         self._unknown_groups_logged: set[str] = set()
 
     # -- driver lifecycle ----------------------------------------------------
@@ -197,30 +209,51 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
     def apply_port_filters(self, ports: Sequence[sg.PortFilter],
                            info: sg.SecurityGroupInfo) -> None:
         with self._lock:
-            self._groups.update(info.groups)
-            self._members.update(info.members)
-            for sg_id in info.groups:
-                self._unknown_groups_logged.discard(sg_id)
+            self._learn(info)
             for port in ports:
                 self._ports[port.port_id] = port
+                self._shut.discard(port.device)
             self._refresh()
 
-    def remove_port_filters(self, port_ids: Sequence[str]) -> None:
+    def sync_port_filters(self, ports: Sequence[sg.PortFilter], info: sg.SecurityGroupInfo,
+                          unknown_devices: Sequence[str]) -> None:
+        """Apply ``ports`` and shut ``unknown_devices`` in the same host change.
+
+        After a restart the model starts empty and this first apply
+        replaces every chain of the prefix: it must hold every plugged
+        port, known or not, or the others would pass unfiltered.
+        """
+        with self._lock:
+            self._learn(info)
+            for port in ports:
+                self._ports[port.port_id] = port
+            known = {p.device for p in self._ports.values()}
+            self._shut = {d for d in unknown_devices if d not in known}
+            if self._shut:
+                LOG.warning('No usable details for %d plugged device(s); they pass '
+                            'nothing until wired: %s', len(self._shut),
+                            ', '.join(sorted(self._shut)))
+            self._refresh()
+
+    def remove_port_filters(self, port_ids: Sequence[str],
+                            devices: Sequence[str] = ()) -> None:
         """Drop the ports' chains, rules, guards and connections."""
         with self._lock:
             gone = [self._ports.pop(p) for p in port_ids if p in self._ports]
-            if not gone:
+            shut = self._shut & set(devices)
+            if not gone and not shut:
                 return
-            self._refresh()
-            # A network left without filtered ports gave up its zone, and
-            # the refresh flushed all of it; otherwise only the port's go.
+            self._shut -= shut
+            # A network left without filtered ports gives up its zone, which
+            # is flushed whole; otherwise only the port's connections go.
             in_use = {p.network_id for p in self._ports.values() if p.filtered}
-            filters = []
             for port in gone:
+                self._last_sources.pop(port.port_id, None)
                 if port.filtered and port.network_id in in_use:
                     zone = self.zones.zone(port.network_id)  # type: ignore[arg-type]
-                    filters += self._port_connections(port, zone)
-            self._delete_connections(filters)
+                    self._pending_flows += self._port_connections(port, zone,
+                                                                  port.sources)
+            self._refresh()
 
     def remove_all(self) -> None:
         """Take every chain, set and guard of this driver off the host; forget all ports.
@@ -230,8 +263,11 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
         """
         with self._lock:
             self._ports.clear()
+            self._shut.clear()
             self._allowed.clear()
             self._allowed_members.clear()
+            self._last_sources.clear()
+            self._pending_flows.clear()
             self.iptables.remove_all()
             self.iptables.reset()
             self.antispoof.remove_all()
@@ -245,6 +281,29 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
             return sorted(p.port_id for p in self._ports.values() if p.filtered)
 
     # -- the model ---------------------------------------------------------------
+    def _learn(self, info: sg.SecurityGroupInfo) -> None:
+        """Take in the groups and members of a server answer.
+
+        The server sends a remote group's members only for the families
+        the asked ports' rules use: the other family's members stay.
+        """
+        self._groups.update(info.groups)
+        for sg_id in info.groups:
+            self._unknown_groups_logged.discard(sg_id)
+        for remote_id, members in info.members.items():
+            families = info.member_families.get(remote_id, frozenset((4, 6)))
+            kept = frozenset(n for n in self._members.get(remote_id, ())
+                             if n.version not in families)
+            self._members[remote_id] = kept | members
+
+    def _prune(self) -> None:
+        """Forget groups no port is in, and members no rule names."""
+        used = {g for p in self._ports.values() for g in p.security_groups}
+        self._groups = {g: group for g, group in self._groups.items() if g in used}
+        remotes = {r.remote_id for group in self._groups.values() for r in group.rules
+                   if r.remote_id}
+        self._members = {r: m for r, m in self._members.items() if r in remotes}
+
     def _filtered(self) -> list[sg.PortFilter]:
         return sorted((p for p in self._ports.values() if p.filtered),
                       key=lambda p: p.port_id)
@@ -285,7 +344,8 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
         for (version, remote_id) in sets:
             self.ipsets.set_members(version, remote_id, self._members_of(remote_id, version))
         networks = {p.network_id for p in ports if p.network_id and p.bridge}
-        released = self.zones.release_unused(networks)
+        # A given-up zone is not handed out again before it was flushed.
+        self._zones_to_flush |= set(self.zones.release_unused(networks).values())
         try:
             with self.iptables.defer_apply():
                 self.iptables.reset()
@@ -296,13 +356,18 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
         except Exception:
             self.iptables.invalidate()
             raise
-        self.antispoof.set_ports(self._guard(p) for p in ports if p.mac is not None)
+        guards = [self._guard(p) for p in ports]
+        guards += [bridge_filter.PortGuard(device=d) for d in sorted(self._shut)]
+        self.antispoof.set_ports(guards)
         self.antispoof.apply()
         self.ipsets.destroy_unused(set(sets.values()))
-        # Connections the new rules no longer allow, and those of networks
-        # whose zone was given up (a later network may get the number).
-        filters = [conntrack.FlowFilter(ip_version=v, zone=zone)
-                   for zone in released.values() for v in self.iptables.versions]
+        self._pending_flows += self._stale_connections(ports)
+        self._prune()
+        self._flush_connections()
+
+    def _stale_connections(self, ports: list[sg.PortFilter]) -> list[conntrack.FlowFilter]:
+        """Connections the new filters no longer allow (and remember the new state)."""
+        filters = []
         allowed = {p.port_id: self._allowed_connections(p) for p in ports
                    if self._stateful(p) and p.network_id and p.bridge}
         members = {kind.remote_id: self._members.get(kind.remote_id, frozenset())
@@ -325,10 +390,29 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
                     key=lambda n: (int(n.network_address), n.prefixlen))
                 for remote in remotes:
                     filters += self._connection_filters(port, zone, kind, remote)
+        # Addresses a port no longer has, and everything of a port that was
+        # not filtered before (its connections were never checked).
+        sources = {p.port_id: frozenset(n for n, _ in p.sources) for p in ports}
+        for port in ports:
+            if not port.network_id or not port.bridge:
+                continue
+            if port.port_id in self._last_unfiltered:
+                lost = sources[port.port_id]
+            else:
+                lost = self._last_sources.get(port.port_id, frozenset()) - sources[port.port_id]
+            if lost:
+                filters += self._port_connections(
+                    port, self.zones.zone(port.network_id), lost)
         self._allowed, self._allowed_members = allowed, members
-        self._delete_connections(filters)
+        self._last_sources = sources
+        self._last_unfiltered = {p.port_id for p in self._ports.values() if not p.filtered}
+        return filters
 
-    def _delete_connections(self, filters: list[conntrack.FlowFilter]) -> None:
+    def _flush_connections(self) -> None:
+        """Delete what is pending; on failure keep it for the next refresh."""
+        filters = [conntrack.FlowFilter(ip_version=v, zone=zone)
+                   for zone in sorted(self._zones_to_flush) for v in self.iptables.versions]
+        filters += self._pending_flows
         if not filters:
             return
         try:
@@ -337,10 +421,17 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
             # one privileged call takes.
             for start in range(0, len(filters), conntrack.MAX_FILTERS):
                 deleted += conntrack.delete_flows(filters[start:start + conntrack.MAX_FILTERS])
-        except Exception:  # noqa: BLE001 - the rules are in force; state ages out
-            LOG.exception('Could not delete connections the new security group '
-                          'rules no longer allow; they stay until they expire')
+        except Exception:  # noqa: BLE001 - the rules are in force; retried next time
+            LOG.exception('Could not delete connections the new security group rules no '
+                          'longer allow; retrying with the next change')
+            if len(self._pending_flows) > MAX_PENDING_FLOWS:
+                LOG.error('Dropping %d pending connection deletions',
+                          len(self._pending_flows) - MAX_PENDING_FLOWS)
+                self._pending_flows = self._pending_flows[-MAX_PENDING_FLOWS:]
             return
+        self.zones.drained(self._zones_to_flush)
+        self._zones_to_flush.clear()
+        self._pending_flows = []
         if deleted:
             LOG.info('Deleted %d connections the security group rules no longer allow',
                      deleted)
@@ -368,10 +459,13 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
         return filters
 
     @staticmethod
-    def _port_connections(port: sg.PortFilter, zone: int) -> list[conntrack.FlowFilter]:
-        """Every connection to or from a removed port, in its network's zone."""
+    def _port_connections(port: sg.PortFilter, zone: int,
+                          addresses: Iterable[sg.Network | tuple[sg.Network, str]]
+                          ) -> list[conntrack.FlowFilter]:
+        """Every connection to or from ``addresses`` of a port, in its network's zone."""
         filters = []
-        for own, _mac in port.sources:
+        for entry in addresses:
+            own = entry[0] if isinstance(entry, tuple) else entry
             if own.is_link_local:
                 continue
             filters += [conntrack.FlowFilter(ip_version=own.version, zone=zone, orig_src=own),
@@ -380,7 +474,10 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
 
     @staticmethod
     def _guard(port: sg.PortFilter) -> bridge_filter.PortGuard:
-        """What the port may send at layer 2: its MACs, ARP for its IPv4 sources."""
+        """What the port may send at layer 2: its MACs, ARP for its IPv4 sources.
+
+        A port without a usable MAC may send nothing at all.
+        """
         by_mac: dict[str, list[str]] = {port.mac: []} if port.mac else {}
         for prefix, mac in port.sources:
             addresses = by_mac.setdefault(mac, [])
@@ -393,7 +490,17 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
     # -- rendering ---------------------------------------------------------------
     def _build_raw(self, table: iptables_manager.IptablesTable, version: int,
                    ports: list[sg.PortFilter]) -> None:
-        """Stateless ports untracked first (the first CT target wins), then zones."""
+        """Stateless ports untracked first (the first CT target wins), then zones.
+
+        What a stateless VM sends is untracked at its tap; what it receives
+        only where the bridge is its own (a hybrid plug's qbr): on a shared
+        brq, matching by destination could untrack a neighbour's traffic
+        (an address pair may be any prefix). Its chains ignore state anyway.
+        """
+        users: dict[str, int] = {}
+        for port in self._ports.values():
+            if port.bridge:
+                users[port.bridge] = users.get(port.bridge, 0) + 1
         zones: dict[str, tuple[str, int]] = {}  # bridge -> (network, zone)
         for port in ports:
             if port.bridge is None:
@@ -402,10 +509,8 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
                 table.add_rule('PREROUTING', '%s -j CT --notrack' % _physdev(
                     'in', port.device, bridged=False),
                     comment='Untracked: stateless security group.')
-                for prefix, _mac in port.sources:
-                    if prefix.version == version:
-                        table.add_rule('PREROUTING', '-i %s -d %s -j CT --notrack'
-                                       % (port.bridge, prefix))
+                if users[port.bridge] == 1:
+                    table.add_rule('PREROUTING', '-i %s -j CT --notrack' % port.bridge)
             elif port.network_id:
                 zones.setdefault(port.bridge, (port.network_id, self.zones.zone(port.network_id)))
         for bridge, (network_id, zone) in sorted(zones.items()):
@@ -421,6 +526,12 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
         for port in ports:
             self._build_port(table, version, port, sets)
         table.add_rule(SG_CHAIN, '-j ACCEPT')
+        for tap in sorted(self._shut):
+            for direction in ('out', 'in'):
+                table.add_rule('FORWARD', '%s -j DROP' % _physdev(direction, tap),
+                               comment='Drop all packets of a port the server has not '
+                                       'described.')
+            table.add_rule('INPUT', '%s -j DROP' % _physdev('in', tap, bridged=False))
         accepted = sorted((p.device, 'Accept all packets when port is trusted.' if p.trusted
                            else 'Accept all packets when port security is disabled.')
                           for p in self._ports.values() if not p.filtered)

@@ -15,5 +15,6 @@ class NoopFirewallDriver(firewall.FirewallDriver):
                            info: security_group.SecurityGroupInfo) -> None:
         pass
 
-    def remove_port_filters(self, port_ids: Sequence[str]) -> None:
+    def remove_port_filters(self, port_ids: Sequence[str],
+                            devices: Sequence[str] = ()) -> None:
         pass

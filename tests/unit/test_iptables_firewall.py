@@ -344,6 +344,81 @@ class UnfilteredPortTest(FirewallTestCase):
         self.assertEqual([], self.fw.filtered_ports)
 
 
+class FailClosedTest(FirewallTestCase):
+    """What the review of the restart and failure paths asked for."""
+
+    def test_a_restart_sync_shuts_the_ports_it_has_no_details_for(self) -> None:
+        self.apply(port(), port(PORT2, fixed_ips=['10.0.0.6']))
+        # A new agent on the same kernel; PORT2's details did not come.
+        fw = ih.IptablesHybridFirewallDriver(self.conf, 'host', use_ipv6=True)
+        fw.ipsets, fw.antispoof = self.sets, self.guards  # type: ignore[assignment]
+        fw.sync_port_filters([port()], info(), ['tap' + PORT2[:11]])
+        forward = self.chain('neutron-openvswi-FORWARD')
+        tap2 = 'tap' + PORT2[:11]
+        self.assertEqual(['-m comment --comment "Drop all packets of a port the server has '
+                          'not described." -m physdev --physdev-%s %s --physdev-is-bridged '
+                          '-j DROP' % (d, tap2) for d in ('out', 'in')],
+                         [r for r in forward if tap2 in r])
+        self.assertEqual((), self.guards.ports[tap2].allowed)  # sends nothing
+        # Once described, it is filtered like any port.
+        fw.apply_port_filters([port(PORT2, fixed_ips=['10.0.0.6'])], info())
+        self.assertNotIn('DROP', ' '.join(r for r in self.chain('neutron-openvswi-FORWARD')
+                                          if tap2 in r))
+        self.assertIn((MAC, ('10.0.0.6/32',)), self.guards.ports[tap2].allowed)
+        fw.sync_port_filters([], info(), [tap2])  # shut again, then unplugged
+        fw.remove_port_filters([PORT2], [tap2])
+        self.assertNotIn(tap2, '\n'.join(self.fakes[4].lines('filter')))
+
+    def test_a_port_without_a_usable_mac_may_send_nothing(self) -> None:
+        self.apply(port(mac_address='01:00:5e:00:00:01'))
+        self.assertEqual((), self.guards.ports[TAP].allowed)
+
+    def test_a_zone_given_up_is_not_reused_before_it_was_flushed(self) -> None:
+        self.apply(port(), port(PORT2, NET2, fixed_ips=['10.0.0.5']))
+        zone2 = self.fw.zones.zone(NET2)
+        self.fakes[4].fail_restore = True
+        self.assertRaises(im.IptablesError, self.fw.remove_port_filters, [PORT2])
+        self.fakes[4].fail_restore = False
+        net3 = '0e7c0000-0000-4000-8000-000000000003'
+        with mock.patch.object(ih.conntrack, 'delete_flows', side_effect=OSError('busy')):
+            self.apply(port('3a3a3a3a-0000-4000-8000-00000000abcd', net3))
+        self.assertNotEqual(zone2, self.fw.zones.zone(net3))
+        self.assertNotIn(conntrack.FlowFilter(ip_version=4, zone=zone2), self.flows)
+        self.apply(port())  # conntrack answers again: the flush is done now
+        self.assertIn(conntrack.FlowFilter(ip_version=4, zone=zone2), self.flows)
+
+    def test_failed_connection_deletions_are_retried_with_the_next_change(self) -> None:
+        self.apply(port(), groups={SG: [rule(protocol='icmp')]})
+        with mock.patch.object(ih.conntrack, 'delete_flows', side_effect=OSError('busy')):
+            self.apply(port(), groups={SG: []})
+        self.assertEqual([], self.flows)
+        self.apply(port(), groups={SG: []})
+        self.assertEqual([1], [f.protocol for f in self.flows])
+
+    def test_members_of_one_family_do_not_wipe_the_other(self) -> None:
+        self.apply(port(), members={SG: ['10.0.0.7', '2001:db8::7']})
+        # An answer for ports whose rules name SG over IPv4 only.
+        reply = {'devices': {}, 'security_groups': {},
+                 'sg_member_ips': {SG: {'IPv4': [['10.0.0.8', None]]}}}
+        self.fw.apply_port_filters([], sg.SecurityGroupInfo.from_rpc(reply)[0])
+        self.assertEqual(['2001:db8::7/128'], self.sets.members['NIPv6' + SG[:24]])
+        self.assertEqual(['10.0.0.8/32'], self.sets.members[SET4])
+
+    def test_an_address_the_port_lost_loses_its_connections(self) -> None:
+        self.apply(port(allowed_address_pairs=[{'ip_address': '10.0.9.0/24'}]))
+        self.apply(port())
+        lost = ipaddress.ip_network('10.0.9.0/24')
+        self.assertEqual({conntrack.FlowFilter(ip_version=4, zone=4097, orig_src=lost),
+                          conntrack.FlowFilter(ip_version=4, zone=4097, orig_dst=lost)},
+                         set(self.flows))
+
+    def test_a_port_that_becomes_filtered_loses_its_unchecked_connections(self) -> None:
+        self.apply(port(), port(PORT2, fixed_ips=['10.0.0.6'], port_security_enabled=False))
+        self.apply(port(PORT2, fixed_ips=['10.0.0.6']))
+        own = ipaddress.ip_network('10.0.0.6/32')
+        self.assertIn(conntrack.FlowFilter(ip_version=4, zone=4097, orig_dst=own), self.flows)
+
+
 class StatelessTest(FirewallTestCase):
 
     def test_stateless_ports_are_untracked_and_have_no_established_shortcut(self) -> None:
@@ -361,9 +436,23 @@ class StatelessTest(FirewallTestCase):
         raw = self.chain('neutron-openvswi-PREROUTING', 4, 'raw')
         self.assertEqual('-m comment --comment "Untracked: stateless security group." '
                          '-m physdev --physdev-in %s -j CT --notrack' % TAP, raw[0])
-        self.assertEqual('-i %s -d 10.0.0.5/32 -j CT --notrack' % QBR, raw[1])
+        self.assertEqual('-i %s -j CT --notrack' % QBR, raw[1])  # its own bridge
         self.assertIn('--zone', raw[-1])
         self.assertIn('qbr' + PORT2[:11], raw[-1])
+
+    def test_on_a_shared_bridge_only_what_the_stateless_vm_sends_is_untracked(self) -> None:
+        brq = 'brq' + NET[:11]
+        shared = [sg.PortFilter.from_rpc({
+            'id': p, 'network_id': NET, 'mac_address': MAC, 'fixed_ips': [ip],
+            'security_groups': [g], 'allowed_address_pairs': [{'ip_address': '0.0.0.0/0'}]},
+            bridge=brq) for p, ip, g in ((PORT, '10.0.0.5', SG), (PORT2, '10.0.0.6', SG2))]
+        self.fw.apply_port_filters(shared, info({SG: [rule(stateful=False)],
+                                                 SG2: [rule(stateful=True)]}))
+        raw = self.chain('neutron-openvswi-PREROUTING', 4, 'raw')
+        self.assertEqual(['-m comment --comment "Untracked: stateless security group." '
+                          '-m physdev --physdev-in %s -j CT --notrack' % TAP,
+                          '-m comment --comment "zone of network %s" -i %s -j CT --zone 4097'
+                          % (NET, brq)], raw)
 
 
 class ZoneTest(FirewallTestCase):

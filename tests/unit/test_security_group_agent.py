@@ -62,13 +62,18 @@ class RecordingFirewall(firewall.FirewallDriver):
     def __init__(self) -> None:
         super().__init__(mock.Mock(), 'host')
         self.applied: list[tuple[list[sg.PortFilter], sg.SecurityGroupInfo]] = []
-        self.removed: list[list[str]] = []
+        self.removed: list[tuple[list[str], list[str]]] = []
+        self.shut: list[list[str]] = []
 
     def apply_port_filters(self, ports, info):  # type: ignore[no-untyped-def]
         self.applied.append((list(ports), info))
 
-    def remove_port_filters(self, port_ids):  # type: ignore[no-untyped-def]
-        self.removed.append(list(port_ids))
+    def sync_port_filters(self, ports, info, unknown_devices):  # type: ignore[no-untyped-def]
+        self.applied.append((list(ports), info))
+        self.shut.append(list(unknown_devices))
+
+    def remove_port_filters(self, port_ids, devices=()):  # type: ignore[no-untyped-def]
+        self.removed.append((list(port_ids), list(devices)))
 
 
 def details(port_id: str, owner: str = 'compute:nova', **extra: Any) -> dict[str, Any]:
@@ -87,7 +92,7 @@ class SecurityGroupAgentTest(base.TestCase):
         self.firewall = RecordingFirewall()
         self.agent = security_groups.SecurityGroupAgent(
             self.firewall, self.server.fetch, lambda port, net: 'qbr' + port[:11])
-        self.agent.sync_all([])  # nothing on the host: the first sync is done
+        self.agent.sync_all([], [])  # nothing on the host: the first sync is done
 
     def test_a_vm_port_is_asked_for_once_and_filtered_with_its_bridge(self) -> None:
         self.agent.prepare_port(details(P1))
@@ -106,29 +111,37 @@ class SecurityGroupAgentTest(base.TestCase):
                          [ports[0].filtered for ports, _ in self.firewall.applied])
 
     def test_full_sync_applies_trusted_ports_with_the_rest_in_one_go(self) -> None:
-        self.agent.sync_all([details(P1), details(DHCP, owner='network:dhcp'),
-                             {'port_id': '../x'}])
+        dhcp = details(DHCP, owner='network:dhcp')
+        self.agent.sync_all([details(P1), dhcp, {'port_id': '../x'}],
+                            [P1, DHCP, 'tap3a3a3a3a-00'])
         self.assertEqual([[P1]], self.server.calls)
         [(ports, _)] = self.firewall.applied
         self.assertEqual({P1: True, DHCP: False}, {p.port_id: p.filtered for p in ports})
-        self.assertIn('Full firewall sync skips a port', self.log.output)
-        # Their wiring needs no call and no apply.
-        self.agent.prepare_port(details(DHCP, owner='network:dhcp'))
+        self.assertIn('a port without usable details', self.log.output)
+        # A plugged device without usable details is shut, by its tap.
+        self.assertEqual(['tap3a3a3a3a-00'], self.firewall.shut[-1])
+        # The wiring with the very details of the sync needs no call nor apply.
+        self.agent.prepare_port(dhcp)
         self.assertEqual(1, len(self.firewall.applied))
 
     def test_full_sync_is_one_call_and_the_wiring_that_follows_makes_none(self) -> None:
-        self.agent.sync_all([details(P1), details(P2), details(P3)])
+        self.agent.sync_all([details(P1), details(P2), details(P3)], [P1, P2, P3])
         self.assertEqual([sorted([P1, P2, P3])], self.server.calls)
         self.assertEqual(1, len(self.firewall.applied))
-        for port_id in (P1, P2, P3):
-            self.agent.prepare_port(details(port_id))
+
+    def test_wiring_with_newer_details_than_the_syncs_asks_again(self) -> None:
+        synced = [details(P1), details(P2)]
+        self.agent.sync_all(synced, [P1, P2])
+        self.agent.prepare_port(synced[0])  # the sync's own: nothing to do
         self.assertEqual(1, len(self.server.calls))
-        # The next wiring of the same port (an update) asks again.
-        self.agent.prepare_port(details(P1))
+        # A port_update's details (fetched later, maybe changed) are asked again.
+        self.agent.prepare_port(details(P2))
+        self.assertEqual([P2], self.server.calls[-1])
+        self.agent.prepare_port(synced[0])  # used once only
         self.assertEqual([P1], self.server.calls[-1])
 
     def test_notifications_touch_only_the_affected_ports_with_one_call(self) -> None:
-        self.agent.sync_all([details(P1), details(P2), details(P3)])
+        self.agent.sync_all([details(P1), details(P2), details(P3)], [P1, P2, P3])
         self.assertEqual({P1, P3}, self.agent.ports_in_groups([SG1]))
         self.assertEqual({P2}, self.agent.ports_in_groups([SG2, SG2]))
         # SG2's rule lets SG1's members in: a member change of SG1 concerns P2.
@@ -142,16 +155,43 @@ class SecurityGroupAgentTest(base.TestCase):
         self.assertEqual(2, len(self.server.calls))
 
     def test_a_failed_refresh_keeps_its_ports_for_the_retry(self) -> None:
-        self.agent.sync_all([details(P1), details(P2)])
-        self.agent.request_refresh({P1, P2})
+        self.agent.sync_all([details(P1), details(P2)], [P1, P2])
+        self.assertTrue(self.agent.request_refresh({P1, P2}))
         self.server.fail = True
         self.assertRaises(RuntimeError, self.agent.refresh_pending)
+        # The retry of the run is coming: nothing more to queue.
+        self.assertFalse(self.agent.request_refresh({P1}))
         self.server.fail = False
         self.agent.refresh_pending()
         self.assertEqual(sorted([P1, P2]), self.server.calls[-1])
 
+    def test_refreshes_work_again_after_the_retries_ran_out(self) -> None:
+        self.agent.sync_all([details(P1), details(P2)], [P1, P2])
+        self.agent.request_refresh({P1})
+        self.server.fail = True
+        for _ in range(6):
+            self.assertRaises(RuntimeError, self.agent.refresh_pending)
+        # The queue gave up and scheduled a full sync; it covers the ports.
+        self.server.fail = False
+        self.agent.sync_all([details(P1), details(P2)], [P1, P2])
+        self.assertTrue(self.agent.request_refresh({P2}))
+
+    def test_wiring_waits_for_the_first_full_sync(self) -> None:
+        agent = security_groups.SecurityGroupAgent(
+            self.firewall, self.server.fetch, lambda port, net: None)
+        with mock.patch.object(security_groups, 'FIRST_SYNC_WAIT', 0.01):
+            self.assertRaises(security_groups.FirewallNotSynced,
+                              agent.prepare_port, details(P1))
+            self.server.fail = True
+            self.assertRaises(RuntimeError, agent.sync_all, [details(P1)], [P1])
+            self.assertRaises(security_groups.FirewallNotSynced,
+                              agent.prepare_port, details(P1))
+            self.server.fail = False
+            agent.sync_all([details(P1)], [P1])
+            agent.prepare_port(details(P1))
+
     def test_a_port_the_server_no_longer_answers_for_is_closed(self) -> None:
-        self.agent.sync_all([details(P1)])
+        self.agent.sync_all([details(P1)], [P1])
         del self.server.ports[P1]
         self.agent.request_refresh({P1})
         self.agent.refresh_pending()
@@ -159,10 +199,17 @@ class SecurityGroupAgentTest(base.TestCase):
         self.assertEqual((P1, (), True), (port.port_id, port.security_groups, port.filtered))
 
     def test_removed_ports_are_forgotten(self) -> None:
-        self.agent.sync_all([details(P1), details(P2)])
-        self.agent.remove_ports([P1, 'not-an-id'])
-        self.assertEqual([[P1]], self.firewall.removed)
+        self.agent.sync_all([details(P1), details(P2)], [P1, P2])
+        self.agent.remove_devices(['tap' + P1[:11], 'not-an-id'])
+        self.assertEqual([([P1], ['tap' + P1[:11]])], self.firewall.removed)
         self.assertEqual(set(), self.agent.ports_in_groups([SG1]))
+
+    def test_an_entry_that_does_not_parse_gets_the_closed_default(self) -> None:
+        self.agent.sync_all([], [])
+        self.server.ports[P1]['network_id'] = '../x'
+        self.agent.prepare_port(details(P1))
+        [port] = self.firewall.applied[-1][0]
+        self.assertEqual((P1, (), True), (port.port_id, port.security_groups, port.filtered))
 
 
 class ServerDeviceTest(base.TestCase):
