@@ -7,6 +7,7 @@ into one update. Everything is idempotent, so the periodic/full sync simply
 re-applies the server's view, adopting what already runs.
 """
 
+import errno
 import ipaddress
 import logging
 import threading
@@ -324,7 +325,16 @@ class DhcpAgent(base.Agent):
             if subnet.get('ip_version', 4) == 4 and gateway:
                 current = device.route.get_gateway()
                 if not current or current.get('gateway') != gateway:
-                    device.route.add_gateway(gateway)
+                    try:
+                        device.route.add_gateway(gateway)
+                    except ip_lib.NetlinkOperationError as exc:
+                        if exc.errno != errno.ENETUNREACH:
+                            raise
+                        # The port has no address on the gateway's subnet:
+                        # the subnet is going away, or its gateway lies
+                        # outside it. dnsmasq serves leases either way.
+                        LOG.info('Network %s: no default route via %s in the DHCP '
+                                 'namespace: %s', network['id'], gateway, exc)
                 return
 
     def _report_ready(self, network: dict[str, Any]) -> None:

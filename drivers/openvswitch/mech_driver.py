@@ -312,8 +312,8 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
     def wire_port(self, binding: mechanism.PortBinding) -> None:
         name = self._port_name(binding.port_id)
         if name is None:
-            raise RuntimeError(f'port {binding.port_id} is not plugged on '
-                               f'{self.br_int.name}')
+            raise mechanism.DeviceGone(f'port {binding.port_id} is not plugged on '
+                                       f'{self.br_int.name}')
         segment = binding.segment
         with self._lock:
             changed = self.vlans.segment(binding.network_id) != segment
