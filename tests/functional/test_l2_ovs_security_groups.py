@@ -15,6 +15,7 @@ a lock file keeps two tests that use that prefix from running at once.
 
 from __future__ import annotations
 
+import signal
 import uuid
 from typing import Any
 
@@ -260,6 +261,47 @@ class L2OVSHybridSecurityGroupTest(base.AgentTestCase):
             'iptables-save', '-t', 'raw').stdout.splitlines()
             if '--zone' in line and ('network ' + net_a in line or 'network ' + net_b in line)}
         self.assertEqual(2, len(zones), zones)
+
+    def test_restart_keeps_every_port_filtered_and_shuts_unknown_ones(self) -> None:
+        """After a restart the first apply rebuilds every chain: a port the
+        server no longer describes must come out shut, not unfiltered."""
+        net, group, other = (str(uuid.uuid4()) for _ in range(3))
+        with self.neutron.lock:
+            self.neutron.sg_rules[group] = [_rule(group, 'egress'),
+                                            _rule(group, 'ingress', remote_group_id=group)]
+            # vm3 lets the group's members in, but is not one of them.
+            self.neutron.sg_rules[other] = [_rule(other, 'egress'),
+                                            _rule(other, 'ingress', remote_group_id=group)]
+        self.first_report()
+        vm1 = self.add_vm(net, 1, [group])
+        vm2 = self.add_vm(net, 2, [group])
+        vm3 = self.add_vm(net, 3, [other])
+        self.wait_wired(vm1, vm2, vm3)
+        self.assertTrue(self.reaches(vm1, _ip(2)))
+        self.assertTrue(self.reaches(vm1, _ip(3)))
+        self.assertBlocked(vm3, _ip(1))
+        self.proc.signal(signal.SIGTERM)
+        self.assertEqual(0, self.proc.wait(20))
+        # While the agent is down the server forgets vm3's port (as after a
+        # delete whose unplug has not happened yet).
+        with self.neutron.lock:
+            del self.neutron.port_details[vm3.port_id]
+        mark = self.neutron.mark()
+        self.proc = agent_process.AgentProcess(
+            'agentkit-l2', '--config-file', self.config,
+            log_path=self.get_temp_path('l2-2.log'))
+        self.addCleanup(self.proc.kill)
+        self.proc.wait_for_output('Full sync (agent start) done', 30)
+        self.neutron.wait_for_call('update_device_list',
+                                   lambda kw: vm2.port_id in kw['devices_up'], since=mark)
+        self.assertTrue(self.reaches(vm1, _ip(2)))
+        # vm1 and vm2 keep their filters: vm3 does not get in ...
+        self.assertBlocked(vm3, _ip(1))
+        # ... and vm3 itself, unknown now, receives nothing (it did before).
+        self.assertBlocked(vm1, _ip(3))
+        self.assertIn('No usable details for 1 plugged device(s)', self.proc.output())
+        self.assertIn(f'-m physdev --physdev-in {vm3.tap} --physdev-is-bridged -j DROP',
+                      self.iptables_chain('neutron-openvswi-FORWARD'))
 
     def check_arp_and_mac_spoofing(self, vm1, vm2, vm3) -> None:
         """vm2 tries to take vm3's address from vm1's point of view."""
