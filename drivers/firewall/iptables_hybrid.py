@@ -54,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable, Sequence
 
@@ -111,6 +112,10 @@ def default_binary_name(conf: cfg.ConfigOpts) -> str:
     except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
         mechanism = None
     return LINUXBRIDGE_BINARY_NAME if mechanism == 'linuxbridge' else OVS_BINARY_NAME
+
+
+# A device named in one of the driver's rules, as iptables-save shows it.
+_LIVE_DEVICE_RE = re.compile(r'^-A \S+ .*--physdev-(?:in|out) (\S+)', re.M)
 
 
 def _physdev(direction: str, device: str, bridged: bool = True) -> str:
@@ -173,8 +178,10 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
         # ports that were not filtered (their connections were not checked).
         self._last_sources: dict[str, frozenset[sg.Network]] = {}
         self._last_unfiltered: set[str] = set()
-        # Devices of ports the server gave no usable details for: shut.
+        # Devices of ports the server gave no usable details for: shut, if
+        # they had a filter here (this run, or in the kernel at start).
         self._shut: set[str] = set()
+        self._known_devices: set[str] = set()
         # Connection deletions not done yet (a failed call is retried with
         # the next refresh), and zones given up but not yet flushed.
         self._pending_flows: list[conntrack.FlowFilter] = []
@@ -204,6 +211,11 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
         zones = self.zones.recover(self.iptables.get_live_rules(4, 'raw'))
         if zones:
             LOG.info('Conntrack zones in use on this host: %d networks', len(zones))
+        # Devices an earlier run filtered: the first full sync must not
+        # leave them unfiltered if their details do not come.
+        live = self.iptables.get_live_rules(4, 'filter')
+        self._known_devices |= {m.group(1) for m in _LIVE_DEVICE_RE.finditer(live)
+                                if m.group(0).startswith('-A ' + self.binary_name + '-')}
 
     # -- FirewallDriver --------------------------------------------------------
     def apply_port_filters(self, ports: Sequence[sg.PortFilter],
@@ -213,6 +225,7 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
             for port in ports:
                 self._ports[port.port_id] = port
                 self._shut.discard(port.device)
+                self._known_devices.add(port.device)
             self._refresh()
 
     def sync_port_filters(self, ports: Sequence[sg.PortFilter], info: sg.SecurityGroupInfo,
@@ -227,8 +240,12 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
             self._learn(info)
             for port in ports:
                 self._ports[port.port_id] = port
-            known = {p.device for p in self._ports.values()}
-            self._shut = {d for d in unknown_devices if d not in known}
+            current = {p.device for p in self._ports.values()}
+            self._known_devices |= current
+            # Devices never filtered here are left alone, as before (a tap
+            # not yet bound, or not agentkit's at all).
+            self._shut = {d for d in unknown_devices
+                          if d not in current and d in self._known_devices}
             if self._shut:
                 LOG.warning('No usable details for %d plugged device(s); they pass '
                             'nothing until wired: %s', len(self._shut),
@@ -241,6 +258,7 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
         with self._lock:
             gone = [self._ports.pop(p) for p in port_ids if p in self._ports]
             shut = self._shut & set(devices)
+            self._known_devices -= set(devices) | {p.device for p in gone}
             if not gone and not shut:
                 return
             self._shut -= shut

@@ -352,7 +352,12 @@ class FailClosedTest(FirewallTestCase):
         # A new agent on the same kernel; PORT2's details did not come.
         fw = ih.IptablesHybridFirewallDriver(self.conf, 'host', use_ipv6=True)
         fw.ipsets, fw.antispoof = self.sets, self.guards  # type: ignore[assignment]
-        fw.sync_port_filters([port()], info(), ['tap' + PORT2[:11]])
+        with mock.patch.object(ih.ip_lib, 'get_sysctl', return_value='1'):
+            fw.initialize()  # learns which devices the kernel's rules name
+        # A tap never filtered here (not bound yet, or not agentkit's) is left alone.
+        fw.sync_port_filters([port()], info(), ['tap' + PORT2[:11], 'tapforeign01'])
+        self.assertNotIn('tapforeign01', '\n'.join(self.fakes[4].lines('filter')))
+        self.assertNotIn('tapforeign01', self.guards.ports)
         forward = self.chain('neutron-openvswi-FORWARD')
         tap2 = 'tap' + PORT2[:11]
         self.assertEqual(['-m comment --comment "Drop all packets of a port the server has '
