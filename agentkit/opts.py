@@ -13,6 +13,7 @@ from agentkit.conf import interface
 from agentkit.conf import l2
 from agentkit.conf import l3
 from agentkit.conf import metadata
+from agentkit.conf import metadata_proxy
 from agentkit.conf import ovs
 
 Opts = list[tuple[str | None, list]]
@@ -35,14 +36,23 @@ def list_l2_opts() -> Opts:
             (ovs.OVS_GROUP, _copy(ovs.ovs_opts))]
 
 
+def _metadata_proxy_opts() -> Opts:
+    """What the metadata proxy of a DHCP or L3 agent reads, beyond that agent's."""
+    return [(None, _copy(metadata_proxy.shared_opts) + _copy(metadata_proxy.driver_opts)),
+            (metadata_proxy.RATE_LIMITING_GROUP, _copy(metadata_proxy.rate_limiting_opts))]
+
+
 def list_dhcp_opts() -> Opts:
     return [(None, _copy(dhcp.dhcp_opts) + _copy(interface.interface_opts)),
-            (ovs.OVS_GROUP, _copy(ovs.ovs_opts))]
+            (ovs.OVS_GROUP, _copy(ovs.ovs_opts))] + _metadata_proxy_opts()
 
 
 def list_l3_opts() -> Opts:
-    return [(None, _copy(l3.l3_opts) + _copy(interface.interface_opts)),
-            (ovs.OVS_GROUP, _copy(ovs.ovs_opts))]
+    # check_child_processes_interval is the DHCP agent's option; the L3
+    # agent reads it for its metadata proxies' monitor.
+    return [(None, _copy(l3.l3_opts) + _copy(interface.interface_opts)
+             + _copy([metadata_proxy.check_child_processes_interval_opt])),
+            (ovs.OVS_GROUP, _copy(ovs.ovs_opts))] + _metadata_proxy_opts()
 
 
 def list_metadata_opts() -> Opts:

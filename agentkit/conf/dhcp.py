@@ -35,12 +35,16 @@ dhcp_opts = [
              'signalled to dnsmasq once.'),
     cfg.IntOpt(
         'check_child_processes_interval', default=60, min=0, mutable=True,
-        help='Seconds between checks that dnsmasq processes are alive; 0 '
-             'disables respawning.'),
+        help='Seconds between checks that the daemons the agent runs '
+             '(dnsmasq, metadata proxies) are alive; a dead one is started '
+             'again. 0 disables respawning. Also read by the L3 agent for its '
+             'metadata proxies.'),
 ]
 
 
 def register_dhcp_opts(conf: cfg.ConfigOpts) -> None:
+    from agentkit.conf import metadata_proxy  # it refers to dhcp_opts itself
     conf.register_opts(dhcp_opts)
+    metadata_proxy.register_metadata_proxy_opts(conf)
     interface.register_interface_opts(conf)
     ovs.register_ovs_opts(conf)

@@ -340,6 +340,13 @@ def list_links(namespace: str | None = None, kind: str | None = None) -> list[Li
     return list(priv.list_links(validate_namespace(namespace), kind))
 
 
+def list_addresses(namespace: str | None = None,
+                   ip_version: int | None = None) -> list[AddressInfo]:
+    """Every address of every device in ``namespace``, in one netlink dump."""
+    return list(priv.list_addresses(validate_namespace(namespace), None,
+                                    _validate_ip_version(ip_version)))
+
+
 def add_route(dst: str, namespace: str | None = None, gateway: str | None = None,
               device: str | None = None, table: Table | None = None,
               metric: int | None = None, scope: str | int | None = None,

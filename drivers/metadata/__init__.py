@@ -1,0 +1,1 @@
+"""Metadata proxy drivers (entry points in ``agentkit.metadata_drivers``)."""
