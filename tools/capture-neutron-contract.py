@@ -27,11 +27,19 @@ As root. What it does:
    records the replies as oslo.messaging returns them.
 5. Listens on exclusive queues bound to the agents' fanout exchanges and
    records every cast the server sends while it changes groups and ports.
-6. Deletes everything it created (also leftovers of an interrupted earlier
+6. Calls ``get_ports`` as neutron-metadata-agent's MetadataPluginAPI does
+   (topic ``q-plugin``, version 1.0, no namespace, kwarg ``filters``): the
+   router-interface lookup and the network + fixed_ips lookup, on a second
+   network behind the router and a third one (not behind it) that reuses
+   the first network's CIDR.
+7. Deletes everything it created (also leftovers of an interrupted earlier
    run, recognised by the ``akcap-`` name prefix) and writes one JSON file
    per item.
 
-Files are only written when the whole capture succeeded.
+Files are only written when the whole capture succeeded. ``--only
+get_ports`` builds the scenario without listening for casts, captures only
+step 6 and writes only ``get_ports.json`` (about a minute; the other files
+keep their ids).
 """
 
 from __future__ import annotations
@@ -90,6 +98,11 @@ FANOUT_TOPICS = [
     'q-agent-notifier-port_binding-activate',
     'q-agent-notifier-port_binding-deactivate',
 ]
+# neutron_lib.constants.ROUTER_INTERFACE_OWNERS, the device_owner filter of
+# neutron-metadata-agent's router lookup (MetadataProxyHandler._get_port_filters).
+ROUTER_INTERFACE_OWNERS = ['network:router_interface',
+                           'network:ha_router_replicated_interface',
+                           'network:router_interface_distributed']
 SETTLE = 2.0        # a cast window ends after this long without a message
 MIN_WINDOW = 3.0    # ... but lasts at least this long
 MAX_WINDOW = 15.0
@@ -356,8 +369,10 @@ class Capture:
             self.created.remove((collection, id_))
 
     def casts_of(self, step: str, action) -> Any:
-        """Run ``action`` and record the casts the server sends for it."""
-        assert self.listener is not None
+        """Run ``action`` and record the casts the server sends for it
+        (just run it when no listener runs: ``--only``)."""
+        if self.listener is None:
+            return action()
         start = self.listener.begin(step)
         result = action()
         self.casts[step] = self.listener.collect(start)
@@ -380,11 +395,20 @@ class Capture:
             self.cleanup_leftovers()
             self.setup_rpc()
             self.start_agents()
+            if self.args.only == 'get_ports':
+                self.build_scenario()
+                self.capture_get_ports()
+                self.teardown_scenario()
+                self.write_files()
+                return
             self.listener = CastListener(self.transport_url, self.resource_versions)
             self.build_scenario()
             self.capture_details()
             self.capture_sg_info()
             self.capture_device_list()
+            # Its set-up and teardown casts are kept out of the next steps.
+            self.casts_of('get_ports scenario (extra networks and ports; not analysed)',
+                          self.capture_get_ports)
             self.capture_cast_scenario()
             self.teardown_scenario()
             self.exchanges_after = self.list_exchanges()
@@ -708,6 +732,97 @@ class Capture:
         self._device_list('up and down in one call: A up, D down', self.ovs_host,
                           [p['A']], [p['D']])
 
+    def _get_ports(self, label: str, filters: dict[str, Any]) -> None:
+        # MetadataPluginAPI (BasePluginApi.get_ports): prepare(version='1.0'),
+        # call 'get_ports' with the one kwarg 'filters'.
+        mark = self._log_mark()
+        rec = self.rpc.call('1.0', 'get_ports', filters=filters)
+        time.sleep(0.3)  # let the server flush its log
+        rec['server_log'] = self._log_since(mark)
+        self.results.setdefault('get_ports', {})[label] = rec
+
+    def capture_get_ports(self) -> None:
+        """neutron-metadata-agent's two lookups and their edge cases.
+
+        A second network (net2) is attached to the router, so the router
+        lookup finds two interfaces; a third one (net3), not attached, reuses
+        the first network's CIDR and has a port with A's IPv4 address, so the
+        network filter is what tells the two apart.
+        """
+        t = self.tag
+        p = self.ids['ports']
+        net1 = self.ids['network_id']
+        a = self.api.show_port(p['A'])
+        a_v4 = next(ip['ip_address'] for ip in a['fixed_ips'] if ':' not in ip['ip_address'])
+        a_v6 = next(ip['ip_address'] for ip in a['fixed_ips'] if ':' in ip['ip_address'])
+        dhcp = self.api.show_port(p['dhcp'])
+        dhcp_v4 = next(ip['ip_address'] for ip in dhcp['fixed_ips']
+                       if ':' not in ip['ip_address'])
+        c2 = random.randint(1, 250)
+        v4_cidr2 = f'172.{16 + c2 % 16}.{c2}.0/24'
+        net2 = self.post('networks', 'network', name=f'{t}-md-net2')
+        s2 = self.post('subnets', 'subnet', name=f'{t}-md-v4b', network_id=net2['id'],
+                       ip_version=4, cidr=v4_cidr2, enable_dhcp=False)
+        iface2 = self.api.add_router_interface(self.router_id, s2['id'])
+        net3 = self.post('networks', 'network', name=f'{t}-md-net3')
+        s3 = self.post('subnets', 'subnet', name=f'{t}-md-v4c', network_id=net3['id'],
+                       ip_version=4, cidr=self.v4_cidr, enable_dhcp=False)
+        g = self.post('ports', 'port', name=f'{t}-md-G', network_id=net2['id'],
+                      device_owner='compute:nova', device_id=str(uuid.uuid4()))
+        twin = self.post('ports', 'port', name=f'{t}-md-twin', network_id=net3['id'],
+                         device_owner='compute:nova', device_id=str(uuid.uuid4()),
+                         fixed_ips=[{'subnet_id': s3['id'], 'ip_address': a_v4}])
+        g_v4 = g['fixed_ips'][0]['ip_address']
+        ids = {'network_2': net2['id'], 'subnet_2': s2['id'], 'network_3': net3['id'],
+               'subnet_3': s3['id'], 'router_interface_2': iface2['port_id'],
+               'G': g['id'], 'twin_of_A_on_network_3': twin['id'],
+               'addresses': {'A_v4': a_v4, 'A_v6': a_v6, 'A_mac': a['mac_address'],
+                             'G_v4': g_v4, 'dhcp_v4': dhcp_v4}}
+        self.ids['get_ports'] = ids
+        router = self.router_id
+        routed = [net1, net2['id']]
+        self._get_ports('router interfaces (device_id + ROUTER_INTERFACE_OWNERS)',
+                        {'device_id': [router], 'device_owner': ROUTER_INTERFACE_OWNERS})
+        self._get_ports('router interfaces of an unknown router',
+                        {'device_id': [str(uuid.uuid4())],
+                         'device_owner': ROUTER_INTERFACE_OWNERS})
+        self._get_ports('router networks + fixed_ips: A\'s IPv4 address',
+                        {'network_id': routed, 'fixed_ips': {'ip_address': [a_v4]}})
+        self._get_ports('router networks + fixed_ips: G\'s address (second network)',
+                        {'network_id': routed, 'fixed_ips': {'ip_address': [g_v4]}})
+        self._get_ports('network + fixed_ips: A\'s IPv4 address',
+                        {'network_id': [net1], 'fixed_ips': {'ip_address': [a_v4]}})
+        self._get_ports('network + fixed_ips: A\'s IPv6 (SLAAC) address',
+                        {'network_id': [net1], 'fixed_ips': {'ip_address': [a_v6]}})
+        self._get_ports('network + fixed_ips: the DHCP port\'s address',
+                        {'network_id': [net1], 'fixed_ips': {'ip_address': [dhcp_v4]}})
+        self._get_ports('network + fixed_ips: an address no port has (matches nothing)',
+                        {'network_id': [net1],
+                         'fixed_ips': {'ip_address': [f'{self.v4_base}.251']}})
+        self._get_ports('network + fixed_ips: A\'s allowed address pair .200',
+                        {'network_id': [net1],
+                         'fixed_ips': {'ip_address': [f'{self.v4_base}.200']}})
+        self._get_ports('network 3 + fixed_ips: A\'s IPv4 address (the twin)',
+                        {'network_id': [net3['id']], 'fixed_ips': {'ip_address': [a_v4]}})
+        self._get_ports('fixed_ips: A\'s IPv4 address, no network filter',
+                        {'fixed_ips': {'ip_address': [a_v4]}})
+        self._get_ports('empty network_id list + fixed_ips: A\'s IPv4 address',
+                        {'network_id': [], 'fixed_ips': {'ip_address': [a_v4]}})
+        self._get_ports('network + mac_address: A\'s MAC (IPv6 link-local lookup)',
+                        {'network_id': [net1], 'mac_address': [a['mac_address']]})
+        self._get_ports('network + mac_address: A\'s MAC in upper case',
+                        {'network_id': [net1], 'mac_address': [a['mac_address'].upper()]})
+        # Every port the filters above could have matched, as REST shows it.
+        self.rest['get_ports'] = sorted(
+            (port for net in (net1, net2['id'], net3['id'])
+             for port in self.api.list_ports(network_id=net)), key=lambda q: q['id'])
+        for port_id in (g['id'], twin['id']):
+            self.delete('ports', port_id)
+        self.api.remove_router_interface(router, s2['id'])
+        for collection, id_ in (('subnets', s2['id']), ('networks', net2['id']),
+                                ('subnets', s3['id']), ('networks', net3['id'])):
+            self.delete(collection, id_)
+
     def capture_cast_scenario(self) -> None:
         t = self.tag
         sgs = self.ids['security_groups']
@@ -819,6 +934,9 @@ class Capture:
         self.captured_at = now_iso()
         out = self.args.out
         os.makedirs(out, exist_ok=True)
+        if self.args.only == 'get_ports':
+            self._write(out, {'get_ports.json': self.get_ports_file()})
+            return
         port_desc = {
             'A': 'compute:nova on the OVS host; default group; allowed_address_pairs '
                  '[.200, .128/28 with mac fa:16:3e:aa:bb:cc]',
@@ -921,6 +1039,31 @@ class Capture:
                           {'exchange': m['exchange'], 'method': m['method'],
                            'version': m['version'], 'args': m['args']} for m in v]
                       for k, v in self.casts.items()}}
+        files['get_ports.json'] = self.get_ports_file()
+        self._write(out, files)
+
+    def get_ports_file(self) -> dict[str, Any]:
+        return {
+            '_capture': self.meta(
+                'Replies of get_ports as neutron-metadata-agent calls it', method='get_ports',
+                rpc_version='1.0', topic=PLUGIN_TOPIC,
+                note='Called as neutron.agent.metadata.agent.MetadataPluginAPI does '
+                     '(BasePluginApi.get_ports): topic q-plugin, no namespace, '
+                     'prepare(version="1.0"), the one kwarg "filters". Router lookup: '
+                     'device_id [router] + device_owner ROUTER_INTERFACE_OWNERS; port '
+                     'lookup: network_id [networks] + fixed_ips {ip_address: [ip]} (or '
+                     'mac_address [mac] for an IPv6 link-local source). ids.get_ports: '
+                     'network_2 is behind the router too; network_3 is not and reuses the '
+                     'first network\'s CIDR, with a port ("twin") holding A\'s IPv4 '
+                     'address. rest_ports: every port of the three networks (GET '
+                     '/v2.0/ports?network_id=...) right after the calls. server_log: '
+                     'neutron\'s INFO/WARNING/ERROR lines in neutron-rpc-server\'s log '
+                     'meanwhile.'),
+            'calls': self.results['get_ports'],
+            'rest_ports': self.rest['get_ports'],
+        }
+
+    def _write(self, out: str, files: dict[str, Any]) -> None:
         for name, content in files.items():
             path = os.path.join(out, name)
             with open(path, 'w') as f:
@@ -942,6 +1085,8 @@ def main() -> int:
         help=f'RabbitMQ vhost of that server (default {DEFAULT_VHOST})')
     parser.add_argument('--keep-server', action='store_true',
                         help='leave a server this run started running')
+    parser.add_argument('--only', choices=['get_ports'],
+                        help='capture only this part (no casts) and write only its file')
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error('run as root (tools/neutron-server.sh needs it)')

@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 import uuid
+import zlib
 from typing import Any
 
 import oslo_messaging
@@ -29,6 +30,20 @@ DETAILS_KEYS = frozenset({
 # device before matching it as a port-id prefix in security-group calls.
 INTERFACE_PREFIXES = ('tap', 'qvo', 'sg-')
 DIRECTION_IP_PREFIX = {'ingress': 'source_ip_prefix', 'egress': 'dest_ip_prefix'}
+# What neutron 29's get_ports RPC (MetadataRpcCallback, the plugin's
+# get_ports) returns per port: the REST port dict plus standard_attr_id
+# (tests/fixtures/neutron29/get_ports.json). Values for keys a test record
+# lacks are what the server gives a new, unbound port.
+REST_PORT_DEFAULTS: dict[str, Any] = {
+    'name': '', 'description': '', 'admin_state_up': True, 'status': 'DOWN',
+    'device_id': '', 'device_owner': '', 'fixed_ips': [], 'allowed_address_pairs': [],
+    'extra_dhcp_opts': [], 'security_groups': [], 'binding:vnic_type': 'normal',
+    'binding:profile': {}, 'binding:host_id': '', 'binding:vif_type': 'unbound',
+    'binding:vif_details': {}, 'port_security_enabled': True, 'tags': [],
+    'created_at': '2025-01-01T00:00:00Z', 'updated_at': '2025-01-01T00:00:00Z',
+    'revision_number': 1}
+REST_PORT_KEYS = frozenset(REST_PORT_DEFAULTS) | {
+    'id', 'network_id', 'project_id', 'tenant_id', 'mac_address', 'standard_attr_id'}
 
 
 def _port_id(record: dict[str, Any]) -> str:
@@ -134,8 +149,16 @@ class PluginEndpoint(_Recorder):
         self._record('dhcp_ready_on_ports', port_ids=port_ids)
 
     def get_ports(self, context, filters):
+        """As neutron 29's MetadataRpcCallback: the plugin's get_ports over
+        every port the fake knows (``port_details`` and the networks' ports)."""
         self._record('get_ports', filters=filters)
-        return []
+        with self.server.lock:
+            records = list(self.server.port_details.values())
+            known = {_port_id(r) for r in records}
+            for network in self.server.networks.values():
+                records.extend(dict(p, project_id=p.get('project_id', network.get('project_id')))
+                               for p in network.get('ports', []) if p['id'] not in known)
+            return get_ports(records, filters)
 
 
 class L3Endpoint(_Recorder):
@@ -158,6 +181,48 @@ class L3Endpoint(_Recorder):
     def update_floatingip_statuses(self, context, router_id, fip_statuses):
         self._record('update_floatingip_statuses', router_id=router_id,
                      fip_statuses=fip_statuses)
+
+
+def rest_port(record: dict[str, Any]) -> dict[str, Any]:
+    """A port record (REST- or details-shaped) as get_ports returns it."""
+    port = {k: copy.deepcopy(v) for k, v in record.items() if k in REST_PORT_KEYS}
+    port['id'] = _port_id(record)
+    for key, default in REST_PORT_DEFAULTS.items():
+        port.setdefault(key, copy.deepcopy(default))
+    project = port.get('project_id') or port.get('tenant_id') or ''
+    port['project_id'] = port['tenant_id'] = project
+    port.setdefault('mac_address', '')
+    port.setdefault('network_id', '')
+    # An integer of the server's database; nothing may rely on its value.
+    port.setdefault('standard_attr_id', zlib.crc32(port['id'].encode()) % 100000)
+    return port
+
+
+def _matches(port: dict[str, Any], filters: dict[str, Any]) -> bool:
+    """neutron's _get_ports_query + model_query.apply_filters, for ports."""
+    fixed_ips = filters.get('fixed_ips') or {}
+    if fixed_ips.get('ip_address') and not any(
+            ip.get('ip_address') in fixed_ips['ip_address'] for ip in port['fixed_ips']):
+        return False
+    if fixed_ips.get('subnet_id') and not any(
+            ip.get('subnet_id') in fixed_ips['subnet_id'] for ip in port['fixed_ips']):
+        return False
+    macs = filters.get('mac_address')
+    if macs and port['mac_address'].lower() not in {m.lower() for m in macs}:
+        return False
+    for key, values in filters.items():
+        if key in ('fixed_ips', 'mac_address') or key not in REST_PORT_KEYS:
+            continue  # not a column: ignored, as the server does
+        if not values or port.get(key) not in values:
+            return False  # an empty list matches nothing
+    return True
+
+
+def get_ports(records: list[dict[str, Any]], filters: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ports among ``records`` matching ``filters``, REST-shaped, by id
+    (the order the real server's database gave)."""
+    ports = (rest_port(r) for r in records)
+    return sorted((p for p in ports if _matches(p, filters or {})), key=lambda p: p['id'])
 
 
 class SecurityGroupModel:
@@ -355,15 +420,17 @@ class FakeNeutron:
         return subnet
 
     def add_port(self, network_id: str, mac: str, fixed_ips: list[tuple[str, str]],
-                 device_owner: str = 'compute:nova') -> dict[str, Any]:
-        """``fixed_ips``: [(subnet_id, ip_address), ...]."""
+                 device_owner: str = 'compute:nova', device_id: str | None = None,
+                 project_id: str = 'demo') -> dict[str, Any]:
+        """``fixed_ips``: [(subnet_id, ip_address), ...]; ``device_id``: the
+        instance (default a new one) or, for a router interface, the router."""
         port = {'id': str(uuid.uuid4()), 'network_id': network_id,
                 'mac_address': mac, 'admin_state_up': True,
-                'device_owner': device_owner, 'device_id': str(uuid.uuid4()),
+                'device_owner': device_owner, 'device_id': device_id or str(uuid.uuid4()),
                 'fixed_ips': [{'subnet_id': s, 'ip_address': ip}
                               for s, ip in fixed_ips],
                 'extra_dhcp_opts': [], 'binding:host_id': 'compute1',
-                'project_id': 'demo'}
+                'project_id': project_id}
         with self.lock:
             self.networks[network_id]['ports'].append(port)
         return port

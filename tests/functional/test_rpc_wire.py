@@ -39,8 +39,10 @@ class ReportStateWireTest(base.AgentTestCase):
 
     def setUp(self):
         super().setUp()
+        # The agent serves its metadata socket under state_path: not the host's.
         self.configure(metadata_conf.register_metadata_opts,
-                       {'agent': {'report_interval': 1}})
+                       {'DEFAULT': {'state_path': self.get_temp_path('state')},
+                        'agent': {'report_interval': 1}})
         self.transport = rpc_transport.get_transport(cfg.CONF)
         self.addCleanup(self.transport.cleanup)
         self.server_endpoint = FakeNeutronReports()
