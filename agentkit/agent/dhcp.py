@@ -10,6 +10,7 @@ re-applies the server's view, adopting what already runs.
 import errno
 import ipaddress
 import logging
+import os
 import threading
 import uuid
 from typing import Any
@@ -22,6 +23,7 @@ from agentkit.agent import base
 from agentkit.agent import work_queue
 from agentkit.api import dhcp as dhcp_api
 from agentkit.api import interface as interface_api
+from agentkit.api import metadata as metadata_api
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
 from agentkit.rpc import consumer
@@ -130,6 +132,14 @@ class DhcpAgent(base.Agent):
         self.dhcp: dhcp_api.DhcpDriver = loader.load_driver(
             loader.DHCP_DRIVERS, self.conf.dhcp_driver, dhcp_api.DhcpDriver,
             conf=self.conf, host=self.host)
+        self.metadata: metadata_api.MetadataDriver | None = None
+        if self.conf.enable_isolated_metadata:
+            self.metadata = loader.load_driver(
+                loader.METADATA_DRIVERS, self.conf.metadata_driver,
+                metadata_api.MetadataDriver, conf=self.conf, host=self.host)
+            # The DHCP driver knows when a network is isolated (it routes
+            # 169.254.169.254 via the DHCP port then) and calls this.
+            setattr(self.dhcp, 'metadata_hook', self._metadata_hook)
         self._lock = threading.Lock()
         self.networks: dict[str, dict[str, Any]] = {}
         self._ready_ports: dict[str, set[str]] = {}
@@ -138,9 +148,19 @@ class DhcpAgent(base.Agent):
     def initialize_drivers(self) -> None:
         self.interface.initialize()
         self.dhcp.initialize()
+        if self.metadata is not None:
+            self.metadata.initialize()
 
     def drivers(self) -> list[Any]:
-        return [self.dhcp, self.interface]
+        return [d for d in (self.metadata, self.dhcp, self.interface) if d]
+
+    def _metadata_hook(self, network: dict[str, Any], namespace: str, enabled: bool) -> None:
+        """Run the network's metadata proxy exactly while it is isolated."""
+        assert self.metadata is not None
+        if enabled:
+            self.metadata.spawn_proxy(namespace, network['id'], router=False)
+        else:
+            self.metadata.destroy_proxy(network['id'])
 
     def setup_rpc_clients(self) -> None:
         self.plugin = dhcp_rpc.DhcpPluginApi(
@@ -195,6 +215,9 @@ class DhcpAgent(base.Agent):
         for network_id in self._local_networks() - wanted:
             LOG.info('Network %s is no longer hosted here; cleaning up', network_id)
             self.enqueue(network_id, DISABLE, priority=work_queue.PRIORITY_SYNC)
+        if self.metadata is not None:
+            for network_id in self.metadata.active_proxies(router=False) - wanted:
+                self.metadata.destroy_proxy(network_id)
 
     def _local_networks(self) -> set[str]:
         """Networks this agent has state for: cached, or served by the driver.
@@ -316,6 +339,9 @@ class DhcpAgent(base.Agent):
                  if isinstance(ip, dict) and ip.get('subnet_id') in prefixes]
         if self.conf.enable_isolated_metadata:
             cidrs.append(METADATA_CIDR)
+            if os.path.isdir('/proc/sys/net/ipv6'):
+                # The proxy answers fe80::a9fe:a9fe too (Neutron's address).
+                cidrs.append(metadata_api.METADATA_V6_CIDR)
         return cidrs
 
     def _set_default_route(self, network: dict[str, Any],

@@ -16,6 +16,7 @@ from agentkit.agent import base
 from agentkit.agent import work_queue
 from agentkit.api import interface as interface_api
 from agentkit.api import l3 as l3_api
+from agentkit.api import metadata as metadata_api
 from agentkit.lib import naming
 from agentkit.rpc import consumer
 from agentkit.rpc import l3_api as l3_rpc
@@ -93,14 +94,21 @@ class L3Agent(base.Agent):
         self.router_driver: l3_api.RouterDriver = loader.load_driver(
             loader.L3_DRIVERS, self.conf.l3_driver, l3_api.RouterDriver,
             conf=self.conf, host=self.host, interface_driver=self.interface)
+        self.metadata: metadata_api.MetadataDriver | None = None
+        if self.conf.enable_metadata_proxy:
+            self.metadata = loader.load_driver(
+                loader.METADATA_DRIVERS, self.conf.metadata_driver,
+                metadata_api.MetadataDriver, conf=self.conf, host=self.host)
         self.routers: dict[str, dict[str, Any]] = {}
 
     def initialize_drivers(self) -> None:
         self.interface.initialize()
         self.router_driver.initialize()
+        if self.metadata is not None:
+            self.metadata.initialize()
 
     def drivers(self) -> list[Any]:
-        return [self.router_driver, self.interface]
+        return [d for d in (self.metadata, self.router_driver, self.interface) if d]
 
     def setup_rpc_clients(self) -> None:
         self.plugin = l3_rpc.L3PluginApi(
@@ -149,15 +157,17 @@ class L3Agent(base.Agent):
                 if isinstance(router, dict) and router.get('id') in valid:
                     self.enqueue(router['id'], APPLY, router,
                                  work_queue.PRIORITY_SYNC)
-        stale = (set(self.routers) | self.router_driver.existing_routers()) - set(valid)
+        existing = set(self.routers) | self.router_driver.existing_routers()
+        if self.metadata is not None:
+            existing |= self.metadata.active_proxies(router=True)
+        stale = existing - set(valid)
         for router_id in stale:
             self.enqueue(router_id, DELETE, priority=work_queue.PRIORITY_SYNC)
 
     def process_update(self, update: work_queue.ResourceUpdate) -> None:
         router_id = update.resource_id
         if update.action == DELETE:
-            self.router_driver.delete_router(router_id)
-            self.routers.pop(router_id, None)
+            self._delete_router(router_id)
             return
         router = update.payload
         if update.action == REFRESH:
@@ -165,8 +175,7 @@ class L3Agent(base.Agent):
             router = next((r for r in routers or [] if isinstance(r, dict)
                            and r.get('id') == router_id), None)
             if router is None:
-                self.router_driver.delete_router(router_id)
-                self.routers.pop(router_id, None)
+                self._delete_router(router_id)
                 return
         if not router.get('gw_port') and not self.conf.handle_internal_only_routers:
             LOG.info('Router %s has no gateway; not handled here', router_id)
@@ -178,5 +187,15 @@ class L3Agent(base.Agent):
                 self.plugin.update_floatingip_statuses(router_id, exc.fip_statuses)
             raise
         self.routers[router_id] = router
+        if self.metadata is not None:
+            # After the namespace and its redirect exist; adopted if running.
+            self.metadata.spawn_proxy(naming.router_namespace(router_id), router_id,
+                                      router=True)
         if statuses:
             self.plugin.update_floatingip_statuses(router_id, statuses)
+
+    def _delete_router(self, router_id: str) -> None:
+        if self.metadata is not None:
+            self.metadata.destroy_proxy(router_id)  # before its namespace goes
+        self.router_driver.delete_router(router_id)
+        self.routers.pop(router_id, None)

@@ -18,10 +18,16 @@ l3_opts = [
     cfg.IntOpt(
         'metadata_port', default=9697, min=1, max=65535,
         help='Port the per-router metadata proxy listens on inside qrouter-.'),
+    cfg.BoolOpt(
+        'enable_metadata_proxy', default=True,
+        help='Run a metadata proxy in every router namespace, so VMs behind a '
+             'router reach 169.254.169.254 (Neutron\'s option).'),
 ]
 
 
 def register_l3_opts(conf: cfg.ConfigOpts) -> None:
+    from agentkit.conf import metadata_proxy  # it refers to l3_opts itself
     conf.register_opts(l3_opts)
+    metadata_proxy.register_metadata_proxy_opts(conf)
     interface.register_interface_opts(conf)
     ovs.register_ovs_opts(conf)

@@ -27,10 +27,20 @@ def configure_link(device: ip_lib.IPDevice, mac_address: str,
 
 
 def set_addresses(device: ip_lib.IPDevice, cidrs: list[str]) -> None:
-    """Make ``device`` hold exactly ``cidrs`` (global scope addresses)."""
+    """Make ``device`` hold exactly ``cidrs`` among its global scope addresses.
+
+    A wanted link-local address (the metadata proxy's ``fe80::a9fe:a9fe``)
+    is added too; the kernel's own link-local addresses are never removed.
+    """
     wanted = {str(ipaddress.ip_interface(c)) for c in cidrs}
-    present = {a['cidr'] for a in device.addr.list(scope='global')}
-    for cidr in sorted(present - wanted):
+    addresses = device.addr.list()
+    present = {a['cidr'] for a in addresses}
+    removable = {a['cidr'] for a in addresses
+                 if ip_lib.SCOPES.get(a['scope']) == ip_lib.SCOPES['global']}
+    for cidr in sorted(removable - wanted):
         device.addr.delete(cidr)
     for cidr in sorted(wanted - present):
-        device.addr.add(cidr)
+        ip = ipaddress.ip_interface(cidr).ip
+        # The kernel gives fe80::/10 addresses link scope, whatever is asked.
+        device.addr.add(cidr, scope='link' if ip.version == 6 and ip.is_link_local
+                        else 'global')

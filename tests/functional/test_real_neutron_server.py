@@ -35,6 +35,7 @@ from agentkit.lib import ip_lib
 from agentkit.lib import ovs_lib
 from tests.functional import agent_process
 from tests.functional import base
+from tests.functional import fake_nova
 from tests.functional import neutron_server
 from tests.functional import traffic
 from tests.functional import vm as fake_vm
@@ -46,6 +47,7 @@ AGENT_TIMEOUT = 60
 # today); any other WARNING/ERROR from agentkit fails it.
 KNOWN_ISSUES: dict[str, re.Pattern] = {}
 EVENT_TIMEOUT = 60
+METADATA_URL = 'http://169.254.169.254'
 
 
 def wait_until(predicate, timeout, what, interval=0.1):
@@ -102,6 +104,8 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
         self.state_path = os.path.join(STATE_ROOT, self.prefix)
         os.makedirs(self.state_path, mode=0o755)
         self.addCleanup(shutil.rmtree, self.state_path, True)
+        # Metadata proxies outlive their agents by design; not this test.
+        self.addCleanup(self._kill_daemons, 'haproxy')
         self.logdir = self.get_temp_dir()
 
         self.ovs = ovs_lib.get_connection()
@@ -139,6 +143,12 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
                         self.api.delete('ports', port['id'])
                 self.cleanup_network(net['id'])
 
+    def _kill_daemons(self, name):
+        for pid in base.pids_with(self.state_path):
+            if name in ' '.join(external_process.read_cmdline(pid) or []):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
     def _attach_logs(self, exc_info):
         for name in os.listdir(self.logdir):
             if name.endswith('.log'):
@@ -150,7 +160,9 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
 
     def write_config(self, name, sections):
         common = {'transport_url': self.server.transport_url, 'host': self.host,
-                  'state_path': os.path.join(self.state_path, name), 'debug': False}
+                  'state_path': os.path.join(self.state_path, name), 'debug': False,
+                  # The proxies of the DHCP and L3 agents reach the metadata agent.
+                  'metadata_proxy_socket': os.path.join(self.state_path, 'metadata_proxy')}
         sections = {k: dict(v) for k, v in sections.items()}
         sections['DEFAULT'] = {**common, **sections.get('DEFAULT', {})}
         sections.setdefault('agent', {}).setdefault('report_interval', 5)
@@ -330,12 +342,22 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
         })
         self.start_agent('dhcp', {
             'DEFAULT': {'interface_driver': self.interface_driver, 'dhcp_driver': 'dnsmasq',
-                        'check_child_processes_interval': 1},
+                        'check_child_processes_interval': 1,
+                        'enable_isolated_metadata': True},
         })
         self.start_agent('l3', {
-            'DEFAULT': {'interface_driver': self.interface_driver, 'l3_driver': 'namespace'},
+            'DEFAULT': {'interface_driver': self.interface_driver, 'l3_driver': 'namespace',
+                        'check_child_processes_interval': 1},
         })
-        agents = self.wait_agents_alive([self.agent_type, 'DHCP agent', 'L3 agent'])
+        secret = uuid.uuid4().hex
+        nova = fake_nova.FakeNova(secret).start()
+        self.addCleanup(nova.stop)
+        self.start_agent('metadata', {
+            'DEFAULT': {'nova_metadata_host': '127.0.0.1', 'nova_metadata_port': nova.port,
+                        'metadata_proxy_shared_secret': secret},
+        })
+        agents = self.wait_agents_alive([self.agent_type, 'DHCP agent', 'L3 agent',
+                                         'Metadata agent'])
         self.timings['agent start -> all alive in GET /v2.0/agents'] = time.monotonic() - t0
         self.assertEqual('agentkit-l2', agents[self.agent_type]['binary'])
         self.assertEqual('agentkit-dhcp', agents['DHCP agent']['binary'])
@@ -389,6 +411,16 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
         self.assertEqual(str(net['mtu']), lease.get('new_interface_mtu'))
         vm1.set_ip(f'{vm1_ip}/24')
         vm2.set_ip(f'{vm2_ip}/24')
+        # -- metadata on the isolated network: the DHCP namespace's proxy ------
+        for vm, port in ((vm1, port1), (vm2, port2)):
+            nova.instances[port['device_id']] = port['project_id']
+        self.assertIn(f'169.254.169.254/32,{dhcp_ip}',
+                      self.classless_routes(lease), 'no metadata route via the DHCP port')
+        self.route_metadata(vm1, dhcp_ip)
+        t_md = time.monotonic()
+        self.assertEqual(port1['device_id'], self.instance_id(vm1))
+        self.timings['metadata GET (isolated network, first)'] = time.monotonic() - t_md
+        self.assertTrue(self.proxy_pid(net['id']), 'no metadata proxy for the network')
         # The filter is in force: the port has chains with the group's rules.
         chain = self.firewall_chain('i', port1['id'])
         self.assertIn('--match-set', chain, 'no rule of the default group on the port')
@@ -471,22 +503,44 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
                         'VM1 cannot reach its router')
         self.assertTrue(self.reaches(vm2.name, subnet['gateway_ip']),
                         'VM2 cannot reach its router')
+        # -- metadata through the router's proxy ------------------------------
+        router_proxy = self.timed('router POST -> metadata proxy in qrouter-', t_router,
+                                  lambda: self.proxy_pid(router['id']), EVENT_TIMEOUT,
+                                  'the router\'s metadata proxy')
+        # With a router the network is no longer isolated: its proxy goes.
+        wait_until(lambda: not self.proxy_pid(net['id']), EVENT_TIMEOUT,
+                   'the network\'s metadata proxy removed')
+        self.route_metadata(vm2, subnet['gateway_ip'])
+        self.assertEqual(port2['device_id'], self.instance_id(vm2))
+        signed = nova.requests_for(port2['device_id'])[-1]
+        self.assertEqual(vm2_ip, signed['headers'].get('X-Forwarded-For'))
+        # A VM claiming to be another instance still gets only its own data.
+        forged = {'X-Instance-ID': port1['device_id'], 'X-Tenant-ID': port1['project_id'],
+                  'X-Forwarded-For': vm1_ip, 'X-Neutron-Network-ID': net['id']}
+        status, body = traffic.http_get(
+            vm2.name, METADATA_URL + '/latest/meta-data/instance-id', headers=forged)
+        self.assertEqual((200, port2['device_id']), (status, body.strip()))
 
         # -- restart all agents: they resync from the real server's state ---
         chains_before = self.firewall_rules()
         t_restart = time.monotonic()
-        for name in ('l2', 'dhcp', 'l3'):
+        for name in ('l2', 'dhcp', 'l3', 'metadata'):
             self.agents[name].signal(signal.SIGTERM)
-        for name in ('l2', 'dhcp', 'l3'):
+        for name in ('l2', 'dhcp', 'l3', 'metadata'):
             self.assertEqual(0, self.agents[name].wait(20), f'agentkit-{name} exit code')
         self.timings['SIGTERM -> all three agents exited'] = time.monotonic() - t_restart
         # The host kept serving, and filtering, while the agents were down.
         self.assertTrue(fake_vm.ping(vm1.name, subnet['gateway_ip']))
         self.assertFalse(traffic.tcp_connects(ns, vm1_ip, 5001))
+        # Metadata requests fail fast while the metadata agent is down.
+        t_md = time.monotonic()
+        status, _ = traffic.http_get(vm2.name, METADATA_URL, timeout=5)
+        self.assertNotEqual(200, status)
+        self.assertLess(time.monotonic() - t_md, 3.0, 'a metadata request hung')
         t_restart = time.monotonic()
-        for name in ('l2', 'dhcp', 'l3'):
+        for name in ('l2', 'dhcp', 'l3', 'metadata'):
             self.start_agent(name)
-        for name in ('l2', 'dhcp', 'l3'):
+        for name in ('l2', 'dhcp', 'l3', 'metadata'):
             self.agents[name].wait_for_output('Full sync (agent start) done', 60)
         self.timings['agents restarted -> all three full syncs done'] = (
             time.monotonic() - t_restart)
@@ -508,6 +562,10 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
         self.assertTrue(fake_vm.ping(vm1.name, subnet['gateway_ip']),
                         'VM cannot reach its router after the agents restarted')
         self.assertTrue(fake_vm.ping(vm1.name, vm2_ip))
+        self.assertEqual(router_proxy, self.proxy_pid(router['id']),
+                         'the router\'s metadata proxy was restarted')
+        self.assertEqual(port2['device_id'], wait_until(
+            lambda: self.instance_id(vm2, check=False), 10, 'metadata after the restart'))
 
         # -- teardown through the API: the host follows ------------------------
         t_del = time.monotonic()
@@ -516,6 +574,7 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
         self.timed('router DELETE -> qrouter- gone', t_del,
                    lambda: not ip_lib.IPWrapper(rns).namespace_exists(),
                    EVENT_TIMEOUT, f'{rns} removed')
+        self.assertIsNone(self.proxy_pid(router['id']), 'the router\'s proxy is left')
         for vm, port in ((vm1, port1), (vm2, port2)):
             self.unplug(vm)  # nova unplugs, then deletes the port
             vm.destroy()
@@ -536,6 +595,41 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
         self.wait_agents_alive([self.agent_type, 'DHCP agent', 'L3 agent'])
         self.report_timings()
         self.assert_logs_clean()
+
+    # -- metadata ------------------------------------------------------------------
+    @staticmethod
+    def classless_routes(lease):
+        """dhclient's rfc3442 routes as 'prefix/len,gateway' strings."""
+        octets = [int(x) for x in lease.get('new_rfc3442_classless_static_routes', '').split()]
+        routes = []
+        while octets:
+            width = octets[0]
+            size = (width + 7) // 8
+            prefix = octets[1:1 + size] + [0] * (4 - size)
+            gateway = octets[1 + size:5 + size]
+            routes.append('%s/%d,%s' % ('.'.join(map(str, prefix)), width,
+                                        '.'.join(map(str, gateway))))
+            octets = octets[5 + size:]
+        return routes
+
+    @staticmethod
+    def route_metadata(vm, via):
+        """What the VM's DHCP client does with the classless route."""
+        run('ip', 'netns', 'exec', vm.name, 'ip', 'route', 'replace',
+            '169.254.169.254/32', 'via', via)
+
+    @staticmethod
+    def instance_id(vm, check=True):
+        status, body = traffic.http_get(vm.name, METADATA_URL + '/latest/meta-data/instance-id')
+        if check:
+            assert status == 200, f'metadata answered {status}: {body[:200]}'
+        return body.strip() if status == 200 else None
+
+    def proxy_pid(self, resource_id):
+        """The live metadata haproxy of a router or network, if any."""
+        pids = [p for p in base.pids_with(resource_id)
+                if 'haproxy' in ' '.join(external_process.read_cmdline(p) or [])]
+        return pids[0] if len(pids) == 1 else None
 
     # -- the firewall as iptables shows it -------------------------------------------
     def firewall_rules(self):

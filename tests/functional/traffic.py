@@ -167,3 +167,29 @@ def udp_reaches(src_namespace: str, dst_namespace: str, dst_ip: str, sport: int,
     finally:
         receiver.kill()
         receiver.wait(5)
+
+
+_HTTP_GET = '''
+import http.client, json, sys, urllib.parse
+url = urllib.parse.urlsplit(sys.argv[1])
+conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=float(sys.argv[2]))
+try:
+    conn.request("GET", url.path or "/", headers=json.loads(sys.argv[3]))
+    resp = conn.getresponse()
+    print(resp.status)
+    sys.stdout.write(resp.read().decode(errors="replace"))
+except OSError as exc:
+    print(0)
+    print(exc)
+'''
+
+
+def http_get(namespace: str, url: str, timeout: float = 5.0,
+             headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """(status, body) of one GET from ``namespace``; status 0 when no answer came."""
+    import json
+    proc = subprocess.run(_in_namespace(namespace, _HTTP_GET, url, str(timeout),
+                                        json.dumps(headers or {})),
+                          capture_output=True, text=True, timeout=timeout + 10)
+    status, _, body = proc.stdout.partition('\n')
+    return int(status or 0), body

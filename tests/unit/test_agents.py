@@ -95,6 +95,7 @@ class DhcpSyncTest(base.TestCase):
         agent = dhcp.DhcpAgent.__new__(dhcp.DhcpAgent)
         agent.queue = mock.Mock()
         agent.networks = {}
+        agent.metadata = None
         agent.dhcp = mock.Mock()
         stale, good = _uuid(), _uuid()
         agent.dhcp.active_networks.return_value = {stale}
