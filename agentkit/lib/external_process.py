@@ -431,3 +431,31 @@ class ProcessMonitor:
             return {'monitored_processes': len(self._managers),
                     'respawns': self.respawn_count,
                     'last_respawn': self.last_respawn}
+
+
+class DaemonOwner:
+    """What a driver owning one daemon per resource needs besides managers.
+
+    A lock per resource (its start, reload and stop never interleave) and
+    one :class:`ProcessMonitor`, started at first use with the agent's
+    ``check_child_processes_interval``. The driver sets ``self._lock``,
+    ``self._locks``, ``self.monitor`` (None) and ``self.conf``.
+    """
+
+    _lock: threading.Lock
+    _locks: dict[str, threading.Lock]
+    monitor: ProcessMonitor | None
+    conf: Any
+
+    def _resource_lock(self, resource_id: str) -> threading.Lock:
+        with self._lock:
+            return self._locks.setdefault(resource_id, threading.Lock())
+
+    def _ensure_monitor(self) -> ProcessMonitor:
+        with self._lock:
+            if self.monitor is None:
+                self.monitor = ProcessMonitor(
+                    check_interval=self.conf.check_child_processes_interval)
+            monitor = self.monitor
+        monitor.start()  # no-op if running or the interval is 0
+        return monitor

@@ -873,7 +873,7 @@ class _NetworkState:
     reload_pending: bool = False
 
 
-class DnsmasqDriver(dhcp.DhcpDriver):
+class DnsmasqDriver(external_process.DaemonOwner, dhcp.DhcpDriver):
     """One dnsmasq per network, started in the network's namespace.
 
     Thread-safe: calls for different networks run in parallel; calls for
@@ -942,7 +942,7 @@ class DnsmasqDriver(dhcp.DhcpDriver):
             raise _invalid(net.id, str(exc)) from None
         if namespace is None:
             raise _invalid(net.id, 'a namespace is required')
-        with self._network_lock(net.id):
+        with self._resource_lock(net.id):
             self._apply(net, network, namespace, interface_name)
 
     def reload(self, network: dict[str, Any]) -> None:
@@ -955,7 +955,7 @@ class DnsmasqDriver(dhcp.DhcpDriver):
         :raises ProcessError: the network was never enabled on this host.
         """
         net = parse_network(network)
-        with self._network_lock(net.id):
+        with self._resource_lock(net.id):
             with self._lock:
                 state = self._networks.get(net.id)
             if state is not None:
@@ -975,7 +975,7 @@ class DnsmasqDriver(dhcp.DhcpDriver):
             naming.validate_id(network_id, 'network')
         except exceptions.InvalidIdentifier as exc:
             raise exceptions.InvalidPayload(str(exc)) from None
-        with self._network_lock(network_id):
+        with self._resource_lock(network_id):
             namespace = self._disable_locked(network_id)
         self.metadata_hook({'id': network_id}, namespace, False)
 
@@ -1026,19 +1026,6 @@ class DnsmasqDriver(dhcp.DhcpDriver):
         return manager.pid if manager.active else None
 
     # -- internals -----------------------------------------------------------
-
-    def _network_lock(self, network_id: str) -> threading.Lock:
-        with self._lock:
-            return self._locks.setdefault(network_id, threading.Lock())
-
-    def _ensure_monitor(self) -> external_process.ProcessMonitor:
-        with self._lock:
-            if self.monitor is None:
-                self.monitor = external_process.ProcessMonitor(
-                    check_interval=self.conf.check_child_processes_interval)
-            monitor = self.monitor
-        monitor.start()  # no-op if running or the interval is 0
-        return monitor
 
     def _manager(self, network_id: str, namespace: str | None,
                  argv_source: Callable[[], list[str]] | None = None

@@ -405,7 +405,7 @@ class _Proxy:
     config_text: str = ''
 
 
-class HaproxyMetadataDriver(metadata_api.MetadataDriver):
+class HaproxyMetadataDriver(external_process.DaemonOwner, metadata_api.MetadataDriver):
     """One haproxy per router/network namespace, watched and adopted.
 
     Thread-safe: calls for different resources run in parallel, calls for
@@ -567,19 +567,6 @@ class HaproxyMetadataDriver(metadata_api.MetadataDriver):
 
     def _pid_path(self, resource_id: str) -> str:
         return naming.safe_join(self._proxy_dir(), resource_id + PID_SUFFIX)
-
-    def _resource_lock(self, resource_id: str) -> threading.Lock:
-        with self._lock:
-            return self._locks.setdefault(resource_id, threading.Lock())
-
-    def _ensure_monitor(self) -> external_process.ProcessMonitor:
-        with self._lock:
-            if self.monitor is None:
-                self.monitor = external_process.ProcessMonitor(
-                    check_interval=self.conf.check_child_processes_interval)
-            monitor = self.monitor
-        monitor.start()  # no-op if running or the interval is 0
-        return monitor
 
     def _count(self, name: str) -> None:
         with self._lock:

@@ -21,6 +21,7 @@ from agentkit.lib import external_process as ep
 from agentkit.privileged import process as priv_process
 from drivers.dhcp import dnsmasq
 from tests import base
+from tests.unit import fake_proc
 
 NET_ID = 'bd7193ec-9fb6-4ad4-bdd2-4282a7195a69'
 SUBNET_ID = '548da180-0348-443b-b446-4d6a969f9288'
@@ -493,7 +494,7 @@ class TestDecide(base.TestCase):
         self.assertEqual(dnsmasq.Action.RESTART, dnsmasq.decide(argv, new_argv, False))
 
 
-class FakeProcesses:
+class FakeProcesses(fake_proc.FakeProcTable):
     """Fake /proc plus stand-ins for the privileged spawn and kill.
 
     A spawned dnsmasq appears as ``<proc>/<pid>/cmdline`` and writes its pid
@@ -501,24 +502,11 @@ class FakeProcesses:
     """
 
     def __init__(self, proc_path):
-        self.proc_path = proc_path
-        self.next_pid = 4000
+        super().__init__(proc_path, 4000)
         self.spawned = []
         self.hups = []
         self.terms = []
         self.fail_kill = 0
-
-    def add(self, argv):
-        pid = self.next_pid
-        self.next_pid += 1
-        os.makedirs(os.path.join(self.proc_path, str(pid)))
-        with open(os.path.join(self.proc_path, str(pid), 'cmdline'), 'wb') as f:
-            f.write(b''.join(a.encode() + b'\0' for a in argv))
-        return pid
-
-    def remove(self, pid):
-        os.unlink(os.path.join(self.proc_path, str(pid), 'cmdline'))
-        os.rmdir(os.path.join(self.proc_path, str(pid)))
 
     def spawn(self, argv, namespace=None, daemonizes=True, log_file=None, env=None):
         argv = list(argv)

@@ -24,6 +24,7 @@ from agentkit.lib import ip_lib
 from agentkit.privileged import process as priv_process
 from drivers.metadata import haproxy
 from tests import base
+from tests.unit import fake_proc
 
 ROUTER_ID = '083c141f-408c-4691-aa72-a1c831175723'
 NET_ID = 'bd7193ec-9fb6-4ad4-bdd2-4282a7195a69'
@@ -112,29 +113,16 @@ def v6_address(address, device, dadfailed=False, tentative=False):
 LO_V6 = v6_address('::1', 'lo')
 
 
-class FakeProcesses:
+class FakeProcesses(fake_proc.FakeProcTable):
     """Fake /proc plus the privileged spawn/kill; a spawned haproxy writes
     the pid file its configuration names, as the real one does."""
 
     def __init__(self, proc_path):
-        self.proc_path = proc_path
-        self.next_pid = 7000
+        super().__init__(proc_path, 7000)
         self.spawned = []
         self.killed = []
         self.config_at_kill = []
         self.fail_spawn = None
-
-    def add(self, argv):
-        pid = self.next_pid
-        self.next_pid += 1
-        os.makedirs(os.path.join(self.proc_path, str(pid)))
-        with open(os.path.join(self.proc_path, str(pid), 'cmdline'), 'wb') as f:
-            f.write(b''.join(a.encode() + b'\0' for a in argv))
-        return pid
-
-    def remove(self, pid):
-        os.unlink(os.path.join(self.proc_path, str(pid), 'cmdline'))
-        os.rmdir(os.path.join(self.proc_path, str(pid)))
 
     def spawn(self, argv, namespace=None, daemonizes=True, log_file=None, env=None):
         argv = list(argv)
