@@ -7,6 +7,12 @@ and remove those files instead of starting processes.
 from __future__ import annotations
 
 import os
+import tempfile
+from typing import Callable
+
+import fixtures
+
+from agentkit.privileged import process as priv_process
 
 
 class FakeProcTable:
@@ -29,3 +35,32 @@ class FakeProcTable:
         """The process exits."""
         os.unlink(os.path.join(self.proc_path, str(pid), 'cmdline'))
         os.rmdir(os.path.join(self.proc_path, str(pid)))
+
+
+class FakeDaemonHost(fixtures.Fixture):
+    """A nobody-reachable state directory and a fake /proc for a daemon driver.
+
+    Patches the privileged spawn/kill with ``processes`` (a FakeProcTable
+    subclass built on the fake /proc) and points ``driver_cls.proc_path`` at it.
+    """
+
+    def __init__(self, driver_cls: type,
+                 processes: Callable[[str], FakeProcTable]) -> None:
+        super().__init__()
+        self.driver_cls = driver_cls
+        self.make_processes = processes
+
+    def _setUp(self) -> None:
+        # NestedTempfile's private (0700) root would fail the reachability check.
+        os.chmod(tempfile.gettempdir(), 0o755)
+        tmp = self.useFixture(fixtures.TempDir()).path
+        os.chmod(tmp, 0o755)
+        self.state_path = os.path.join(tmp, 'state')
+        proc = os.path.join(tmp, 'proc')
+        os.mkdir(proc)
+        self.procs = self.make_processes(proc)
+        self.useFixture(fixtures.MockPatchObject(priv_process, 'spawn',
+                                                 side_effect=self.procs.spawn))
+        self.useFixture(fixtures.MockPatchObject(priv_process, 'kill',
+                                                 side_effect=self.procs.kill))
+        self.useFixture(fixtures.MockPatchObject(self.driver_cls, 'proc_path', proc))

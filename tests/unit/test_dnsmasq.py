@@ -18,7 +18,6 @@ import fixtures
 from agentkit import exceptions
 from agentkit.conf import dhcp as dhcp_conf
 from agentkit.lib import external_process as ep
-from agentkit.privileged import process as priv_process
 from drivers.dhcp import dnsmasq
 from tests import base
 from tests.unit import fake_proc
@@ -537,21 +536,11 @@ class DriverTestCase(base.TestCase):
     def setUp(self):
         super().setUp()
         dhcp_conf.register_dhcp_opts(self.conf)
-        # NestedTempfile's private (0700) root would fail the nobody check.
-        os.chmod(tempfile.gettempdir(), 0o755)
-        tmp = self.useFixture(fixtures.TempDir()).path
-        os.chmod(tmp, 0o755)
-        self.state_path = os.path.join(tmp, 'state')
+        host = self.useFixture(fake_proc.FakeDaemonHost(dnsmasq.DnsmasqDriver, FakeProcesses))
+        self.state_path = host.state_path
+        self.procs = host.procs
         self.conf.set_override('state_path', self.state_path)
         self.conf.set_override('check_child_processes_interval', 0)
-        proc = os.path.join(tmp, 'proc')
-        os.mkdir(proc)
-        self.procs = FakeProcesses(proc)
-        self.useFixture(fixtures.MockPatchObject(priv_process, 'spawn',
-                                                 side_effect=self.procs.spawn))
-        self.useFixture(fixtures.MockPatchObject(priv_process, 'kill',
-                                                 side_effect=self.procs.kill))
-        self.useFixture(fixtures.MockPatchObject(dnsmasq.DnsmasqDriver, 'proc_path', proc))
         self.hook_calls = []
         self.driver = self.new_driver()
 

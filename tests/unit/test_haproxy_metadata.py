@@ -11,7 +11,6 @@ metadata options.
 import os
 import signal
 import stat
-import tempfile
 
 import fixtures
 from oslo_config import cfg
@@ -21,7 +20,6 @@ from agentkit.conf import common as common_conf
 from agentkit.conf import metadata_proxy as proxy_conf
 from agentkit.lib import external_process as ep
 from agentkit.lib import ip_lib
-from agentkit.privileged import process as priv_process
 from drivers.metadata import haproxy
 from tests import base
 from tests.unit import fake_proc
@@ -151,11 +149,10 @@ class HaproxyTestCase(base.TestCase):
 
     def setUp(self):
         super().setUp()
-        # NestedTempfile's private (0700) root would fail the reachability check.
-        os.chmod(tempfile.gettempdir(), 0o755)
-        tmp = self.useFixture(fixtures.TempDir()).path
-        os.chmod(tmp, 0o755)
-        self.state_path = os.path.join(tmp, 'state')
+        host = self.useFixture(fake_proc.FakeDaemonHost(haproxy.HaproxyMetadataDriver,
+                                                        FakeProcesses))
+        self.state_path = host.state_path
+        self.procs = host.procs
         os.mkdir(self.state_path)
         self.conf = cfg.ConfigOpts()
         common_conf.register_common_opts(self.conf)
@@ -163,15 +160,6 @@ class HaproxyTestCase(base.TestCase):
         self.conf([], project='agentkit', default_config_files=[])
         self.conf.set_override('state_path', self.state_path)
         self.conf.set_override('check_child_processes_interval', 0)
-        proc = os.path.join(tmp, 'proc')
-        os.mkdir(proc)
-        self.procs = FakeProcesses(proc)
-        self.useFixture(fixtures.MockPatchObject(priv_process, 'spawn',
-                                                 side_effect=self.procs.spawn))
-        self.useFixture(fixtures.MockPatchObject(priv_process, 'kill',
-                                                 side_effect=self.procs.kill))
-        self.useFixture(fixtures.MockPatchObject(haproxy.HaproxyMetadataDriver,
-                                                 'proc_path', proc))
         self.addresses = {ROUTER_NS: [], NET_NS: []}
         self.list_addresses = self.useFixture(fixtures.MockPatchObject(
             ip_lib, 'list_addresses', side_effect=self._list_addresses)).mock
