@@ -37,9 +37,8 @@ apply. Its name defaults to :data:`DEFAULT_TABLE`; tests pass their own
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import logging
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from agentkit import exceptions
 from agentkit.lib import batching
@@ -61,22 +60,6 @@ AllowedPair = tuple[str, tuple[str, ...]]
 
 class BridgeFilterError(exceptions.AgentkitError):
     """nft could not replace or delete the anti-spoofing table; carries its stderr."""
-
-
-def _ip_address_of(entry: Any, what: str) -> str:
-    """The address of a fixed IP / address pair given as a str or Neutron dict."""
-    if isinstance(entry, Mapping):
-        entry = entry.get('ip_address')
-    if not isinstance(entry, str):
-        raise InvalidGuardValue('%s needs an ip_address string, got %r' % (what, entry))
-    return entry
-
-
-def _ip_version(address: str) -> int:
-    try:
-        return ipaddress.ip_network(address, strict=False).version
-    except ValueError:
-        raise InvalidGuardValue('invalid IP address or prefix %r' % (address,)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,32 +85,6 @@ class PortGuard:
         device, allowed = priv.normalize_port((self.device, self.allowed))
         object.__setattr__(self, 'device', device)
         object.__setattr__(self, 'allowed', allowed)
-
-    @classmethod
-    def from_port(cls, device: str, mac: str,
-                  fixed_ips: Iterable[str | Mapping[str, Any]] = (),
-                  allowed_address_pairs: Iterable[Mapping[str, Any]] = ()) -> PortGuard:
-        """The guard of a Neutron port.
-
-        :param fixed_ips: addresses, or Neutron's ``{'ip_address': ...}``
-            dicts; IPv6 ones are ignored (ARP is IPv4 only).
-        :param allowed_address_pairs: ``{'ip_address': <IP or CIDR>,
-            'mac_address': <MAC or absent/None for the port MAC>}``; an IPv6
-            pair still allows its MAC as source.
-        """
-        pairs: list[tuple[str, list[str]]] = [(mac, [])]
-        for entry in fixed_ips:
-            address = _ip_address_of(entry, 'a fixed IP')
-            if _ip_version(address) == 4:
-                pairs[0][1].append(address)
-        for pair in allowed_address_pairs:
-            if not isinstance(pair, Mapping):
-                raise InvalidGuardValue('an allowed address pair must be a dict, got %r'
-                                        % (pair,))
-            address = _ip_address_of(pair, 'an allowed address pair')
-            pair_mac = pair.get('mac_address') or mac
-            pairs.append((pair_mac, [address] if _ip_version(address) == 4 else []))
-        return cls(device, tuple((m, tuple(p)) for m, p in pairs))  # normalised there
 
     @property
     def macs(self) -> tuple[str, ...]:

@@ -94,8 +94,9 @@ class BridgeAntiSpoofTest(base.FunctionalTestCase):
         return vm
 
     def guard(self, vm: Guest, pairs: list[dict[str, str]] | None = None) -> None:
-        self.guards.update_port(bridge_filter.PortGuard.from_port(
-            vm.tap, vm.mac, [{'ip_address': vm.ip}], pairs or []))
+        """The port's MAC with its IP; each pair's IP with its MAC or the port's."""
+        self.guards.update_port(bridge_filter.PortGuard(vm.tap, ((vm.mac, (vm.ip,)),) + tuple(
+            (pair.get('mac_address') or vm.mac, (pair['ip_address'],)) for pair in pairs or ())))
 
     def guard_all(self) -> None:
         with self.guards.defer_apply():

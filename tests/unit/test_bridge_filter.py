@@ -75,15 +75,12 @@ arp saddr ip 0.0.0.0 iifname . arp saddr ether @macs accept
 
 
 def sample_guard(device: str = TAP) -> bf.PortGuard:
-    """Fixed IPs (one IPv6, ignored), pairs without MAC, with MAC, IPv6 with MAC."""
-    return bf.PortGuard.from_port(
-        device, MAC,
-        fixed_ips=[{'ip_address': '10.0.0.5', 'subnet_id': 'sub'},
-                   {'ip_address': 'fd00::5', 'subnet_id': 'sub6'}],
-        allowed_address_pairs=[
-            {'ip_address': '10.0.0.100'},
-            {'ip_address': '192.168.7.0/24', 'mac_address': 'FA:16:3E:AA:BB:CC'},
-            {'ip_address': 'fd00::100', 'mac_address': 'fa:16:3e:dd:ee:ff'}])
+    """The port MAC twice (merged), a MAC in upper case, a MAC without IPv4."""
+    return bf.PortGuard(device, (
+        (MAC, ('10.0.0.5',)),
+        (MAC, ('10.0.0.100',)),
+        ('FA:16:3E:AA:BB:CC', ('192.168.7.0/24',)),
+        ('fa:16:3e:dd:ee:ff', ())))
 
 
 def msgpack_round_trip(value: object) -> object:
@@ -136,8 +133,7 @@ class RenderTest(base.TestCase):
 
     def test_any_address_pair(self) -> None:
         # Neutron allows 0.0.0.0/0 pairs: the MAC may then claim any IPv4.
-        guard = bf.PortGuard.from_port('tap1', MAC, ['10.0.0.5'],
-                                       [{'ip_address': '0.0.0.0/0'}])
+        guard = bf.PortGuard('tap1', ((MAC, ('10.0.0.5',)), (MAC, ('0.0.0.0/0',))))
         self.assertEqual(((MAC, ('0.0.0.0/0',)),), guard.allowed)
         self.assertIn('"tap1" . %s . 0.0.0.0/0,' % MAC,
                       priv.render_bridge_table(TABLE, [guard.to_primitive()]))
@@ -173,7 +169,7 @@ class ValidationTest(base.TestCase):
                     '00:00:00:00:00:00', 'fa:16:3e:00:00:01 . 1.2.3.4',
                     'fa:16:3e:00:00:01, 02:00:00:00:00:01', ' fa:16:3e:00:00:01', None, 1):
             self.assert_bad_port(['tap1', [[bad, []]]])
-            self.assertRaises(priv.InvalidGuardValue, bf.PortGuard.from_port, 'tap1', bad)
+            self.assertRaises(priv.InvalidGuardValue, bf.PortGuard, 'tap1', ((bad, ()),))
 
     def test_prefixes(self) -> None:
         for bad in ('10.0.0.1/33', '10.0.0.256', '::1', 'fe80::/64', '10.0.0.1; drop',
@@ -200,19 +196,6 @@ class ValidationTest(base.TestCase):
         with mock.patch.object(priv, 'MAX_PORTS', 2):
             self.assertRaises(priv.InvalidGuardValue, priv.render_bridge_table, TABLE,
                               [['tap%d' % i, []] for i in range(3)])
-
-    def test_port_guard_from_port(self) -> None:
-        self.assertRaises(priv.InvalidGuardValue, bf.PortGuard.from_port, 'tap1', MAC,
-                          ['not-an-ip'])
-        self.assertRaises(priv.InvalidGuardValue, bf.PortGuard.from_port, 'tap1', MAC,
-                          [{'subnet_id': 'no address'}])
-        self.assertRaises(priv.InvalidGuardValue, bf.PortGuard.from_port, 'tap1', MAC,
-                          [], ['10.0.0.1'])
-        # Plain strings work for fixed IPs; a None pair MAC means the port MAC.
-        guard = bf.PortGuard.from_port('tap1', MAC.upper(), ['10.0.0.5', 'fd00::5'],
-                                       [{'ip_address': '10.0.0.6', 'mac_address': None}])
-        self.assertEqual(((MAC, ('10.0.0.5/32', '10.0.0.6/32')),), guard.allowed)
-        self.assertEqual((MAC,), guard.macs)
 
     def test_port_guard_is_frozen_and_canonical(self) -> None:
         one = bf.PortGuard('tap1', (('FA:16:3E:11:22:33', ('10.0.0.6', '10.0.0.5')),))

@@ -374,6 +374,22 @@ class FailClosedTest(FirewallTestCase):
         fw.remove_port_filters([PORT2], [tap2])
         self.assertNotIn(tap2, '\n'.join(self.fakes[4].lines('filter')))
 
+    def test_guard_of_address_pairs(self) -> None:
+        # ARP only for IPv4; a pair without MAC (or a None one) claims the port
+        # MAC, an IPv6 pair still lets its MAC send; MACs are normalised.
+        self.apply(port(mac_address=MAC.upper(), fixed_ips=['10.0.0.5', 'fd00::5'],
+                        allowed_address_pairs=[
+                            {'ip_address': '10.0.0.6', 'mac_address': None},
+                            {'ip_address': '10.0.0.100'},
+                            {'ip_address': '192.168.7.0/24', 'mac_address': 'FA:16:3E:AA:BB:CC'},
+                            {'ip_address': 'fd00::100', 'mac_address': 'fa:16:3e:dd:ee:ff'}]))
+        self.assertEqual(((MAC, ('10.0.0.5/32', '10.0.0.6/32', '10.0.0.100/32')),
+                          ('fa:16:3e:aa:bb:cc', ('192.168.7.0/24',)),
+                          ('fa:16:3e:dd:ee:ff', ())),
+                         self.guards.ports[TAP].allowed)
+        self.assertEqual((MAC, 'fa:16:3e:aa:bb:cc', 'fa:16:3e:dd:ee:ff'),
+                         self.guards.ports[TAP].macs)
+
     def test_a_port_without_a_usable_mac_may_send_nothing(self) -> None:
         self.apply(port(mac_address='01:00:5e:00:00:01'))
         self.assertEqual((), self.guards.ports[TAP].allowed)
