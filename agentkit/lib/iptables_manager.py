@@ -18,11 +18,17 @@ the wrapped chain ``<binary>-name``.
 
 What is compared, and when the kernel is touched: :meth:`IptablesManager.apply`
 renders the model and does nothing if the text equals the last applied one.
-Otherwise it reads the live tables once (``iptables-save``) to learn which
-jumps from builtin chains already exist and which of its own chains are
-stale (left from a previous agent run or removed from the model), and
-applies everything in one ``iptables-restore``. :meth:`defer_apply` batches
-a whole router update into that single call.
+Otherwise it reads only the changed tables (``iptables-save -t <table>``)
+and compares them with the model rule by rule: a chain whose rules already
+match is not touched, only chains that differ are flushed and refilled,
+stale chains of its own (left from a previous agent run or removed from the
+model) are deleted, and jumps from builtin chains change only when they
+differ. When nothing differs -- the first apply after an agent restart on
+a host that kept its rules -- no ``iptables-restore`` runs at all; otherwise
+one runs for all changed tables. :meth:`defer_apply` batches a whole router
+update into that single call. The comparison is textual, so rules are
+written the way ``iptables-save`` prints them (a rule written differently
+is still correct, it is merely rewritten once after each restart).
 """
 
 from __future__ import annotations
@@ -345,6 +351,8 @@ class IptablesManager(batching.DeferredApply):
     def apply(self) -> bool:
         """Make the kernel match the model; True if iptables-restore ran.
 
+        False also when the kernel already matched (nothing was written).
+
         Only tables whose rendered text changed since the last successful
         apply are restored: the kernel's nf_tables commit costs a few ms
         per rewritten table, and a floating IP change only touches ``nat``.
@@ -363,14 +371,17 @@ class IptablesManager(batching.DeferredApply):
                         and self._applied.get((version, name)) != wanted[name]]
                 if not todo:
                     continue
+                live: dict[str, LiveTable] = {}
                 for name in todo:
                     self._applied.pop((version, name), None)
-                live = parse_save(self._run(priv.save, version, 'iptables-save'))
+                    live.update(parse_save(self._run(priv.save, version,
+                                                     'iptables-save', name)))
                 text = self.restore_input(version, live, todo)
-                self._run(priv.restore, version, 'iptables-restore', text)
+                if text:
+                    self._run(priv.restore, version, 'iptables-restore', text)
+                    changed = True
                 for name in todo:
                     self._applied[(version, name)] = wanted[name]
-                changed = True
             return changed
 
     def remove_all(self) -> bool:
@@ -412,11 +423,12 @@ class IptablesManager(batching.DeferredApply):
                       tables: list[str] | None = None) -> str:
         """iptables-restore --noflush input turning ``live`` into the model.
 
-        Own chains are (re)declared, which creates or flushes them, and
-        refilled; own chains that are no longer wanted are flushed and
-        deleted; jumps from builtin chains are only touched when they differ
-        from the wanted ones, and foreign rules never. ``tables`` limits
-        the input to those tables (default: all of the model).
+        Empty when ``live`` already matches. Own chains that are missing or
+        whose rules differ are (re)declared, which creates or flushes them,
+        and refilled; own chains that are no longer wanted are flushed and
+        deleted; jumps from builtin chains are only touched when they
+        differ from the wanted ones, and foreign rules never. ``tables``
+        limits the input to those tables (default: all of the model).
         """
         out: list[str] = []
         for name in TABLE_ORDER:
@@ -424,15 +436,16 @@ class IptablesManager(batching.DeferredApply):
             if table is None or tables is not None and name not in tables:
                 continue
             out += self._table_input(table, live.get(name, LiveTable()))
-        return '\n'.join(out) + '\n'
+        return '\n'.join(out) + '\n' if out else ''
 
     def _table_input(self, table: IptablesTable, live: LiveTable) -> list[str]:
         wanted = set(table.chains)
         stale = sorted(c for c in live.chains if self._owns(c) and c not in wanted)
         ours = wanted | set(stale)
         grouped = table._by_chain()
-        lines = ['*' + table.name]
-        lines += [':%s - [0:0]' % c for c in sorted(ours)]
+        changed = sorted(c for c in wanted if c not in live.chains or live.rules.get(c, [])
+                         != [r.spec for r in grouped.get(c, [])])
+        jumps: list[str] = []
         # Live builtin chains count too: a stale chain cannot be deleted
         # while any builtin chain still jumps to it.
         live_builtins = [c for c, policy in live.chains.items() if policy != '-']
@@ -442,11 +455,16 @@ class IptablesManager(batching.DeferredApply):
             have = [s for s in live.rules.get(builtin, []) if rule_target(s) in ours]
             if [r.spec for r in rules] == have:
                 continue
-            lines += ['-D %s %s' % (builtin, spec) for spec in have]
+            jumps += ['-D %s %s' % (builtin, spec) for spec in have]
             top = [r for r in rules if r.top]
-            lines += ['-I %s %d %s' % (builtin, i, r.spec) for i, r in enumerate(top, 1)]
-            lines += [r.line() for r in rules if not r.top]
-        for chain in sorted(wanted):
+            jumps += ['-I %s %d %s' % (builtin, i, r.spec) for i, r in enumerate(top, 1)]
+            jumps += [r.line() for r in rules if not r.top]
+        if not changed and not stale and not jumps:
+            return []
+        lines = ['*' + table.name]
+        lines += [':%s - [0:0]' % c for c in sorted(changed + stale)]
+        lines += jumps
+        for chain in changed:
             lines += [r.line() for r in grouped.get(chain, [])]
         lines += ['-X ' + c for c in stale]
         lines.append('COMMIT')
