@@ -13,12 +13,13 @@ from oslo_privsep import capabilities as caps
 from oslo_privsep import priv_context
 
 # Netlink and namespaces: links, addresses, routes, neighbours, sysctls.
-# SYS_ADMIN is needed for setns()/mounting /run/netns/<name>.
+# SYS_ADMIN is needed for setns()/mounting /run/netns/<name>; NET_RAW for
+# the one raw packet agentkit sends itself, a router's gratuitous ARP.
 network = priv_context.PrivContext(
     __name__,
     cfg_section='privsep_network',
     pypath=__name__ + '.network',
-    capabilities=[caps.CAP_NET_ADMIN, caps.CAP_SYS_ADMIN,
+    capabilities=[caps.CAP_NET_ADMIN, caps.CAP_SYS_ADMIN, caps.CAP_NET_RAW,
                   caps.CAP_DAC_OVERRIDE, caps.CAP_DAC_READ_SEARCH],
 )
 

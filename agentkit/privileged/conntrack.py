@@ -71,6 +71,7 @@ _MSG_CT_NEW = 0
 _MSG_CT_GET = 1
 _MSG_CT_DELETE = 2
 _CTA_TUPLE_ORIG = 1
+_CTA_TUPLE_REPLY = 2
 _CTA_ZONE = 18
 _CTA_TUPLE_IP = 1
 _CTA_TUPLE_PROTO = 2
@@ -139,6 +140,9 @@ class FlowFilter:
     :param protocol: IP protocol number (6 tcp, 17 udp, 1 icmp, 58 icmpv6...).
     :param orig_src: prefix containing the original direction's source.
     :param orig_dst: prefix containing the original direction's destination.
+    :param reply_dst: prefix containing the reply direction's destination:
+        the address a flow was source-NATed to (a router's gateway IP or
+        floating IP), which is what identifies its SNAT sessions.
     :param dport_min, dport_max: original destination port range
         (inclusive); one of them alone means that single port. Only
         meaningful for tcp/udp/sctp/udplite/dccp; for other protocols they
@@ -157,6 +161,7 @@ class FlowFilter:
     orig_dst: IPNetwork | None = None
     dport_min: int | None = None
     dport_max: int | None = None
+    reply_dst: IPNetwork | None = None
 
     def __post_init__(self) -> None:
         if type(self.ip_version) is not int or self.ip_version not in FAMILIES:
@@ -168,6 +173,7 @@ class FlowFilter:
         set_ = object.__setattr__
         set_(self, 'orig_src', _network('orig_src', self.orig_src, self.ip_version))
         set_(self, 'orig_dst', _network('orig_dst', self.orig_dst, self.ip_version))
+        set_(self, 'reply_dst', _network('reply_dst', self.reply_dst, self.ip_version))
         low, high = self.dport_min, self.dport_max
         if low is None and high is None:
             return
@@ -204,6 +210,7 @@ class FlowFilter:
             'orig_dst': None if self.orig_dst is None else str(self.orig_dst),
             'dport_min': self.dport_min,
             'dport_max': self.dport_max,
+            'reply_dst': None if self.reply_dst is None else str(self.reply_dst),
         }
 
     @classmethod
@@ -233,6 +240,9 @@ class Flow:
     dst: IPAddress
     sport: int | None = None
     dport: int | None = None
+    # Destination of the reply direction: differs from ``src`` when the
+    # flow was source-NATed (a router's SNAT or floating IP).
+    reply_dst: IPAddress | None = None
 
 
 def matches(flt: FlowFilter, flow: Flow) -> bool:
@@ -246,6 +256,9 @@ def matches(flt: FlowFilter, flow: Flow) -> bool:
     if flt.orig_src is not None and flow.src not in flt.orig_src:
         return False
     if flt.orig_dst is not None and flow.dst not in flt.orig_dst:
+        return False
+    if flt.reply_dst is not None and (flow.reply_dst is None
+                                      or flow.reply_dst not in flt.reply_dst):
         return False
     if flt.has_ports:
         low, high = flt.dport_min, flt.dport_max
@@ -276,28 +289,37 @@ def group_filters(filters: Iterable[FlowFilter]
 # Netlink
 # --------------------------------------------------------------------------
 
-def parse_entry(raw: bytes, ip_version: int) -> tuple[Flow, bytes] | None:
-    """A dumped entry's :class:`Flow` and raw ``CTA_TUPLE_ORIG``; None if unusable."""
-    tuple_orig = None
-    zone = 0
-    for atype, value in nfnl.iter_attrs(raw):
-        if atype == _CTA_TUPLE_ORIG:
-            tuple_orig = value
-        elif atype == _CTA_ZONE and len(value) >= 2:
-            zone = nfnl.be16(value)
-    if tuple_orig is None:
-        return None
+def _tuple_ips(raw_tuple: bytes) -> tuple[bytes | None, bytes | None]:
+    """(source, destination) address bytes of a ``CTA_TUPLE_*``."""
     src = dst = None
-    proto = None
-    sport = dport = None
-    for atype, value in nfnl.iter_attrs(tuple_orig):
+    for atype, value in nfnl.iter_attrs(raw_tuple):
         if atype == _CTA_TUPLE_IP:
             for ip_type, addr in nfnl.iter_attrs(value):
                 if ip_type in (_CTA_IP_V4_SRC, _CTA_IP_V6_SRC):
                     src = addr
                 elif ip_type in (_CTA_IP_V4_DST, _CTA_IP_V6_DST):
                     dst = addr
-        elif atype == _CTA_TUPLE_PROTO:
+    return src, dst
+
+
+def parse_entry(raw: bytes, ip_version: int) -> tuple[Flow, bytes] | None:
+    """A dumped entry's :class:`Flow` and raw ``CTA_TUPLE_ORIG``; None if unusable."""
+    tuple_orig = tuple_reply = None
+    zone = 0
+    for atype, value in nfnl.iter_attrs(raw):
+        if atype == _CTA_TUPLE_ORIG:
+            tuple_orig = value
+        elif atype == _CTA_TUPLE_REPLY:
+            tuple_reply = value
+        elif atype == _CTA_ZONE and len(value) >= 2:
+            zone = nfnl.be16(value)
+    if tuple_orig is None:
+        return None
+    src, dst = _tuple_ips(tuple_orig)
+    proto = None
+    sport = dport = None
+    for atype, value in nfnl.iter_attrs(tuple_orig):
+        if atype == _CTA_TUPLE_PROTO:
             for p_type, p_value in nfnl.iter_attrs(value):
                 if p_type == _CTA_PROTO_NUM and p_value:
                     proto = p_value[0]
@@ -311,7 +333,9 @@ def parse_entry(raw: bytes, ip_version: int) -> tuple[Flow, bytes] | None:
     if proto not in PORT_PROTOCOLS:
         sport = dport = None  # e.g. GRE keys share the attributes
     cls = ipaddress.IPv4Address if ip_version == 4 else ipaddress.IPv6Address
-    return Flow(ip_version, zone, proto, cls(src), cls(dst), sport, dport), tuple_orig
+    reply_dst = _tuple_ips(tuple_reply)[1] if tuple_reply is not None else None
+    reply = cls(reply_dst) if reply_dst is not None and len(reply_dst) == size else None
+    return Flow(ip_version, zone, proto, cls(src), cls(dst), sport, dport, reply), tuple_orig
 
 
 def _is_error(msg: Any) -> bool:

@@ -1202,7 +1202,7 @@ def list_fdb_entries(device: str, namespace: str | None = None) -> list[dict[str
 # --------------------------------------------------------------------------
 
 
-def _run_in_namespace(namespace: str | None, func: Callable[[], T]) -> T:
+def run_in_namespace(namespace: str | None, func: Callable[[], T]) -> T:
     """Run ``func`` with /proc/sys/net showing ``namespace``.
 
     /proc/sys/net follows the network namespace of the calling *thread*, so
@@ -1261,7 +1261,7 @@ def set_sysctl(components: list[str], value: str, namespace: str | None = None) 
         with open(path, 'w') as f:
             f.write(value)
 
-    _run_in_namespace(namespace, write)
+    run_in_namespace(namespace, write)
 
 
 @network.entrypoint
@@ -1273,4 +1273,4 @@ def get_sysctl(components: list[str], namespace: str | None = None) -> str:
         with open(path) as f:
             return f.read().strip()
 
-    return _run_in_namespace(namespace, read)
+    return run_in_namespace(namespace, read)

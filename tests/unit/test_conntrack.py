@@ -21,11 +21,14 @@ from tests import base
 TCP, UDP, ICMP, ICMPV6, SCTP, GRE = 6, 17, 1, 58, 132, 47
 
 
-def flow(src='10.0.0.5', dst='10.0.1.7', protocol=TCP, sport=40000, dport=22, zone=3):
+def flow(src='10.0.0.5', dst='10.0.1.7', protocol=TCP, sport=40000, dport=22, zone=3,
+         reply_dst=None):
     src_ip, dst_ip = ipaddress.ip_address(src), ipaddress.ip_address(dst)
     if protocol not in priv.PORT_PROTOCOLS:
         sport = dport = None
-    return conntrack.Flow(src_ip.version, zone, protocol, src_ip, dst_ip, sport, dport)
+    reply_ip = ipaddress.ip_address(reply_dst) if reply_dst else None
+    return conntrack.Flow(src_ip.version, zone, protocol, src_ip, dst_ip, sport, dport,
+                          reply_ip)
 
 
 class TestFlowFilter(base.TestCase):
@@ -189,9 +192,11 @@ def _tuple(src: bytes, dst: bytes, proto: int, sport: int | None = None,
 
 class TestParseEntry(base.TestCase):
 
-    def entry(self, tuple_orig: bytes, zone: int | None = None) -> bytes:
+    def entry(self, tuple_orig: bytes, zone: int | None = None,
+              reply: bytes | None = None) -> bytes:
         raw = nfnl.attr(1, tuple_orig, nested=True)
-        raw += nfnl.attr(2, _tuple(b'\0' * 4, b'\0' * 4, 0), nested=True)  # reply tuple
+        if reply is not None:
+            raw += nfnl.attr(2, reply, nested=True)
         raw += nfnl.attr(3, b'\0\0\0\x0e')  # status
         if zone is not None:
             raw += nfnl.attr(18, struct.pack('>H', zone))
@@ -202,6 +207,22 @@ class TestParseEntry(base.TestCase):
         parsed_flow, raw_tuple = priv.parse_entry(self.entry(t, zone=3), 4)
         self.assertEqual(flow(), parsed_flow)
         self.assertEqual(t, raw_tuple)  # sent back as is for the deletion
+
+    def test_reply_destination_shows_source_nat(self):
+        """A router's SNAT: the reply goes to the gateway IP, not the VM."""
+        t = _tuple(bytes([10, 0, 0, 5]), bytes([198, 51, 100, 1]), TCP, 40000, 22)
+        reply = _tuple(bytes([198, 51, 100, 1]), bytes([203, 0, 113, 2]), TCP, 22, 61000)
+        parsed = priv.parse_entry(self.entry(t, reply=reply), 4)[0]
+        self.assertEqual(flow(dst='198.51.100.1', zone=0, reply_dst='203.0.113.2'), parsed)
+        self.assertTrue(conntrack.matches(
+            conntrack.FlowFilter(4, reply_dst='203.0.113.2'), parsed))
+        self.assertFalse(conntrack.matches(
+            conntrack.FlowFilter(4, reply_dst='203.0.113.3'), parsed))
+        # An entry without a reply tuple never matches a reply filter.
+        bare = priv.parse_entry(self.entry(t), 4)[0]
+        self.assertIsNone(bare.reply_dst)
+        self.assertFalse(conntrack.matches(conntrack.FlowFilter(4, reply_dst='0.0.0.0/0'),
+                                           bare))
 
     def test_zone_absent_is_zero(self):
         t = _tuple(bytes([10, 0, 0, 5]), bytes([10, 0, 1, 7]), UDP, 1, 2)
