@@ -12,7 +12,13 @@ agent does in ``legacy`` mode:
   ``float-snat`` SNAT so the VM's own connections leave with the FIP;
 * metadata: 169.254.169.254:80 from ``qr-+`` is marked and redirected to
   the per-router proxy port, which is otherwise unreachable;
-* extra routes from ``router['routes']``.
+* extra routes from ``router['routes']``;
+* gratuitous ARPs for every IPv4 address newly added to a router port
+  (``send_arp_for_ha`` of them; ``arp_notify`` is on for qg-), so the
+  upstream router learns a moved floating IP at once;
+* conntrack cleanup: when a floating IP is disassociated or moved, or the
+  gateway IP changes, the NAT sessions of the old mapping are deleted in
+  the namespace, so they stop instead of living on.
 
 Every call makes the host match the router *incrementally*: the live
 devices, addresses and routes of the namespace are read (a handful of
@@ -38,6 +44,8 @@ from oslo_config import cfg
 from agentkit import exceptions
 from agentkit.api import interface
 from agentkit.api import l3
+from agentkit.lib import arp
+from agentkit.lib import conntrack
 from agentkit.lib import ip_lib
 from agentkit.lib import iptables_manager
 from agentkit.lib import naming
@@ -307,10 +315,22 @@ class _RouterState:
     devices: set[str] = dataclasses.field(default_factory=set)
     # FIP ids reported last time: those that disappear are reported DOWN.
     fip_ids: set[str] = dataclasses.field(default_factory=set)
+    # floating IP -> fixed IP in force, and the SNAT address in force: a
+    # change ends the sessions of the old mapping.
+    nat_map: dict[str, str] = dataclasses.field(default_factory=dict)
+    snat_ip: str | None = None
+    # Conntrack filters of ended mappings whose deletion has not succeeded.
+    stale_flows: set[conntrack.FlowFilter] = dataclasses.field(default_factory=set)
 
 
 def is_router_device(name: str) -> bool:
     return name.startswith(ROUTER_DEVICE_PREFIXES)
+
+
+def _ensure_sysctl(key: str | tuple[str, ...], value: int, namespace: str) -> None:
+    """Write a sysctl only if it differs: a restarted agent writes nothing."""
+    if ip_lib.get_sysctl(key, namespace) != str(value):
+        ip_lib.set_sysctl(key, value, namespace)
 
 
 class NamespaceRouterDriver(l3.RouterDriver):
@@ -365,20 +385,25 @@ class NamespaceRouterDriver(l3.RouterDriver):
                 LOG.exception('Router %s: removing %s failed', spec.id, name)
                 failures.append('unplug %s: %s' % (name, exc))
 
+        announce: list[tuple[str, str]] = []  # (device, address) gained
         for port in spec.interfaces:
             try:
-                self._ensure_port(ns, port, list(port.cidrs), links.get(port.device))
+                added = self._ensure_port(ns, port, list(port.cidrs), links.get(port.device))
+                announce += [(port.device, a) for a in added]
                 state.devices.add(port.device)
             except Exception as exc:
                 LOG.exception('Router %s: interface %s failed', spec.id, port.id)
                 failures.append('interface %s: %s' % (port.id, exc))
 
         gateway_ok = False
+        removed_gw_addresses: set[str] = set()
         if spec.gateway is not None:
             gw = spec.gateway
             cidrs = list(gw.cidrs) + ['%s/32' % f.floating_ip for f in spec.floating_ips]
             try:
-                self._ensure_port(ns, gw, cidrs, links.get(gw.device))
+                added = self._ensure_port(ns, gw, cidrs, links.get(gw.device),
+                                          removed=removed_gw_addresses)
+                announce += [(gw.device, a) for a in added]
                 state.devices.add(gw.device)
                 gateway_ok = True
             except Exception as exc:
@@ -386,7 +411,7 @@ class NamespaceRouterDriver(l3.RouterDriver):
                 failures.append('gateway %s: %s' % (gw.id, exc))
 
         try:
-            self._ensure_routes(spec, gateway_ok)
+            failures += self._ensure_routes(spec, gateway_ok)
         except Exception as exc:
             LOG.exception('Router %s: routes failed', spec.id)
             failures.append('routes: %s' % exc)
@@ -405,6 +430,12 @@ class NamespaceRouterDriver(l3.RouterDriver):
             except Exception as exc:
                 LOG.exception('Router %s: iptables failed', spec.id)
                 failures.append('iptables: %s' % exc)
+
+        if iptables_ok:
+            # Only once the new rules are in force: earlier, a packet of an
+            # old session would just recreate its entry with the old NAT.
+            self._end_stale_sessions(spec, state, removed_gw_addresses, failures)
+        self._announce(ns, announce)
 
         statuses = self._fip_statuses(spec, state, gateway_ok and iptables_ok)
         LOG.debug('Router %s processed in %.1f ms', spec.id,
@@ -448,20 +479,25 @@ class NamespaceRouterDriver(l3.RouterDriver):
     def _ensure_sysctls(self, spec: RouterSpec, state: _RouterState) -> None:
         ns = spec.namespace
         if not state.sysctls_done:
-            ip_lib.set_sysctl('net.ipv4.ip_forward', 1, ns)
+            _ensure_sysctl('net.ipv4.ip_forward', 1, ns)
             # Asymmetric paths are normal for a router (FIPs, extra routes).
-            ip_lib.set_sysctl('net.ipv4.conf.all.rp_filter', 0, ns)
-            ip_lib.set_sysctl('net.ipv4.conf.default.rp_filter', 0, ns)
+            _ensure_sysctl('net.ipv4.conf.all.rp_filter', 0, ns)
+            _ensure_sysctl('net.ipv4.conf.default.rp_filter', 0, ns)
             state.sysctls_done = True
         ports = spec.interfaces + ([spec.gateway] if spec.gateway else [])
         has_v6 = any(ipaddress.ip_interface(c).version == 6 for p in ports for c in p.cidrs)
         if has_v6 and not state.ipv6_forwarding:
-            ip_lib.set_sysctl('net.ipv6.conf.all.forwarding', 1, ns)
+            _ensure_sysctl('net.ipv6.conf.all.forwarding', 1, ns)
             state.ipv6_forwarding = True
 
     def _ensure_port(self, ns: str, port: RouterPort, cidrs: list[str],
-                     link: ip_lib.LinkInfo | None) -> None:
-        """Plug only what is missing or different, then fix the addresses."""
+                     link: ip_lib.LinkInfo | None,
+                     removed: set[str] | None = None) -> list[str]:
+        """Plug only what is missing or different, then fix the addresses.
+
+        :returns: the addresses (without prefix) added to the device.
+        :param removed: filled with the addresses taken off the device.
+        """
         if (link is None or link.get('address') != port.mac
                 or (port.mtu is not None and link.get('mtu') != port.mtu)
                 or link.get('state') != 'up'):
@@ -469,17 +505,73 @@ class NamespaceRouterDriver(l3.RouterDriver):
             # wiring it to the provider network is the L2 agent's job.
             self.interface_driver.plug(port.network_id, port.id, port.device,
                                        port.mac, ns, mtu=port.mtu)
+            if port.device.startswith(naming.ROUTER_GATEWAY_PREFIX):
+                # The kernel announces the port's addresses itself whenever
+                # it comes up or changes its MAC.
+                _ensure_sysctl(('net', 'ipv4', 'conf', port.device, 'arp_notify'), 1, ns)
         have = {a['cidr'] for a in ip_lib.IPDevice(port.device, ns).addr.list(scope='global')}
         want = {str(ipaddress.ip_interface(c)) for c in cidrs}
-        if have != want:
-            self.interface_driver.set_addresses(port.device, ns, cidrs)
+        if have == want:
+            return []
+        self.interface_driver.set_addresses(port.device, ns, cidrs)
+        if removed is not None:
+            removed.update(str(ipaddress.ip_interface(c).ip) for c in have - want)
+        return sorted(str(ipaddress.ip_interface(c).ip) for c in want - have)
 
-    def _ensure_routes(self, spec: RouterSpec, gateway_ok: bool) -> None:
+    def _announce(self, ns: str, gained: list[tuple[str, str]]) -> None:
+        """Gratuitous ARPs for IPv4 addresses a port just gained (best effort)."""
+        count = int(self.conf.send_arp_for_ha)
+        for device, address in gained:
+            try:
+                arp.announce(device, address, ns, count=count)
+            except Exception as exc:
+                # The address works; neighbours learn it when their cache expires.
+                LOG.warning('Gratuitous ARP for %s on %s in %s not sent: %s',
+                            address, device, ns, exc)
+
+    @staticmethod
+    def _end_stale_sessions(spec: RouterSpec, state: _RouterState,
+                            removed_gw_addresses: set[str], failures: list[str]) -> None:
+        """Delete the conntrack entries of NAT mappings that no longer hold.
+
+        What ended is known from the addresses taken off qg- (also after an
+        agent restart) and from the mappings in force before this update
+        (a floating IP moved to another fixed IP keeps its address).
+        """
+        nat_map = {f.floating_ip: f.fixed_ip for f in spec.floating_ips}
+        snat_ip = spec.gateway_ipv4
+        ended = {ip for ip in removed_gw_addresses
+                 if ipaddress.ip_address(ip).version == 4}
+        ended |= {fip for fip, fixed in state.nat_map.items() if nat_map.get(fip) != fixed}
+        if state.snat_ip is not None and state.snat_ip != snat_ip:
+            ended.add(state.snat_ip)
+        for address in ended:
+            # Sessions to it from outside (DNAT) and from inside NATed to it.
+            state.stale_flows.add(conntrack.FlowFilter(4, orig_dst=address))
+            state.stale_flows.add(conntrack.FlowFilter(4, reply_dst=address))
+        state.nat_map, state.snat_ip = nat_map, snat_ip
+        if not state.stale_flows:
+            return
+        try:
+            deleted = conntrack.delete_flows(state.stale_flows, spec.namespace)
+        except Exception as exc:
+            LOG.exception('Router %s: ending sessions of old NAT mappings failed', spec.id)
+            failures.append('conntrack: %s' % exc)
+            return
+        LOG.info('Router %s: %d session(s) of ended NAT mappings (%s) deleted',
+                 spec.id, deleted, ', '.join(sorted(
+                     str(f.orig_dst or f.reply_dst) for f in state.stale_flows)))
+        state.stale_flows.clear()
+
+    def _ensure_routes(self, spec: RouterSpec, gateway_ok: bool) -> list[str]:
         """Default route(s) via the external subnet's gateway, plus extra routes.
 
         In a qrouter namespace every route with a next hop was put there by
         this driver (kernel routes have none), so the live table alone tells
         what to remove: no bookkeeping survives an agent restart wrongly.
+
+        :returns: one failure per extra route the kernel refused (typically
+            a next hop not on any router subnet yet); the others are added.
         """
         ns = spec.namespace
         live = [r for r in ip_lib.list_routes(ns) if r['gateway']]
@@ -512,15 +604,17 @@ class NamespaceRouterDriver(l3.RouterDriver):
                 ip_lib.add_route('default', ns, gateway=gateway, device=gw.device,
                                  onlink=onlink)
         live_extra = {(r['dst'], r['gateway']) for r in live}
+        failures = []
         for dst, nexthop in spec.routes:
             if (dst, nexthop) in live_extra:
                 continue
             try:
                 ip_lib.add_route(dst, ns, gateway=nexthop)
             except (ip_lib.NetlinkOperationError, ValueError) as exc:
-                # Typically a next hop not on any router subnet: a data problem.
-                LOG.warning('Router %s: extra route %s via %s not added: %s',
-                            spec.id, dst, nexthop, exc)
+                LOG.error('Router %s: extra route %s via %s not added: %s',
+                          spec.id, dst, nexthop, exc)
+                failures.append('extra route %s via %s: %s' % (dst, nexthop, exc))
+        return failures
 
     def _add_iptables_rules(self, mgr: iptables_manager.IptablesManager,
                             spec: RouterSpec) -> None:

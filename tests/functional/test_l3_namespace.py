@@ -32,6 +32,7 @@ from agentkit.lib import ip_lib
 from agentkit.lib import iptables_manager
 from agentkit.lib import naming
 from tests.functional import base
+from tests.functional import traffic
 
 INT_CIDR = '10.231.0.0/24'
 ROUTER_INT_IP = '10.231.0.1'
@@ -357,3 +358,69 @@ class NamespaceRouterDriverTest(base.FunctionalTestCase):
         self.assertIn(foreign, rules)  # not ours: left alone
         self.assertEqual(1, sum(1 for r in rules
                                 if r == '-A PREROUTING -j neutron-l3-agent-PREROUTING'))
+
+    # -- NAT sessions, gratuitous ARP, restart ---------------------------------------
+    def kernel_view(self) -> tuple[str, str]:
+        """The namespace's rules as iptables-save and nft show them (no counters)."""
+        save = ns_exec(self.ns, 'iptables-save')
+        nft = ns_exec(self.ns, 'nft', 'list', 'ruleset')
+        self.assertEqual(0, save.returncode, save.stderr)
+        self.assertEqual(0, nft.returncode, nft.stderr)
+        rules = '\n'.join(line for line in save.stdout.splitlines()
+                          if not line.startswith('#'))
+        return rules, nft.stdout
+
+    def test_disassociated_fip_cuts_running_sessions(self) -> None:
+        echo = traffic.EchoServer(self.vm_ns, 5002)
+        self.addCleanup(echo.stop)
+        ext_echo = traffic.EchoServer(self.ext_ns, 5003)
+        self.addCleanup(ext_echo.stop)
+        self.driver.process_router(self.router(fip=True))
+        wait_until(lambda: can_ping(self.ext_ns, FIP), message='external -> FIP ping')
+        inbound = traffic.TcpSession(self.ext_ns, FIP, 5002)
+        self.addCleanup(inbound.close)
+        outbound = traffic.TcpSession(self.vm_ns, EXT_GW_IP, 5003)
+        self.addCleanup(outbound.close)
+        self.assertEqual(('connected', 'ok'), (inbound.state, inbound.exchange()))
+        self.assertEqual(('connected', 'ok'), (outbound.state, outbound.exchange()))
+
+        self.assertEqual({self.fip_id: 'DOWN'}, self.driver.process_router(self.router()))
+        # Both sessions of the old mapping end (without the cleanup conntrack
+        # would keep NATing them through the removed floating IP).
+        self.assertNotEqual('ok', inbound.exchange())
+        self.assertNotEqual('ok', outbound.exchange())
+        # New connections through the gateway IP are not affected.
+        self.assertTrue(traffic.tcp_connects(self.vm_ns, EXT_GW_IP, 5003))
+
+    def test_associated_fip_is_announced_with_gratuitous_arp(self) -> None:
+        sniffer = traffic.ArpSniffer(self.ext_ns)
+        self.addCleanup(sniffer.stop)
+        qg = naming.router_gateway_name(self.gw_port)
+        self.driver.process_router(self.router())
+        mac = ip_lib.IPDevice(qg, self.ns).link.address
+        wait_until(lambda: mac in sniffer.gratuitous(ROUTER_GW_IP),
+                   message='gratuitous ARP for the gateway IP')
+        self.driver.process_router(self.router(fip=True))
+        wait_until(lambda: len(sniffer.gratuitous(FIP)) >= 3, timeout=10,
+                   message='three gratuitous ARPs for the floating IP')
+        self.assertEqual({mac}, set(sniffer.gratuitous(FIP)))
+        self.assertEqual('1', ip_lib.get_sysctl(('net', 'ipv4', 'conf', qg, 'arp_notify'),
+                                                self.ns))
+
+    def test_restarted_driver_writes_nothing_when_nothing_changed(self) -> None:
+        self.driver.process_router(self.router(fip=True))
+        wait_until(lambda: can_ping(self.ext_ns, FIP), message='external -> FIP ping')
+        before = self.kernel_view()
+        self.driver = self._load_driver()  # an agent restart
+        with mock.patch.object(iptables_manager.priv, 'restore') as restore, \
+                mock.patch.object(ip_lib, 'set_sysctl') as set_sysctl, \
+                mock.patch.object(self.interface, 'plug') as plug, \
+                mock.patch.object(self.interface, 'set_addresses') as set_addresses, \
+                mock.patch.object(ip_lib, 'add_route') as add_route, \
+                mock.patch.object(ip_lib, 'delete_route') as delete_route:
+            self.assertEqual({}, self.driver.process_router(
+                self.router(fip=True, fip_status='ACTIVE')))
+        for call in (restore, set_sysctl, plug, set_addresses, add_route, delete_route):
+            call.assert_not_called()
+        self.assertEqual(before, self.kernel_view())
+        self.assertTrue(can_ping(self.ext_ns, FIP))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 
 _ECHO_SERVER = '''
@@ -193,3 +194,51 @@ def http_get(namespace: str, url: str, timeout: float = 5.0,
                           capture_output=True, text=True, timeout=timeout + 10)
     status, _, body = proc.stdout.partition('\n')
     return int(status or 0), body
+
+
+# Prints "<op> <sender mac> <sender ip> <target ip>" for every ARP frame seen.
+_ARP_SNIFFER = '''
+import socket, struct, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+print("ready", flush=True)
+while True:
+    frame = s.recv(128)
+    op, = struct.unpack("!H", frame[20:22])
+    sha = ":".join("%02x" % b for b in frame[22:28])
+    spa = socket.inet_ntoa(frame[28:32])
+    tpa = socket.inet_ntoa(frame[38:42])
+    print(op, sha, spa, tpa, flush=True)
+'''
+
+
+class ArpSniffer:
+    """Every ARP frame arriving in ``namespace`` (what ``tcpdump arp`` would show).
+
+    A raw ``AF_PACKET`` socket in a child process; :meth:`gratuitous` lists
+    the announcements seen so far (sender IP == target IP).
+    """
+
+    def __init__(self, namespace: str) -> None:
+        self.proc = subprocess.Popen(_in_namespace(namespace, _ARP_SNIFFER),
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != 'ready':
+            raise RuntimeError(f'ARP sniffer in {namespace} did not start')
+        self.frames: list[tuple[int, str, str, str]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            op, sha, spa, tpa = line.split()
+            self.frames.append((int(op), sha, spa, tpa))
+
+    def gratuitous(self, address: str) -> list[str]:
+        """Sender MACs of gratuitous ARPs for ``address`` seen so far."""
+        return [sha for _, sha, spa, tpa in list(self.frames)
+                if spa == tpa == address]
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)

@@ -116,6 +116,7 @@ class FakeHost(interface_api.InterfaceDriver):
         self.namespaces: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[Any, ...]] = []
         self.fail_plug: set[str] = set()
+        self.fail_conntrack = False
 
     def ns(self, name: str) -> dict[str, Any]:
         if name not in self.namespaces:
@@ -145,9 +146,24 @@ class FakeHost(interface_api.InterfaceDriver):
     def list_links(self, namespace: str) -> list[dict[str, Any]]:
         return [dict(link) for link in self.ns(namespace)['links'].values()]
 
-    def set_sysctl(self, key: str, value: Any, namespace: str) -> None:
+    def set_sysctl(self, key: Any, value: Any, namespace: str) -> None:
+        key = key if isinstance(key, str) else '.'.join(key)
         self.calls.append(('set_sysctl', key, value))
         self.ns(namespace)['sysctls'][key] = str(value)
+
+    def get_sysctl(self, key: Any, namespace: str) -> str:
+        key = key if isinstance(key, str) else '.'.join(key)
+        return self.ns(namespace)['sysctls'].get(key, 'kernel default')
+
+    def announce(self, device: str, address: str, namespace: str, count: int) -> None:
+        self.calls.append(('announce', device, address, count))
+
+    def delete_flows(self, filters: Any, namespace: str) -> int:
+        self.calls.append(('delete_flows', namespace, sorted(
+            (str(f.orig_dst), str(f.reply_dst)) for f in filters)))
+        if self.fail_conntrack:
+            raise RuntimeError('conntrack failed')
+        return 1
 
     def list_routes(self, namespace: str, ip_version: int | None = None
                     ) -> list[dict[str, Any]]:
@@ -221,9 +237,13 @@ class NamespaceRouterDriverTest(base.TestCase):
         self.host = FakeHost()
         for name in ('create_namespace', 'delete_namespace', 'list_namespaces',
                      'namespace_exists',
-                     'list_links', 'set_sysctl', 'list_routes', 'add_route',
+                     'list_links', 'set_sysctl', 'get_sysctl', 'list_routes', 'add_route',
                      'delete_route', 'IPDevice'):
             patcher = mock.patch.object(ip_lib, name, getattr(self.host, name))
+            patcher.start()
+            self.addCleanup(patcher.stop)
+        for module, name in ((l3ns.arp, 'announce'), (l3ns.conntrack, 'delete_flows')):
+            patcher = mock.patch.object(module, name, getattr(self.host, name))
             patcher.start()
             self.addCleanup(patcher.stop)
         self.iptables = FakeIptables()
@@ -323,12 +343,12 @@ class NamespaceRouterDriverTest(base.TestCase):
         router = reference_router()
         self.driver.process_router(router)
         self.host.calls.clear()
-        restores = len(self.iptables.restores)
+        restores, saves = len(self.iptables.restores), self.iptables.saves
         router['_floatingips'][0]['status'] = 'ACTIVE'
         self.assertEqual({}, self.driver.process_router(router))
         self.assertEqual([], self.host.calls)
         self.assertEqual(restores, len(self.iptables.restores))
-        self.assertEqual(restores, self.iptables.saves)
+        self.assertEqual(saves, self.iptables.saves)
 
     def test_removed_fip_and_interface_are_cleaned_up(self) -> None:
         self.driver.process_router(reference_router())
@@ -405,8 +425,115 @@ class NamespaceRouterDriverTest(base.TestCase):
         self.assertEqual([('unplug', 'qr-deadbeef-00')], self.host.changes('unplug'))
         self.assertIn('ha-12345678-9a', self.links())
         self.assertEqual([], self.host.changes('plug'))
-        # The sysctls are re-asserted once after a restart.
-        self.assertEqual(3, len(self.host.changes('set_sysctl')))
+        # The sysctls are checked after a restart, and already right.
+        self.assertEqual([], self.host.changes('set_sysctl'))
+
+    def test_restart_on_an_unchanged_router_writes_nothing(self) -> None:
+        self.driver.process_router(reference_router())
+        self.host.calls.clear()
+        restores = len(self.iptables.restores)
+        router = reference_router()
+        router['_floatingips'][0]['status'] = 'ACTIVE'
+        self.assertEqual({}, self.new_driver().process_router(router))
+        self.assertEqual([], self.host.calls)  # no plug, address, route, sysctl, ARP
+        self.assertEqual(restores, len(self.iptables.restores))
+
+    # -- gratuitous ARP and conntrack ---------------------------------------------
+    def test_gained_ipv4_addresses_are_announced(self) -> None:
+        self.driver.process_router(reference_router(fip=False))
+        self.assertEqual([('announce', QR, '192.168.10.1', 3),
+                          ('announce', QG, '172.24.4.81', 3)], self.host.changes('announce'))
+        self.assertEqual('1', self.host.namespaces[NS]['sysctls'][
+            'net.ipv4.conf.%s.arp_notify' % QG])
+        self.host.calls.clear()
+        self.conf.set_override('send_arp_for_ha', 1)
+        self.driver.process_router(reference_router())  # the FIP is associated
+        self.assertEqual([('announce', QG, '172.24.4.43', 1)], self.host.changes('announce'))
+        self.host.calls.clear()
+        self.driver.process_router(reference_router())
+        self.assertEqual([], self.host.changes('announce'))
+
+    def test_failed_announcement_does_not_fail_the_router(self) -> None:
+        with mock.patch.object(l3ns.arp, 'announce', side_effect=OSError(6, 'ENXIO')):
+            self.assertEqual({FIP_ID: 'ACTIVE'},
+                             self.driver.process_router(reference_router()))
+
+    def test_disassociated_fip_ends_its_sessions(self) -> None:
+        self.driver.process_router(reference_router())
+        self.assertEqual([], self.host.changes('delete_flows'))
+        self.driver.process_router(reference_router(fip=False))
+        self.assertEqual([('delete_flows', NS, [('172.24.4.43/32', 'None'),
+                                                ('None', '172.24.4.43/32')])],
+                         self.host.changes('delete_flows'))
+
+    def test_moved_fip_ends_the_sessions_of_the_old_mapping(self) -> None:
+        self.driver.process_router(reference_router())
+        router = reference_router()
+        router['_floatingips'][0]['fixed_ip_address'] = '192.168.10.208'
+        self.driver.process_router(router)
+        self.assertEqual([('delete_flows', NS, [('172.24.4.43/32', 'None'),
+                                                ('None', '172.24.4.43/32')])],
+                         self.host.changes('delete_flows'))
+        dnat = {r for r in self.iptables.lines('nat') if '-j DNAT' in r}
+        self.assertEqual({'-A neutron-l3-agent-PREROUTING -d 172.24.4.43/32 -j DNAT '
+                          '--to-destination 192.168.10.208',
+                          '-A neutron-l3-agent-OUTPUT -d 172.24.4.43/32 -j DNAT '
+                          '--to-destination 192.168.10.208'}, dnat)
+
+    def test_gateway_ip_change_ends_snat_sessions(self) -> None:
+        self.driver.process_router(reference_router(fip=False))
+        router = reference_router(fip=False)
+        router['gw_port']['fixed_ips'][0]['ip_address'] = '172.24.4.82'
+        self.driver.process_router(router)
+        self.assertEqual([('delete_flows', NS, [('172.24.4.81/32', 'None'),
+                                                ('None', '172.24.4.81/32')])],
+                         self.host.changes('delete_flows'))
+
+    def test_removed_fip_found_after_restart_ends_its_sessions(self) -> None:
+        self.driver.process_router(reference_router())
+        self.new_driver().process_router(reference_router(fip=False))
+        self.assertEqual([('delete_flows', NS, [('172.24.4.43/32', 'None'),
+                                                ('None', '172.24.4.43/32')])],
+                         self.host.changes('delete_flows'))
+
+    def test_refused_extra_route_fails_the_router_and_is_retried(self) -> None:
+        router = reference_router()
+        router['routes'] = [{'destination': '10.50.0.0/24', 'nexthop': '192.168.10.7'},
+                            {'destination': '10.60.0.0/24', 'nexthop': '10.99.0.1'}]
+        real_add = self.host.add_route
+
+        def add_route(dst: str, namespace: str, **kw: Any) -> bool:
+            if kw.get('gateway') == '10.99.0.1':
+                raise ip_lib.NetlinkOperationError(101, 'Network is unreachable')
+            return real_add(dst, namespace, **kw)
+
+        with mock.patch.object(ip_lib, 'add_route', add_route):
+            err = self.assertRaises(l3ns.RouterProcessingError,
+                                    self.driver.process_router, router)
+        self.assertEqual(['extra route 10.60.0.0/24 via 10.99.0.1: ' + str(
+            ip_lib.NetlinkOperationError(101, 'Network is unreachable'))], err.failures)
+        # Everything else is in place, and the statuses travel with the error.
+        self.assertEqual({FIP_ID: 'ACTIVE'}, err.fip_statuses)
+        self.assertIn(('10.50.0.0/24', '192.168.10.7'), {
+            (r['dst'], r['gateway']) for r in self.host.namespaces[NS]['routes']})
+        # Retried: once the kernel accepts it, the router is complete.
+        self.driver.process_router(router)
+        self.assertIn(('10.60.0.0/24', '10.99.0.1'), {
+            (r['dst'], r['gateway']) for r in self.host.namespaces[NS]['routes']})
+
+    def test_failed_conntrack_cleanup_is_retried(self) -> None:
+        self.driver.process_router(reference_router())
+        self.host.fail_conntrack = True
+        err = self.assertRaises(l3ns.RouterProcessingError, self.driver.process_router,
+                                reference_router(fip=False))
+        self.assertIn('conntrack', str(err))
+        self.host.fail_conntrack = False
+        self.host.calls.clear()
+        self.driver.process_router(reference_router(fip=False))
+        self.assertEqual(1, len(self.host.changes('delete_flows')))
+        self.host.calls.clear()
+        self.driver.process_router(reference_router(fip=False))
+        self.assertEqual([], self.host.changes('delete_flows'))
 
     def test_recreated_namespace_is_rebuilt_completely(self) -> None:
         self.driver.process_router(reference_router())
