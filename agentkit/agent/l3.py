@@ -23,11 +23,17 @@ from agentkit.rpc import l3_api as l3_rpc
 from agentkit.rpc import topics
 
 LOG = logging.getLogger(__name__)
+FIP_ERROR = 'ERROR'
 
 REFRESH = 'refresh'
 APPLY = 'apply'
 DELETE = 'delete'
-SYNC_CHUNK = 64
+# Routers per sync_routers call: Neutron's agent starts at 256 and halves
+# the chunk on every timeout down to 32, then grows it again by 32.
+SYNC_ROUTERS_MAX_CHUNK_SIZE = 256
+SYNC_ROUTERS_MIN_CHUNK_SIZE = 32
+# Refused routers listed in the agent's configurations (the count is exact).
+MAX_REPORTED_UNSUPPORTED = 20
 
 
 class L3RpcCallbacks:
@@ -77,8 +83,8 @@ class L3RpcCallbacks:
 
     @consumer.endpoint_method
     def network_update(self, context: Any, **kw: Any) -> None:
-        consumer.require(kw, 'network', dict, 'network_update')
-        self.agent.schedule_resync('network updated (MTU may have changed)')
+        network = consumer.require(kw, 'network', dict, 'network_update')
+        self.agent.network_updated(naming.validate_id(network.get('id'), 'network'))
 
 
 class L3Agent(base.Agent):
@@ -100,6 +106,9 @@ class L3Agent(base.Agent):
                 loader.METADATA_DRIVERS, self.conf.metadata_driver,
                 metadata_api.MetadataDriver, conf=self.conf, host=self.host)
         self.routers: dict[str, dict[str, Any]] = {}
+        # Routers the driver refused to build, with the reason.
+        self.unsupported: dict[str, str] = {}
+        self.sync_chunk_size = SYNC_ROUTERS_MAX_CHUNK_SIZE
 
     def initialize_drivers(self) -> None:
         self.interface.initialize()
@@ -134,15 +143,35 @@ class L3Agent(base.Agent):
                 self.conf.handle_internal_only_routers,
             'gateway_external_network_id': '',
         }
+        if self.unsupported:
+            refused = sorted(self.unsupported.items())[:MAX_REPORTED_UNSUPPORTED]
+            configurations['unsupported_routers'] = len(self.unsupported)
+            configurations['unsupported_router_reasons'] = dict(refused)
         configurations.update(self.router_driver.get_configurations())
         return configurations
 
     def enqueue(self, router_id: str, action: str, payload: Any = None,
                 priority: int = work_queue.PRIORITY_RPC) -> None:
-        self.queue.put(work_queue.ResourceUpdate(router_id, action, priority,
-                                                 payload))
+        # A full sync's snapshot never replaces a pending RPC-driven update:
+        # that one was queued later and is the newer intent.
+        self.queue.put(work_queue.ResourceUpdate(router_id, action, priority, payload),
+                       supersede=priority != work_queue.PRIORITY_SYNC)
+
+    def network_updated(self, network_id: str) -> None:
+        """Refresh only the routers with a port on ``network_id`` (e.g. its MTU)."""
+        for router_id, router in list(self.routers.items()):
+            ports = list(router.get('_interfaces') or []) + [router.get('gw_port') or {}]
+            if any(isinstance(p, dict) and p.get('network_id') == network_id
+                   for p in ports):
+                self.enqueue(router_id, REFRESH)
 
     def sync_state(self) -> None:
+        # What the host has is taken *before* the server is asked, so a
+        # router built meanwhile (scheduled here while the sync runs) is
+        # not mistaken for a stale one.
+        existing = set(self.routers) | self.router_driver.existing_routers()
+        if self.metadata is not None:
+            existing |= self.metadata.active_proxies(router=True)
         router_ids = self.plugin.get_router_ids()
         if not isinstance(router_ids, list):
             raise exceptions.InvalidPayload('get_router_ids did not return a list')
@@ -152,22 +181,47 @@ class L3Agent(base.Agent):
                 valid.append(naming.validate_id(router_id, 'router'))
             except exceptions.InvalidIdentifier as exc:
                 LOG.error('Skipping router from the server: %s', exc)
-        for start in range(0, len(valid), SYNC_CHUNK):
-            for router in self.plugin.sync_routers(valid[start:start + SYNC_CHUNK]):
-                if isinstance(router, dict) and router.get('id') in valid:
-                    self.enqueue(router['id'], APPLY, router,
-                                 work_queue.PRIORITY_SYNC)
-        existing = set(self.routers) | self.router_driver.existing_routers()
-        if self.metadata is not None:
-            existing |= self.metadata.active_proxies(router=True)
-        stale = existing - set(valid)
-        for router_id in stale:
+        returned = set()
+        for router in self._fetch_routers(valid):
+            returned.add(router['id'])
+            self.enqueue(router['id'], APPLY, router, work_queue.PRIORITY_SYNC)
+        # Scheduled here but not returned: admin-down (the server leaves
+        # those out of sync_routers) or gone meanwhile.
+        for router_id in existing - returned:
             self.enqueue(router_id, DELETE, priority=work_queue.PRIORITY_SYNC)
+
+    def _fetch_routers(self, router_ids: list[str]) -> list[dict[str, Any]]:
+        """``sync_routers`` in chunks that shrink on timeouts, as Neutron's agent does.
+
+        :raises oslo_messaging.MessagingTimeout: even the smallest chunk timed out.
+        """
+        wanted = set(router_ids)
+        routers: list[dict[str, Any]] = []
+        start = 0
+        while start < len(router_ids):
+            chunk = router_ids[start:start + self.sync_chunk_size]
+            try:
+                reply = self.plugin.sync_routers(chunk)
+            except oslo_messaging.MessagingTimeout:
+                if self.sync_chunk_size <= SYNC_ROUTERS_MIN_CHUNK_SIZE:
+                    raise
+                self.sync_chunk_size = max(self.sync_chunk_size // 2,
+                                           SYNC_ROUTERS_MIN_CHUNK_SIZE)
+                LOG.warning('sync_routers of %d routers timed out; asking for %d at a '
+                            'time', len(chunk), self.sync_chunk_size)
+                continue
+            if not isinstance(reply, list):
+                raise exceptions.InvalidPayload('sync_routers did not return a list')
+            routers += [r for r in reply if isinstance(r, dict) and r.get('id') in wanted]
+            start += len(chunk)
+        self.sync_chunk_size = min(self.sync_chunk_size + SYNC_ROUTERS_MIN_CHUNK_SIZE,
+                                   SYNC_ROUTERS_MAX_CHUNK_SIZE)
+        return routers
 
     def process_update(self, update: work_queue.ResourceUpdate) -> None:
         router_id = update.resource_id
         if update.action == DELETE:
-            self._delete_router(router_id)
+            self._forget(router_id)
             return
         router = update.payload
         if update.action == REFRESH:
@@ -175,14 +229,25 @@ class L3Agent(base.Agent):
             router = next((r for r in routers or [] if isinstance(r, dict)
                            and r.get('id') == router_id), None)
             if router is None:
-                self._delete_router(router_id)
+                self._forget(router_id)
                 return
+        if router.get('admin_state_up') is False:
+            LOG.info('Router %s is administratively down; removing it', router_id)
+            self._forget(router_id)
+            return
+        reason = self.router_driver.unsupported_reason(router)
+        if reason is not None:
+            self._refuse(router_id, router, reason)
+            return
+        self.unsupported.pop(router_id, None)
         if not router.get('gw_port') and not self.conf.handle_internal_only_routers:
             LOG.info('Router %s has no gateway; not handled here', router_id)
+            self._delete_router(router_id)
             return
         try:
             statuses = self.router_driver.process_router(router)
         except l3_api.RouterProcessingError as exc:
+            self.routers[router_id] = router
             if exc.fip_statuses:
                 self.plugin.update_floatingip_statuses(router_id, exc.fip_statuses)
             raise
@@ -193,6 +258,24 @@ class L3Agent(base.Agent):
                                       router=True)
         if statuses:
             self.plugin.update_floatingip_statuses(router_id, statuses)
+
+    def _refuse(self, router_id: str, router: dict[str, Any], reason: str) -> None:
+        """Never build a router the driver cannot build right; say so, once."""
+        if self.unsupported.get(router_id) != reason:
+            LOG.error('Router %s is not built on this host: %s', router_id, reason)
+        self.unsupported[router_id] = reason
+        if router_id in self.routers or router_id in self.router_driver.existing_routers():
+            self._delete_router(router_id)  # e.g. converted to HA while down
+        statuses = {f['id']: FIP_ERROR for f in router.get('_floatingips') or []
+                    if isinstance(f, dict) and naming.is_valid_id(f.get('id'))
+                    and f.get('status') != FIP_ERROR}
+        if statuses:
+            self.plugin.update_floatingip_statuses(router_id, statuses)
+
+    def _forget(self, router_id: str) -> None:
+        """The router is no longer ours (deleted, unscheduled or down)."""
+        self.unsupported.pop(router_id, None)
+        self._delete_router(router_id)
 
     def _delete_router(self, router_id: str) -> None:
         if self.metadata is not None:

@@ -75,10 +75,19 @@ class WorkQueue:
         self._stopping = False
 
     # -- producer side -------------------------------------------------
-    def put(self, update: ResourceUpdate, delay: float = 0.0) -> None:
-        """Queue ``update``, superseding a pending one for the same resource."""
+    def put(self, update: ResourceUpdate, delay: float = 0.0,
+            supersede: bool = True) -> bool:
+        """Queue ``update``, superseding a pending one for the same resource.
+
+        :param supersede: False leaves a pending update as it is: a full
+            sync's snapshot, taken before an RPC event was queued, must not
+            replace that newer intent.
+        :returns: False if ``update`` was not queued.
+        """
         with self._cond:
             old = self._pending.get(update.resource_id)
+            if old is not None and not supersede:
+                return False
             if old is not None:
                 update.priority = min(update.priority, old[1].priority)
             seq = next(self._seq)
@@ -87,6 +96,7 @@ class WorkQueue:
                                         time.monotonic() + delay, seq,
                                         update.resource_id))
             self._cond.notify()
+            return True
 
     def __len__(self) -> int:
         with self._cond:

@@ -42,6 +42,22 @@ class RouterDriver(driver.Driver):
         super().__init__(conf, host)
         self.interface_driver = interface_driver
 
+    def unsupported_reason(self, router: dict[str, Any]) -> str | None:
+        """Why this driver must not build ``router``, or None if it can.
+
+        The default refuses HA and distributed (DVR) routers: built as
+        plain routers they would be active on several hosts at once with
+        the same IP and MAC addresses. A driver that implements them (e.g.
+        keepalived-based HA) overrides this; the agent needs no change.
+        """
+        if router.get('ha'):
+            return ('HA routers (ha=True) need an HA router driver; %s builds '
+                    'legacy routers only' % type(self).__name__)
+        if router.get('distributed'):
+            return ('distributed (DVR) routers are not supported by %s'
+                    % type(self).__name__)
+        return None
+
     @abc.abstractmethod
     def process_router(self, router: dict[str, Any]) -> dict[str, str]:
         """Make the host match ``router``; returns floating IP statuses.

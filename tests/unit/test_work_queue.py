@@ -35,6 +35,18 @@ class WorkQueueTest(base.TestCase):
         self.assertTrue(q.wait_idle(5))
         self.assertEqual([('net1', 'last')], seen)
 
+    def test_update_that_must_not_supersede_leaves_the_pending_one(self):
+        seen = []
+        q = self._queue(lambda u: seen.append(u.payload), workers=1)
+        self.assertTrue(q.put(wq.ResourceUpdate('r1', 'refresh', wq.PRIORITY_RPC, 'rpc')))
+        self.assertFalse(q.put(wq.ResourceUpdate('r1', 'apply', wq.PRIORITY_SYNC, 'sync'),
+                               supersede=False))
+        self.assertTrue(q.put(wq.ResourceUpdate('r2', 'apply', wq.PRIORITY_SYNC, 'other'),
+                              supersede=False))
+        q.start()
+        self.assertTrue(q.wait_idle(5))
+        self.assertEqual(['rpc', 'other'], seen)
+
     def test_same_resource_never_runs_concurrently(self):
         active = set()
         overlaps = []

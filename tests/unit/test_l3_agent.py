@@ -1,0 +1,239 @@
+"""The L3 agent's decisions with RPC and the router driver mocked.
+
+Which routers are built, refused or removed, how the full sync chunks
+``sync_routers`` and picks stale routers, and which routers a network
+update touches. The router dicts follow the shape ``sync_routers`` of
+neutron-server 29 returns (only the keys these decisions read).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from unittest import mock
+
+import oslo_messaging
+
+from agentkit.agent import l3
+from agentkit.agent import work_queue
+from agentkit.api import l3 as l3_api
+from drivers.l3 import namespace
+from tests import base
+
+
+def _uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def router(router_id: str | None = None, network_id: str | None = None,
+           **attrs: Any) -> dict[str, Any]:
+    return {'id': router_id or _uuid(), 'admin_state_up': True, 'ha': False,
+            'distributed': False, 'gw_port': {'id': _uuid(), 'network_id': _uuid()},
+            '_interfaces': [{'id': _uuid(), 'network_id': network_id or _uuid()}],
+            '_floatingips': [], 'routes': [], **attrs}
+
+
+class FakeServer:
+    """get_router_ids / sync_routers over a dict, recording the calls."""
+
+    def __init__(self) -> None:
+        self.routers: dict[str, dict[str, Any]] = {}
+        self.scheduled: list[str] = []
+        self.calls: list[list[str]] = []
+        self.timeouts_above: int | None = None
+        self.statuses: list[tuple[str, dict[str, str]]] = []
+
+    def get_router_ids(self) -> list[str]:
+        return list(self.scheduled)
+
+    def sync_routers(self, router_ids: list[str]) -> list[dict[str, Any]]:
+        self.calls.append(list(router_ids))
+        if self.timeouts_above is not None and len(router_ids) > self.timeouts_above:
+            raise oslo_messaging.MessagingTimeout('too many routers at once')
+        # neutron-server leaves admin-down routers out (get_sync_data active=True).
+        return [dict(self.routers[r]) for r in router_ids
+                if r in self.routers and self.routers[r]['admin_state_up']]
+
+    def update_floatingip_statuses(self, router_id: str, statuses: dict[str, str]) -> None:
+        self.statuses.append((router_id, statuses))
+
+
+class L3AgentTestCase(base.TestCase):
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.agent = l3.L3Agent.__new__(l3.L3Agent)
+        self.agent.conf = mock.Mock(handle_internal_only_routers=True)
+        self.agent.queue = work_queue.WorkQueue(self.agent.process_update)
+        self.agent.routers = {}
+        self.agent.unsupported = {}
+        self.agent.sync_chunk_size = l3.SYNC_ROUTERS_MAX_CHUNK_SIZE
+        self.agent.metadata = None
+        self.server = FakeServer()
+        self.agent.plugin = self.server
+        self.driver = mock.Mock(spec=namespace.NamespaceRouterDriver)
+        self.driver.existing_routers.return_value = set()
+        self.driver.process_router.return_value = {}
+        # The ABC's own refusal logic, not a mock of it.
+        self.driver.unsupported_reason.side_effect = (
+            lambda r: l3_api.RouterDriver.unsupported_reason(self.driver, r))
+        self.agent.router_driver = self.driver
+
+    def drain(self) -> None:
+        """Run what is queued, one update at a time, in this thread."""
+        while True:
+            update = self._pop()
+            if update is None:
+                return
+            self.agent.process_update(update)
+
+    def _pop(self) -> work_queue.ResourceUpdate | None:
+        q = self.agent.queue
+        with q._cond:
+            if not q._pending:
+                return None
+            rid = min(q._pending, key=lambda r: (q._pending[r][1].priority, q._pending[r][0]))
+            return q._pending.pop(rid)[1]
+
+    def built(self) -> list[str]:
+        return [c.args[0]['id'] for c in self.driver.process_router.call_args_list]
+
+    def deleted(self) -> list[str]:
+        return [c.args[0] for c in self.driver.delete_router.call_args_list]
+
+
+class FullSyncTest(L3AgentTestCase):
+
+    def test_150_routers_in_chunks(self) -> None:
+        for _ in range(150):
+            r = router()
+            self.server.routers[r['id']] = r
+            self.server.scheduled.append(r['id'])
+        self.agent.sync_chunk_size = 64
+        self.agent.sync_state()
+        self.assertEqual([64, 64, 22], [len(c) for c in self.server.calls])
+        self.drain()
+        self.assertEqual(set(self.server.scheduled), set(self.built()))
+        self.assertEqual([], self.deleted())
+
+    def test_chunk_shrinks_on_timeouts_and_grows_back(self) -> None:
+        for _ in range(150):
+            r = router()
+            self.server.routers[r['id']] = r
+            self.server.scheduled.append(r['id'])
+        self.server.timeouts_above = 40
+        self.agent.sync_state()
+        # 256 -> 128 -> 64 -> 32, then 32 at a time.
+        self.assertEqual([150, 128, 64, 32, 32, 32, 32, 22],
+                         [len(c) for c in self.server.calls])
+        self.assertEqual(64, self.agent.sync_chunk_size)  # +32 after a good sync
+        self.drain()
+        self.assertEqual(150, len(set(self.built())))
+        self.assertIn('sync_routers of 64 routers timed out; asking for 32', self.log.output)
+
+    def test_timeout_at_the_smallest_chunk_fails_the_sync(self) -> None:
+        r = router()
+        self.server.routers[r['id']] = r
+        self.server.scheduled = [r['id']]
+        self.server.timeouts_above = 0
+        self.assertRaises(oslo_messaging.MessagingTimeout, self.agent.sync_state)
+        self.assertEqual([], self.deleted())
+
+    def test_stale_and_admin_down_routers_are_removed(self) -> None:
+        up, down, gone = router(), router(admin_state_up=False), _uuid()
+        for r in (up, down):
+            self.server.routers[r['id']] = r
+        self.server.scheduled = [up['id'], down['id']]
+        self.driver.existing_routers.return_value = {up['id'], down['id'], gone}
+        self.agent.sync_state()
+        self.drain()
+        self.assertEqual([up['id']], self.built())
+        self.assertEqual({down['id'], gone}, set(self.deleted()))
+
+    def test_router_scheduled_during_the_sync_is_not_deleted(self) -> None:
+        """The host is looked at before the server is asked."""
+        new = router()
+        self.server.routers[new['id']] = new
+
+        def ids() -> list[str]:
+            # The router is scheduled and built between the two steps.
+            self.driver.existing_routers.return_value = {new['id']}
+            return []
+        self.server.get_router_ids = ids  # type: ignore[method-assign]
+        self.agent.sync_state()
+        self.drain()
+        self.assertEqual([], self.deleted())
+
+    def test_sync_snapshot_does_not_replace_a_newer_rpc_update(self) -> None:
+        r = router()
+        self.server.routers[r['id']] = r
+        self.server.scheduled = [r['id']]
+        self.agent.enqueue(r['id'], l3.REFRESH)
+        self.agent.sync_state()
+        update = self._pop()
+        self.assertEqual((l3.REFRESH, work_queue.PRIORITY_RPC),
+                         (update.action, update.priority))
+
+
+class RouterDecisionsTest(L3AgentTestCase):
+
+    def process(self, r: dict[str, Any]) -> None:
+        self.server.routers[r['id']] = r
+        self.agent.process_update(work_queue.ResourceUpdate(r['id'], l3.REFRESH))
+
+    def test_ha_and_distributed_routers_are_refused_with_a_reason(self) -> None:
+        fip = {'id': _uuid(), 'status': 'DOWN'}
+        ha = router(ha=True, _floatingips=[fip])
+        dvr = router(distributed=True)
+        self.process(ha)
+        self.process(dvr)
+        self.assertEqual([], self.built())
+        self.assertEqual([(ha['id'], {fip['id']: 'ERROR'})], self.server.statuses)
+        self.assertIn('Router %s is not built on this host: HA routers' % ha['id'],
+                      self.log.output)
+        self.agent.get_configurations = l3.L3Agent.get_configurations.__get__(self.agent)
+        self.driver.get_configurations.return_value = {}
+        self.agent.conf = mock.Mock(agent_mode='legacy', interface_driver='openvswitch')
+        conf = self.agent.get_configurations()
+        self.assertEqual(2, conf['unsupported_routers'])
+        self.assertIn('distributed (DVR)', conf['unsupported_router_reasons'][dvr['id']])
+        # Refused again on the next update: logged once only.
+        self.process(ha)
+        self.assertEqual(1, self.log.output.count('Router %s is not built' % ha['id']))
+
+    def test_router_converted_to_ha_is_taken_down(self) -> None:
+        r = router()
+        self.process(r)
+        self.assertEqual([r['id']], self.built())
+        self.process(dict(r, ha=True))
+        self.assertEqual([r['id']], self.deleted())
+        self.assertNotIn(r['id'], self.agent.routers)
+
+    def test_deleted_router_is_forgotten_also_when_refused(self) -> None:
+        r = router(distributed=True)
+        self.process(r)
+        self.agent.process_update(work_queue.ResourceUpdate(r['id'], l3.DELETE))
+        self.assertEqual({}, self.agent.unsupported)
+
+    def test_partly_failed_router_reports_statuses_and_retries(self) -> None:
+        r = router()
+        self.driver.process_router.side_effect = l3_api.RouterProcessingError(
+            r['id'], ['extra route 10.60.0.0/24 via 10.99.0.1: unreachable'],
+            {'f1': 'ACTIVE'})
+        self.assertRaises(l3_api.RouterProcessingError, self.process, r)
+        self.assertEqual([(r['id'], {'f1': 'ACTIVE'})], self.server.statuses)
+        self.assertIn(r['id'], self.agent.routers)
+
+    def test_network_update_refreshes_only_attached_routers(self) -> None:
+        net = _uuid()
+        attached, other = router(network_id=net), router()
+        gateway_only = router()
+        gateway_only['gw_port']['network_id'] = net
+        for r in (attached, other, gateway_only):
+            self.process(r)
+        self.agent.enqueue = mock.Mock()
+        l3.L3RpcCallbacks(self.agent).network_update(
+            {}, network={'id': net, 'mtu': 1400})
+        self.assertEqual({attached['id'], gateway_only['id']},
+                         {c.args[0] for c in self.agent.enqueue.call_args_list})
+        self.assertEqual({l3.REFRESH}, {c.args[1] for c in self.agent.enqueue.call_args_list})
