@@ -49,8 +49,8 @@ def list_dhcp_opts() -> Opts:
 
 def list_l3_opts() -> Opts:
     # check_child_processes_interval is the DHCP agent's option; the L3
-    # agent reads it for its metadata proxies' monitor.
-    return [(None, _copy(l3.l3_opts) + _copy(interface.interface_opts)
+    # agent reads it for the monitor of its metadata proxies and radvds.
+    return [(None, _copy(l3.l3_opts) + _copy(l3.ra_opts) + _copy(interface.interface_opts)
              + _copy([metadata_proxy.check_child_processes_interval_opt])),
             (ovs.OVS_GROUP, _copy(ovs.ovs_opts))] + _metadata_proxy_opts()
 

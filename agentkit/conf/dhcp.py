@@ -36,9 +36,9 @@ dhcp_opts = [
     cfg.IntOpt(
         'check_child_processes_interval', default=60, min=0, mutable=True,
         help='Seconds between checks that the daemons the agent runs '
-             '(dnsmasq, metadata proxies) are alive; a dead one is started '
-             'again. 0 disables respawning. Also read by the L3 agent for its '
-             'metadata proxies.'),
+             '(dnsmasq, metadata proxies, radvd) are alive; a dead one is '
+             'started again. 0 disables respawning. Also read by the L3 agent '
+             'for its metadata proxies and radvds.'),
 ]
 
 
