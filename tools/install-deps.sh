@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install and start everything agentkit needs on a fresh Debian 12 machine.
 # Idempotent: re-running it only starts what is not running yet.
-#   - Debian packages from bindep.txt (OVS, RabbitMQ, dnsmasq, iptables, haproxy, ...)
+#   - Debian packages from bindep.txt (OVS, RabbitMQ, dnsmasq, iptables, haproxy, radvd, ...)
 #   - Open vSwitch (ovsdb-server + ovs-vswitchd, userspace datapath capable) via ovs-ctl
 #   - RabbitMQ (detached) with a vhost and user for agentkit
 set -euo pipefail
