@@ -32,20 +32,37 @@ As root. What it does:
    router-interface lookup and the network + fixed_ips lookup, on a second
    network behind the router and a third one (not behind it) that reuses
    the first network's CIDR.
-7. Deletes everything it created (also leftovers of an interrupted earlier
+7. The L3 agent's contract (:class:`L3Capture`), on a host of its own: a
+   legacy ``L3 agent`` and an OVS agent (with a bridge mapping for the flat
+   external network) report state; an external network, a tenant network
+   (IPv4, IPv6 slaac and IPv6 dhcpv6-stateful subnets), a router with
+   gateway, interfaces, extra routes and two floating IPs, plus an HA, a
+   distributed and an admin-down router are built; ``get_router_ids``,
+   ``sync_routers``, ``get_host_ha_router_count`` and
+   ``update_floatingip_statuses`` are called on ``q-l3-plugin`` as
+   Neutron's L3PluginApi calls them; and every message the server sends the
+   L3 agent (``l3_agent``, ``l3_agent.<host>``, ``l3_agent_fanout``, network
+   updates) is recorded while routers, interfaces, floating IPs, routes,
+   the external network and the agent's scheduling change. An oslo.messaging
+   server consumes the agent's topic and answers, as the agent would
+   (``router_added_to_agent`` is a call).
+8. Deletes everything it created (also leftovers of an interrupted earlier
    run, recognised by the ``akcap-`` name prefix) and writes one JSON file
    per item.
 
 Files are only written when the whole capture succeeded. ``--only
 get_ports`` builds the scenario without listening for casts, captures only
 step 6 and writes only ``get_ports.json`` (about a minute; the other files
-keep their ids).
+keep their ids). ``--only l3`` runs only step 7 and writes only its files
+(``scenario-l3.json``, ``sync_routers.json``,
+``update_floatingip_statuses.json``, ``casts-l3.json``; about 3.5 minutes).
 """
 
 from __future__ import annotations
 
 import argparse
 import configparser
+import copy
 import datetime
 import json
 import os
@@ -147,6 +164,13 @@ class ServerControl:
         if proc.returncode != 0:
             log(f'stop failed: {proc.stderr.strip()}')
 
+    def flat_networks(self) -> list[str]:
+        """The physical networks ML2 allows flat networks on."""
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(os.path.join(self.state_dir, 'ml2_conf.ini'))
+        return [v.strip() for v in parser.get('ml2_type_flat', 'flat_networks',
+                                              fallback='').split(',') if v.strip()]
+
     def ml2_config(self) -> dict[str, Any]:
         """The ML2 options tools/neutron-server.sh wrote for this server."""
         parser = configparser.ConfigParser(interpolation=None)
@@ -180,7 +204,13 @@ def neutron_facts() -> dict[str, Any]:
 class CastListener:
     """Exclusive queues on the agents' fanout exchanges, one thread draining them."""
 
-    def __init__(self, transport_url: str, resource_versions: dict[str, str]) -> None:
+    def __init__(self, transport_url: str, resource_versions: dict[str, str],
+                 fanout_topics: list[str] | None = None,
+                 topic_keys: list[str] = ()) -> None:
+        """``fanout_topics``: topics whose ``<topic>_fanout`` exchange is
+        listened on (default: the L2 agents' ones); ``topic_keys``: routing
+        keys bound on the ``neutron`` topic exchange (``topic`` and
+        ``topic.<host>`` casts and calls, which go to one consumer)."""
         self.conn = kombu.Connection(transport_url.replace('rabbit://', 'amqp://', 1))
         self.received: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -191,8 +221,8 @@ class CastListener:
         self.queues = []
         # Versioned-object pushes (resources_rpc.ResourcesPushRpcApi): topic
         # neutron-vo-<type>-<version>, one per version the server pushes.
-        self.topics = FANOUT_TOPICS + [f'neutron-vo-{t}-{v}'
-                                       for t, v in sorted(resource_versions.items())]
+        self.topics = list(FANOUT_TOPICS if fanout_topics is None else fanout_topics) + [
+            f'neutron-vo-{t}-{v}' for t, v in sorted(resource_versions.items())]
         for topic in self.topics:
             # As oslo.messaging declares them (impl_rabbit fanout_send and
             # declare_fanout_consumer): fanout, non-durable, auto-delete.
@@ -201,6 +231,15 @@ class CastListener:
             self.queues.append(kombu.Queue(
                 f'akcap-{topic}-{uuid.uuid4().hex[:8]}', exchange=exchange,
                 routing_key=topic, exclusive=True, auto_delete=True, durable=False))
+        # The control exchange, as oslo.messaging declares it (topic,
+        # non-durable, not auto-delete); a queue of ours bound with the same
+        # key gets a copy of what the agent's own queue gets.
+        control = kombu.Exchange('neutron', type='topic', durable=False, auto_delete=False)
+        self.topic_keys = list(topic_keys)
+        for key in self.topic_keys:
+            self.queues.append(kombu.Queue(
+                f'akcap-{key}-{uuid.uuid4().hex[:8]}', exchange=control,
+                routing_key=key, exclusive=True, auto_delete=True, durable=False))
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name='cast-listener')
         self._thread.start()
@@ -237,6 +276,8 @@ class CastListener:
         if 'namespace' in inner:  # only present when the sender set one
             record['namespace'] = inner['namespace']
         record['args'] = inner.get('args')
+        # A call carries _msg_id and _reply_q; a cast does not.
+        record['kind'] = 'call' if '_reply_q' in inner else 'cast'
         record['context'] = {k: v for k, v in inner.items() if k.startswith('_')}
         unexpected = set(inner) - {'method', 'version', 'namespace', 'args'} - set(
             record['context'])
@@ -300,17 +341,23 @@ def ovo_summary(msg: dict[str, Any]) -> dict[str, Any]:
 
 # -- RPC -------------------------------------------------------------------------
 class PluginRpc:
-    def __init__(self, transport: oslo_messaging.Transport) -> None:
-        target = oslo_messaging.Target(topic=PLUGIN_TOPIC, version='1.0')
+    def __init__(self, transport: oslo_messaging.Transport, topic: str = PLUGIN_TOPIC) -> None:
+        self.topic = topic
+        target = oslo_messaging.Target(topic=topic, version='1.0')
         self.client = oslo_messaging.get_rpc_client(transport, target, timeout=60)
 
     def call(self, version: str, method: str, **kwargs: Any) -> dict[str, Any]:
-        request = {'topic': PLUGIN_TOPIC, 'exchange': 'neutron', 'version': version,
-                   'method': method, 'kwargs': kwargs}
+        request = {'topic': self.topic, 'exchange': 'neutron', 'version': version,
+                   'method': method, 'kwargs': copy.deepcopy(kwargs)}
         try:
             reply = self.client.prepare(version=version).call(
                 rpc_transport.admin_context(), method, **kwargs)
             return {'request': request, 'reply': reply}
+        except oslo_messaging.RemoteError as exc:
+            # The exception's class and message; not the server's traceback.
+            return {'request': request,
+                    'error': {'type': 'RemoteError', 'exc_type': exc.exc_type,
+                              'value': exc.value}}
         except Exception as exc:  # noqa: BLE001 - recorded as the server's answer
             return {'request': request,
                     'error': {'type': type(exc).__name__, 'message': str(exc)[:2000]}}
@@ -391,9 +438,15 @@ class Capture:
         self.resource_versions = facts['resource_versions']
         self.ml2 = self.server.ml2_config()
         self.mech_drivers = self.ml2['mechanism_drivers']
+        self.physnet = self.server.flat_networks()[0]
         try:
             self.cleanup_leftovers()
             self.setup_rpc()
+            if self.args.only == 'l3':
+                self.l3 = L3Capture(self)
+                self.l3.run()
+                self.write_files()
+                return
             self.start_agents()
             if self.args.only == 'get_ports':
                 self.build_scenario()
@@ -412,6 +465,8 @@ class Capture:
             self.capture_cast_scenario()
             self.teardown_scenario()
             self.exchanges_after = self.list_exchanges()
+            self.l3 = L3Capture(self)
+            self.l3.run()
             self.write_files()
         finally:
             self.cleanup()
@@ -429,8 +484,16 @@ class Capture:
         """Resources and agents of an interrupted earlier run (``akcap-`` names)."""
         old = [n for n in self.list('networks') if n['name'].startswith(NAME_PREFIX)]
         routers = [r for r in self.list('routers') if r['name'].startswith(NAME_PREFIX)]
+        old_ids = {n['id'] for n in old}
+        for fip in self.list('floatingips'):
+            if fip['floating_network_id'] in old_ids or (
+                    fip.get('description') or '').startswith(NAME_PREFIX):
+                self.api.delete('floatingips', fip['id'])
         for r in routers:
             self._delete_router(r['id'])
+        # The HA network the server made for an HA router's project.
+        ha_names = {f'HA network tenant {r["project_id"]}' for r in routers}
+        old += [n for n in self.list('networks') if n['name'] in ha_names]
         for n in old:
             for p in self.api.list_ports(network_id=n['id']):
                 self.api.delete('ports', p['id'])
@@ -454,57 +517,73 @@ class Capture:
         self.transport = oslo_messaging.get_rpc_transport(cfg.CONF, url=self.transport_url)
         self.rpc = PluginRpc(self.transport)
 
+    def ovs_agent_state(self, host: str, bridge_mappings: dict[str, str] | None = None
+                        ) -> dict[str, Any]:
+        """An ``Open vSwitch agent`` report as agentkit's L2 agent sends it."""
+        return {
+            'binary': 'agentkit-l2', 'host': host, 'topic': 'N/A',
+            'agent_type': 'Open vSwitch agent', 'availability_zone': 'nova',
+            'configurations': {**self._l2_common(), 'mechanism_driver': 'openvswitch',
+                               'bridge_mappings': dict(bridge_mappings or {}),
+                               'integration_bridge': 'br-int',
+                               'datapath_type': 'system', 'ovs_hybrid_plug': True,
+                               'arp_responder_enabled': False,
+                               'enable_distributed_routing': False,
+                               'in_distributed_mode': False,
+                               'baremetal_smartnic': False,
+                               'vhostuser_socket_dir': '/var/run/openvswitch',
+                               'ovs_capabilities': {
+                                   'datapath_types': ['netdev', 'system'],
+                                   'iface_types': ['geneve', 'gre', 'internal',
+                                                   'patch', 'vxlan']}},
+            # What neutron's own OVS agent reports: so the server also
+            # pushes versioned objects (neutron-vo-*) to it.
+            'resource_versions': dict(self.resource_versions)}
+
+    @staticmethod
+    def _l2_common() -> dict[str, Any]:
+        return {'tunnel_types': ['vxlan'], 'tunneling_ip': '127.0.0.1',
+                'network_types': ['flat', 'vlan', 'vxlan'], 'extensions': [],
+                'devices': 0, 'log_agent_heartbeats': False, 'l2_population': False}
+
     def start_agents(self) -> None:
         """Report state as agentkit's L2 agent would, for both switch types."""
-        common = {'tunnel_types': ['vxlan'], 'tunneling_ip': '127.0.0.1',
-                  'network_types': ['flat', 'vlan', 'vxlan'], 'extensions': [],
-                  'devices': 0, 'log_agent_heartbeats': False, 'l2_population': False}
         states = {
-            self.ovs_host: {
-                'binary': 'agentkit-l2', 'host': self.ovs_host, 'topic': 'N/A',
-                'agent_type': 'Open vSwitch agent', 'availability_zone': 'nova',
-                'configurations': {**common, 'mechanism_driver': 'openvswitch',
-                                   'bridge_mappings': {}, 'integration_bridge': 'br-int',
-                                   'datapath_type': 'system', 'ovs_hybrid_plug': True,
-                                   'arp_responder_enabled': False,
-                                   'enable_distributed_routing': False,
-                                   'in_distributed_mode': False,
-                                   'baremetal_smartnic': False,
-                                   'vhostuser_socket_dir': '/var/run/openvswitch',
-                                   'ovs_capabilities': {
-                                       'datapath_types': ['netdev', 'system'],
-                                       'iface_types': ['geneve', 'gre', 'internal',
-                                                       'patch', 'vxlan']}},
-                # What neutron's own OVS agent reports: so the server also
-                # pushes versioned objects (neutron-vo-*) to it.
-                'resource_versions': dict(self.resource_versions)},
+            self.ovs_host: self.ovs_agent_state(self.ovs_host),
             self.lb_host: {
                 'binary': 'agentkit-l2', 'host': self.lb_host, 'topic': 'N/A',
                 'agent_type': 'Linux bridge agent', 'availability_zone': 'nova',
-                'configurations': {**common, 'mechanism_driver': 'linuxbridge',
+                'configurations': {**self._l2_common(), 'mechanism_driver': 'linuxbridge',
                                    'interface_mappings': {}, 'bridge_mappings': {}}},
         }
         self.agent_states = states
-        for host, state in states.items():
+        agents = self.report_agents(list(states.values()))
+        self.ids['agents'] = {h: {'id': a['id'], 'agent_type': a['agent_type']}
+                              for (h, _), a in agents.items()}
+        log(f'fake agents alive: {self.ovs_host} (OVS), {self.lb_host} (Linux bridge)')
+
+    def report_agents(self, states: list[dict[str, Any]]
+                      ) -> dict[tuple[str, str], dict[str, Any]]:
+        """Report each ``agent_state`` every 10 s from now on; returns the
+        server's agents by (host, agent_type) once all are alive."""
+        for state in states:
             reporter = state_report.StateReporter(
-                report_api.ReportStateApi(self.transport, host),
+                report_api.ReportStateApi(self.transport, state['host']),
                 lambda state=state: state, interval=lambda: 10)
             if not reporter.report_once():
-                raise RuntimeError(f'report_state for {host} failed')
+                raise RuntimeError(f'report_state for {state["host"]} failed')
             reporter.start()
             self.reporters.append(reporter)
+        wanted = {(s['host'], s['agent_type']) for s in states}
         deadline = time.monotonic() + 60
         while True:
-            agents = {a['host']: a for a in self.api.list_agents()
-                      if a['host'] in states}
-            if len(agents) == 2 and all(a['alive'] for a in agents.values()):
-                break
+            agents = {(a['host'], a['agent_type']): a for a in self.api.list_agents()
+                      if (a['host'], a['agent_type']) in wanted}
+            if len(agents) == len(wanted) and all(a['alive'] for a in agents.values()):
+                return agents
             if time.monotonic() > deadline:
                 raise RuntimeError(f'fake agents not alive: {agents}')
             time.sleep(0.5)
-        self.ids['agents'] = {h: {'id': a['id'], 'agent_type': a['agent_type']}
-                              for h, a in agents.items()}
-        log(f'fake agents alive: {self.ovs_host} (OVS), {self.lb_host} (Linux bridge)')
 
     def build_scenario(self) -> None:
         t = self.tag
@@ -877,10 +956,10 @@ class Capture:
         router = self.api.request('GET', f'/v2.0/routers/{router_id}', ok=(200, 404))
         if not router:
             return
-        for p in self.api.list_ports(device_id=router_id,
-                                     device_owner='network:router_interface'):
-            for ip in p['fixed_ips']:
-                self.api.remove_router_interface(router_id, ip['subnet_id'])
+        for p in self.api.list_ports(device_id=router_id):
+            if p['device_owner'] in ROUTER_INTERFACE_OWNERS:
+                for ip in p['fixed_ips']:
+                    self.api.remove_router_interface(router_id, ip['subnet_id'])
         self.api.delete('routers', router_id)
 
     def cleanup(self) -> None:
@@ -936,6 +1015,9 @@ class Capture:
         os.makedirs(out, exist_ok=True)
         if self.args.only == 'get_ports':
             self._write(out, {'get_ports.json': self.get_ports_file()})
+            return
+        if self.args.only == 'l3':
+            self._write(out, self.l3.files())
             return
         port_desc = {
             'A': 'compute:nova on the OVS host; default group; allowed_address_pairs '
@@ -1040,6 +1122,7 @@ class Capture:
                            'version': m['version'], 'args': m['args']} for m in v]
                       for k, v in self.casts.items()}}
         files['get_ports.json'] = self.get_ports_file()
+        files.update(self.l3.files())
         self._write(out, files)
 
     def get_ports_file(self) -> dict[str, Any]:
@@ -1072,6 +1155,562 @@ class Capture:
             log(f'wrote {os.path.relpath(path, ROOT)}')
 
 
+# -- the L3 agent's contract ---------------------------------------------------------
+L3_PLUGIN_TOPIC = 'q-l3-plugin'
+L3_AGENT_TOPIC = 'l3_agent'
+NETWORK_UPDATE_TOPIC = 'q-agent-notifier-network-update'
+# The methods Neutron's L3 agent serves on l3_agent (L3NATAgent, API 1.x).
+L3_AGENT_METHODS = ('routers_updated', 'router_deleted', 'router_added_to_agent',
+                    'router_removed_from_agent', 'agent_updated',
+                    'fipnamespace_delete_on_ext_net', 'add_arp_entry', 'del_arp_entry',
+                    'network_update')
+
+
+def is_l3_message(msg: dict[str, Any]) -> bool:
+    """A message for the L3 agent: on its topic (any form) or network_update."""
+    return ((msg.get('routing_key') or '').startswith(L3_AGENT_TOPIC)
+            or msg.get('exchange') in (f'{L3_AGENT_TOPIC}_fanout',
+                                       f'{NETWORK_UPDATE_TOPIC}_fanout'))
+
+
+class FakeL3AgentEndpoint:
+    """Answers what the server sends the fake L3 agent's queues.
+
+    router_added_to_agent is an RPC *call* (the server waits for the answer
+    and retries), so something must consume ``l3_agent.<host>`` and reply;
+    the raw messages are recorded by the CastListener's own queues.
+    """
+
+    # Any 1.x: what the server sends is recorded, not judged, here.
+    target = oslo_messaging.Target(version='1.99')
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict[str, Any]]] = []
+
+    def _got(self, method: str, kwargs: dict[str, Any]) -> None:
+        self.received.append((method, kwargs))
+
+
+def _endpoint_method(name: str):
+    def method(self, context, **kwargs):
+        self._got(name, kwargs)
+    method.__name__ = name
+    return method
+
+
+for _name in L3_AGENT_METHODS:
+    setattr(FakeL3AgentEndpoint, _name, _endpoint_method(_name))
+
+
+class L3Capture:
+    """What the real server answers and sends a legacy L3 agent.
+
+    Its own hosts, networks and routers (names ``<tag>-l3...``); uses the
+    :class:`Capture`'s REST client, transport and output helpers.
+    """
+
+    def __init__(self, cap: 'Capture') -> None:
+        self.cap = cap
+        t = cap.tag
+        self.host = f'{t}-l3'
+        self.other_host = f'{t}-l3-none'  # no agent at all
+        a, b, c = (random.randint(1, 250) for _ in range(3))
+        self.ext_cidr, self.ext_base = f'198.18.{c}.0/24', f'198.18.{c}'
+        self.v4_cidr, self.v4_base = f'10.{a}.{b}.0/24', f'10.{a}.{b}'
+        self.slaac_cidr = f'fd00:{a:x}:{b:x}::/64'
+        self.stateful_cidr = f'fd00:{a:x}:{b:x}:1::/64'
+        self.side_cidrs = {'ha': f'172.20.{c}.0/24', 'dvr': f'172.21.{c}.0/24',
+                           'down': f'172.22.{c}.0/24'}
+        self.ids: dict[str, Any] = {'hosts': {'l3': self.host,
+                                              'no_l3_agent': self.other_host},
+                                    'project_id': cap.project_id, 'routers': {},
+                                    'subnets': {}, 'ports': {}, 'floatingips': {}}
+        self.rest: dict[str, Any] = {'routers': {}, 'floatingips': {}, 'l3_agents': {}}
+        self.results: dict[str, dict[str, Any]] = {'sync': {}, 'fip_statuses': {}}
+        self.casts: dict[str, list[dict[str, Any]]] = {}
+        self.refused: dict[str, Any] = {}
+        self.listener: CastListener | None = None
+        self.rpc_server = None
+        self.endpoint = FakeL3AgentEndpoint()
+        self.fips: list[str] = []
+        self.routers: list[str] = []
+        self.created: list[tuple[str, str]] = []
+
+    # -- helpers ----------------------------------------------------------------
+    def post(self, collection: str, resource: str, **attrs: Any) -> dict[str, Any]:
+        obj = self.cap.post(collection, resource, **attrs)
+        # The Capture's cleanup does not know the order routers need.
+        self.cap.created.remove((collection, obj['id']))
+        self.created.append((collection, obj['id']))
+        return obj
+
+    def casts_of(self, step: str, action) -> Any:
+        start = self.listener.begin(step)
+        try:
+            result = action()
+        finally:
+            self.casts[step] = self.listener.collect(start)
+        l3 = [m for m in self.casts[step] if is_l3_message(m)]
+        log(f'{step}: {len(l3)} L3 message(s): '
+            + ', '.join(f'{m["method"]}@{m["routing_key"] or m["exchange"]}' for m in l3))
+        return result
+
+    def try_casts_of(self, step: str, action) -> Any:
+        """As casts_of, but a refusal by the API is recorded, not raised."""
+        try:
+            return self.casts_of(step, action)
+        except neutron_server.ApiError as exc:
+            self.refused[step] = {'status': exc.status, 'error': str(exc)}
+            log(f'{step}: refused: {exc}')
+            return None
+
+    def rpc(self, label: str, version: str, method: str, with_casts: bool = False,
+            **kwargs: Any) -> dict[str, Any]:
+        """One L3 plugin RPC as Neutron's L3PluginApi makes it, recorded under
+        ``results['sync']`` (or ``fip_statuses``)."""
+        start = self.listener.begin(f'RPC {method}: {label}') if with_casts else None
+        mark = self.cap._log_mark()
+        rec = self.l3rpc.call(version, method, **kwargs)
+        if start is not None:
+            msgs = self.listener.collect(start)
+            self.casts[f'RPC {method}: {label}'] = msgs
+            rec['casts_during_call'] = [
+                {k: v for k, v in m.items() if k != 'context'} for m in msgs
+                if is_l3_message(m)]
+        else:
+            time.sleep(0.5)  # let the server flush its log
+        rec['server_log'] = self.cap._log_since(mark)
+        key = 'fip_statuses' if method == 'update_floatingip_statuses' else 'sync'
+        self.results[key][label] = rec
+        shown = rec.get('reply', rec.get('error'))
+        if isinstance(shown, list):
+            shown = f'{len(shown)} item(s)'
+        log(f'RPC {method} ({label}): {shown}')
+        return rec
+
+    def sync(self, label: str, router_ids: list[str] | None, host: str | None = None,
+             **kw: Any) -> dict[str, Any]:
+        # L3PluginApi.get_routers: prepare() (1.0), 'sync_routers', host, router_ids.
+        return self.rpc(label, '1.0', 'sync_routers', host=host or self.host,
+                        router_ids=router_ids, **kw)
+
+    def router_put(self, router_id: str, **attrs: Any) -> dict[str, Any]:
+        return self.cap.put('routers', 'router', router_id, **attrs)
+
+    def fip_put(self, fip_id: str, **attrs: Any) -> dict[str, Any]:
+        return self.cap.put('floatingips', 'floatingip', fip_id, **attrs)
+
+    def fip_statuses(self) -> dict[str, str]:
+        return {n: self.cap.show('floatingips', i)['status']
+                for n, i in self.ids['floatingips'].items()}
+
+    def agent_path(self) -> str:
+        return f'/v2.0/agents/{self.ids["agents"]["l3"]}/l3-routers'
+
+    # -- phases -----------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self.l3rpc = PluginRpc(self.cap.transport, L3_PLUGIN_TOPIC)
+            self.listener = CastListener(
+                self.cap.transport_url, {},
+                fanout_topics=[L3_AGENT_TOPIC] + FANOUT_TOPICS,
+                topic_keys=[L3_AGENT_TOPIC, f'{L3_AGENT_TOPIC}.{self.host}'])
+            self.start_agents()
+            self.rpc('get_host_ha_router_count: no router yet', '1.11',
+                     'get_host_ha_router_count', host=self.host)
+            self.build_scenario()
+            self.capture_rpcs()
+            self.capture_cast_scenario()
+            self.teardown()
+        finally:
+            self.cleanup()
+
+    def start_agents(self) -> None:
+        """A legacy L3 agent as Neutron's reports itself, and an OVS agent on
+        the same host (ML2 binds the router ports to the L3 agent's host)."""
+        l3 = {
+            'binary': 'agentkit-l3', 'host': self.host, 'topic': L3_AGENT_TOPIC,
+            'agent_type': 'L3 agent', 'availability_zone': 'nova',
+            'configurations': {'agent_mode': 'legacy',
+                               'handle_internal_only_routers': True,
+                               'interface_driver': 'openvswitch',
+                               'log_agent_heartbeats': False, 'extensions': [],
+                               'routers': 0, 'ex_gw_ports': 0, 'interfaces': 0,
+                               'floating_ips': 0}}
+        physnet = self.cap.physnet
+        ovs = self.cap.ovs_agent_state(self.host, {physnet: 'br-ex'})
+        self.agent_states = {'l3': l3, 'ovs': ovs}
+        # The agent's own consumers: l3_agent, l3_agent.<host>, l3_agent_fanout.
+        target = oslo_messaging.Target(topic=L3_AGENT_TOPIC, server=self.host)
+        self.rpc_server = oslo_messaging.get_rpc_server(
+            self.cap.transport, target, [self.endpoint], executor='threading')
+        self.rpc_server.start()
+        agents = self.cap.report_agents([l3, ovs])
+        self.ids['agents'] = {'l3': agents[(self.host, 'L3 agent')]['id'],
+                              'ovs': agents[(self.host, 'Open vSwitch agent')]['id']}
+        self.rest['agents'] = {k: a for (_, k), a in agents.items()}
+        log(f'fake agents alive on {self.host}: L3 (legacy), OVS')
+
+    def build_scenario(self) -> None:
+        t = self.cap.tag
+        physnet = self.cap.physnet
+        ext = self.casts_of('external network create', lambda: self.post(
+            'networks', 'network', name=f'{t}-l3-ext', **{
+                'router:external': True, 'provider:network_type': 'flat',
+                'provider:physical_network': physnet}))
+        ext_sub = self.casts_of('external subnet create', lambda: self.post(
+            'subnets', 'subnet', name=f'{t}-l3-ext-v4', network_id=ext['id'],
+            ip_version=4, cidr=self.ext_cidr, enable_dhcp=False,
+            gateway_ip=f'{self.ext_base}.1',
+            allocation_pools=[{'start': f'{self.ext_base}.10',
+                               'end': f'{self.ext_base}.200'}]))
+        net = self.post('networks', 'network', name=f'{t}-l3-net')
+        v4 = self.post('subnets', 'subnet', name=f'{t}-l3-v4', network_id=net['id'],
+                       ip_version=4, cidr=self.v4_cidr, enable_dhcp=True)
+        slaac = self.post('subnets', 'subnet', name=f'{t}-l3-v6-slaac',
+                          network_id=net['id'], ip_version=6, cidr=self.slaac_cidr,
+                          ipv6_ra_mode='slaac', ipv6_address_mode='slaac')
+        stateful = self.post('subnets', 'subnet', name=f'{t}-l3-v6-stateful',
+                             network_id=net['id'], ip_version=6, cidr=self.stateful_cidr,
+                             ipv6_ra_mode='dhcpv6-stateful',
+                             ipv6_address_mode='dhcpv6-stateful')
+        self.ids.update(external_network=ext['id'], network=net['id'])
+        self.ids['subnets'].update(external=ext_sub['id'], v4=v4['id'],
+                                   v6_slaac=slaac['id'], v6_stateful=stateful['id'])
+        self.rest.update(external_network=ext, external_subnet=ext_sub, network=net,
+                         subnets={'v4': v4, 'v6_slaac': slaac, 'v6_stateful': stateful})
+        vms = {}
+        for name in ('vm1', 'vm2'):
+            vms[name] = self.post('ports', 'port', name=f'{t}-l3-{name}',
+                                  network_id=net['id'], device_owner='compute:nova',
+                                  device_id=str(uuid.uuid4()),
+                                  **{'binding:host_id': self.host})
+            self.ids['ports'][name] = vms[name]['id']
+
+        main = self.casts_of('router create with external gateway (enable_snat default)',
+                             lambda: self.post('routers', 'router', name=f'{t}-l3-main',
+                                               external_gateway_info={
+                                                   'network_id': ext['id']}))
+        self.ids['routers']['main'] = main['id']
+        self.rest['routers']['main (as created)'] = main
+        for key, label in (('v4', 'IPv4'), ('v6_slaac', 'IPv6 slaac'),
+                           ('v6_stateful', 'IPv6 dhcpv6-stateful')):
+            iface = self.casts_of(f'router interface add: {label} subnet',
+                                  lambda key=key: self.cap.api.add_router_interface(
+                                      main['id'], self.ids['subnets'][key]))
+            self.ids['ports'][f'main interface ({label})'] = iface['port_id']
+            self.rest.setdefault('add_router_interface replies', {})[label] = iface
+        routes = [{'destination': '192.0.2.0/24', 'nexthop': f'{self.v4_base}.254'},
+                  {'destination': 'fd00:ffff::/64',
+                   'nexthop': self.slaac_cidr.replace('::/64', '::fe')}]
+        self.casts_of('router update: routes set (one IPv4, one IPv6)',
+                      lambda: self.router_put(main['id'], routes=routes))
+        fip1 = self.casts_of('floating IP create associated to vm1', lambda: self.post(
+            'floatingips', 'floatingip', floating_network_id=ext['id'],
+            port_id=vms['vm1']['id'], description=f'{t}-l3-fip1'))
+        fip2 = self.casts_of('floating IP create, not associated', lambda: self.post(
+            'floatingips', 'floatingip', floating_network_id=ext['id'],
+            description=f'{t}-l3-fip2'))
+        self.ids['floatingips'].update(fip1=fip1['id'], fip2=fip2['id'])
+        self.rest['floatingips'].update({'fip1 (as created)': fip1,
+                                         'fip2 (as created)': fip2})
+
+        # Side routers: HA, distributed (both as admin) and admin-down, each
+        # with the gateway and one interface on a network of its own.
+        for kind, attrs in (('ha', {'ha': True}), ('dvr', {'distributed': True}),
+                            ('down', {'admin_state_up': False})):
+            side = self.post('networks', 'network', name=f'{t}-l3-{kind}-net')
+            sub = self.post('subnets', 'subnet', name=f'{t}-l3-{kind}-v4',
+                            network_id=side['id'], ip_version=4,
+                            cidr=self.side_cidrs[kind], enable_dhcp=False)
+            self.ids['subnets'][kind] = sub['id']
+            self.rest.setdefault('side_subnets', {})[kind] = sub
+            router = self.try_casts_of(
+                f'router create: {kind} ({attrs}, with gateway)', lambda attrs=attrs,
+                kind=kind: self.post('routers', 'router', name=f'{t}-l3-{kind}',
+                                     external_gateway_info={'network_id': ext['id']},
+                                     **attrs))
+            if router is None:
+                continue
+            self.ids['routers'][kind] = router['id']
+            self.rest['routers'][f'{kind} (as created)'] = router
+            self.try_casts_of(f'router interface add: {kind} router',
+                              lambda rid=router['id'], sid=sub['id']:
+                              self.cap.api.add_router_interface(rid, sid))
+        for name, rid in self.ids['routers'].items():
+            self.rest['routers'][name] = self.cap.show('routers', rid)
+            self.rest['l3_agents'][name] = [
+                {k: a[k] for k in ('id', 'host', 'agent_type', 'alive', 'admin_state_up')}
+                for a in self.cap.api.l3_agents_hosting(rid)]
+        log('L3 scenario built; hosting agents: ' + ', '.join(
+            f'{n}={[a["host"] for a in h]}' for n, h in self.rest['l3_agents'].items()))
+
+    def capture_rpcs(self) -> None:
+        r = self.ids['routers']
+        self.rpc('get_host_ha_router_count: after the routers were created', '1.11',
+                 'get_host_ha_router_count', host=self.host)
+        ids = self.rpc('get_router_ids: the L3 host', '1.9', 'get_router_ids',
+                       host=self.host).get('reply') or []
+        self.rpc('get_router_ids: a host without an L3 agent', '1.9', 'get_router_ids',
+                 host=self.other_host)
+        # As the agent's full sync: every scheduled id in one call (chunks of
+        # up to 256). The first call also binds the router ports to the host.
+        self.sync('every id get_router_ids returned (full sync)', list(ids),
+                  with_casts=True)
+        self.sync('the same again (ports now bound)', list(ids))
+        self.sync('main router only (as after routers_updated)', [r['main']])
+        for kind in ('ha', 'dvr', 'down'):
+            if kind in r:
+                self.sync(f'{kind} router only', [r[kind]])
+        self.sync('an id that does not exist', [str(uuid.uuid4())])
+        self.sync('main router and an id that does not exist', [r['main'], str(uuid.uuid4())])
+        self.sync('router_ids None', None)
+        self.sync('router_ids [] (empty list)', [])
+        self.sync('a host without an L3 agent asks for the main router', [r['main']],
+                  host=self.other_host)
+        self.rest['ports_after_sync'] = {
+            name: self.cap.api.show_port(pid) for name, pid in self.ids['ports'].items()}
+        for name, rid in r.items():
+            for p in self.cap.api.list_ports(device_id=rid):
+                self.rest['ports_after_sync'][f'{name} router: {p["device_owner"]} '
+                                              f'{p["id"]}'] = p
+        self.rest['ha_count_after_sync'] = self.rpc(
+            'get_host_ha_router_count: after the syncs', '1.11', 'get_host_ha_router_count',
+            host=self.host).get('reply')
+
+        fips = self.ids['floatingips']
+        self.results['fip_statuses_rest'] = {'before': self.fip_statuses()}
+
+        def statuses(label: str, fip_statuses: dict[str, str]) -> None:
+            # L3PluginApi.update_floatingip_statuses: prepare(version='1.1').
+            rec = self.rpc(label, '1.1', 'update_floatingip_statuses',
+                           router_id=r['main'], fip_statuses=fip_statuses)
+            rec['rest_status_after'] = self.fip_statuses()
+        statuses('fip1 ACTIVE', {fips['fip1']: 'ACTIVE'})
+        statuses('fip1 ERROR and an unknown id DOWN', {fips['fip1']: 'ERROR',
+                                                       str(uuid.uuid4()): 'DOWN'})
+        statuses('fip1 ACTIVE again', {fips['fip1']: 'ACTIVE'})
+        statuses('empty dict', {})
+
+    def capture_cast_scenario(self) -> None:
+        r, fips, ports = self.ids['routers'], self.ids['floatingips'], self.ids['ports']
+        main = r['main']
+        self.casts_of('floating IP associate: fip2 -> vm2',
+                      lambda: self.fip_put(fips['fip2'], port_id=ports['vm2']))
+        self.rest['floatingips']['fip2 (associated)'] = self.cap.show(
+            'floatingips', fips['fip2'])
+        self.sync('main router with both floating IPs associated', [main])
+        self.casts_of('floating IP disassociate: fip2',
+                      lambda: self.fip_put(fips['fip2'], port_id=None))
+        self.casts_of('floating IP move: fip1 vm1 -> vm2',
+                      lambda: self.fip_put(fips['fip1'], port_id=ports['vm2']))
+        self.casts_of('router update: routes changed (one route replaced)',
+                      lambda: self.router_put(main, routes=[
+                          {'destination': '198.51.100.0/24',
+                           'nexthop': f'{self.v4_base}.253'}]))
+        self.casts_of('router update: routes cleared',
+                      lambda: self.router_put(main, routes=[]))
+        self.casts_of('router update: name only',
+                      lambda: self.router_put(main, name=f'{self.cap.tag}-l3-main-renamed'))
+        self.casts_of('router update: admin_state_up false',
+                      lambda: self.router_put(main, admin_state_up=False))
+        self.sync('main router while admin_state_up is false', [main])
+        self.rpc('get_router_ids: main router admin down', '1.9', 'get_router_ids',
+                 host=self.host)
+        self.casts_of('router update: admin_state_up true',
+                      lambda: self.router_put(main, admin_state_up=True))
+        self.casts_of('external network update: mtu 1400', lambda: self.cap.put(
+            'networks', 'network', self.ids['external_network'], mtu=1400))
+        self.sync('main router after the external network mtu change', [main])
+        self.casts_of('tenant network update: name only', lambda: self.cap.put(
+            'networks', 'network', self.ids['network'], name=f'{self.cap.tag}-l3-net-2'))
+        self.casts_of('router interface remove: IPv6 dhcpv6-stateful subnet',
+                      lambda: self.cap.api.remove_router_interface(
+                          main, self.ids['subnets']['v6_stateful']))
+        self.casts_of('router removed from agent (DELETE agents/<l3>/l3-routers/<router>)',
+                      lambda: self.cap.api.request('DELETE', f'{self.agent_path()}/{main}'))
+        self.sync('main router after it was removed from the agent', [main])
+        self.casts_of('router added to agent (POST agents/<l3>/l3-routers)',
+                      lambda: self.cap.api.request('POST', self.agent_path(),
+                                                   {'router_id': main}))
+        self.casts_of('router removed from agent again',
+                      lambda: self.cap.api.request('DELETE', f'{self.agent_path()}/{main}'))
+        self.rpc('get_router_ids: after the main router was removed from the agent '
+                 '(auto-scheduling)', '1.9', 'get_router_ids', host=self.host,
+                 with_casts=True)
+        self.rest['l3_agents']['main (after get_router_ids)'] = [
+            a['host'] for a in self.cap.api.l3_agents_hosting(main)]
+        agent = f'/v2.0/agents/{self.ids["agents"]["l3"]}'
+        self.casts_of('L3 agent admin_state_up false (PUT agents/<l3>)',
+                      lambda: self.cap.api.request('PUT', agent,
+                                                   {'agent': {'admin_state_up': False}}))
+        self.sync('main router while the L3 agent is admin down', [main])
+        self.rpc('get_router_ids: L3 agent admin down', '1.9', 'get_router_ids',
+                 host=self.host)
+        self.casts_of('L3 agent admin_state_up true',
+                      lambda: self.cap.api.request('PUT', agent,
+                                                   {'agent': {'admin_state_up': True}}))
+        self.casts_of('floating IP delete: fip2 (not associated)',
+                      lambda: self.cap.delete('floatingips', fips['fip2']))
+        self.casts_of('floating IP delete: fip1 (associated)',
+                      lambda: self.cap.delete('floatingips', fips['fip1']))
+        self.casts_of('router gateway clear (external_gateway_info {})',
+                      lambda: self.router_put(main, external_gateway_info={}))
+        self.sync('main router without a gateway', [main])
+        self.casts_of('router gateway set, enable_snat false',
+                      lambda: self.router_put(main, external_gateway_info={
+                          'network_id': self.ids['external_network'],
+                          'enable_snat': False}))
+        self.sync('main router with enable_snat false', [main])
+
+    def teardown(self) -> None:
+        r = self.ids['routers']
+        main = r['main']
+        for key, label in (('v4', 'IPv4'), ('v6_slaac', 'IPv6 slaac')):
+            self.casts_of(f'teardown: router interface remove: {label} subnet',
+                          lambda key=key: self.cap.api.remove_router_interface(
+                              main, self.ids['subnets'][key]))
+        self.sync('main router with no interfaces left (gateway only)', [main])
+        self.casts_of('router delete: main (gateway, no interfaces)',
+                      lambda: self.cap.delete('routers', main))
+        for kind in ('down', 'ha', 'dvr'):
+            if kind in r:
+                self.casts_of(f'router delete: {kind} (interface removed first)',
+                              lambda kind=kind: self.cap._delete_router(r[kind]))
+        for collection, id_ in reversed(list(self.created)):
+            if collection in ('ports',):
+                self.cap.delete(collection, id_)
+        ext = self.ids['external_network']
+        for collection, id_ in reversed(list(self.created)):
+            if collection in ('subnets', 'networks') and id_ != ext:
+                self.cap.delete(collection, id_)
+        self.casts_of('external network delete',
+                      lambda: self.cap.delete('networks', ext))
+        self.created = []
+
+    def cleanup(self) -> None:
+        api = self.cap.api
+        errors = []
+        try:
+            for fip in self.ids['floatingips'].values():
+                api.delete('floatingips', fip)
+            for rid in self.ids['routers'].values():
+                self.cap._delete_router(rid)
+            order = ['ports', 'subnets', 'networks']
+            for collection in order:
+                for col, id_ in reversed(list(self.created)):
+                    if col == collection:
+                        try:
+                            api.delete(col, id_)
+                        except Exception as exc:  # noqa: BLE001
+                            errors.append(f'{col}/{id_}: {exc}')
+            ha_net = f'HA network tenant {self.cap.project_id}'
+            for net in self.cap.list('networks'):
+                if net['name'] == ha_net:
+                    self.rest['ha_network_left_after_delete'] = net['id']
+                    api.delete('networks', net['id'])
+            for agent in api.list_agents():
+                if agent['host'] == self.host:
+                    api.delete('agents', agent['id'])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+        if self.rpc_server is not None:
+            self.rpc_server.stop()
+            self.rpc_server.wait()
+        if self.listener is not None:
+            self.listener.close()
+        if errors:
+            log('L3 cleanup problems: ' + '; '.join(errors))
+        else:
+            log('L3: cleaned up everything created through the REST API')
+
+    # -- output -----------------------------------------------------------------
+    def files(self) -> dict[str, Any]:
+        cap = self.cap
+        desc = {
+            'hosts.l3': 'the fake L3 agent (agent_mode legacy) and an OVS agent '
+                        '(bridge_mappings {physnet: br-ex}) report from it',
+            'hosts.no_l3_agent': 'a host no agent reports from',
+            'routers.main': 'external gateway (enable_snat default) on the flat external '
+                            'network; interfaces on the IPv4, the IPv6 slaac and the IPv6 '
+                            'dhcpv6-stateful subnet of one tenant network; routes; fip1 '
+                            'associated to vm1, fip2 not associated',
+            'routers.ha': 'ha true (as admin), gateway + one interface',
+            'routers.dvr': 'distributed true (as admin), gateway + one interface',
+            'routers.down': 'admin_state_up false, gateway + one interface',
+            'ports.vm1/vm2': 'compute:nova on the tenant network, bound to the L3 host',
+        }
+        ids = dict(self.ids)
+
+        def meta(what: str, **extra: Any) -> dict[str, Any]:
+            m = cap.meta(what, roles=desc, **extra)
+            m['ids'] = ids
+            return m
+
+        how = ('exclusive queues bound to l3_agent_fanout and the L2 agents\' fanout '
+               'exchanges, and to the neutron topic exchange with routing keys '
+               f'"{L3_AGENT_TOPIC}" and "{L3_AGENT_TOPIC}.<host>" (a copy of what the '
+               'agent\'s own queues get; an oslo.messaging RPC server on l3_agent / '
+               'server=<host> consumes and answers as the agent would: '
+               'router_added_to_agent is a call). Each message is the oslo.messaging '
+               '2.0 envelope\'s inner message; "kind" is "call" when it carries '
+               '_reply_q. A step holds every message from the start of the action '
+               f'until the server had been quiet for {SETTLE:.0f} s (at least '
+               f'{MIN_WINDOW:.0f} s).')
+        listened = ([f'{t}_fanout' for t in self.listener.topics]
+                    + [f'neutron (topic) routing key {k}' for k in self.listener.topic_keys])
+
+        def summary(m: dict[str, Any]) -> dict[str, Any]:
+            return {'exchange': m['exchange'], 'routing_key': m['routing_key'],
+                    'method': m['method'], 'version': m['version']}
+        steps = {k: {'l3_messages': [m for m in v if is_l3_message(m)],
+                     'other_casts (summary)': [summary(m) for m in v
+                                               if not is_l3_message(m)]}
+                 for k, v in self.casts.items()}
+        return {
+            'scenario-l3.json': {
+                '_capture': meta('The L3 scenario: REST representations of the networks, '
+                                 'subnets, routers (as created, then GET), floating IPs, '
+                                 'the l3-agents hosting each router, the router and VM '
+                                 'ports after the first sync_routers, the fake agents\' '
+                                 'report_state agent_state, and what the API refused.'),
+                'agent_states': self.agent_states,
+                'refused': self.refused,
+                'rest': self.rest,
+            },
+            'sync_routers.json': {
+                '_capture': meta(
+                    'Replies of the L3 agent\'s q-l3-plugin calls: get_host_ha_router_count, '
+                    'get_router_ids, sync_routers', topic=L3_PLUGIN_TOPIC,
+                    note='Called as neutron.agent.l3.agent.L3PluginApi does: topic '
+                         'q-l3-plugin, no namespace; get_router_ids prepare(version="1.9"), '
+                         'kwarg host; sync_routers prepare() (1.0), kwargs host and '
+                         'router_ids; get_host_ha_router_count prepare(version="1.11"), '
+                         'kwarg host. casts_during_call: L3 messages the server sent '
+                         'meanwhile; server_log: neutron\'s INFO/WARNING/ERROR lines in '
+                         'neutron-rpc-server\'s log meanwhile.'),
+                'calls': self.results['sync'],
+            },
+            'update_floatingip_statuses.json': {
+                '_capture': meta(
+                    'Replies of update_floatingip_statuses for the main router',
+                    topic=L3_PLUGIN_TOPIC,
+                    note='prepare(version="1.1"), kwargs router_id, fip_statuses '
+                         '{fip id: status}. rest_status_after: every floating IP\'s REST '
+                         'status after the call.'),
+                'rest_status_before': self.results['fip_statuses_rest']['before'],
+                'calls': self.results['fip_statuses'],
+            },
+            'casts-l3.json': {
+                '_capture': meta('What the server sends the L3 agent per step',
+                                 listened=listened, how=how),
+                'steps': steps,
+                'received_by_the_fake_agent': [
+                    {'method': m, 'kwargs': kw} for m, kw in self.endpoint.received],
+            },
+        }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default=DEFAULT_OUT,
@@ -1085,8 +1724,9 @@ def main() -> int:
         help=f'RabbitMQ vhost of that server (default {DEFAULT_VHOST})')
     parser.add_argument('--keep-server', action='store_true',
                         help='leave a server this run started running')
-    parser.add_argument('--only', choices=['get_ports'],
-                        help='capture only this part (no casts) and write only its file')
+    parser.add_argument('--only', choices=['get_ports', 'l3'],
+                        help='capture only this part and write only its files '
+                             '(get_ports: no casts; l3: the L3 agent\'s RPCs and casts)')
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error('run as root (tools/neutron-server.sh needs it)')
