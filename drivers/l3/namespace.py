@@ -13,6 +13,9 @@ agent does in ``legacy`` mode:
 * metadata: 169.254.169.254:80 from ``qr-+`` is marked and redirected to
   the per-router proxy port, which is otherwise unreachable;
 * extra routes from ``router['routes']``;
+* IPv6 router advertisements (radvd, :mod:`drivers.l3.radvd`) for internal
+  subnets with an ``ipv6_ra_mode``; IPv6 default route and floating IPs
+  stay IPv4-only, as in Neutron;
 * gratuitous ARPs for every IPv4 address newly added to a router port
   (``send_arp_for_ha`` of them; ``arp_notify`` is on for qg-), so the
   upstream router learns a moved floating IP at once;
@@ -49,6 +52,7 @@ from agentkit.lib import conntrack
 from agentkit.lib import ip_lib
 from agentkit.lib import iptables_manager
 from agentkit.lib import naming
+from drivers.l3 import radvd
 
 LOG = logging.getLogger(__name__)
 
@@ -85,6 +89,8 @@ class RouterPort:
     # gateway_ip of each fixed IP's subnet (the default route for qg-).
     gateways: tuple[str, ...]
     mtu: int | None
+    # IPv6 subnets with an ipv6_ra_mode: advertised by radvd (qr- only).
+    ra_prefixes: tuple[radvd.RaPrefix, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +207,32 @@ def parse_port(port: Any, gateway: bool) -> RouterPort:
         raise exceptions.InvalidPayload('%s has no fixed IPs' % what)
     device = (naming.router_gateway_name(port_id) if gateway
               else naming.router_interface_name(port_id))
-    return RouterPort(port_id, network_id, mac, device, tuple(cidrs), tuple(gateways), mtu)
+    ra_prefixes = () if gateway else _ra_prefixes(port, what)
+    return RouterPort(port_id, network_id, mac, device, tuple(cidrs), tuple(gateways), mtu,
+                      ra_prefixes)
+
+
+def _ra_prefixes(port: dict[str, Any], what: str) -> tuple[radvd.RaPrefix, ...]:
+    """What radvd advertises for an internal port: its subnets with an ipv6_ra_mode.
+
+    A subnet whose RA data is unusable is logged and not advertised; the
+    port itself still works.
+    """
+    prefixes = []
+    for subnet in port.get('subnets') or []:
+        if not isinstance(subnet, dict) or subnet.get('ipv6_ra_mode') is None:
+            continue
+        dns = subnet.get('dns_nameservers') or []
+        # Neutron hands DNS servers to SLAAC clients only (stateless and
+        # stateful clients ask DHCPv6 for them).
+        if subnet['ipv6_ra_mode'] != radvd.SLAAC or not isinstance(dns, list):
+            dns = []
+        try:
+            prefixes.append(radvd.RaPrefix(subnet.get('cidr'), subnet['ipv6_ra_mode'],
+                                           tuple(dns)))
+        except exceptions.InvalidPayload as exc:
+            LOG.error('%s: subnet %s not advertised: %s', what, subnet.get('id'), exc)
+    return tuple(prefixes)
 
 
 def _parse_fip(fip: dict[str, Any]) -> FloatingIP:
@@ -341,12 +372,20 @@ class NamespaceRouterDriver(l3.RouterDriver):
         super().__init__(conf, host, interface_driver)
         self._routers: dict[str, _RouterState] = {}
         self._lock = threading.Lock()
+        self.radvd = radvd.RadvdManager(conf)
+
+    def stop(self) -> None:
+        self.radvd.stop()  # the radvd processes keep running
+
+    def get_configurations(self) -> dict[str, Any]:
+        return self.radvd.get_configurations()
 
     # -- public API --------------------------------------------------------
     def existing_routers(self) -> set[str]:
         prefix = naming.ROUTER_NS_PREFIX
-        return {ns[len(prefix):] for ns in ip_lib.list_namespaces()
-                if ns.startswith(prefix) and naming.is_valid_id(ns[len(prefix):])}
+        routers = {ns[len(prefix):] for ns in ip_lib.list_namespaces()
+                   if ns.startswith(prefix) and naming.is_valid_id(ns[len(prefix):])}
+        return routers | self.radvd.active_routers()
 
     def process_router(self, router: dict[str, Any]) -> dict[str, str]:
         """Make the host match ``router``.
@@ -416,6 +455,15 @@ class NamespaceRouterDriver(l3.RouterDriver):
             LOG.exception('Router %s: routes failed', spec.id)
             failures.append('routes: %s' % exc)
 
+        try:
+            # After the qr- devices exist (radvd binds to them).
+            self.radvd.update(spec.id, ns, [
+                radvd.RaInterface(p.device, p.ra_prefixes, p.mtu)
+                for p in spec.interfaces if p.ra_prefixes and p.device in state.devices])
+        except Exception as exc:
+            LOG.exception('Router %s: router advertisements failed', spec.id)
+            failures.append('radvd: %s' % exc)
+
         iptables_ok = False
         if spec.gateway_invalid:
             # Keep the gateway's NAT as it is rather than drop it.
@@ -471,6 +519,7 @@ class NamespaceRouterDriver(l3.RouterDriver):
                 failures.append('unplug %s: %s' % (name, exc))
         if failures:
             raise RouterProcessingError(router_id, failures)
+        self.radvd.disable(router_id)
         ip_lib.delete_namespace(ns)
         with self._lock:
             self._routers.pop(router_id, None)

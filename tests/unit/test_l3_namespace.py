@@ -11,13 +11,16 @@ namespace, so rendering is checked against what Neutron really produced.
 from __future__ import annotations
 
 import copy
+import os
 import ipaddress
 from typing import Any
 from unittest import mock
 
+import fixtures
 from oslo_config import cfg
 
 from agentkit.api import interface as interface_api
+from agentkit.conf import common as common_conf
 from agentkit.conf import l3 as l3_conf
 from agentkit.lib import ip_lib
 from agentkit.lib import iptables_manager
@@ -232,8 +235,13 @@ class NamespaceRouterDriverTest(base.TestCase):
         # A private ConfigOpts: the DHCP options (registered on cfg.CONF by
         # other tests) define their own interface_driver and would clash.
         self.conf = cfg.ConfigOpts()
+        common_conf.register_common_opts(self.conf)
         l3_conf.register_l3_opts(self.conf)
         self.conf([], project='agentkit', default_config_files=[])
+        # radvd's files; world-traversable, as radvd re-reads them as its user.
+        state_path = self.useFixture(fixtures.TempDir()).path
+        os.chmod(state_path, 0o755)
+        self.conf.set_override('state_path', state_path)
         self.host = FakeHost()
         for name in ('create_namespace', 'delete_namespace', 'list_namespaces',
                      'namespace_exists',
@@ -337,6 +345,33 @@ class NamespaceRouterDriverTest(base.TestCase):
         self.assertEqual({'192.168.10.1/24', 'fd00:10::1/64'}, self.addrs(QR))
         self.assertEqual('1', self.host.namespaces[NS]['sysctls'][
             'net.ipv6.conf.all.forwarding'])
+
+    def test_ipv6_subnets_with_ra_mode_are_advertised(self) -> None:
+        self.driver.radvd = mock.Mock()
+        router = reference_router(fip=False)
+        port = router['_interfaces'][0]
+        for n, mode in enumerate(('slaac', 'dhcpv6-stateful', None)):
+            subnet_id = 'aaaaaaa%d-0348-443b-b446-4d6a969f9288' % n
+            port['fixed_ips'].append({'subnet_id': subnet_id,
+                                      'ip_address': 'fd00:1%d::1' % n})
+            port['subnets'].append({'id': subnet_id, 'cidr': 'fd00:1%d::/64' % n,
+                                    'gateway_ip': 'fd00:1%d::1' % n, 'ipv6_ra_mode': mode,
+                                    'dns_nameservers': ['fd00:53::1']})
+        port['subnets'].append({'id': 'bad', 'cidr': 'fd00:99::/48', 'gateway_ip': None,
+                                'ipv6_ra_mode': 'slaac'})  # SLAAC needs a /64
+        self.driver.process_router(router)
+        self.driver.radvd.update.assert_called_once_with(ROUTER_ID, NS, [
+            l3ns.radvd.RaInterface(QR, (
+                l3ns.radvd.RaPrefix('fd00:10::/64', 'slaac', ('fd00:53::1',)),
+                l3ns.radvd.RaPrefix('fd00:11::/64', 'dhcpv6-stateful')), 1450)])
+        self.assertIn('subnet bad not advertised', self.log.output)
+        self.driver.delete_router(ROUTER_ID)
+        self.driver.radvd.disable.assert_called_once_with(ROUTER_ID)
+
+    def test_router_without_ra_subnets_runs_no_radvd(self) -> None:
+        self.driver.radvd = mock.Mock()
+        self.driver.process_router(reference_router())
+        self.driver.radvd.update.assert_called_once_with(ROUTER_ID, NS, [])
 
     # -- incremental behaviour -----------------------------------------------------
     def test_second_identical_call_changes_nothing(self) -> None:
