@@ -6,6 +6,8 @@ the host and can run in parallel.
 """
 
 import os
+import re
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -63,6 +65,24 @@ def pids_with(token: str) -> list[int]:
             if argv and any(token in arg for arg in argv):
                 found.append(int(entry))
     return found
+
+
+_COUNTERS_RE = re.compile(r'\[\d+:\d+\]|counter packets \d+ bytes \d+')
+
+
+def netfilter_snapshot(namespace: str) -> tuple[str, str]:
+    """A namespace's rules as ``iptables-save`` and ``nft list ruleset`` show them.
+
+    Counters and comment lines (timestamps) are left out: two snapshots are
+    equal exactly when no rule, chain or table changed in between.
+    """
+    views = []
+    for argv in (['iptables-save'], ['nft', 'list', 'ruleset']):
+        out = subprocess.run(['ip', 'netns', 'exec', namespace, *argv],
+                             capture_output=True, text=True, check=True).stdout
+        views.append('\n'.join(_COUNTERS_RE.sub('', line) for line in out.splitlines()
+                               if not line.startswith('#')))
+    return views[0], views[1]
 
 
 def write_config(path: str, sections: dict[str, dict[str, object]]) -> str:

@@ -234,6 +234,16 @@ class Client:
         self.request('PUT', f'/v2.0/routers/{router_id}/remove_router_interface',
                      {'subnet_id': subnet_id}, ok=(200, 404))
 
+    def create_floatingip(self, **attrs: Any) -> dict[str, Any]:
+        return self._create('floatingips', 'floatingip', **attrs)
+
+    def show_floatingip(self, id_: str) -> dict[str, Any]:
+        return self._show('floatingips', 'floatingip', id_)
+
+    def update_floatingip(self, id_: str, **attrs: Any) -> dict[str, Any]:
+        return self.request('PUT', f'/v2.0/floatingips/{id_}',
+                            {'floatingip': attrs})['floatingip']
+
     def create_security_group_rule(self, **attrs: Any) -> dict[str, Any]:
         return self._create('security-group-rules', 'security_group_rule', **attrs)
 

@@ -16,17 +16,19 @@ source address it observed, which proves SNAT/DNAT without tcpdump.
 
 from __future__ import annotations
 
+import os
 import subprocess
-import sys
 import uuid
 from typing import Any, Callable
 from unittest import mock
 
+import fixtures
 from oslo_config import cfg
 
 from agentkit import loader
 from agentkit.api import interface as interface_api
 from agentkit.api import l3 as l3_api
+from agentkit.conf import common as common_conf
 from agentkit.conf import l3 as l3_conf
 from agentkit.lib import ip_lib
 from agentkit.lib import iptables_manager
@@ -42,34 +44,6 @@ EXT_GW_IP = '172.31.231.1'  # the "upstream" host, gateway_ip of the external su
 ROUTER_GW_IP = '172.31.231.5'
 FIP = '172.31.231.20'
 MTU = 1450
-
-# Answers every datagram with the source address it arrived from.
-_UDP_SERVER = '''
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1])))
-print("ready", flush=True)
-while True:
-    data, peer = s.recvfrom(64)
-    s.sendto(peer[0].encode(), peer)
-'''
-
-# Asks the server who it is (new source port per run: a new conntrack entry).
-_UDP_CLIENT = '''
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(0.5)
-for _ in range(int(sys.argv[3])):
-    s.sendto(b"who", (sys.argv[1], int(sys.argv[2])))
-    try:
-        print(s.recvfrom(64)[0].decode())
-        break
-    except socket.timeout:
-        pass
-else:
-    sys.exit(1)
-'''
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
@@ -121,8 +95,13 @@ class NamespaceRouterDriverTest(base.FunctionalTestCase):
         # A private ConfigOpts: the DHCP options other tests register on
         # cfg.CONF define their own interface_driver and would clash.
         self.conf = cfg.ConfigOpts()
+        common_conf.register_common_opts(self.conf)
         l3_conf.register_l3_opts(self.conf)
         self.conf([], project='agentkit', default_config_files=[])
+        # radvd's files; world-traversable, as radvd re-reads them as its user.
+        state_path = self.useFixture(fixtures.TempDir()).path
+        os.chmod(state_path, 0o755)
+        self.conf.set_override('state_path', state_path)
         self.conf.set_override('interface_driver', 'linuxbridge')
         self.int_net = self.unique_id()
         self.ext_net = self.unique_id()
@@ -182,24 +161,13 @@ class NamespaceRouterDriverTest(base.FunctionalTestCase):
             ns_end.route.add_gateway(gateway)
         return ns
 
-    def _udp_server(self, namespace: str) -> int:
-        port = 20000 + uuid.uuid4().int % 20000
-        proc = subprocess.Popen(['ip', 'netns', 'exec', namespace, sys.executable,
-                                 '-c', _UDP_SERVER, str(port)],
-                                stdout=subprocess.PIPE, text=True)
-        self.addCleanup(proc.wait, 5)
-        self.addCleanup(proc.kill)
-        self.assertEqual('ready', proc.stdout.readline().strip())
-        return port
-
     def peer_seen_by(self, server_ns: str, client_ns: str, address: str) -> str:
         """Source address ``server_ns`` sees for a datagram from ``client_ns``."""
-        port = self._udp_server(server_ns)
-        result = ns_exec(client_ns, sys.executable, '-c', _UDP_CLIENT, address,
-                         str(port), '10')
-        self.assertEqual(0, result.returncode,
-                         'no UDP answer from %s: %s' % (address, result.stderr))
-        return result.stdout.strip()
+        reporter = traffic.PeerReporter(server_ns, 20000 + uuid.uuid4().int % 20000)
+        self.addCleanup(reporter.stop)
+        seen = traffic.peer_seen(client_ns, address, reporter.port)
+        self.assertIsNotNone(seen, 'no UDP answer from %s' % address)
+        return seen
 
     # -- router dicts shaped like sync_routers replies -------------------------
     def router(self, interface: bool = True, gateway: bool = True, fip: bool = False,
@@ -360,16 +328,6 @@ class NamespaceRouterDriverTest(base.FunctionalTestCase):
                                 if r == '-A PREROUTING -j neutron-l3-agent-PREROUTING'))
 
     # -- NAT sessions, gratuitous ARP, restart ---------------------------------------
-    def kernel_view(self) -> tuple[str, str]:
-        """The namespace's rules as iptables-save and nft show them (no counters)."""
-        save = ns_exec(self.ns, 'iptables-save')
-        nft = ns_exec(self.ns, 'nft', 'list', 'ruleset')
-        self.assertEqual(0, save.returncode, save.stderr)
-        self.assertEqual(0, nft.returncode, nft.stderr)
-        rules = '\n'.join(line for line in save.stdout.splitlines()
-                          if not line.startswith('#'))
-        return rules, nft.stdout
-
     def test_disassociated_fip_cuts_running_sessions(self) -> None:
         echo = traffic.EchoServer(self.vm_ns, 5002)
         self.addCleanup(echo.stop)
@@ -410,7 +368,7 @@ class NamespaceRouterDriverTest(base.FunctionalTestCase):
     def test_restarted_driver_writes_nothing_when_nothing_changed(self) -> None:
         self.driver.process_router(self.router(fip=True))
         wait_until(lambda: can_ping(self.ext_ns, FIP), message='external -> FIP ping')
-        before = self.kernel_view()
+        before = base.netfilter_snapshot(self.ns)
         self.driver = self._load_driver()  # an agent restart
         with mock.patch.object(iptables_manager.priv, 'restore') as restore, \
                 mock.patch.object(ip_lib, 'set_sysctl') as set_sysctl, \
@@ -422,5 +380,5 @@ class NamespaceRouterDriverTest(base.FunctionalTestCase):
                 self.router(fip=True, fip_status='ACTIVE')))
         for call in (restore, set_sysctl, plug, set_addresses, add_route, delete_route):
             call.assert_not_called()
-        self.assertEqual(before, self.kernel_view())
+        self.assertEqual(before, base.netfilter_snapshot(self.ns))
         self.assertTrue(can_ping(self.ext_ns, FIP))

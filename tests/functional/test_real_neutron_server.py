@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -71,6 +72,33 @@ def namespace_addresses(namespace):
         if len(fields) > 3 and fields[2] == 'inet':
             result.setdefault(fields[1], []).append(fields[3])
     return result
+
+
+class NetfilterSnapshots:
+    """Snapshots of a namespace's iptables and nft rules every 0.5 s, in a thread.
+
+    ``changes`` lists the snapshots (by number) that differed from the first.
+    """
+
+    def __init__(self, namespace, interval=0.5):
+        self.namespace = namespace
+        self.first = base.netfilter_snapshot(namespace)
+        self.changes, self.taken = [], 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _run(self, interval):
+        while not self._stop.wait(interval):
+            self.taken += 1
+            if base.netfilter_snapshot(self.namespace) != self.first:
+                self.changes.append(self.taken)
+
+    def stop(self):
+        """Stop; how many snapshots were taken."""
+        self._stop.set()
+        self._thread.join(10)
+        return self.taken
 
 
 class RealNeutronServerTestBase(base.FunctionalTestCase):
@@ -231,6 +259,9 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
     def cleanup_router(self, router_id):
         router = self.api.request('GET', f'/v2.0/routers/{router_id}', ok=(200, 404))
         if router:
+            for fip in self.api.request(
+                    'GET', f'/v2.0/floatingips?router_id={router_id}')['floatingips']:
+                self.api.delete('floatingips', fip['id'])
             for port in self.api.list_ports(device_id=router_id,
                                             device_owner='network:router_interface'):
                 for ip in port['fixed_ips']:
@@ -276,7 +307,8 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
         self.assertEqual([], problems, 'agentkit logged problems under the real server')
 
     def report_timings(self):
-        text = '\n'.join(f'  {k}: {v:.2f} s' for k, v in self.timings.items())
+        text = '\n'.join(f'  {k}: {v:.2f} s' if isinstance(v, float) else f'  {k}: {v}'
+                         for k, v in self.timings.items())
         if self.server.script_log.strip():  # the steps of a server start
             text += '\n  tools/neutron-server.sh:\n' + '\n'.join(
                 '    ' + line for line in self.server.script_log.strip().splitlines())
@@ -468,6 +500,7 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
         ext = self.create_network(**{'router:external': True,
                                      'provider:network_type': 'flat',
                                      'provider:physical_network': PHYSNET})
+        self.ext_network_id = ext['id']
         ext_cidr = f'172.31.{random.randint(0, 255)}'
         self.api.create_subnet(network_id=ext['id'], cidr=f'{ext_cidr}.0/24',
                                enable_dhcp=False, gateway_ip=f'{ext_cidr}.1',
@@ -521,8 +554,20 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
             vm2.name, METADATA_URL + '/latest/meta-data/instance-id', headers=forged)
         self.assertEqual((200, port2['device_id']), (status, body.strip()))
 
-        # -- restart all agents: they resync from the real server's state ---
+        # -- the router's data plane: SNAT, floating IP, sessions, GARP ----------
+        upstream, fip = self.check_router_data_plane(
+            router, subnet, ext_cidr, (vm1, port1), (vm2, port2), default_sg[0])
+        # -- IPv6: a SLAAC subnet behind the router (radvd) ----------------------
+        v6_subnet = self.check_ipv6_slaac(router, net, vm1, port1)
+
+        # -- restart all agents under traffic through SNAT and the floating IP ---
         chains_before = self.firewall_rules()
+        pings = [traffic.ContinuousPing(vm1.name, f'{ext_cidr}.1'),
+                 traffic.ContinuousPing(upstream, fip['floating_ip_address'])]
+        for ping in pings:
+            self.addCleanup(ping.proc.kill)
+        snapshots = NetfilterSnapshots(rns)
+        self.addCleanup(snapshots.stop)
         t_restart = time.monotonic()
         for name in ('l2', 'dhcp', 'l3', 'metadata'):
             self.agents[name].signal(signal.SIGTERM)
@@ -566,8 +611,20 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
                          'the router\'s metadata proxy was restarted')
         self.assertEqual(port2['device_id'], wait_until(
             lambda: self.instance_id(vm2, check=False), 10, 'metadata after the restart'))
+        time.sleep(2)  # the restarted L3 agent's first updates are in
+        taken = snapshots.stop()
+        for ping, what in zip(pings, ('VM -> upstream (SNAT)', 'upstream -> floating IP')):
+            sent, received = ping.stop()
+            self.timings[f'restart: {what} pings sent/lost'] = f'{sent}/{sent - received}'
+            self.assertGreater(sent, 20, what)
+            self.assertEqual(sent, received, f'{what}: pings lost during the restart')
+        self.assertGreater(taken, 10, 'too few snapshots of the router\'s rules')
+        self.assertEqual([], snapshots.changes,
+                         'the restart changed the router\'s iptables/nft rules')
 
         # -- teardown through the API: the host follows ------------------------
+        self.api.delete('floatingips', fip['id'], missing_ok=False)
+        self.api.remove_router_interface(router['id'], v6_subnet['id'])
         t_del = time.monotonic()
         self.api.remove_router_interface(router['id'], subnet['id'])
         self.api.delete('routers', router['id'], missing_ok=False)
@@ -575,6 +632,7 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
                    lambda: not ip_lib.IPWrapper(rns).namespace_exists(),
                    EVENT_TIMEOUT, f'{rns} removed')
         self.assertIsNone(self.proxy_pid(router['id']), 'the router\'s proxy is left')
+        self.assertEqual([], self.daemon_pids('radvd'), 'radvd is left')
         for vm, port in ((vm1, port1), (vm2, port2)):
             self.unplug(vm)  # nova unplugs, then deletes the port
             vm.destroy()
@@ -595,6 +653,119 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
         self.wait_agents_alive([self.agent_type, 'DHCP agent', 'L3 agent'])
         self.report_timings()
         self.assert_logs_clean()
+
+    # -- the router's data plane ------------------------------------------------------
+    def add_upstream(self, ext_cidr):
+        """A namespace standing for the upstream router, at ``<ext_cidr>.1`` on the flat net."""
+        name = self.prefix + 'up'
+        ip_lib.IPWrapper(name).ensure_namespace()
+        self.addCleanup(ip_lib.IPWrapper(name).delete_namespace)
+        device = self.attach_upstream(name)
+        ip_lib.IPDevice(device, name).addr.add(f'{ext_cidr}.1/24')
+        ip_lib.IPDevice(device, name).link.set_up()
+        ip_lib.IPDevice('lo', name).link.set_up()
+        return name
+
+    def attach_upstream(self, namespace):
+        """Connect ``namespace`` to the flat external network; its device name."""
+        raise NotImplementedError
+
+    def check_router_data_plane(self, router, subnet, ext_cidr, first, second, group_id):
+        """SNAT out, floating IP in, sessions cut on disassociation, GARP on association."""
+        (vm1, port1), (vm2, port2) = first, second
+        upstream = self.add_upstream(ext_cidr)
+        gw_ip = self.api.show_router(router['id'])['external_gateway_info'][
+            'external_fixed_ips'][0]['ip_address']
+        for vm in (vm1, vm2):
+            ip_lib.IPDevice('eth0', vm.name).route.add_gateway(subnet['gateway_ip'])
+        # The upstream side may reach the VMs (the default group keeps it out).
+        self.api.create_security_group_rule(
+            security_group_id=group_id, direction='ingress', ethertype='IPv4',
+            remote_ip_prefix=f'{ext_cidr}.0/24')
+        t_snat = time.monotonic()
+        self.assertTrue(self.reaches(vm1.name, f'{ext_cidr}.1', timeout=EVENT_TIMEOUT),
+                        'VM cannot reach the upstream router through SNAT')
+        self.timings['VM -> upstream through SNAT (first ping)'] = time.monotonic() - t_snat
+        reporter = traffic.PeerReporter(upstream, 5005)
+        self.addCleanup(reporter.stop)
+        self.assertEqual(gw_ip, traffic.peer_seen(vm1.name, f'{ext_cidr}.1', 5005),
+                         'the upstream side did not see the router\'s gateway IP')
+
+        # A floating IP for VM1: reachable from upstream, which it sees as itself.
+        echo = traffic.EchoServer(vm1.name, 5002)
+        self.addCleanup(echo.stop)
+        in_vm = traffic.PeerReporter(vm1.name, 5006)
+        self.addCleanup(in_vm.stop)
+        t_fip = time.monotonic()
+        fip = self.api.create_floatingip(floating_network_id=self.ext_network_id,
+                                         port_id=port1['id'])
+        self.addCleanup(self.api.delete, 'floatingips', fip['id'])
+        address = fip['floating_ip_address']
+        self.timed('floating IP POST -> upstream pings it', t_fip,
+                   lambda: fake_vm.ping(upstream, address, count=1, wait=1),
+                   EVENT_TIMEOUT, f'{address} reachable from upstream')
+        self.timed('floating IP POST -> status ACTIVE', t_fip,
+                   lambda: self.api.show_floatingip(fip['id'])['status'] == 'ACTIVE',
+                   EVENT_TIMEOUT, 'the floating IP ACTIVE')
+        self.assertEqual(f'{ext_cidr}.1', traffic.peer_seen(upstream, address, 5006),
+                         'the VM did not see the upstream address')
+        self.assertEqual(address, traffic.peer_seen(vm1.name, f'{ext_cidr}.1', 5005),
+                         'the VM\'s own connections do not leave with its floating IP')
+
+        # Disassociating it cuts the sessions running through it.
+        session = traffic.TcpSession(upstream, address, 5002)
+        self.addCleanup(session.close)
+        self.assertEqual(('connected', 'ok'), (session.state, session.exchange()))
+        t_cut = time.monotonic()
+        self.api.update_floatingip(fip['id'], port_id=None)
+        self.timed('floating IP disassociated -> running session cut', t_cut,
+                   lambda: session.exchange() != 'ok', EVENT_TIMEOUT,
+                   'the session through the floating IP to stop')
+        self.assertFalse(fake_vm.ping(upstream, address, count=1, wait=1))
+
+        # Associated to VM2: announced at once with gratuitous ARPs.
+        sniffer = traffic.ArpSniffer(upstream)
+        self.addCleanup(sniffer.stop)
+        t_garp = time.monotonic()
+        self.api.update_floatingip(fip['id'], port_id=port2['id'])
+        qg_mac = next(p for p in self.api.list_ports(device_id=router['id'])
+                      if p['device_owner'] == 'network:router_gateway')['mac_address']
+        self.timed('floating IP moved -> gratuitous ARP upstream', t_garp,
+                   lambda: qg_mac in sniffer.gratuitous(address), EVENT_TIMEOUT,
+                   f'a gratuitous ARP for {address} from {qg_mac}')
+        in_vm2 = traffic.PeerReporter(vm2.name, 5006)
+        self.addCleanup(in_vm2.stop)
+        self.assertTrue(self.reaches(upstream, address, timeout=EVENT_TIMEOUT))
+        self.assertEqual(f'{ext_cidr}.1', traffic.peer_seen(upstream, address, 5006))
+        return upstream, self.api.show_floatingip(fip['id'])
+
+    def daemon_pids(self, name):
+        """Pids of ``name`` processes whose command line names this test's state path."""
+        return [pid for pid in base.pids_with(self.state_path)
+                if name in ' '.join(external_process.read_cmdline(pid) or [])]
+
+    def check_ipv6_slaac(self, router, net, vm, port):
+        """A SLAAC subnet on the router: the VM autoconfigures and pings the router."""
+        prefix = 'fd%02x:%x:%x::' % (
+            random.randint(0, 255), random.randint(1, 0xffff), random.randint(1, 0xffff))
+        t_v6 = time.monotonic()
+        v6 = self.api.create_subnet(network_id=net['id'], ip_version=6, cidr=prefix + '/64',
+                                    ipv6_ra_mode='slaac', ipv6_address_mode='slaac',
+                                    name=f'{self.prefix}-v6')
+        self.api.add_router_interface(router['id'], v6['id'])
+        expected = next(ip['ip_address'] for ip in self.api.show_port(port['id'])['fixed_ips']
+                        if ip['subnet_id'] == v6['id'])
+
+        def autoconfigured():
+            return any(a['cidr'] == f'{expected}/64' for a in
+                       ip_lib.IPDevice('eth0', vm.name).addr.list(scope='global'))
+        self.timed('IPv6 SLAAC subnet on the router -> VM autoconfigured from the RA', t_v6,
+                   autoconfigured, EVENT_TIMEOUT, f'{expected} on the VM (SLAAC)')
+        # (radvd forks a privileged helper: two processes with the same argv)
+        self.assertTrue(self.daemon_pids('radvd'), 'no radvd for the router')
+        self.assertTrue(self.reaches(vm.name, v6['gateway_ip'], timeout=EVENT_TIMEOUT),
+                        'the VM cannot ping the router\'s IPv6 address')
+        return v6
 
     # -- metadata ------------------------------------------------------------------
     @staticmethod
@@ -672,6 +843,19 @@ class RealNeutronServerOpenvswitchTest(RealNeutronServerTestBase):
     def test_seed_scenario_with_security_groups(self):
         self.run_scenario()
 
+    def attach_upstream(self, namespace):
+        # A veth from br-ex (the physnet's bridge) into the namespace.
+        outside = self.prefix + 'u0'
+        ip_lib.IPWrapper().add_veth(outside, 'eth0', peer_namespace=namespace)
+        self.addCleanup(lambda: ip_lib.device_exists(outside)
+                        and ip_lib.IPDevice(outside).delete())
+        # Veths on a userspace-datapath bridge need TX checksum offload off.
+        run('ethtool', '-K', outside, 'tx', 'off')
+        fake_vm.run_in(namespace, 'ethtool', '-K', 'eth0', 'tx', 'off')
+        ip_lib.IPDevice(outside).link.set_up()
+        self.ovs.bridge(self.br_ex, 'netdev').add_port(outside)
+        return 'eth0'
+
     def plug(self, vm, port):
         vm.plug_ovs_hybrid(self.ovs.bridge(self.br_int, 'netdev'))
 
@@ -712,6 +896,11 @@ class RealNeutronServerLinuxbridgeTest(RealNeutronServerTestBase):
 
     def test_seed_scenario_with_security_groups(self):
         self.run_scenario()
+
+    def attach_upstream(self, namespace):
+        # The far end of the host's "NIC" veth is the upstream router.
+        ip_lib.IPDevice(self.prefix + 'n1').link.set_netns(namespace)
+        return self.prefix + 'n1'
 
     def plug(self, vm, port):
         pass  # the tap exists; the agent puts it in brq (nova's linuxbridge plug)

@@ -242,3 +242,80 @@ class ArpSniffer:
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait(5)
+
+
+# Answers every datagram with the source address it arrived from.
+_PEER_REPORTER = '''
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(64)
+    s.sendto(peer[0].encode(), peer)
+'''
+
+# Asks the reporter who it is (a new source port per run: a new conntrack entry).
+_PEER_QUERY = '''
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.5)
+for _ in range(int(sys.argv[3])):
+    s.sendto(b"who", (sys.argv[1], int(sys.argv[2])))
+    try:
+        print(s.recvfrom(64)[0].decode())
+        break
+    except socket.timeout:
+        pass
+else:
+    sys.exit(1)
+'''
+
+
+class PeerReporter:
+    """A UDP service in ``namespace`` answering with the source address it saw.
+
+    Proves NAT without tcpdump: :func:`peer_seen` from another namespace
+    returns the address the packet arrived from after every NAT on the way.
+    """
+
+    def __init__(self, namespace: str, port: int) -> None:
+        self.port = port
+        self.proc = subprocess.Popen(_in_namespace(namespace, _PEER_REPORTER, str(port)),
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != 'ready':
+            self.stop()
+            raise RuntimeError(f'UDP reporter in {namespace} did not start')
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+def peer_seen(client_namespace: str, address: str, port: int, tries: int = 10) -> str | None:
+    """The source address a :class:`PeerReporter` at ``address`` saw; None if no answer."""
+    result = subprocess.run(_in_namespace(client_namespace, _PEER_QUERY, address, str(port),
+                                          str(tries)),
+                            capture_output=True, text=True, timeout=tries + 10)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+class ContinuousPing:
+    """``ping -i 0.2`` running in ``namespace`` until :meth:`stop`; counts losses."""
+
+    def __init__(self, namespace: str, address: str, interval: float = 0.2) -> None:
+        self.proc = subprocess.Popen(
+            ['ip', 'netns', 'exec', namespace, 'ping', '-n', '-i', str(interval),
+             '-W', '1', address], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def stop(self) -> tuple[int, int]:
+        """(sent, received) as ping's summary reports them."""
+        self.proc.send_signal(2)  # SIGINT: ping prints its statistics
+        out, _ = self.proc.communicate(10)
+        for line in out.splitlines():
+            if 'packets transmitted' in line:
+                fields = line.split(',')
+                return int(fields[0].split()[0]), int(fields[1].split()[0])
+        raise RuntimeError(f'no ping statistics in {out[-500:]!r}')
