@@ -28,7 +28,10 @@ class ServerApiClient:
 
     def _call(self, version: str, method: str, *, timeout: int | None = None,
               context: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-        cctxt = self.client.prepare(version=version, timeout=timeout)
+        # prepare(timeout=None) would replace the client's own timeout with
+        # oslo.messaging's rpc_response_timeout: pass it only when given.
+        cctxt = (self.client.prepare(version=version) if timeout is None
+                 else self.client.prepare(version=version, timeout=timeout))
         return cctxt.call(context or rpc_transport.admin_context(), method,
                           **kwargs)
 
