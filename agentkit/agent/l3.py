@@ -82,6 +82,14 @@ class L3RpcCallbacks:
         """DVR only; legacy routers have no fip- namespaces."""
 
     @consumer.endpoint_method
+    def agent_updated(self, context: Any, payload: Any = None, **kw: Any) -> None:
+        """The agent's admin state changed: while it was down the server
+        told it nothing (and answered no routers), so catch up in full."""
+        admin_state_up = consumer.require(payload, 'admin_state_up', bool, 'payload')
+        if admin_state_up:
+            self.agent.schedule_resync('agent set administratively up')
+
+    @consumer.endpoint_method
     def network_update(self, context: Any, **kw: Any) -> None:
         network = consumer.require(kw, 'network', dict, 'network_update')
         self.agent.network_updated(naming.validate_id(network.get('id'), 'network'))

@@ -184,6 +184,10 @@ class L3Endpoint(_Recorder):
 
     def sync_routers(self, context, host=None, router_ids=None, **kwargs):
         self._record('sync_routers', host=host, router_ids=router_ids)
+        slow = self.server.slow_sync_routers
+        if slow is not None and len(router_ids or ()) > slow[0]:
+            # A busy server: the agent's call times out before this answer.
+            time.sleep(slow[1])
         with self.server.lock:
             return self.server.l3.sync_routers(host, router_ids)
 
@@ -846,6 +850,9 @@ class FakeNeutron:
         # under self.lock): what q-l3-plugin answers.
         self.l3 = L3Model(self.networks)
         self.routers = self.l3.routers
+        # (max router ids, seconds): sync_routers asked for more ids than
+        # that answers only after that delay, as an overloaded server.
+        self.slow_sync_routers: tuple[int, float] | None = None
         self.tunnels: list[dict[str, Any]] = []
         # Rules as the API shows them (remote_ip_prefix, ...); members are
         # computed from the ports in port_details, as the server does.
