@@ -237,3 +237,16 @@ class RouterDecisionsTest(L3AgentTestCase):
         self.assertEqual({attached['id'], gateway_only['id']},
                          {c.args[0] for c in self.agent.enqueue.call_args_list})
         self.assertEqual({l3.REFRESH}, {c.args[1] for c in self.agent.enqueue.call_args_list})
+
+
+class AgentUpdatedTest(base.TestCase):
+
+    def test_set_up_again_triggers_a_full_resync(self) -> None:
+        agent = mock.Mock()
+        callbacks = l3.L3RpcCallbacks(agent)
+        callbacks.agent_updated({}, payload={'admin_state_up': False})
+        agent.schedule_resync.assert_not_called()
+        callbacks.agent_updated({}, payload={'admin_state_up': True})
+        agent.schedule_resync.assert_called_once_with('agent set administratively up')
+        callbacks.agent_updated({}, payload={'admin_state_up': 'yes'})  # malformed
+        self.assertEqual(1, agent.schedule_resync.call_count)
