@@ -16,6 +16,8 @@ import subprocess
 import sys
 from unittest import mock
 
+import fixtures
+
 from agentkit import exceptions
 from agentkit.lib import iptables_manager as im
 from agentkit.privileged import iptables as priv_iptables
@@ -79,6 +81,8 @@ class FakeIptables:
         self.saves = 0
         self.saved_tables: list[str | None] = []
         self.fail_restore = False
+        # The namespace's cookie and nf_tables generation (bumped by commits).
+        self.cookie, self.generation = 7, 1
 
     # -- the two privileged calls --------------------------------------------
     def save(self, namespace: str | None, ip_version: int,
@@ -98,7 +102,11 @@ class FakeIptables:
         except SimulatedError as exc:
             return 1, '', str(exc)
         self.tables = tables
+        self.generation += 2  # one restore can be more than one commit
         return 0, '', ''
+
+    def ruleset_generation(self, namespace: str | None) -> list[int]:
+        return [self.cookie, self.generation]
 
     # -- simulation ------------------------------------------------------------
     def _table(self, tables: dict[str, im.LiveTable], name: str) -> im.LiveTable:
@@ -182,7 +190,7 @@ class ManagerTestCase(base.TestCase):
         self._patch_priv()
 
     def _patch_priv(self) -> None:
-        for name in ('save', 'restore'):
+        for name in ('save', 'restore', 'ruleset_generation'):
             patcher = mock.patch.object(im.priv, name, side_effect=getattr(self.fake, name))
             patcher.start()
             self.addCleanup(patcher.stop)
@@ -406,8 +414,9 @@ class RestartWithoutChurnTest(ManagerTestCase):
             self.router_rules(restarted)
         self.assertEqual(1, len(self.fake.restores), self.fake.restores[-1])
         self.assertEqual(before, self.fake.render())
-        # Each table was read on its own (no whole-namespace save).
-        self.assertNotIn(None, self.fake.saved_tables)
+        # All four tables were due: read with one save, not four.
+        self.assertEqual([None], self.fake.saved_tables[-1:])
+        self.assertEqual(2, self.fake.saves)
 
     def test_only_chains_that_differ_are_rewritten(self) -> None:
         first = im.IptablesManager('ns')
@@ -427,6 +436,80 @@ class RestartWithoutChurnTest(ManagerTestCase):
         self.assertIn('-A neutron-l3-agent-PREROUTING -d 203.0.113.6/32 -j DNAT '
                       '--to-destination 10.0.0.5', nat)
         self.assertFalse([r for r in nat if '203.0.113.5' in r])
+
+    def record_path(self) -> str:
+        return os.path.join(self.useFixture(fixtures.TempDir()).path, 'l3', 'r1.json')
+
+    def test_restart_with_an_unchanged_generation_reads_nothing(self) -> None:
+        path = self.record_path()
+        first = im.IptablesManager('ns', state_file=path)
+        with first.defer_apply():
+            self.router_rules(first)
+        saves, restores = self.fake.saves, len(self.fake.restores)
+        restarted = im.IptablesManager('ns', state_file=path)
+        with restarted.defer_apply():
+            self.router_rules(restarted)
+        self.assertEqual((saves, restores), (self.fake.saves, len(self.fake.restores)))
+        # A later change is compared with the kernel as always.
+        restarted.ipv4['nat'].add_rule('OUTPUT', '-d 1.1.1.1/32 -j DNAT --to-destination '
+                                       '10.0.0.1')
+        self.assertTrue(restarted.apply())
+        self.assertEqual(['nat'], self.fake.saved_tables[-1:])
+
+    def test_a_commit_by_anyone_else_means_reading_again(self) -> None:
+        path = self.record_path()
+        first = im.IptablesManager('ns', state_file=path)
+        with first.defer_apply():
+            self.router_rules(first)
+        # Someone changed one of our chains meanwhile (a commit: new generation).
+        self.fake.tables['nat'].rules['neutron-l3-agent-snat'].append('-j ACCEPT')
+        self.fake.generation += 1
+        restarted = im.IptablesManager('ns', state_file=path)
+        with restarted.defer_apply():
+            self.router_rules(restarted)
+        self.assertNotIn('-A neutron-l3-agent-snat -j ACCEPT', self.fake.lines('nat'))
+
+    def test_a_recreated_namespace_is_not_trusted(self) -> None:
+        path = self.record_path()
+        first = im.IptablesManager('ns', state_file=path)
+        with first.defer_apply():
+            self.router_rules(first)
+        self.fake.tables.clear()  # a new namespace, whose generation happens to match
+        self.fake.cookie += 1
+        restarted = im.IptablesManager('ns', state_file=path)
+        with restarted.defer_apply():
+            self.router_rules(restarted)
+        self.assertIn('-A neutron-l3-agent-snat -o qg-1 -j SNAT --to-source 203.0.113.2 '
+                      '--random-fully', self.fake.lines('nat'))
+
+    def test_a_different_model_is_compared_and_no_generation_means_reading(self) -> None:
+        path = self.record_path()
+        first = im.IptablesManager('ns', state_file=path)
+        with first.defer_apply():
+            self.router_rules(first)
+        restarted = im.IptablesManager('ns', state_file=path)
+        with restarted.defer_apply():
+            self.router_rules(restarted, fip='203.0.113.9')
+        self.assertIn('-A neutron-l3-agent-PREROUTING -d 203.0.113.9/32 -j DNAT '
+                      '--to-destination 10.0.0.5', self.fake.lines('nat'))
+        saves = self.fake.saves
+        with mock.patch.object(im.priv, 'ruleset_generation', side_effect=OSError(22, 'no')):
+            again = im.IptablesManager('ns', state_file=path)
+            with again.defer_apply():
+                self.router_rules(again, fip='203.0.113.9')
+        self.assertEqual(saves + 1, self.fake.saves)
+        self.assertFalse(os.path.exists(path))
+
+    def test_a_failed_restore_drops_the_record(self) -> None:
+        path = self.record_path()
+        first = im.IptablesManager('ns', state_file=path)
+        with first.defer_apply():
+            self.router_rules(first)
+        self.assertTrue(os.path.exists(path))
+        self.fake.fail_restore = True
+        first.ipv4['nat'].add_rule('OUTPUT', '-d 1.1.1.1/32 -j DNAT --to-destination 10.0.0.1')
+        self.assertRaises(im.IptablesError, first.apply)
+        self.assertFalse(os.path.exists(path))
 
     def test_a_change_reads_only_the_changed_table(self) -> None:
         mgr = im.IptablesManager('ns')
