@@ -6,6 +6,7 @@ definitions from ``sync_routers``, and floating IP statuses back.
 """
 
 import logging
+import time
 from typing import Any
 
 import oslo_messaging
@@ -252,6 +253,7 @@ class L3Agent(base.Agent):
             LOG.info('Router %s has no gateway; not handled here', router_id)
             self._delete_router(router_id)
             return
+        started = time.monotonic()
         try:
             statuses = self.router_driver.process_router(router)
         except l3_api.RouterProcessingError as exc:
@@ -266,6 +268,9 @@ class L3Agent(base.Agent):
                                       router=True)
         if statuses:
             self.plugin.update_floatingip_statuses(router_id, statuses)
+        # As Neutron's agent does: one line per router update, with its time.
+        LOG.info('Finished router update for %s in %.3f s', router_id,
+                 time.monotonic() - started)
 
     def _refuse(self, router_id: str, router: dict[str, Any], reason: str) -> None:
         """Never build a router the driver cannot build right; say so, once."""

@@ -405,6 +405,13 @@ def get_sysctl(key: str | Sequence[str], namespace: str | None = None) -> str:
     return priv.get_sysctl(parse_sysctl_key(key), validate_namespace(namespace))
 
 
+def get_sysctls(keys: Sequence[str | Sequence[str]],
+                namespace: str | None = None) -> list[str | None]:
+    """Several sysctls with one privileged call (None where absent)."""
+    return list(priv.get_sysctls([parse_sysctl_key(k) for k in keys],
+                                 validate_namespace(namespace)))
+
+
 ZERO_MAC = '00:00:00:00:00:00'
 
 

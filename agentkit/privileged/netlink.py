@@ -54,6 +54,7 @@ from agentkit.privileged import network
 NETNS_RUN_DIR = '/run/netns'
 # ioctl returning an fd for the network namespace a socket belongs to.
 SIOCGSKNS = 0x894C
+NETLINK_ROUTE = 0
 SIOCGIFINDEX = 0x8933
 SIOCGIFNAME = 0x8910
 _IFNAMSIZ = 16
@@ -283,10 +284,14 @@ def _open(namespace: str | None) -> _Entry:
 
     if namespace is None:
         return _Entry(IPRoute(), None)
-    try:
-        ipr = IPRoute(netns=namespace, flags=0)
-    except FileNotFoundError:
-        raise NetworkNamespaceNotFound(namespace) from None
+    # The socket is created by a thread that joined the namespace (a socket
+    # stays in the namespace it was created in), not by pyroute2's
+    # netns= path, which forks a helper per socket: ~20 ms on a busy
+    # daemon, the largest cost of a restarted agent's first pass over
+    # hundreds of namespaces.
+    sock = run_in_namespace(namespace, lambda: socket.socket(
+        socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
+    ipr = IPRoute(fileno=sock.detach())
     try:
         inode = _socket_ns_inode(ipr)
     except BaseException:
@@ -1272,5 +1277,25 @@ def get_sysctl(components: list[str], namespace: str | None = None) -> str:
     def read() -> str:
         with open(path) as f:
             return f.read().strip()
+
+    return run_in_namespace(namespace, read)
+
+
+@network.entrypoint
+def get_sysctls(keys: list[list[str]], namespace: str | None = None) -> list[str | None]:
+    """Read several net.* sysctls in one visit of ``namespace``; None for absent ones."""
+    if not isinstance(keys, (list, tuple)) or len(keys) > 64:
+        raise ValueError('keys must be a list of at most 64 sysctl keys')
+    paths = [_sysctl_path(components) for components in keys]
+
+    def read() -> list[str | None]:
+        values: list[str | None] = []
+        for path in paths:
+            try:
+                with open(path) as f:
+                    values.append(f.read().strip())
+            except FileNotFoundError:
+                values.append(None)
+        return values
 
     return run_in_namespace(namespace, read)

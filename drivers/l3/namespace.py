@@ -38,8 +38,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import os
 import threading
-import time
 from typing import Any
 
 from oslo_config import cfg
@@ -68,6 +68,9 @@ METADATA_ACCESS_MARK = '0x1'
 ROUTER_MARK_MASK = '0xffff'
 DEFAULT_ROUTES = frozenset({'0.0.0.0/0', '::/0'})
 ROUTER_DEVICE_PREFIXES = (naming.ROUTER_INTERFACE_PREFIX, naming.ROUTER_GATEWAY_PREFIX)
+# Under state_path: what each router's iptables manager applied, so that a
+# restarted agent needs no iptables-save while the namespace is unchanged.
+IPTABLES_RECORDS = 'l3-iptables'
 
 
 RouterProcessingError = l3.RouterProcessingError
@@ -397,13 +400,13 @@ class NamespaceRouterDriver(l3.RouterDriver):
         :raises RouterProcessingError: some parts failed (the others were
             configured); the agent should retry.
         """
-        started = time.monotonic()
         spec = parse_router(router)
         ns = spec.namespace
         with self._lock:
             state = self._routers.get(spec.id)
             if state is None:
-                state = _RouterState(iptables_manager.IptablesManager(ns))
+                state = _RouterState(iptables_manager.IptablesManager(
+                    ns, state_file=self._iptables_record(spec.id)))
                 self._routers[spec.id] = state
         failures: list[str] = []
         # The existence check is ~6x cheaper than create, and usually enough.
@@ -486,8 +489,6 @@ class NamespaceRouterDriver(l3.RouterDriver):
         self._announce(ns, announce)
 
         statuses = self._fip_statuses(spec, state, gateway_ok and iptables_ok)
-        LOG.debug('Router %s processed in %.1f ms', spec.id,
-                  (time.monotonic() - started) * 1000)
         if failures:
             raise RouterProcessingError(spec.id, failures, statuses)
         return statuses
@@ -521,23 +522,40 @@ class NamespaceRouterDriver(l3.RouterDriver):
             raise RouterProcessingError(router_id, failures)
         self.radvd.disable(router_id)
         ip_lib.delete_namespace(ns)
+        try:
+            os.unlink(self._iptables_record(router_id))
+        except FileNotFoundError:
+            pass
         with self._lock:
             self._routers.pop(router_id, None)
+
+    def _iptables_record(self, router_id: str) -> str:
+        """Where the router's applied iptables and their generation are recorded."""
+        return os.path.join(self.conf.state_path, IPTABLES_RECORDS, router_id + '.json')
 
     # -- parts ---------------------------------------------------------------
     def _ensure_sysctls(self, spec: RouterSpec, state: _RouterState) -> None:
         ns = spec.namespace
-        if not state.sysctls_done:
-            _ensure_sysctl('net.ipv4.ip_forward', 1, ns)
-            # Asymmetric paths are normal for a router (FIPs, extra routes).
-            _ensure_sysctl('net.ipv4.conf.all.rp_filter', 0, ns)
-            _ensure_sysctl('net.ipv4.conf.default.rp_filter', 0, ns)
-            state.sysctls_done = True
         ports = spec.interfaces + ([spec.gateway] if spec.gateway else [])
         has_v6 = any(ipaddress.ip_interface(c).version == 6 for p in ports for c in p.cidrs)
+        wanted: dict[str, int] = {}
+        if not state.sysctls_done:
+            wanted['net.ipv4.ip_forward'] = 1
+            # Asymmetric paths are normal for a router (FIPs, extra routes).
+            wanted['net.ipv4.conf.all.rp_filter'] = 0
+            wanted['net.ipv4.conf.default.rp_filter'] = 0
         if has_v6 and not state.ipv6_forwarding:
-            _ensure_sysctl('net.ipv6.conf.all.forwarding', 1, ns)
-            state.ipv6_forwarding = True
+            wanted['net.ipv6.conf.all.forwarding'] = 1
+        if not wanted:
+            return
+        # Read in one call, written only where they differ: a restarted
+        # agent writes nothing.
+        live = ip_lib.get_sysctls(list(wanted), ns)
+        for (key, value), current in zip(wanted.items(), live):
+            if current != str(value):
+                ip_lib.set_sysctl(key, value, ns)
+        state.sysctls_done = True
+        state.ipv6_forwarding = state.ipv6_forwarding or has_v6
 
     def _ensure_port(self, ns: str, port: RouterPort, cidrs: list[str],
                      link: ip_lib.LinkInfo | None,

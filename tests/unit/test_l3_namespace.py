@@ -158,6 +158,9 @@ class FakeHost(interface_api.InterfaceDriver):
         key = key if isinstance(key, str) else '.'.join(key)
         return self.ns(namespace)['sysctls'].get(key, 'kernel default')
 
+    def get_sysctls(self, keys: Any, namespace: str) -> list[str]:
+        return [self.get_sysctl(k, namespace) for k in keys]
+
     def announce(self, device: str, address: str, namespace: str, count: int) -> None:
         self.calls.append(('announce', device, address, count))
 
@@ -244,9 +247,8 @@ class NamespaceRouterDriverTest(base.TestCase):
         self.conf.set_override('state_path', state_path)
         self.host = FakeHost()
         for name in ('create_namespace', 'delete_namespace', 'list_namespaces',
-                     'namespace_exists',
-                     'list_links', 'set_sysctl', 'get_sysctl', 'list_routes', 'add_route',
-                     'delete_route', 'IPDevice'):
+                     'namespace_exists', 'list_links', 'set_sysctl', 'get_sysctl',
+                     'get_sysctls', 'list_routes', 'add_route', 'delete_route', 'IPDevice'):
             patcher = mock.patch.object(ip_lib, name, getattr(self.host, name))
             patcher.start()
             self.addCleanup(patcher.stop)
@@ -255,7 +257,7 @@ class NamespaceRouterDriverTest(base.TestCase):
             patcher.start()
             self.addCleanup(patcher.stop)
         self.iptables = FakeIptables()
-        for name in ('save', 'restore'):
+        for name in ('save', 'restore', 'ruleset_generation'):
             patcher = mock.patch.object(iptables_manager.priv, name,
                                         side_effect=getattr(self.iptables, name))
             patcher.start()
