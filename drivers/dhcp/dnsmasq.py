@@ -832,26 +832,16 @@ def check_traversable(path: str, uid: int | None = None) -> None:
     """
     if uid is None:
         uid = _nobody_uid()
-    checked = set()
-    for candidate in (os.path.abspath(path), os.path.realpath(path)):
-        current = '/'
-        for part in [''] + [p for p in candidate.split('/') if p]:
-            current = os.path.join(current, part) if part else '/'
-            if current in checked:
-                continue
-            checked.add(current)
-            st = os.stat(current)
-            if not stat.S_ISDIR(st.st_mode):
-                continue  # a symlink: its target is checked via realpath
-            bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXOTH
-            if not st.st_mode & bit:
-                raise exceptions.InvalidConfiguration(
-                    'state_path %s is not usable for dnsmasq: %s (mode %04o, uid %d) '
-                    'cannot be traversed by %r, the user dnsmasq drops to before '
-                    'reading its files; it would run and answer no DHCP request. Use '
-                    'a directory like /var/lib/agentkit or make %s world-searchable '
-                    '(chmod o+x).' % (path, current, stat.S_IMODE(st.st_mode),
-                                      st.st_uid, UNPRIVILEGED_USER, current))
+    blocked = fileutils.blocking_directory(path, uid)
+    if blocked is not None:
+        current, st = blocked
+        raise exceptions.InvalidConfiguration(
+            'state_path %s is not usable for dnsmasq: %s (mode %04o, uid %d) '
+            'cannot be traversed by %r, the user dnsmasq drops to before '
+            'reading its files; it would run and answer no DHCP request. Use '
+            'a directory like /var/lib/agentkit or make %s world-searchable '
+            '(chmod o+x).' % (path, current, stat.S_IMODE(st.st_mode),
+                              st.st_uid, UNPRIVILEGED_USER, current))
 
 
 # ---------------------------------------------------------------------------

@@ -321,46 +321,16 @@ def check_readable(directory: str, user: pwd.struct_passwd) -> None:
 
     :raises InvalidConfiguration: naming the first directory that blocks.
     """
-    checked = set()
-    for candidate in (os.path.abspath(directory), os.path.realpath(directory)):
-        current = '/'
-        for part in [''] + [p for p in candidate.split('/') if p]:
-            current = os.path.join(current, part) if part else '/'
-            if current in checked:
-                continue
-            checked.add(current)
-            st = os.stat(current)
-            if not stat.S_ISDIR(st.st_mode):
-                continue  # a symlink: its target is checked via realpath
-            if st.st_uid == user.pw_uid:
-                bit = stat.S_IXUSR
-            elif st.st_gid == user.pw_gid:
-                bit = stat.S_IXGRP
-            else:
-                bit = stat.S_IXOTH
-            if not st.st_mode & bit:
-                raise exceptions.InvalidConfiguration(
-                    'state_path is not usable for radvd: %s (mode %04o, uid %d, gid %d) '
-                    'cannot be traversed by user %s, which re-reads %s on every '
-                    'change and exits if it cannot. Make %s searchable (chmod o+x) '
-                    'or use a directory like /var/lib/agentkit.'
-                    % (current, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
-                       user.pw_name, directory, current))
-
-
-def _ensure_dir(path: str) -> None:
-    """``path`` as 0755 whatever the umask: the radvd user reads what is in it."""
-    os.makedirs(path, mode=0o755, exist_ok=True)
-    if stat.S_IMODE(os.stat(path).st_mode) & 0o055 != 0o055:
-        os.chmod(path, 0o755)
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding='utf-8', errors='replace') as f:
-            return f.read()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    blocked = fileutils.blocking_directory(directory, user.pw_uid, {user.pw_gid})
+    if blocked is not None:
+        current, st = blocked
+        raise exceptions.InvalidConfiguration(
+            'state_path is not usable for radvd: %s (mode %04o, uid %d, gid %d) '
+            'cannot be traversed by user %s, which re-reads %s on every '
+            'change and exits if it cannot. Make %s searchable (chmod o+x) '
+            'or use a directory like /var/lib/agentkit.'
+            % (current, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
+               user.pw_name, directory, current))
 
 
 def _write_if_changed(path: str, content: str) -> bool:
@@ -621,7 +591,7 @@ class RadvdManager(external_process.DaemonOwner):
 
     def _apply(self, router_id: str, namespace: str, text: str) -> None:
         ra_dir = self._ra_dir()
-        _ensure_dir(ra_dir)
+        fileutils.ensure_shared_dir(ra_dir)
         user = radvd_user()
         if user is None:
             if not self._warned_no_user:

@@ -326,16 +326,6 @@ def resolve_group(value: Any) -> tuple[int, str]:
             'unprivileged group "nogroup", others "nobody")' % value) from None
 
 
-def _searchable(st: os.stat_result, uid: int, gids: set[int]) -> bool:
-    if uid == 0:
-        return True
-    if st.st_uid == uid:
-        return bool(st.st_mode & stat.S_IXUSR)
-    if st.st_gid in gids:
-        return bool(st.st_mode & stat.S_IXGRP)
-    return bool(st.st_mode & stat.S_IXOTH)
-
-
 def check_reachable(socket_path: str, uid: int, gid: int) -> None:
     """Refuse a socket directory the proxy's user cannot traverse.
 
@@ -351,39 +341,17 @@ def check_reachable(socket_path: str, uid: int, gid: int) -> None:
         gids = set(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
     except KeyError:  # a bare uid: haproxy then keeps no supplementary group
         gids = {gid}
-    for candidate in (os.path.dirname(socket_path),
-                      os.path.dirname(os.path.realpath(socket_path))):
-        current = '/'
-        for part in [''] + [p for p in candidate.split('/') if p]:
-            current = os.path.join(current, part) if part else '/'
-            try:
-                st = os.stat(current)
-            except FileNotFoundError:
-                break
-            if stat.S_ISDIR(st.st_mode) and not _searchable(st, uid, gids):
-                raise exceptions.InvalidConfiguration(
-                    'metadata_proxy_socket %s is not reachable by the metadata proxy: %s '
-                    '(mode %04o, uid %d, gid %d) cannot be traversed by uid %d/gid %d '
-                    '(metadata_proxy_user/group); every metadata request would fail. '
-                    'Make %s searchable (chmod o+x) or choose another user or socket.'
-                    % (socket_path, current, stat.S_IMODE(st.st_mode), st.st_uid,
-                       st.st_gid, uid, gid, current))
-
-
-def _ensure_dir(path: str) -> None:
-    """Create ``path`` as 0755 whatever the umask: operators and the proxy's
-    user may read what is in it."""
-    os.makedirs(path, mode=0o755, exist_ok=True)
-    if stat.S_IMODE(os.stat(path).st_mode) & 0o055 != 0o055:
-        os.chmod(path, 0o755)
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding='utf-8', errors='replace') as f:
-            return f.read()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    blocked = fileutils.blocking_directory(os.path.dirname(socket_path), uid, gids,
+                                           missing_ok=True)
+    if blocked is not None:
+        current, st = blocked
+        raise exceptions.InvalidConfiguration(
+            'metadata_proxy_socket %s is not reachable by the metadata proxy: %s '
+            '(mode %04o, uid %d, gid %d) cannot be traversed by uid %d/gid %d '
+            '(metadata_proxy_user/group); every metadata request would fail. '
+            'Make %s searchable (chmod o+x) or choose another user or socket.'
+            % (socket_path, current, stat.S_IMODE(st.st_mode), st.st_uid,
+               st.st_gid, uid, gid, current))
 
 
 def _remove(path: str) -> None:
@@ -441,7 +409,7 @@ class HaproxyMetadataDriver(external_process.DaemonOwner, metadata_api.MetadataD
                 '%s not found in %s; install the haproxy package (bindep.txt)'
                 % (HAPROXY_BINARY, priv_process.DEFAULT_PATH))
         check_reachable(socket_path, uid, gid)
-        _ensure_dir(self._proxy_dir())
+        fileutils.ensure_shared_dir(self._proxy_dir())
         self._ensure_monitor()
 
     def stop(self) -> None:
@@ -509,7 +477,8 @@ class HaproxyMetadataDriver(external_process.DaemonOwner, metadata_api.MetadataD
                 if resource_id in known:
                     kind = _kind(known[resource_id])
                 else:
-                    kind = proxy_kind(_read(self._conf_path(resource_id)) or '', resource_id)
+                    conf_text = fileutils.read_text(self._conf_path(resource_id))
+                    kind = proxy_kind(conf_text or '', resource_id)
                 if kind is None:
                     LOG.warning('Metadata proxy %s runs but its configuration does not say '
                                 'whether it serves a router or a network; leaving it alone',
@@ -582,8 +551,8 @@ class HaproxyMetadataDriver(external_process.DaemonOwner, metadata_api.MetadataD
             if state is None:
                 raise exceptions.ProcessError('no configuration known for the metadata '
                                               'proxy of %s' % resource_id)
-            if _read(conf_path) != state.config_text:
-                _ensure_dir(os.path.dirname(conf_path))
+            if fileutils.read_text(conf_path) != state.config_text:
+                fileutils.ensure_shared_dir(os.path.dirname(conf_path))
                 fileutils.write_atomic(conf_path, state.config_text, mode=0o644)
             return [HAPROXY_BINARY, '-f', conf_path]
 
@@ -630,11 +599,11 @@ class HaproxyMetadataDriver(external_process.DaemonOwner, metadata_api.MetadataD
         with self._lock:
             self._proxies[resource_id] = state
         manager = state.manager
-        _ensure_dir(self._proxy_dir())
+        fileutils.ensure_shared_dir(self._proxy_dir())
         if not manager.active:
             manager.enable()
             self._count('starts')
-        elif moved or _read(self._conf_path(resource_id)) != text:
+        elif moved or fileutils.read_text(self._conf_path(resource_id)) != text:
             LOG.info('Metadata proxy of %s %s: %s changed; restarting it', _kind(router),
                      resource_id, 'namespace' if moved else 'configuration')
             manager.restart()

@@ -534,6 +534,7 @@ class TestLifecycle(RadvdTestCase):
     def test_traversal_by_owner_and_group(self):
         directory = tempfile.mkdtemp(dir=os.path.dirname(self.state_path))
         os.chmod(directory, 0o710)
+        os.chown(directory, 4244, -1)  # an owner that is not root (root enters anything)
         owner_st = os.stat(directory)
         as_group = pwd.struct_passwd(('radvd', 'x', 4242, owner_st.st_gid, '', '/', '/'))
         radvd.check_readable(directory, as_group)
