@@ -5,6 +5,7 @@ module owns the RPC conversation: which routers are ours, their full
 definitions from ``sync_routers``, and floating IP statuses back.
 """
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -33,8 +34,23 @@ DELETE = 'delete'
 # the chunk on every timeout down to 32, then grows it again by 32.
 SYNC_ROUTERS_MAX_CHUNK_SIZE = 256
 SYNC_ROUTERS_MIN_CHUNK_SIZE = 32
+# Before any RPC event (monotonic clock).
+as_of_never = float('-inf')
 # Refused routers listed in the agent's configurations (the count is exact).
 MAX_REPORTED_UNSUPPORTED = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncSnapshot:
+    """A router (None: to delete) as a full sync saw it, and when.
+
+    An RPC event about the router that arrived after ``as_of`` makes this
+    snapshot obsolete, whether the event's own update is still queued or
+    already done: the update is dropped instead of undoing the newer one.
+    """
+
+    router: dict[str, Any] | None
+    as_of: float
 
 
 class L3RpcCallbacks:
@@ -118,6 +134,8 @@ class L3Agent(base.Agent):
         # Routers the driver refused to build, with the reason.
         self.unsupported: dict[str, str] = {}
         self.sync_chunk_size = SYNC_ROUTERS_MAX_CHUNK_SIZE
+        # When the last RPC event about each router arrived (monotonic).
+        self.rpc_seen: dict[str, float] = {}
 
     def initialize_drivers(self) -> None:
         self.interface.initialize()
@@ -130,8 +148,7 @@ class L3Agent(base.Agent):
 
     def setup_rpc_clients(self) -> None:
         self.plugin = l3_rpc.L3PluginApi(
-            self.transport, self.host,
-            timeout=self.conf.agent.rpc_response_max_timeout)
+            self.transport, self.host)
 
     def rpc_topics(self) -> dict[str, list[object]]:
         callbacks: list[object] = [L3RpcCallbacks(self)]
@@ -161,6 +178,8 @@ class L3Agent(base.Agent):
 
     def enqueue(self, router_id: str, action: str, payload: Any = None,
                 priority: int = work_queue.PRIORITY_RPC) -> None:
+        if priority == work_queue.PRIORITY_RPC:
+            self.rpc_seen[router_id] = time.monotonic()
         # A full sync's snapshot never replaces a pending RPC-driven update:
         # that one was queued later and is the newer intent.
         self.queue.put(work_queue.ResourceUpdate(router_id, action, priority, payload),
@@ -178,6 +197,7 @@ class L3Agent(base.Agent):
         # What the host has is taken *before* the server is asked, so a
         # router built meanwhile (scheduled here while the sync runs) is
         # not mistaken for a stale one.
+        as_of = time.monotonic()
         existing = set(self.routers) | self.router_driver.existing_routers()
         if self.metadata is not None:
             existing |= self.metadata.active_proxies(router=True)
@@ -193,11 +213,18 @@ class L3Agent(base.Agent):
         returned = set()
         for router in self._fetch_routers(valid):
             returned.add(router['id'])
-            self.enqueue(router['id'], APPLY, router, work_queue.PRIORITY_SYNC)
+            self.enqueue(router['id'], APPLY, SyncSnapshot(router, as_of),
+                         work_queue.PRIORITY_SYNC)
         # Scheduled here but not returned: admin-down (the server leaves
         # those out of sync_routers) or gone meanwhile.
         for router_id in existing - returned:
-            self.enqueue(router_id, DELETE, priority=work_queue.PRIORITY_SYNC)
+            self.enqueue(router_id, DELETE, SyncSnapshot(None, as_of),
+                         work_queue.PRIORITY_SYNC)
+        for router_id in set(self.unsupported) - returned:
+            self.unsupported.pop(router_id, None)  # refused, and gone since
+        for router_id, seen in list(self.rpc_seen.items()):
+            if seen < as_of:
+                self.rpc_seen.pop(router_id, None)  # older than this snapshot
 
     def _fetch_routers(self, router_ids: list[str]) -> list[dict[str, Any]]:
         """``sync_routers`` in chunks that shrink on timeouts, as Neutron's agent does.
@@ -229,10 +256,16 @@ class L3Agent(base.Agent):
 
     def process_update(self, update: work_queue.ResourceUpdate) -> None:
         router_id = update.resource_id
+        router = update.payload
+        if isinstance(router, SyncSnapshot):
+            if self.rpc_seen.get(router_id, as_of_never) > router.as_of:
+                LOG.debug('Router %s: full-sync snapshot older than its last RPC '
+                          'event; skipped', router_id)
+                return
+            router = router.router
         if update.action == DELETE:
             self._forget(router_id)
             return
-        router = update.payload
         if update.action == REFRESH:
             routers = self.plugin.sync_routers([router_id])
             router = next((r for r in routers or [] if isinstance(r, dict)

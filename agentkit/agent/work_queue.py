@@ -79,14 +79,15 @@ class WorkQueue:
             supersede: bool = True) -> bool:
         """Queue ``update``, superseding a pending one for the same resource.
 
-        :param supersede: False leaves a pending update as it is: a full
-            sync's snapshot, taken before an RPC event was queued, must not
-            replace that newer intent.
+        :param supersede: False leaves a pending update of more urgent
+            priority as it is: a full sync's snapshot, taken before an RPC
+            event was queued, must not replace that newer intent (but it
+            does replace an older sync's pending retry).
         :returns: False if ``update`` was not queued.
         """
         with self._cond:
             old = self._pending.get(update.resource_id)
-            if old is not None and not supersede:
+            if old is not None and not supersede and old[1].priority < update.priority:
                 return False
             if old is not None:
                 update.priority = min(update.priority, old[1].priority)

@@ -68,6 +68,7 @@ class L3AgentTestCase(base.TestCase):
         self.agent.routers = {}
         self.agent.unsupported = {}
         self.agent.sync_chunk_size = l3.SYNC_ROUTERS_MAX_CHUNK_SIZE
+        self.agent.rpc_seen = {}
         self.agent.metadata = None
         self.server = FakeServer()
         self.agent.plugin = self.server
@@ -175,6 +176,51 @@ class FullSyncTest(L3AgentTestCase):
                          (update.action, update.priority))
 
 
+    def test_snapshot_older_than_a_processed_rpc_update_is_dropped(self) -> None:
+        """router_deleted handled while the sync ran: its snapshot must not rebuild it."""
+        r = router()
+        self.server.routers[r['id']] = r
+        self.server.scheduled = [r['id']]
+        real_sync_routers = self.server.sync_routers
+
+        def sync_routers(router_ids: list[str]) -> list[dict[str, Any]]:
+            reply = real_sync_routers(router_ids)
+            # Meanwhile the router is deleted and the agent handles the cast.
+            del self.server.routers[r['id']]
+            l3.L3RpcCallbacks(self.agent).router_deleted({}, router_id=r['id'])
+            self.agent.process_update(self._pop())
+            return reply
+        self.server.sync_routers = sync_routers  # type: ignore[method-assign]
+        self.agent.sync_state()
+        self.drain()
+        self.assertEqual([], self.built())
+        self.assertEqual([r['id']], self.deleted())
+
+    def test_a_newer_sync_replaces_an_older_syncs_pending_update(self) -> None:
+        r = router()
+        self.server.routers[r['id']] = r
+        self.server.scheduled = [r['id']]
+        self.agent.enqueue(r['id'], l3.DELETE, l3.SyncSnapshot(None, 0.0),
+                           work_queue.PRIORITY_SYNC)  # e.g. a retry of the last sync
+        self.agent.sync_state()
+        self.drain()
+        self.assertEqual([r['id']], self.built())
+        self.assertEqual([], self.deleted())
+
+    def test_refused_routers_gone_from_the_server_are_no_longer_reported(self) -> None:
+        ha = router(ha=True)
+        self.server.routers[ha['id']] = ha
+        self.server.scheduled = [ha['id']]
+        self.agent.sync_state()
+        self.drain()
+        self.assertIn(ha['id'], self.agent.unsupported)
+        del self.server.routers[ha['id']]
+        self.server.scheduled = []  # unscheduled without the agent hearing of it
+        self.agent.sync_state()
+        self.drain()
+        self.assertEqual({}, self.agent.unsupported)
+
+
 class RouterDecisionsTest(L3AgentTestCase):
 
     def process(self, r: dict[str, Any]) -> None:
@@ -212,8 +258,17 @@ class RouterDecisionsTest(L3AgentTestCase):
     def test_deleted_router_is_forgotten_also_when_refused(self) -> None:
         r = router(distributed=True)
         self.process(r)
+        self.assertIn(r['id'], self.agent.unsupported)
         self.agent.process_update(work_queue.ResourceUpdate(r['id'], l3.DELETE))
         self.assertEqual({}, self.agent.unsupported)
+
+    def test_admin_down_router_in_a_payload_is_removed(self) -> None:
+        r = router()
+        self.process(r)
+        self.agent.process_update(work_queue.ResourceUpdate(
+            r['id'], l3.APPLY, payload=dict(r, admin_state_up=False)))
+        self.assertEqual([r['id']], self.deleted())
+        self.assertNotIn(r['id'], self.agent.routers)
 
     def test_partly_failed_router_reports_statuses_and_retries(self) -> None:
         r = router()

@@ -43,9 +43,12 @@ class WorkQueueTest(base.TestCase):
                                supersede=False))
         self.assertTrue(q.put(wq.ResourceUpdate('r2', 'apply', wq.PRIORITY_SYNC, 'other'),
                               supersede=False))
+        # An update of the same priority is replaced as usual.
+        self.assertTrue(q.put(wq.ResourceUpdate('r2', 'apply', wq.PRIORITY_SYNC, 'newer'),
+                              supersede=False))
         q.start()
         self.assertTrue(q.wait_idle(5))
-        self.assertEqual(['rpc', 'other'], seen)
+        self.assertEqual(['rpc', 'newer'], seen)
 
     def test_same_resource_never_runs_concurrently(self):
         active = set()
