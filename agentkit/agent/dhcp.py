@@ -164,8 +164,7 @@ class DhcpAgent(base.Agent):
 
     def setup_rpc_clients(self) -> None:
         self.plugin = dhcp_rpc.DhcpPluginApi(
-            self.transport, self.host,
-            timeout=self.conf.agent.rpc_response_max_timeout)
+            self.transport, self.host)
 
     def rpc_topics(self) -> dict[str, list[object]]:
         return {topics.DHCP_AGENT: [DhcpRpcCallbacks(self)]}

@@ -267,8 +267,7 @@ class L2Agent(base.Agent):
 
     def setup_rpc_clients(self) -> None:
         self.plugin = plugin_api.L2PluginApi(
-            self.transport, self.host,
-            timeout=self.conf.agent.rpc_response_max_timeout)
+            self.transport, self.host)
         self.security_groups = security_groups.SecurityGroupAgent(
             self.firewall, self.plugin.security_group_info_for_devices,
             self.mech.filter_bridge)

@@ -55,10 +55,6 @@ agent_opts = [
         help='How often a failing resource is retried (with exponential '
              'back-off) before it is left for the next periodic resync.'),
     cfg.IntOpt(
-        'rpc_response_max_timeout', default=600, min=1,
-        help='Upper bound in seconds for the timeout of a single RPC call '
-             'to neutron-server.'),
-    cfg.IntOpt(
         'worker_threads', default=8, min=1,
         help='Threads that process resource events from the work queue.'),
 ]

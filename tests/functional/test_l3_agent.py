@@ -49,17 +49,17 @@ class L3AgentTest(base.AgentTestCase):
         self.bridges = set()
         self.addCleanup(self.cleanup_host)
 
-    def write_config(self, **agent):
+    def write_config(self, **default):
         return base.write_config(self.get_temp_path('l3.ini'), {
             'DEFAULT': {'transport_url': self.neutron.transport_url,
                         'host': self.host, 'state_path': self.state_path,
                         'interface_driver': 'linuxbridge', 'l3_driver': 'namespace',
-                        'enable_metadata_proxy': False},
-            'agent': {'report_interval': 1, **agent},
+                        'enable_metadata_proxy': False, **default},
+            'agent': {'report_interval': 1},
         })
 
-    def start_agent(self, **agent):
-        proc = self.run_agent('agentkit-l3', self.write_config(**agent), self.host,
+    def start_agent(self, **default):
+        proc = self.run_agent('agentkit-l3', self.write_config(**default), self.host,
                               self.neutron)
         self.addOnException(lambda exc_info: self.addDetail(
             'agentkit-l3.log', testtools.content.text_content(proc.output())))
@@ -190,7 +190,8 @@ class L3AgentTest(base.AgentTestCase):
         routers = [self.neutron.add_router(host=self.host) for _ in range(150)]
         # Asked for more than 64 routers the server answers too late.
         self.neutron.slow_sync_routers = (64, 4.0)
-        proc = self.start_agent(rpc_response_max_timeout=2)
+        # oslo.messaging's call timeout, as in Neutron's agents ([DEFAULT]).
+        proc = self.start_agent(rpc_response_timeout=2)
         proc.wait_for_output('Full sync (agent start) done', 90)
         wanted = {naming.router_namespace(r['id']) for r in routers}
         gone = {naming.router_namespace(r) for r in (stale, down['id'])}
