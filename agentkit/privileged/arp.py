@@ -54,15 +54,24 @@ def _check_device(device: str) -> str:
 
 
 @network.entrypoint
-def send_gratuitous_arp(device: str, address: str, namespace: str | None = None) -> None:
-    """Broadcast one gratuitous ARP for IPv4 ``address`` on ``device``.
+def send_gratuitous_arp(device: str, address: str, namespace: str) -> None:
+    """Broadcast one gratuitous ARP for IPv4 ``address`` on ``device`` in ``namespace``.
+
+    Only from a router's namespace (never the host's own), and only for an
+    address the device holds: the daemon does not announce what the caller
+    names without checking.
 
     :raises NetworkNamespaceNotFound: no such namespace.
     :raises OSError: the device does not exist or is down (ENXIO/ENETDOWN).
-    :raises ValueError: invalid device name or not an IPv4 address.
+    :raises ValueError: no namespace, invalid device name, not an IPv4
+        address, or an address the device does not have.
     """
+    if namespace is None:
+        raise ValueError('gratuitous ARPs are sent from a namespace only')
     device = _check_device(device)
-    ipaddress.IPv4Address(address)
+    ip = str(ipaddress.IPv4Address(address))
+    if not any(a['address'] == ip for a in netlink.list_addresses(namespace, device, 4)):
+        raise ValueError('%s is not an address of %s in %s' % (ip, device, namespace))
 
     def send() -> None:
         with socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
