@@ -29,7 +29,10 @@ a host that kept its rules -- no ``iptables-restore`` runs at all; otherwise
 one runs for all changed tables. :meth:`defer_apply` batches a whole router
 update into that single call. The comparison is textual, so rules are
 written the way ``iptables-save`` prints them (a rule written differently
-is still correct, it is merely rewritten once after each restart).
+is still correct, but its chain is rewritten whenever its table changes).
+A manager with a ``state_file`` skips even the reading after a restart
+while the namespace's nf_tables generation shows no commit since its
+last apply (see :meth:`IptablesManager.apply`).
 """
 
 from __future__ import annotations
@@ -412,9 +415,12 @@ class IptablesManager(batching.DeferredApply):
                     self._applied[(version, name)] = wanted[name]
                 compared = True
             if self.state_file and compared:
-                # After a restore the generation is read again; after a
-                # compare that wrote nothing, the one read before it counts.
-                self._record(self._generation() if changed else before)
+                # After a restore the generation is read again (a commit by
+                # someone else within that millisecond would go unseen); after
+                # a compare that wrote nothing, only if nothing was committed
+                # while it ran.
+                now = self._generation()
+                self._record(now if changed or now == before else None)
             return changed
 
     # -- the record of what was applied -------------------------------------

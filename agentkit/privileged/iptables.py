@@ -127,6 +127,24 @@ def _generation_here() -> list[int]:
     raise OSError(0, 'NFT_MSG_GETGEN reply without a generation id')
 
 
+_nft_backend: bool | None = None
+
+
+def _iptables_uses_nf_tables() -> bool:
+    """Whether ``iptables-restore`` is iptables-nft (cached; the binary is fixed).
+
+    Only then does every change agentkit or an operator makes with the
+    iptables tools bump the nf_tables generation; iptables-legacy commits
+    leave it alone.
+    """
+    global _nft_backend
+    if _nft_backend is None:
+        rc, out, _ = tool_exec.execute([_binary(RESTORE_BINARIES, 4), '--version'], None,
+                                       '', DEFAULT_TIMEOUT)
+        _nft_backend = rc == 0 and '(nf_tables)' in out
+    return _nft_backend
+
+
 @network.entrypoint
 def ruleset_generation(namespace: str | None = None) -> list[int]:
     """``[namespace cookie, nf_tables generation]`` of ``namespace``.
@@ -137,6 +155,11 @@ def ruleset_generation(namespace: str | None = None) -> list[int]:
     trip instead of an ``iptables-save``).
 
     :raises NetworkNamespaceNotFound: no such namespace.
-    :raises OSError: the kernel refused (e.g. no nf_tables, Linux < 5.14).
+    :raises OSError: the iptables tools are not iptables-nft (legacy
+        commits would go unseen), or the kernel refused (no nf_tables,
+        Linux < 5.14).
     """
+    if not _iptables_uses_nf_tables():
+        raise OSError(0, 'iptables is not the nf_tables variant: its changes do not '
+                         'show in the nf_tables generation')
     return netlink.run_in_namespace(namespace, _generation_here)

@@ -371,6 +371,7 @@ class NamespaceRouterDriverTest(base.FunctionalTestCase):
         before = base.netfilter_snapshot(self.ns)
         self.driver = self._load_driver()  # an agent restart
         with mock.patch.object(iptables_manager.priv, 'restore') as restore, \
+                mock.patch.object(iptables_manager.priv, 'save') as save, \
                 mock.patch.object(ip_lib, 'set_sysctl') as set_sysctl, \
                 mock.patch.object(self.interface, 'plug') as plug, \
                 mock.patch.object(self.interface, 'set_addresses') as set_addresses, \
@@ -378,7 +379,25 @@ class NamespaceRouterDriverTest(base.FunctionalTestCase):
                 mock.patch.object(ip_lib, 'delete_route') as delete_route:
             self.assertEqual({}, self.driver.process_router(
                 self.router(fip=True, fip_status='ACTIVE')))
-        for call in (restore, set_sysctl, plug, set_addresses, add_route, delete_route):
+        # Not even read back: the nf_tables generation shows no commit since.
+        for call in (restore, save, set_sysctl, plug, set_addresses, add_route,
+                     delete_route):
             call.assert_not_called()
         self.assertEqual(before, base.netfilter_snapshot(self.ns))
         self.assertTrue(can_ping(self.ext_ns, FIP))
+
+    def test_a_foreign_change_is_seen_and_undone_after_a_restart(self) -> None:
+        """Reading changes nothing; anyone's commit makes the next restart compare."""
+        generation = iptables_manager.priv.ruleset_generation
+        self.driver.process_router(self.router(fip=True))
+        first = generation(self.ns)
+        ns_exec(self.ns, 'iptables-save')
+        self.assertEqual(first, generation(self.ns))
+        # Someone deletes the floating IP's DNAT while the agent is down.
+        rule = '-d %s/32 -j DNAT --to-destination %s' % (FIP, VM_IP)
+        self.assertEqual(0, ns_exec(self.ns, 'iptables', '-t', 'nat', '-D',
+                                    'neutron-l3-agent-PREROUTING', *rule.split()).returncode)
+        self.assertNotEqual(first, generation(self.ns))
+        self.driver = self._load_driver()
+        self.driver.process_router(self.router(fip=True, fip_status='ACTIVE'))
+        self.assertIn('-A neutron-l3-agent-PREROUTING ' + rule, self.nat_rules())
