@@ -228,7 +228,7 @@ class FlowFilter:
 
 @dataclasses.dataclass(frozen=True)
 class Flow:
-    """What matching needs of one conntrack entry: its original tuple and zone.
+    """What matching needs of one conntrack entry: original tuple, zone, reply destination.
 
     ``sport``/``dport`` are None for protocols without ports.
     """

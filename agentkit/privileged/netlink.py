@@ -8,13 +8,13 @@ arguments before they cross to root.
 
 Design points:
 
-* **One netlink socket per namespace, kept open.** Opening
-  ``IPRoute(netns=...)`` forks a helper that ``setns()``es (~6-10 ms); a
-  cached socket makes an operation cost ~0.3 ms. Sockets are opened
-  with ``flags=0`` so a mistyped name raises instead of creating a
-  namespace. A cached socket pins its namespace, so every use first checks
-  that ``/run/netns/<name>`` still refers to the namespace the socket lives
-  in (one ``stat``); a namespace deleted or recreated behind our back makes
+* **One netlink socket per namespace, kept open.** The socket is created
+  by a throwaway thread that joined the namespace (never creating one, so
+  a mistyped name raises) and handed to ``IPRoute(fileno=...)``; pyroute2's
+  own ``IPRoute(netns=...)`` forks a helper per socket (~6-20 ms). A cached
+  socket makes an operation cost ~0.3 ms. It pins its namespace, so every
+  use first checks that ``/run/netns/<name>`` still refers to the namespace
+  the socket lives in (one ``stat``); a namespace deleted or recreated behind our back makes
   the socket stale and it is dropped. The least recently used sockets are
   closed beyond a limit derived from the fd limit (4 fds each).
 * **One thread owns pyroute2.** Netlink operations are handed from
@@ -291,7 +291,12 @@ def _open(namespace: str | None) -> _Entry:
     # hundreds of namespaces.
     sock = run_in_namespace(namespace, lambda: socket.socket(
         socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
-    ipr = IPRoute(fileno=sock.detach())
+    fd = sock.detach()
+    try:
+        ipr = IPRoute(fileno=fd)
+    except BaseException:
+        os.close(fd)
+        raise
     try:
         inode = _socket_ns_inode(ipr)
     except BaseException:

@@ -482,10 +482,10 @@ class NamespaceRouterDriver(l3.RouterDriver):
                 LOG.exception('Router %s: iptables failed', spec.id)
                 failures.append('iptables: %s' % exc)
 
-        if iptables_ok:
-            # Only once the new rules are in force: earlier, a packet of an
-            # old session would just recreate its entry with the old NAT.
-            self._end_stale_sessions(spec, state, removed_gw_addresses, failures)
+        # Deleted only once the new rules are in force: earlier, a packet of
+        # an old session would just recreate its entry with the old NAT.
+        self._end_stale_sessions(spec, state, removed_gw_addresses, failures,
+                                 delete=iptables_ok)
         self._announce(ns, announce)
 
         statuses = self._fip_statuses(spec, state, gateway_ok and iptables_ok)
@@ -598,12 +598,15 @@ class NamespaceRouterDriver(l3.RouterDriver):
 
     @staticmethod
     def _end_stale_sessions(spec: RouterSpec, state: _RouterState,
-                            removed_gw_addresses: set[str], failures: list[str]) -> None:
+                            removed_gw_addresses: set[str], failures: list[str],
+                            delete: bool) -> None:
         """Delete the conntrack entries of NAT mappings that no longer hold.
 
         What ended is known from the addresses taken off qg- (also after an
         agent restart) and from the mappings in force before this update
-        (a floating IP moved to another fixed IP keeps its address).
+        (a floating IP moved to another fixed IP keeps its address). The
+        filters are kept until a deletion succeeds; ``delete`` False (the
+        new rules are not in force) only remembers them.
         """
         nat_map = {f.floating_ip: f.fixed_ip for f in spec.floating_ips}
         snat_ip = spec.gateway_ipv4
@@ -617,7 +620,7 @@ class NamespaceRouterDriver(l3.RouterDriver):
             state.stale_flows.add(conntrack.FlowFilter(4, orig_dst=address))
             state.stale_flows.add(conntrack.FlowFilter(4, reply_dst=address))
         state.nat_map, state.snat_ip = nat_map, snat_ip
-        if not state.stale_flows:
+        if not state.stale_flows or not delete:
             return
         try:
             deleted = conntrack.delete_flows(state.stale_flows, spec.namespace)

@@ -281,7 +281,9 @@ class TestRouterProxy(HaproxyMetadataTestCase):
         new_pid = base.wait_until(lambda: driver.pid(router_id) not in (None, pid)
                                   and driver.pid(router_id), TIMEOUT, 'respawned haproxy')
         self.assertNotEqual(pid, new_pid)
-        self.assertEqual(1, driver.monitor.respawn_count)
+        # The pid file is written before the monitor counts the respawn.
+        base.wait_until(lambda: driver.monitor.respawn_count == 1, TIMEOUT,
+                        'the monitor counting one respawn')
         [(status, _)] = http_get(vm, METADATA_IP)
         self.assertEqual(200, status)
         self.assert_identity(self.standin.headers(), '10.253.1.5', 'X-Neutron-Router-ID',

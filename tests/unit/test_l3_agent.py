@@ -175,7 +175,6 @@ class FullSyncTest(L3AgentTestCase):
         self.assertEqual((l3.REFRESH, work_queue.PRIORITY_RPC),
                          (update.action, update.priority))
 
-
     def test_snapshot_older_than_a_processed_rpc_update_is_dropped(self) -> None:
         """router_deleted handled while the sync ran: its snapshot must not rebuild it."""
         r = router()
