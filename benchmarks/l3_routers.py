@@ -48,6 +48,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
+from agentkit.lib import naming  # noqa: E402
 
 TIMEOUT = 600
 
@@ -113,7 +114,7 @@ class Bench:
             router = self.neutron.add_router(gateway_network=ext, interfaces=[subnet],
                                              floating_ips=ports, host=self.host)
             self.routers.append(router)
-            self.namespaces.append(f'qrouter-{router["id"]}')
+            self.namespaces.append(naming.router_namespace(router['id']))
 
     def start_agent(self) -> subprocess.Popen:
         agent_bin = os.path.join(os.path.dirname(sys.executable), 'agentkit-l3')

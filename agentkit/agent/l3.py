@@ -25,7 +25,6 @@ from agentkit.rpc import l3_api as l3_rpc
 from agentkit.rpc import topics
 
 LOG = logging.getLogger(__name__)
-FIP_ERROR = 'ERROR'
 
 REFRESH = 'refresh'
 APPLY = 'apply'
@@ -307,14 +306,16 @@ class L3Agent(base.Agent):
 
     def _refuse(self, router_id: str, router: dict[str, Any], reason: str) -> None:
         """Never build a router the driver cannot build right; say so, once."""
-        if self.unsupported.get(router_id) != reason:
+        known = self.unsupported.get(router_id) == reason
+        if not known:
             LOG.error('Router %s is not built on this host: %s', router_id, reason)
         self.unsupported[router_id] = reason
-        if router_id in self.routers or router_id in self.router_driver.existing_routers():
+        if router_id in self.routers or not known and (
+                router_id in self.router_driver.existing_routers()):
             self._delete_router(router_id)  # e.g. converted to HA while down
-        statuses = {f['id']: FIP_ERROR for f in router.get('_floatingips') or []
+        statuses = {f['id']: l3_api.FIP_ERROR for f in router.get('_floatingips') or []
                     if isinstance(f, dict) and naming.is_valid_id(f.get('id'))
-                    and f.get('status') != FIP_ERROR}
+                    and f.get('status') != l3_api.FIP_ERROR}
         if statuses:
             self.plugin.update_floatingip_statuses(router_id, statuses)
 

@@ -10,6 +10,12 @@ from agentkit.api import driver
 from agentkit.api import interface
 
 
+# Floating IP statuses reported with update_floatingip_statuses (Neutron's).
+FIP_ACTIVE = 'ACTIVE'
+FIP_DOWN = 'DOWN'
+FIP_ERROR = 'ERROR'
+
+
 class RouterProcessingError(exceptions.AgentkitError):
     """Some parts of a router failed; the others were configured.
 

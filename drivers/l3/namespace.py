@@ -56,10 +56,6 @@ from drivers.l3 import radvd
 
 LOG = logging.getLogger(__name__)
 
-FIP_ACTIVE = 'ACTIVE'
-FIP_DOWN = 'DOWN'
-FIP_ERROR = 'ERROR'
-
 METADATA_IP = '169.254.169.254'
 # Packets that came in through qg- (Neutron's external_ingress_mark).
 EXTERNAL_INGRESS_MARK = '0x2'
@@ -361,10 +357,12 @@ def is_router_device(name: str) -> bool:
     return name.startswith(ROUTER_DEVICE_PREFIXES)
 
 
-def _ensure_sysctl(key: str | tuple[str, ...], value: int, namespace: str) -> None:
-    """Write a sysctl only if it differs: a restarted agent writes nothing."""
-    if ip_lib.get_sysctl(key, namespace) != str(value):
-        ip_lib.set_sysctl(key, value, namespace)
+def _ensure_sysctls(wanted: dict[str | tuple[str, ...], int], namespace: str) -> None:
+    """Read in one call, write only what differs: a restarted agent writes nothing."""
+    live = ip_lib.get_sysctls(list(wanted), namespace)
+    for (key, value), current in zip(wanted.items(), live):
+        if current != str(value):
+            ip_lib.set_sysctl(key, value, namespace)
 
 
 class NamespaceRouterDriver(l3.RouterDriver):
@@ -538,7 +536,7 @@ class NamespaceRouterDriver(l3.RouterDriver):
         ns = spec.namespace
         ports = spec.interfaces + ([spec.gateway] if spec.gateway else [])
         has_v6 = any(ipaddress.ip_interface(c).version == 6 for p in ports for c in p.cidrs)
-        wanted: dict[str, int] = {}
+        wanted: dict[str | tuple[str, ...], int] = {}
         if not state.sysctls_done:
             wanted['net.ipv4.ip_forward'] = 1
             # Asymmetric paths are normal for a router (FIPs, extra routes).
@@ -548,12 +546,7 @@ class NamespaceRouterDriver(l3.RouterDriver):
             wanted['net.ipv6.conf.all.forwarding'] = 1
         if not wanted:
             return
-        # Read in one call, written only where they differ: a restarted
-        # agent writes nothing.
-        live = ip_lib.get_sysctls(list(wanted), ns)
-        for (key, value), current in zip(wanted.items(), live):
-            if current != str(value):
-                ip_lib.set_sysctl(key, value, ns)
+        _ensure_sysctls(wanted, ns)
         state.sysctls_done = True
         state.ipv6_forwarding = state.ipv6_forwarding or has_v6
 
@@ -575,7 +568,7 @@ class NamespaceRouterDriver(l3.RouterDriver):
             if port.device.startswith(naming.ROUTER_GATEWAY_PREFIX):
                 # The kernel announces the port's addresses itself whenever
                 # it comes up or changes its MAC.
-                _ensure_sysctl(('net', 'ipv4', 'conf', port.device, 'arp_notify'), 1, ns)
+                _ensure_sysctls({('net', 'ipv4', 'conf', port.device, 'arp_notify'): 1}, ns)
         have = {a['cidr'] for a in ip_lib.IPDevice(port.device, ns).addr.list(scope='global')}
         want = {str(ipaddress.ip_interface(c)) for c in cidrs}
         if have == want:
@@ -729,11 +722,11 @@ class NamespaceRouterDriver(l3.RouterDriver):
         current: dict[str, tuple[str, str | None]] = {}
         ok = configured and spec.gateway_ipv4 is not None
         for fip in spec.floating_ips:
-            current[fip.id] = (FIP_ACTIVE if ok else FIP_ERROR, fip.status)
+            current[fip.id] = (l3.FIP_ACTIVE if ok else l3.FIP_ERROR, fip.status)
         for fip_id, status in spec.invalid_fips.items():
-            current.setdefault(fip_id, (FIP_ERROR, status))
+            current.setdefault(fip_id, (l3.FIP_ERROR, status))
         statuses = {fip_id: new for fip_id, (new, old) in current.items() if new != old}
         for fip_id in state.fip_ids - set(current):
-            statuses[fip_id] = FIP_DOWN
+            statuses[fip_id] = l3.FIP_DOWN
         state.fip_ids = set(current)
         return statuses

@@ -33,6 +33,7 @@ from testtools import content
 
 from agentkit.lib import external_process
 from agentkit.lib import ip_lib
+from agentkit.lib import naming
 from agentkit.lib import ovs_lib
 from tests.functional import agent_process
 from tests.functional import base
@@ -267,7 +268,7 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
                 for ip in port['fixed_ips']:
                     self.api.remove_router_interface(router_id, ip['subnet_id'])
             self.api.delete('routers', router_id)
-        ns = ip_lib.IPWrapper(f'qrouter-{router_id}')
+        ns = ip_lib.IPWrapper(naming.router_namespace(router_id))
         if ns.namespace_exists():
             ns.delete_namespace()
 
@@ -510,7 +511,7 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
                                         external_gateway_info={'network_id': ext['id']})
         self.addCleanup(self.cleanup_router, router['id'])
         self.api.add_router_interface(router['id'], subnet['id'])
-        rns = f'qrouter-{router["id"]}'
+        rns = naming.router_namespace(router['id'])
 
         def router_ready():
             addrs = namespace_addresses(rns)

@@ -254,6 +254,13 @@ class RouterDecisionsTest(L3AgentTestCase):
         self.assertEqual([r['id']], self.deleted())
         self.assertNotIn(r['id'], self.agent.routers)
 
+    def test_refused_router_left_on_the_host_by_an_earlier_run_is_removed(self) -> None:
+        r = router(ha=True)
+        self.driver.existing_routers.return_value = {r['id']}
+        self.process(r)
+        self.assertEqual([r['id']], self.deleted())
+        self.assertEqual([], self.built())
+
     def test_deleted_router_is_forgotten_also_when_refused(self) -> None:
         r = router(distributed=True)
         self.process(r)
