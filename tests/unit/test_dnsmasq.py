@@ -8,7 +8,6 @@ tree and stand-ins for the privileged spawn/kill, so no dnsmasq runs here.
 
 import copy
 import os
-import signal
 import stat
 import tempfile
 import uuid
@@ -17,7 +16,6 @@ import fixtures
 
 from agentkit import exceptions
 from agentkit.conf import dhcp as dhcp_conf
-from agentkit.lib import external_process as ep
 from drivers.dhcp import dnsmasq
 from tests import base
 from tests.unit import fake_proc
@@ -493,42 +491,14 @@ class TestDecide(base.TestCase):
         self.assertEqual(dnsmasq.Action.RESTART, dnsmasq.decide(argv, new_argv, False))
 
 
-class FakeProcesses(fake_proc.FakeProcTable):
-    """Fake /proc plus stand-ins for the privileged spawn and kill.
-
-    A spawned dnsmasq appears as ``<proc>/<pid>/cmdline`` and writes its pid
-    file like the real one; SIGTERM/SIGKILL remove it, SIGHUP is recorded.
-    """
+class FakeProcesses(fake_proc.FakeDaemons):
+    """A spawned dnsmasq writes the pid file its ``--pid-file=`` names."""
 
     def __init__(self, proc_path):
         super().__init__(proc_path, 4000)
-        self.spawned = []
-        self.hups = []
-        self.terms = []
-        self.fail_kill = 0
 
-    def spawn(self, argv, namespace=None, daemonizes=True, log_file=None, env=None):
-        argv = list(argv)
-        self.spawned.append((argv, namespace))
-        pid = self.add(argv)
-        pid_file = [a for a in argv if a.startswith('--pid-file=')][0].split('=', 1)[1]
-        with open(pid_file, 'w') as f:
-            f.write('%d\n' % pid)
-        return {'pid': pid - 1, 'returncode': 0, 'output': ''}
-
-    def kill(self, pid, sig, expected=None):
-        if self.fail_kill:
-            self.fail_kill -= 1
-            raise exceptions.ProcessError('privsep daemon went away')
-        argv = ep.read_cmdline(pid, self.proc_path)
-        if argv is None or (expected and not any(expected in a for a in argv)):
-            return False
-        if sig == signal.SIGHUP:
-            self.hups.append(pid)
-        else:
-            self.terms.append(pid)
-            self.remove(pid)
-        return True
+    def pid_file(self, argv):
+        return [a for a in argv if a.startswith('--pid-file=')][0].split('=', 1)[1]
 
 
 class DriverTestCase(base.TestCase):

@@ -10,7 +10,6 @@ depend on the host having the radvd package.
 
 import os
 import pwd
-import signal
 import stat
 import tempfile
 
@@ -139,45 +138,18 @@ interface qr-1a2b3c4d-5e
 """
 
 
-class FakeProcesses(fake_proc.FakeProcTable):
-    """Fake /proc plus the privileged spawn/kill; a spawned radvd writes the
-    pid file its ``-p`` names, as the real one does."""
+class FakeProcesses(fake_proc.FakeDaemons):
+    """A spawned radvd writes the pid file its ``-p`` names; the configuration
+    it starts with is kept."""
 
     def __init__(self, proc_path):
         super().__init__(proc_path, 9000)
-        self.spawned = []
-        self.hups = []
-        self.terms = []
-        self.fail_kill = 0
-        self.vanish_on_hup = False
         self.config_at_spawn = []
 
-    def spawn(self, argv, namespace=None, daemonizes=True, log_file=None, env=None):
-        argv = list(argv)
-        self.spawned.append((argv, namespace))
+    def pid_file(self, argv):
         with open(argv[argv.index('-C') + 1]) as f:
             self.config_at_spawn.append(f.read())
-        pid = self.add(argv)
-        with open(argv[argv.index('-p') + 1], 'w') as f:
-            f.write('%d\n' % pid)
-        return {'pid': pid - 1, 'returncode': 0, 'output': ''}
-
-    def kill(self, pid, sig, expected=None):
-        if self.fail_kill:
-            self.fail_kill -= 1
-            raise exceptions.ProcessError('privsep daemon went away')
-        argv = ep.read_cmdline(pid, self.proc_path)
-        if argv is None or (expected and not any(expected in a for a in argv)):
-            return False
-        if sig == signal.SIGHUP:
-            if self.vanish_on_hup:
-                self.remove(pid)
-                return False
-            self.hups.append(pid)
-        else:
-            self.terms.append(pid)
-            self.remove(pid)
-        return True
+        return argv[argv.index('-p') + 1]
 
 
 class RadvdTestCase(base.TestCase):
