@@ -143,6 +143,12 @@ class FlowFilter:
     :param reply_dst: prefix containing the reply direction's destination:
         the address a flow was source-NATed to (a router's gateway IP or
         floating IP), which is what identifies its SNAT sessions.
+    :param either_direction: also match an entry whose *reply* direction is
+        the described flow. When an entry is deleted while the session's
+        packets are in flight, conntrack (``nf_conntrack_tcp_loose``) picks
+        the session up again from whichever side sends next; if that is
+        the VM, the new entry has the tuple reversed and the peer's packets
+        pass as replies.
     :param dport_min, dport_max: original destination port range
         (inclusive); one of them alone means that single port. Only
         meaningful for tcp/udp/sctp/udplite/dccp; for other protocols they
@@ -162,10 +168,14 @@ class FlowFilter:
     dport_min: int | None = None
     dport_max: int | None = None
     reply_dst: IPNetwork | None = None
+    either_direction: bool = False
 
     def __post_init__(self) -> None:
         if type(self.ip_version) is not int or self.ip_version not in FAMILIES:
             raise InvalidFlowFilter('ip_version must be 4 or 6, got %r' % (self.ip_version,))
+        if type(self.either_direction) is not bool:
+            raise InvalidFlowFilter('either_direction must be a bool, got %r'
+                                    % (self.either_direction,))
         if self.zone is not None:
             _check_int('zone', self.zone, 0, MAX_ZONE)
         if self.protocol is not None:
@@ -211,6 +221,7 @@ class FlowFilter:
             'dport_min': self.dport_min,
             'dport_max': self.dport_max,
             'reply_dst': None if self.reply_dst is None else str(self.reply_dst),
+            'either_direction': self.either_direction,
         }
 
     @classmethod
@@ -243,6 +254,22 @@ class Flow:
     # Destination of the reply direction: differs from ``src`` when the
     # flow was source-NATed (a router's SNAT or floating IP).
     reply_dst: IPAddress | None = None
+    # Source and destination port of the reply direction.
+    reply_src: IPAddress | None = None
+    reply_dport: int | None = None
+
+
+def _tuple_matches(flt: FlowFilter, src: IPAddress, dst: IPAddress | None,
+                   dport: int | None) -> bool:
+    if flt.orig_src is not None and src not in flt.orig_src:
+        return False
+    if flt.orig_dst is not None and (dst is None or dst not in flt.orig_dst):
+        return False
+    if flt.has_ports:
+        low, high = flt.dport_min, flt.dport_max
+        if dport is None or not low <= dport <= high:  # type: ignore[operator]
+            return False
+    return True
 
 
 def matches(flt: FlowFilter, flow: Flow) -> bool:
@@ -253,18 +280,13 @@ def matches(flt: FlowFilter, flow: Flow) -> bool:
         return False
     if flt.protocol is not None and flt.protocol != flow.protocol:
         return False
-    if flt.orig_src is not None and flow.src not in flt.orig_src:
-        return False
-    if flt.orig_dst is not None and flow.dst not in flt.orig_dst:
-        return False
     if flt.reply_dst is not None and (flow.reply_dst is None
                                       or flow.reply_dst not in flt.reply_dst):
         return False
-    if flt.has_ports:
-        low, high = flt.dport_min, flt.dport_max
-        if flow.dport is None or not low <= flow.dport <= high:  # type: ignore[operator]
-            return False
-    return True
+    if _tuple_matches(flt, flow.src, flow.dst, flow.dport):
+        return True
+    return (flt.either_direction and flow.reply_src is not None
+            and _tuple_matches(flt, flow.reply_src, flow.reply_dst, flow.reply_dport))
 
 
 def parse_filters(filters: Any) -> list[FlowFilter]:
@@ -289,9 +311,13 @@ def group_filters(filters: Iterable[FlowFilter]
 # Netlink
 # --------------------------------------------------------------------------
 
-def _tuple_ips(raw_tuple: bytes) -> tuple[bytes | None, bytes | None]:
-    """(source, destination) address bytes of a ``CTA_TUPLE_*``."""
+_Tuple = tuple[bytes | None, bytes | None, int | None, int | None, int | None]
+
+
+def _parse_tuple(raw_tuple: bytes) -> _Tuple:
+    """(source, destination, protocol, source port, destination port) of a ``CTA_TUPLE_*``."""
     src = dst = None
+    proto = sport = dport = None
     for atype, value in nfnl.iter_attrs(raw_tuple):
         if atype == _CTA_TUPLE_IP:
             for ip_type, addr in nfnl.iter_attrs(value):
@@ -299,7 +325,15 @@ def _tuple_ips(raw_tuple: bytes) -> tuple[bytes | None, bytes | None]:
                     src = addr
                 elif ip_type in (_CTA_IP_V4_DST, _CTA_IP_V6_DST):
                     dst = addr
-    return src, dst
+        elif atype == _CTA_TUPLE_PROTO:
+            for p_type, p_value in nfnl.iter_attrs(value):
+                if p_type == _CTA_PROTO_NUM and p_value:
+                    proto = p_value[0]
+                elif p_type == _CTA_PROTO_SRC_PORT and len(p_value) >= 2:
+                    sport = nfnl.be16(p_value)
+                elif p_type == _CTA_PROTO_DST_PORT and len(p_value) >= 2:
+                    dport = nfnl.be16(p_value)
+    return src, dst, proto, sport, dport
 
 
 def parse_entry(raw: bytes, ip_version: int) -> tuple[Flow, bytes] | None:
@@ -315,27 +349,21 @@ def parse_entry(raw: bytes, ip_version: int) -> tuple[Flow, bytes] | None:
             zone = nfnl.be16(value)
     if tuple_orig is None:
         return None
-    src, dst = _tuple_ips(tuple_orig)
-    proto = None
-    sport = dport = None
-    for atype, value in nfnl.iter_attrs(tuple_orig):
-        if atype == _CTA_TUPLE_PROTO:
-            for p_type, p_value in nfnl.iter_attrs(value):
-                if p_type == _CTA_PROTO_NUM and p_value:
-                    proto = p_value[0]
-                elif p_type == _CTA_PROTO_SRC_PORT and len(p_value) >= 2:
-                    sport = nfnl.be16(p_value)
-                elif p_type == _CTA_PROTO_DST_PORT and len(p_value) >= 2:
-                    dport = nfnl.be16(p_value)
+    src, dst, proto, sport, dport = _parse_tuple(tuple_orig)
     size = 4 if ip_version == 4 else 16
     if src is None or dst is None or proto is None or len(src) != size or len(dst) != size:
         return None
-    if proto not in PORT_PROTOCOLS:
-        sport = dport = None  # e.g. GRE keys share the attributes
     cls = ipaddress.IPv4Address if ip_version == 4 else ipaddress.IPv6Address
-    reply_dst = _tuple_ips(tuple_reply)[1] if tuple_reply is not None else None
-    reply = cls(reply_dst) if reply_dst is not None and len(reply_dst) == size else None
-    return Flow(ip_version, zone, proto, cls(src), cls(dst), sport, dport, reply), tuple_orig
+    reply_src = reply_dst = reply_dport = None
+    if tuple_reply is not None:
+        r_src, r_dst, _, _, r_dport = _parse_tuple(tuple_reply)
+        reply_src = cls(r_src) if r_src is not None and len(r_src) == size else None
+        reply_dst = cls(r_dst) if r_dst is not None and len(r_dst) == size else None
+        reply_dport = r_dport
+    if proto not in PORT_PROTOCOLS:
+        sport = dport = reply_dport = None  # e.g. GRE keys share the attributes
+    return Flow(ip_version, zone, proto, cls(src), cls(dst), sport, dport, reply_dst,
+                reply_src, reply_dport), tuple_orig
 
 
 def _is_error(msg: Any) -> bool:

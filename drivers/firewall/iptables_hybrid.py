@@ -83,6 +83,11 @@ FALLBACK_CHAIN = 'sg-fallback'
 INGRESS_PREFIX, EGRESS_PREFIX, SPOOF_PREFIX = 'i', 'o', 's'
 # Bound on connection deletions kept for a retry after conntrack failed.
 MAX_PENDING_FLOWS = 100000
+# Seconds after a deletion of what removed rules allowed before it is done
+# once more: a packet in flight at the first one lets conntrack pick the
+# session up again (reversed, if the VM sent it), and the peer's next
+# packets would pass as replies.
+CONNTRACK_RECHECK_DELAY = 1.0
 BRIDGE_NF_SYSCTLS = ('net.bridge.bridge-nf-call-iptables',
                      'net.bridge.bridge-nf-call-ip6tables')
 
@@ -186,6 +191,7 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
         # the next refresh), and zones given up but not yet flushed.
         self._pending_flows: list[conntrack.FlowFilter] = []
         self._zones_to_flush: set[int] = set()
+        self.recheck_delay = CONNTRACK_RECHECK_DELAY
         self._unknown_groups_logged: set[str] = set()
 
     # -- driver lifecycle ----------------------------------------------------
@@ -449,9 +455,29 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
             return
         self.zones.drained(self._zones_to_flush)
         self._zones_to_flush.clear()
+        recheck = [f for f in self._pending_flows if f.either_direction]
         self._pending_flows = []
         if deleted:
             LOG.info('Deleted %d connections the security group rules no longer allow',
+                     deleted)
+        if recheck and self.recheck_delay > 0:
+            timer = threading.Timer(self.recheck_delay, self._recheck_connections,
+                                    args=(recheck,))
+            timer.daemon = True
+            timer.start()
+
+    @staticmethod
+    def _recheck_connections(filters: list[conntrack.FlowFilter]) -> None:
+        """The second deletion (see :data:`CONNTRACK_RECHECK_DELAY`); best effort."""
+        try:
+            deleted = sum(conntrack.delete_flows(filters[start:start + conntrack.MAX_FILTERS])
+                          for start in range(0, len(filters), conntrack.MAX_FILTERS))
+        except Exception as exc:  # noqa: BLE001 - the first deletion did the bulk
+            LOG.warning('Second deletion of connections the security group rules no '
+                        'longer allow failed: %s', exc)
+            return
+        if deleted:
+            LOG.info('Deleted %d connections picked up again after their first deletion',
                      deleted)
 
     def _allowed_connections(self, port: sg.PortFilter) -> frozenset[_Allowed]:
@@ -466,6 +492,11 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
         """Filters for the connections ``kind`` allowed between ``port`` and ``remote``."""
         ports = ({} if kind.protocol not in sg.PORT_PROTOCOLS
                  else {'dport_min': kind.port_min, 'dport_max': kind.port_max})
+        # A reversed entry of such a session has the rule's port as the VM's
+        # *source* port, which the VM's own connections practically never
+        # use; without a port, a reversed match would also hit the VM's own
+        # outgoing sessions to that peer and drop their next reply.
+        either_direction = bool(ports) and kind.port_min is not None
         filters = []
         for own, _mac in port.sources:
             if own.version != kind.ip_version or own.is_link_local:
@@ -473,7 +504,7 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
             src, dst = (remote, own) if kind.direction == sg.INGRESS else (own, remote)
             filters.append(conntrack.FlowFilter(
                 ip_version=kind.ip_version, zone=zone, protocol=kind.protocol,
-                orig_src=src, orig_dst=dst, **ports))
+                orig_src=src, orig_dst=dst, either_direction=either_direction, **ports))
         return filters
 
     @staticmethod

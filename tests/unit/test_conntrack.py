@@ -22,13 +22,15 @@ TCP, UDP, ICMP, ICMPV6, SCTP, GRE = 6, 17, 1, 58, 132, 47
 
 
 def flow(src='10.0.0.5', dst='10.0.1.7', protocol=TCP, sport=40000, dport=22, zone=3,
-         reply_dst=None):
+         reply_dst=None, reply_src=None, reply_dport=None):
     src_ip, dst_ip = ipaddress.ip_address(src), ipaddress.ip_address(dst)
     if protocol not in priv.PORT_PROTOCOLS:
         sport = dport = None
-    reply_ip = ipaddress.ip_address(reply_dst) if reply_dst else None
+
+    def ip(value):
+        return ipaddress.ip_address(value) if value else None
     return conntrack.Flow(src_ip.version, zone, protocol, src_ip, dst_ip, sport, dport,
-                          reply_ip)
+                          ip(reply_dst), ip(reply_src), reply_dport)
 
 
 class TestFlowFilter(base.TestCase):
@@ -190,6 +192,27 @@ def _tuple(src: bytes, dst: bytes, proto: int, sport: int | None = None,
     return nfnl.attr(1, ip, nested=True) + nfnl.attr(2, p, nested=True)
 
 
+class TestEitherDirection(base.TestCase):
+    """A session picked up again from the VM's side after its entry was deleted."""
+
+    def test_reversed_entry_matches_only_with_either_direction(self):
+        allowed = dict(ip_version=4, zone=3, protocol=TCP, orig_src='192.0.2.0/24',
+                       orig_dst='10.0.0.5', dport_min=5001, dport_max=5001)
+        # The VM (10.0.0.5:5001) sent next: its packet created the entry.
+        reversed_entry = flow(src='10.0.0.5', sport=5001, dst='192.0.2.9', dport=40000,
+                              reply_src='192.0.2.9', reply_dst='10.0.0.5', reply_dport=5001)
+        self.assertFalse(conntrack.matches(conntrack.FlowFilter(**allowed), reversed_entry))
+        both = conntrack.FlowFilter(either_direction=True, **allowed)
+        self.assertTrue(conntrack.matches(both, reversed_entry))
+        # The VM's own connection to another port of the peer is not matched.
+        own = flow(src='10.0.0.5', sport=5001, dst='192.0.2.9', dport=40000,
+                   reply_src='192.0.2.9', reply_dst='10.0.0.5', reply_dport=5002)
+        self.assertFalse(conntrack.matches(both, own))
+        self.assertEqual(both, conntrack.FlowFilter.from_primitive(both.to_primitive()))
+        self.assertRaises(conntrack.InvalidFlowFilter, conntrack.FlowFilter, 4,
+                          either_direction='yes')
+
+
 class TestParseEntry(base.TestCase):
 
     def entry(self, tuple_orig: bytes, zone: int | None = None,
@@ -213,7 +236,8 @@ class TestParseEntry(base.TestCase):
         t = _tuple(bytes([10, 0, 0, 5]), bytes([198, 51, 100, 1]), TCP, 40000, 22)
         reply = _tuple(bytes([198, 51, 100, 1]), bytes([203, 0, 113, 2]), TCP, 22, 61000)
         parsed = priv.parse_entry(self.entry(t, reply=reply), 4)[0]
-        self.assertEqual(flow(dst='198.51.100.1', zone=0, reply_dst='203.0.113.2'), parsed)
+        self.assertEqual(flow(dst='198.51.100.1', zone=0, reply_dst='203.0.113.2',
+                              reply_src='198.51.100.1', reply_dport=61000), parsed)
         self.assertTrue(conntrack.matches(
             conntrack.FlowFilter(4, reply_dst='203.0.113.2'), parsed))
         self.assertFalse(conntrack.matches(

@@ -12,6 +12,7 @@ Security-group data is written in the server's shape and parsed by
 from __future__ import annotations
 
 import ipaddress
+import threading
 from typing import Any
 from unittest import mock
 
@@ -172,6 +173,7 @@ class FirewallTestCase(base.TestCase):
         patcher.start()
         self.addCleanup(patcher.stop)
         self.fw = ih.IptablesHybridFirewallDriver(self.conf, 'host', use_ipv6=True)
+        self.fw.recheck_delay = 0  # no timer thread outliving the test's mocks
         self.sets = self.fw.ipsets = FakeIpsets()  # type: ignore[assignment]
         self.guards = self.fw.antispoof = FakeGuards()  # type: ignore[assignment]
 
@@ -511,8 +513,8 @@ class ConntrackCleanupTest(FirewallTestCase):
         self.apply(port(), groups={SG: [rule(protocol='icmp')]})
         self.assertEqual([conntrack.FlowFilter(
             ip_version=4, zone=4097, protocol=6, orig_src=ipaddress.ip_network('10.9.0.0/16'),
-            orig_dst=ipaddress.ip_network('10.0.0.5/32'), dport_min=22, dport_max=22)],
-            self.flows)
+            orig_dst=ipaddress.ip_network('10.0.0.5/32'), dport_min=22, dport_max=22,
+            either_direction=True)], self.flows)
 
     def test_a_member_leaving_deletes_its_connections_only(self) -> None:
         self.apply(port(), members={SG: ['10.0.0.7', '10.0.0.8']})
@@ -527,6 +529,25 @@ class ConntrackCleanupTest(FirewallTestCase):
         self.assertEqual([conntrack.FlowFilter(
             ip_version=4, zone=4097, orig_src=ipaddress.ip_network('10.0.0.7/32'),
             orig_dst=ipaddress.ip_network('10.0.0.5/32'))], self.flows)
+
+    def test_deleted_connections_are_deleted_once_more_a_moment_later(self) -> None:
+        """A packet in flight at the first deletion lets conntrack pick the session up."""
+        self.fw.recheck_delay = 0.01
+        again = threading.Event()
+        calls: list[list[conntrack.FlowFilter]] = []
+
+        def delete(filters: list[conntrack.FlowFilter]) -> int:
+            calls.append(list(filters))
+            if len(calls) == 2:
+                again.set()
+            return 1
+        ssh = rule(protocol='tcp', port_range_min=22, port_range_max=22)
+        with mock.patch.object(ih.conntrack, 'delete_flows', side_effect=delete):
+            self.apply(port(), groups={SG: [ssh, rule(protocol='icmp')]})
+            self.apply(port(), groups={SG: [rule(protocol='icmp')]})
+            self.assertTrue(again.wait(5))
+        self.assertEqual(calls[0], calls[1])
+        self.assertTrue(all(f.either_direction for f in calls[1]))
 
     def test_a_removed_port_loses_its_connections_in_its_zone(self) -> None:
         self.apply(port(), port(PORT2, fixed_ips=['10.0.0.6']))
