@@ -25,6 +25,7 @@ import struct
 
 from agentkit.privileged import netlink
 from agentkit.privileged import network
+from agentkit.privileged import nfnetlink as nfnl
 from agentkit.privileged import tool_exec
 
 DEFAULT_TIMEOUT = tool_exec.DEFAULT_TIMEOUT
@@ -118,12 +119,10 @@ def _generation_here() -> list[int]:
         raise OSError(code, 'NFT_MSG_GETGEN: %s' % os.strerror(code))
     if msg_type != (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_NEWGEN:
         raise OSError(0, 'unexpected reply type %#x to NFT_MSG_GETGEN' % msg_type)
-    attrs, offset = reply[20:length], 0
-    while offset + 4 <= len(attrs):
-        attr_len, attr_type = struct.unpack('=HH', attrs[offset:offset + 4])
-        if attr_type & 0x7fff == _NFTA_GEN_ID and attr_len >= 8:
-            return [cookie, struct.unpack('>I', attrs[offset + 4:offset + 8])[0]]
-        offset += (attr_len + 3) & ~3
+    # After the netlink header (16 bytes) and the nfgenmsg (4).
+    for attr_type, value in nfnl.iter_attrs(reply, 20, length):
+        if attr_type == _NFTA_GEN_ID and len(value) >= 4:
+            return [cookie, nfnl.be32(value)]
     raise OSError(0, 'NFT_MSG_GETGEN reply without a generation id')
 
 
