@@ -414,6 +414,11 @@ class NamespaceRouterDriver(l3.RouterDriver):
         self._ensure_sysctls(spec, state)
 
         links = {link['name']: link for link in ip_lib.list_links(ns)}
+        # One dump for every port's addresses (a netlink round trip each otherwise).
+        addresses: dict[str, set[str]] = {}
+        for address in ip_lib.list_addresses(ns):
+            if address['scope'] == 'global':
+                addresses.setdefault(address['device'], set()).add(address['cidr'])
         wanted = {p.device for p in spec.interfaces} | spec.keep_devices
         if spec.gateway is not None:
             wanted.add(spec.gateway.device)
@@ -428,7 +433,8 @@ class NamespaceRouterDriver(l3.RouterDriver):
         announce: list[tuple[str, str]] = []  # (device, address) gained
         for port in spec.interfaces:
             try:
-                added = self._ensure_port(ns, port, list(port.cidrs), links.get(port.device))
+                added = self._ensure_port(ns, port, list(port.cidrs), links.get(port.device),
+                                          addresses.get(port.device, set()))
                 announce += [(port.device, a) for a in added]
                 state.devices.add(port.device)
             except Exception as exc:
@@ -442,6 +448,7 @@ class NamespaceRouterDriver(l3.RouterDriver):
             cidrs = list(gw.cidrs) + ['%s/32' % f.floating_ip for f in spec.floating_ips]
             try:
                 added = self._ensure_port(ns, gw, cidrs, links.get(gw.device),
+                                          addresses.get(gw.device, set()),
                                           removed=removed_gw_addresses)
                 announce += [(gw.device, a) for a in added]
                 state.devices.add(gw.device)
@@ -551,10 +558,12 @@ class NamespaceRouterDriver(l3.RouterDriver):
         state.ipv6_forwarding = state.ipv6_forwarding or has_v6
 
     def _ensure_port(self, ns: str, port: RouterPort, cidrs: list[str],
-                     link: ip_lib.LinkInfo | None,
+                     link: ip_lib.LinkInfo | None, have: set[str],
                      removed: set[str] | None = None) -> list[str]:
         """Plug only what is missing or different, then fix the addresses.
 
+        :param have: the device's global addresses, read before (re-read
+            here if the device is plugged anew).
         :returns: the addresses (without prefix) added to the device.
         :param removed: filled with the addresses taken off the device.
         """
@@ -569,7 +578,8 @@ class NamespaceRouterDriver(l3.RouterDriver):
                 # The kernel announces the port's addresses itself whenever
                 # it comes up or changes its MAC.
                 _ensure_sysctls({('net', 'ipv4', 'conf', port.device, 'arp_notify'): 1}, ns)
-        have = {a['cidr'] for a in ip_lib.IPDevice(port.device, ns).addr.list(scope='global')}
+            have = {a['cidr'] for a in
+                    ip_lib.IPDevice(port.device, ns).addr.list(scope='global')}
         want = {str(ipaddress.ip_interface(c)) for c in cidrs}
         if have == want:
             return []

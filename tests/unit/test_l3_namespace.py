@@ -146,6 +146,10 @@ class FakeHost(interface_api.InterfaceDriver):
     def namespace_exists(self, name: str) -> bool:
         return name in self.namespaces
 
+    def list_addresses(self, namespace: str) -> list[dict[str, Any]]:
+        return [{'device': device, 'cidr': cidr, 'scope': 'global'}
+                for device, cidrs in self.ns(namespace)['addrs'].items() for cidr in cidrs]
+
     def list_links(self, namespace: str) -> list[dict[str, Any]]:
         return [dict(link) for link in self.ns(namespace)['links'].values()]
 
@@ -247,7 +251,8 @@ class NamespaceRouterDriverTest(base.TestCase):
         self.conf.set_override('state_path', state_path)
         self.host = FakeHost()
         for name in ('create_namespace', 'delete_namespace', 'list_namespaces',
-                     'namespace_exists', 'list_links', 'set_sysctl', 'get_sysctl',
+                     'namespace_exists', 'list_links', 'list_addresses', 'set_sysctl',
+                     'get_sysctl',
                      'get_sysctls', 'list_routes', 'add_route', 'delete_route', 'IPDevice'):
             patcher = mock.patch.object(ip_lib, name, getattr(self.host, name))
             patcher.start()
