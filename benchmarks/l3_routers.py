@@ -165,6 +165,7 @@ class Bench:
     def check_packets(self) -> None:
         """Router 0 forwards: a VM through SNAT, upstream to the floating IP."""
         from agentkit.lib import ip_lib
+        from tests.functional import vm as fake_vm
         router, port = self.routers[0], self.vm_ports[0]
         fip = next(f['floating_ip_address'] for f in router['_floatingips']
                    if f['port_id'] == port['id'])
@@ -175,20 +176,10 @@ class Bench:
                 (up, 'brq' + self.ext['id'][:11], '172.20.0.1/16', None, None))
         for ns, bridge, cidr, gateway, mac in plan:
             ip_lib.IPWrapper(ns).ensure_namespace()
-            outside = ns[-10:] + 'o'
-            root_end, ns_end = ip_lib.IPWrapper().add_veth(
-                outside, 'eth0', peer_namespace=ns, peer_mac=mac)
-            root_end.link.set_master(bridge)
-            root_end.link.set_up()
-            ns_end.addr.add(cidr)
-            ns_end.link.set_up()
-            if gateway:
-                ns_end.route.add_gateway(gateway)
+            fake_vm.attach_host(ns, ns[-10:] + 'o', bridge, cidr, gateway, mac)
         try:
             def ping(ns: str, address: str) -> bool:
-                return subprocess.run(['ip', 'netns', 'exec', ns, 'ping', '-c', '3', '-i',
-                                       '0.2', '-W', '1', address],
-                                      capture_output=True).returncode == 0
+                return fake_vm.ping(ns, address, count=3, wait=1)
             print(f'N={self.n} packets through router 0: VM -> upstream (SNAT) '
                   f'{"ok" if ping(vm, "172.20.0.1") else "FAILED"}, upstream -> floating '
                   f'IP {"ok" if ping(up, fip) else "FAILED"}', flush=True)

@@ -35,6 +35,7 @@ from agentkit.lib import iptables_manager
 from agentkit.lib import naming
 from tests.functional import base
 from tests.functional import traffic
+from tests.functional import vm as fake_vm
 
 INT_CIDR = '10.231.0.0/24'
 ROUTER_INT_IP = '10.231.0.1'
@@ -150,15 +151,9 @@ class NamespaceRouterDriverTest(base.FunctionalTestCase):
         ns = self.short_name('akr')
         ip_lib.create_namespace(ns)
         self.addCleanup(ip_lib.delete_namespace, ns)
-        root_end, ns_end = ip_lib.IPWrapper().add_veth(
-            self.short_name('akr'), self.short_name('akr'), peer_namespace=ns, mtu=MTU)
-        self.addCleanup(root_end.delete)
-        root_end.link.set_master(bridge)
-        root_end.link.set_up()
-        ns_end.addr.add(cidr)
-        ns_end.link.set_up()
-        if gateway:
-            ns_end.route.add_gateway(gateway)
+        outside = fake_vm.attach_host(ns, self.short_name('akr'), bridge, cidr, gateway,
+                                      mtu=MTU)
+        self.addCleanup(outside.delete)
         return ns
 
     def peer_seen_by(self, server_ns: str, client_ns: str, address: str) -> str:

@@ -179,3 +179,19 @@ class DhcpClient:
         finally:
             proc.kill()
             proc.wait(5)
+
+
+def attach_host(namespace: str, outside: str, bridge: str, cidr: str,
+                gateway: str | None = None, mac: str | None = None,
+                mtu: int | None = None) -> ip_lib.IPDevice:
+    """A host on a Linux ``bridge``: ``namespace``'s ``eth0`` is a veth whose
+    other end, ``outside``, is a port of the bridge. Returns ``outside``."""
+    outside_end, inside = ip_lib.IPWrapper().add_veth(
+        outside, 'eth0', peer_namespace=namespace, mtu=mtu, peer_mac=mac)
+    outside_end.link.set_master(bridge)
+    outside_end.link.set_up()
+    inside.addr.add(cidr)
+    inside.link.set_up()
+    if gateway:
+        inside.route.add_gateway(gateway)
+    return outside_end
