@@ -33,8 +33,6 @@ DELETE = 'delete'
 # the chunk on every timeout down to 32, then grows it again by 32.
 SYNC_ROUTERS_MAX_CHUNK_SIZE = 256
 SYNC_ROUTERS_MIN_CHUNK_SIZE = 32
-# Before any RPC event (monotonic clock).
-as_of_never = float('-inf')
 # Refused routers listed in the agent's configurations (the count is exact).
 MAX_REPORTED_UNSUPPORTED = 20
 
@@ -257,7 +255,7 @@ class L3Agent(base.Agent):
         router_id = update.resource_id
         router = update.payload
         if isinstance(router, SyncSnapshot):
-            if self.rpc_seen.get(router_id, as_of_never) > router.as_of:
+            if self.rpc_seen.get(router_id, router.as_of) > router.as_of:
                 LOG.debug('Router %s: full-sync snapshot older than its last RPC '
                           'event; skipped', router_id)
                 return

@@ -341,6 +341,9 @@ class _RouterState:
     iptables: iptables_manager.IptablesManager
     ipv6_forwarding: bool = False
     sysctls_done: bool = False
+    # Whether the router's radvd advertises something (None: not known yet,
+    # e.g. one left running by an earlier agent run).
+    advertising: bool | None = None
     # qr-/qg- devices that exist or were plugged (for delete_router).
     devices: set[str] = dataclasses.field(default_factory=set)
     # FIP ids reported last time: those that disappear are reported DOWN.
@@ -463,14 +466,19 @@ class NamespaceRouterDriver(l3.RouterDriver):
             LOG.exception('Router %s: routes failed', spec.id)
             failures.append('routes: %s' % exc)
 
-        try:
-            # After the qr- devices exist (radvd binds to them).
-            self.radvd.update(spec.id, ns, [
-                radvd.RaInterface(p.device, p.ra_prefixes, p.mtu)
-                for p in spec.interfaces if p.ra_prefixes and p.device in state.devices])
-        except Exception as exc:
-            LOG.exception('Router %s: router advertisements failed', spec.id)
-            failures.append('radvd: %s' % exc)
+        ra_interfaces = [radvd.RaInterface(p.device, p.ra_prefixes, p.mtu)
+                         for p in spec.interfaces
+                         if p.ra_prefixes and p.device in state.devices]
+        # A router that advertises nothing, and is known not to, needs no
+        # radvd bookkeeping (pid and config files) on every update.
+        if ra_interfaces or state.advertising is not False:
+            try:
+                # After the qr- devices exist (radvd binds to them).
+                self.radvd.update(spec.id, ns, ra_interfaces)
+                state.advertising = bool(ra_interfaces)
+            except Exception as exc:
+                LOG.exception('Router %s: router advertisements failed', spec.id)
+                failures.append('radvd: %s' % exc)
 
         iptables_ok = False
         if spec.gateway_invalid:

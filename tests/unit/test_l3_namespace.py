@@ -378,7 +378,10 @@ class NamespaceRouterDriverTest(base.TestCase):
     def test_router_without_ra_subnets_runs_no_radvd(self) -> None:
         self.driver.radvd = mock.Mock()
         self.driver.process_router(reference_router())
+        # Once (a radvd of an earlier run is stopped), then no more bookkeeping.
         self.driver.radvd.update.assert_called_once_with(ROUTER_ID, NS, [])
+        self.driver.process_router(reference_router())
+        self.assertEqual(1, self.driver.radvd.update.call_count)
 
     # -- incremental behaviour -----------------------------------------------------
     def test_second_identical_call_changes_nothing(self) -> None:
