@@ -141,23 +141,13 @@ class AgentTestCase(FunctionalTestCase):
         return os.path.join(d, name)
 
 
-class HostFirewallChains(fixtures.Fixture):
-    """Exclusive use of the host firewall of an L2 agent (iptables_hybrid).
+class HostLock(fixtures.Fixture):
+    """Exclusive use, among test processes, of something a host has once."""
 
-    Such an agent owns every chain with its prefix (``neutron-openvswi``,
-    ``neutron-linuxbri``), the ``NIPv*`` ipsets and its nftables bridge
-    table on its host (there is one agent per host), so two such agents in
-    parallel tests would remove each other's rules. Tests using one hold
-    this lock; on release all of it is removed (a stopped agent leaves its
-    filters in place on purpose, the test host gets FORWARD back). Use it
-    before starting the agent, so its cleanup runs after the agent died.
-    """
+    LOCK = ''
 
-    LOCK = '/run/lock/agentkit-test-neutron-openvswi.lock'
-
-    def __init__(self, conf: cfg.ConfigOpts, timeout: float = 600.0) -> None:
+    def __init__(self, timeout: float = 600.0) -> None:
         super().__init__()
-        self.conf = conf
         self.timeout = timeout
 
     def _setUp(self) -> None:
@@ -176,6 +166,40 @@ class HostFirewallChains(fixtures.Fixture):
                                          f'{self.timeout} s') from None
                 time.sleep(0.5)
         self.addCleanup(os.close, fd)
+
+
+class HostRouters(HostLock):
+    """Exclusive use of the host's ``qrouter-`` namespaces.
+
+    An L3 agent removes every ``qrouter-`` namespace it is not given by its
+    server (stale routers, e.g. after a restart): there is one per host.
+    Tests that run an L3 agent or build ``qrouter-`` namespaces hold this
+    lock, so no test's agent removes another test's routers.
+    """
+
+    LOCK = '/run/lock/agentkit-test-qrouter.lock'
+
+
+class HostFirewallChains(HostLock):
+    """Exclusive use of the host firewall of an L2 agent (iptables_hybrid).
+
+    Such an agent owns every chain with its prefix (``neutron-openvswi``,
+    ``neutron-linuxbri``), the ``NIPv*`` ipsets and its nftables bridge
+    table on its host (there is one agent per host), so two such agents in
+    parallel tests would remove each other's rules. Tests using one hold
+    this lock; on release all of it is removed (a stopped agent leaves its
+    filters in place on purpose, the test host gets FORWARD back). Use it
+    before starting the agent, so its cleanup runs after the agent died.
+    """
+
+    LOCK = '/run/lock/agentkit-test-neutron-openvswi.lock'
+
+    def __init__(self, conf: cfg.ConfigOpts, timeout: float = 600.0) -> None:
+        super().__init__(timeout)
+        self.conf = conf
+
+    def _setUp(self) -> None:
+        super()._setUp()
         self.addCleanup(self._remove_chains)
 
     def _remove_chains(self) -> None:

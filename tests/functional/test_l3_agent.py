@@ -38,6 +38,8 @@ def nat_rules(namespace):
 class L3AgentTest(base.AgentTestCase):
 
     def setUp(self):
+        # Taken first, released last: after the agent was killed.
+        self.useFixture(base.HostRouters())
         super().setUp()
         self.neutron = fake_neutron.FakeNeutron().start()
         self.addCleanup(self.neutron.stop)
@@ -88,11 +90,12 @@ class L3AgentTest(base.AgentTestCase):
         return self.neutron.add_port(net['id'], _mac(), [(subnet['id'], ip)])
 
     def namespace_devices(self, router_id):
-        ns = naming.router_namespace(router_id)
-        if not ip_lib.namespace_exists(ns):
+        """qr-/qg- devices of the router's namespace; None if there is none."""
+        try:
+            links = ip_lib.list_links(naming.router_namespace(router_id))
+        except ip_lib.NetworkNamespaceNotFound:  # also: deleted while we looked
             return None
-        return {link['name'] for link in ip_lib.list_links(ns)
-                if link['name'].startswith(('qr-', 'qg-'))}
+        return {link['name'] for link in links if link['name'].startswith(('qr-', 'qg-'))}
 
     def wait_statuses(self, router_id, statuses, since):
         return self.neutron.wait_for_call(

@@ -92,6 +92,8 @@ class _BridgePerNetwork(interface_api.InterfaceDriver):
 class NamespaceRouterDriverTest(base.FunctionalTestCase):
 
     def setUp(self) -> None:
+        # An L3 agent of another test would remove this test's qrouter- namespace.
+        self.useFixture(base.HostRouters())
         super().setUp()
         # A private ConfigOpts: the DHCP options other tests register on
         # cfg.CONF define their own interface_driver and would clash.
