@@ -212,7 +212,9 @@ class TestRadvd(RadvdTestCase):
         pid = base.wait_until(
             lambda: (manager.pid(self.router_id) or pid) != pid and manager.pid(self.router_id),
             TIMEOUT, 'radvd respawned by the monitor')
-        self.assertEqual(1, manager.get_configurations()['radvd_respawns'])
+        # The pid file is written before the monitor counts the respawn.
+        base.wait_until(lambda: manager.get_configurations()['radvd_respawns'] == 1,
+                        TIMEOUT, 'the monitor counting one respawn')
 
         # A second subnet: SIGHUP, same pid, and the VM gets an address in it.
         prefix2 = random_prefix(taken={prefix1})
