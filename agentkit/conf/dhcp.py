@@ -8,7 +8,9 @@ from agentkit.conf import ovs
 dhcp_opts = [
     cfg.StrOpt(
         'dhcp_driver', default='dnsmasq',
-        help='Alias of the DHCP driver (entry point in agentkit.dhcp_drivers).'),
+        help='Alias of the DHCP driver (entry point in agentkit.dhcp_drivers). '
+             'Neutron\'s neutron.agent.linux.dhcp.Dnsmasq is accepted as '
+             'dnsmasq.'),
     cfg.BoolOpt(
         'enable_isolated_metadata', default=False,
         help='Serve metadata on 169.254.169.254 from the DHCP namespace for '
@@ -35,6 +37,9 @@ dhcp_opts = [
              'signalled to dnsmasq once.'),
     cfg.IntOpt(
         'check_child_processes_interval', default=60, min=0, mutable=True,
+        # Neutron keeps it in [agent] (its process monitor's options).
+        deprecated_opts=[cfg.DeprecatedOpt('check_child_processes_interval',
+                                           group='agent')],
         help='Seconds between checks that the daemons the agent runs '
              '(dnsmasq, metadata proxies, radvd) are alive; a dead one is '
              'started again. 0 disables respawning. Also read by the L3 agent '

@@ -7,7 +7,9 @@ interface_opts = [
         'interface_driver', default='openvswitch',
         help='Alias of the interface driver that plugs service ports (DHCP '
              'ports, router qr-/qg- ports); entry point in '
-             'agentkit.interface_drivers: openvswitch or linuxbridge.'),
+             'agentkit.interface_drivers: openvswitch or linuxbridge. '
+             'Neutron\'s class paths (neutron.agent.linux.interface.'
+             'OVSInterfaceDriver, ...BridgeInterfaceDriver) are accepted.'),
 ]
 
 

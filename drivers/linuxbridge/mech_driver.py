@@ -152,6 +152,16 @@ class LinuxbridgeMechanismDriver(mechanism.MechanismDriver):
 
     def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
         super().__init__(conf, host)
+        if conf.l2.bridge_mappings:
+            # Neutron's [linux_bridge] bridge_mappings (an alias of it)
+            # named existing bridges to adopt; ignoring it would leave those
+            # physical networks unwired.
+            raise exceptions.InvalidConfiguration(
+                'linuxbridge does not use existing Linux bridges: '
+                '[l2] bridge_mappings (Neutron\'s [linux_bridge] bridge_mappings) '
+                f'= {",".join(conf.l2.bridge_mappings)} is not supported; map the '
+                'physical networks to interfaces with [linux_bridge] '
+                'physical_interface_mappings')
         self.mappings = parse_interface_mappings(
             conf.linux_bridge.physical_interface_mappings)
         self._monitor: link_monitor.LinkMonitor | None = None
