@@ -62,6 +62,40 @@ def server_device(device: str) -> str:
     return device
 
 
+def settle_neutron_options(conf: Any) -> None:
+    """Apply what Neutron's option values mean before any driver reads them.
+
+    Set as overrides, so every reader sees the effective value: the
+    mechanism driver's hybrid-plug choice, for one, must see the firewall
+    actually loaded, not Neutron's class path or an unsupported name.
+
+    :raises UnsupportedNeutronDriver: a Neutron firewall agentkit lacks and
+        no ``[securitygroup] unsupported_firewall_fallback``.
+    :raises InvalidConfiguration: ``[vxlan] enable_vxlan = false`` with vxlan
+        in ``[l2] tunnel_types``.
+    """
+    sg = conf.securitygroup
+    if sg.enable_security_group:
+        name = loader.resolve(loader.FIREWALL_DRIVERS, sg.firewall_driver,
+                              fallback=sg.unsupported_firewall_fallback)
+        if name != sg.firewall_driver:
+            conf.set_override('firewall_driver', name, group='securitygroup')
+    tunnel_types = list(conf.l2.tunnel_types)
+    enable_vxlan = conf.vxlan.enable_vxlan
+    if enable_vxlan and 'vxlan' not in tunnel_types:
+        LOG.info('[vxlan] enable_vxlan = true: vxlan added to [l2] tunnel_types')
+        conf.set_override('tunnel_types', tunnel_types + ['vxlan'], group='l2')
+    elif enable_vxlan is False and 'vxlan' in tunnel_types:
+        raise exceptions.InvalidConfiguration(
+            '[vxlan] enable_vxlan = false contradicts [l2] tunnel_types = '
+            f'{",".join(tunnel_types)}')
+    if conf.l2.l2_population:
+        LOG.warning('l2_population = true: Neutron\'s L2 population is not '
+                    'implemented by agentkit; tunnels go to every peer '
+                    'neutron-server announces and the agent reports '
+                    'l2_population false')
+
+
 class L2RpcCallbacks:
     """Server -> agent notifications (``q-agent-notifier-*`` fanouts).
 
@@ -174,6 +208,7 @@ class L2Agent(base.Agent):
 
     def load_drivers(self) -> None:
         conf = self.conf
+        settle_neutron_options(conf)
         self.mech: mech_api.MechanismDriver = loader.load_driver(
             loader.MECHANISM_DRIVERS, conf.l2.mechanism_driver,
             mech_api.MechanismDriver, conf=conf, host=self.host)
