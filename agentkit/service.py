@@ -11,7 +11,9 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 from oslo_config import cfg
 from oslo_log import log as oslo_log
@@ -19,16 +21,83 @@ from oslo_utils import importutils
 
 from agentkit import concurrency
 from agentkit import exceptions
+from agentkit import gmr
 from agentkit import opts
 from agentkit import privsep_setup
 from agentkit import version
 from agentkit.conf import common as common_conf
+from agentkit.lib import systemd
 
 LOG = logging.getLogger(__name__)
 
 EXIT_CONFIG_ERROR = 2
 EXIT_DRIVER_ERROR = 3
 STOP_TIMEOUT = 5.0
+#: how often the main loop looks at signals, readiness and liveness
+TICK = 0.5
+
+
+class SystemdSupervisor:
+    """Tells systemd about the agent, from the process's main loop.
+
+    ``READY=1`` once :meth:`Agent.is_ready`, ``STATUS=`` whenever the
+    agent's status line changes, and ``WATCHDOG=1`` every half
+    ``WATCHDOG_USEC`` while :meth:`Agent.health` finds nothing wrong. The
+    pets come from this loop and not from a thread of their own, so a hung
+    main loop, a dead sync or worker thread, or an update stuck longer than
+    the watchdog timeout all let systemd restart the agent.
+    """
+
+    def __init__(self, notifier: systemd.Notifier, agent: Any,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.notifier = notifier
+        self.agent = agent
+        self._clock = clock
+        self.ready_sent = False
+        self._last_status: str | None = None
+        self._next_pet = 0.0
+        self._problem: str | None = None
+
+    def wait_time(self) -> float:
+        interval = self.notifier.watchdog_interval
+        return TICK if interval is None else min(TICK, interval / 2)
+
+    def tick(self) -> None:
+        ready = self.agent.is_ready()  # also logs readiness without systemd
+        if not self.notifier.enabled:
+            return
+        status = self.agent.status()
+        timeout = self.notifier.watchdog_timeout
+        problem = None
+        if timeout is not None:
+            problem = self.agent.health(stall_after=timeout)
+            if problem is not None:
+                status = f'unhealthy: {problem}'
+        if ready and not self.ready_sent:
+            self.notifier.ready(status)
+            self.ready_sent = True
+        elif status != self._last_status:
+            self.notifier.status(status)
+        self._last_status = status
+        if timeout is None:
+            return
+        if problem is not None:
+            if problem != self._problem:
+                LOG.error('Not petting the systemd watchdog (it acts after '
+                          '%.0fs): %s', timeout, problem)
+                self._problem = problem
+            return
+        if self._problem is not None:
+            LOG.warning('Petting the systemd watchdog again: %s is over',
+                        self._problem)
+            self._problem = None
+        now = self._clock()
+        if now >= self._next_pet:
+            self.notifier.watchdog()
+            self._next_pet = now + (self.notifier.watchdog_interval or timeout / 2)
+
+    def stopping(self) -> None:
+        self.notifier.stopping()
 
 
 def validate_options(conf: cfg.ConfigOpts) -> list[str]:
@@ -63,6 +132,7 @@ def run(prog: str, register_opts: Callable[[cfg.ConfigOpts], None],
     common_conf.register_common_opts(conf)
     register_opts(conf)
     oslo_log.register_options(conf)
+    gmr.register_opts(conf)
     conf(sys.argv[1:] if argv is None else argv, project='agentkit', prog=prog,
          version=version.version_info.version_string())
     errors = validate_options(conf)
@@ -75,6 +145,7 @@ def run(prog: str, register_opts: Callable[[cfg.ConfigOpts], None],
     LOG.info('%s %s starting (concurrency: %s)', prog,
              version.version_info.version_string(), conf.concurrency_mode)
     privsep_setup.setup_privsep(conf)
+    notifier = systemd.Notifier()
 
     try:
         cls = importutils.import_class(agent_class)
@@ -82,7 +153,10 @@ def run(prog: str, register_opts: Callable[[cfg.ConfigOpts], None],
         agent = cls(conf)
     except (exceptions.DriverNotFound, exceptions.DriverLoadError,
             exceptions.InvalidConfiguration) as exc:
+        notifier.status(f'cannot start: {exc}')
         return _fail(f'{prog} cannot start: {exc}', EXIT_DRIVER_ERROR)
+    gmr.setup(conf, agent, prog)
+    supervisor = SystemdSupervisor(notifier, agent)
 
     stop_requested = threading.Event()
     reload_requested = threading.Event()
@@ -105,11 +179,13 @@ def run(prog: str, register_opts: Callable[[cfg.ConfigOpts], None],
             agent.stop(timeout=STOP_TIMEOUT)
         except Exception:
             LOG.exception('cleanup after failed start failed')
+        notifier.status(f'failed to start: {type(exc).__name__}: {exc}')
         return _fail(f'{prog} failed to start: {type(exc).__name__}: {exc}',
                      EXIT_DRIVER_ERROR)
 
     while not stop_requested.is_set():
-        stop_requested.wait(0.5)
+        supervisor.tick()
+        stop_requested.wait(supervisor.wait_time())
         if reload_requested.is_set():
             reload_requested.clear()
             try:
@@ -118,6 +194,7 @@ def run(prog: str, register_opts: Callable[[cfg.ConfigOpts], None],
                 LOG.exception('Reloading the configuration failed; keeping '
                               'the previous values')
     LOG.info('%s received a stop signal; stopping', prog)
+    supervisor.stopping()
     # Bounded: a stop that hangs (a driver call stuck on a dead daemon, a
     # broker that does not answer) must not keep the process alive; the host
     # state is left as it is either way.

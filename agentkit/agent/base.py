@@ -41,6 +41,10 @@ class Agent(abc.ABC):
     #: privsep contexts (names in agentkit.privileged) started at start-up,
     #: in parallel with the rest of it, instead of on the first root call
     privsep_contexts: tuple[str, ...] = ()
+    #: ready (systemd's READY=1) once the first full sync and the work it
+    #: queued are done; an agent ready on other terms sets this False and
+    #: calls :meth:`set_ready` itself (the metadata agent, once it listens)
+    ready_after_first_sync: bool = True
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
@@ -59,6 +63,9 @@ class Agent(abc.ABC):
         self._stop_event = threading.Event()
         self._sync_thread: threading.Thread | None = None
         self._fullsync_failures = 0
+        self._fullsync_error: str | None = None
+        self._first_sync_mark: int | None = None
+        self._ready = threading.Event()
         self.fullsyncs_done = 0
         self.load_drivers()
 
@@ -197,6 +204,69 @@ class Agent(abc.ABC):
         """RPC endpoint hook: a handler failed, so the host may have drifted."""
         self.schedule_resync(f'RPC {method} failed')
 
+    # -- readiness and liveness (systemd, Guru Meditation Reports) ---------
+    def is_ready(self) -> bool:
+        """True once the host matches the server as of the first full sync.
+
+        The sync only queues the work; ready means the queue has also done
+        every update queued up to then (a newer event about a resource
+        supersedes, and is not waited for; a failed one counts as done).
+        """
+        if self._ready.is_set():
+            return True
+        mark = self._first_sync_mark
+        if (self.ready_after_first_sync and mark is not None
+                and self.queue.done_through(mark)):
+            self.set_ready('first full sync applied')
+        return self._ready.is_set()
+
+    def set_ready(self, why: str) -> None:
+        if not self._ready.is_set():
+            self._ready.set()
+            LOG.info('%s is ready: %s', self.binary, why)
+
+    def status(self) -> str:
+        """One line for ``systemctl status`` (systemd's STATUS=)."""
+        failing = ''
+        if self._fullsync_error is not None:
+            failing = (f'full sync failed {self._fullsync_failures} time(s), '
+                       f'retrying: {self._fullsync_error}')
+        if self._ready.is_set():
+            return 'ready' + (f'; {failing}' if failing else '')
+        if self._first_sync_mark is None:
+            return f'starting: {failing}' if failing else 'starting: first full sync'
+        return f'first full sync done, applying {len(self.queue)} queued update(s)'
+
+    def health(self, stall_after: float | None = None) -> str | None:
+        """None while the agent's loops are alive, else what is wrong.
+
+        The watchdog is only petted while this is None: the full sync and
+        every worker thread running, and (``stall_after`` seconds) no update
+        stuck in its handler for longer than that.
+        """
+        if self._sync_thread is None or not self._sync_thread.is_alive():
+            return 'the full sync thread is not running'
+        if not self.queue.workers_alive():
+            return 'a work queue worker thread is not running'
+        if stall_after is not None:
+            longest = self.queue.longest_running()
+            if longest is not None and longest[2] > stall_after:
+                rid, action, seconds = longest
+                return f'{action} of {rid} has been running for {seconds:.0f}s'
+        return None
+
+    def resource_counts(self) -> dict[str, int]:
+        """What the agent manages, counted: the integer entries of the
+        ``configurations`` it reports to neutron-server (networks, ports,
+        routers, ...), so the report and the server's view agree."""
+        try:
+            configurations = self.get_configurations()
+        except Exception as exc:
+            LOG.warning('Counting resources failed: %s', exc)
+            return {}
+        return {key: value for key, value in sorted(configurations.items())
+                if isinstance(value, int) and not isinstance(value, bool)}
+
     def _sync_loop(self) -> None:
         while not self._stop_event.is_set():
             reason = self._resync_reason
@@ -209,6 +279,7 @@ class Agent(abc.ABC):
                 self.sync_state()
             except Exception as exc:
                 self._fullsync_failures += 1
+                self._fullsync_error = f'{type(exc).__name__}: {exc}'
                 delay = min(2.0 ** self._fullsync_failures, _FULLSYNC_BACKOFF_MAX)
                 LOG.warning('Full sync (%s) failed, retrying in %.0fs: %s: %s',
                             reason, delay, type(exc).__name__, exc)
@@ -216,6 +287,9 @@ class Agent(abc.ABC):
                 self._stop_event.wait(delay)
                 continue
             self._fullsync_failures = 0
+            self._fullsync_error = None
+            if self._first_sync_mark is None:
+                self._first_sync_mark = self.queue.mark()
             self.fullsyncs_done += 1
             LOG.info('Full sync (%s) done in %.3fs', reason,
                      time.monotonic() - started)

@@ -30,6 +30,8 @@ class MetadataAgent(base.Agent):
     agent_type = topics.AGENT_TYPE_METADATA
     report_topic = topics.NO_TOPIC
     report_with_call = False
+    #: ready once the socket listens (it has nothing to sync)
+    ready_after_first_sync = False
 
     plugin_api: metadata_api.MetadataPluginApi | None = None
     proxy_server: metadata_server.MetadataProxyServer | None = None
@@ -56,6 +58,7 @@ class MetadataAgent(base.Agent):
             lookup, nova_metadata.NovaMetadataClient(self.conf))
         self.proxy_server = metadata_server.MetadataProxyServer(self.conf, proxy)
         self.proxy_server.start()
+        self.set_ready(f'listening on {self.conf.metadata_proxy_socket}')
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close the socket before anything else, so proxies fail fast

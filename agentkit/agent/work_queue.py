@@ -69,7 +69,8 @@ class WorkQueue:
         self._cond = threading.Condition()
         self._heap: list[tuple[int, float, int, str]] = []
         self._pending: dict[str, tuple[int, ResourceUpdate]] = {}
-        self._running: set[str] = set()
+        # resource id -> (sequence number, update, monotonic start time)
+        self._running: dict[str, tuple[int, ResourceUpdate, float]] = {}
         self._seq = itertools.count()
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -114,6 +115,68 @@ class WorkQueue:
                 self._cond.wait(remaining if remaining is None else min(remaining, 0.5))
             return True
 
+    # -- observation (READY, watchdog, Guru Meditation Reports) ------------
+    def mark(self) -> int:
+        """A point in the queue's history: every update queued so far is
+        before it (see :meth:`done_through`)."""
+        with self._cond:
+            return next(self._seq)
+
+    def done_through(self, mark: int) -> bool:
+        """True once no update queued before ``mark`` is pending or running.
+
+        An update superseded by a newer one, or re-queued for a retry, counts
+        as queued after the mark: what is waited for is the first pass over
+        what was queued before it, not work that arrived since.
+        """
+        with self._cond:
+            return not any(seq < mark for seq, _ in self._pending.values()) and \
+                not any(entry[0] < mark for entry in self._running.values())
+
+    def workers_alive(self) -> bool:
+        """All worker threads are running (False before start and after stop)."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def longest_running(self) -> tuple[str, str, float] | None:
+        """(resource id, action, seconds) of the update running the longest."""
+        now = time.monotonic()
+        with self._cond:
+            if not self._running:
+                return None
+            rid, (_, update, started) = min(self._running.items(),
+                                            key=lambda item: item[1][2])
+            return rid, update.action, now - started
+
+    def snapshot(self, limit: int = 50) -> dict[str, Any]:
+        """A read-only copy of what is pending and running, most urgent first.
+
+        :param limit: at most this many entries per list (totals are exact).
+        """
+        now = time.monotonic()
+        with self._cond:
+            ready_at = {rid: at for _, at, seq, rid in self._heap
+                        if self._pending.get(rid, (None,))[0] == seq}
+            pending = sorted(
+                ((update.priority, ready_at.get(rid, now), seq, rid, update)
+                 for rid, (seq, update) in self._pending.items()),
+                key=lambda item: item[:3])
+            running = sorted(self._running.items(), key=lambda item: item[1][2])
+            return {
+                'pending_total': len(pending),
+                'running_total': len(running),
+                'workers': self._workers,
+                'workers_alive': sum(1 for t in self._threads if t.is_alive()),
+                'pending': [{'resource_id': rid, 'action': update.action,
+                             'priority': ('rpc' if prio == PRIORITY_RPC else 'sync'),
+                             'tries': update.tries,
+                             'due_in_s': round(max(0.0, at - now), 1)}
+                            for prio, at, _, rid, update in pending[:limit]],
+                'running': [{'resource_id': rid, 'action': update.action,
+                             'tries': update.tries,
+                             'running_for_s': round(now - started, 1)}
+                            for rid, (_, update, started) in running[:limit]],
+            }
+
     # -- lifecycle -----------------------------------------------------
     def start(self) -> None:
         self._stopping = False
@@ -157,7 +220,7 @@ class WorkQueue:
                         continue
                     found = current[1]
                     del self._pending[rid]
-                    self._running.add(rid)
+                    self._running[rid] = (seq, found, time.monotonic())
                     break
                 for entry in skipped:
                     heapq.heappush(self._heap, entry)
@@ -168,7 +231,7 @@ class WorkQueue:
 
     def _done(self, rid: str) -> None:
         with self._cond:
-            self._running.discard(rid)
+            self._running.pop(rid, None)
             self._cond.notify_all()
 
     def _run(self) -> None:

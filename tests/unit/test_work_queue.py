@@ -115,3 +115,63 @@ class WorkQueueTest(base.TestCase):
         q.stop(2)
         self.assertLess(time.monotonic() - started, 2.5)
         self.assertEqual([], q._threads)
+
+
+class WorkQueueObservationTest(base.TestCase):
+    """snapshot/mark/done_through: what READY and the GMR read."""
+
+    def test_snapshot_pending_and_running(self):
+        gate = threading.Event()
+        q = wq.WorkQueue(lambda u: gate.wait(5), workers=1)
+        self.addCleanup(q.stop, 2)
+        self.addCleanup(gate.set)
+        q.put(wq.ResourceUpdate('busy', 'apply'))
+        q.start()
+        deadline = time.monotonic() + 5
+        while q.longest_running() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        q.put(wq.ResourceUpdate('s1', 'sync', wq.PRIORITY_SYNC))
+        q.put(wq.ResourceUpdate('r1', 'delete', wq.PRIORITY_RPC))
+        q.put(wq.ResourceUpdate('later', 'sync', wq.PRIORITY_RPC), delay=60)
+        snap = q.snapshot()
+        self.assertEqual(3, snap['pending_total'])
+        self.assertEqual(1, snap['running_total'])
+        self.assertEqual((1, 1), (snap['workers'], snap['workers_alive']))
+        self.assertEqual(['r1', 'later', 's1'],
+                         [p['resource_id'] for p in snap['pending']])
+        self.assertEqual(['rpc', 'rpc', 'sync'], [p['priority'] for p in snap['pending']])
+        self.assertGreater(snap['pending'][1]['due_in_s'], 50)
+        self.assertEqual([('busy', 'apply')], [(r['resource_id'], r['action'])
+                                               for r in snap['running']])
+        self.assertEqual(1, len(q.snapshot(limit=1)['pending']))
+        self.assertEqual(('busy', 'apply'), q.longest_running()[:2])
+
+    def test_done_through_ignores_later_and_superseding_work(self):
+        gate_a, gate_b = threading.Event(), threading.Event()
+        q = wq.WorkQueue(lambda u: (gate_a if u.resource_id == 'a' else gate_b).wait(5),
+                         workers=2)
+        self.addCleanup(q.stop, 2)
+        self.addCleanup(gate_a.set)
+        self.addCleanup(gate_b.set)
+        q.put(wq.ResourceUpdate('a', 'sync', wq.PRIORITY_SYNC))
+        q.put(wq.ResourceUpdate('b', 'sync', wq.PRIORITY_SYNC))
+        mark = q.mark()
+        self.assertFalse(q.done_through(mark))
+        # b is superseded by an event after the mark: only a is waited for
+        q.put(wq.ResourceUpdate('b', 'delete', wq.PRIORITY_RPC))
+        q.start()
+        deadline = time.monotonic() + 5
+        while q.snapshot()['running_total'] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertFalse(q.done_through(mark))  # a is running
+        gate_a.set()
+        while q.snapshot()['running_total'] > 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(['b'], [r['resource_id'] for r in q.snapshot()['running']])
+        self.assertTrue(q.done_through(mark))  # b's running update is newer
+        gate_b.set()
+        self.assertTrue(q.wait_idle(5))
+        self.assertTrue(q.done_through(mark))
+        self.assertTrue(q.workers_alive())
+        q.stop(2)
+        self.assertFalse(q.workers_alive())
