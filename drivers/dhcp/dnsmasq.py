@@ -45,6 +45,8 @@ from agentkit.lib import external_process
 from agentkit.lib import fileutils
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
+from agentkit.privileged import dhcp_release
+from agentkit.privileged import tool_exec
 
 LOG = logging.getLogger(__name__)
 
@@ -95,6 +97,9 @@ PORT_TAG = 'port-%s'
 # Neutron gives IPv6 subnets with a prefix shorter than /64 no DHCP range.
 MIN_IPV6_RANGE_PREFIXLEN = 64
 UNPRIVILEGED_USER = 'nobody'
+#: How long dnsmasq gets to drop released leases from its lease file, per try.
+RELEASE_WAIT = 1.0
+RELEASE_TRIES = 2
 
 _OPT_NAME_RE = re.compile(r'(?:[0-9]{1,5}|[A-Za-z][A-Za-z0-9-]{0,63})')
 _TAG_NAME_RE = re.compile(r'[A-Za-z0-9_.-]{1,64}')
@@ -771,6 +776,146 @@ def decide(running_argv: list[str] | None, desired_argv: list[str],
 
 
 # ---------------------------------------------------------------------------
+# Leases of deleted ports
+# ---------------------------------------------------------------------------
+
+_HEX_BYTES_RE = re.compile(r'[0-9a-f]{2}(?::[0-9a-f]{2})*')
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    """One line of dnsmasq's lease file (the expiry is left out on purpose:
+    a renewed lease is still the same lease)."""
+
+    address: IPAddress
+    #: IPv4: the client's MAC (Ethernet only; other hardware types are skipped)
+    mac: str | None = None
+    #: IPv4: client id; IPv6: the client's DUID (hex bytes), None if unknown
+    client_id: str | None = None
+    #: IPv6: the IAID (temporary addresses, ``T<n>``, are skipped)
+    iaid: int | None = None
+
+
+def parse_leases(text: str) -> tuple[list[Lease], str | None]:
+    """(leases, server DUID) from a lease file dnsmasq wrote.
+
+    Lines are ``<expiry> <mac|iaid> <ip> <hostname> <client-id|duid>`` and
+    one ``duid <server-duid>``. Lines agentkit cannot release (unknown
+    shapes, non-Ethernet hardware, temporary IPv6 addresses) are skipped.
+    """
+    leases = []
+    server_duid = None
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == 'duid':
+            if _HEX_BYTES_RE.fullmatch(parts[1].lower()):
+                server_duid = parts[1].lower()
+            continue
+        if len(parts) != 5:
+            continue
+        try:
+            address = ipaddress.ip_address(parts[2].strip('[]'))
+        except ValueError:
+            continue
+        client = parts[4].lower()
+        client_id = client if _HEX_BYTES_RE.fullmatch(client) else None
+        if address.version == 4:
+            try:
+                mac = ip_lib.validate_mac(parts[1], unicast=False)
+            except ValueError:
+                continue
+            leases.append(Lease(address, mac=mac, client_id=client_id))
+        elif parts[1].isdigit() and int(parts[1]) < 2 ** 32:
+            leases.append(Lease(address, client_id=client_id, iaid=int(parts[1])))
+    return leases, server_duid
+
+
+def read_leases(path: str) -> tuple[list[Lease], str | None]:
+    try:
+        with open(path, encoding='ascii', errors='replace') as f:
+            return parse_leases(f.read())
+    except FileNotFoundError:
+        return [], None
+
+
+def read_host_macs(path: str) -> dict[IPAddress, str]:
+    """address -> MAC of the ``host`` file agentkit wrote last time."""
+    macs: dict[IPAddress, str] = {}
+    try:
+        with open(path, encoding='ascii', errors='replace') as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return macs
+    for line in lines:
+        mac, *fields = line.split(',')
+        for field in fields:
+            try:
+                macs[ipaddress.ip_address(field.strip('[]'))] = mac.lower()
+            except ValueError:
+                continue
+    return macs
+
+
+def client_id_hex(value: str | None) -> str | None:
+    """A port's client-id the way dnsmasq records it: hex bytes.
+
+    dnsmasq reads ``id:`` as hex when it looks like colon-separated hex and
+    as a string otherwise; ``*`` means "ignore the client id".
+    """
+    if not value or value == '*':
+        return None
+    if _HEX_BYTES_RE.fullmatch(value.lower()):
+        return value.lower()
+    return ':'.join('%02x' % b for b in value.encode())
+
+
+def _mac_in_duid(duid: str | None) -> str | None:
+    """The Ethernet MAC a DUID-LLT or DUID-LL carries, else None."""
+    if not duid:
+        return None
+    octets = duid.split(':')
+    if octets[:4] == ['00', '01', '00', '01'] and len(octets) == 14:
+        return ':'.join(octets[8:])
+    if octets[:4] == ['00', '03', '00', '01'] and len(octets) == 10:
+        return ':'.join(octets[4:])
+    return None
+
+
+def stale_leases(network: Network, leases: list[Lease],
+                 old_hosts: dict[IPAddress, str] | None = None) -> list[Lease]:
+    """Leases no port of ``network`` holds any more: to be released.
+
+    IPv4: no port has that address with that MAC, or the port's client-id
+    differs (a port without one accepts any). IPv6 leases carry no MAC: a
+    lease is stale when no port holds the address, when its DUID names
+    another MAC than the port's, or when the address belonged to another
+    MAC in the previous ``host`` file (``old_hosts``).
+    """
+    old_hosts = old_hosts or {}
+    holders: dict[IPAddress, Port] = {}
+    for port, fixed_ip, subnet in _host_entries(network):
+        if subnet.assigns_addresses:
+            holders[fixed_ip.address] = port
+    stale = []
+    for lease in leases:
+        port = holders.get(lease.address)
+        if port is None:
+            stale.append(lease)
+        elif lease.address.version == 4:
+            wanted_id = client_id_hex(port.client_id)
+            if lease.mac != port.mac_address or (
+                    wanted_id is not None and lease.client_id != wanted_id):
+                stale.append(lease)
+        else:
+            duid_mac = _mac_in_duid(lease.client_id)
+            previous = old_hosts.get(lease.address)
+            if ((duid_mac is not None and duid_mac != port.mac_address)
+                    or (previous is not None and previous != port.mac_address)):
+                stale.append(lease)
+    return stale
+
+
+# ---------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------
 
@@ -879,7 +1024,9 @@ class DnsmasqDriver(external_process.DaemonOwner, dhcp.DhcpDriver):
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self.monitor: external_process.ProcessMonitor | None = None
-        self.counters = {'starts': 0, 'restarts': 0, 'reloads': 0, 'adopted': 0}
+        self.counters = {'starts': 0, 'restarts': 0, 'reloads': 0, 'adopted': 0,
+                         'released': 0}
+        self._release_tools: dict[int, bool] | None = None
         #: seconds the last enable()/reload() took (files + signal/spawn)
         self.last_apply_seconds: float | None = None
         self.last_action: Action | None = None
@@ -892,6 +1039,7 @@ class DnsmasqDriver(external_process.DaemonOwner, dhcp.DhcpDriver):
         dhcp_root = naming.safe_join(settings.state_path, DHCP_DIR)
         _ensure_dir(dhcp_root)
         check_traversable(dhcp_root)
+        self.release_tools()
         self._ensure_monitor()
 
     def stop(self) -> None:
@@ -913,6 +1061,7 @@ class DnsmasqDriver(external_process.DaemonOwner, dhcp.DhcpDriver):
             'dnsmasq_restarts': counters['restarts'],
             'dnsmasq_reloads': counters['reloads'],
             'dnsmasq_adopted': counters['adopted'],
+            'dnsmasq_leases_released': counters['released'],
         }
 
     # -- the DhcpDriver API --------------------------------------------------
@@ -1015,6 +1164,28 @@ class DnsmasqDriver(external_process.DaemonOwner, dhcp.DhcpDriver):
         manager = self._manager(naming.validate_id(network_id, 'network'), None)
         return manager.pid if manager.active else None
 
+    def release_tools(self) -> dict[int, bool]:
+        """Which IP versions' leases can be released; warns once if a tool is missing.
+
+        Looked up in the path the privileged helper searches. Without the
+        tool a deleted port's lease simply runs out (``dhcp_lease_duration``).
+        """
+        if self._release_tools is None:
+            found = {4: shutil.which(dhcp_release.DHCP_RELEASE,
+                                     path=tool_exec.SEARCH_PATH) is not None,
+                     6: shutil.which(dhcp_release.DHCP_RELEASE6,
+                                     path=tool_exec.SEARCH_PATH) is not None}
+            missing = [name for version, name in ((4, dhcp_release.DHCP_RELEASE),
+                                                  (6, dhcp_release.DHCP_RELEASE6))
+                       if not found[version]]
+            if missing:
+                LOG.warning('%s not found in %s (Debian package dnsmasq-utils): the '
+                            'DHCP leases of deleted ports are kept until they expire, '
+                            'and their addresses are refused to new ports until then',
+                            ' and '.join(missing), tool_exec.SEARCH_PATH)
+            self._release_tools = found
+        return self._release_tools
+
     # -- internals -----------------------------------------------------------
 
     def _manager(self, network_id: str, namespace: str | None,
@@ -1079,6 +1250,7 @@ class DnsmasqDriver(external_process.DaemonOwner, dhcp.DhcpDriver):
             return
         state_dir = settings.state_dir(net.id)
         _ensure_dir(state_dir)
+        old_hosts = read_host_macs(os.path.join(state_dir, HOST_FILE))
         files = render_files(net, settings, self._own_dhcp_ips(net, interface_name))
         changed = [name for name, content in files.items()
                    if write_file_if_changed(os.path.join(state_dir, name), content)]
@@ -1100,6 +1272,12 @@ class DnsmasqDriver(external_process.DaemonOwner, dhcp.DhcpDriver):
             self._networks[net.id] = state
 
         action = decide(state.manager.cmdline(), argv, state.reload_pending)
+        if action in (Action.RELOAD, Action.NONE):
+            # Before the SIGHUP, as Neutron does: dnsmasq forgets the old
+            # owners' leases, so a reused address is not refused to its new
+            # port. A (re)started dnsmasq reads a lease file without them.
+            self._release_stale_leases(net, state_dir, namespace, interface_name,
+                                       old_hosts)
         if action in (Action.START, Action.RESTART):
             write_file_if_changed(os.path.join(state_dir, LEASES_FILE),
                                   render_init_leases(net, settings, time.time()))
@@ -1130,6 +1308,68 @@ class DnsmasqDriver(external_process.DaemonOwner, dhcp.DhcpDriver):
         LOG.debug('DHCP for network %s: %s (changed: %s) in %.1f ms', net.id, action.value,
                   ', '.join(changed) or 'nothing', self.last_apply_seconds * 1000)
         self.metadata_hook(raw, namespace, metadata)
+
+    def _release_stale_leases(self, net: Network, state_dir: str, namespace: str,
+                              interface_name: str,
+                              old_hosts: dict[IPAddress, str]) -> None:
+        """Release the leases no port holds; never raises (they expire anyway)."""
+        path = os.path.join(state_dir, LEASES_FILE)
+        leases, server_duid = read_leases(path)
+        tools = self.release_tools()
+        pending = [lease for lease in stale_leases(net, leases, old_hosts)
+                   if tools[lease.address.version]
+                   and (lease.address.version == 4
+                        or (lease.client_id and server_duid))]
+        released = 0
+        for _ in range(RELEASE_TRIES):
+            if not pending:
+                break
+            sent = [lease for lease in pending
+                    if self._release(net.id, namespace, interface_name, lease,
+                                     server_duid)]
+            if not sent:
+                break
+            deadline = time.monotonic() + RELEASE_WAIT
+            while True:
+                current = set(read_leases(path)[0])
+                still = [lease for lease in sent if lease in current]
+                if not still or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.02)
+            released += len(sent) - len(still)
+            pending = still
+        if released:
+            with self._lock:
+                self.counters['released'] += released
+            LOG.info('Network %s: released %d DHCP lease(s) no port holds', net.id,
+                     released)
+        if pending:
+            LOG.warning('Network %s: dnsmasq kept the leases of %s after release; they '
+                        'expire on their own', net.id,
+                        ', '.join(str(lease.address) for lease in pending))
+
+    def _release(self, network_id: str, namespace: str, interface_name: str,
+                 lease: Lease, server_duid: str | None) -> bool:
+        """One dhcp_release(6) call; False (logged) if it could not be sent."""
+        try:
+            if lease.address.version == 4:
+                returncode, output = dhcp_release.release_lease(
+                    namespace, interface_name, str(lease.address), lease.mac,
+                    lease.client_id)
+            else:
+                returncode, output = dhcp_release.release_lease6(
+                    namespace, interface_name, str(lease.address), lease.iaid,
+                    lease.client_id, server_duid)
+        except Exception as exc:  # privsep re-raises the daemon's exceptions
+            LOG.warning('Network %s: cannot release the DHCP lease of %s: %s',
+                        network_id, lease.address, exc)
+            return False
+        if returncode != 0:
+            LOG.warning('Network %s: releasing the DHCP lease of %s failed (exit %d): %s',
+                        network_id, lease.address, returncode, output)
+            return False
+        LOG.debug('Network %s: released the DHCP lease of %s', network_id, lease.address)
+        return True
 
     def _disable_locked(self, network_id: str) -> str:
         """Stop and forget one network; returns the namespace it ran in."""

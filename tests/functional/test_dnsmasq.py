@@ -24,6 +24,7 @@ from agentkit import exceptions
 from agentkit.conf import dhcp as dhcp_conf
 from agentkit.lib import external_process as ep
 from agentkit.lib import ip_lib
+from agentkit.lib import naming
 from agentkit.privileged import process as priv_process
 from drivers.dhcp import dnsmasq
 from tests.functional import base
@@ -107,7 +108,9 @@ class DnsmasqTopology:
         self.dhcp_port_id = str(uuid.uuid4())
         self.dhcp_mac = 'fa:16:3e:%02x:00:02' % third_octet
         self.ports = []
-        self.namespace = self.prefix + 'dhcp'
+        # Named as the DHCP agent names it: only qdhcp- namespaces may have
+        # their leases released (agentkit.privileged.dhcp_release).
+        self.namespace = naming.dhcp_namespace(self.network_id)
         self.dhcp_device = self.prefix + 'd1'
 
     def create(self, with_bridge=True):
@@ -384,6 +387,58 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         # Control: the remaining port is still served by the same dnsmasq.
         self.assertLease(DhcpClient(self, ns1, dev1).wait_bound(), t.net + '11')
         self.assertEqual(pid, self.driver.pid(t.network_id))
+
+    def leases(self):
+        with open(os.path.join(self.state_path, 'dhcp', self.topo.network_id,
+                               'leases')) as f:
+            return f.read()
+
+    def _reuse_address(self):
+        """VM 1 leases .11; its port is deleted and .11 goes to VM 2's new MAC.
+
+        Returns (VM 2's namespace, device, MAC, old MAC).
+        """
+        t = self.topo
+        ns1, dev1, mac1 = t.add_vm(1)
+        pid = self.enable(t.network([t.port(mac1, 11)]))
+        old = DhcpClient(self, ns1, dev1)
+        self.assertLease(old.wait_bound(), t.net + '11')
+        wait_until(lambda: 'fixed-address %s;' % (t.net + '11') in old.recorded_leases(),
+                   message="dhclient's lease file")
+        old.stop()  # killed: the VM goes away without a DHCPRELEASE of its own
+        self.assertIn('%s %s' % (mac1, t.net + '11'), self.leases())
+
+        ns2, dev2, mac2 = t.add_vm(2)
+        self.driver.reload(t.network([t.port(mac2, 11)]))
+        self.assertEqual(dnsmasq.Action.RELOAD, self.driver.last_action)
+        self.assertEqual(pid, self.driver.pid(t.network_id))
+        return ns2, dev2, mac2, mac1
+
+    def test_address_of_deleted_port_goes_to_new_mac_at_once(self):
+        t = self.topo
+        released = time.monotonic()
+        ns2, dev2, mac2, mac1 = self._reuse_address()
+        # dnsmasq itself dropped the old lease (it rewrites this file).
+        self.assertNotIn(mac1, self.leases())
+        self.assertEqual(1, self.driver.get_configurations()['dnsmasq_leases_released'])
+        new = DhcpClient(self, ns2, dev2, timeout=NO_LEASE_TIMEOUT)
+        self.assertLease(new.wait_bound(), t.net + '11')
+        self.assertIn('%s %s' % (mac2, t.net + '11'), self.leases())
+        self.addDetail('reload_to_new_lease_ms', content.text_content(
+            '%.0f' % ((time.monotonic() - released) * 1000)))
+
+    def test_without_dhcp_release_reused_address_is_refused(self):
+        """The control of the test above: what happens where dnsmasq-utils is missing."""
+        t = self.topo
+        self.driver._release_tools = {4: False, 6: False}
+        ns2, dev2, mac2, mac1 = self._reuse_address()
+        self.assertIn('%s %s' % (mac1, t.net + '11'), self.leases())
+        self.assertEqual(0, self.driver.get_configurations()['dnsmasq_leases_released'])
+        # dnsmasq offers nothing: .11 is the only address of mac2 and is leased.
+        refused = DhcpClient(self, ns2, dev2, timeout=NO_LEASE_TIMEOUT)
+        self.assertNotEqual(0, refused.wait_failed(NO_LEASE_TIMEOUT + 10), refused.output())
+        self.assertIsNone(refused.lease_env())
+        self.assertNotIn('DHCPACK', refused.output())
 
     def test_monitor_respawns_killed_dnsmasq(self):
         t = self.topo

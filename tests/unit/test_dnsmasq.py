@@ -501,11 +501,52 @@ class FakeProcesses(fake_proc.FakeDaemons):
         return [a for a in argv if a.startswith('--pid-file=')][0].split('=', 1)[1]
 
 
+class FakeRelease:
+    """dhcp_release(6) that makes the driver's lease file forget the lease,
+    as dnsmasq does on a DHCPRELEASE."""
+
+    def __init__(self, test):
+        self.test = test
+        self.calls = []
+        self.drop = True
+        self.returncode = 0
+
+    def _forget(self, namespace, address):
+        path = self.test.state_file('leases', namespace[len('qdhcp-'):])
+        with open(path) as f:
+            lines = f.readlines()
+        with open(path, 'w') as f:
+            f.writelines(line for line in lines if (' %s ' % address) not in line)
+
+    def release_lease(self, namespace, device, ip_address, mac_address, client_id=None):
+        self.calls.append((namespace, device, ip_address, mac_address, client_id))
+        if self.drop:
+            self._forget(namespace, ip_address)
+        return self.returncode, '' if self.returncode == 0 else 'boom'
+
+    def release_lease6(self, namespace, device, ip_address, iaid, client_duid,
+                       server_duid):
+        self.calls.append((namespace, device, ip_address, iaid, client_duid, server_duid))
+        if self.drop:
+            self._forget(namespace, ip_address)
+        return self.returncode, ''
+
+
 class DriverTestCase(base.TestCase):
 
     def setUp(self):
         super().setUp()
         dhcp_conf.register_dhcp_opts(self.conf)
+        self.release = FakeRelease(self)
+        self.which = {'dhcp_release': True, 'dhcp_release6': True}
+        patch = fixtures.MockPatchObject
+        self.useFixture(patch(dnsmasq.dhcp_release, 'release_lease',
+                              side_effect=self.release.release_lease))
+        self.useFixture(patch(dnsmasq.dhcp_release, 'release_lease6',
+                              side_effect=self.release.release_lease6))
+        self.useFixture(patch(dnsmasq.shutil, 'which', side_effect=lambda name, path=None: (
+            '/usr/bin/' + name if self.which.get(name, True) else None)))
+        self.useFixture(patch(dnsmasq, 'RELEASE_WAIT', 0.05))
         host = self.useFixture(fake_proc.FakeDaemonHost(dnsmasq.DnsmasqDriver, FakeProcesses))
         self.state_path = host.state_path
         self.procs = host.procs
@@ -553,7 +594,8 @@ class TestDriver(DriverTestCase):
         self.assertEqual([(NET_ID, NAMESPACE, False)], self.hook_calls)
         self.assertEqual({'dnsmasq_networks': 1, 'dnsmasq_skipped_ports': 0,
                           'dnsmasq_respawns': 0, 'dnsmasq_starts': 1, 'dnsmasq_restarts': 0,
-                          'dnsmasq_reloads': 0, 'dnsmasq_adopted': 0},
+                          'dnsmasq_reloads': 0, 'dnsmasq_adopted': 0,
+                          'dnsmasq_leases_released': 0},
                          self.driver.get_configurations())
 
     def test_unchanged_network_sends_no_sighup(self):
