@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # The test command: on a fresh Debian 12 machine (as root, or with sudo) it
 # installs the system packages, starts OVS and RabbitMQ, builds .venv and runs
-# the unit tests, the functional tests (real kernel/OVS/RabbitMQ/dnsmasq)
-# and flake8. Exits non-zero on any failure.
-#   tools/run-tests.sh            unit + functional + pep8
+# the unit tests, the functional tests (real kernel/OVS/RabbitMQ/dnsmasq),
+# the fullstack suite (`tox -e fullstack`: the real neutron-server 29 drives
+# agentkit's four agents) and flake8. Exits non-zero on any failure.
+#   tools/run-tests.sh            unit + functional + fullstack + pep8
 #   tools/run-tests.sh unit       only unit tests (no root needed)
+#   tools/run-tests.sh fullstack [regex]  only the fullstack suite (tox -e fullstack)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
+[ $# -gt 0 ] && shift  # the rest: a test filter (fullstack only)
+case "$what" in all|unit|fullstack) ;; *) echo "usage: $0 [all|unit|fullstack]"; exit 2 ;; esac
 
 if [ "$what" != unit ]; then
     bash tools/install-deps.sh || { echo "install-deps failed"; exit 1; }
 fi
 VENV=$(bash tools/venv.sh) || { echo "venv setup failed"; exit 1; }
 if [ "$what" != unit ]; then
-    # neutron-server's ML2 API for the server-side linuxbridge driver's test
-    # (neutron is never a dependency of the agents themselves).
+    # neutron-server 29 from PyPI for the fullstack suite and the server-side
+    # linuxbridge driver's test (neutron is never a dependency of the agents).
     nlog=$(mktemp)
     bash tools/neutron-venv.sh >"$nlog" 2>&1 || { cat "$nlog"; echo "neutron venv setup failed"; exit 1; }
     rm -f "$nlog"
@@ -23,12 +27,12 @@ fi
 export PATH="$PWD/$VENV/bin:$PATH"
 
 passed=0; failed=0; skipped=0; rc=0
-run_suite() {  # name, stestr args...
+run_suite() {  # name, command...
     local name=$1; shift
     echo "== $name tests"
     local out
     out=$(mktemp)
-    stestr "$@" 2>&1 | tee "$out" | grep -vE '^\{[0-9]+\} .* \.\.\. ok$' 
+    "$@" 2>&1 | tee "$out" | grep -vE '^\{[0-9]+\} .* \.\.\. ok$'
     local suite_rc=${PIPESTATUS[0]}
     local p f s
     p=$(grep -E '^ - Passed: ' "$out" | tail -1 | awk '{print $3}')
@@ -42,18 +46,27 @@ run_suite() {  # name, stestr args...
     rm -f "$out"
 }
 
-run_suite unit --test-path ./tests/unit run
-if [ "$what" != unit ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "functional tests need root"; rc=1
-    else
-        # The real neutron-server is started by the first test process that
-        # needs it and stopped when that process exits: its tests share one.
-        run_suite functional --test-path ./tests/functional run --concurrency 2 \
-            --group-regex 'tests\.functional\.test_real_neutron_server\.'
+needs_root() {
+    [ "$(id -u)" -eq 0 ] && return 0
+    echo "$1 tests need root"; rc=1; return 1
+}
+
+if [ "$what" = fullstack ]; then
+    # One test process: its tests share one neutron-server (started by the
+    # first test, stopped when the process exits).
+    needs_root fullstack && run_suite fullstack stestr --test-path ./tests/fullstack run --concurrency 1 "$@"
+    echo "agentkit fullstack: $passed passed, $failed failed, $skipped skipped"
+    exit $rc
+fi
+
+run_suite unit stestr --test-path ./tests/unit run
+if [ "$what" = all ]; then
+    if needs_root functional; then
+        run_suite functional stestr --test-path ./tests/functional run --concurrency 2
+        run_suite fullstack tox -e fullstack
     fi
     echo "== pep8"
-    if ! flake8 agentkit drivers tests; then echo "!! flake8 failed"; rc=1; fi
+    if ! flake8 agentkit drivers tests benchmarks; then echo "!! flake8 failed"; rc=1; fi
 fi
 echo "agentkit: $passed passed, $failed failed, $skipped skipped"
 exit $rc
