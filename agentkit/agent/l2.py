@@ -6,6 +6,7 @@ module owns the conversation with neutron-server: which ports are plugged,
 their details, reporting them up/down/failed, and resyncing.
 """
 
+import ipaddress
 import logging
 import re
 import threading
@@ -213,6 +214,7 @@ class L2Agent(base.Agent):
             loader.MECHANISM_DRIVERS, conf.l2.mechanism_driver,
             mech_api.MechanismDriver, conf=conf, host=self.host)
         self.agent_type = self.mech.agent_type
+        self._ignored_peers: set[str] = set()
         supported = self.mech.supported_network_types
         # Unset: every type the mechanism can realise (and that is installed).
         type_names = conf.l2.type_drivers
@@ -357,6 +359,21 @@ class L2Agent(base.Agent):
         if tunnel_type not in self.conf.l2.tunnel_types:
             return
         if tunnel_ip == self.conf.l2.local_ip:
+            return
+        try:
+            peer = ipaddress.ip_address(tunnel_ip)
+        except ValueError:
+            LOG.warning('Ignoring tunnel endpoint %r: not an IP address', tunnel_ip)
+            return
+        if peer.is_loopback and not ipaddress.ip_address(self.conf.l2.local_ip).is_loopback:
+            # An endpoint a single-node setup registered (the server keeps the
+            # endpoints of deleted agentkit agents): tunnelled to it, this
+            # host's floods would come back to itself and teach its bridges
+            # that its own ports sit behind that "peer".
+            if tunnel_ip not in self._ignored_peers:
+                self._ignored_peers.add(tunnel_ip)
+                LOG.info('Ignoring loopback tunnel endpoint %s (this host is %s)',
+                         tunnel_ip, self.conf.l2.local_ip)
             return
         self.mech.tunnel_update(tunnel_ip, tunnel_type)
 

@@ -88,6 +88,35 @@ class L2DeviceTest(base.TestCase):
             self.assertRaises(exceptions.InvalidIdentifier, l2.validate_device, bad)
 
 
+class L2TunnelPeerTest(base.TestCase):
+    """Which endpoints the server names become tunnel peers."""
+
+    def agent(self, local_ip):
+        agent = l2.L2Agent.__new__(l2.L2Agent)
+        agent.conf = mock.Mock()
+        agent.conf.l2.tunnel_types = ['vxlan']
+        agent.conf.l2.local_ip = local_ip
+        agent.mech = mock.Mock()
+        agent._ignored_peers = set()
+        return agent
+
+    def peers(self, agent, *ips):
+        for ip in ips:
+            agent.add_tunnel(ip, 'vxlan')
+        return [c.args[0] for c in agent.mech.tunnel_update.call_args_list]
+
+    def test_remote_hosts_only(self):
+        agent = self.agent('10.0.0.1')
+        self.assertEqual(['10.0.0.2'], self.peers(
+            agent, '10.0.0.2', '10.0.0.1', '127.0.0.1', '::1', 'not-an-ip', '10.0.0.2/24'))
+        agent.add_tunnel('10.0.0.3', 'gre')  # a type this host does not tunnel
+        self.assertEqual(1, agent.mech.tunnel_update.call_count)
+
+    def test_loopback_peers_on_a_loopback_host(self):
+        # A single-node setup (local_ip 127.0.0.1) may have loopback peers.
+        self.assertEqual(['127.0.0.2'], self.peers(self.agent('127.0.0.1'), '127.0.0.2'))
+
+
 class DhcpSyncTest(base.TestCase):
     """sync_state: wanted networks applied at sync priority, stale ones disabled."""
 
