@@ -24,7 +24,15 @@ dhcp_opts = [
              'to lower the MTU of GRE networks).'),
     cfg.ListOpt(
         'dnsmasq_dns_servers', default=[],
-        help='DNS servers handed out when a subnet names none.'),
+        help='Upstream DNS servers dnsmasq forwards the VMs\' queries to '
+             '(--server=<ip>[#port]), as in Neutron. VMs are handed their '
+             'subnet\'s dns_nameservers, or else dnsmasq itself; these '
+             'servers are never handed to VMs.'),
+    cfg.BoolOpt(
+        'dnsmasq_local_resolv', default=False,
+        help='Let dnsmasq forward to the resolvers of the host\'s '
+             'resolv.conf (drops --no-resolv). Ignored when '
+             'dnsmasq_dns_servers is set.'),
     cfg.StrOpt(
         'dns_domain', default='openstacklocal',
         help='Domain of the host names dnsmasq hands out.'),

@@ -502,6 +502,15 @@ def parse_network(raw: Any) -> Network:
 # Rendering: pure functions of (network, settings)
 # ---------------------------------------------------------------------------
 
+def _forwarder(value: Any) -> str:
+    """A ``dnsmasq_dns_servers`` entry: an IP address, optionally ``#port``."""
+    address, sep, port = value.partition('#') if isinstance(value, str) else (value, '', '')
+    parsed = _ip(address, 'dnsmasq_dns_servers entry')
+    if sep and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError('dnsmasq_dns_servers entry %s: bad port' % _short(value))
+    return str(parsed) + (sep + str(int(port)) if sep else '')
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """The options that shape dnsmasq's command line and files."""
@@ -509,7 +518,11 @@ class Settings:
     state_path: str
     lease_duration: int = 86400
     dns_domain: str = 'openstacklocal'
-    dns_servers: tuple[IPAddress, ...] = ()
+    #: upstream servers dnsmasq forwards the VMs' queries to (``--server=``),
+    #: as ``ip`` or ``ip#port``; never handed to the VMs themselves
+    dns_forwarders: tuple[str, ...] = ()
+    #: forward to the host's resolv.conf servers when there are no forwarders
+    local_resolv: bool = False
     lease_max: int = 2 ** 24
     config_file: str = ''
     enable_isolated_metadata: bool = False
@@ -519,7 +532,7 @@ class Settings:
         servers = []
         for server in conf.dnsmasq_dns_servers or ():
             try:
-                servers.append(_ip(server, 'dnsmasq_dns_servers entry'))
+                servers.append(_forwarder(server))
             except ValueError as exc:
                 raise exceptions.InvalidConfiguration(str(exc)) from None
         domain = (conf.dns_domain or '').strip().rstrip('.')
@@ -531,7 +544,8 @@ class Settings:
             raise exceptions.InvalidConfiguration(
                 'dnsmasq_config_file must be an absolute path, got %r' % config_file)
         return cls(state_path=conf.state_path, lease_duration=conf.dhcp_lease_duration,
-                   dns_domain=domain, dns_servers=tuple(servers),
+                   dns_domain=domain, dns_forwarders=tuple(servers),
+                   local_resolv=conf.dnsmasq_local_resolv,
                    lease_max=conf.dnsmasq_lease_max, config_file=config_file,
                    enable_isolated_metadata=conf.enable_isolated_metadata)
 
@@ -554,16 +568,19 @@ def build_argv(network: Network, settings: Settings) -> list[str]:
     def path(name: str) -> str:
         return os.path.join(state_dir, name)
 
-    argv = ['dnsmasq', '--no-hosts', '--no-resolv',
-            '--pid-file=' + path(PID_FILE),
-            '--dhcp-hostsfile=' + path(HOST_FILE),
-            '--addn-hosts=' + path(ADDN_HOSTS_FILE),
-            '--dhcp-optsfile=' + path(OPTS_FILE),
-            '--dhcp-leasefile=' + path(LEASES_FILE),
-            '--dhcp-match=set:ipxe,175',
-            '--dhcp-userclass=set:ipxe6,iPXE',
-            '--local-service',
-            '--bind-dynamic']
+    argv = ['dnsmasq', '--no-hosts']
+    if settings.dns_forwarders or not settings.local_resolv:
+        # The host's resolv.conf only with dnsmasq_local_resolv and no forwarders.
+        argv.append('--no-resolv')
+    argv += ['--pid-file=' + path(PID_FILE),
+             '--dhcp-hostsfile=' + path(HOST_FILE),
+             '--addn-hosts=' + path(ADDN_HOSTS_FILE),
+             '--dhcp-optsfile=' + path(OPTS_FILE),
+             '--dhcp-leasefile=' + path(LEASES_FILE),
+             '--dhcp-match=set:ipxe,175',
+             '--dhcp-userclass=set:ipxe6,iPXE',
+             '--local-service',
+             '--bind-dynamic']
     possible_leases = 0
     for subnet in network.subnets:
         if not subnet.has_range:
@@ -577,6 +594,7 @@ def build_argv(network: Network, settings: Settings) -> list[str]:
         argv.append('--dhcp-option-force=option:mtu,%d' % network.mtu)
     argv.append('--dhcp-lease-max=%d' % min(possible_leases, settings.lease_max))
     argv.append('--conf-file=' + (settings.config_file or '/dev/null'))
+    argv += ['--server=' + server for server in settings.dns_forwarders]
     if settings.dns_domain:
         argv.append('--domain=' + settings.dns_domain)
     return argv
@@ -676,14 +694,24 @@ def render_opts(network: Network, settings: Settings,
     """
     dhcp_ips = dhcp_ips or {}
     isolated = isolated_subnets(network)
+    # Every DHCP port's address per subnet: with more than one DHCP agent
+    # on a subnet without DNS servers, VMs get all of them as resolvers.
+    dhcp_servers: dict[str, list[IPAddress]] = {}
+    for port in network.ports:
+        if port.device_owner == DEVICE_OWNER_DHCP:
+            for fixed_ip in port.fixed_ips:
+                dhcp_servers.setdefault(fixed_ip.subnet_id, []).append(fixed_ip.address)
     lines = []
     for subnet in network.subnets:
         if not subnet.has_options:
             continue
         version = subnet.ip_version
         tag = SUBNET_TAG % subnet.id
-        servers = subnet.dns_nameservers or tuple(
-            s for s in settings.dns_servers if s.version == version)
+        # What VMs use as resolvers: the subnet's dns_nameservers, else
+        # dnsmasq itself (its default), which forwards to dnsmasq_dns_servers.
+        servers = subnet.dns_nameservers
+        if not servers and len(dhcp_servers.get(subnet.id, ())) > 1:
+            servers = tuple(sorted(dhcp_servers[subnet.id], key=int))
         if servers:
             if len(servers) == 1 and servers[0].is_unspecified:
                 # 0.0.0.0 / :: means "announce no DNS server at all".

@@ -440,6 +440,23 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         self.assertIsNone(refused.lease_env())
         self.assertNotIn('DHCPACK', refused.output())
 
+    def test_dnsmasq_dns_servers_are_forwarders_not_handed_to_vms(self):
+        self.conf.set_override('dnsmasq_dns_servers', ['192.0.2.53', '192.0.2.54#5353'])
+        t = self.topo
+        ns1, dev1, mac1 = t.add_vm(1)
+        network = t.network([t.port(mac1, 11)])
+        network['subnets'][0]['dns_nameservers'] = []
+        pid = self.enable(network)
+        argv = ep.read_cmdline(pid)
+        self.assertEqual(['--server=192.0.2.53', '--server=192.0.2.54#5353'],
+                         [a for a in argv if a.startswith('--server')])
+        self.assertIn('--no-resolv', argv)
+        with open(os.path.join(self.state_path, 'dhcp', t.network_id, 'opts')) as f:
+            self.assertNotIn('dns-server', f.read())
+        env = DhcpClient(self, ns1, dev1).wait_bound()
+        # No dns_nameservers on the subnet: the VM resolves through dnsmasq.
+        self.assertEqual(t.net + '2', env['new_domain_name_servers'])
+
     def test_monitor_respawns_killed_dnsmasq(self):
         t = self.topo
         ns1, dev1, mac1 = t.add_vm(1)

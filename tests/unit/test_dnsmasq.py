@@ -187,19 +187,35 @@ class TestOptions(base.TestCase):
         network['ports'] = [p for p in network['ports'] if p['id'] != ROUTER_PORT]
         return network
 
-    def test_dns_servers_from_subnet_then_config(self):
+    def test_clients_get_subnet_dns_servers_never_the_forwarders(self):
         network = reference_network()
-        _, files = render(network, dns_servers=(dnsmasq._ip('9.9.9.9', 'x'),
-                                                dnsmasq._ip('2001:db8::53', 'x')))
-        self.assertIn('tag:subnet-%s,option:dns-server,9.9.9.9\n' % SUBNET_ID, files['opts'])
+        # No dns_nameservers: no option, so dnsmasq hands out itself.
+        argv, files = render(network, dns_forwarders=('9.9.9.9', '2001:db8::53#5353'))
+        self.assertNotIn('dns-server', files['opts'])
+        self.assertNotIn('9.9.9.9', files['opts'])
+        self.assertEqual(['--server=9.9.9.9', '--server=2001:db8::53#5353'],
+                         [a for a in argv if a.startswith('--server')])
         network['subnets'][0]['dns_nameservers'] = ['8.8.8.8', '8.8.4.4']
-        _, files = render(network, dns_servers=(dnsmasq._ip('9.9.9.9', 'x'),))
+        _, files = render(network, dns_forwarders=('9.9.9.9',))
         self.assertTrue(files['opts'].startswith(
             'tag:subnet-%s,option:dns-server,8.8.8.8,8.8.4.4\n' % SUBNET_ID))
         self.assertNotIn('9.9.9.9', files['opts'])
         network['subnets'][0]['dns_nameservers'] = ['0.0.0.0']
         _, files = render(network)
         self.assertIn('tag:subnet-%s,option:dns-server\n' % SUBNET_ID, files['opts'])
+
+    def test_two_dhcp_ports_are_both_handed_out_as_resolvers(self):
+        network = reference_network()
+        network['ports'].append(make_port(str(uuid.uuid4()), 'fa:16:3e:77:d5:55',
+                                          [(SUBNET_ID, '192.168.10.3')],
+                                          owner='network:dhcp'))
+        _, files = render(network)
+        self.assertIn('tag:subnet-%s,option:dns-server,192.168.10.2,192.168.10.3\n'
+                      % SUBNET_ID, files['opts'])
+        network['subnets'][0]['dns_nameservers'] = ['8.8.8.8']
+        _, files = render(network)
+        self.assertIn('option:dns-server,8.8.8.8\n', files['opts'])
+        self.assertNotIn('192.168.10.3', files['opts'])
 
     def test_host_routes_and_default_route_from_host_routes(self):
         network = reference_network()
@@ -793,10 +809,30 @@ class TestStatePath(base.TestCase):
         for path in (os.path.join(self.tmp, 'a'), state, os.path.join(state, 'dhcp')):
             self.assertEqual(0o755, stat.S_IMODE(os.stat(path).st_mode), path)
 
+    def test_dns_forwarders_and_local_resolv_from_options(self):
+        self.conf.set_override('dnsmasq_dns_servers', ['8.8.8.8', '2001:DB8::53#53'])
+        s = dnsmasq.Settings.from_conf(self.conf)
+        self.assertEqual(('8.8.8.8', '2001:db8::53#53'), s.dns_forwarders)
+        net = dnsmasq.parse_network(reference_network())
+        argv = dnsmasq.build_argv(net, s)
+        self.assertIn('--no-resolv', argv)
+        self.assertEqual(['--conf-file=/dev/null', '--server=8.8.8.8',
+                          '--server=2001:db8::53#53', '--domain=openstacklocal'], argv[-4:])
+        # dnsmasq_local_resolv: the host's resolvers, unless forwarders are set.
+        self.conf.set_override('dnsmasq_local_resolv', True)
+        self.assertIn('--no-resolv', dnsmasq.build_argv(net, dnsmasq.Settings.from_conf(
+            self.conf)))
+        self.conf.clear_override('dnsmasq_dns_servers')
+        argv = dnsmasq.build_argv(net, dnsmasq.Settings.from_conf(self.conf))
+        self.assertNotIn('--no-resolv', argv)
+        self.assertEqual([], [a for a in argv if a.startswith('--server')])
+
     def test_bad_options_are_refused(self):
-        self.conf.set_override('dnsmasq_dns_servers', ['8.8.8.8', 'dns.example.org'])
-        self.assertRaises(exceptions.InvalidConfiguration, dnsmasq.Settings.from_conf,
-                          self.conf)
+        for bad in ('dns.example.org', '8.8.8.8#0', '8.8.8.8#x', '/example.org/8.8.8.8',
+                    '8.8.8.8 --x'):
+            self.conf.set_override('dnsmasq_dns_servers', ['8.8.8.8', bad])
+            self.assertRaises(exceptions.InvalidConfiguration, dnsmasq.Settings.from_conf,
+                              self.conf)
         self.conf.clear_override('dnsmasq_dns_servers')
         self.conf.set_override('dnsmasq_config_file', 'relative.conf')
         self.assertRaises(exceptions.InvalidConfiguration, dnsmasq.Settings.from_conf,
