@@ -26,8 +26,10 @@ class ServerApiClient:
         self.client = oslo_messaging.get_rpc_client(transport, target,
                                                     timeout=timeout)
 
-    def _call(self, version: str, method: str, *, timeout: int | None = None,
+    def _call(self, version: str, method: str, /, *, timeout: int | None = None,
               context: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        # Positional-only: an RPC method may itself take a ``version``
+        # argument (bulk_pull's object version), which goes to the server.
         # prepare(timeout=None) would replace the client's own timeout with
         # oslo.messaging's rpc_response_timeout: pass it only when given.
         cctxt = (self.client.prepare(version=version) if timeout is None
@@ -35,7 +37,7 @@ class ServerApiClient:
         return cctxt.call(context or rpc_transport.admin_context(), method,
                           **kwargs)
 
-    def _cast(self, version: str, method: str, *,
+    def _cast(self, version: str, method: str, /, *,
               context: dict[str, Any] | None = None, **kwargs: Any) -> None:
         cctxt = self.client.prepare(version=version)
         cctxt.cast(context or rpc_transport.admin_context(), method, **kwargs)

@@ -32,3 +32,13 @@ class ServerApiClientTest(base.TestCase):
         api = _Api(mock.sentinel.transport, 'host1', timeout=7)
         api._call('1.0', 'sync_routers', timeout=3, host='host1')
         self.rpc.prepare.assert_called_once_with(version='1.0', timeout=3)
+
+    def test_a_version_argument_goes_to_the_server(self):
+        """bulk_pull names the object version it wants: an argument of the call."""
+        from agentkit.rpc import plugin_api
+        api = plugin_api.L2PluginApi(mock.sentinel.transport, 'host1')
+        api.bulk_pull('Trunk', '1.1', {'port_id': ['p1']})
+        self.rpc.prepare.assert_called_once_with(version='1.1')
+        self.rpc.prepare.return_value.call.assert_called_once_with(
+            mock.ANY, 'bulk_pull', resource_type='Trunk', version='1.1',
+            filter_kwargs={'port_id': ['p1']})
