@@ -188,6 +188,43 @@ class NeutronConfigFilesTest(base.AgentTestCase):
         self.assertIn("Loaded agentkit.firewall_drivers driver 'iptables_hybrid'", out)
         self.stop(proc)
 
+    # -- L2 (linuxbridge) ---------------------------------------------------
+    def test_l2_linuxbridge_agent_ini(self):
+        """A linuxbridge_agent.ini as Neutron <= 2024.2 read it (neutron 29 has
+        no linuxbridge agent, so the run had none: written here in its
+        format), plus the one line agentkit needs to pick the switch."""
+        self.useFixture(base.HostFirewallChains(cfg.CONF))
+        self.write('linuxbridge_agent.ini', '\n'.join([
+            '[linux_bridge]', 'physical_interface_mappings = nqext:lo',
+            '[vxlan]', 'enable_vxlan = true', 'local_ip = 127.0.0.1',
+            'l2_population = true', 'udp_dstport = 8472',
+            '[agent]', 'extensions =',
+            '[securitygroup]', 'enable_security_group = true',
+            'firewall_driver = neutron.agent.linux.iptables_firewall.IptablesFirewallDriver',
+            '']))
+        self.write('agentkit-linuxbridge.ini', '[l2]\nmechanism_driver = linuxbridge\n')
+        proc = self.start('agentkit-l2', 'neutron.conf', 'linuxbridge_agent.ini',
+                          'agentkit-linuxbridge.ini')
+        state = self.wait_report(proc)
+        conf = state['configurations']
+        self.assertEqual('Linux bridge agent', state['agent_type'])
+        self.assertEqual({'nqext': 'lo'}, conf['interface_mappings'])
+        # enable_vxlan + [vxlan] local_ip; type_drivers unset: the
+        # mechanism's types, no "gre" refusal.
+        self.assertEqual(['vxlan'], conf['tunnel_types'])
+        self.assertEqual('127.0.0.1', conf['tunneling_ip'])
+        self.assertEqual(['flat', 'vlan', 'vxlan'], conf['network_types'])
+        self.assertFalse(conf['l2_population'])
+        out = proc.output()
+        self.assertIn("Neutron's L2 population is not implemented", out)
+        self.assertIn('firewall_driver = neutron.agent.linux.iptables_firewall.'
+                      "IptablesFirewallDriver is Neutron's class path; using "
+                      "agentkit's 'iptables_hybrid'", out)
+        self.assertIn('Option "udp_dstport" from group "vxlan" is deprecated', out)
+        self.neutron.wait_for_call('tunnel_sync', lambda kw: kw['host'] == self.host
+                                   and kw['tunnel_type'] == 'vxlan')
+        self.stop(proc)
+
     # -- DHCP ---------------------------------------------------------------
     def test_dhcp_agent_with_neutron_class_path_serves_dnsmasq(self):
         net = self.neutron.add_network()
