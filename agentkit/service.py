@@ -35,6 +35,9 @@ EXIT_DRIVER_ERROR = 3
 STOP_TIMEOUT = 5.0
 #: how often the main loop looks at signals, readiness and liveness
 TICK = 0.5
+#: an update running longer than this (or than the watchdog timeout, if
+#: longer) counts as hung: a slow server or a retried RPC stays well below
+STALL_AFTER_MIN = 300.0
 
 
 class SystemdSupervisor:
@@ -44,8 +47,9 @@ class SystemdSupervisor:
     agent's status line changes, and ``WATCHDOG=1`` every half
     ``WATCHDOG_USEC`` while :meth:`Agent.health` finds nothing wrong. The
     pets come from this loop and not from a thread of their own, so a hung
-    main loop, a dead sync or worker thread, or an update stuck longer than
-    the watchdog timeout all let systemd restart the agent.
+    main loop, a dead sync or worker thread, or an update stuck in its
+    handler (longer than :data:`STALL_AFTER_MIN` or the watchdog timeout)
+    all let systemd restart the agent.
     """
 
     def __init__(self, notifier: systemd.Notifier, agent: Any,
@@ -70,7 +74,7 @@ class SystemdSupervisor:
         timeout = self.notifier.watchdog_timeout
         problem = None
         if timeout is not None:
-            problem = self.agent.health(stall_after=timeout)
+            problem = self.agent.health(stall_after=max(timeout, STALL_AFTER_MIN))
             if problem is not None:
                 status = f'unhealthy: {problem}'
         if ready and not self.ready_sent:

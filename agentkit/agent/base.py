@@ -235,7 +235,9 @@ class Agent(abc.ABC):
             return 'ready' + (f'; {failing}' if failing else '')
         if self._first_sync_mark is None:
             return f'starting: {failing}' if failing else 'starting: first full sync'
-        return f'first full sync done, applying {len(self.queue)} queued update(s)'
+        snap = self.queue.snapshot(limit=0)
+        return (f'first full sync done, applying '
+                f'{snap["pending_total"] + snap["running_total"]} queued update(s)')
 
     def health(self, stall_after: float | None = None) -> str | None:
         """None while the agent's loops are alive, else what is wrong.

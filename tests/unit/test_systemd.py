@@ -266,7 +266,7 @@ class SupervisorTest(base.TestCase):
             pets += [m for m in self.sock.messages() if m == 'WATCHDOG=1']
             self.now += 0.5
         self.assertEqual(3, len(pets))  # at 0, 2 and 4 s
-        self.assertEqual({4.0}, set(self.agent.stall_after))
+        self.assertEqual({service.STALL_AFTER_MIN}, set(self.agent.stall_after))
 
     def test_unhealthy_agent_stops_petting_and_says_why(self):
         sup = self.supervisor(WATCHDOG_USEC='2000000')
