@@ -5,6 +5,7 @@ a cleanup even when the test fails, so tests never touch what else runs on
 the host and can run in parallel.
 """
 
+import ipaddress
 import os
 import re
 import subprocess
@@ -65,6 +66,16 @@ def pids_with(token: str) -> list[int]:
             if argv and any(token in arg for arg in argv):
                 found.append(int(entry))
     return found
+
+
+def random_underlay() -> tuple[str, str]:
+    """Two addresses of a random /30 in 10.254.0.0/16, one per host.
+
+    Random so that tests running at the same time get distinct routes in
+    the root namespace.
+    """
+    base_ip = ipaddress.ip_address('10.254.0.0') + 4 * (uuid.uuid4().int % 16384)
+    return str(base_ip + 1), str(base_ip + 2)
 
 
 _COUNTERS_RE = re.compile(r'\[\d+:\d+\]|counter packets \d+ bytes \d+')

@@ -14,7 +14,6 @@ else must (another VNI stays isolated).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 import urllib.parse
@@ -31,16 +30,6 @@ from tests.functional import vm as fake_vm
 
 VXLAN_PORT = 4789
 PHYSNET = 'provider'
-
-
-def _random_underlay() -> tuple[str, str]:
-    """Two addresses of a random /30 in 10.254.0.0/16, one per host.
-
-    Random so that tests running at the same time get distinct routes in
-    the root namespace.
-    """
-    base_ip = ipaddress.ip_address('10.254.0.0') + 4 * (uuid.uuid4().int % 16384)
-    return str(base_ip + 1), str(base_ip + 2)
 
 
 wait_until = base.wait_until
@@ -105,7 +94,7 @@ class TwoHostLinuxbridgeTestBase(base.AgentTestCase):
             self.addCleanup(ip_lib.IPWrapper(ns).delete_namespace)
 
         # Underlay: host A's end in the root namespace, host B's in B.
-        self.ip_a, self.ip_b = _random_underlay()
+        self.ip_a, self.ip_b = base.random_underlay()
         self.underlay_a = f'akl{tag}u'
         ip_lib.IPWrapper().add_veth(self.underlay_a, 'underlay0',
                                     peer_namespace=self.ns_b)

@@ -19,17 +19,24 @@ def ping(namespace: str, address: str, count: int = 2, wait: int = 2) -> bool:
 class FakeVM:
     """``eth0`` in namespace ``name`` on a veth whose host end is ``tap``."""
 
-    def __init__(self, name: str, port_id: str, mac: str, mtu: int = 1450) -> None:
+    def __init__(self, name: str, port_id: str, mac: str, mtu: int = 1450,
+                 host_ns: str | None = None) -> None:
+        """``host_ns``: the namespace of a simulated second host that holds the tap."""
         self.name = name
         self.port_id = port_id
         self.mac = mac
         self.tap = 'tap' + port_id[:11]
         self.mtu = mtu
+        self.host_ns = host_ns
         ip_lib.IPWrapper(name).ensure_namespace()
         ip_lib.IPWrapper(name).device('lo').link.set_up()
-        ip_lib.IPWrapper().add_veth(self.tap, 'eth0', peer_namespace=name,
-                                    mtu=mtu, peer_mac=mac)
-        ip_lib.IPDevice(self.tap).link.set_up()
+        if host_ns is None:
+            ip_lib.IPWrapper().add_veth(self.tap, 'eth0', peer_namespace=name,
+                                        mtu=mtu, peer_mac=mac)
+        else:
+            ip_lib.IPWrapper(name).add_veth('eth0', self.tap, peer_namespace=host_ns,
+                                            mtu=mtu, mac=mac)
+        ip_lib.IPDevice(self.tap, host_ns).link.set_up()
         ip_lib.IPDevice('eth0', name).link.set_up()
 
     def plug_ovs(self, bridge: ovs_lib.OVSBridge) -> None:
@@ -98,7 +105,7 @@ class FakeVM:
     def destroy(self, bridge: ovs_lib.OVSBridge | None = None) -> None:
         if bridge is not None:
             bridge.delete_port(self.tap, if_exists=True)
-        tap = ip_lib.IPDevice(self.tap)
+        tap = ip_lib.IPDevice(self.tap, self.host_ns)
         if tap.exists():
             tap.delete()
         ip_lib.IPWrapper(self.name).delete_namespace()
