@@ -186,12 +186,18 @@ class DhcpAgentOperationsTest(base.AgentTestCase):
             since=mark, timeout=15)
         self.assertIsNone(proc.proc.poll())
 
-        # SIGTERM: STOPPING=1; dnsmasq, in a session of its own, stays.
+        # SIGTERM: STOPPING=1; dnsmasq, in a session of its own, stays; the
+        # privsep daemons go by themselves (what KillMode=process relies on).
         self.assertNotEqual(os.getsid(proc.proc.pid), os.getsid(pid))
+        # (privsep-helper gets the agent's --config-file; it detaches from it)
+        helpers = [p for p in base.pids_with(self.config) if p != proc.proc.pid]
+        self.assertEqual(2, len(helpers), 'network and daemons privsep daemons')
         proc.signal(signal.SIGTERM)
         self.notify.wait_for('STOPPING=1', 10, proc)
         self.assertEqual(0, proc.wait(15), proc.output())
         self.assertEqual(pid, self.dnsmasq_pid(net['id']))
+        base.wait_until(lambda: not any(os.path.exists(f'/proc/{h}') for h in helpers),
+                        timeout=10)
 
 
 class MetadataAgentOperationsTest(base.AgentTestCase):
