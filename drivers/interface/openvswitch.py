@@ -18,7 +18,14 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
     def initialize(self) -> None:
         self.ovs = ovs_lib.get_connection(self.conf.ovs.ovsdb_connection,
                                           timeout=self.conf.ovs.ovsdb_timeout)
-        self._bridge(None).create()
+        integration = self._bridge(None)
+        # The L2 agent owns the bridge and its settings (datapath, fail
+        # mode); this one only needs a bridge to put ports on. Neutron keeps
+        # datapath_type in openvswitch_agent.ini alone, so a DHCP or L3
+        # agent run from Neutron's files must not "correct" an existing
+        # netdev bridge to its own default.
+        if not integration.exists():
+            integration.create()
 
     def _bridge(self, bridge: str | None) -> ovs_lib.OVSBridge:
         return self.ovs.bridge(bridge or self.conf.ovs.integration_bridge,

@@ -98,6 +98,19 @@ class OVSInterfaceDriverTest(InterfaceDriverTestMixin, base.AgentTestCase):
             self.bridge_name)
         self.assertNotIn(dev, br.get_port_names())
 
+    def test_an_existing_bridge_keeps_its_settings(self):
+        # A DHCP/L3 agent whose [ovs] datapath_type differs from the L2
+        # agent's (Neutron's files set it for the OVS agent only).
+        self.conf.set_override('datapath_type', 'system', 'ovs')
+        other = loader.load_driver(
+            loader.INTERFACE_DRIVERS, self.driver_name,
+            interface_api.InterfaceDriver, conf=self.conf, host=self.conf.host)
+        other.initialize()
+        self.addCleanup(other.stop)
+        br = ovs_lib.get_connection(self.conf.ovs.ovsdb_connection).bridge(
+            self.bridge_name)
+        self.assertEqual('netdev', br.get_datapath_type())
+
 
 class BridgeInterfaceDriverTest(InterfaceDriverTestMixin, base.AgentTestCase):
     driver_name = 'linuxbridge'

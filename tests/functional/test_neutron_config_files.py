@@ -89,8 +89,9 @@ class NeutronConfigFilesTest(base.AgentTestCase):
         """neutron.conf's [ovs] with this host's datapath, for the DHCP and
         L3 agents (the Neutron run set it in openvswitch_agent.ini only,
         which they do not read): this host has no OVS kernel module, and
-        agentkit's openvswitch interface driver sets the datapath of the
-        integration bridge it ensures."""
+        these tests run the agent without an L2 agent, so the openvswitch
+        interface driver creates the integration bridge itself, with its
+        own datapath (an existing bridge it leaves as the L2 agent made it)."""
         text = self.rewrite(self.fixture('neutron.conf'))
         self.assertIn('[ovs]\n', text)
         self.write('neutron.conf', text.replace('[ovs]\n', '[ovs]\ndatapath_type = netdev\n'))
