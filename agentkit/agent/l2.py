@@ -39,6 +39,20 @@ REFRESH_FIREWALL = 'refresh'
 # a burst of notifications coalesces into one RPC.
 FIREWALL_RESOURCE = 'security-groups'
 
+# Versioned objects neutron-server pushes that this agent consumes, with the
+# version it reads; reported as ``resource_versions`` so the server keeps
+# pushing that version. Only what is really consumed (not Trunk, Port...).
+ADDRESS_GROUP_VERSION = topics.ADDRESS_GROUP_PUSH.rsplit('-', 1)[1]  # '1.2'
+# Trunks are not implemented; their parents are looked up (bulk_pull) only to
+# refuse them, in the version neutron-server 29 has.
+TRUNK_RESOURCE = 'Trunk'
+TRUNK_VERSION = '1.1'
+# Network types that are refused with a specific reason.
+UNSUPPORTED_TYPE_REASONS = {
+    'geneve': 'geneve is the overlay of OVN, which agentkit does not implement; '
+              'use vxlan (or gre) tenant networks with agentkit hosts',
+}
+
 # Linux bridge agents name ports by their tap device, as Neutron's did;
 # neutron-server resolves that short form to the port.
 _TAP_DEVICE_RE = re.compile(r'tap[0-9a-f]{8}-[0-9a-f]{2}')
@@ -260,6 +274,8 @@ class L2Agent(base.Agent):
         self.wired: dict[str, str] = {}  # device reference -> network id
         self.port_ids: dict[str, str] = {}  # device reference -> port id
         self._events_at: dict[str, float] = {}  # device reference -> last RPC event
+        self.trunk_parents: dict[str, str] = {}  # port id -> its trunk's id
+        self._trunk_lookup_warned = False
         self.devices_up = 0
 
     # -- driver lifecycle -------------------------------------------------
@@ -318,9 +334,22 @@ class L2Agent(base.Agent):
                 self._events_at[port_id] = time.monotonic()
         self.queue.put(work_queue.ResourceUpdate(port_id, action, priority))
 
+    def resource_versions(self) -> dict[str, str]:
+        """The versioned objects this agent consumes from server pushes.
+
+        neutron-server always pushes its own versions; an agent's report
+        only adds the versions it reads. Advertising objects it ignores
+        (e.g. Trunk) would tell operators, and the server's version
+        tracking, that the agent handles them.
+        """
+        versions = dict(self.mech.resource_versions or {})
+        if self.firewall.needs_security_group_info:
+            versions['AddressGroup'] = ADDRESS_GROUP_VERSION
+        return versions
+
     def build_state(self) -> dict[str, Any]:
         state = super().build_state()
-        versions = self.mech.resource_versions
+        versions = self.resource_versions()
         if versions:
             state['resource_versions'] = versions
         return state
@@ -405,6 +434,11 @@ class L2Agent(base.Agent):
         # unfiltered in between.
         fetched_at = time.monotonic()
         found, _failed = self._fetch_details(plugged)
+        port_ids = {d.get('port_id') for d in found.values()
+                    if naming.is_valid_id(d.get('port_id'))}
+        parents = self._find_trunk_parents(port_ids)
+        with self._lock:
+            self.trunk_parents = parents
         self.security_groups.sync_all([d for d in found.values() if 'network_id' in d],
                                       plugged)
         with self._lock:
@@ -431,6 +465,45 @@ class L2Agent(base.Agent):
         elif update.action == REFRESH_FIREWALL:
             self.security_groups.refresh_pending()
 
+    def _find_trunk_parents(self, port_ids: set[str]) -> dict[str, str]:
+        """{port id: trunk id} of the ``port_ids`` that are trunk parents.
+
+        One ``bulk_pull`` of Trunk objects (q-plugin, as Neutron's agents
+        pull objects). Without an answer (old server, no trunk tables) no
+        port is taken for a parent, so nothing is refused by mistake.
+        """
+        if not port_ids:
+            return {}
+        try:
+            trunks = self.plugin.bulk_pull(TRUNK_RESOURCE, TRUNK_VERSION,
+                                           {'port_id': sorted(port_ids)})
+        except oslo_messaging.RemoteError as exc:
+            if not self._trunk_lookup_warned:
+                self._trunk_lookup_warned = True
+                LOG.warning('Cannot look up trunks on neutron-server (%s); trunk parent '
+                            'ports are not detected', exc.exc_type)
+            return {}
+        parents = {}
+        for trunk in trunks if isinstance(trunks, list) else []:
+            data = trunk.get('versioned_object.data') if isinstance(trunk, dict) else None
+            if (isinstance(data, dict) and data.get('port_id') in port_ids
+                    and naming.is_valid_id(data.get('id'))):
+                parents[data['port_id']] = data['id']
+        return parents
+
+    def _refuse_port(self, device: str, port_id: str, reason: str) -> None:
+        """Leave a port this agent cannot realise isolated and reported DOWN.
+
+        A WARNING, not an ERROR: the agent works as designed; the port asks
+        for something it does not implement. Anything a previous run wired
+        for the port is undone, so it is never half-wired.
+        """
+        LOG.warning('Port %s refused: %s', port_id, reason)
+        self.mech.unwire_port(device)
+        with self._lock:
+            self.wired.pop(device, None)
+        self.plugin.update_device_list([], [port_id], self.agent_id)
+
     def _fail_port(self, device: str, reason: str) -> None:
         LOG.error('Port %s failed: %s', device, reason)
         self.plugin.update_device_list(
@@ -454,6 +527,7 @@ class L2Agent(base.Agent):
 
     def _wire(self, device: str, details: dict[str, Any] | None = None) -> None:
         asked = server_device(device)
+        fresh = details is None
         if details is None:
             found, failed = self._fetch_details([device])
             if failed:
@@ -475,10 +549,29 @@ class L2Agent(base.Agent):
             return
         with self._lock:
             self.port_ids[device] = port_id
+            known = device in self.wired
+        if fresh and not known:
+            # A port new to this agent (a full sync looked its trunk up already).
+            parent = self._find_trunk_parents({port_id})
+            with self._lock:
+                self.trunk_parents.pop(port_id, None)
+                self.trunk_parents.update(parent)
+        with self._lock:
+            trunk_id = self.trunk_parents.get(port_id)
+        if trunk_id is not None:
+            self._refuse_port(device, port_id, (
+                f'it is the parent port of trunk {trunk_id}, and agentkit does not '
+                f'implement trunks (VLAN-aware instances): its subports would get no '
+                f'traffic. Use a host with an agent that supports trunks.'))
+            return
         tdriver = self.type_drivers.get(segment.network_type)
         if tdriver is None:
-            self._fail_port(device, f'network type {segment.network_type!r} '
-                                    f'is not enabled on this host')
+            reason = UNSUPPORTED_TYPE_REASONS.get(
+                segment.network_type,
+                f'network type {segment.network_type!r} is not enabled on this host '
+                f'([l2] type_drivers: {", ".join(sorted(self.type_drivers))})')
+            self._refuse_port(device, port_id,
+                              f'its segment is {segment.network_type}: {reason}')
             return
         try:
             tdriver.validate_segment(segment)
@@ -518,6 +611,7 @@ class L2Agent(base.Agent):
         self.mech.unwire_port(device)
         with self._lock:
             port_id = self.port_ids.pop(device, None)
+            self.trunk_parents.pop(port_id or device, None)
         # Also a port a full sync filtered but that was never wired.
         self.security_groups.remove_devices([device] + ([port_id] if port_id else []))
         for ext in self.extensions:

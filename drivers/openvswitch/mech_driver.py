@@ -37,10 +37,10 @@ from drivers.openvswitch import tunnels
 
 LOG = logging.getLogger(__name__)
 
-# Object versions Neutron 29's OVS agent reports (resource_versions).
-RESOURCE_VERSIONS = {'Port': '1.11', 'Network': '1.3', 'Subnet': '1.2',
-                     'SecurityGroup': '1.6', 'SecurityGroupRule': '1.3',
-                     'AddressGroup': '1.2', 'Trunk': '1.1', 'SubPort': '1.0'}
+# os-vif plugs a trunk parent into a bridge of its own, tbr-<trunk id>, for
+# Neutron's trunk handler to patch into br-int. agentkit has none: the full
+# sync lists such ports so the agent reports them refused (no trunks here).
+TRUNK_BRIDGE_PREFIX = 'tbr-'
 DEFAULT_CAPABILITIES = {'datapath_types': ['netdev', 'system'],
                         'iface_types': ['internal', 'patch', 'vxlan', 'gre', 'geneve']}
 VHOSTUSER_SOCKET_DIR = '/var/run/openvswitch'
@@ -219,10 +219,6 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
                      for k in DEFAULT_CAPABILITIES}
         return {k: found[k] or list(v) for k, v in DEFAULT_CAPABILITIES.items()}
 
-    @property
-    def resource_versions(self) -> dict[str, str]:
-        return dict(RESOURCE_VERSIONS)
-
     # -- devices ------------------------------------------------------------
     def start_device_monitor(self, on_plugged, on_unplugged,  # type: ignore[no-untyped-def]
                              on_resync=None) -> None:
@@ -256,8 +252,13 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
             LOG.warning('Could not put new port %s on the dead VLAN: %s', name, exc)
 
     def list_plugged_ports(self) -> set[str]:
-        return {i.iface_id for i in self.br_int.list_interfaces_with_iface_id()
-                if i.iface_id}
+        ports = {i.iface_id for i in self.br_int.list_interfaces_with_iface_id()
+                 if i.iface_id}
+        for bridge in self.ovs.list_bridges():
+            if bridge.startswith(TRUNK_BRIDGE_PREFIX):
+                ports |= {i.iface_id for i in self.ovs.list_interfaces_with_iface_id(bridge)
+                          if i.iface_id}
+        return ports
 
     def _port_name(self, port_id: str) -> str | None:
         found = self.br_int.find_interfaces({'iface-id': port_id})

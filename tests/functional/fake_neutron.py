@@ -112,6 +112,22 @@ class PluginEndpoint(_Recorder):
                 details.append(entry)
         return {'devices': details, 'failed_devices': []}
 
+    def bulk_pull(self, context, resource_type, version, filter_kwargs=None):
+        """Neutron's resources pull (q-plugin 1.1): only Trunk objects by port_id."""
+        self._record('bulk_pull', resource_type=resource_type, version=version,
+                     filter_kwargs=filter_kwargs)
+        if resource_type != 'Trunk':
+            return []
+        wanted = set((filter_kwargs or {}).get('port_id') or [])
+        with self.server.lock:
+            return [{'versioned_object.name': 'Trunk',
+                     'versioned_object.namespace': 'versionedobjects',
+                     'versioned_object.version': version,
+                     'versioned_object.data': {'id': trunk_id, 'port_id': port_id,
+                                               'status': 'DOWN', 'sub_ports': []}}
+                    for port_id, trunk_id in self.server.trunks.items()
+                    if port_id in wanted]
+
     def update_device_list(self, context, devices_up, devices_down, agent_id,
                            host, refresh_tunnels=False):
         self._record('update_device_list', devices_up=devices_up,
@@ -845,6 +861,8 @@ class FakeNeutron:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.security_groups = SecurityGroupModel()
         self.port_details = self.security_groups.ports
+        # Trunks by parent port id (trunk id): what bulk_pull('Trunk') answers.
+        self.trunks: dict[str, str] = {}
         self.networks: dict[str, dict[str, Any]] = {}
         # Routers and floating IPs (add_router; the model's other methods
         # under self.lock): what q-l3-plugin answers.

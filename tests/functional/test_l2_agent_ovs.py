@@ -38,13 +38,16 @@ class L2AgentOVSTest(base.AgentTestCase):
         # The first report comes after the driver created the bridge.
         return self.run_agent('agentkit-l2', self.config, self.host, self.neutron)
 
-    def add_vm(self, network_id, vni, cidr):
+    def add_vm(self, network_id, vni, cidr, network_type='vxlan', trunk_id=None):
         port_id = str(uuid.uuid4())
         mac = 'fa:16:3e:%02x:%02x:%02x' % tuple(uuid.uuid4().bytes[:3])
+        if trunk_id is not None:
+            with self.neutron.lock:
+                self.neutron.trunks[port_id] = trunk_id
         self.neutron.port_details[port_id] = {
             'device': port_id, 'port_id': port_id, 'network_id': network_id,
             'mac_address': mac, 'admin_state_up': True,
-            'network_type': 'vxlan', 'physical_network': None,
+            'network_type': network_type, 'physical_network': None,
             'segmentation_id': vni, 'fixed_ips': [],
             'port_security_enabled': False, 'device_owner': 'compute:nova'}
         vm = fake_vm.FakeVM(self.short_name('akvm'), port_id, mac)
@@ -82,7 +85,9 @@ class L2AgentOVSTest(base.AgentTestCase):
         self.assertEqual(self.br_name, conf['integration_bridge'])
         self.assertEqual({}, conf['bridge_mappings'])
         self.assertEqual(['flat', 'vxlan'], conf['network_types'])
-        self.assertEqual('1.11', state['resource_versions']['Port'])
+        # The noop firewall consumes no pushed object: no versions reported
+        # (never Trunk, Port... which agentkit does not implement).
+        self.assertNotIn('resource_versions', state)
         # No firewall configured: the operator is told, once, at start.
         self.assertEqual(1, proc.output().count('VMs are unfiltered'))
         self.assertIs(False, conf['ovs_hybrid_plug'])
@@ -121,6 +126,26 @@ class L2AgentOVSTest(base.AgentTestCase):
         self.assertEqual(tag1, self.br.get_port_tag(vm1.tap))  # not re-tagged
         self.assertEqual(tag3, self.br.get_port_tag(vm3.tap))
         self.assertTrue(fake_vm.ping(vm1.name, '10.252.0.2'))
+
+    def test_trunk_parent_and_geneve_port_refused_and_isolated(self):
+        proc = self.start_agent()
+        trunk_id = str(uuid.uuid4())
+        parent = self.add_vm(str(uuid.uuid4()), 1004, '10.252.2.1/24', trunk_id=trunk_id)
+        self.neutron.wait_for_call('update_device_list',
+                                   lambda kw: parent.port_id in kw['devices_down'])
+        geneve = self.add_vm(str(uuid.uuid4()), 1005, '10.252.3.1/24', network_type='geneve')
+        self.neutron.wait_for_call('update_device_list',
+                                   lambda kw: geneve.port_id in kw['devices_down'])
+        good = self.add_vm(str(uuid.uuid4()), 1003, '10.252.1.1/24')
+        self.wait_up(good.port_id)
+        for vm in (parent, geneve):
+            self.assertIn(self.br.get_port_tag(vm.tap), (None, 4095, []))
+        self.assertFalse(any({parent.port_id, geneve.port_id} & set(kw['devices_up'])
+                             for kw in self.neutron.calls_of('update_device_list')))
+        proc.wait_for_output('Port %s refused: it is the parent port of trunk %s'
+                             % (parent.port_id, trunk_id))
+        proc.wait_for_output('Port %s refused: its segment is geneve' % geneve.port_id)
+        self.assertNotIn('ERROR agentkit.agent.l2', proc.output())
 
     def test_port_of_disabled_type_reported_failed(self):
         self.start_agent()
