@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real neutron-server (PyPI neutron, default 29.0.0) on this host, for the
-# functional test that puts agentkit's agents under it
-# (tests/functional/test_real_neutron_server.py). As root:
+# fullstack suite that puts agentkit's agents under it (tests/fullstack/) and
+# for the demo (tools/demo.sh, with a state directory and vhost of its own).
+# As root:
 #
 #   tools/neutron-server.sh [start]   start (or confirm) the server; prints
 #                                      api_url=, transport_url=, state_dir=,
@@ -32,7 +33,8 @@
 # Environment: AGENTKIT_NEUTRON_STATE (state dir, default
 # /var/tmp/akns-neutron-server), AGENTKIT_NEUTRON_VHOST (default
 # akns-neutron), AGENTKIT_RABBIT_USER/PASSWORD (agentkit/agentkit),
-# AGENTKIT_NEUTRON_PERIODIC (1), plus what tools/neutron-venv.sh reads.
+# AGENTKIT_NEUTRON_PERIODIC (1), AGENTKIT_NEUTRON_PHYSNET (the flat/vlan
+# physical network, aknsext), plus what tools/neutron-venv.sh reads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE=${AGENTKIT_NEUTRON_STATE:-/var/tmp/akns-neutron-server}
@@ -40,6 +42,7 @@ VHOST=${AGENTKIT_NEUTRON_VHOST:-akns-neutron}
 RUSER=${AGENTKIT_RABBIT_USER:-agentkit}
 RPASS=${AGENTKIT_RABBIT_PASSWORD:-agentkit}
 PERIODIC=${AGENTKIT_NEUTRON_PERIODIC:-1}
+PHYSNET=${AGENTKIT_NEUTRON_PHYSNET:-aknsext}
 LOG=$STATE/log
 T0=$(date +%s%N)
 
@@ -257,7 +260,7 @@ lock_path = $STATE/lock
 [agent]
 root_helper = env
 EOF
-cat >"$STATE/ml2_conf.ini" <<'EOF'
+cat >"$STATE/ml2_conf.ini" <<EOF
 # Written by tools/neutron-server.sh; rewritten on every start.
 [ml2]
 type_drivers = flat,vlan,vxlan
@@ -266,10 +269,10 @@ mechanism_drivers = openvswitch,agentkit_linuxbridge
 extension_drivers = port_security
 
 [ml2_type_flat]
-flat_networks = aknsext
+flat_networks = $PHYSNET
 
 [ml2_type_vlan]
-network_vlan_ranges = aknsext:100:199
+network_vlan_ranges = $PHYSNET:100:199
 
 [ml2_type_vxlan]
 vni_ranges = 1001:2000

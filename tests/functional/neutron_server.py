@@ -6,8 +6,8 @@ neutron-rpc-server and neutron-periodic-workers, or confirms that they are
 already running, and returns their endpoints. A server this process started
 is stopped again when the process exits (its database stays, so the next
 start is quick); ``AGENTKIT_NEUTRON_KEEP=1`` leaves it running. Tests using
-it must therefore run in one test process: the test command groups
-``test_real_neutron_server`` (``--group-regex``).
+it must therefore run in one test process: the fullstack suite
+(``tests/fullstack``, ``tox -e fullstack``) runs with ``--concurrency 1``.
 
 The test skips only when the script cannot provide the prerequisites
 (exit 75: MariaDB cannot be installed; 76: the neutron venv cannot be

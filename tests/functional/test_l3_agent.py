@@ -6,7 +6,7 @@ server, whose replies and messages are shaped as neutron-server 29's
 checked is on the host: ``qrouter-`` namespaces, their devices and NAT
 rules. The router data plane itself (packets through SNAT and floating
 IPs) is proven in test_l3_namespace.py and, under the real server, in
-test_real_neutron_server.py.
+tests/fullstack/test_seed_scenario.py.
 """
 
 import os
