@@ -25,6 +25,11 @@ from agentkit.rpc import transport as rpc_transport
 LOG = logging.getLogger(__name__)
 
 _FULLSYNC_BACKOFF_MAX = 60.0
+#: the ``configurations`` entries of the agents' state reports that count
+#: what they manage (the others are settings, e.g. dhcp_lease_duration)
+RESOURCE_COUNT_KEYS = ('devices', 'networks', 'subnets', 'ports', 'routers',
+                       'interfaces', 'floating_ips', 'ex_gw_ports',
+                       'unsupported_routers')
 
 
 class Agent(abc.ABC):
@@ -258,16 +263,16 @@ class Agent(abc.ABC):
         return None
 
     def resource_counts(self) -> dict[str, int]:
-        """What the agent manages, counted: the integer entries of the
-        ``configurations`` it reports to neutron-server (networks, ports,
-        routers, ...), so the report and the server's view agree."""
+        """What the agent manages, counted: the :data:`RESOURCE_COUNT_KEYS`
+        of the ``configurations`` it reports to neutron-server, so the
+        report and the server's view agree."""
         try:
             configurations = self.get_configurations()
         except Exception as exc:
             LOG.warning('Counting resources failed: %s', exc)
             return {}
-        return {key: value for key, value in sorted(configurations.items())
-                if isinstance(value, int) and not isinstance(value, bool)}
+        return {key: configurations[key] for key in RESOURCE_COUNT_KEYS
+                if isinstance(configurations.get(key), int)}
 
     def _sync_loop(self) -> None:
         while not self._stop_event.is_set():

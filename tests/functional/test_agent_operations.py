@@ -177,6 +177,7 @@ class DhcpAgentOperationsTest(base.AgentTestCase):
                       'drivers.interface.openvswitch.OVSInterfaceDriver', report)
         self.assertRegex(report, r'\nnetworks = 1\n')
         self.assertRegex(report, r'\nsubnets = 1\n')
+        self.assertRegex(report, r'\nports = 1\n')  # the DHCP port
         self.assertIn('pending_total = 0', report)
         self.assertIn('status = ready', report)
         mark = self.neutron.mark()

@@ -106,7 +106,7 @@ class FakeAgent(agent_base.Agent):
 
     def get_configurations(self):
         return {'networks': 2, 'ports': 5, 'log_agent_heartbeats': False,
-                'dhcp_driver': 'dnsmasq'}
+                'dhcp_driver': 'dnsmasq', 'dhcp_lease_duration': 86400}
 
     def sync_state(self):
         if self.fail_sync is not None:
@@ -193,7 +193,7 @@ class ReadinessTest(base.TestCase):
         self.assertEqual('a work queue worker thread is not running',
                          self.agent.health())
 
-    def test_resource_counts_are_the_reported_integers(self):
+    def test_resource_counts_are_the_reported_counts(self):
         self.assertEqual({'networks': 2, 'ports': 5}, self.agent.resource_counts())
 
     @staticmethod
