@@ -23,6 +23,7 @@ done
 if [ -n "$missing" ]; then
     log "installing:$missing"
     $SUDO apt-get update -qq
+    # shellcheck disable=SC2086  # $missing is a list of words
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 

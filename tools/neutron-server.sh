@@ -69,14 +69,14 @@ spawn() {  # service, command...: a session of its own, output to its log
 }
 
 stop_services() {  # service...: SIGTERM all at once, SIGKILL after 15 s
-    local name pid i alive pids=()
+    local name pid alive pids=()
     for name in "$@"; do
         if pid=$(pid_of "$name"); then
             kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
             pids+=("$pid")
         fi
     done
-    for i in $(seq 1 150); do
+    for _ in $(seq 1 150); do
         alive=0
         for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
         [ "$alive" = 0 ] && break

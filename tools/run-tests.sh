@@ -8,7 +8,7 @@
 #   tools/run-tests.sh unit       only unit tests (no root needed)
 #   tools/run-tests.sh fullstack [regex]  only the fullstack suite (tox -e fullstack)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 what=${1:-all}
 [ $# -gt 0 ] && shift  # the rest: a test filter (fullstack only)
 case "$what" in all|unit|fullstack) ;; *) echo "usage: $0 [all|unit|fullstack]"; exit 2 ;; esac
@@ -67,6 +67,9 @@ if [ "$what" = all ]; then
     fi
     echo "== pep8"
     if ! flake8 agentkit drivers tests benchmarks; then echo "!! flake8 failed"; rc=1; fi
+    echo "== shellcheck"
+    if ! command -v shellcheck >/dev/null; then echo "!! shellcheck missing (bindep.txt)"; rc=1
+    elif ! shellcheck tools/*.sh devstack/plugin.sh .ci/run; then echo "!! shellcheck failed"; rc=1; fi
 fi
 echo "agentkit: $passed passed, $failed failed, $skipped skipped"
 exit $rc
