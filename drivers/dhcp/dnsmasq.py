@@ -1300,12 +1300,6 @@ class DnsmasqDriver(external_process.DaemonOwner, dhcp.DhcpDriver):
             self._networks[net.id] = state
 
         action = decide(state.manager.cmdline(), argv, state.reload_pending)
-        if action in (Action.RELOAD, Action.NONE):
-            # Before the SIGHUP, as Neutron does: dnsmasq forgets the old
-            # owners' leases, so a reused address is not refused to its new
-            # port. A (re)started dnsmasq reads a lease file without them.
-            self._release_stale_leases(net, state_dir, namespace, interface_name,
-                                       old_hosts)
         if action in (Action.START, Action.RESTART):
             write_file_if_changed(os.path.join(state_dir, LEASES_FILE),
                                   render_init_leases(net, settings, time.time()))
@@ -1327,6 +1321,14 @@ class DnsmasqDriver(external_process.DaemonOwner, dhcp.DhcpDriver):
                 else:  # died since the check: the monitor respawns it with these files
                     LOG.warning('dnsmasq for network %s vanished during reload', net.id)
         state.reload_pending = False
+        if action in (Action.RELOAD, Action.NONE):
+            # dnsmasq forgets the old owners' leases, so a reused address is
+            # not refused to its new port. After the SIGHUP (Neutron releases
+            # before it): the deleted port's VM can then not win its address
+            # back in between. A (re)started dnsmasq reads a lease file
+            # without them.
+            self._release_stale_leases(net, state_dir, namespace, interface_name,
+                                       old_hosts)
 
         state.skipped_ports = len(net.skipped_ports)
         state.metadata = metadata

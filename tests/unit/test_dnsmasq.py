@@ -524,6 +524,7 @@ class FakeRelease:
     def __init__(self, test):
         self.test = test
         self.calls = []
+        self.hups_seen = []  # SIGHUPs dnsmasq had received at each call
         self.drop = True
         self.returncode = 0
 
@@ -536,6 +537,7 @@ class FakeRelease:
 
     def release_lease(self, namespace, device, ip_address, mac_address, client_id=None):
         self.calls.append((namespace, device, ip_address, mac_address, client_id))
+        self.hups_seen.append(len(self.test.procs.hups))
         if self.drop:
             self._forget(namespace, ip_address)
         return self.returncode, '' if self.returncode == 0 else 'boom'

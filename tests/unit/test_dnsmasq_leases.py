@@ -127,7 +127,7 @@ class TestDriverRelease(DriverTestCase):
         with open(self.state_file('leases'), 'w') as f:
             f.write(text)
 
-    def test_deleted_port_is_released_before_the_sighup(self):
+    def test_deleted_port_is_released_after_the_sighup(self):
         self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
         self.write_leases(LEASES)
         network = reference_network()
@@ -141,6 +141,8 @@ class TestDriverRelease(DriverTestCase):
              '00:03:00:01:fa:16:3e:00:00:99', SERVER_DUID),
         ], self.release.calls)
         self.assertEqual(len(hups_before) + 1, len(self.procs.hups))
+        # dnsmasq had re-read its files (no host entry left for the old MAC).
+        self.assertEqual([len(hups_before) + 1] * 2, self.release.hups_seen)
         self.assertEqual(3, self.driver.get_configurations()['dnsmasq_leases_released'])
         self.assertNotIn('192.168.10.207', self.read('leases'))
         # Nothing stale any more: nothing released again.
