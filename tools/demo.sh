@@ -37,6 +37,8 @@ export AGENTKIT_NEUTRON_VHOST=${AGENTKIT_NEUTRON_VHOST:-agentkit-demo}
 export AGENTKIT_NEUTRON_PHYSNET=${AGENTKIT_NEUTRON_PHYSNET:-physnet1}
 PHYSNET=$AGENTKIT_NEUTRON_PHYSNET
 
+# The demo's own Python (not the agents) need not show library deprecations.
+demo_py() { PYTHONWARNINGS=ignore "$VENV/bin/python" tools/demo.py "$@"; }
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 [ "$(id -u)" -eq 0 ] || { echo "tools/demo.sh: run as root (it builds namespaces, bridges, iptables)" >&2; exit 1; }
 
@@ -124,7 +126,7 @@ up() {
     echo "$NOVA_PORT" >"$ROOT/etc/nova-port"
     write_config
     say "a stand-in for Nova's metadata API (checks the proxy's signature) on 127.0.0.1:$NOVA_PORT"
-    start nova "$VENV/bin/python" tools/demo.py nova --port "$NOVA_PORT" \
+    start nova env PYTHONWARNINGS=ignore "$VENV/bin/python" tools/demo.py nova --port "$NOVA_PORT" \
         --secret "$(cat "$ROOT/etc/metadata-secret")" --instances "$ROOT/etc/instances.json"
     say "the provider bridge $BR_EX (on a real host: the one holding the uplink NIC)"
     ovs-vsctl --may-exist add-br "$BR_EX" -- set Bridge "$BR_EX" datapath_type=netdev
@@ -135,7 +137,7 @@ up() {
             --config-file "etc/agentkit/${a}_agent.ini" --config-file "$ROOT/etc/demo.ini" \
             --log-file "$ROOT/log/$a.log"
     done
-    "$VENV/bin/python" tools/demo.py up --api "$API_URL" --host "$HOST" --state "$ROOT" \
+    demo_py up --api "$API_URL" --host "$HOST" --state "$ROOT" \
         --project "$PROJECT" --br-int "$BR_INT" --br-ex "$BR_EX" --physnet "$PHYSNET" \
         --instances "$ROOT/etc/instances.json"
 }
@@ -155,7 +157,7 @@ down() {
     if out=$(bash tools/neutron-server.sh status 2>/dev/null); then
         server_endpoints "$out"
         if alive l2 >/dev/null; then
-            "$VENV/bin/python" tools/demo.py down --api "$API_URL" --host "$HOST" --state "$ROOT" \
+            demo_py down --api "$API_URL" --host "$HOST" --state "$ROOT" \
                 --project "$PROJECT" --br-int "$BR_INT" --br-ex "$BR_EX" \
                 --instances "$ROOT/etc/instances.json" || true
         fi
@@ -163,7 +165,7 @@ down() {
     say "stopping the agents and the stand-in Nova"
     stop "${AGENTS[@]}" nova
     if [ -n "${API_URL:-}" ]; then
-        "$VENV/bin/python" tools/demo.py forget-agents --api "$API_URL" --host "$HOST" \
+        demo_py forget-agents --api "$API_URL" --host "$HOST" \
             --state "$ROOT" --project "$PROJECT" --instances "$ROOT/etc/instances.json" || true
     fi
     case "$AGENTKIT_NEUTRON_STATE" in

@@ -334,11 +334,11 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
         raise NotImplementedError
 
     # -- helpers of the scenario ----------------------------------------------------
-    def add_vm(self, net, name, host=None, host_ns=None):
+    def add_vm(self, net, name, host=None, host_ns=None, plug=None):
         """A VM port bound to ``host`` (this host), plugged, ACTIVE.
 
-        ``host_ns``: the namespace of a simulated second host whose L2 agent
-        puts the tap in its bridge (linuxbridge) by itself.
+        ``host_ns``: the namespace of a simulated second host, where
+        ``plug(vm, port)`` plugs the VM (its unplugging is the caller's).
         """
         port = self.api.create_port(
             network_id=net['id'], name=f'{self.prefix}-{name}',
@@ -353,6 +353,7 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
         self.addCleanup(vm.destroy)
         if host_ns is not None:
             t_plug = time.monotonic()
+            plug(vm, port)
             self.timed(f'{name} plug -> port ACTIVE', t_plug,
                        lambda: self.port_status(port['id'], 'ACTIVE'),
                        EVENT_TIMEOUT, f'the {name} port ACTIVE')
@@ -487,9 +488,12 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
         return '\n'.join(line for line in out.splitlines()
                          if prefix in line and line.startswith('-A '))
 
-    def firewall_chain(self, kind, port_id):
+    def firewall_chain_name(self, kind, port_id):
         prefix = 'neutron-linuxbri' if self.mechanism == 'linuxbridge' else 'neutron-openvswi'
-        return run('iptables', '-S', f'{prefix}-{kind}{port_id[:10]}').stdout
+        return f'{prefix}-{kind}{port_id[:10]}'
+
+    def firewall_chain(self, kind, port_id):
+        return run('iptables', '-S', self.firewall_chain_name(kind, port_id)).stdout
 
 
 class OpenvswitchHost(RealNeutronServerTestBase):
@@ -513,7 +517,10 @@ class OpenvswitchHost(RealNeutronServerTestBase):
         self.assertEqual('ovs', port['binding:vif_type'])
         details = port['binding:vif_details']
         self.assertEqual('netdev', details['datapath_type'])
-        self.assertEqual(self.br_int, details['bridge_name'])
+        # A second host's agent (two-host tests) has a switch of its own.
+        expected = getattr(self, 'integration_bridges', {}).get(
+            port['binding:host_id'], self.br_int)
+        self.assertEqual(expected, details['bridge_name'])
         # What makes nova put the tap in a qbr, where iptables sees it.
         self.assertIs(True, details['ovs_hybrid_plug'])
 
