@@ -29,6 +29,7 @@ import uuid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from tests.functional import base as functional_base  # noqa: E402
 from tests.functional import fake_nova  # noqa: E402
 from tests.functional import neutron_server  # noqa: E402
 from tests.functional import traffic  # noqa: E402
@@ -72,13 +73,10 @@ def sh(*argv: str, show: bool = True, check: bool = True, quiet: bool = False) -
 
 
 def wait(predicate, what: str, timeout: float = TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    fail(f'timed out after {timeout:.0f} s waiting for {what}')
+    try:
+        return functional_base.wait_until(predicate, timeout, what, interval=0.5)
+    except AssertionError as exc:
+        fail(str(exc))
 
 
 def namespaces() -> set[str]:

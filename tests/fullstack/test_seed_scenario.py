@@ -21,16 +21,11 @@ import uuid
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
 from tests.fullstack import base
+from tests.fullstack.base import (EVENT_TIMEOUT, METADATA_URL, PHYSNET,
+                                  NetfilterSnapshots, namespace_addresses, wait_until)
 from tests.functional import fake_nova
 from tests.functional import traffic
 from tests.functional import vm as fake_vm
-
-EVENT_TIMEOUT = base.EVENT_TIMEOUT
-METADATA_URL = base.METADATA_URL
-wait_until = base.wait_until
-namespace_addresses = base.namespace_addresses
-PHYSNET = base.PHYSNET
-NetfilterSnapshots = base.NetfilterSnapshots
 
 
 class SeedScenario:

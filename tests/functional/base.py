@@ -8,6 +8,7 @@ the host and can run in parallel.
 import ipaddress
 import os
 import re
+import signal
 import subprocess
 import time
 import uuid
@@ -76,6 +77,19 @@ def random_underlay() -> tuple[str, str]:
     """
     base_ip = ipaddress.ip_address('10.254.0.0') + 4 * (uuid.uuid4().int % 16384)
     return str(base_ip + 1), str(base_ip + 2)
+
+
+def remove_dhcp_of(network_id: str) -> None:
+    """Cleanup of a test's network: every process naming it, its qdhcp- namespace."""
+    from agentkit.lib import ip_lib
+    for pid in pids_with(network_id):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    namespace = ip_lib.IPWrapper(f'qdhcp-{network_id}')
+    if namespace.namespace_exists():
+        namespace.delete_namespace()
 
 
 _COUNTERS_RE = re.compile(r'\[\d+:\d+\]|counter packets \d+ bytes \d+')

@@ -21,7 +21,6 @@ import fixtures
 
 from agentkit.conf import metadata as metadata_conf
 from agentkit.lib import external_process
-from agentkit.lib import ip_lib
 from agentkit.lib import ovs_lib
 from tests.functional import agent_process
 from tests.functional import base
@@ -104,15 +103,7 @@ class DhcpAgentOperationsTest(base.AgentTestCase):
         self.notify = NotifySocket(self)
 
     def cleanup_network(self, net_id: str) -> None:
-        pid = self.dnsmasq_pid(net_id)
-        if pid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        ns = ip_lib.IPWrapper(f'qdhcp-{net_id}')
-        if ns.namespace_exists():
-            ns.delete_namespace()
+        base.remove_dhcp_of(net_id)
 
     def dnsmasq_pid(self, net_id: str) -> int | None:
         pid = external_process.read_pid_file(

@@ -258,14 +258,7 @@ class NeutronConfigFilesTest(base.AgentTestCase):
         self.stop(proc)
 
     def cleanup_network(self, net_id):
-        for pid in base.pids_with(net_id):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        ns = ip_lib.IPWrapper(f'qdhcp-{net_id}')
-        if ns.namespace_exists():
-            ns.delete_namespace()
+        base.remove_dhcp_of(net_id)
 
     # -- L3 -----------------------------------------------------------------
     def test_l3_agent(self):

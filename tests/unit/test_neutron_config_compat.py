@@ -143,7 +143,8 @@ def _guide_section() -> str:
     return match.group(1)
 
 
-class ResolveTest(base.TestCase):
+class NoticeTestCase(base.TestCase):
+    """L2 options registered; each test sees the loader's once-only notices afresh."""
 
     def setUp(self):
         super().setUp()
@@ -151,6 +152,9 @@ class ResolveTest(base.TestCase):
         patcher = mock.patch.object(loader, '_noticed', set())
         patcher.start()
         self.addCleanup(patcher.stop)
+
+
+class ResolveTest(NoticeTestCase):
 
     def test_every_neutron_alias_maps(self):
         for namespace, table in loader.NEUTRON_ALIASES.items():
@@ -227,13 +231,7 @@ class ResolveTest(base.TestCase):
                              loader.resolve(loader.FIREWALL_DRIVERS, 'openvswitch'))
 
 
-class UnsupportedDriverTest(base.TestCase):
-
-    def setUp(self):
-        super().setUp()
-        patcher = mock.patch.object(loader, '_noticed', set())
-        patcher.start()
-        self.addCleanup(patcher.stop)
+class UnsupportedDriverTest(NoticeTestCase):
 
     def test_every_unsupported_name_is_refused_clearly(self):
         for namespace, table in loader.NEUTRON_UNSUPPORTED.items():
@@ -304,15 +302,8 @@ class UnsupportedDriverTest(base.TestCase):
                     self.assertIn(f'`{name}`', section)
 
 
-class L2StartupTest(base.TestCase):
+class L2StartupTest(NoticeTestCase):
     """What the L2 agent makes of Neutron's values before loading drivers."""
-
-    def setUp(self):
-        super().setUp()
-        l2_conf.register_l2_opts(self.conf)
-        patcher = mock.patch.object(loader, '_noticed', set())
-        patcher.start()
-        self.addCleanup(patcher.stop)
 
     def agent(self, overrides):
         for (group, name), value in overrides.items():
