@@ -4,7 +4,8 @@ An agent states what it is (``binary``, ``agent_type``, report ``topic``),
 which topics it consumes, how to build its ``configurations`` and how to
 sync/process resources. This class does the rest: RPC transport, consumers,
 state reports, the work queue, full resyncs at start / after failures /
-periodically, SIGHUP reloads and a stop that leaves the host untouched.
+when the server was away, slow audits, SIGHUP reloads and a stop that
+leaves the host untouched.
 """
 
 import abc
@@ -197,6 +198,7 @@ class Agent(abc.ABC):
         self.reload_config()
         if self.reporter is not None:
             self.reporter.reschedule()
+        self._resync_event.set()  # the sync loop re-reads audit_interval
         LOG.info('%s reloaded its configuration', self.binary)
 
     def schedule_resync(self, reason: str) -> None:
@@ -274,16 +276,34 @@ class Agent(abc.ABC):
         return {key: configurations[key] for key in RESOURCE_COUNT_KEYS
                 if isinstance(configurations.get(key), int)}
 
+    def audit_state(self) -> None:
+        """The periodic audit: by default a full sync.
+
+        Agents whose full sync already changes only what differs, with a
+        bounded number of RPC calls, need nothing else; one that can
+        compare more cheaply overrides this.
+        """
+        self.sync_state()
+
     def _sync_loop(self) -> None:
         while not self._stop_event.is_set():
-            reason = self._resync_reason
-            if reason is None:
-                reason = 'periodic'
-            self._resync_reason = None
+            # Cleared before the reason is read: a resync scheduled in
+            # between sets the event again and is not slept through.
             self._resync_event.clear()
+            reason, self._resync_reason = self._resync_reason, None
+            if reason is None:
+                # Nothing to resync for: wait for a reason, or audit when
+                # audit_interval passes without one (0: never).
+                interval = self.conf.agent.audit_interval
+                if self._resync_event.wait(interval or None) or self._stop_event.is_set():
+                    continue
+                reason = 'audit'
             try:
                 started = time.monotonic()
-                self.sync_state()
+                if reason == 'audit':
+                    self.audit_state()
+                else:
+                    self.sync_state()
             except Exception as exc:
                 self._fullsync_failures += 1
                 self._fullsync_error = f'{type(exc).__name__}: {exc}'
@@ -300,7 +320,6 @@ class Agent(abc.ABC):
             self.fullsyncs_done += 1
             LOG.info('Full sync (%s) done in %.3fs', reason,
                      time.monotonic() - started)
-            self._resync_event.wait(self.conf.agent.resync_interval)
 
 
 def _bounded(step: Any, seconds: float, what: str) -> None:

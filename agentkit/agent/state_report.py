@@ -28,7 +28,9 @@ class StateReporter:
     :param interval: returns the current report interval; read every cycle so
         a SIGHUP change of the mutable option takes effect.
     :param on_revived: called when the server says it had considered the
-        agent dead: the agent must resync everything.
+        agent dead, or answers again after failed reports (the broker or
+        the server was away, and casts sent meanwhile may be lost): the
+        agent must resync everything.
     :param use_call: the metadata agent casts after its first report, as
         Neutron's does; everything else calls.
     """
@@ -52,6 +54,7 @@ class StateReporter:
         self.start_flag = True
         self.reports_sent = 0
         self.failures = 0
+        self._failing = False
 
     def report_once(self) -> bool:
         """Send one report; True on success. Never raises."""
@@ -66,16 +69,25 @@ class StateReporter:
                 timeout=max(self._interval(), 1) if use_call else None)
         except Exception as exc:
             self.failures += 1
+            self._failing = True
             LOG.warning('Failed reporting state to neutron-server (will retry '
                         'in %ss): %s: %s', self._interval(),
                         type(exc).__name__, exc)
             return False
+        first = self.start_flag
         self.start_flag = False
         self.reports_sent += 1
+        recovered, self._failing = self._failing, False
         if self._log_heartbeats():
             LOG.info('Reported state: %s', state)
-        if result == AGENT_REVIVED and self._on_revived is not None:
+        if self._on_revived is None or first:
+            return True
+        if result == AGENT_REVIVED:
             LOG.info('neutron-server had considered this agent dead; '
+                     'resyncing everything')
+            self._on_revived()
+        elif recovered:
+            LOG.info('neutron-server answers again after failed state reports; '
                      'resyncing everything')
             self._on_revived()
         return True

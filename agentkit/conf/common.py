@@ -48,12 +48,20 @@ agent_opts = [
              'agent already runs as root: the helper is then started '
              'directly.'),
     cfg.IntOpt(
-        'resync_interval', default=60, min=1, mutable=True,
-        help='Seconds between periodic full resyncs with neutron-server.'),
+        'audit_interval', default=600, min=0, mutable=True,
+        deprecated_name='resync_interval',
+        help='Seconds between audits: full syncs that compare the host with '
+             'neutron-server and change only what differs, in case an event '
+             'was lost without any sign. 0 turns them off. Besides audits, '
+             'an agent syncs in full only at start, when the server says it '
+             'had considered the agent dead, when neutron-server is '
+             'reachable again after failed state reports, and after a '
+             'failure that exhausted its retries; otherwise it acts on '
+             'events alone, as Neutron\'s agents do.'),
     cfg.IntOpt(
         'resync_max_retries', default=5, min=0, mutable=True,
         help='How often a failing resource is retried (with exponential '
-             'back-off) before it is left for the next periodic resync.'),
+             'back-off) before a full resync is scheduled for it.'),
     cfg.IntOpt(
         'worker_threads', default=8, min=1,
         help='Threads that process resource events from the work queue.'),

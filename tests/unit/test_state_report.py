@@ -29,8 +29,28 @@ class StateReporterTest(base.TestCase):
         api = mock.Mock()
         api.report_state.return_value = 'revived'
         revived = mock.Mock()
-        self._reporter(api, on_revived=revived).report_once()
+        reporter = self._reporter(api, on_revived=revived)
+        # The first report's "revived" only repeats what start does anyway.
+        reporter.report_once()
+        revived.assert_not_called()
+        reporter.report_once()
         revived.assert_called_once_with()
+
+    def test_answering_again_after_failures_triggers_resync(self):
+        # Casts sent while the broker or the server was away may be lost.
+        api = mock.Mock()
+        api.report_state.return_value = 'alive'
+        resync = mock.Mock()
+        reporter = self._reporter(api, on_revived=resync)
+        reporter.report_once()
+        reporter.report_once()
+        resync.assert_not_called()
+        api.report_state.side_effect = [ConnectionError('broker away'), 'alive', 'alive']
+        self.assertFalse(reporter.report_once())
+        self.assertTrue(reporter.report_once())
+        resync.assert_called_once_with()
+        reporter.report_once()
+        resync.assert_called_once_with()
 
     def test_metadata_style_casts_after_first_report(self):
         api = mock.Mock()
