@@ -3,15 +3,19 @@
 Per network: namespace ``qdhcp-<net>``, a DHCP port from the server plugged
 through the interface driver, and the DHCP driver's server (dnsmasq). RPC
 notifications only queue work per network; bursts about one network coalesce
-into one update. Everything is idempotent, so the periodic/full sync simply
-re-applies the server's view, adopting what already runs.
+into one update. Everything is idempotent, so a full sync (at start, after a
+revival or a failure) simply re-applies the server's view, adopting what
+already runs. The slow audit asks the server once for every network and
+touches only the networks that differ from what was last applied here.
 """
 
+import dataclasses
 import errno
 import ipaddress
 import logging
 import os
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -43,6 +47,43 @@ DEVICE_OWNER_DHCP = 'network:dhcp'
 DELETE_RACE_ERRORS = frozenset({'SubnetInUse', 'NetworkNotFound', 'SubnetNotFound',
                                 'IpAddressGenerationFailure', 'NetworkInUse'})
 METADATA_CIDR = '169.254.169.254/16'
+# Keys whose values the server changes without anything DHCP serves changing
+# (a port going ACTIVE bumps its status and revision): an audit ignores them.
+VOLATILE_KEYS = frozenset({'status', 'revision_number', 'updated_at', 'created_at'})
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncSnapshot:
+    """A network (None: to disable) as a full sync or audit saw it, and when.
+
+    An RPC event about the network that arrived after ``as_of`` makes the
+    snapshot obsolete, whether that event's update is still queued or done:
+    the snapshot is then dropped instead of undoing the newer state.
+    ``audit`` snapshots are applied only if they differ from what this agent
+    last applied (or the network's DHCP server is gone, ``served`` False).
+    """
+
+    network: dict[str, Any] | None
+    as_of: float
+    audit: bool = False
+    served: bool = False
+
+
+def fingerprint(value: Any) -> Any:
+    """``value`` without :data:`VOLATILE_KEYS`, for comparing server views."""
+    if isinstance(value, dict):
+        return {k: fingerprint(v) for k, v in value.items() if k not in VOLATILE_KEYS}
+    if isinstance(value, list):
+        return [fingerprint(v) for v in value]
+    return value
+
+
+def _readiness(port: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes neutron-server ask for DHCP readiness again: the port's
+    MAC and fixed IPs (it adds a DHCP provisioning block when they change)."""
+    ips = sorted((str(ip.get('subnet_id')), str(ip.get('ip_address')))
+                 for ip in port.get('fixed_ips') or [] if isinstance(ip, dict))
+    return (port.get('mac_address'), tuple(ips))
 
 
 def validate_network(network: Any) -> dict[str, Any]:
@@ -142,7 +183,14 @@ class DhcpAgent(base.Agent):
             setattr(self.dhcp, 'metadata_hook', self._metadata_hook)
         self._lock = threading.Lock()
         self.networks: dict[str, dict[str, Any]] = {}
-        self._ready_ports: dict[str, set[str]] = {}
+        # network id -> port id -> readiness (MAC, fixed IPs) last reported
+        self._ready_ports: dict[str, dict[str, tuple[Any, ...]]] = {}
+        # network id -> fingerprint of the server view last applied here
+        self._applied: dict[str, Any] = {}
+        # networks torn down here whose DHCP port is not released yet
+        self._release_pending: set[str] = set()
+        # When the last RPC event about each network arrived (monotonic).
+        self.rpc_seen: dict[str, float] = {}
         self.device_id_prefix = f'dhcp{uuid.uuid5(uuid.NAMESPACE_DNS, self.host)}'
 
     def initialize_drivers(self) -> None:
@@ -188,8 +236,13 @@ class DhcpAgent(base.Agent):
     def enqueue(self, network_id: str, action: str, payload: Any = None,
                 priority: int = work_queue.PRIORITY_RPC, delay: float = 0.0
                 ) -> None:
+        if priority == work_queue.PRIORITY_RPC:
+            self.rpc_seen[network_id] = time.monotonic()
+        # A sync's snapshot never replaces a pending RPC-driven update: that
+        # one was queued later and is the newer intent.
         self.queue.put(work_queue.ResourceUpdate(network_id, action, priority,
-                                                 payload), delay=delay)
+                                                 payload), delay=delay,
+                       supersede=priority != work_queue.PRIORITY_SYNC)
 
     def refresh(self, network_id: str) -> None:
         """Re-read a network soon; a burst of events becomes one update."""
@@ -198,6 +251,26 @@ class DhcpAgent(base.Agent):
 
     # -- sync -----------------------------------------------------------------
     def sync_state(self) -> None:
+        """Full sync: apply every network the server schedules here."""
+        self._sync(audit=False)
+
+    def audit_state(self) -> None:
+        """Audit: one ``get_active_networks_info``; only networks that differ
+        from what was applied here (or whose DHCP server died) are touched."""
+        self._sync(audit=True)
+
+    def _sync(self, audit: bool) -> None:
+        # The host is looked at *before* the server is asked, so a network
+        # scheduled here while the call runs (and built by its RPC event)
+        # is not mistaken for a stale one.
+        as_of = time.monotonic()
+        served = set(self.dhcp.active_networks())
+        with self._lock:
+            local = set(self.networks) | served | set(self._release_pending)
+        if self.metadata is not None:
+            local |= self.metadata.active_proxies(router=False)
+        # With enable_dhcp_filter=False neutron 29 answers every network
+        # scheduled here with all its subnets and all its ports.
         active = self.plugin.get_active_networks_info(enable_dhcp_filter=False)
         if not isinstance(active, list):
             raise exceptions.InvalidPayload('get_active_networks_info did not '
@@ -210,13 +283,16 @@ class DhcpAgent(base.Agent):
                 LOG.error('Skipping malformed network from the server: %s', exc)
                 continue
             wanted.add(network['id'])
-            self.enqueue(network['id'], APPLY, network, work_queue.PRIORITY_SYNC)
-        for network_id in self._local_networks() - wanted:
+            self.enqueue(network['id'], APPLY,
+                         SyncSnapshot(network, as_of, audit, network['id'] in served),
+                         work_queue.PRIORITY_SYNC)
+        for network_id in local - wanted:
             LOG.info('Network %s is no longer hosted here; cleaning up', network_id)
-            self.enqueue(network_id, DISABLE, priority=work_queue.PRIORITY_SYNC)
-        if self.metadata is not None:
-            for network_id in self.metadata.active_proxies(router=False) - wanted:
-                self.metadata.destroy_proxy(network_id)
+            self.enqueue(network_id, DISABLE, SyncSnapshot(None, as_of),
+                         work_queue.PRIORITY_SYNC)
+        for network_id, seen in list(self.rpc_seen.items()):
+            if seen < as_of:
+                self.rpc_seen.pop(network_id, None)  # older than this snapshot
 
     def _local_networks(self) -> set[str]:
         """Networks this agent has state for: cached, or served by the driver.
@@ -227,11 +303,35 @@ class DhcpAgent(base.Agent):
         """
         return set(self.networks) | set(self.dhcp.active_networks())
 
+    def _unchanged(self, snapshot: SyncSnapshot) -> bool:
+        """The audit's network is what was last applied, and still served."""
+        network = snapshot.network
+        assert network is not None
+        net_id = network['id']
+        with self._lock:
+            applied = self._applied.get(net_id)
+            serving = net_id in self.networks
+        if applied is None or applied != fingerprint(network):
+            return False
+        if serving and not snapshot.served:
+            LOG.warning('Network %s: its DHCP server is not running; setting it up '
+                        'again', net_id)
+            return False
+        return True
+
     def process_update(self, update: work_queue.ResourceUpdate) -> None:
+        network = update.payload
+        if isinstance(network, SyncSnapshot):
+            if self.rpc_seen.get(update.resource_id, network.as_of) > network.as_of:
+                LOG.debug('Network %s: sync snapshot older than its last RPC event; '
+                          'skipped', update.resource_id)
+                return
+            if network.audit and update.action == APPLY and self._unchanged(network):
+                return
+            network = network.network
         if update.action == DISABLE:
             self.disable_network(update.resource_id)
             return
-        network = update.payload
         if update.action == REFRESH:
             network = self.plugin.get_network_info(update.resource_id)
             if not network:
@@ -256,7 +356,11 @@ class DhcpAgent(base.Agent):
     def configure_network(self, network: dict[str, Any]) -> None:
         net_id = network['id']
         if not network.get('admin_state_up', True) or not self._dhcp_subnets(network):
-            self.disable_network(net_id)
+            # neutron-server schedules networks without a DHCP subnet too:
+            # nothing to serve, and nothing to release unless we hold a port.
+            self.disable_network(net_id, network)
+            with self._lock:
+                self._applied[net_id] = fingerprint(network)
             return
         namespace = naming.dhcp_namespace(net_id)
         ns = ip_lib.IPWrapper(namespace)
@@ -279,6 +383,8 @@ class DhcpAgent(base.Agent):
         with self._lock:
             self.networks[net_id] = network
         self._report_ready(network)
+        with self._lock:
+            self._applied[net_id] = fingerprint(network)
 
     def _ensure_dhcp_port(self, network: dict[str, Any]) -> dict[str, Any]:
         device_id = f'{self.device_id_prefix}-{network["id"]}'
@@ -363,35 +469,71 @@ class DhcpAgent(base.Agent):
                 return
 
     def _report_ready(self, network: dict[str, Any]) -> None:
-        """``dhcp_ready_on_ports`` once host entries exist, so ports go ACTIVE."""
-        ports = {p['id'] for p in network.get('ports', [])
+        """``dhcp_ready_on_ports`` once host entries exist, so ports go ACTIVE.
+
+        Once per port and readiness (MAC, fixed IPs): the server blocks a
+        port on DHCP when it is created and when those change, never
+        because a sync or an audit passed over it again.
+        """
+        ports = {p['id']: _readiness(p) for p in network.get('ports', [])
                  if isinstance(p, dict) and isinstance(p.get('id'), str)
                  and p.get('device_owner') != DEVICE_OWNER_DHCP}
         with self._lock:
-            done = self._ready_ports.setdefault(network['id'], set())
-            new = sorted(ports - done)
+            done = self._ready_ports.get(network['id'], {})
+            new = sorted(port_id for port_id, ready in ports.items()
+                         if done.get(port_id) != ready)
         if new:
             self.plugin.dhcp_ready_on_ports(new)
-            with self._lock:
-                done.update(new)
-                done.intersection_update(ports)
-
-    def disable_network(self, network_id: str) -> None:
-        namespace = naming.dhcp_namespace(network_id)
-        self.dhcp.disable(network_id)
         with self._lock:
-            network = self.networks.pop(network_id, None)
-            self._ready_ports.pop(network_id, None)
+            self._ready_ports[network['id']] = ports
+
+    def _own_port(self, network: dict[str, Any]) -> dict[str, Any] | None:
+        device_id = f'{self.device_id_prefix}-{network["id"]}'
+        return next((p for p in network.get('ports', [])
+                     if isinstance(p, dict) and p.get('device_id') == device_id
+                     and p.get('device_owner') == DEVICE_OWNER_DHCP), None)
+
+    def disable_network(self, network_id: str,
+                        network: dict[str, Any] | None = None) -> None:
+        """Stop serving ``network_id`` here, if this agent serves it.
+
+        ``release_dhcp_port`` only for a network torn down here (cached, a
+        DHCP server or a namespace left on the host), or one whose server
+        view (``network``) still lists this agent's DHCP port: a network
+        this agent never served costs the server nothing.
+        """
+        namespace = naming.dhcp_namespace(network_id)
         ns = ip_lib.IPWrapper(namespace)
-        if ns.namespace_exists():
-            for dev in ns.get_devices():
-                try:
-                    self.interface.unplug(dev.name, namespace)
-                except Exception:
-                    LOG.exception('unplugging %s from %s failed', dev.name, namespace)
-            ns.delete_namespace()
-        del network
+        with self._lock:
+            cached = self.networks.pop(network_id, None)
+            self._ready_ports.pop(network_id, None)
+            if network is None:
+                self._applied.pop(network_id, None)
+        exists = ns.namespace_exists()
+        served = (cached is not None or exists
+                  or network_id in self.dhcp.active_networks())
+        holds_port = network is not None and self._own_port(network) is not None
+        if served or holds_port:
+            with self._lock:
+                self._release_pending.add(network_id)
+        if served:
+            self.dhcp.disable(network_id)
+            if exists:
+                for dev in ns.get_devices():
+                    try:
+                        self.interface.unplug(dev.name, namespace)
+                    except Exception:
+                        LOG.exception('unplugging %s from %s failed', dev.name, namespace)
+                ns.delete_namespace()
+        elif self.metadata is not None:
+            self.metadata.destroy_proxy(network_id)  # a proxy left alone, if any
+        with self._lock:
+            release = network_id in self._release_pending
+        if not release:
+            return
         # Idempotent on the server; also covers ports left by a previous run.
         self.plugin.release_dhcp_port(network_id,
                                       f'{self.device_id_prefix}-{network_id}')
+        with self._lock:
+            self._release_pending.discard(network_id)
         LOG.info('Network %s: DHCP disabled', network_id)

@@ -1,5 +1,6 @@
 """Agent logic with drivers and RPC mocked: validation, queueing, decisions."""
 
+import threading
 import uuid
 from unittest import mock
 
@@ -124,6 +125,9 @@ class DhcpSyncTest(base.TestCase):
         agent = dhcp.DhcpAgent.__new__(dhcp.DhcpAgent)
         agent.queue = mock.Mock()
         agent.networks = {}
+        agent._lock = threading.Lock()
+        agent._release_pending = set()
+        agent.rpc_seen = {}
         agent.metadata = None
         agent.dhcp = mock.Mock()
         stale, good = _uuid(), _uuid()
