@@ -47,6 +47,18 @@ ADDRESS_GROUP_VERSION = topics.ADDRESS_GROUP_PUSH.rsplit('-', 1)[1]  # '1.2'
 # refuse them, in the version neutron-server 29 has.
 TRUNK_RESOURCE = 'Trunk'
 TRUNK_VERSION = '1.1'
+# The audit compares the wired ports with the server's Port objects: a
+# bulk_pull changes nothing on the server, whereas asking for port details
+# moves every ACTIVE port back to BUILD (each would need a new report).
+PORT_RESOURCE = 'Port'
+PORT_VERSION = '1.11'
+# Ports that arrive together are handled as one batch: one details call, one
+# security-group call, one status report. A first event waits this long for
+# the rest of its burst (the switch reports plugs one by one).
+WIRE_BATCH_WINDOW = 0.05
+WIRE_BATCH_MAX = 256
+UP = 'up'
+DOWN = 'down'
 # Network types that are refused with a specific reason.
 UNSUPPORTED_TYPE_REASONS = {
     'geneve': 'geneve is the overlay of OVN, which agentkit does not implement; '
@@ -109,6 +121,58 @@ def settle_neutron_options(conf: Any) -> None:
                     'implemented by agentkit; tunnels go to every peer '
                     'neutron-server announces and the agent reports '
                     'l2_population false')
+
+
+def _ovo_data(obj: Any) -> dict[str, Any]:
+    data = obj.get('versioned_object.data') if isinstance(obj, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def port_differs(obj: dict[str, Any] | None, details: dict[str, Any] | None,
+                 reported: str | None, host: str) -> bool:
+    """Whether the server's Port object ``obj`` disagrees with the details
+    the port was wired from, or with the state it was ``reported`` in.
+
+    What is compared is what the wiring or the report depends on; a field
+    the object does not carry is not taken for a difference.
+    """
+    if obj is None or details is None or reported is None:
+        return True
+    expected = 'ACTIVE' if reported == 'up' else 'DOWN'
+    if obj.get('status') != expected:
+        return True
+    for key in ('network_id', 'admin_state_up', 'device_owner'):
+        if key in obj and obj[key] != details.get(key):
+            return True
+    if 'mac_address' in obj and \
+            str(obj['mac_address']).lower() != str(details.get('mac_address', '')).lower():
+        return True
+    if 'fixed_ips' in obj:
+        have = {_ovo_data(ip).get('ip_address') for ip in obj['fixed_ips'] or []}
+        wired = {ip.get('ip_address') for ip in details.get('fixed_ips') or []
+                 if isinstance(ip, dict)}
+        if have != wired:
+            return True
+    security = _ovo_data(obj.get('security'))
+    if 'port_security_enabled' in security and \
+            security['port_security_enabled'] != details.get('port_security_enabled', True):
+        return True
+    bindings = [_ovo_data(b) for b in obj.get('bindings') or []]
+    active = [b for b in bindings if b.get('status', 'ACTIVE') == 'ACTIVE']
+    if active and all(b.get('host') != host for b in active):
+        return True
+    levels = [_ovo_data(level) for level in obj.get('binding_levels') or []]
+    levels = [level for level in levels if level.get('host', host) == host]
+    if levels:
+        # The bottom level's segment is the one the port is wired into.
+        bottom = max(levels, key=lambda level: level.get('level') or 0)
+        segment = _ovo_data(bottom.get('segment'))
+        if segment and (segment.get('network_type'), segment.get('segmentation_id'),
+                        segment.get('physical_network')) != (
+                details.get('network_type'), details.get('segmentation_id'),
+                details.get('physical_network')):
+            return True
+    return False
 
 
 class L2RpcCallbacks:
@@ -277,6 +341,13 @@ class L2Agent(base.Agent):
         self.trunk_parents: dict[str, str] = {}  # port id -> its trunk's id
         self._trunk_lookup_warned = False
         self.devices_up = 0
+        # port id -> UP/DOWN as last reported to (and accepted by) the server:
+        # a port is reported again only when that changes.
+        self.reported: dict[str, str] = {}
+        # device reference -> the details it was wired from (the audit compares)
+        self.wired_details: dict[str, dict[str, Any]] = {}
+        self.queue.enable_batching(self.process_wire_batch, (WIRE,),
+                                   window=WIRE_BATCH_WINDOW, max_size=WIRE_BATCH_MAX)
 
     # -- driver lifecycle -------------------------------------------------
     def initialize_drivers(self) -> None:
@@ -419,12 +490,7 @@ class L2Agent(base.Agent):
                 ip = tunnel.get('ip_address') if isinstance(tunnel, dict) else None
                 if isinstance(ip, str):
                     self.add_tunnel(ip, tunnel_type)
-        plugged = set()
-        for port_id in self.mech.list_plugged_ports():
-            try:
-                plugged.add(validate_device(port_id))
-            except exceptions.InvalidIdentifier as exc:
-                LOG.warning('Ignoring plugged device: %s', exc)
+        plugged = self._list_plugged()
         with self._lock:
             gone = set(self.wired) - plugged
             self.plugged_ports = plugged
@@ -451,19 +517,201 @@ class L2Agent(base.Agent):
         for port_id in gone:
             self.enqueue(port_id, UNWIRE, work_queue.PRIORITY_SYNC)
 
+    def _list_plugged(self) -> set[str]:
+        plugged = set()
+        for port_id in self.mech.list_plugged_ports():
+            try:
+                plugged.add(validate_device(port_id))
+            except exceptions.InvalidIdentifier as exc:
+                LOG.warning('Ignoring plugged device: %s', exc)
+        return plugged
+
+    def audit_state(self) -> None:
+        """Compare the host with the server in bulk; change only what differs.
+
+        One read of the switch, one ``bulk_pull`` of the wired ports' Port
+        objects (which, unlike asking for details, leaves their status
+        alone) and one security-group call. Ports plugged but unknown,
+        wired but unplugged, or whose server side differs from what they
+        were wired and reported with are queued like events; the others
+        are neither re-wired nor re-reported. No tunnel_sync: tunnels
+        change by their own notifications.
+        """
+        plugged = self._list_plugged()
+        with self._lock:
+            self.plugged_ports = plugged
+            wired = dict(self.wired)
+            wired_details = dict(self.wired_details)
+            port_ids = dict(self.port_ids)
+            reported = dict(self.reported)
+        compare = {d: port_ids[d] for d in plugged & set(wired) if d in port_ids}
+        try:
+            objects = self._pull_ports(set(compare.values()))
+        except oslo_messaging.RemoteError as exc:
+            LOG.warning('Cannot pull Port objects from neutron-server (%s); the audit '
+                        'falls back to a full sync', exc.exc_type)
+            self.sync_state()
+            return
+        changed = {d for d, p in compare.items()
+                   if port_differs(objects.get(p), wired_details.get(d),
+                                   reported.get(p), self.host)}
+        changed |= plugged - set(wired)
+        for device in sorted(changed):
+            self.queue.put(work_queue.ResourceUpdate(device, WIRE, work_queue.PRIORITY_SYNC),
+                           supersede=False)
+        gone = set(wired) - plugged
+        for device in sorted(gone):
+            self.queue.put(work_queue.ResourceUpdate(device, UNWIRE,
+                                                     work_queue.PRIORITY_SYNC),
+                           supersede=False)
+        self.security_groups.audit()
+        with self._lock:
+            known = set(self.port_ids.values()) | set(self.wired)
+            self.reported = {p: s for p, s in self.reported.items() if p in known}
+        LOG.info('Audit: %d port(s) compared, %d to re-wire, %d to unwire',
+                 len(compare), len(changed), len(gone))
+
+    def _pull_ports(self, port_ids: set[str]) -> dict[str, dict[str, Any]]:
+        """{port id: Port object data} of ``port_ids``, in one call."""
+        if not port_ids:
+            return {}
+        reply = self.plugin.bulk_pull(PORT_RESOURCE, PORT_VERSION,
+                                      {'id': sorted(port_ids)})
+        objects = {}
+        for obj in reply if isinstance(reply, list) else []:
+            data = obj.get('versioned_object.data') if isinstance(obj, dict) else None
+            if isinstance(data, dict) and data.get('id') in port_ids:
+                objects[data['id']] = data
+        return objects
+
     def process_update(self, update: work_queue.ResourceUpdate) -> None:
         if update.action == WIRE:
+            # Normally the queue hands WIRE to process_wire_batch; alone here.
+            failure = self.process_wire_batch([update]).get(update.resource_id)
+            if failure is not None:
+                raise failure
+        elif update.action == UNWIRE:
+            self._unwire(update.resource_id)
+        elif update.action == REFRESH_FIREWALL:
+            self.security_groups.refresh_pending()
+
+    def process_wire_batch(self, updates: list[work_queue.ResourceUpdate]
+                           ) -> dict[str, BaseException]:
+        """Wire the ports of one batch with one call of each kind.
+
+        One details call for the ports whose details the batch lacks (a full
+        sync's payload is used unless an event came after it), one trunk
+        lookup for the ports new to the agent, one security-group call, one
+        ``update_device_list`` for the ports whose reported state changes.
+        Each port fails on its own: the returned {device: error} are retried
+        by the queue, the others are done.
+        """
+        failures: dict[str, BaseException] = {}
+        details_of: dict[str, dict[str, Any] | None] = {}
+        need: list[str] = []
+        for update in updates:
             details = None
             if update.payload is not None:
                 fetched_at, details = update.payload
                 with self._lock:
                     if self._events_at.get(update.resource_id, 0.0) > fetched_at:
                         details = None  # an event came after the sync's fetch
-            self._wire(update.resource_id, details)
-        elif update.action == UNWIRE:
-            self._unwire(update.resource_id)
-        elif update.action == REFRESH_FIREWALL:
-            self.security_groups.refresh_pending()
+            if details is None:
+                need.append(update.resource_id)
+            else:
+                details_of[update.resource_id] = details
+        fresh: set[str] = set()
+        if need:
+            try:
+                found, failed = self._fetch_details(need)
+            except Exception as exc:
+                found, failed = {}, set()
+                failures.update({device: exc for device in need})
+            for device in failed:
+                failures[device] = RuntimeError(f'server failed to return details of {device}')
+            for device in need:
+                if device not in failures:
+                    details_of[device] = found.get(device)
+                    fresh.add(device)
+        self._lookup_new_trunk_parents(
+            {d: details_of[d] for d in fresh if details_of.get(d)})
+        outcomes: dict[str, tuple[str, str]] = {}  # device -> (port id, UP/DOWN)
+        bindings: dict[str, mech_api.PortBinding] = {}
+        for device, details in details_of.items():
+            try:
+                planned = self._plan(device, details)
+            except Exception as exc:
+                failures[device] = exc
+                continue
+            if isinstance(planned, mech_api.PortBinding):
+                bindings[device] = planned
+            elif planned is not None:
+                outcomes[device] = planned
+        if bindings:
+            # Filter before wiring, so a new port never passes traffic unfiltered.
+            try:
+                refused = self.security_groups.prepare_ports(
+                    [b.details for b in bindings.values()])
+            except Exception as exc:
+                refused = {b.port_id: exc for b in bindings.values()}
+            for device, binding in list(bindings.items()):
+                if binding.port_id in refused:
+                    failures[device] = refused[binding.port_id]
+                    del bindings[device]
+        for device, binding in bindings.items():
+            try:
+                outcome = self._wire_binding(device, binding)
+            except Exception as exc:
+                failures[device] = exc
+                continue
+            if outcome is not None:
+                outcomes[device] = outcome
+        self._report(outcomes, failures)
+        return failures
+
+    def _lookup_new_trunk_parents(self, details_of: dict[str, dict[str, Any]]) -> None:
+        """One trunk lookup for the ports new to this agent (a full sync
+        looked every port up already; known ports were looked up before)."""
+        with self._lock:
+            new = {d.get('port_id') for device, d in details_of.items()
+                   if device not in self.wired and naming.is_valid_id(d.get('port_id'))}
+        if not new:
+            return
+        parents = self._find_trunk_parents(new)
+        with self._lock:
+            for port_id in new:
+                self.trunk_parents.pop(port_id, None)
+            self.trunk_parents.update(parents)
+
+    def _report(self, outcomes: dict[str, tuple[str, str]],
+                failures: dict[str, BaseException]) -> None:
+        """Report in one call the ports whose state differs from what the
+        server was last told; those it fails (or the call) go to ``failures``."""
+        with self._lock:
+            changed = {device: (port_id, state) for device, (port_id, state)
+                       in outcomes.items() if self.reported.get(port_id) != state}
+        if not changed:
+            return
+        up = sorted({p for p, state in changed.values() if state == UP})
+        down = sorted({p for p, state in changed.values() if state == DOWN})
+        try:
+            reply = self.plugin.update_device_list(up, down, self.agent_id)
+        except Exception as exc:
+            failures.update({device: exc for device in changed})
+            return
+        if not isinstance(reply, dict):
+            reply = {}
+        refused = set(reply.get('failed_devices_up') or []) | \
+            set(reply.get('failed_devices_down') or [])
+        with self._lock:
+            for device, (port_id, state) in changed.items():
+                if port_id in refused:
+                    failures[device] = RuntimeError(
+                        f'server failed to set port {port_id} {state}')
+                    continue
+                self.reported[port_id] = state
+                if state == UP:
+                    self.devices_up += 1
 
     def _find_trunk_parents(self, port_ids: set[str]) -> dict[str, str]:
         """{port id: trunk id} of the ``port_ids`` that are trunk parents.
@@ -491,8 +739,8 @@ class L2Agent(base.Agent):
                 parents[data['port_id']] = data['id']
         return parents
 
-    def _refuse_port(self, device: str, port_id: str, reason: str) -> None:
-        """Leave a port this agent cannot realise isolated and reported DOWN.
+    def _refuse_port(self, device: str, port_id: str, reason: str) -> tuple[str, str]:
+        """Leave a port this agent cannot realise isolated, to be reported DOWN.
 
         A WARNING, not an ERROR: the agent works as designed; the port asks
         for something it does not implement. Anything a previous run wired
@@ -502,16 +750,21 @@ class L2Agent(base.Agent):
         self.mech.unwire_port(device)
         with self._lock:
             self.wired.pop(device, None)
-        self.plugin.update_device_list([], [port_id], self.agent_id)
+            self.wired_details.pop(device, None)
+        return port_id, DOWN
 
-    def _fail_port(self, device: str, reason: str) -> None:
+    def _fail_port(self, device: str, reason: str) -> tuple[str, str]:
         LOG.error('Port %s failed: %s', device, reason)
-        self.plugin.update_device_list(
-            [], [self.port_ids.get(device) or server_device(device)], self.agent_id)
+        return self.port_ids.get(device) or server_device(device), DOWN
 
     def _fetch_details(self, devices: Iterable[str]
                        ) -> tuple[dict[str, dict[str, Any]], set[str]]:
-        """Port details of ``devices`` in one call: ({device: details}, failed devices)."""
+        """Port details of ``devices`` in one call: ({device: details}, failed devices).
+
+        Answering, neutron-server moves each bound, enabled port back to
+        BUILD: what it was told of those ports no longer holds, so they are
+        reported again once wired.
+        """
         asked = {server_device(d): d for d in devices}
         if not asked:
             return {}, set()
@@ -523,19 +776,29 @@ class L2Agent(base.Agent):
             device = asked.get(entry.get('device')) if isinstance(entry, dict) else None
             if device is not None and device not in failed:
                 found[device] = entry
+        with self._lock:
+            for entry in found.values():
+                if 'network_id' in entry and entry.get('admin_state_up', True) and \
+                        self.reported.get(entry.get('port_id')) == UP:
+                    del self.reported[entry['port_id']]
         return found, failed
 
     def _wire(self, device: str, details: dict[str, Any] | None = None) -> None:
+        """Wire one port (a batch of one); raises what failed it."""
+        payload = None if details is None else (float('inf'), details)
+        failure = self.process_wire_batch(
+            [work_queue.ResourceUpdate(device, WIRE, payload=payload)]).get(device)
+        if failure is not None:
+            raise failure
+
+    def _plan(self, device: str, details: dict[str, Any] | None
+              ) -> mech_api.PortBinding | tuple[str, str] | None:
+        """What to do with a port: its binding to wire, a (port id, DOWN)
+        report for a port refused or failed, or None (not bound here)."""
         asked = server_device(device)
-        fresh = details is None
-        if details is None:
-            found, failed = self._fetch_details([device])
-            if failed:
-                raise RuntimeError(f'server failed to return details of {device}')
-            details = found.get(device)
         if not details or 'network_id' not in details:
             LOG.info('Port %s is not bound to this host (yet); skipping', device)
-            return
+            return None
         try:
             port_id = naming.validate_id(details.get('port_id', details.get('device')),
                                          'port')
@@ -545,73 +808,60 @@ class L2Agent(base.Agent):
             network_id = naming.validate_id(details['network_id'], 'network')
             segment = type_api.Segment.from_dict(details)
         except (exceptions.InvalidIdentifier, type_api.InvalidSegment) as exc:
-            self._fail_port(device, str(exc))
-            return
+            return self._fail_port(device, str(exc))
         with self._lock:
             self.port_ids[device] = port_id
-            known = device in self.wired
-        if fresh and not known:
-            # A port new to this agent (a full sync looked its trunk up already).
-            parent = self._find_trunk_parents({port_id})
-            with self._lock:
-                self.trunk_parents.pop(port_id, None)
-                self.trunk_parents.update(parent)
-        with self._lock:
             trunk_id = self.trunk_parents.get(port_id)
         if trunk_id is not None:
-            self._refuse_port(device, port_id, (
+            return self._refuse_port(device, port_id, (
                 f'it is the parent port of trunk {trunk_id}, and agentkit does not '
                 f'implement trunks (VLAN-aware instances): its subports would get no '
                 f'traffic. Use a host with an agent that supports trunks.'))
-            return
         tdriver = self.type_drivers.get(segment.network_type)
         if tdriver is None:
             reason = UNSUPPORTED_TYPE_REASONS.get(
                 segment.network_type,
                 f'network type {segment.network_type!r} is not enabled on this host '
                 f'([l2] type_drivers: {", ".join(sorted(self.type_drivers))})')
-            self._refuse_port(device, port_id,
-                              f'its segment is {segment.network_type}: {reason}')
-            return
+            return self._refuse_port(device, port_id,
+                                     f'its segment is {segment.network_type}: {reason}')
         try:
             tdriver.validate_segment(segment)
         except type_api.InvalidSegment as exc:
-            self._fail_port(device, str(exc))
-            return
-        binding = mech_api.PortBinding(
+            return self._fail_port(device, str(exc))
+        return mech_api.PortBinding(
             port_id=port_id, network_id=network_id,
             mac_address=str(details.get('mac_address', '')),
             device=device,
             segment=tdriver.realise(segment),
             admin_state_up=bool(details.get('admin_state_up', True)),
             details=details)
-        # Filter before wiring, so a new port never passes traffic unfiltered.
-        self.security_groups.prepare_port(details)
+
+    def _wire_binding(self, device: str, binding: mech_api.PortBinding
+                      ) -> tuple[str, str] | None:
+        """Wire a port already filtered; the state to report, None if it is gone."""
         try:
             self.mech.wire_port(binding)
         except mech_api.DeviceGone as exc:
             LOG.info('Port %s not wired: %s', device, exc)
-            return
+            return None
         except type_api.InvalidSegment as exc:
             # The host cannot realise this segment (e.g. no 8021q): retrying
             # will not help, so report the port failed instead.
-            self._fail_port(device, str(exc))
-            return
+            return self._fail_port(device, str(exc))
         for ext in self.extensions:
-            ext.handle_port({}, details)
+            ext.handle_port({}, binding.details)
         with self._lock:
-            self.wired[device] = network_id
-        if binding.admin_state_up:
-            self.plugin.update_device_list([port_id], [], self.agent_id)
-            self.devices_up += 1
-        else:
-            self.plugin.update_device_list([], [port_id], self.agent_id)
+            self.wired[device] = binding.network_id
+            self.wired_details[device] = dict(binding.details)
+        return binding.port_id, UP if binding.admin_state_up else DOWN
 
     def _unwire(self, device: str) -> None:
         self.mech.unwire_port(device)
         with self._lock:
             port_id = self.port_ids.pop(device, None)
             self.trunk_parents.pop(port_id or device, None)
+            self.wired_details.pop(device, None)
         # Also a port a full sync filtered but that was never wired.
         self.security_groups.remove_devices([device] + ([port_id] if port_id else []))
         for ext in self.extensions:
@@ -621,5 +871,7 @@ class L2Agent(base.Agent):
             still_used = network_id in self.wired.values()
         if network_id and not still_used:
             self.mech.cleanup_network(network_id)
-        self.plugin.update_device_list([], [port_id or server_device(device)],
-                                       self.agent_id)
+        failures: dict[str, BaseException] = {}
+        self._report({device: (port_id or server_device(device), DOWN)}, failures)
+        if device in failures:
+            raise failures[device]

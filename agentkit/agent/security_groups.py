@@ -79,6 +79,9 @@ class SecurityGroupAgent:
         # with those very details needs no new call.
         self._fresh: dict[str, Mapping[str, Any]] = {}
         self._pending: set[str] = set()
+        # what was last applied of each group and remote (the audit compares)
+        self._applied_groups: dict[str, sg.SecurityGroup] = {}
+        self._applied_members: dict[str, tuple[Any, Any]] = {}
         self._refresh_queued = False
         self._pending_lock = threading.Lock()
         self._first_sync = threading.Event()
@@ -137,20 +140,45 @@ class SecurityGroupAgent:
 
         :raises FirewallNotSynced: no full sync has succeeded yet.
         """
+        failed = self.prepare_ports([details])
+        for exc in failed.values():
+            raise exc
+
+    def prepare_ports(self, ports: Iterable[Mapping[str, Any]]) -> dict[str, Exception]:
+        """Filter the ports of one batch before they are wired: one call, one apply.
+
+        ``ports`` are their details as the server sent them; those a full
+        sync filtered from these very details need nothing.
+
+        :returns: {port id: error} of ports without usable details.
+        :raises FirewallNotSynced: no full sync has succeeded yet.
+        :raises Exception: the call or the apply failed (every port of the batch).
+        """
         if not self.enabled:
-            return
-        local = self._from_details(details)
-        port_id = local.port_id
+            return {}
+        errors: dict[str, Exception] = {}
+        local: dict[str, tuple[sg.PortFilter, Mapping[str, Any]]] = {}
+        for details in ports:
+            try:
+                port = self._from_details(details)
+            except Exception as exc:  # noqa: BLE001 - that port fails, not the batch
+                errors[str(details.get('port_id'))] = exc
+                continue
+            local[port.port_id] = (port, details)
+        if not local:
+            return errors
         if not self._first_sync.wait(FIRST_SYNC_WAIT):
-            raise FirewallNotSynced(f'port {port_id} waits for the first full firewall sync')
+            raise FirewallNotSynced(f'{len(local)} port(s) wait for the first full '
+                                    f'firewall sync')
         with self._lock:
-            if self._fresh.pop(port_id, None) is details:
-                return  # filtered from these very details by the full sync
-            if not local.filtered:
-                # DHCP and router ports, port security off: nothing to ask.
-                self._apply([local], sg.SecurityGroupInfo())
-                return
-            self._fetch_and_apply([port_id], {port_id: local})
+            todo = {port_id: port for port_id, (port, details) in local.items()
+                    if self._fresh.pop(port_id, None) is not details}
+            # DHCP and router ports, port security off: nothing to ask.
+            protected = {p: f for p, f in todo.items() if f.filtered}
+            others = [f for f in todo.values() if not f.filtered]
+            if protected or others:
+                self._fetch_and_apply(sorted(protected), protected, others)
+        return errors
 
     def remove_devices(self, devices: Iterable[str]) -> None:
         """Forget the ports of these device references (port ids or taps)."""
@@ -212,6 +240,37 @@ class SecurityGroupAgent:
                 self._refresh_queued = True  # the retry of this run
             raise
 
+    def audit(self) -> bool:
+        """Compare every filtered port with the server in one call; apply
+        only if the answer differs from what is applied.
+
+        :returns: True if something differed (and was applied).
+        """
+        if not self.enabled:
+            return False
+        with self._lock:
+            with self._index_lock:
+                known = {p: f for p, f in self._ports.items() if f.filtered}
+            if not known:
+                return False
+            reply = self._fetch(sorted(known))
+            info, _devices = sg.SecurityGroupInfo.from_rpc(reply)
+            filters = self._filters_from(info, _devices, known)
+            same = (
+                {f.port_id: f for f in filters} == known
+                and all(self._applied_groups.get(g) == group
+                        for g, group in info.groups.items())
+                and all(self._applied_members.get(m) == (members,
+                                                         info.member_families.get(m))
+                        for m, members in info.members.items()))
+            if same:
+                LOG.debug('Firewall audit: %d port(s), nothing differs', len(known))
+                return False
+            LOG.info('Firewall audit: the server\'s security groups differ from the '
+                     'host\'s; re-applying %d port(s)', len(known))
+            self._fetch_and_apply(sorted(known), known, reply=reply)
+            return True
+
     # -- internals (caller holds _lock) -------------------------------------------
     def _from_details(self, details: Mapping[str, Any]) -> sg.PortFilter:
         port_id = naming.validate_id(details.get('port_id'), 'port')
@@ -221,15 +280,41 @@ class SecurityGroupAgent:
     def _fetch_and_apply(self, refs: list[str],
                          asked: Mapping[str, sg.PortFilter] | None = None,
                          others: Iterable[sg.PortFilter] = (),
-                         unknown_devices: list[str] | None = None) -> list[sg.PortFilter]:
-        """One RPC for ``refs``, one apply (with ``others``, which need no
-        call); ``asked`` are ports that must end up filtered even if the
-        server does not answer for them. ``unknown_devices`` makes the
-        apply a full sync (see :meth:`sync_all`)."""
-        unanswered = dict(asked or {})
-        info, devices = (sg.SecurityGroupInfo.from_rpc(self._fetch(refs)) if refs
+                         unknown_devices: list[str] | None = None,
+                         reply: Any = None) -> list[sg.PortFilter]:
+        """One RPC for ``refs`` (unless its ``reply`` is given), one apply
+        (with ``others``, which need no call); ``asked`` are ports that must
+        end up filtered even if the server does not answer for them.
+        ``unknown_devices`` makes the apply a full sync (see :meth:`sync_all`)."""
+        if reply is None and refs:
+            reply = self._fetch(refs)
+        info, devices = (sg.SecurityGroupInfo.from_rpc(reply) if refs
                          else (sg.SecurityGroupInfo(), {}))
-        filters = list(others)
+        filters = list(others) + self._filters_from(info, devices, asked or {})
+        if unknown_devices is None:
+            self.firewall.apply_port_filters(filters, info)
+        else:
+            self.firewall.sync_port_filters(filters, info, unknown_devices)
+        with self._index_lock:
+            for port in filters:
+                self._ports[port.port_id] = port
+            for group in info.groups.values():
+                self._remotes[group.id] = frozenset(
+                    r.remote_id for r in group.rules if r.remote_id)
+            self._applied_groups.update(info.groups)
+            self._applied_members.update(
+                {m: (members, info.member_families.get(m))
+                 for m, members in info.members.items()})
+            self._prune()
+        return filters
+
+    def _filters_from(self, info: sg.SecurityGroupInfo,
+                      devices: Mapping[str, Mapping[str, Any]],
+                      asked: Mapping[str, sg.PortFilter]) -> list[sg.PortFilter]:
+        """The filters of a reply's ``devices``, and of the ``asked`` ports it
+        did not answer for (closed: no groups)."""
+        unanswered = dict(asked)
+        filters = []
         for port_id, device in devices.items():
             known = unanswered.get(port_id) or self._ports.get(port_id)
             network_id = device.get('network_id') or (known.network_id if known else None)
@@ -247,17 +332,6 @@ class SecurityGroupAgent:
             LOG.info('Port %s: no usable security group information from the server; '
                      'filtering it with no groups', known.port_id)
             filters.append(dataclasses.replace(known, security_groups=()))
-        if unknown_devices is None:
-            self.firewall.apply_port_filters(filters, info)
-        else:
-            self.firewall.sync_port_filters(filters, info, unknown_devices)
-        with self._index_lock:
-            for port in filters:
-                self._ports[port.port_id] = port
-            for group in info.groups.values():
-                self._remotes[group.id] = frozenset(
-                    r.remote_id for r in group.rules if r.remote_id)
-            self._prune()
         return filters
 
     def _apply(self, filters: list[sg.PortFilter], info: sg.SecurityGroupInfo) -> None:
@@ -268,3 +342,8 @@ class SecurityGroupAgent:
         used = {g for p in self._ports.values() for g in p.security_groups}
         for group in set(self._remotes) - used:
             del self._remotes[group]
+        for group in set(self._applied_groups) - used:
+            del self._applied_groups[group]
+        remotes = set().union(*self._remotes.values()) if self._remotes else set()
+        for remote in set(self._applied_members) - remotes:
+            del self._applied_members[remote]

@@ -14,7 +14,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 LOG = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ class ResourceUpdate:
 
 
 Handler = Callable[[ResourceUpdate], None]
+#: takes the updates of one batch, returns {resource id: error} of those that failed
+BatchHandler = Callable[[list[ResourceUpdate]], dict[str, BaseException]]
 ExhaustedCallback = Callable[[ResourceUpdate, BaseException], None]
 
 
@@ -74,6 +76,29 @@ class WorkQueue:
         self._seq = itertools.count()
         self._threads: list[threading.Thread] = []
         self._stopping = False
+        self._batch_handler: BatchHandler | None = None
+        self._batch_actions: frozenset[str] = frozenset()
+        self._batch_window = 0.0
+        self._batch_max = 1
+
+    def enable_batching(self, handler: BatchHandler, actions: Iterable[str],
+                        window: float = 0.05, max_size: int = 256) -> None:
+        """Hand updates of ``actions`` to ``handler`` in batches.
+
+        Why: an agent that talks to the server once per batch instead of
+        once per resource (the L2 agent's port details, filters and status
+        reports) must see what arrived together. A first attempt waits
+        ``window`` seconds so the rest of a burst can join it; a batch then
+        takes every pending update of the same action whose resource is
+        not running (first attempts at once, retries when due), at most
+        ``max_size``. Failures are per resource: the handler returns them,
+        and each is retried (or exhausted) on its own.
+        """
+        with self._cond:
+            self._batch_handler = handler
+            self._batch_actions = frozenset(actions)
+            self._batch_window = window
+            self._batch_max = max(1, max_size)
 
     # -- producer side -------------------------------------------------
     def put(self, update: ResourceUpdate, delay: float = 0.0,
@@ -90,6 +115,8 @@ class WorkQueue:
             old = self._pending.get(update.resource_id)
             if old is not None and not supersede and old[1].priority < update.priority:
                 return False
+            if update.action in self._batch_actions and update.tries == 0:
+                delay = max(delay, self._batch_window)
             if old is not None:
                 update.priority = min(update.priority, old[1].priority)
             seq = next(self._seq)
@@ -197,8 +224,9 @@ class WorkQueue:
         self._threads = [t for t in self._threads if t.is_alive()]
 
     # -- worker side ---------------------------------------------------
-    def _next(self) -> ResourceUpdate | None:
-        """Pop the most urgent ready update whose resource is not running."""
+    def _next(self) -> list[ResourceUpdate] | None:
+        """Pop the most urgent ready update whose resource is not running
+        (with the rest of its batch, see :meth:`enable_batching`)."""
         with self._cond:
             while not self._stopping:
                 now = time.monotonic()
@@ -225,9 +253,27 @@ class WorkQueue:
                 for entry in skipped:
                     heapq.heappush(self._heap, entry)
                 if found is not None:
-                    return found
+                    return [found] + self._batch_with(found, now)
                 self._cond.wait(wait if wait is not None else 1.0)
             return None
+
+    def _batch_with(self, first: ResourceUpdate, now: float) -> list[ResourceUpdate]:
+        """Take the pending updates that join ``first``'s batch (caller holds _cond)."""
+        if first.action not in self._batch_actions:
+            return []
+        due = {rid: at for _, at, seq, rid in self._heap
+               if self._pending.get(rid, (None,))[0] == seq}
+        batch = []
+        for rid, (seq, update) in list(self._pending.items()):
+            if len(batch) + 1 >= self._batch_max:
+                break
+            if (update.action != first.action or rid in self._running
+                    or (update.tries and due.get(rid, now) > now)):
+                continue
+            del self._pending[rid]  # its heap entry is skipped as taken
+            self._running[rid] = (seq, update, time.monotonic())
+            batch.append(update)
+        return batch
 
     def _done(self, rid: str) -> None:
         with self._cond:
@@ -236,9 +282,13 @@ class WorkQueue:
 
     def _run(self) -> None:
         while True:
-            update = self._next()
-            if update is None:
+            updates = self._next()
+            if updates is None:
                 return
+            if updates[0].action in self._batch_actions and self._batch_handler:
+                self._run_batch(updates, self._batch_handler)
+                continue
+            update = updates[0]
             started = time.monotonic()
             try:
                 self._handler(update)
@@ -248,6 +298,24 @@ class WorkQueue:
             except Exception as exc:
                 self._failed(update, exc)
             finally:
+                self._done(update.resource_id)
+
+    def _run_batch(self, updates: list[ResourceUpdate], handler: BatchHandler) -> None:
+        started = time.monotonic()
+        try:
+            try:
+                failures = handler(updates)
+            except Exception as exc:  # the whole batch failed
+                failures = {u.resource_id: exc for u in updates}
+            LOG.debug('%s %s of %d resource(s) done in %.1f ms (%d failed)',
+                      self._name, updates[0].action, len(updates),
+                      (time.monotonic() - started) * 1000, len(failures or {}))
+            for update in updates:
+                exc = (failures or {}).get(update.resource_id)
+                if exc is not None:
+                    self._failed(update, exc)
+        finally:
+            for update in updates:
                 self._done(update.resource_id)
 
     def _failed(self, update: ResourceUpdate, exc: BaseException) -> None:

@@ -58,6 +58,9 @@ class AgentTestCase(base.TestCase):
         agent.trunk_parents = {}
         agent._trunk_lookup_warned = False
         agent.devices_up = 0
+        agent.reported = {}
+        agent.wired_details = {}
+        agent.security_groups.prepare_ports.return_value = {}
         agent.queue = mock.Mock()
         return agent
 
@@ -101,7 +104,7 @@ class TestRefusals(AgentTestCase):
         agent._wire(port)
         agent.plugin.bulk_pull.assert_called_once_with('Trunk', '1.1', {'port_id': [port]})
         self.assertRefused(agent, port, 'trunk %s' % TRUNK, 'does not implement trunks')
-        agent.security_groups.prepare_port.assert_not_called()
+        agent.security_groups.prepare_ports.assert_not_called()
 
     def test_ordinary_port_is_wired_and_looked_up_once(self):
         agent = self.make_agent()
