@@ -509,13 +509,18 @@ class L2Agent(base.Agent):
                                       plugged)
         with self._lock:
             self._events_at = {d: t for d, t in self._events_at.items() if d in plugged}
+        # An event queued meanwhile is newer than this snapshot: it stays
+        # (supersede=False), never replaced by the sync's wiring or unwiring.
         for device in plugged:
             # Failed ones fetch their details again on their own.
             self.queue.put(work_queue.ResourceUpdate(
                 device, WIRE, work_queue.PRIORITY_SYNC,
-                payload=(fetched_at, found[device]) if device in found else None))
+                payload=(fetched_at, found[device]) if device in found else None),
+                supersede=False)
         for port_id in gone:
-            self.enqueue(port_id, UNWIRE, work_queue.PRIORITY_SYNC)
+            self.queue.put(work_queue.ResourceUpdate(port_id, UNWIRE,
+                                                     work_queue.PRIORITY_SYNC),
+                           supersede=False)
 
     def _list_plugged(self) -> set[str]:
         plugged = set()
