@@ -180,7 +180,9 @@ class TestRadvd(RadvdTestCase):
             device, (radvd.RaPrefix(prefix1, radvd.SLAAC, (dns,)),), mtu=1400)])
         pid = manager.pid(self.router_id)
         self.assertIsNotNone(pid)
-        self.assertEqual(radvd.radvd_user().pw_uid, self.proc_uid(pid))
+        # radvd starts as root and drops to its user once set up.
+        base.wait_until(lambda: self.proc_uid(pid) == radvd.radvd_user().pw_uid,
+                        TIMEOUT, 'radvd running as its own user')
 
         # The VM autoconfigures, learns the MTU and reaches the router.
         self.wait_for_address_in(vm_ns, prefix1)
