@@ -113,9 +113,12 @@ class PluginEndpoint(_Recorder):
         return {'devices': details, 'failed_devices': []}
 
     def bulk_pull(self, context, resource_type, version, filter_kwargs=None):
-        """Neutron's resources pull (q-plugin 1.1): only Trunk objects by port_id."""
+        """Neutron's resources pull (q-plugin 1.1): Trunk objects by port_id,
+        Port objects by id."""
         self._record('bulk_pull', resource_type=resource_type, version=version,
                      filter_kwargs=filter_kwargs)
+        if resource_type == 'Port':
+            return self._port_objects(set((filter_kwargs or {}).get('id') or []), version)
         if resource_type != 'Trunk':
             return []
         wanted = set((filter_kwargs or {}).get('port_id') or [])
@@ -127,6 +130,49 @@ class PluginEndpoint(_Recorder):
                                                'status': 'DOWN', 'sub_ports': []}}
                     for port_id, trunk_id in self.server.trunks.items()
                     if port_id in wanted]
+
+    def _port_objects(self, wanted: set[str], version: str) -> list[dict[str, Any]]:
+        """Port objects as neutron-server pulls them. The status follows the
+        server's rules from the call log: answering a port's details moves
+        it to BUILD (DOWN if disabled), a report up to ACTIVE, down to DOWN."""
+        def ovo(name, data):
+            return {'versioned_object.name': name, 'versioned_object.version': version,
+                    'versioned_object.namespace': 'versionedobjects',
+                    'versioned_object.data': data}
+        with self.server.lock:
+            records = {}
+            for port_id in wanted:
+                record = self.server.security_groups.find_port(port_id)
+                if record is not None and _port_id(record) == port_id:
+                    records[port_id] = record
+            status = {p: 'DOWN' for p in records}
+            for method, kw in self.server.calls:
+                if method == 'get_devices_details_list_and_failed_devices':
+                    for d in kw['devices']:
+                        for p in records:
+                            if p.startswith(d):
+                                status[p] = ('BUILD' if records[p].get('admin_state_up', True)
+                                             else 'DOWN')
+                elif method == 'update_device_list':
+                    for p in kw['devices_up']:
+                        if p in status:
+                            status[p] = 'ACTIVE'
+                    for p in kw['devices_down']:
+                        if p in status:
+                            status[p] = 'DOWN'
+            return [ovo('Port', {
+                'id': p, 'network_id': r.get('network_id'), 'status': status[p],
+                'mac_address': r.get('mac_address'),
+                'admin_state_up': r.get('admin_state_up', True),
+                'device_owner': r.get('device_owner', ''),
+                'fixed_ips': [ovo('IPAllocation', {'ip_address': ip.get('ip_address')})
+                              for ip in r.get('fixed_ips') or []],
+                'binding_levels': [ovo('PortBindingLevel', {
+                    'level': 0, 'segment': ovo('NetworkSegment', {
+                        'network_type': r.get('network_type'),
+                        'segmentation_id': r.get('segmentation_id'),
+                        'physical_network': r.get('physical_network')})})],
+            }) for p, r in records.items()]
 
     def update_device_list(self, context, devices_up, devices_down, agent_id,
                            host, refresh_tunnels=False):
