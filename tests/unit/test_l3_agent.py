@@ -206,6 +206,37 @@ class FullSyncTest(L3AgentTestCase):
         self.assertEqual([r['id']], self.built())
         self.assertEqual([], self.deleted())
 
+    def test_audit_at_rest_asks_and_reports_nothing(self) -> None:
+        """get_router_ids and one sync_routers chunk; no status that did not change."""
+        for _ in range(5):
+            r = router(_floatingips=[{'id': _uuid(), 'status': 'DOWN'}])
+            self.server.routers[r['id']] = r
+            self.server.scheduled.append(r['id'])
+
+        def process_router(r: dict[str, Any]) -> dict[str, str]:
+            # The driver's contract: only statuses that differ from the payload's.
+            return {f['id']: 'ACTIVE' for f in r['_floatingips'] if f['status'] != 'ACTIVE'}
+        self.driver.process_router.side_effect = process_router
+        real_update = self.server.update_floatingip_statuses
+
+        def update(router_id: str, statuses: dict[str, str]) -> None:
+            real_update(router_id, statuses)
+            for fip in self.server.routers[router_id]['_floatingips']:
+                fip['status'] = statuses.get(fip['id'], fip['status'])
+        self.server.update_floatingip_statuses = update  # type: ignore[method-assign]
+        self.agent.sync_state()
+        self.drain()
+        self.assertEqual(5, len(self.server.statuses))
+        self.server.calls.clear()
+        self.server.statuses.clear()
+        for _ in range(2):
+            self.agent.audit_state()
+            self.drain()
+        self.assertEqual([sorted(self.server.scheduled)] * 2,
+                         [sorted(c) for c in self.server.calls])
+        self.assertEqual([], self.server.statuses)
+        self.assertEqual([], self.deleted())
+
     def test_refused_routers_gone_from_the_server_are_no_longer_reported(self) -> None:
         ha = router(ha=True)
         self.server.routers[ha['id']] = ha
