@@ -16,14 +16,19 @@ from tests.functional import amqp  # noqa: E402
 from tests.functional import fake_neutron  # noqa: E402
 
 
-def setup() -> fake_neutron.FakeNeutron:
-    """Parse a minimal config, start privsep and a fake neutron-server."""
+def setup_privsep() -> None:
+    """Parse a minimal config and start privsep (for root work in this process)."""
     common_conf.register_common_opts(cfg.CONF)
     path = os.path.join(tempfile.mkdtemp(prefix='agentkit-bench-'), 'bench.ini')
     with open(path, 'w') as f:
         f.write(f'[DEFAULT]\ntransport_url = {amqp.RABBIT_URL}\n')
     cfg.CONF(['--config-file', path], project='agentkit', default_config_files=[])
     privsep_setup.setup_privsep(cfg.CONF)
+
+
+def setup() -> fake_neutron.FakeNeutron:
+    """Parse a minimal config, start privsep and a fake neutron-server."""
+    setup_privsep()
     return fake_neutron.FakeNeutron().start()
 
 
