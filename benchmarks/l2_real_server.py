@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import queue
 import re
 import shutil
 import signal
@@ -57,6 +58,30 @@ from tests.functional import neutron_server  # noqa: E402
 AGENT_TIMEOUT = 60.0
 ACTIVE_TIMEOUT = 120.0
 PROVISIONED = re.compile(r'Attempt 1 to provision port ([0-9a-f-]{36})')
+
+
+class TimedCounter(idle_rpc.BrokerCounter):
+    """The broker counter, with each message's arrival time (monotonic)."""
+
+    def _on_message(self, body: Any, message: Any) -> None:
+        info = message.delivery_info
+        self.messages.put((info.get('exchange', ''), info.get('routing_key', ''),
+                           (time.monotonic(), body)))
+        message.ack()
+
+    def drain(self) -> list[tuple[str, str, dict[str, Any]]]:
+        out = []
+        while True:
+            try:
+                exchange, key, (received, body) = self.messages.get_nowait()
+            except queue.Empty:
+                return out
+            try:
+                inner = idle_rpc.amqp.unpack(body)
+            except (AssertionError, KeyError, ValueError, TypeError):
+                inner = {}
+            inner['_seen'] = received
+            out.append((exchange, key, inner))
 
 
 def sh(*argv: str, check: bool = True, stdin: str | None = None) -> str:
@@ -195,7 +220,7 @@ class Run:
     def measure(self) -> dict[str, Any]:
         vhost = urllib.parse.unquote(
             urllib.parse.urlsplit(self.server.transport_url).path.lstrip('/')) or '/'
-        counter = idle_rpc.BrokerCounter(self.server.transport_url, vhost)
+        counter = TimedCounter(self.server.transport_url, vhost)
         seen: list[tuple[str, str, dict[str, Any], str]] = []  # ..., phase
 
         def drain(phase: str) -> None:
@@ -229,6 +254,7 @@ class Run:
         calls: dict[str, collections.Counter] = {'start': collections.Counter(),
                                                  'plug': collections.Counter()}
         devices_per_call: dict[str, list[int]] = collections.defaultdict(list)
+        sent_at: dict[str, float] = {}  # plug phase: method -> first call, after the plug
         unattributed = collections.Counter()
         for exchange, key, inner, phase in seen:
             if exchange != 'neutron' or not key.startswith('q-') or \
@@ -238,6 +264,7 @@ class Run:
             if inner.get('_reply_q') in ours:
                 calls[phase][method] += 1
                 if phase == 'plug':
+                    sent_at.setdefault(method, inner['_seen'] - plugged_at)
                     args = inner.get('args') or {}
                     size = len(args.get('devices') or []) or (
                         len(args.get('devices_up') or []) + len(args.get('devices_down') or []))
@@ -248,7 +275,8 @@ class Run:
         latencies = [active[p] - plugged_at for p in ids if p in active]
         return {'alive': alive, 'plug_seconds': plug_seconds, 'active': len(active),
                 'all_active': all_active, 'latencies': latencies, 'calls': calls,
-                'devices_per_call': devices_per_call, 'unattributed': unattributed,
+                'devices_per_call': devices_per_call, 'sent_at': sent_at,
+                'unattributed': unattributed,
                 'provisioned': [provisioned.get(p, 0) for p in ids]}
 
     # -- clean-up ------------------------------------------------------------------
@@ -306,6 +334,8 @@ def report(firewall: str, n: int, r: dict[str, Any]) -> None:
                         for m, c in sorted(plug.items()))
     print(f'  RPC calls by the agent, plug -> all ACTIVE + 3 s (counted on the broker): '
           f'{sum(plug.values())}: {listing or "-"}')
+    print('  first call of each method after the plug: ' + ', '.join(
+        f'{m} {t:.2f} s' for m, t in sorted(r['sent_at'].items(), key=lambda i: i[1])))
     start = r['calls']['start']
     print(f'  (agent start-up, before the plug: {sum(start.values())} calls: '
           + ', '.join(f'{m} {c}' for m, c in sorted(start.items())) + ')')
