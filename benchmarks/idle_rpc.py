@@ -53,7 +53,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from typing import Any
@@ -85,12 +84,10 @@ METHOD_AGENT = {
 EXT_VNI = 1999
 
 
-class BrokerCounter:
+class BrokerCounter(amqp.Capture):
     """A copy of every message on the vhost's exchanges (see the docstring)."""
 
     def __init__(self, transport_url: str, vhost: str) -> None:
-        self.conn = kombu.Connection(amqp.amqp_url(transport_url))
-        self.messages: queue.Queue[tuple[str, str, Any]] = queue.Queue()
         bindings = [kombu.binding(amqp.topic_exchange(), routing_key='#')]
         out = subprocess.run(['rabbitmqctl', '-q', 'list_exchanges', '-p', vhost,
                               'name', 'type'], capture_output=True, text=True,
@@ -102,47 +99,21 @@ class BrokerCounter:
                 self.fanouts += 1
                 bindings.append(kombu.binding(kombu.Exchange(
                     name, type='fanout', durable=False, auto_delete=True, passive=True)))
-        self.queue = kombu.Queue(f'idle-rpc-count-{uuid.uuid4().hex}', bindings=bindings,
-                                 exclusive=True, auto_delete=True)
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        if not self._ready.wait(20):
-            raise RuntimeError('counting queue was not declared')
-
-    def _run(self) -> None:
-        with self.conn.Consumer(self.queue, callbacks=[self._on_message],
-                                accept=['json']):
-            self._ready.set()
-            while not self._stop.is_set():
-                try:
-                    self.conn.drain_events(timeout=0.2)
-                except TimeoutError:
-                    pass
-
-    def _on_message(self, body: Any, message: kombu.Message) -> None:
-        info = message.delivery_info
-        self.messages.put((info.get('exchange', ''), info.get('routing_key', ''), body))
-        message.ack()
+        super().__init__(url=transport_url, bindings=bindings)
 
     def drain(self) -> list[tuple[str, str, dict[str, Any]]]:
         out = []
         while True:
             try:
-                exchange, key, body = self.messages.get_nowait()
+                msg = self.messages.get_nowait()
             except queue.Empty:
                 return out
             try:
-                inner = amqp.unpack(body)
+                inner = amqp.unpack(msg['body'])
             except (AssertionError, KeyError, ValueError, TypeError):
                 inner = {}
-            out.append((exchange, key, inner))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.conn.release()
+            info = msg['delivery_info']
+            out.append((info.get('exchange', ''), info.get('routing_key', ''), inner))
 
 
 class Tally:

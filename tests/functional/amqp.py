@@ -32,20 +32,26 @@ def topic_exchange(name: str = CONTROL_EXCHANGE) -> kombu.Exchange:
 
 
 class Capture:
-    """An exclusive queue bound to ``exchange`` with ``routing_key``."""
+    """An exclusive queue bound to ``exchange`` with ``routing_key``.
 
-    def __init__(self, routing_key: str, exchange: kombu.Exchange | None = None):
-        self.conn = kombu.Connection(amqp_url())
+    ``bindings`` (kombu bindings) replace that one binding, e.g. to see a
+    vhost's topic exchange and its fanout exchanges at once; ``url`` is the
+    transport URL of another vhost.
+    """
+
+    def __init__(self, routing_key: str = '#', exchange: kombu.Exchange | None = None,
+                 *, url: str = RABBIT_URL, bindings: list[Any] | None = None) -> None:
+        self.conn = kombu.Connection(amqp_url(url))
         self.messages: 'queue.Queue[dict[str, Any]]' = queue.Queue()
-        exchange = exchange or topic_exchange()
+        if bindings is None:
+            bindings = [kombu.binding(exchange or topic_exchange(), routing_key=routing_key)]
         self.queue = kombu.Queue(f'agentkit-test-capture-{uuid.uuid4().hex}',
-                                 exchange=exchange, routing_key=routing_key,
-                                 exclusive=True, auto_delete=True)
+                                 bindings=bindings, exclusive=True, auto_delete=True)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
-        if not self._ready.wait(10):
+        if not self._ready.wait(20):
             raise RuntimeError('capture queue was not declared')
 
     def _run(self) -> None:
