@@ -246,7 +246,9 @@ class TestRouterProxy(HaproxyMetadataTestCase):
                      gateway='10.253.1.1')
         driver = self.new_driver()
         pid = self.spawn(driver, ns, router_id, router=True)
-        self.assertEqual((65534, 65534), self.proc_ids(pid))  # nobody/nogroup
+        # haproxy starts as root and drops to nobody/nogroup once configured.
+        base.wait_until(lambda: self.proc_ids(pid) == (65534, 65534), 10,
+                        'haproxy running as nobody/nogroup')
 
         [(status, body)] = http_get(vm, METADATA_IP, headers=FORGED)
         self.assertEqual((200, 'metadata for /latest/meta-data/'), (status, body))
