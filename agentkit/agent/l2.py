@@ -128,8 +128,12 @@ def _ovo_data(obj: Any) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+#: How long after its report an audit leaves a port's status alone (see audit_state).
+REPORT_SETTLE_SECONDS = 30.0
+
+
 def port_differs(obj: dict[str, Any] | None, details: dict[str, Any] | None,
-                 reported: str | None, host: str) -> bool:
+                 reported: str | None, host: str, check_status: bool = True) -> bool:
     """Whether the server's Port object ``obj`` disagrees with the details
     the port was wired from, or with the state it was ``reported`` in.
 
@@ -139,7 +143,7 @@ def port_differs(obj: dict[str, Any] | None, details: dict[str, Any] | None,
     if obj is None or details is None or reported is None:
         return True
     expected = 'ACTIVE' if reported == 'up' else 'DOWN'
-    if obj.get('status') != expected:
+    if check_status and obj.get('status') != expected:
         return True
     for key in ('network_id', 'admin_state_up', 'device_owner'):
         if key in obj and obj[key] != details.get(key):
@@ -344,6 +348,7 @@ class L2Agent(base.Agent):
         # port id -> UP/DOWN as last reported to (and accepted by) the server:
         # a port is reported again only when that changes.
         self.reported: dict[str, str] = {}
+        self.reported_at: dict[str, float] = {}  # port id -> when it was last reported
         # device reference -> the details it was wired from (the audit compares)
         self.wired_details: dict[str, dict[str, Any]] = {}
         self.queue.enable_batching(self.process_wire_batch, (WIRE,),
@@ -549,6 +554,13 @@ class L2Agent(base.Agent):
             wired_details = dict(self.wired_details)
             port_ids = dict(self.port_ids)
             reported = dict(self.reported)
+        # A port reported moments ago may still be settling on the server
+        # (it sets ACTIVE after the report, port by port): its status is not
+        # compared yet, or the audit would re-wire it for nothing and
+        # provision it a second time.
+        settled_before = time.monotonic() - REPORT_SETTLE_SECONDS
+        with self._lock:
+            recent = {p for p, t in self.reported_at.items() if t > settled_before}
         compare = {d: port_ids[d] for d in plugged & set(wired) if d in port_ids}
         try:
             objects = self._pull_ports(set(compare.values()))
@@ -559,7 +571,8 @@ class L2Agent(base.Agent):
             return
         changed = {d for d, p in compare.items()
                    if port_differs(objects.get(p), wired_details.get(d),
-                                   reported.get(p), self.host)}
+                                   reported.get(p), self.host,
+                                   check_status=p not in recent)}
         changed |= plugged - set(wired)
         for device in sorted(changed):
             self.queue.put(work_queue.ResourceUpdate(device, WIRE, work_queue.PRIORITY_SYNC),
@@ -573,6 +586,7 @@ class L2Agent(base.Agent):
         with self._lock:
             known = set(self.port_ids.values()) | set(self.wired)
             self.reported = {p: s for p, s in self.reported.items() if p in known}
+            self.reported_at = {p: t for p, t in self.reported_at.items() if p in known}
         LOG.info('Audit: %d port(s) compared, %d to re-wire, %d to unwire',
                  len(compare), len(changed), len(gone))
 
@@ -715,6 +729,7 @@ class L2Agent(base.Agent):
                         f'server failed to set port {port_id} {state}')
                     continue
                 self.reported[port_id] = state
+                self.reported_at[port_id] = time.monotonic()
                 if state == UP:
                     self.devices_up += 1
 

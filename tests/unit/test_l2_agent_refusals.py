@@ -59,6 +59,7 @@ class AgentTestCase(base.TestCase):
         agent._trunk_lookup_warned = False
         agent.devices_up = 0
         agent.reported = {}
+        agent.reported_at = {}
         agent.wired_details = {}
         agent.security_groups.prepare_ports.return_value = {}
         agent.queue = mock.Mock()

@@ -288,6 +288,15 @@ class TestAudit(QuietAgentTestCase):
         self.objects[b]['versioned_object.data']['admin_state_up'] = False  # event lost
         new = str(uuid.uuid4())
         agent.mech.list_plugged_ports.return_value = {a, b, new}  # c unplugged, new plugged
+        # Reported moments ago, a's status may still be settling: left alone.
+        agent.audit_state()
+        queued = {(c_.args[0].resource_id, c_.args[0].action)
+                  for c_ in agent.queue.put.call_args_list}
+        self.assertEqual({(b, l2.WIRE), (new, l2.WIRE), (c, l2.UNWIRE)}, queued)
+        # Long after the report, a status that disagrees is a lost report.
+        agent.queue.put.reset_mock()
+        agent.reported_at = {p: t - 2 * l2.REPORT_SETTLE_SECONDS
+                             for p, t in agent.reported_at.items()}
         agent.audit_state()
         queued = {(c_.args[0].resource_id, c_.args[0].action)
                   for c_ in agent.queue.put.call_args_list}
@@ -309,6 +318,18 @@ class TestAudit(QuietAgentTestCase):
         self.assertTrue(l2.port_differs(None, d, 'up', 'host1'))
         self.assertTrue(l2.port_differs(port_object(d)['versioned_object.data'], d,
                                         None, 'host1'))
+
+    def test_status_of_a_port_reported_moments_ago_is_left_alone(self):
+        # The server sets ACTIVE after the report, port by port: an audit in
+        # between sees BUILD, which is no reason to re-wire (seen under the
+        # real server: the port was provisioned twice).
+        d = details(str(uuid.uuid4()))
+        building = port_object(d, status='BUILD')['versioned_object.data']
+        self.assertTrue(l2.port_differs(building, d, 'up', 'host1'))
+        self.assertFalse(l2.port_differs(building, d, 'up', 'host1', check_status=False))
+        moved = dict(d, segmentation_id=1002)
+        self.assertTrue(l2.port_differs(port_object(moved, status='BUILD')[
+            'versioned_object.data'], d, 'up', 'host1', check_status=False))
 
 
 class TestSyncRaces(QuietAgentTestCase):
