@@ -358,8 +358,11 @@ class LinuxbridgeMechanismDriver(mechanism.MechanismDriver):
 
     def unwire_port(self, port_id: str) -> None:
         dev = ip_lib.IPDevice(port_id)
-        if dev.exists() and dev.link.attributes.get('master'):
-            dev.link.set_nomaster()
+        # A tap can vanish between the checks (its namespace or VM went):
+        # gone is unplugged, not a failure to retry.
+        with contextlib.suppress(ip_lib.NetworkInterfaceNotFound):
+            if dev.exists() and dev.link.attributes.get('master'):
+                dev.link.set_nomaster()
 
     def cleanup_network(self, network_id: str) -> None:
         bridge_name = naming.bridge_name(network_id)

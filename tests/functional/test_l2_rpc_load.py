@@ -51,12 +51,17 @@ class L2RpcLoadTest(base.AgentTestCase):
         return {m: calls.count(m) for m in PORT_CALLS if calls.count(m)}
 
     def switch_state(self):
-        """What the agent could have written: Port rows (with their row
-        versions, which any write changes) and the bridge's flows."""
-        ports = subprocess.run(
+        """What the agent could have written: this bridge's Port rows (with
+        their row versions, which any write changes) and its flows. Only
+        this bridge's: tests running beside this one change other rows."""
+        names = set(subprocess.run(['ovs-vsctl', 'list-ports', self.br_name],
+                                   capture_output=True, text=True, check=True).stdout.split())
+        dump = subprocess.run(
             ['ovsdb-client', 'dump', 'Open_vSwitch', 'Port', '_uuid', '_version', 'name',
              'tag', 'other_config', 'external_ids'],
             capture_output=True, text=True, check=True).stdout
+        ports = sorted(line for line in dump.splitlines() if names & set(line.split()))
+        self.assertEqual(len(names), len(ports), 'a port of the bridge is not in the dump')
         flows = subprocess.run(['ovs-ofctl', 'dump-flows', '--no-stats', self.br_name],
                                capture_output=True, text=True, check=True).stdout
         return ports, sorted(flows.splitlines()[1:])
