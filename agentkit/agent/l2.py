@@ -561,7 +561,10 @@ class L2Agent(base.Agent):
         settled_before = time.monotonic() - REPORT_SETTLE_SECONDS
         with self._lock:
             recent = {p for p, t in self.reported_at.items() if t > settled_before}
-        compare = {d: port_ids[d] for d in plugged & set(wired) if d in port_ids}
+        # A port wired but not reported yet is in flight: its own batch
+        # reports it; comparing it now would re-wire it a second time.
+        compare = {d: port_ids[d] for d in plugged & set(wired)
+                   if d in port_ids and port_ids[d] in reported}
         try:
             objects = self._pull_ports(set(compare.values()))
         except oslo_messaging.RemoteError as exc:
