@@ -14,7 +14,6 @@ dnsmasq file rewritten, no iptables record rewritten.
 import os
 import re
 import shutil
-import signal
 import uuid
 
 import testtools.content
@@ -71,16 +70,7 @@ class QuietAuditsTest(base.AgentTestCase):
     def cleanup_host(self):
         """After the agents were killed: remove what they built."""
         for net_id in list(self.neutron.networks):
-            pid = external_process.read_pid_file(
-                os.path.join(self.dhcp_state, 'dhcp', net_id, 'pid'))
-            if pid:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            ns = ip_lib.IPWrapper(f'qdhcp-{net_id}')
-            if ns.namespace_exists():
-                ns.delete_namespace()
+            base.remove_dhcp_of(net_id)  # its dnsmasq and haproxy, its namespace
         for router_id in list(self.neutron.routers):
             ns = naming.router_namespace(router_id)
             if ns in ip_lib.list_namespaces():
