@@ -49,6 +49,7 @@ class QuietVM:
         self.host_ns = host_ns
         self.port_id = port_id
         self.tap = 'tap' + port_id[:11]
+        self.mac = mac
         vm = ip_lib.IPWrapper(name)
         vm.ensure_namespace()
         vm.set_sysctl('net.ipv6.conf.default.disable_ipv6', 1)
@@ -62,6 +63,10 @@ class QuietVM:
 
     def set_ip(self, cidr: str) -> None:
         ip_lib.IPDevice('eth0', self.name).addr.add(cidr)
+
+    def pin_neighbour(self, ip: str, mac: str) -> None:
+        """A permanent ARP entry: the VM never probes ``ip`` again."""
+        ip_lib.IPDevice('eth0', self.name).neigh.add(ip, mac)
 
     def destroy(self) -> None:
         ip_lib.IPWrapper(self.name).delete_namespace()  # the veth goes with it
@@ -267,6 +272,12 @@ class TwoHostLinuxbridgeTest(TwoHostLinuxbridgeTestBase):
         b1 = self.add_vm('B', net, '10.253.22.2/24')
         self.wait_up(a1, b1)
         self.assertPings(a1, '10.253.22.2')
+        # The ping left a stale ARP entry that the kernel re-probes ~5 s
+        # later; that unicast probe, crossing while the two agents forget
+        # each other, would teach a VXLAN device the other VM's MAC again.
+        # Pinned entries keep both VMs silent from here on.
+        a1.pin_neighbour('10.253.22.2', b1.mac)
+        b1.pin_neighbour('10.253.22.1', a1.mac)
 
         for ip in (self.ip_a, self.ip_b):
             self.neutron.cast_to_agent('q-agent-notifier-tunnel-delete', None,
