@@ -4,9 +4,9 @@
 threads with their stacks, processes, configuration with secrets masked)
 to stderr, or to a file in ``[oslo_reports] log_dir``; ``[oslo_reports]
 file_event_handler`` replaces the signal with a watched file, as in the
-other OpenStack services. agentkit adds three sections, read without
-stopping anything: the work queue, the loaded drivers and the resources
-the agent manages.
+other OpenStack services. agentkit adds its sections, read without
+stopping anything: the work queue, the loaded drivers, the resources the
+agent manages and where its time went (agentkit.lib.timing).
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from oslo_reports import opts as gmr_opts
 from oslo_reports.models import with_default_views
 
 from agentkit import version
+from agentkit.lib import timing
 
 #: the sections agentkit adds (their titles, as they appear in a report)
 AGENT_SECTION = 'Agent'
 QUEUE_SECTION = 'Work Queue'
 DRIVERS_SECTION = 'Drivers'
 RESOURCES_SECTION = 'Resources'
+TIME_SECTION = 'Time Spent'
 
 _NAMESPACE_PREFIX = 'agentkit.'
 
@@ -99,8 +101,12 @@ def agent_sections(agent: Any) -> list[tuple[str, Any]]:
     def resources() -> Any:
         return _model(agent.resource_counts())
 
+    def time_spent() -> Any:
+        return _model(timing.LEDGER.snapshot())
+
     return [(AGENT_SECTION, agent_state), (QUEUE_SECTION, queue),
-            (DRIVERS_SECTION, drivers), (RESOURCES_SECTION, resources)]
+            (DRIVERS_SECTION, drivers), (RESOURCES_SECTION, resources),
+            (TIME_SECTION, time_spent)]
 
 
 def setup(conf: cfg.ConfigOpts, agent: Any, prog: str) -> None:

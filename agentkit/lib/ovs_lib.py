@@ -62,8 +62,13 @@ from ovsdbapp import exceptions as ovsdbapp_exc
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from agentkit import exceptions
+from agentkit.lib import timing
 
 LOG = logging.getLogger(__name__)
+
+# How deep this thread is in transaction() blocks (0: none); only the
+# outermost one commits, so only its commit is timed.
+_txn_depth = threading.local()
 
 SCHEMA = 'Open_vSwitch'
 DEFAULT_OVSDB_CONNECTION = 'unix:/var/run/openvswitch/db.sock'
@@ -976,18 +981,26 @@ class OvsdbConnection:
             (``--no-wait``). None: the connection default.
         """
         body_done = False
+        depth = getattr(_txn_depth, 'value', 0)
+        _txn_depth.value = depth + 1
         try:
             # log_errors=False: the error is raised to the caller instead.
             with self.api.transaction(check_error=True, log_errors=False,
                                       wait=wait, timeout=timeout) as txn:
                 yield txn
                 body_done = True
+                commit_started = time.perf_counter()
         except exceptions.AgentkitError:
             raise
         except Exception as e:
             if not body_done:
                 raise
             raise OvsdbError(f'OVSDB transaction on {self.endpoint} failed: {e}') from e
+        finally:
+            _txn_depth.value = depth
+            if body_done and depth == 0:  # the commit happened here
+                timing.LEDGER.record(timing.OVSDB, 'commit',
+                                     time.perf_counter() - commit_started)
 
     def execute(self, *commands: Any, wait: bool | None = None) -> list[Any]:
         """Run ovsdbapp commands in one transaction and return their results."""

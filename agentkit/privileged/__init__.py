@@ -9,14 +9,31 @@ The daemons are never eventlet-patched, which is why pyroute2 (which breaks
 under monkey-patching) is only ever called in here.
 """
 
+from typing import Any, Callable
+
 from oslo_config import cfg
 from oslo_privsep import capabilities as caps
 from oslo_privsep import priv_context
 
+from agentkit.lib import timing
+
+
+class _TimedPrivContext(priv_context.PrivContext):
+    """A PrivContext whose calls from the agent are timed per module
+    (``privsep`` / ``netlink``, ``iptables``...: see agentkit.lib.timing):
+    the round trip to the daemon plus the work done there."""
+
+    def _wrap(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self.client_mode:  # in the daemon: the call itself
+            return super()._wrap(func, *args, **kwargs)
+        with timing.timed(timing.PRIVSEP, func.__module__.rsplit('.', 1)[-1]):
+            return super()._wrap(func, *args, **kwargs)
+
+
 # Netlink and namespaces: links, addresses, routes, neighbours, sysctls.
 # SYS_ADMIN is needed for setns()/mounting /run/netns/<name>; NET_RAW for
 # the one raw packet agentkit sends itself, a router's gratuitous ARP.
-network = priv_context.PrivContext(
+network = _TimedPrivContext(
     __name__,
     cfg_section='privsep_network',
     pypath=__name__ + '.network',
@@ -34,7 +51,7 @@ cfg.CONF.set_default('thread_pool_size', NETWORK_THREADS, group='privsep_network
 
 # Daemons run on the agent's behalf (dnsmasq, haproxy) inside namespaces:
 # they bind privileged ports, drop to their own users and get signalled.
-daemons = priv_context.PrivContext(
+daemons = _TimedPrivContext(
     __name__,
     cfg_section='privsep_daemons',
     pypath=__name__ + '.daemons',

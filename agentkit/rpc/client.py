@@ -4,6 +4,7 @@ from typing import Any
 
 import oslo_messaging
 
+from agentkit.lib import timing
 from agentkit.rpc import transport as rpc_transport
 
 
@@ -34,8 +35,9 @@ class ServerApiClient:
         # oslo.messaging's rpc_response_timeout: pass it only when given.
         cctxt = (self.client.prepare(version=version) if timeout is None
                  else self.client.prepare(version=version, timeout=timeout))
-        return cctxt.call(context or rpc_transport.admin_context(), method,
-                          **kwargs)
+        with timing.timed(timing.RPC, method):
+            return cctxt.call(context or rpc_transport.admin_context(), method,
+                              **kwargs)
 
     def _cast(self, version: str, method: str, /, *,
               context: dict[str, Any] | None = None, **kwargs: Any) -> None:

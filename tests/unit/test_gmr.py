@@ -4,6 +4,7 @@ from oslo_reports import guru_meditation_report as oslo_gmr
 
 from agentkit import gmr
 from agentkit.agent import work_queue as wq
+from agentkit.lib import timing
 from tests import base
 from tests.unit import test_systemd
 
@@ -35,11 +36,12 @@ class GmrTest(base.TestCase):
     def test_report_has_agentkit_sections(self):
         self.agent.gate.clear()
         self.agent.queue.put(wq.ResourceUpdate('net-1', 'apply', wq.PRIORITY_SYNC))
+        timing.LEDGER.record(timing.RPC, 'gmr_test_call', 0.25)
         for title, generator in gmr.agent_sections(self.agent):
             oslo_gmr.TextGuruMeditation.register_section(title, generator)
         text = oslo_gmr.TextGuruMeditation(gmr.VersionInfo('agentkit-fake')).run()
         for title in ('Package', 'Threads', 'Configuration', 'Agent', 'Work Queue',
-                      'Drivers', 'Resources'):
+                      'Drivers', 'Resources', 'Time Spent'):
             self.assertRegex(text, rf'\n====\s+{title}\s+====\n')
         self.assertIn('agentkit-fake', text)
         self.assertIn('pending_total = 1', text)
@@ -47,4 +49,5 @@ class GmrTest(base.TestCase):
         self.assertIn('networks = 2', text)
         self.assertIn('ports = 5', text)
         self.assertIn('status = starting: first full sync', text)
+        self.assertRegex(text, r'gmr_test_call = \n\s*calls = \d+\n\s*seconds = ')
         self.agent.gate.set()
