@@ -308,6 +308,35 @@ class DriverTest(base.TestCase):
         # gre is not terminated here: local wiring only.
         self.assertEqual(([], []), drv._network_wiring(NET, GRE, 6, oc, False))
 
+    def test_port_name_from_the_monitor_checked_by_name_not_by_scan(self):
+        drv = self.driver()
+        rows = {'tapa': {'iface-id': 'a'}, 'tapb': {'iface-id': 'b'}}
+        scans = []
+
+        def external_ids(name):
+            if name not in rows:
+                raise mech_driver.ovs_lib.OvsdbNotFound(name)
+            return rows[name]
+
+        def listing():
+            scans.append(1)
+            return [types.SimpleNamespace(iface_id=ids['iface-id'], name=name)
+                    for name, ids in rows.items()]
+        drv.br_int = types.SimpleNamespace(name='br-int', get_interface_external_ids=external_ids,
+                                           list_interfaces_with_iface_id=listing)
+        self.assertEqual({'a', 'b'}, set(drv._index_port_names()))
+        drv._watcher = object()  # the device monitor runs
+        self.assertEqual('tapa', drv._port_name('a'))
+        self.assertIsNone(drv._port_name('never-plugged'))
+        self.assertEqual(1, len(scans))  # neither answer read the bridge again
+        # The row was replugged under another name: the stale name is
+        # detected and the bridge read once.
+        rows['tapa2'] = rows.pop('tapa')
+        self.assertEqual('tapa2', drv._port_name('a'))
+        self.assertEqual(2, len(scans))
+        del rows['tapb']
+        self.assertIsNone(drv._port_name('b'))
+
     def test_configurations_for_ml2(self):
         drv = self.driver(bridge_mappings=['physnet1:br-ex'])
         conf = drv.get_configurations()
