@@ -352,7 +352,8 @@ class L2Agent(base.Agent):
         # device reference -> the details it was wired from (the audit compares)
         self.wired_details: dict[str, dict[str, Any]] = {}
         self.queue.enable_batching(self.process_wire_batch, (WIRE,),
-                                   window=WIRE_BATCH_WINDOW, max_size=WIRE_BATCH_MAX)
+                                   window=WIRE_BATCH_WINDOW, max_size=WIRE_BATCH_MAX,
+                                   in_flight=1)
 
     # -- driver lifecycle -------------------------------------------------
     def initialize_drivers(self) -> None:

@@ -4,6 +4,8 @@ The agent is built without its start-up (drivers and server are mocks, as
 in test_l2_agent_refusals); what is counted are the calls to the server.
 """
 
+import threading
+import time
 import uuid
 from unittest import mock
 
@@ -12,6 +14,17 @@ from agentkit.agent import work_queue as wq
 from tests.unit import test_l2_agent_refusals as refusals
 
 details = refusals.details
+
+
+def _eventually(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
 AGENT_ID = 'agentkit-l2-host1'
 
 
@@ -150,6 +163,31 @@ class TestWorkQueueBatches(refusals.base.TestCase):
             q.put(wq.ResourceUpdate(f'p{i}', 'wire'))
         self.assertTrue(q.wait_idle(5))
         self.assertEqual([['p0', 'p1', 'p2', 'p3', 'p4'], ['p3']], batches)
+
+    def test_one_batch_in_flight_lets_arrivals_join_the_next(self):
+        release = threading.Event()
+        batches = []
+        others = []
+
+        def handle(updates):
+            batches.append(sorted(u.resource_id for u in updates))
+            if len(batches) == 1:
+                release.wait(5)
+            return {}
+        q = wq.WorkQueue(lambda u: others.append(u.resource_id), workers=4)
+        q.enable_batching(handle, ('wire',), window=0.0, in_flight=1)
+        self.addCleanup(q.stop, 2)
+        q.start()
+        q.put(wq.ResourceUpdate('p0', 'wire'))
+        self.assertTrue(_eventually(lambda: batches), 'the first batch')
+        for i in range(1, 6):
+            q.put(wq.ResourceUpdate(f'p{i}', 'wire'))
+        q.put(wq.ResourceUpdate('n1', 'unwire'))  # not held back by the batch
+        self.assertTrue(_eventually(lambda: others), 'the unbatched update')
+        self.assertEqual([['p0']], batches)  # three idle workers did not start one
+        release.set()
+        self.assertTrue(q.wait_idle(5))
+        self.assertEqual([['p0'], ['p1', 'p2', 'p3', 'p4', 'p5']], batches)
 
     def test_other_actions_are_not_batched(self):
         seen = []
