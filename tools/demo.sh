@@ -108,11 +108,15 @@ bridge_mappings = $PHYSNET:$BR_EX
 
 [securitygroup]
 firewall_driver = iptables_hybrid
+
+[oslo_reports]
+# kill -USR2 <agent pid> writes a report here (benchmarks/time_split.py reads it)
+log_dir = $ROOT/gmr
 EOF
 }
 
 up() {
-    mkdir -p "$ROOT/etc" "$ROOT/log" "$ROOT/run" "$ROOT/state"
+    mkdir -p "$ROOT/etc" "$ROOT/log" "$ROOT/run" "$ROOT/state" "$ROOT/gmr"
     chmod 755 "$ROOT" "$ROOT/state"  # dnsmasq and haproxy read their files as nobody
     say "installing and starting system services (Debian packages, Open vSwitch, RabbitMQ)"
     bash tools/install-deps.sh 2>&1 | sed 's/^/    /'
