@@ -37,6 +37,10 @@ class DhcpAgentTestMixin:
         self.state_path = os.path.join(STATE_ROOT, uuid.uuid4().hex[:12])
         os.makedirs(self.state_path, mode=0o755)
         self.addCleanup(shutil.rmtree, self.state_path, True)
+        # Runs after the agent is killed (cleanups are LIFO), so its process
+        # monitor cannot respawn them: any dnsmasq or metadata haproxy the
+        # test's agent left (cleanup_networks kills the dnsmasq it knows of).
+        self.addCleanup(self._kill_daemons_of_this_test)
         self.host = self.short_name('akdh')
         self.br_name = self.short_name('akdhbr')
         self.setup_switch()
@@ -72,6 +76,13 @@ class DhcpAgentTestMixin:
             ns = ip_lib.IPWrapper(f'qdhcp-{net_id}')
             if ns.namespace_exists():
                 ns.delete_namespace()
+
+    def _kill_daemons_of_this_test(self):
+        for pid in base.pids_with(self.state_path):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def make_network(self, cidr='10.254.0.0/24', gateway='10.254.0.1', mtu=1450):
         net = self.neutron.add_network(mtu=mtu)
