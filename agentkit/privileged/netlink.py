@@ -44,7 +44,6 @@ import resource
 import socket
 import struct
 import threading
-import zlib
 from concurrent import futures
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
@@ -183,21 +182,18 @@ class _Entry:
 
 
 class _NetlinkThread:
-    """A thread that owns and uses the pyroute2 objects of its namespaces.
+    """The one thread that owns and uses every pyroute2 object.
 
     pyroute2 0.9's sync API keeps an asyncio loop and transport per thread
     for the thread that created the object; from any other thread each call
     builds and tears down a loop (+0.2-0.3 ms, measured). privsep serves
-    requests from a pool, so operations are handed to the thread that owns
-    the namespace's socket instead (~30 us). Each thread has its own socket
-    cache (:attr:`cache`), touched by no other thread, so it needs no lock.
+    requests from a pool, so operations are handed to this thread instead
+    (~30 us). Serialising netlink work costs little: the kernel runs most
+    of it under the single rtnl lock anyway. It also means the socket
+    cache below needs no locking: only this thread touches it.
     """
 
-    def __init__(self, index: int) -> None:
-        self.index = index
-        # namespace name (None: the daemon's own) -> socket, least
-        # recently used first; this thread only.
-        self.cache: collections.OrderedDict[str | None, _Entry] = collections.OrderedDict()
+    def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -207,15 +203,14 @@ class _NetlinkThread:
             return func(*args)
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop,
-                                                name=f'netlink-{self.index}', daemon=True)
+                self._thread = threading.Thread(target=self._loop, name='netlink',
+                                                daemon=True)
                 self._thread.start()
         future: futures.Future[T] = futures.Future()
         self._queue.put((future, func, args))
         return future.result()
 
     def _loop(self) -> None:
-        _owner.thread = self
         while True:
             future, func, args = self._queue.get()
             if not future.set_running_or_notify_cancel():
@@ -226,27 +221,10 @@ class _NetlinkThread:
                 future.set_exception(e)
 
 
-#: How many netlink threads share the namespaces. Namespaces are
-#: independent, so the work of different ones (a DHCP agent resyncing 1,000
-#: networks, an L3 agent building routers) proceeds in parallel; the kernel
-#: still serialises what runs under its rtnl lock. One namespace always goes
-#: to the same thread, so its operations keep their order.
-NETLINK_THREADS = 4
-_threads = [_NetlinkThread(i) for i in range(NETLINK_THREADS)]
-_owner = threading.local()  # .thread: the _NetlinkThread running this code
-
-
-def _thread_for(namespace: str | None) -> _NetlinkThread:
-    """The thread owning ``namespace``'s socket (stable for the process)."""
-    key = (namespace or '').encode()
-    return _threads[zlib.crc32(key) % len(_threads)]
-
-
-def _own_cache() -> collections.OrderedDict[str | None, _Entry]:
-    """The socket cache of the netlink thread running the caller."""
-    return _owner.thread.cache
-
-
+_netlink_thread = _NetlinkThread()
+# namespace name (None: the daemon's own) -> socket, least recently used
+# first; netlink thread only.
+_cache: collections.OrderedDict[str | None, _Entry] = collections.OrderedDict()
 _cache_limit: int | None = None
 _FDS_PER_SOCKET = 4  # netlink socket + the thread's epoll fd and self-pipe
 
@@ -259,7 +237,6 @@ def _max_cached() -> int:
     networks. The soft limit is raised to the hard one (no privilege
     needed) and half of it is given to the cache; least recently used
     sockets beyond that are closed and reopened on demand (~6-10 ms).
-    Each netlink thread keeps its share (this limit / NETLINK_THREADS).
     """
     global _cache_limit
     if _cache_limit is None:
@@ -272,7 +249,7 @@ def _max_cached() -> int:
                 soft = hard
         if soft == resource.RLIM_INFINITY:
             soft = hard
-        _cache_limit = max(8, soft // 2 // _FDS_PER_SOCKET // NETLINK_THREADS)
+        _cache_limit = max(8, soft // 2 // _FDS_PER_SOCKET)
     return _cache_limit
 
 
@@ -329,8 +306,8 @@ def _open(namespace: str | None) -> _Entry:
 
 
 def _drop(namespace: str | None) -> None:
-    """Forget and close the cached socket of ``namespace`` (its netlink thread)."""
-    entry = _own_cache().pop(namespace, None)
+    """Forget and close the cached socket of ``namespace`` (netlink thread)."""
+    entry = _cache.pop(namespace, None)
     if entry is not None:
         with contextlib.suppress(Exception):
             entry.ipr.close()
@@ -347,22 +324,21 @@ def _get_entry(namespace: str | None) -> _Entry:
     except NetworkNamespaceNotFound:
         _drop(namespace)  # deleted behind our back: stop pinning it
         raise
-    cache = _own_cache()
-    entry = cache.get(namespace)
+    entry = _cache.get(namespace)
     if entry is not None:
         if entry.inode == inode:
-            cache.move_to_end(namespace)
+            _cache.move_to_end(namespace)
             return entry
         _drop(namespace)  # deleted and recreated under the same name
     limit = _max_cached()
-    while len(cache) >= limit:
-        _drop(next(iter(cache)))
+    while len(_cache) >= limit:
+        _drop(next(iter(_cache)))
     entry = _open(namespace)
     if entry.inode != inode:
         # Replaced again while we were opening: report rather than guess.
         entry.ipr.close()
         raise NetworkNamespaceNotFound(namespace)  # type: ignore[arg-type]
-    cache[namespace] = entry
+    _cache[namespace] = entry
     return entry
 
 
@@ -381,8 +357,8 @@ def _run_here(namespace: str | None, func: Callable[[Any], T]) -> T:
 
 
 def _run(namespace: str | None, func: Callable[[Any], T]) -> T:
-    """Run ``func(ipr)`` with the namespace's cached socket, on its netlink thread."""
-    return _thread_for(namespace).call(_run_here, namespace, func)
+    """Run ``func(ipr)`` with the namespace's cached socket, on the netlink thread."""
+    return _netlink_thread.call(_run_here, namespace, func)
 
 
 def _netlink_error() -> type[Exception]:
@@ -512,7 +488,7 @@ def delete_namespace(name: str) -> bool:
 
     The cached socket is closed first: an open socket keeps a namespace (and
     every device in it) alive after its name is gone. Both steps run on the
-    namespace's netlink thread so no queued operation can reopen it in between.
+    netlink thread so no queued operation can reopen it in between.
     """
     from pyroute2 import netns
 
@@ -528,7 +504,7 @@ def delete_namespace(name: str) -> bool:
             return False  # removed concurrently
         return True
 
-    return _thread_for(name).call(remove)
+    return _netlink_thread.call(remove)
 
 
 @network.entrypoint

@@ -415,10 +415,8 @@ class TestSocketCache(base.TestCase):
             self.opened.append(ipr)
             return priv._Entry(ipr, ipr.inode)
 
-        # One netlink thread, so that every namespace shares its cache.
-        self.thread = priv._NetlinkThread(0)
         for name, new in (('_ns_inode', fake_inode), ('_open', fake_open),
-                          ('_threads', [self.thread]),
+                          ('_cache', priv.collections.OrderedDict()),
                           ('_cache_limit', 2)):
             patcher = mock.patch.object(priv, name, new)
             patcher.start()
@@ -447,13 +445,13 @@ class TestSocketCache(base.TestCase):
         del self.inodes['ns1']
         self.assertRaises(priv.NetworkNamespaceNotFound, self.run_in, 'ns1')
         self.assertTrue(old.closed)  # no longer pins the dead namespace
-        self.assertNotIn('ns1', self.thread.cache)
+        self.assertNotIn('ns1', priv._cache)
 
     def test_least_recently_used_socket_closed_beyond_limit(self):
         s1, s2 = self.run_in('ns1'), self.run_in('ns2')
         self.run_in('ns1')
         s3 = self.run_in('ns3')
-        self.assertEqual(['ns1', 'ns3'], list(self.thread.cache))
+        self.assertEqual(['ns1', 'ns3'], list(priv._cache))
         self.assertTrue(s2.closed)
         self.assertFalse(s1.closed or s3.closed)
 
@@ -490,34 +488,5 @@ class TestSocketCache(base.TestCase):
         with futures.ThreadPoolExecutor(4) as pool:
             idents = set(pool.map(lambda _: priv._run('ns1', op), range(20)))
         self.assertEqual(1, len(idents))
-        self.assertEqual({'netlink-0'}, names)
+        self.assertEqual({'netlink'}, names)
         self.assertNotIn(threading.get_ident(), idents)
-
-    def test_namespaces_on_other_threads_proceed_in_parallel(self):
-        threads = [priv._NetlinkThread(i) for i in range(2)]
-        with mock.patch.object(priv, '_threads', threads):
-            names = [f'ns{i}' for i in range(1, 9)]
-            for name in names:
-                self.inodes[name] = 100 + len(name)
-            by_thread: dict[int, list[str]] = {}
-            for name in names:
-                by_thread.setdefault(priv._thread_for(name).index, []).append(name)
-            self.assertEqual(2, len(by_thread))  # spread over both
-            slow, fast = by_thread[0][0], by_thread[1][0]
-            release = threading.Event()
-            seen = []
-
-            def blocked(ipr):
-                release.wait(5)
-                return threading.current_thread().name
-            with futures.ThreadPoolExecutor(2) as pool:
-                waiting = pool.submit(priv._run, slow, blocked)
-                # The other thread's namespace is served while ns "slow" waits.
-                seen.append(priv._run(fast, lambda ipr: threading.current_thread().name))
-                self.assertFalse(waiting.done())
-                release.set()
-                seen.append(waiting.result(5))
-            self.assertEqual(['netlink-1', 'netlink-0'], seen)
-            # A namespace always goes to the same thread (its socket's owner).
-            self.assertEqual({priv._thread_for(slow)}, {priv._thread_for(slow)
-                                                        for _ in range(5)})
