@@ -24,6 +24,7 @@ import oslo_messaging
 from agentkit import exceptions
 from agentkit import loader
 from agentkit.agent import base
+from agentkit.agent import ready_ports
 from agentkit.agent import work_queue
 from agentkit.api import dhcp as dhcp_api
 from agentkit.api import interface as interface_api
@@ -192,6 +193,9 @@ class DhcpAgent(base.Agent):
         # When the last RPC event about each network arrived (monotonic).
         self.rpc_seen: dict[str, float] = {}
         self.device_id_prefix = f'dhcp{uuid.uuid5(uuid.NAMESPACE_DNS, self.host)}'
+        # Started with the RPC clients; sends dhcp_ready_on_ports in batches.
+        self.ready_reports = ready_ports.ReadyPortsReporter(
+            lambda port_ids: self.plugin.dhcp_ready_on_ports(port_ids))
 
     def initialize_drivers(self) -> None:
         self.interface.initialize()
@@ -213,6 +217,11 @@ class DhcpAgent(base.Agent):
     def setup_rpc_clients(self) -> None:
         self.plugin = dhcp_rpc.DhcpPluginApi(
             self.transport, self.host)
+        self.ready_reports.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.ready_reports.stop(min(1.0, timeout * 0.1))
+        super().stop(timeout)
 
     def rpc_topics(self) -> dict[str, list[object]]:
         return {topics.DHCP_AGENT: [DhcpRpcCallbacks(self)]}
@@ -364,8 +373,7 @@ class DhcpAgent(base.Agent):
             return
         namespace = naming.dhcp_namespace(net_id)
         ns = ip_lib.IPWrapper(namespace)
-        ns.ensure_namespace()
-        ns.device('lo').link.set_up()
+        ns.ensure_namespace()  # with its loopback up
         port = self._ensure_dhcp_port(network)
         device = self.interface.get_device_name(port['id'])
         mtu = network.get('mtu') or None
@@ -483,7 +491,7 @@ class DhcpAgent(base.Agent):
             new = sorted(port_id for port_id, ready in ports.items()
                          if done.get(port_id) != ready)
         if new:
-            self.plugin.dhcp_ready_on_ports(new)
+            self.ready_reports.add(new)
         with self._lock:
             self._ready_ports[network['id']] = ports
 

@@ -15,6 +15,7 @@ from typing import Any
 from unittest import mock
 
 from agentkit.agent import dhcp
+from agentkit.agent import ready_ports
 from agentkit.agent import work_queue
 from tests import base
 
@@ -169,6 +170,8 @@ class DhcpAgentTestCase(base.TestCase):
         agent.dhcp = self.driver
         self.server = FakeServer()
         agent.plugin = self.server
+        # Not started: drain() flushes it in the test's thread.
+        agent.ready_reports = ready_ports.ReadyPortsReporter(self.server.dhcp_ready_on_ports)
         self.agent = agent
         self.callbacks = dhcp.DhcpRpcCallbacks(agent)
 
@@ -177,6 +180,7 @@ class DhcpAgentTestCase(base.TestCase):
         while True:
             update = self.pop()
             if update is None:
+                self.agent.ready_reports.flush()  # what its thread would send
                 return
             try:
                 self.agent.process_update(update)
@@ -225,9 +229,10 @@ class QuietAtRestTest(DhcpAgentTestCase):
         self.assertEqual(1, self.server.methods().count('get_active_networks_info'))
         self.assertEqual(3, self.server.methods().count('create_dhcp_port'))
         reported = [ids for m, ids in self.server.calls if m == 'dhcp_ready_on_ports']
-        self.assertEqual(sorted(p['id'] for n in nets for p in n['ports']
-                                if p['device_owner'] != dhcp.DEVICE_OWNER_DHCP),
-                         sorted(i for ids in reported for i in ids))
+        # All three networks' ports in one call.
+        self.assertEqual([sorted(p['id'] for n in nets for p in n['ports']
+                                 if p['device_owner'] != dhcp.DEVICE_OWNER_DHCP)],
+                         reported)
         self.assertNotIn('release_dhcp_port', self.server.methods())
         self.assertNotIn('get_network_info', self.server.methods())
 
