@@ -26,22 +26,31 @@ class BridgeInterfaceDriver(interface.InterfaceDriver):
     def plug(self, network_id: str, port_id: str, device_name: str,
              mac_address: str, namespace: str, mtu: int | None = None,
              bridge: str | None = None) -> None:
+        # Each device is read once and only what differs is written (see
+        # common.configure_link): a re-plug of a plugged port reads 3 links.
         bridge = bridge or naming.bridge_name(network_id)
         tap = ip_lib.IPDevice(self._tap_name(device_name))
         ns_device = ip_lib.IPDevice(device_name, namespace)
         root = ip_lib.IPWrapper()
-        br = root.add_bridge(bridge, exist_ok=True)
-        br.link.set_up()
-        if not ns_device.exists():
+        br_link = common.link_or_none(ip_lib.IPDevice(bridge))
+        if br_link is None or br_link['kind'] != 'bridge':
+            br_link = root.add_bridge(bridge, exist_ok=True).link.attributes
+        if br_link['state'] != 'up':
+            ip_lib.IPDevice(bridge).link.set_up()
+        ns_link = common.link_or_none(ns_device)
+        if ns_link is None:
             if tap.exists():  # half-made pair from an interrupted plug
                 tap.delete()
             root.add_veth(tap.name, device_name, peer_namespace=namespace,
                           mtu=mtu, peer_mac=mac_address)
-        if mtu and tap.link.mtu != mtu:
+        tap_link = tap.link.attributes
+        if mtu and tap_link['mtu'] != mtu:
             tap.link.set_mtu(mtu)
-        tap.link.set_master(bridge)
-        tap.link.set_up()
-        common.configure_link(ns_device, mac_address, mtu)
+        if tap_link['master'] != bridge:
+            tap.link.set_master(bridge)
+        if tap_link['state'] != 'up':
+            tap.link.set_up()
+        common.configure_link(ns_device, mac_address, mtu, ns_link)
 
     def unplug(self, device_name: str, namespace: str,
                bridge: str | None = None) -> None:

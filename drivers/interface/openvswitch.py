@@ -47,11 +47,12 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
                     external_ids={'iface-id': port_id,
                                   'attached-mac': mac_address,
                                   'iface-status': 'active'})
-        if not ns_device.exists():
+        ns_link = common.link_or_none(ns_device)
+        if ns_link is None:
             root_device = ip_lib.IPDevice(device_name)
             common.wait_for_device(root_device)
             root_device.link.set_netns(namespace)
-        common.configure_link(ns_device, mac_address, mtu)
+        common.configure_link(ns_device, mac_address, mtu, ns_link)
 
     def unplug(self, device_name: str, namespace: str,
                bridge: str | None = None) -> None:
