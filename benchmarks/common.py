@@ -1,6 +1,10 @@
 """Shared set-up for the benchmark scripts: config, fake server, agent process."""
 
+import glob
 import os
+import re
+import signal
+import time
 import statistics
 import sys
 import tempfile
@@ -42,3 +46,59 @@ def summary(values: list[float]) -> str:
     return (f'median {statistics.median(values) * 1000:.0f} ms, '
             f'p95 {percentile(values, 95) * 1000:.0f} ms, '
             f'max {max(values) * 1000:.0f} ms')
+
+
+# -- an agent's time ledger (its Guru Meditation Report's Time Spent) -------------
+SECTION = re.compile(r'=+\n=+\s+Time Spent\s+=+\n=+\n(.*?)(?:\n=====|\Z)', re.S)
+
+
+def parse_time_spent(report: str) -> dict[tuple[str, str], tuple[int, float]]:
+    """{(category, name): (calls, seconds)} from a report's Time Spent section."""
+    match = SECTION.search(report)
+    result: dict[tuple[str, str], tuple[int, float]] = {}
+    if not match:
+        return result
+    category = name = None
+    calls = 0
+    for line in match.group(1).splitlines():
+        stripped = line.strip()
+        depth = len(line) - len(line.lstrip())
+        key, _, value = stripped.partition(' = ')
+        key = key.rstrip(' =')
+        if depth == 0 and stripped:
+            category = key
+        elif depth == 2:
+            name = key
+        elif depth == 4 and key == 'calls':
+            calls = int(value)
+        elif depth == 4 and key == 'seconds' and category and name:
+            result[(category, name)] = (calls, float(value))
+    return result
+
+
+class AgentLedger:
+    """An agent's time ledger (agentkit.lib.timing), read from its GMR."""
+
+    def __init__(self, name: str, pid: int, gmr_dir: str) -> None:
+        self.name, self.pid, self.gmr_dir = name, pid, gmr_dir
+
+    def cpu_seconds(self) -> float:
+        with open(f'/proc/{self.pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+    def ledger(self) -> dict[tuple[str, str], tuple[int, float]]:
+        before = set(glob.glob(os.path.join(self.gmr_dir, '*')))
+        os.kill(self.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            new = set(glob.glob(os.path.join(self.gmr_dir, '*'))) - before
+            for path in new:
+                with open(path) as f:
+                    text = f.read()
+                if 'Time Spent' in text:
+                    os.unlink(path)
+                    return parse_time_spent(text)
+            time.sleep(0.05)
+        raise RuntimeError(f'agentkit-{self.name} (pid {self.pid}) wrote no report in '
+                           f'{self.gmr_dir}: is [oslo_reports] log_dir set (tools/demo.sh)?')

@@ -41,6 +41,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
+from benchmarks import idle_rpc  # noqa: E402
 
 
 # Columns of the agent's; other updates (ofport, status, statistics) are ovs-vswitchd's.
@@ -224,6 +225,9 @@ def run(neutron, n: int, at_once: bool = False, restart: bool = False) -> None:
               f'all {n} up {total:.2f} s after the first plug '
               f'(plugging itself took {plug_done - started:.2f} s); '
               f'{n / total:.1f} ports/s', flush=True)
+        agent_kib, privsep_kib, daemons = idle_rpc.agent_rss(agent.pid, config)
+        print(f'  memory with {n} ports: agentkit-l2 RSS {agent_kib / 1024:.0f} MiB + its '
+              f'{daemons} privsep daemon(s) {privsep_kib / 1024:.0f} MiB', flush=True)
         if at_once:
             last = wait_quiet(neutron)
             print(f'  RPC calls received by the fake server from the plug until quiet '

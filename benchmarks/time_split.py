@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import io
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -50,6 +48,7 @@ sys.path.insert(0, ROOT_DIR)
 sys.path.insert(0, os.path.join(ROOT_DIR, 'tools'))
 
 import demo  # noqa: E402  (tools/demo.py: the demo's names and os-vif plug)
+from benchmarks import common  # noqa: E402
 from tests.functional import neutron_server  # noqa: E402  (selects the concurrency backend)
 
 import oslo_messaging  # noqa: E402
@@ -57,61 +56,10 @@ from oslo_config import cfg  # noqa: E402
 
 AGENTS = ('l2', 'dhcp', 'l3', 'metadata')
 TIMEOUT = 90.0
-SECTION = re.compile(r'=+\n=+\s+Time Spent\s+=+\n=+\n(.*?)(?:\n=====|\Z)', re.S)
 
 
 # -- the agents' ledgers -------------------------------------------------------------
-def parse_time_spent(report: str) -> dict[tuple[str, str], tuple[int, float]]:
-    """{(category, name): (calls, seconds)} from a report's Time Spent section."""
-    match = SECTION.search(report)
-    result: dict[tuple[str, str], tuple[int, float]] = {}
-    if not match:
-        return result
-    category = name = None
-    calls = 0
-    for line in match.group(1).splitlines():
-        stripped = line.strip()
-        depth = len(line) - len(line.lstrip())
-        key, _, value = stripped.partition(' = ')
-        key = key.rstrip(' =')
-        if depth == 0 and stripped:
-            category = key
-        elif depth == 2:
-            name = key
-        elif depth == 4 and key == 'calls':
-            calls = int(value)
-        elif depth == 4 and key == 'seconds' and category and name:
-            result[(category, name)] = (calls, float(value))
-    return result
-
-
-class Agent:
-    def __init__(self, name: str, pid: int, gmr_dir: str) -> None:
-        self.name, self.pid, self.gmr_dir = name, pid, gmr_dir
-
-    def cpu_seconds(self) -> float:
-        with open(f'/proc/{self.pid}/stat') as f:
-            fields = f.read().rsplit(')', 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
-
-    def ledger(self) -> dict[tuple[str, str], tuple[int, float]]:
-        before = set(glob.glob(os.path.join(self.gmr_dir, '*')))
-        os.kill(self.pid, signal.SIGUSR2)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            new = set(glob.glob(os.path.join(self.gmr_dir, '*'))) - before
-            for path in new:
-                with open(path) as f:
-                    text = f.read()
-                if 'Time Spent' in text:
-                    os.unlink(path)
-                    return parse_time_spent(text)
-            time.sleep(0.05)
-        raise RuntimeError(f'agentkit-{self.name} (pid {self.pid}) wrote no report in '
-                           f'{self.gmr_dir}: is [oslo_reports] log_dir set (tools/demo.sh)?')
-
-
-def read_agents(root: str) -> list[Agent]:
+def read_agents(root: str) -> list[common.AgentLedger]:
     gmr_dir = os.path.join(root, 'gmr')
     agents = []
     for name in AGENTS:
@@ -121,7 +69,7 @@ def read_agents(root: str) -> list[Agent]:
             os.kill(pid, 0)
         except (OSError, ValueError):
             sys.exit(f'agentkit-{name} of the demo is not running: run tools/demo.sh up')
-        agents.append(Agent(name, pid, gmr_dir))
+        agents.append(common.AgentLedger(name, pid, gmr_dir))
     return agents
 
 
@@ -247,7 +195,7 @@ def diff(after: dict, before: dict) -> dict[tuple[str, str], tuple[int, float]]:
     return out
 
 
-def report(phase: str, wall: float, rtt: float, agents: list[Agent],
+def report(phase: str, wall: float, rtt: float, agents: list[common.AgentLedger],
            spent: dict[str, dict], cpu: dict[str, float]) -> None:
     print(f'\n{phase}: {wall:.2f} s from the request to ready')
     print(f'  {"agent":<9} {"what":<44} {"calls":>6} {"seconds":>8}')
@@ -269,7 +217,7 @@ def report(phase: str, wall: float, rtt: float, agents: list[Agent],
               f'{cpu[agent.name]:>8.3f}')
 
 
-def run_once(scenario: Scenario, agents: list[Agent], rtt: float) -> None:
+def run_once(scenario: Scenario, agents: list[common.AgentLedger], rtt: float) -> None:
     for phase, action in (('network (DHCP)', scenario.network),
                           ('port (L2, hybrid plug)', scenario.vm_port),
                           ('router (L3: gateway + interface)', scenario.router_up)):
