@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import urllib.parse
 import uuid
 from typing import Any
@@ -272,13 +273,21 @@ class TwoHostLinuxbridgeTest(TwoHostLinuxbridgeTestBase):
         b1 = self.add_vm('B', net, '10.253.22.2/24')
         self.wait_up(a1, b1)
         self.assertPings(a1, '10.253.22.2')
-        # The ping left a stale ARP entry that the kernel re-probes ~5 s
-        # later; that unicast probe, crossing while the two agents forget
-        # each other, would teach a VXLAN device the other VM's MAC again.
-        # Pinned entries keep both VMs silent from here on.
+        # The ping left stale ARP entries the kernel re-probes ~5 s later:
+        # pinned entries keep both VMs silent from here on.
         a1.pin_neighbour('10.253.22.2', b1.mac)
         b1.pin_neighbour('10.253.22.1', a1.mac)
+        learnt = {ns: [e for e in ip_lib.list_fdb_entries(f'vxlan-{vni}', ns)
+                       if e['dst'] == peer and e['mac'] != ip_lib.ZERO_MAC]
+                  for ns, peer in ((None, self.ip_b), (self.ns_b, self.ip_a))}
+        self.assertTrue(all(learnt.values()), f'the ping taught no MAC: {learnt}')
 
+        # Each host forgets the other as if it had gone away: while both
+        # agents handle the deletes, no VXLAN packet crosses. Otherwise a
+        # frame the other host still floods (its bridge's own IPv6 router
+        # and MLD solicitations) teaches a VXLAN device a MAC again after
+        # the agent removed it, and learnt entries live for 300 s.
+        self._drop_vxlan_between_hosts()
         for ip in (self.ip_a, self.ip_b):
             self.neutron.cast_to_agent('q-agent-notifier-tunnel-delete', None,
                                        'tunnel_delete', tunnel_ip=ip,
@@ -286,12 +295,13 @@ class TwoHostLinuxbridgeTest(TwoHostLinuxbridgeTestBase):
         wait_until(lambda: not self.flood_peers(vni, None)
                    and not self.flood_peers(vni, self.ns_b),
                    message='flood entries removed on both hosts')
-        # Learnt entries pointing at the gone peer went too (a frame still in
-        # flight during the delete may re-teach one for a moment).
+        # Learnt entries pointing at the gone peer went too.
         for ns, peer in ((None, self.ip_b), (self.ns_b, self.ip_a)):
             wait_until(lambda ns=ns, peer=peer: not [
                 e for e in ip_lib.list_fdb_entries(f'vxlan-{vni}', ns)
                 if e['dst'] == peer], message=f'learnt entries for {peer} removed')
+        # With the underlay open again nothing is sent: no entry leads there.
+        self._allow_vxlan_between_hosts()
         self.assertNoPing(a1, '10.253.22.2')
 
         for ip in (self.ip_a, self.ip_b):
@@ -302,6 +312,30 @@ class TwoHostLinuxbridgeTest(TwoHostLinuxbridgeTestBase):
                    and self.flood_peers(vni, self.ns_b) == {self.ip_a},
                    message='flood entries back on both hosts')
         self.assertPings(a1, '10.253.22.2')
+
+    def _vxlan_drop_rules(self) -> list[tuple[str | None, list[str]]]:
+        """(namespace, iptables rule) dropping each host's VXLAN to the other."""
+        return [(None, ['OUTPUT', '-d', self.ip_b, '-p', 'udp', '--dport',
+                        str(VXLAN_PORT), '-j', 'DROP']),
+                (self.ns_b, ['OUTPUT', '-d', self.ip_a, '-p', 'udp', '--dport',
+                             str(VXLAN_PORT), '-j', 'DROP'])]
+
+    @staticmethod
+    def _iptables(namespace: str | None, *args: str, check: bool = True) -> None:
+        argv = ['iptables', '-w', *args]
+        if namespace is not None:
+            argv = ['ip', 'netns', 'exec', namespace, *argv]
+        subprocess.run(argv, check=check, capture_output=True, timeout=30)
+
+    def _drop_vxlan_between_hosts(self) -> None:
+        for ns, rule in self._vxlan_drop_rules():
+            self._iptables(ns, '-I', *rule)
+        self.addCleanup(self._allow_vxlan_between_hosts)
+
+    def _allow_vxlan_between_hosts(self) -> None:
+        for ns, rule in self._vxlan_drop_rules():
+            if ns is None or ip_lib.namespace_exists(ns):
+                self._iptables(ns, '-D', *rule, check=False)
 
     def test_flat_between_hosts_through_the_physical_switch(self):
         net = self.network('flat', mtu=1500)
