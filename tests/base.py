@@ -1,6 +1,7 @@
 """Shared test base classes."""
 
 import logging
+import time
 import types
 import uuid
 from unittest import mock
@@ -10,6 +11,16 @@ import testtools
 from oslo_config import cfg
 
 from agentkit.conf import common as common_conf
+
+
+def eventually(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
 
 
 class TestCase(testtools.TestCase):

@@ -79,14 +79,19 @@ def random_underlay() -> tuple[str, str]:
     return str(base_ip + 1), str(base_ip + 2)
 
 
-def remove_dhcp_of(network_id: str) -> None:
-    """Cleanup of a test's network: every process naming it, its qdhcp- namespace."""
-    from agentkit.lib import ip_lib
-    for pid in pids_with(network_id):
+def kill_pids_with(token: str) -> None:
+    """SIGKILL every live process whose command line contains ``token``."""
+    for pid in pids_with(token):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def remove_dhcp_of(network_id: str) -> None:
+    """Cleanup of a test's network: every process naming it, its qdhcp- namespace."""
+    from agentkit.lib import ip_lib
+    kill_pids_with(network_id)
     namespace = ip_lib.IPWrapper(f'qdhcp-{network_id}')
     if namespace.namespace_exists():
         namespace.delete_namespace()

@@ -78,11 +78,7 @@ class DhcpAgentTestMixin:
                 ns.delete_namespace()
 
     def _kill_daemons_of_this_test(self):
-        for pid in base.pids_with(self.state_path):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        base.kill_pids_with(self.state_path)
 
     def make_network(self, cidr='10.254.0.0/24', gateway='10.254.0.1', mtu=1450):
         net = self.neutron.add_network(mtu=mtu)

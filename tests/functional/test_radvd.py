@@ -81,11 +81,7 @@ class RadvdTestCase(base.FunctionalTestCase):
         radvd.RadvdManager(self.conf).disable(self.router_id)
 
     def _kill_leftovers(self):
-        for pid in base.pids_with(self.router_id):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        base.kill_pids_with(self.router_id)
 
     def new_manager(self):
         manager = radvd.RadvdManager(self.conf)

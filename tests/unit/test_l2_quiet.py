@@ -5,7 +5,6 @@ in test_l2_agent_refusals); what is counted are the calls to the server.
 """
 
 import threading
-import time
 import uuid
 from unittest import mock
 
@@ -14,15 +13,6 @@ from agentkit.agent import work_queue as wq
 from tests.unit import test_l2_agent_refusals as refusals
 
 details = refusals.details
-
-
-def _eventually(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 AGENT_ID = 'agentkit-l2-host1'
@@ -179,11 +169,11 @@ class TestWorkQueueBatches(refusals.base.TestCase):
         self.addCleanup(q.stop, 2)
         q.start()
         q.put(wq.ResourceUpdate('p0', 'wire'))
-        self.assertTrue(_eventually(lambda: batches), 'the first batch')
+        self.assertTrue(refusals.base.eventually(lambda: batches), 'the first batch')
         for i in range(1, 6):
             q.put(wq.ResourceUpdate(f'p{i}', 'wire'))
         q.put(wq.ResourceUpdate('n1', 'unwire'))  # not held back by the batch
-        self.assertTrue(_eventually(lambda: others), 'the unbatched update')
+        self.assertTrue(refusals.base.eventually(lambda: others), 'the unbatched update')
         self.assertEqual([['p0']], batches)  # three idle workers did not start one
         release.set()
         self.assertTrue(q.wait_idle(5))

@@ -7,15 +7,6 @@ from agentkit.agent import ready_ports
 from tests import base
 
 
-def _eventually(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 class ReadyPortsReporterTest(base.TestCase):
 
     def test_ports_of_many_networks_go_in_one_call(self):
@@ -25,7 +16,7 @@ class ReadyPortsReporterTest(base.TestCase):
         reporter.start()
         for i in range(10):
             reporter.add([f'p{i}a', f'p{i}b'])
-        self.assertTrue(_eventually(lambda: calls))
+        self.assertTrue(base.eventually(lambda: calls))
         time.sleep(0.3)
         self.assertEqual(1, len(calls))
         self.assertEqual(20, len(calls[0]))
@@ -53,7 +44,7 @@ class ReadyPortsReporterTest(base.TestCase):
         self.addCleanup(reporter.stop)
         reporter.start()
         reporter.add(['a', 'b'])
-        self.assertTrue(_eventually(lambda: len(calls) == 2))
+        self.assertTrue(base.eventually(lambda: len(calls) == 2))
         self.assertEqual([['a', 'b'], ['a', 'b']], calls)
         self.assertEqual(set(), reporter.pending())
 
