@@ -30,8 +30,16 @@ def setup_privsep() -> None:
     privsep_setup.setup_privsep(cfg.CONF)
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM (``timeout``, ``kill``) unwinds like Ctrl-C, so a benchmark's
+    ``finally`` stops the agents, daemons and bridges it started instead of
+    leaving them running."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def setup() -> fake_neutron.FakeNeutron:
     """Parse a minimal config, start privsep and a fake neutron-server."""
+    exit_on_sigterm()
     setup_privsep()
     return fake_neutron.FakeNeutron().start()
 

@@ -354,6 +354,7 @@ def main() -> None:
     parser.add_argument('--runs', type=int, default=1)
     args = parser.parse_args()
     firewalls = args.firewall or ['noop']
+    common.exit_on_sigterm()
     try:
         server = neutron_server.get_server()
     except neutron_server.Unavailable as exc:

@@ -241,6 +241,7 @@ def main() -> None:
     os.environ.setdefault('AGENTKIT_NEUTRON_STATE', os.path.join(args.root, 'neutron-server'))
     os.environ.setdefault('AGENTKIT_NEUTRON_VHOST', 'agentkit-demo')
     os.environ.setdefault('AGENTKIT_NEUTRON_PHYSNET', 'physnet1')
+    common.exit_on_sigterm()
     agents = read_agents(args.root)
     server = neutron_server.get_server()  # the demo's, already running
     config = open(os.path.join(args.root, 'etc', 'demo.ini')).read()
