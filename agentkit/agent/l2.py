@@ -578,10 +578,15 @@ class L2Agent(base.Agent):
                                    reported.get(p), self.host,
                                    check_status=p not in recent)}
         changed |= plugged - set(wired)
+        # A port with work queued or running (a plug event being wired) is
+        # in flight too: queueing it again would wire it, and fetch its
+        # details (the server provisions it again), a second time.
+        busy = self.queue.in_progress()
+        changed -= busy
         for device in sorted(changed):
             self.queue.put(work_queue.ResourceUpdate(device, WIRE, work_queue.PRIORITY_SYNC),
                            supersede=False)
-        gone = set(wired) - plugged
+        gone = set(wired) - plugged - busy
         for device in sorted(gone):
             self.queue.put(work_queue.ResourceUpdate(device, UNWIRE,
                                                      work_queue.PRIORITY_SYNC),

@@ -137,6 +137,11 @@ class WorkQueue:
             self._cond.notify()
             return True
 
+    def in_progress(self) -> set[str]:
+        """Resources with an update pending or running: work already under way."""
+        with self._cond:
+            return set(self._pending) | set(self._running)
+
     def __len__(self) -> int:
         with self._cond:
             return len(self._pending)

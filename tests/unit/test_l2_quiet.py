@@ -63,6 +63,8 @@ class QuietAgentTestCase(refusals.AgentTestCase):
         agent.security_groups.audit.return_value = False
         agent.conf = mock.Mock()
         agent.conf.l2.tunnel_types = []
+        if not real_queue and isinstance(agent.queue, mock.Mock):
+            agent.queue.in_progress.return_value = set()
         if real_queue:
             agent.queue = wq.WorkQueue(agent.process_update, workers=4, name='l2')
             agent.queue.enable_batching(agent.process_wire_batch, (l2.WIRE,),
@@ -333,6 +335,17 @@ class TestAudit(QuietAgentTestCase):
         for call in agent.queue.put.call_args_list:
             self.assertEqual(wq.PRIORITY_SYNC, call.args[0].priority)
             self.assertIs(False, call.kwargs['supersede'])
+
+    def test_a_port_with_work_under_way_is_left_to_it(self):
+        # Plugged, its wiring batch queued or running: not wired yet, but
+        # queueing it again would fetch its details (and make the server
+        # provision it) a second time; seen under the real server.
+        agent, (a, b, c) = self.wired_agent()
+        new = str(uuid.uuid4())
+        agent.mech.list_plugged_ports.return_value = {a, b, new}
+        agent.queue.in_progress.return_value = {new, c}
+        agent.audit_state()
+        agent.queue.put.assert_not_called()
 
     def test_port_differs_reads_the_segment_and_host(self):
         d = details(str(uuid.uuid4()))

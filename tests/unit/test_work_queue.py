@@ -23,6 +23,23 @@ class WorkQueueTest(base.TestCase):
         self.assertEqual('rpc', order[0])
         self.assertEqual(sorted(f's{i}' for i in range(5)), sorted(order[1:]))
 
+    def test_in_progress_is_pending_and_running(self):
+        release = threading.Event()
+        started = threading.Event()
+
+        def handler(update):
+            started.set()
+            release.wait(5)
+        q = self._queue(handler, workers=1)
+        q.put(wq.ResourceUpdate('running', 'sync', wq.PRIORITY_RPC))
+        q.put(wq.ResourceUpdate('pending', 'sync', wq.PRIORITY_SYNC))
+        q.start()
+        self.assertTrue(started.wait(5))
+        self.assertEqual({'running', 'pending'}, q.in_progress())
+        release.set()
+        self.assertTrue(q.wait_idle(5))
+        self.assertEqual(set(), q.in_progress())
+
     def test_pending_updates_coalesce_to_latest(self):
         seen = []
         q = self._queue(lambda u: seen.append((u.resource_id, u.payload)),
