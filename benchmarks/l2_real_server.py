@@ -95,10 +95,8 @@ def sh(*argv: str, check: bool = True, stdin: str | None = None) -> str:
 class Run:
     """One agent, one network, N ports, under one firewall driver."""
 
-    def __init__(self, server: neutron_server.Server, firewall: str, n: int,
-                 agent: str = 'agentkit') -> None:
+    def __init__(self, server: neutron_server.Server, firewall: str, n: int) -> None:
         self.server, self.firewall, self.n = server, firewall, n
-        self.which = agent  # 'agentkit' or 'neutron' (neutron-openvswitch-agent)
         self.tag = uuid.uuid4().hex[:6]
         self.host = f'akl2b{self.tag}-host'
         self.br_int, self.br_tun = f'akl2b{self.tag}i', f'akl2b{self.tag}t'
@@ -132,46 +130,12 @@ class Run:
                 f.writelines(f'{k} = {v}\n' for k, v in options.items())
         return path
 
-    def neutron_config(self) -> str:
-        """neutron-openvswitch-agent's own options for the same host and bridges."""
-        path = os.path.join(self.workdir, 'neutron-ovs.ini')
-        venv_bin = os.path.join(neutron_server.ROOT, '.venv-neutron', 'bin')
-        sections = {
-            'DEFAULT': {'transport_url': self.server.transport_url, 'host': self.host,
-                        'state_path': self.workdir,
-                        'debug': os.environ.get('BENCH_DEBUG', 'false')},
-            'agent': {'tunnel_types': 'vxlan', 'report_interval': 30,
-                      'root_helper': 'env', 'root_helper_daemon': ''},
-            'ovs': {'integration_bridge': self.br_int, 'tunnel_bridge': self.br_tun,
-                    'int_peer_patch_port': f'akl2b{self.tag}pt',
-                    'tun_peer_patch_port': f'akl2b{self.tag}pi',
-                    'datapath_type': 'netdev', 'local_ip': '127.0.0.1',
-                    'of_listen_port': str(6653 + int(self.tag[:2], 16) % 100)},
-            'securitygroup': {'firewall_driver': self.firewall},
-        }
-        # No sudo here (root already): each privsep context runs the helper itself.
-        for section in ('privsep', 'privsep_dhcp_release', 'privsep_ovs_vsctl',
-                        'privsep_namespace', 'privsep_conntrack', 'privsep_link'):
-            sections[section] = {'helper_command': f'{venv_bin}/privsep-helper'}
-        with open(path, 'w') as f:
-            for name, options in sections.items():
-                f.write(f'[{name}]\n')
-                f.writelines(f'{k} = {v}\n' for k, v in options.items())
-        return path
-
     def start_agent(self) -> None:
         log = open(os.path.join(self.workdir, 'l2.log'), 'wb')
-        if self.which == 'neutron':
-            venv_bin = os.path.join(neutron_server.ROOT, '.venv-neutron', 'bin')
-            env = dict(os.environ, PATH=f'{venv_bin}:{os.environ.get("PATH", "")}')
-            argv = [os.path.join(venv_bin, 'neutron-openvswitch-agent'),
-                    '--config-file', self.neutron_config()]
-        else:
-            env = None
-            argv = [os.path.join(os.path.dirname(sys.executable), 'agentkit-l2'),
-                    '--config-file', self.config()]
-        self.agent = subprocess.Popen(argv, stdout=log, stderr=log, env=env,
-                                      start_new_session=True)
+        self.agent = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), 'agentkit-l2'),
+             '--config-file', self.config()], stdout=log, stderr=log,
+            start_new_session=True)
 
     def wait_alive(self) -> float:
         started = time.monotonic()
@@ -354,10 +318,8 @@ class _suppress:
         return True
 
 
-def report(firewall: str, n: int, r: dict[str, Any], agent: str = 'agentkit') -> None:
-    who = ('neutron-openvswitch-agent (Neutron 29)' if agent == 'neutron'
-           else 'agentkit-l2 openvswitch')
-    head = f'real neutron-server 29, {who} (netdev), firewall {firewall}, N={n}'
+def report(firewall: str, n: int, r: dict[str, Any]) -> None:
+    head = f'real neutron-server 29, agentkit-l2 openvswitch (netdev), firewall {firewall}, N={n}'
     if r['active'] < n:
         print(f'{head}: only {r["active"]} of {n} ports ACTIVE within {ACTIVE_TIMEOUT:.0f} s')
     else:
@@ -390,11 +352,7 @@ def main() -> None:
     parser.add_argument('--ports', type=int, default=20)
     parser.add_argument('--firewall', action='append', choices=['noop', 'iptables_hybrid'])
     parser.add_argument('--runs', type=int, default=1)
-    parser.add_argument('--agent', action='append', choices=['agentkit', 'neutron'],
-                        help="whose L2 agent (repeat for both, same server and sitting); "
-                             "neutron: neutron-openvswitch-agent from .venv-neutron")
     args = parser.parse_args()
-    agents = args.agent or ['agentkit']
     firewalls = args.firewall or ['noop']
     common.exit_on_sigterm()
     try:
@@ -415,13 +373,12 @@ def main() -> None:
             chains.setUp()
         try:
             for _ in range(args.runs):
-                for agent in agents:
-                    run = Run(server, firewall, args.ports, agent)
-                    try:
-                        result = run.measure()
-                    finally:
-                        run.cleanup()
-                    report(firewall, args.ports, result, agent)
+                run = Run(server, firewall, args.ports)
+                try:
+                    result = run.measure()
+                finally:
+                    run.cleanup()
+                report(firewall, args.ports, result)
         finally:
             if chains is not None:
                 chains.cleanUp()
