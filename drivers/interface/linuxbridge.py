@@ -5,6 +5,8 @@
 inside the namespace (one netlink call, no slow device move).
 """
 
+import contextlib
+
 from agentkit.api import interface
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
@@ -55,11 +57,30 @@ class BridgeInterfaceDriver(interface.InterfaceDriver):
     def unplug(self, device_name: str, namespace: str,
                bridge: str | None = None) -> None:
         tap = ip_lib.IPDevice(self._tap_name(device_name))
-        if tap.exists():
+        tap_link = common.link_or_none(tap)
+        if tap_link is not None:
             tap.delete()  # takes the namespace end with it
+            self._delete_if_orphan(tap_link.get('master') or bridge)
         device = ip_lib.IPDevice(device_name, namespace)
         if ip_lib.namespace_exists(namespace) and device.exists():
             device.delete()
+
+    @staticmethod
+    def _delete_if_orphan(bridge: str | None) -> None:
+        """Delete a network bridge left with no port at all.
+
+        plug() creates the bridge when the L2 agent has not (yet): a port
+        plugged while its network is being deleted would otherwise leave
+        ``brq<net>`` behind for good, as the L2 agent had already cleaned the
+        network up (seen in the fullstack suite). A bridge the L2 agent still
+        uses holds its uplink or VXLAN device, so it is never empty.
+        """
+        if not bridge or not bridge.startswith(naming.BRIDGE_PREFIX):
+            return
+        if any(link.get('master') == bridge for link in ip_lib.list_links()):
+            return
+        with contextlib.suppress(ip_lib.NetworkInterfaceNotFound):
+            ip_lib.IPDevice(bridge).delete()
 
     def set_addresses(self, device_name: str, namespace: str,
                       cidrs: list[str]) -> None:
