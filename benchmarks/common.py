@@ -44,6 +44,25 @@ def setup() -> fake_neutron.FakeNeutron:
     return fake_neutron.FakeNeutron().start()
 
 
+def write_agent_config(path: str, transport_url: str, host: str, state_path: str,
+                       sections: dict[str, dict[str, object]]) -> str:
+    """An agent's config file: [DEFAULT] for this benchmark's server and host
+    (``BENCH_DEBUG`` turns debug logs on), [agent] reports every 30 s, then
+    ``sections``. Returns ``path``."""
+    everything: dict[str, dict[str, object]] = {
+        'DEFAULT': {'transport_url': transport_url, 'host': host,
+                    'state_path': state_path,
+                    'debug': os.environ.get('BENCH_DEBUG', 'false')},
+        'agent': {'report_interval': 30}}
+    for name, options in sections.items():
+        everything.setdefault(name, {}).update(options)
+    with open(path, 'w') as f:
+        for name, options in everything.items():
+            f.write(f'[{name}]\n')
+            f.writelines(f'{k} = {v}\n' for k, v in options.items())
+    return path
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))

@@ -165,15 +165,11 @@ def run(neutron, n: int, at_once: bool = False, restart: bool = False) -> None:
     bridge_name = 'akbench' + uuid.uuid4().hex[:6]
     host = 'akbench-' + uuid.uuid4().hex[:6]
     workdir = tempfile.mkdtemp(prefix='agentkit-bench-')
-    config = os.path.join(workdir, 'l2.ini')
-    with open(config, 'w') as f:
-        f.write(f'[DEFAULT]\ntransport_url = {neutron.transport_url}\nhost = {host}\n'
-                f'state_path = {workdir}\n'
-                f'debug = {os.environ.get("BENCH_DEBUG", "false")}\n'
-                f'[agent]\nreport_interval = 30\n'
-                f'[ovs]\nintegration_bridge = {bridge_name}\ndatapath_type = netdev\n'
-                f'[l2]\nmechanism_driver = openvswitch\ntype_drivers = vxlan\n'
-                f'vni_ranges = 1:1000\n')
+    config = common.write_agent_config(
+        os.path.join(workdir, 'l2.ini'), neutron.transport_url, host, workdir, {
+            'ovs': {'integration_bridge': bridge_name, 'datapath_type': 'netdev'},
+            'l2': {'mechanism_driver': 'openvswitch', 'type_drivers': 'vxlan',
+                   'vni_ranges': '1:1000'}})
     bridge = ovs.bridge(bridge_name, 'netdev')
     network_id = str(uuid.uuid4())
     ports = []

@@ -82,18 +82,14 @@ def run(neutron, networks: int, peers: int) -> None:
     br_int, br_tun = f'aktn{tag}i', f'aktn{tag}t'
     host = f'aktn-{tag}'
     workdir = tempfile.mkdtemp(prefix='agentkit-bench-')
-    config = os.path.join(workdir, 'l2.ini')
-    with open(config, 'w') as f:
-        f.write(f'[DEFAULT]\ntransport_url = {neutron.transport_url}\nhost = {host}\n'
-                f'state_path = {workdir}\n'
-                f'debug = {os.environ.get("BENCH_DEBUG", "false")}\n'
-                f'[agent]\nreport_interval = 30\n'
-                f'[ovs]\nintegration_bridge = {br_int}\ntunnel_bridge = {br_tun}\n'
-                f'int_peer_patch_port = aktn{tag}pt\ntun_peer_patch_port = aktn{tag}pi\n'
-                f'datapath_type = netdev\n'
-                f'[l2]\nmechanism_driver = openvswitch\ntype_drivers = vxlan\n'
-                f'tunnel_types = vxlan\nlocal_ip = 127.0.0.1\n'
-                f'vni_ranges = 1:100000\n')
+    config = common.write_agent_config(
+        os.path.join(workdir, 'l2.ini'), neutron.transport_url, host, workdir, {
+            'ovs': {'integration_bridge': br_int, 'tunnel_bridge': br_tun,
+                    'int_peer_patch_port': f'aktn{tag}pt',
+                    'tun_peer_patch_port': f'aktn{tag}pi', 'datapath_type': 'netdev'},
+            'l2': {'mechanism_driver': 'openvswitch', 'type_drivers': 'vxlan',
+                   'tunnel_types': 'vxlan', 'local_ip': '127.0.0.1',
+                   'vni_ranges': '1:100000'}})
     with neutron.lock:
         neutron.tunnels[:] = [{'ip_address': f'10.251.{i // 250}.{i % 250 + 1}',
                                'udp_port': 4789, 'host': f'peer{i}'} for i in range(peers)]
