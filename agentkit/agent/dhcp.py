@@ -373,15 +373,24 @@ class DhcpAgent(base.Agent):
             return
         namespace = naming.dhcp_namespace(net_id)
         ns = ip_lib.IPWrapper(namespace)
-        ns.ensure_namespace()  # with its loopback up
         port = self._ensure_dhcp_port(network)
         device = self.interface.get_device_name(port['id'])
         mtu = network.get('mtu') or None
+        # One read of the namespace side serves every check below: a
+        # restarted agent re-applies each network it serves, and one
+        # privileged call per check made that 6 calls per network.
+        state = ip_lib.read_device_state(device, namespace)
+        if state is None or not state.loopback_up:
+            ns.ensure_namespace()  # with its loopback up
         self.interface.plug(net_id, port['id'], device, port['mac_address'],
-                            namespace, mtu=mtu)
+                            namespace, mtu=mtu, current=state)
+        # Addresses and routes read from a device that was already up are
+        # still true after plug (it only sets MAC, MTU and up on it).
+        settled = (state if state is not None and state.link is not None
+                   and state.link['state'] == 'up' else None)
         self.interface.set_addresses(device, namespace,
-                                     self._port_cidrs(network, port))
-        self._set_default_route(network, ns.device(device))
+                                     self._port_cidrs(network, port), current=settled)
+        self._set_default_route(network, ns.device(device), settled)
         with self._lock:
             first_time = net_id not in self.networks
         if first_time:
@@ -457,12 +466,13 @@ class DhcpAgent(base.Agent):
                 cidrs.append(metadata_api.METADATA_V6_CIDR)
         return cidrs
 
-    def _set_default_route(self, network: dict[str, Any],
-                           device: ip_lib.IPDevice) -> None:
+    def _set_default_route(self, network: dict[str, Any], device: ip_lib.IPDevice,
+                           state: ip_lib.DeviceState | None = None) -> None:
         for subnet in self._dhcp_subnets(network):
             gateway = subnet.get('gateway_ip')
             if subnet.get('ip_version', 4) == 4 and gateway:
-                current = device.route.get_gateway()
+                current = (state.gateway() if state is not None
+                           else device.route.get_gateway())
                 if not current or current.get('gateway') != gateway:
                     try:
                         device.route.add_gateway(gateway)

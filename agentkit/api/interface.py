@@ -3,6 +3,7 @@
 import abc
 
 from agentkit.api import driver
+from agentkit.lib import ip_lib
 
 
 class InterfaceDriver(driver.Driver):
@@ -11,6 +12,13 @@ class InterfaceDriver(driver.Driver):
     Used by the DHCP and L3 agents. The device must end up in ``namespace``,
     up, with ``mac_address`` and ``mtu``; the switch-side attachment must carry
     what the L2 agent needs to wire it (e.g. OVS ``external_ids:iface-id``).
+
+    ``current``, where a method takes it, is a read of the device and its
+    namespace the caller has just made (:func:`ip_lib.read_device_state`):
+    the driver uses it instead of reading them again, so that checking a
+    port that is already in place (an agent restarted with 1,000 networks)
+    costs one privileged round trip, not one per attribute. ``None``: the
+    driver reads for itself.
     """
 
     @abc.abstractmethod
@@ -20,8 +28,9 @@ class InterfaceDriver(driver.Driver):
     @abc.abstractmethod
     def plug(self, network_id: str, port_id: str, device_name: str,
              mac_address: str, namespace: str, mtu: int | None = None,
-             bridge: str | None = None) -> None:
-        """Create and attach the device (idempotent)."""
+             bridge: str | None = None,
+             current: ip_lib.DeviceState | None = None) -> None:
+        """Create and attach the device (idempotent; writes only what differs)."""
 
     @abc.abstractmethod
     def unplug(self, device_name: str, namespace: str,
@@ -29,6 +38,6 @@ class InterfaceDriver(driver.Driver):
         """Detach and delete the device (idempotent)."""
 
     @abc.abstractmethod
-    def set_addresses(self, device_name: str, namespace: str,
-                      cidrs: list[str]) -> None:
+    def set_addresses(self, device_name: str, namespace: str, cidrs: list[str],
+                      current: ip_lib.DeviceState | None = None) -> None:
         """Make the device hold exactly ``cidrs`` (adds missing, removes extra)."""

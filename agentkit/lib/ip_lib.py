@@ -26,6 +26,7 @@ prefix length) raises.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from typing import Any, Iterable, Sequence, TypedDict, Union
@@ -124,6 +125,31 @@ class FdbEntry(TypedDict):
     permanent: bool
     self: bool  # the device's own table (a VXLAN device's remotes)
     master: bool  # the table of the bridge the device is enslaved to
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceState:
+    """One read of a service port's device and its namespace.
+
+    Taken with :func:`read_device_state` in a single privileged call, and
+    handed to interface drivers so that a port already plugged costs one
+    round trip to check rather than one per attribute.
+    """
+
+    loopback_up: bool
+    link: LinkInfo | None  # None: the device is not in the namespace
+    addresses: tuple[AddressInfo, ...]
+    routes: tuple[RouteInfo, ...]  # main table, out of the device
+
+    def gateway(self, ip_version: int = 4) -> RouteInfo | None:
+        """The device's default route with the lowest metric, if any."""
+        return _lowest_default(self.routes, ip_version)
+
+
+def _lowest_default(routes: Iterable[RouteInfo], ip_version: int) -> RouteInfo | None:
+    default = '0.0.0.0/0' if ip_version == 4 else '::/0'
+    candidates = [r for r in routes if r['dst'] == default]
+    return min(candidates, key=lambda r: r['metric']) if candidates else None
 
 
 # --------------------------------------------------------------------------
@@ -334,6 +360,25 @@ def device_exists(name: str, namespace: str | None = None) -> bool:
 def get_link(name: str, namespace: str | None = None) -> LinkInfo:
     """One device's attributes; raises NetworkInterfaceNotFound."""
     return priv.get_link(validate_device_name(name), validate_namespace(namespace))
+
+
+def get_links(names: Sequence[str], namespace: str | None = None) -> dict[str, LinkInfo]:
+    """The devices among ``names`` that exist, by name, in one privileged call."""
+    return dict(priv.get_links([validate_device_name(n) for n in names],
+                               validate_namespace(namespace)))
+
+
+def read_device_state(name: str, namespace: str) -> DeviceState | None:
+    """``name`` and its namespace in one privileged call; None if there is
+    no such namespace."""
+    try:
+        state = priv.get_device_state(validate_device_name(name),
+                                      _require_namespace(namespace))
+    except NetworkNamespaceNotFound:
+        return None
+    return DeviceState(loopback_up=state['lo_up'], link=state['link'],
+                       addresses=tuple(state['addresses']),
+                       routes=tuple(state['routes']))
 
 
 def list_links(namespace: str | None = None, kind: str | None = None) -> list[LinkInfo]:
@@ -770,9 +815,7 @@ class IpRouteCommand(_DeviceCommand):
 
     def get_gateway(self, ip_version: int = 4, table: Table = 'main') -> RouteInfo | None:
         """The default route out of this device with the lowest metric, if any."""
-        default = '0.0.0.0/0' if ip_version == 4 else '::/0'
-        routes = [r for r in self.list_routes(ip_version, table) if r['dst'] == default]
-        return min(routes, key=lambda r: r['metric']) if routes else None
+        return _lowest_default(self.list_routes(ip_version, table), ip_version)
 
     def add_route(self, cidr: str, via: str | None = None, metric: int | None = None,
                   table: Table | None = None, scope: str | int | None = None,

@@ -57,9 +57,11 @@ SIOCGSKNS = 0x894C
 NETLINK_ROUTE = 0
 SIOCGIFINDEX = 0x8933
 SIOCGIFNAME = 0x8910
+SIOCGIFFLAGS = 0x8913
 _IFNAMSIZ = 16
 # struct ifreq: char ifr_name[16]; union { int ifr_ifindex; ... } (40 bytes).
 _IFREQ_FMT = '16si20x'
+_IFREQ_FLAGS_FMT = '16sh22x'  # ... union { short ifr_flags; ... }
 MAIN_TABLE = 254
 
 IFF_UP = 0x1
@@ -424,6 +426,18 @@ def _index(ipr: Any, name: str, namespace: str | None) -> int:
             raise NetworkInterfaceNotFound(name, namespace) from None
         raise
     return struct.unpack_from(_IFREQ_FMT, res)[1]
+
+
+def _is_up(ipr: Any, name: str, namespace: str | None) -> bool:
+    """Whether ``name`` is administratively up (SIOCGIFFLAGS, ~2 us)."""
+    req = struct.pack(_IFREQ_FLAGS_FMT, name.encode('ascii'), 0)
+    try:
+        res = fcntl.ioctl(ipr.fileno(), SIOCGIFFLAGS, req)
+    except OSError as e:
+        if e.errno == errno.ENODEV:
+            raise NetworkInterfaceNotFound(name, namespace) from None
+        raise
+    return bool(struct.unpack_from(_IFREQ_FLAGS_FMT, res)[1] & IFF_UP)
 
 
 def _names(ipr: Any, indexes: Iterable[int | None]) -> dict[int, str]:
@@ -802,6 +816,47 @@ def list_links(namespace: str | None = None, kind: str | None = None) -> list[di
 
 
 @network.entrypoint
+def get_links(names: list[str], namespace: str | None = None) -> dict[str, dict[str, Any]]:
+    """The links among ``names`` that exist, by name, in one round trip.
+
+    A driver checking the two or three devices of one port this way pays
+    one privsep round trip (~1 ms) instead of one per device.
+    """
+    def op(ipr: Any) -> dict[str, dict[str, Any]]:
+        links = {}
+        for name in names:
+            with contextlib.suppress(NetworkInterfaceNotFound):
+                links[name] = _link_dict(ipr, name, namespace)
+        return links
+
+    return _run(namespace, op)
+
+
+@network.entrypoint
+def get_device_state(name: str, namespace: str) -> dict[str, Any]:
+    """A service port's namespace as one read: is ``lo`` up, the device's
+    link, addresses and main-table routes (empty when it is missing).
+
+    What a restarted DHCP agent checks per network, in one round trip
+    rather than four (namespace, device, addresses, default route).
+    Raises NetworkNamespaceNotFound.
+    """
+    def op(ipr: Any) -> dict[str, Any]:
+        lo_up = _is_up(ipr, 'lo', namespace)
+        try:
+            link = _link_dict(ipr, name, namespace)
+        except NetworkInterfaceNotFound:
+            return {'lo_up': lo_up, 'link': None, 'addresses': [], 'routes': []}
+        addresses = _dump_addresses(ipr, namespace, name, None)
+        names = {link['index']: name}
+        return {'lo_up': lo_up, 'link': link,
+                'addresses': [_addr_to_dict(m, names) for m in addresses],
+                'routes': _routes(ipr, namespace, None, MAIN_TABLE, name)}
+
+    return _run(namespace, op)
+
+
+@network.entrypoint
 def link_exists(name: str, namespace: str | None = None) -> bool:
     """False also when the namespace itself does not exist."""
     try:
@@ -1026,29 +1081,31 @@ def _route_to_dict(msg: Any, names: dict[int, str]) -> dict[str, Any]:
     }
 
 
+def _routes(ipr: Any, namespace: str | None, ip_version: int | None,
+            table: int | None, device: str | None) -> list[dict[str, Any]]:
+    kwargs: dict[str, Any] = {}
+    if ip_version is not None:
+        kwargs['family'] = FAMILIES[ip_version]
+    oif = _index(ipr, device, namespace) if device is not None else None
+    with _translate('listing routes', namespace):
+        msgs = ipr.route('dump', **kwargs)
+    names = _names(ipr, (m.get('RTA_OIF') for m in msgs))
+    routes = []
+    for msg in msgs:
+        if table is not None and (msg.get('RTA_TABLE') or msg['table']) != table:
+            continue
+        if oif is not None and msg.get('RTA_OIF') != oif:
+            continue
+        routes.append(_route_to_dict(msg, names))
+    return routes
+
+
 @network.entrypoint
 def list_routes(namespace: str | None = None, ip_version: int | None = None,
                 table: int | None = MAIN_TABLE,
                 device: str | None = None) -> list[dict[str, Any]]:
     """Routes of one table (None: all tables), default routes as x/0."""
-    def op(ipr: Any) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {}
-        if ip_version is not None:
-            kwargs['family'] = FAMILIES[ip_version]
-        oif = _index(ipr, device, namespace) if device is not None else None
-        with _translate('listing routes', namespace):
-            msgs = ipr.route('dump', **kwargs)
-        names = _names(ipr, (m.get('RTA_OIF') for m in msgs))
-        routes = []
-        for msg in msgs:
-            if table is not None and (msg.get('RTA_TABLE') or msg['table']) != table:
-                continue
-            if oif is not None and msg.get('RTA_OIF') != oif:
-                continue
-            routes.append(_route_to_dict(msg, names))
-        return routes
-
-    return _run(namespace, op)
+    return _run(namespace, lambda ipr: _routes(ipr, namespace, ip_version, table, device))
 
 
 # --------------------------------------------------------------------------

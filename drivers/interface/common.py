@@ -42,14 +42,17 @@ def configure_link(device: ip_lib.IPDevice, mac_address: str,
         device.link.set_up()
 
 
-def set_addresses(device: ip_lib.IPDevice, cidrs: list[str]) -> None:
+def set_addresses(device: ip_lib.IPDevice, cidrs: list[str],
+                  current: ip_lib.DeviceState | None = None) -> None:
     """Make ``device`` hold exactly ``cidrs`` among its global scope addresses.
 
     A wanted link-local address (the metadata proxy's ``fe80::a9fe:a9fe``)
     is added too; the kernel's own link-local addresses are never removed.
+    ``current``: the device's addresses as just read, instead of a new read.
     """
     wanted = {str(ipaddress.ip_interface(c)) for c in cidrs}
-    addresses = device.addr.list()
+    addresses = (list(current.addresses) if current is not None
+                 else device.addr.list())
     present = {a['cidr'] for a in addresses}
     removable = {a['cidr'] for a in addresses
                  if ip_lib.SCOPES.get(a['scope']) == ip_lib.SCOPES['global']}

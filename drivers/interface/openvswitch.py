@@ -39,7 +39,8 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
 
     def plug(self, network_id: str, port_id: str, device_name: str,
              mac_address: str, namespace: str, mtu: int | None = None,
-             bridge: str | None = None) -> None:
+             bridge: str | None = None,
+             current: ip_lib.DeviceState | None = None) -> None:
         naming.validate_id(port_id, 'port')
         ns_device = ip_lib.IPDevice(device_name, namespace)
         br = self._bridge(bridge)
@@ -47,7 +48,8 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
                     external_ids={'iface-id': port_id,
                                   'attached-mac': mac_address,
                                   'iface-status': 'active'})
-        ns_link = common.link_or_none(ns_device)
+        ns_link = (current.link if current is not None
+                   else common.link_or_none(ns_device))
         if ns_link is None:
             root_device = ip_lib.IPDevice(device_name)
             common.wait_for_device(root_device)
@@ -61,6 +63,6 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
         if ip_lib.namespace_exists(namespace) and device.exists():
             device.delete()
 
-    def set_addresses(self, device_name: str, namespace: str,
-                      cidrs: list[str]) -> None:
-        common.set_addresses(ip_lib.IPDevice(device_name, namespace), cidrs)
+    def set_addresses(self, device_name: str, namespace: str, cidrs: list[str],
+                      current: ip_lib.DeviceState | None = None) -> None:
+        common.set_addresses(ip_lib.IPDevice(device_name, namespace), cidrs, current)

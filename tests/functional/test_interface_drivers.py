@@ -7,6 +7,7 @@ from agentkit.api import interface as interface_api
 from agentkit.conf import dhcp as dhcp_conf
 from agentkit.lib import ip_lib
 from agentkit.lib import ovs_lib
+from agentkit.lib import timing
 from tests.functional import base
 
 
@@ -67,6 +68,39 @@ class InterfaceDriverTestMixin:
                          [a['cidr'] for a in
                           ip_lib.IPDevice(dev1, ns1).addr.list(scope='global')])
 
+    def privileged_calls(self) -> int:
+        privsep = timing.LEDGER.snapshot().get(timing.PRIVSEP, {})
+        return sum(int(entry['calls']) for entry in privsep.values())
+
+    def test_replug_from_one_read_checks_without_writing(self):
+        # What a restarted DHCP agent does per network: one read of the
+        # namespace side, then plug and addresses checked against it.
+        ns, port_id, dev = self.plug('10.251.4.2/24', 'fa:16:3e:aa:04:01')
+        before = self.privileged_calls()
+        state = ip_lib.read_device_state(dev, ns)
+        self.driver.plug(self.network_id, port_id, dev, 'fa:16:3e:aa:04:01', ns,
+                         mtu=1450, current=state)
+        self.driver.set_addresses(dev, ns, ['10.251.4.2/24'], current=state)
+        # The read, plus the bridge and tap read together (linuxbridge):
+        # no write, and no device read twice.
+        self.assertLessEqual(self.privileged_calls() - before,
+                             self.replug_privileged_calls)
+        # What the read shows out of place is put back: the device down
+        # with another MAC, and its address gone.
+        device = ip_lib.IPDevice(dev, ns)
+        device.link.set_down()
+        device.link.set_address('fa:16:3e:aa:04:99')
+        device.addr.delete('10.251.4.2/24')
+        state = ip_lib.read_device_state(dev, ns)
+        self.driver.plug(self.network_id, port_id, dev, 'fa:16:3e:aa:04:01', ns,
+                         mtu=1450, current=state)
+        self.driver.set_addresses(dev, ns, ['10.251.4.2/24'], current=state)
+        link = device.link.attributes
+        self.assertEqual(('fa:16:3e:aa:04:01', 1450, 'up'),
+                         (link['address'], link['mtu'], link['state']))
+        self.assertEqual(['10.251.4.2/24'],
+                         [a['cidr'] for a in device.addr.list(scope='global')])
+
     def test_unplug_removes_device(self):
         ns, port_id, dev = self.plug('10.251.1.2/24', 'fa:16:3e:aa:01:01')
         self.driver.unplug(dev, ns)
@@ -77,6 +111,7 @@ class InterfaceDriverTestMixin:
 
 class OVSInterfaceDriverTest(InterfaceDriverTestMixin, base.AgentTestCase):
     driver_name = 'openvswitch'
+    replug_privileged_calls = 1  # the switch side is read from OVSDB
 
     def setUp(self):
         super().setUp()
@@ -114,6 +149,7 @@ class OVSInterfaceDriverTest(InterfaceDriverTestMixin, base.AgentTestCase):
 
 class BridgeInterfaceDriverTest(InterfaceDriverTestMixin, base.AgentTestCase):
     driver_name = 'linuxbridge'
+    replug_privileged_calls = 2
 
     def setUp(self):
         super().setUp()
@@ -126,6 +162,17 @@ class BridgeInterfaceDriverTest(InterfaceDriverTestMixin, base.AgentTestCase):
         tap = ip_lib.IPDevice('tap' + port_id[:11]).link.attributes
         self.assertEqual(f'brq{self.network_id[:11]}', tap['master'])
         self.assertEqual(1450, tap['mtu'])
+
+    def test_replug_after_the_pair_was_deleted_rebuilds_it(self):
+        ns, port_id, dev = self.plug('10.251.5.2/24', 'fa:16:3e:aa:05:01')
+        ip_lib.IPDevice(dev, ns).delete()  # takes the tap with it
+        state = ip_lib.read_device_state(dev, ns)
+        self.assertIsNone(state.link)
+        self.driver.plug(self.network_id, port_id, dev, 'fa:16:3e:aa:05:01', ns,
+                         mtu=1450, current=state)
+        tap = ip_lib.IPDevice('tap' + port_id[:11]).link.attributes
+        self.assertEqual((f'brq{self.network_id[:11]}', 'up'), (tap['master'], tap['state']))
+        self.assertEqual('fa:16:3e:aa:05:01', ip_lib.IPDevice(dev, ns).link.address)
 
     def check_unplugged(self, port_id, dev):
         self.assertFalse(ip_lib.IPDevice('tap' + port_id[:11]).exists())

@@ -12,6 +12,7 @@ import random
 import subprocess
 import uuid
 
+from agentkit import exceptions
 from agentkit.lib import ip_lib
 from tests.functional import base
 
@@ -474,6 +475,42 @@ class TestRoutes(IpLibTestCase):
         self.assertEqual('198.51.100.1', route['gateway'])
         self.assertIn('onlink', route['flags'])
         self.assertTrue(self.dev.route.get_gateway(4)['onlink'])
+
+
+class TestDeviceState(IpLibTestCase):
+    """One-call reads that a re-plug of a service port checks against."""
+
+    def test_read_device_state(self):
+        self.assertIsNone(ip_lib.read_device_state('ns-missing', 'aki-' + uuid.uuid4().hex))
+        ns = self.namespace()
+        missing = ip_lib.read_device_state('ns-missing', ns)
+        self.assertEqual((True, None, (), ()), (missing.loopback_up, missing.link,
+                                                missing.addresses, missing.routes))
+        dev, other = self.veth(ns, ns)
+        dev.link.set_up()
+        other.link.set_up()
+        dev.addr.add('10.51.0.2/24')
+        other.addr.add('10.52.0.2/24')  # another device's: not in the read
+        dev.route.add_gateway('10.51.0.1')
+        state = ip_lib.read_device_state(dev.name, ns)
+        self.assertEqual(dev.link.attributes, state.link)
+        self.assertEqual(['10.51.0.2/24'],
+                         [a['cidr'] for a in state.addresses if a['scope'] == 'global'])
+        self.assertEqual(dev.addr.list(), list(state.addresses))
+        self.assertEqual(dev.route.get_gateway(), state.gateway())
+        self.assertEqual('10.51.0.1', state.gateway()['gateway'])
+        self.assertIsNone(state.gateway(6))
+        ip_lib.IPDevice('lo', ns).link.set_down()
+        self.assertFalse(ip_lib.read_device_state(dev.name, ns).loopback_up)
+
+    def test_get_links_returns_those_that_exist(self):
+        ns = self.namespace()
+        dev, peer = self.veth(ns, ns)
+        links = ip_lib.get_links([dev.name, 'nosuchdev', peer.name], ns)
+        self.assertEqual({dev.name: dev.link.attributes, peer.name: peer.link.attributes},
+                         links)
+        self.assertEqual({}, ip_lib.get_links(['nosuchdev'], ns))
+        self.assertRaises(exceptions.InvalidIdentifier, ip_lib.get_links, ['a/b'], ns)
 
 
 class TestNeighbours(IpLibTestCase):

@@ -17,6 +17,7 @@ from unittest import mock
 from agentkit.agent import dhcp
 from agentkit.agent import ready_ports
 from agentkit.agent import work_queue
+from agentkit.lib import ip_lib
 from tests import base
 
 
@@ -144,6 +145,12 @@ class FakeNamespaces:
         ns.device.return_value.route.get_gateway.return_value = None
         return ns
 
+    def read_device_state(self, device: str, namespace: str) -> Any:
+        """``ip_lib.read_device_state``: None for a namespace not made yet."""
+        if namespace not in self.names:
+            return None
+        return ip_lib.DeviceState(loopback_up=True, link=None, addresses=(), routes=())
+
 
 class DhcpAgentTestCase(base.TestCase):
 
@@ -151,6 +158,8 @@ class DhcpAgentTestCase(base.TestCase):
         super().setUp()
         self.namespaces = FakeNamespaces()
         self.useFixture(_Patch('agentkit.agent.dhcp.ip_lib.IPWrapper', self.namespaces))
+        self.useFixture(_Patch('agentkit.agent.dhcp.ip_lib.read_device_state',
+                               self.namespaces.read_device_state))
         agent = dhcp.DhcpAgent.__new__(dhcp.DhcpAgent)
         agent.conf = mock.Mock(enable_isolated_metadata=False,
                                dhcp_reload_coalesce_seconds=0)
