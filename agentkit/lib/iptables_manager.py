@@ -531,8 +531,9 @@ class IptablesManager(batching.DeferredApply):
         Empty when ``live`` already matches. Own chains that are missing or
         whose rules differ are (re)declared, which creates or flushes them,
         and refilled; own chains that are no longer wanted are flushed and
-        deleted; jumps from builtin chains are only touched when they
-        differ from the wanted ones, and foreign rules never. ``tables``
+        deleted (with any other chain's jumps into them); jumps from builtin
+        chains are only touched when they differ from the wanted ones, and
+        other foreign rules never. ``tables``
         limits the input to those tables (default: all of the model).
         """
         out: list[str] = []
@@ -564,6 +565,16 @@ class IptablesManager(batching.DeferredApply):
             top = [r for r in rules if r.top]
             jumps += ['-I %s %d %s' % (builtin, i, r.spec) for i, r in enumerate(top, 1)]
             jumps += [r.line() for r in rules if not r.top]
+        # Other chains' jumps into a stale chain go too, or its deletion
+        # fails (EBUSY): Neutron's agent, whose chains these names were
+        # before agentkit replaced it, hooks its ``<prefix>-local`` chain
+        # into the shared ``neutron-filter-top``. Any other rule of those
+        # chains stays.
+        builtins = set(table.builtins) | set(live_builtins)  # done above
+        for chain, specs in sorted(live.rules.items()):
+            if chain not in ours and chain not in builtins:
+                jumps += ['-D %s %s' % (chain, spec) for spec in specs
+                          if rule_target(spec) in stale]
         if not changed and not stale and not jumps:
             return []
         lines = ['*' + table.name]

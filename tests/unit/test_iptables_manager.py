@@ -365,6 +365,30 @@ class ApplyTest(ManagerTestCase):
         im.IptablesManager('ns').apply()
         self.assertEqual(before, self.fake.render())
 
+    def test_stale_chain_jumped_to_from_a_shared_chain_is_removed(self) -> None:
+        # What neutron-openvswitch-agent leaves on a host agentkit takes
+        # over: its -local chain, hooked into the shared neutron-filter-top.
+        self.fake = FakeIptables(
+            '*filter\n:FORWARD ACCEPT [0:0]\n:neutron-filter-top - [0:0]\n'
+            ':neutron-openvswi-local - [0:0]\n:neutron-openvswi-sg-fallback - [0:0]\n'
+            '-A FORWARD -j neutron-filter-top\n'
+            '-A neutron-filter-top -s 192.0.2.1/32 -j ACCEPT\n'
+            '-A neutron-filter-top -j neutron-openvswi-local\n'
+            '-A neutron-openvswi-sg-fallback -j DROP\nCOMMIT\n')
+        self._patch_priv()
+        mgr = im.IptablesManager(None, binary_name='neutron-openvswi', filter_top=False,
+                                 tables=('filter',))
+        mgr.apply()
+        chains = self.fake.tables['filter'].chains
+        self.assertNotIn('neutron-openvswi-local', chains)
+        self.assertNotIn('neutron-openvswi-sg-fallback', chains)
+        self.assertEqual(['-s 192.0.2.1/32 -j ACCEPT'],
+                         self.fake.tables['filter'].rules['neutron-filter-top'])
+        before = self.fake.render()
+        im.IptablesManager(None, binary_name='neutron-openvswi', filter_top=False,
+                           tables=('filter',)).apply()
+        self.assertEqual(before, self.fake.render())
+
     def test_restore_failure_raises_and_is_retried(self) -> None:
         mgr = im.IptablesManager('ns')
         self.fake.fail_restore = True
