@@ -27,9 +27,16 @@ provision port" for the ports (once each is ideal).
 Everything it created is removed at the end: ports, network, the agent's
 record, bridges, hybrid-plug devices, firewall chains.
 
+``--agent neutron`` runs Neutron's own ``neutron-openvswitch-agent`` (from
+``.venv-neutron``, the server's venv; ``root_helper = env`` and each privsep
+context's ``helper_command`` set, as there is no sudo here) through the same
+steps, so both figures come from one server in one sitting; repeat
+``--agent`` to run both.
+
 Usage (root, one at a time, after tools/install-deps.sh):
     .venv/bin/python benchmarks/l2_real_server.py [--ports 20]
         [--firewall noop] [--firewall iptables_hybrid] [--runs 1]
+        [--agent agentkit] [--agent neutron]
 """
 
 from __future__ import annotations
@@ -95,8 +102,10 @@ def sh(*argv: str, check: bool = True, stdin: str | None = None) -> str:
 class Run:
     """One agent, one network, N ports, under one firewall driver."""
 
-    def __init__(self, server: neutron_server.Server, firewall: str, n: int) -> None:
+    def __init__(self, server: neutron_server.Server, firewall: str, n: int,
+                 agent: str = 'agentkit') -> None:
         self.server, self.firewall, self.n = server, firewall, n
+        self.which = agent  # 'agentkit' or 'neutron' (neutron-openvswitch-agent)
         self.tag = uuid.uuid4().hex[:6]
         self.host = f'akl2b{self.tag}-host'
         self.br_int, self.br_tun = f'akl2b{self.tag}i', f'akl2b{self.tag}t'
@@ -107,35 +116,56 @@ class Run:
         self.ports: list[dict[str, Any]] = []
         self.network: dict[str, Any] | None = None
         self.hybrid: list[tuple[str, str, str, str]] = []  # tap, qbr, qvb, qvo
+        self.failed = False
 
     # -- set-up ----------------------------------------------------------------
     def config(self) -> str:
-        path = os.path.join(self.workdir, 'l2.ini')
-        sections = {
-            'DEFAULT': {'transport_url': self.server.transport_url, 'host': self.host,
-                        'state_path': self.workdir,
-                        'debug': os.environ.get('BENCH_DEBUG', 'false')},
-            'agent': {'report_interval': 30},
-            'ovs': {'integration_bridge': self.br_int, 'datapath_type': 'netdev',
-                    'tunnel_bridge': self.br_tun,
+        return common.write_agent_config(
+            os.path.join(self.workdir, 'l2.ini'), self.server.transport_url, self.host,
+            self.workdir, {
+                'ovs': {'integration_bridge': self.br_int, 'datapath_type': 'netdev',
+                        'tunnel_bridge': self.br_tun,
+                        'int_peer_patch_port': f'akl2b{self.tag}pt',
+                        'tun_peer_patch_port': f'akl2b{self.tag}pi'},
+                'l2': {'mechanism_driver': 'openvswitch', 'tunnel_types': 'vxlan',
+                       'local_ip': '127.0.0.1'},
+                'securitygroup': {'firewall_driver': self.firewall}})
+
+    def neutron_config(self) -> str:
+        """neutron-openvswitch-agent's own options for the same host and bridges."""
+        venv_bin = os.path.join(neutron_server.ROOT, '.venv-neutron', 'bin')
+        sections: dict[str, dict[str, object]] = {
+            'agent': {'tunnel_types': 'vxlan', 'root_helper': 'env',
+                      'root_helper_daemon': ''},
+            'ovs': {'integration_bridge': self.br_int, 'tunnel_bridge': self.br_tun,
                     'int_peer_patch_port': f'akl2b{self.tag}pt',
-                    'tun_peer_patch_port': f'akl2b{self.tag}pi'},
-            'l2': {'mechanism_driver': 'openvswitch', 'tunnel_types': 'vxlan',
-                   'local_ip': '127.0.0.1'},
+                    'tun_peer_patch_port': f'akl2b{self.tag}pi',
+                    'datapath_type': 'netdev', 'local_ip': '127.0.0.1',
+                    'of_listen_port': str(6653 + int(self.tag[:2], 16) % 100)},
             'securitygroup': {'firewall_driver': self.firewall},
+            'oslo_concurrency': {'lock_path': os.path.join(self.workdir, 'lock')},
         }
-        with open(path, 'w') as f:
-            for name, options in sections.items():
-                f.write(f'[{name}]\n')
-                f.writelines(f'{k} = {v}\n' for k, v in options.items())
-        return path
+        # No sudo here (root already): each privsep context runs the helper itself.
+        for section in ('privsep', 'privsep_dhcp_release', 'privsep_ovs_vsctl',
+                        'privsep_namespace', 'privsep_conntrack', 'privsep_link'):
+            sections[section] = {'helper_command': f'{venv_bin}/privsep-helper'}
+        return common.write_agent_config(
+            os.path.join(self.workdir, 'neutron-ovs.ini'), self.server.transport_url,
+            self.host, self.workdir, sections)
 
     def start_agent(self) -> None:
         log = open(os.path.join(self.workdir, 'l2.log'), 'wb')
-        self.agent = subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), 'agentkit-l2'),
-             '--config-file', self.config()], stdout=log, stderr=log,
-            start_new_session=True)
+        if self.which == 'neutron':
+            venv_bin = os.path.join(neutron_server.ROOT, '.venv-neutron', 'bin')
+            env = dict(os.environ, PATH=f'{venv_bin}:{os.environ.get("PATH", "")}')
+            argv = [os.path.join(venv_bin, 'neutron-openvswitch-agent'),
+                    '--config-file', self.neutron_config()]
+        else:
+            env = None
+            argv = [os.path.join(os.path.dirname(sys.executable), 'agentkit-l2'),
+                    '--config-file', self.config()]
+        self.agent = subprocess.Popen(argv, stdout=log, stderr=log, env=env,
+                                      start_new_session=True)
 
     def wait_alive(self) -> float:
         started = time.monotonic()
@@ -273,6 +303,7 @@ class Run:
                 unattributed[method] += 1
         ids = [p['id'] for p in self.ports]
         latencies = [active[p] - plugged_at for p in ids if p in active]
+        self.failed = len(active) < self.n  # its log is kept for a look
         return {'alive': alive, 'plug_seconds': plug_seconds, 'active': len(active),
                 'all_active': all_active, 'latencies': latencies, 'calls': calls,
                 'devices_per_call': devices_per_call, 'sent_at': sent_at,
@@ -302,8 +333,8 @@ class Run:
         for tap, qbr, _, qvo in self.hybrid:
             for device in (tap, qvo, qbr):  # qvb goes with qvo
                 sh('ip', 'link', 'del', device, check=False)
-        if os.environ.get('BENCH_DEBUG'):
-            print('agent log:', os.path.join(self.workdir, 'l2.log'))
+        if os.environ.get('BENCH_DEBUG') or self.failed:
+            print('  agent log (kept):', os.path.join(self.workdir, 'l2.log'))
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -318,8 +349,10 @@ class _suppress:
         return True
 
 
-def report(firewall: str, n: int, r: dict[str, Any]) -> None:
-    head = f'real neutron-server 29, agentkit-l2 openvswitch (netdev), firewall {firewall}, N={n}'
+def report(firewall: str, n: int, r: dict[str, Any], agent: str = 'agentkit') -> None:
+    who = ('neutron-openvswitch-agent (Neutron 29)' if agent == 'neutron'
+           else 'agentkit-l2 openvswitch')
+    head = f'real neutron-server 29, {who} (netdev), firewall {firewall}, N={n}'
     if r['active'] < n:
         print(f'{head}: only {r["active"]} of {n} ports ACTIVE within {ACTIVE_TIMEOUT:.0f} s')
     else:
@@ -352,7 +385,11 @@ def main() -> None:
     parser.add_argument('--ports', type=int, default=20)
     parser.add_argument('--firewall', action='append', choices=['noop', 'iptables_hybrid'])
     parser.add_argument('--runs', type=int, default=1)
+    parser.add_argument('--agent', action='append', choices=['agentkit', 'neutron'],
+                        help="whose L2 agent (repeat for both, same server and sitting); "
+                             "neutron: neutron-openvswitch-agent from .venv-neutron")
     args = parser.parse_args()
+    agents = args.agent or ['agentkit']
     firewalls = args.firewall or ['noop']
     common.exit_on_sigterm()
     try:
@@ -373,12 +410,13 @@ def main() -> None:
             chains.setUp()
         try:
             for _ in range(args.runs):
-                run = Run(server, firewall, args.ports)
-                try:
-                    result = run.measure()
-                finally:
-                    run.cleanup()
-                report(firewall, args.ports, result)
+                for agent in agents:
+                    run = Run(server, firewall, args.ports, agent)
+                    try:
+                        result = run.measure()
+                    finally:
+                        run.cleanup()
+                    report(firewall, args.ports, result, agent)
         finally:
             if chains is not None:
                 chains.cleanUp()
