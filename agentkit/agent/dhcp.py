@@ -376,10 +376,10 @@ class DhcpAgent(base.Agent):
         port = self._ensure_dhcp_port(network)
         device = self.interface.get_device_name(port['id'])
         mtu = network.get('mtu') or None
-        # One read of the namespace side serves every check below: a
-        # restarted agent re-applies each network it serves, and one
-        # privileged call per check made that 6 calls per network.
-        state = ip_lib.read_device_state(device, namespace)
+        # One read serves every check below: a restarted agent re-applies
+        # each network it serves, and one privileged call per check made
+        # that 6 calls per network.
+        state = self.interface.read_state(net_id, device, namespace)
         if state is None or not state.loopback_up:
             ns.ensure_namespace()  # with its loopback up
         self.interface.plug(net_id, port['id'], device, port['mac_address'],

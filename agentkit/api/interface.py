@@ -13,13 +13,22 @@ class InterfaceDriver(driver.Driver):
     up, with ``mac_address`` and ``mtu``; the switch-side attachment must carry
     what the L2 agent needs to wire it (e.g. OVS ``external_ids:iface-id``).
 
-    ``current``, where a method takes it, is a read of the device and its
-    namespace the caller has just made (:func:`ip_lib.read_device_state`):
-    the driver uses it instead of reading them again, so that checking a
-    port that is already in place (an agent restarted with 1,000 networks)
-    costs one privileged round trip, not one per attribute. ``None``: the
-    driver reads for itself.
+    ``current``, where a method takes it, is what :meth:`read_state` has
+    just returned: the driver uses it instead of reading again, so that
+    checking a port that is already in place (an agent restarted with 1,000
+    networks) costs one privileged round trip, not one per attribute.
+    ``None``: the driver reads for itself.
     """
+
+    def read_state(self, network_id: str, device_name: str, namespace: str,
+                   bridge: str | None = None) -> ip_lib.DeviceState | None:
+        """The port's device and namespace, and whatever this driver checks
+        on the switch side, in one read; None if the namespace is missing.
+
+        The default reads the namespace side only; a driver with devices of
+        its own in the root namespace reads them along (``root_devices``).
+        """
+        return ip_lib.read_device_state(device_name, namespace)
 
     @abc.abstractmethod
     def get_device_name(self, port_id: str) -> str:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-from typing import Any, Iterable, Sequence, TypedDict, Union
+from typing import Any, Iterable, Mapping, Sequence, TypedDict, Union
 
 from agentkit import exceptions
 from agentkit.lib import naming
@@ -140,6 +140,9 @@ class DeviceState:
     link: LinkInfo | None  # None: the device is not in the namespace
     addresses: tuple[AddressInfo, ...]
     routes: tuple[RouteInfo, ...]  # main table, out of the device
+    # Root-namespace devices read along (those that exist), by name;
+    # None: none were asked for.
+    root_links: Mapping[str, LinkInfo] | None = None
 
     def gateway(self, ip_version: int = 4) -> RouteInfo | None:
         """The device's default route with the lowest metric, if any."""
@@ -368,17 +371,21 @@ def get_links(names: Sequence[str], namespace: str | None = None) -> dict[str, L
                                validate_namespace(namespace)))
 
 
-def read_device_state(name: str, namespace: str) -> DeviceState | None:
-    """``name`` and its namespace in one privileged call; None if there is
-    no such namespace."""
+def read_device_state(name: str, namespace: str,
+                      root_devices: Sequence[str] | None = None) -> DeviceState | None:
+    """``name`` and its namespace, plus the root namespace's
+    ``root_devices``, in one privileged call; None if there is no such
+    namespace."""
+    roots = None if root_devices is None else [validate_device_name(n) for n in root_devices]
     try:
         state = priv.get_device_state(validate_device_name(name),
-                                      _require_namespace(namespace))
+                                      _require_namespace(namespace), roots)
     except NetworkNamespaceNotFound:
         return None
     return DeviceState(loopback_up=state['lo_up'], link=state['link'],
                        addresses=tuple(state['addresses']),
-                       routes=tuple(state['routes']))
+                       routes=tuple(state['routes']),
+                       root_links=state['root_links'])
 
 
 def list_links(namespace: str | None = None, kind: str | None = None) -> list[LinkInfo]:

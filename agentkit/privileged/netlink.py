@@ -822,24 +822,29 @@ def get_links(names: list[str], namespace: str | None = None) -> dict[str, dict[
     A driver checking the two or three devices of one port this way pays
     one privsep round trip (~1 ms) instead of one per device.
     """
-    def op(ipr: Any) -> dict[str, dict[str, Any]]:
-        links = {}
-        for name in names:
-            with contextlib.suppress(NetworkInterfaceNotFound):
-                links[name] = _link_dict(ipr, name, namespace)
-        return links
+    return _run(namespace, lambda ipr: _links_here(ipr, names, namespace))
 
-    return _run(namespace, op)
+
+def _links_here(ipr: Any, names: Iterable[str], namespace: str | None
+                ) -> dict[str, dict[str, Any]]:
+    links = {}
+    for name in names:
+        with contextlib.suppress(NetworkInterfaceNotFound):
+            links[name] = _link_dict(ipr, name, namespace)
+    return links
 
 
 @network.entrypoint
-def get_device_state(name: str, namespace: str) -> dict[str, Any]:
+def get_device_state(name: str, namespace: str,
+                     root_devices: list[str] | None = None) -> dict[str, Any]:
     """A service port's namespace as one read: is ``lo`` up, the device's
-    link, addresses and main-table routes (empty when it is missing).
+    link, addresses and main-table routes (empty when it is missing), and
+    the links among ``root_devices`` in the root namespace (the switch side
+    an interface driver checks: a bridge, a tap; None: not read).
 
     What a restarted DHCP agent checks per network, in one round trip
-    rather than four (namespace, device, addresses, default route).
-    Raises NetworkNamespaceNotFound.
+    rather than six (namespace, device, addresses, default route, bridge,
+    tap). Raises NetworkNamespaceNotFound.
     """
     def op(ipr: Any) -> dict[str, Any]:
         lo_up = _is_up(ipr, 'lo', namespace)
@@ -853,7 +858,13 @@ def get_device_state(name: str, namespace: str) -> dict[str, Any]:
                 'addresses': [_addr_to_dict(m, names) for m in addresses],
                 'routes': _routes(ipr, namespace, None, MAIN_TABLE, name)}
 
-    return _run(namespace, op)
+    def read() -> dict[str, Any]:
+        state = _run_here(namespace, op)
+        state['root_links'] = None if root_devices is None else _run_here(
+            None, lambda ipr: _links_here(ipr, root_devices, None))
+        return state
+
+    return _netlink_thread.call(read)
 
 
 @network.entrypoint

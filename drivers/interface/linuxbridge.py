@@ -25,19 +25,27 @@ class BridgeInterfaceDriver(interface.InterfaceDriver):
     def _tap_name(device_name: str) -> str:
         return naming.TAP_PREFIX + device_name[len(naming.NS_DEVICE_PREFIX):]
 
+    def read_state(self, network_id: str, device_name: str, namespace: str,
+                   bridge: str | None = None) -> ip_lib.DeviceState | None:
+        return ip_lib.read_device_state(device_name, namespace, [
+            bridge or naming.bridge_name(network_id), self._tap_name(device_name)])
+
     def plug(self, network_id: str, port_id: str, device_name: str,
              mac_address: str, namespace: str, mtu: int | None = None,
              bridge: str | None = None,
              current: ip_lib.DeviceState | None = None) -> None:
         # Each device is read once and only what differs is written (see
-        # common.configure_link): a re-plug of a plugged port costs one read
-        # of the bridge and the tap together, plus the namespace side unless
-        # the caller read it (``current``).
+        # common.configure_link): a re-plug of a plugged port costs no read
+        # beyond read_state's (``current``), or one of the bridge and the
+        # tap together plus one of the namespace side.
         bridge = bridge or naming.bridge_name(network_id)
         tap = ip_lib.IPDevice(self._tap_name(device_name))
         ns_device = ip_lib.IPDevice(device_name, namespace)
         root = ip_lib.IPWrapper()
-        root_links = ip_lib.get_links([bridge, tap.name])
+        if current is not None and current.root_links is not None:
+            root_links = current.root_links
+        else:
+            root_links = ip_lib.get_links([bridge, tap.name])
         br_link = root_links.get(bridge)
         if br_link is None or br_link['kind'] != 'bridge':
             br_link = root.add_bridge(bridge, exist_ok=True).link.attributes

@@ -500,6 +500,10 @@ class TestDeviceState(IpLibTestCase):
         self.assertEqual(dev.route.get_gateway(), state.gateway())
         self.assertEqual('10.51.0.1', state.gateway()['gateway'])
         self.assertIsNone(state.gateway(6))
+        self.assertIsNone(state.root_links)  # none asked for
+        with_root = ip_lib.read_device_state(dev.name, ns, ['lo', 'nosuchdev'])
+        self.assertEqual({'lo': ip_lib.get_link('lo')}, with_root.root_links)
+        self.assertEqual(state.link, with_root.link)
         ip_lib.IPDevice('lo', ns).link.set_down()
         self.assertFalse(ip_lib.read_device_state(dev.name, ns).loopback_up)
 

@@ -146,7 +146,8 @@ class FakeNamespaces:
         return ns
 
     def read_device_state(self, device: str, namespace: str) -> Any:
-        """``ip_lib.read_device_state``: None for a namespace not made yet."""
+        """What ``InterfaceDriver.read_state`` reads: None for a namespace
+        not made yet."""
         if namespace not in self.names:
             return None
         return ip_lib.DeviceState(loopback_up=True, link=None, addresses=(), routes=())
@@ -158,8 +159,6 @@ class DhcpAgentTestCase(base.TestCase):
         super().setUp()
         self.namespaces = FakeNamespaces()
         self.useFixture(_Patch('agentkit.agent.dhcp.ip_lib.IPWrapper', self.namespaces))
-        self.useFixture(_Patch('agentkit.agent.dhcp.ip_lib.read_device_state',
-                               self.namespaces.read_device_state))
         agent = dhcp.DhcpAgent.__new__(dhcp.DhcpAgent)
         agent.conf = mock.Mock(enable_isolated_metadata=False,
                                dhcp_reload_coalesce_seconds=0)
@@ -175,6 +174,9 @@ class DhcpAgentTestCase(base.TestCase):
         agent.metadata = None
         agent.interface = mock.Mock()
         agent.interface.get_device_name.side_effect = lambda port_id: 'tap' + port_id[:11]
+        agent.interface.read_state.side_effect = (
+            lambda network_id, device, namespace: self.namespaces.read_device_state(
+                device, namespace))
         self.driver = FakeDhcpDriver()
         agent.dhcp = self.driver
         self.server = FakeServer()
