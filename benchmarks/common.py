@@ -37,6 +37,38 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+def _namespaces_in_kernel() -> int | None:
+    """Network namespaces the kernel still holds (net_namespace slab objects)."""
+    try:
+        with open('/proc/slabinfo') as f:
+            for line in f:
+                if line.startswith('net_namespace '):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def wait_for_quiet_kernel(settle: float = 5.0, timeout: float = 600.0) -> float:
+    """Wait until the kernel has finished destroying namespaces; seconds waited.
+
+    The kernel tears deleted namespaces down in a worker, minutes after a
+    run of 1,000 networks has exited, holding the rtnl lock that every
+    netlink call needs: a run started meanwhile measured its predecessor's
+    clean-up too (restart 15-17 s instead of ~10 s).
+    """
+    started = time.monotonic()
+    last, stable_since = _namespaces_in_kernel(), time.monotonic()
+    while last is not None and time.monotonic() - started < timeout:
+        time.sleep(1.0)
+        now = _namespaces_in_kernel()
+        if now != last:
+            last, stable_since = now, time.monotonic()
+        elif time.monotonic() - stable_since >= settle:
+            break
+    return time.monotonic() - started
+
+
 def setup() -> fake_neutron.FakeNeutron:
     """Parse a minimal config, start privsep and a fake neutron-server."""
     exit_on_sigterm()

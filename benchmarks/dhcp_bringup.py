@@ -330,6 +330,9 @@ def main() -> None:
     neutron = common.setup()
     try:
         for n in args.sizes:
+            waited = common.wait_for_quiet_kernel()
+            print(f'N={n}: waited {waited:.0f} s for the kernel to finish destroying '
+                  f'earlier namespaces', flush=True)
             run(neutron, n, args.interface_driver, args.probe, not args.no_isolate)
     finally:
         neutron.stop()
