@@ -37,21 +37,17 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import re
 import sys
 import time
 import uuid
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT_DIR)
-sys.path.insert(0, os.path.join(ROOT_DIR, 'tools'))
 
-import demo  # noqa: E402  (tools/demo.py)
 from benchmarks import common  # noqa: E402
 from benchmarks import idle_rpc  # noqa: E402
 from benchmarks import time_split  # noqa: E402
 from tests.functional import base  # noqa: E402
-from tests.functional import neutron_server  # noqa: E402
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -71,18 +67,7 @@ def cpu_seconds(pids: list[int]) -> float:
 def count(counter: idle_rpc.BrokerCounter, quiet: float, idle: float
           ) -> tuple[idle_rpc.Tally, float]:
     """Wait for ``quiet`` s of report_state only, then tally ``idle`` s."""
-    settle = idle_rpc.Tally()
-    quiet_since = time.monotonic()
-    deadline = quiet_since + 600
-    while time.monotonic() - quiet_since < quiet:
-        if time.monotonic() > deadline:
-            print('never quiet within 600 s; counting anyway')
-            break
-        for exchange, key, inner in counter.drain():
-            hit = settle.add(exchange, key, inner)
-            if hit and hit[1] != 'report_state':
-                quiet_since = time.monotonic()
-        time.sleep(0.5)
+    settle = idle_rpc.wait_until_quiet(counter, quiet)
     window = idle_rpc.Tally()
     window.reply_q = settle.reply_q
     end = time.monotonic() + idle
@@ -130,16 +115,9 @@ def main() -> None:
     parser.add_argument('--idle', type=float, default=300.0)
     parser.add_argument('--quiet', type=float, default=20.0)
     args = parser.parse_args()
-    os.environ.setdefault('AGENTKIT_NEUTRON_STATE', os.path.join(args.root, 'neutron-server'))
-    os.environ.setdefault('AGENTKIT_NEUTRON_VHOST', 'agentkit-demo')
-    os.environ.setdefault('AGENTKIT_NEUTRON_PHYSNET', 'physnet1')
     common.exit_on_sigterm()
-    time_split.read_agents(args.root)  # exits unless the demo's agents run
-    server = neutron_server.get_server()  # the demo's, already running
-    config = open(os.path.join(args.root, 'etc', 'demo.ini')).read()
-    host = re.search(r'^host = (\S+)', config, re.M).group(1)
-    br_int = re.search(r'^integration_bridge = (\S+)', config, re.M).group(1)
-    api = demo.Api(server.api_url, os.environ.get('AGENTKIT_DEMO_PROJECT', 'demo'))
+    env = time_split.Demo(args.root)
+    server, api, host, br_int = env.server, env.api, env.host, env.br_int
     server_pids = [pid for pid in base.pids_with(os.environ['AGENTKIT_NEUTRON_STATE'])
                    if pid != os.getpid()]
     scenarios = []
@@ -163,9 +141,8 @@ def main() -> None:
             server_cpu = cpu_seconds(server_pids) - cpu_before
         finally:
             counter.close()
-        interval = re.search(r'^report_interval = (\S+)', config, re.M)
         report(window, idle, args.networks, server_cpu,
-               interval.group(1) if interval else '30')
+               env.option('report_interval') or '30')
     finally:
         for scenario in scenarios:
             scenario.cleanup()

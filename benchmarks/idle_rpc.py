@@ -144,6 +144,25 @@ class Tally:
         return agent, method
 
 
+def wait_until_quiet(counter: BrokerCounter, quiet: float, timeout: float = 600.0) -> Tally:
+    """Tally messages until the agents have sent nothing but report_state
+    for ``quiet`` seconds (at most ``timeout``); the tally knows their
+    reply queues, for the window that follows."""
+    tally = Tally()
+    quiet_since = time.monotonic()
+    deadline = quiet_since + timeout
+    while time.monotonic() - quiet_since < quiet:
+        if time.monotonic() > deadline:
+            print(f'never quiet within {timeout:.0f} s; measuring anyway')
+            break
+        for exchange, key, inner in counter.drain():
+            hit = tally.add(exchange, key, inner)
+            if hit and hit[1] != 'report_state':
+                quiet_since = time.monotonic()
+        time.sleep(0.5)
+    return tally
+
+
 def rss_kib(pid: int) -> int:
     try:
         with open(f'/proc/{pid}/status') as f:
@@ -317,18 +336,7 @@ class Bench:
                   flush=True)
             with self.neutron.lock:
                 self.build_calls = collections.Counter(m for m, _ in self.neutron.calls)
-            tally = Tally()
-            quiet_since = time.monotonic()
-            deadline = time.monotonic() + 600
-            while time.monotonic() - quiet_since < args.quiet:
-                if time.monotonic() > deadline:
-                    print('never quiet within 600 s; measuring anyway')
-                    break
-                for exchange, key, inner in counter.drain():
-                    hit = tally.add(exchange, key, inner)
-                    if hit and hit[1] != 'report_state':
-                        quiet_since = time.monotonic()
-                time.sleep(0.5)
+            tally = wait_until_quiet(counter, args.quiet)
             settle = dict(tally.by_agent)
             for exchange, key, inner in counter.drain():
                 tally.add(exchange, key, inner)

@@ -232,22 +232,38 @@ def run_once(scenario: Scenario, agents: list[common.AgentLedger], rtt: float) -
         report(phase, wall, rtt, agents, spent, cpu)
 
 
+class Demo:
+    """The running demo under ``root`` (``tools/demo.sh up``): its agents'
+    ledgers, server, host, integration bridge, config and API client."""
+
+    def __init__(self, root: str) -> None:
+        os.environ.setdefault('AGENTKIT_NEUTRON_STATE', os.path.join(root, 'neutron-server'))
+        os.environ.setdefault('AGENTKIT_NEUTRON_VHOST', 'agentkit-demo')
+        os.environ.setdefault('AGENTKIT_NEUTRON_PHYSNET', 'physnet1')
+        self.agents = read_agents(root)  # exits unless the demo's agents run
+        self.server = neutron_server.get_server()  # the demo's, already running
+        with open(os.path.join(root, 'etc', 'demo.ini')) as f:
+            self.config = f.read()
+        self.host = self.option('host')
+        self.br_int = self.option('integration_bridge')
+        self.api = demo.Api(self.server.api_url,
+                            os.environ.get('AGENTKIT_DEMO_PROJECT', 'demo'))
+
+    def option(self, name: str) -> str | None:
+        found = re.search(rf'^{name} = (\S+)', self.config, re.M)
+        return found.group(1) if found else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--root', default=os.environ.get('AGENTKIT_DEMO_ROOT',
                                                          '/var/lib/agentkit-demo'))
     parser.add_argument('--runs', type=int, default=1)
     args = parser.parse_args()
-    os.environ.setdefault('AGENTKIT_NEUTRON_STATE', os.path.join(args.root, 'neutron-server'))
-    os.environ.setdefault('AGENTKIT_NEUTRON_VHOST', 'agentkit-demo')
-    os.environ.setdefault('AGENTKIT_NEUTRON_PHYSNET', 'physnet1')
     common.exit_on_sigterm()
-    agents = read_agents(args.root)
-    server = neutron_server.get_server()  # the demo's, already running
-    config = open(os.path.join(args.root, 'etc', 'demo.ini')).read()
-    host = re.search(r'^host = (\S+)', config, re.M).group(1)
-    br_int = re.search(r'^integration_bridge = (\S+)', config, re.M).group(1)
-    api = demo.Api(server.api_url, os.environ.get('AGENTKIT_DEMO_PROJECT', 'demo'))
+    env = Demo(args.root)
+    agents, server, api = env.agents, env.server, env.api
+    host, br_int = env.host, env.br_int
     rtt = broker_round_trip(server.transport_url)
     print(f'server: real neutron-server 29 ({server.api_url}); host {host}; '
           f'RabbitMQ round trip of an RPC call answered at once: {rtt * 1000:.1f} ms')

@@ -418,26 +418,25 @@ def _index(ipr: Any, name: str, namespace: str | None) -> int:
     """
     if not isinstance(name, str) or not name or len(name) >= _IFNAMSIZ:
         raise ValueError('invalid device name %r' % (name,))
-    req = struct.pack(_IFREQ_FMT, name.encode('ascii'), 0)
-    try:
-        res = fcntl.ioctl(ipr.fileno(), SIOCGIFINDEX, req)
-    except OSError as e:
-        if e.errno == errno.ENODEV:
-            raise NetworkInterfaceNotFound(name, namespace) from None
-        raise
-    return struct.unpack_from(_IFREQ_FMT, res)[1]
+    return _ifreq(ipr, name, namespace, SIOCGIFINDEX, _IFREQ_FMT)
 
 
 def _is_up(ipr: Any, name: str, namespace: str | None) -> bool:
     """Whether ``name`` is administratively up (SIOCGIFFLAGS, ~2 us)."""
-    req = struct.pack(_IFREQ_FLAGS_FMT, name.encode('ascii'), 0)
+    return bool(_ifreq(ipr, name, namespace, SIOCGIFFLAGS, _IFREQ_FLAGS_FMT) & IFF_UP)
+
+
+def _ifreq(ipr: Any, name: str, namespace: str | None, request: int, fmt: str) -> int:
+    """A SIOCGIF* ioctl for ``name`` in the socket's namespace: the first
+    field of the answer's union (index, flags)."""
+    req = struct.pack(fmt, name.encode('ascii'), 0)
     try:
-        res = fcntl.ioctl(ipr.fileno(), SIOCGIFFLAGS, req)
+        res = fcntl.ioctl(ipr.fileno(), request, req)
     except OSError as e:
         if e.errno == errno.ENODEV:
             raise NetworkInterfaceNotFound(name, namespace) from None
         raise
-    return bool(struct.unpack_from(_IFREQ_FLAGS_FMT, res)[1] & IFF_UP)
+    return struct.unpack_from(fmt, res)[1]
 
 
 def _names(ipr: Any, indexes: Iterable[int | None]) -> dict[int, str]:
