@@ -474,3 +474,29 @@ class IptablesHybridFirewallTest(base.FunctionalTestCase):
         zones = re.findall(r'--zone (\d+)', '\n'.join(
             line for line in iptables_save_table('raw') if self.prefix in line))
         self.assertEqual(2, len(set(zones)), zones)
+
+
+class NeutronLeftoversTest(base.FunctionalTestCase):
+    """The drop-in case: chains neutron-openvswitch-agent left, real kernel."""
+
+    def test_stale_chain_hooked_into_a_shared_chain_is_removed(self) -> None:
+        ns = 'akipt-' + uuid.uuid4().hex[:12]
+        ip_lib.create_namespace(ns)
+        self.addCleanup(ip_lib.delete_namespace, ns)
+        # What Neutron's agent leaves: its -local chain hooked into the
+        # shared neutron-filter-top, which also holds a rule of someone else.
+        subprocess.run(
+            ['ip', 'netns', 'exec', ns, 'iptables-restore', '--noflush'], check=True, text=True,
+            input='*filter\n:neutron-filter-top - [0:0]\n:neutron-openvswi-local - [0:0]\n'
+                  '-A FORWARD -j neutron-filter-top\n'
+                  '-A neutron-filter-top -s 192.0.2.1/32 -j ACCEPT\n'
+                  '-A neutron-filter-top -j neutron-openvswi-local\nCOMMIT\n')
+        manager = iptables_manager.IptablesManager(
+            ns, binary_name='neutron-openvswi', filter_top=False, tables=('filter',))
+        manager.apply()  # raised IptablesError (EBUSY) before 72845cb
+        saved = subprocess.run(['ip', 'netns', 'exec', ns, 'iptables-save', '-t', 'filter'],
+                               check=True, capture_output=True, text=True).stdout
+        self.assertNotIn('neutron-openvswi-local', saved)
+        self.assertIn('-A neutron-filter-top -s 192.0.2.1/32 -j ACCEPT', saved)
+        self.assertFalse(iptables_manager.IptablesManager(
+            ns, binary_name='neutron-openvswi', filter_top=False, tables=('filter',)).apply())
