@@ -26,6 +26,7 @@ from agentkit import loader
 from agentkit.agent import base
 from agentkit.agent import ready_ports
 from agentkit.agent import work_queue
+from agentkit.api import agent_types
 from agentkit.api import dhcp as dhcp_api
 from agentkit.api import interface as interface_api
 from agentkit.api import metadata as metadata_api
@@ -163,7 +164,7 @@ class DhcpRpcCallbacks:
 
 class DhcpAgent(base.Agent):
     binary = 'agentkit-dhcp'
-    agent_type = topics.AGENT_TYPE_DHCP
+    agent_type = agent_types.DHCP
     report_topic = topics.DHCP_AGENT
     privsep_contexts = ('network', 'daemons')
 

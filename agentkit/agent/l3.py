@@ -16,6 +16,7 @@ from agentkit import exceptions
 from agentkit import loader
 from agentkit.agent import base
 from agentkit.agent import work_queue
+from agentkit.api import agent_types
 from agentkit.api import interface as interface_api
 from agentkit.api import l3 as l3_api
 from agentkit.api import metadata as metadata_api
@@ -111,7 +112,7 @@ class L3RpcCallbacks:
 
 class L3Agent(base.Agent):
     binary = 'agentkit-l3'
-    agent_type = topics.AGENT_TYPE_L3
+    agent_type = agent_types.L3
     report_topic = topics.L3_AGENT
     privsep_contexts = ('network', 'daemons')
 

@@ -15,6 +15,7 @@ from agentkit.agent import base
 from agentkit.agent import metadata_lookup
 from agentkit.agent import metadata_server
 from agentkit.agent import nova_metadata
+from agentkit.api import agent_types
 from agentkit.conf import metadata as metadata_conf  # noqa: F401 (options)
 from agentkit.rpc import metadata_api
 from agentkit.rpc import topics
@@ -27,7 +28,7 @@ STOP_GRACE = 1.0
 
 class MetadataAgent(base.Agent):
     binary = 'agentkit-metadata'
-    agent_type = topics.AGENT_TYPE_METADATA
+    agent_type = agent_types.METADATA
     report_topic = topics.NO_TOPIC
     report_with_call = False
     #: ready once the socket listens (it has nothing to sync)

@@ -1,4 +1,4 @@
-"""Topic names and agent types of Neutron's agent RPC API (neutron_lib.constants)."""
+"""Topic names of Neutron's agent RPC API (neutron_lib.constants)."""
 
 CONTROL_EXCHANGE = 'neutron'
 
@@ -18,13 +18,6 @@ SECURITY_GROUP = 'security_group'
 TUNNEL = 'tunnel'
 UPDATE = 'update'
 DELETE = 'delete'
-
-# agent_type values neutron-server matches on
-AGENT_TYPE_OVS = 'Open vSwitch agent'
-AGENT_TYPE_LINUXBRIDGE = 'Linux bridge agent'
-AGENT_TYPE_DHCP = 'DHCP agent'
-AGENT_TYPE_L3 = 'L3 agent'
-AGENT_TYPE_METADATA = 'Metadata agent'
 
 # report_state 'topic' of agents that have no topic of their own
 NO_TOPIC = 'N/A'

@@ -39,13 +39,13 @@ from typing import Any
 from oslo_config import cfg
 
 from agentkit import exceptions
+from agentkit.api import agent_types
 from agentkit.api import mechanism
 from agentkit.conf import l2 as l2_conf
 from agentkit.api import type_driver
 from agentkit.lib import ip_lib
 from agentkit.lib import link_monitor
 from agentkit.lib import naming
-from agentkit.rpc import topics
 
 LOG = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def _network_mtu(details: dict[str, Any]) -> int | None:
 class LinuxbridgeMechanismDriver(mechanism.MechanismDriver):
     """Linux bridges per network; flat, vlan and (unicast or multicast) vxlan uplinks."""
 
-    agent_type = topics.AGENT_TYPE_LINUXBRIDGE
+    agent_type = agent_types.LINUX_BRIDGE
     supported_network_types = frozenset({'flat', 'vlan', 'vxlan'})
 
     def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:

@@ -24,11 +24,11 @@ import threading
 from typing import Any
 
 from agentkit import exceptions
+from agentkit.api import agent_types
 from agentkit.api import mechanism
 from agentkit.api import type_driver
 from agentkit.lib import naming
 from agentkit.lib import ovs_lib
-from agentkit.rpc import topics
 from drivers.openvswitch import adoption
 from drivers.openvswitch import local_vlans
 from drivers.openvswitch import ovsdb_ports
@@ -54,7 +54,7 @@ parse_bridge_mappings = provider.parse_bridge_mappings
 
 
 class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
-    agent_type = topics.AGENT_TYPE_OVS
+    agent_type = agent_types.OPEN_VSWITCH
     supported_network_types = frozenset({'flat', 'vlan', 'gre', 'vxlan'})
 
     def __init__(self, conf, host):  # type: ignore[no-untyped-def]
