@@ -200,7 +200,7 @@ def load_driver(namespace: str, name: str, base: type[T],
     name = resolve(namespace, name)
     _check_known(namespace, name)
     try:
-        manager = stevedore_driver.DriverManager(
+        manager: stevedore_driver.DriverManager = stevedore_driver.DriverManager(
             namespace, name, invoke_on_load=False)
     except Exception as exc:  # import errors of the driver's module
         raise exceptions.DriverLoadError(
@@ -233,8 +233,7 @@ def load_drivers(namespace: str, names: list[str], base: type[T],
     all unknown names at once instead of one per restart.
     """
     names = [resolve(namespace, n) for n in names]
-    seen: set[str] = set()
-    dupes = [n for n in names if n in seen or seen.add(n)]
+    dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise exceptions.InvalidConfiguration(
             f'{namespace}: driver(s) listed twice: {", ".join(dupes)}')

@@ -506,8 +506,8 @@ class L2Agent(base.Agent):
         # unfiltered in between.
         fetched_at = time.monotonic()
         found, _failed = self._fetch_details(plugged)
-        port_ids = {d.get('port_id') for d in found.values()
-                    if naming.is_valid_id(d.get('port_id'))}
+        port_ids = {port_id for d in found.values()
+                    if naming.is_valid_id(port_id := d.get('port_id'))}
         parents = self._find_trunk_parents(port_ids)
         with self._lock:
             self.trunk_parents = parents
@@ -662,7 +662,7 @@ class L2Agent(base.Agent):
                     details_of[device] = found.get(device)
                     fresh.add(device)
         self._lookup_new_trunk_parents(
-            {d: details_of[d] for d in fresh if details_of.get(d)})
+            {d: details for d in fresh if (details := details_of.get(d))})
         outcomes: dict[str, tuple[str, str]] = {}  # device -> (port id, UP/DOWN)
         bindings: dict[str, mech_api.PortBinding] = {}
         for device, details in details_of.items():
@@ -701,8 +701,8 @@ class L2Agent(base.Agent):
         """One trunk lookup for the ports new to this agent (a full sync
         looked every port up already; known ports were looked up before)."""
         with self._lock:
-            new = {d.get('port_id') for device, d in details_of.items()
-                   if device not in self.wired and naming.is_valid_id(d.get('port_id'))}
+            new = {port_id for device, d in details_of.items()
+                   if device not in self.wired and naming.is_valid_id(port_id := d.get('port_id'))}
         if not new:
             return
         parents = self._find_trunk_parents(new)
@@ -802,7 +802,7 @@ class L2Agent(base.Agent):
         failed = {asked[d] for d in reply.get('failed_devices') or [] if d in asked}
         found = {}
         for entry in reply.get('devices') or []:
-            device = asked.get(entry.get('device')) if isinstance(entry, dict) else None
+            device = asked.get(str(entry.get('device'))) if isinstance(entry, dict) else None
             if device is not None and device not in failed:
                 found[device] = entry
         with self._lock:

@@ -130,10 +130,9 @@ class LookupCache:
             if entry is not None and entry[0] > now:
                 self.hits += 1
                 return entry[1]
-            flight = self._flights.get(key)
-            leader = flight is None
-            if leader:
-                flight = self._flights[key] = _Flight()
+            running = self._flights.get(key)
+            leader = running is None
+            flight = self._flights[key] = _Flight() if running is None else running
         if not leader:
             if not flight.done.wait(wait):
                 raise LookupUnavailable('an identical lookup is still running')
@@ -192,9 +191,10 @@ class InstanceLookup:
         Raises :class:`LookupUnavailable` / :class:`LookupFailed` when
         neutron-server cannot answer.
         """
-        if source.router_id:
-            networks = self.cache.get(('router', source.router_id),
-                                      lambda: self._router_networks(source.router_id),
+        router_id = source.router_id
+        if router_id:
+            networks = self.cache.get(('router', router_id),
+                                      lambda: self._router_networks(router_id),
                                       wait=self._wait())
             if not networks:
                 # Neutron would then drop the network filter and search every

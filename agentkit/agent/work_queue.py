@@ -287,7 +287,7 @@ class WorkQueue:
             return []
         due = {rid: at for _, at, seq, rid in self._heap
                if self._pending.get(rid, (None,))[0] == seq}
-        batch = []
+        batch: list[ResourceUpdate] = []
         for rid, (seq, update) in list(self._pending.items()):
             if len(batch) + 1 >= self._batch_max:
                 break
@@ -335,9 +335,9 @@ class WorkQueue:
                       self._name, updates[0].action, len(updates),
                       (time.monotonic() - started) * 1000, len(failures or {}))
             for update in updates:
-                exc = (failures or {}).get(update.resource_id)
-                if exc is not None:
-                    self._failed(update, exc)
+                failure = (failures or {}).get(update.resource_id)
+                if failure is not None:
+                    self._failed(update, failure)
         finally:
             with self._cond:
                 action = updates[0].action

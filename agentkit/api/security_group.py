@@ -106,6 +106,16 @@ def _protocol(value: Any, ip_version: int) -> int | None:
     return number
 
 
+def _reply_dict(reply: Mapping[str, Any], name: str,
+                default: Any = None) -> Mapping[str, Any]:
+    value = reply.get(name, default)
+    if not isinstance(value, Mapping):
+        raise exceptions.InvalidPayload(
+            'security_group_info_for_devices reply needs the dict %s, got %s'
+            % (name, type(value).__name__))
+    return value
+
+
 def _remote_id(rule: Mapping[str, Any], key: str) -> str | None:
     value = rule.get(key)
     if value is None:
@@ -424,15 +434,9 @@ class SecurityGroupInfo:
             raise exceptions.InvalidPayload(
                 'security_group_info_for_devices reply must be a dict, got %s'
                 % type(reply).__name__)
-        groups_in = reply.get('security_groups')
-        members_in = reply.get('sg_member_ips')
-        devices_in = reply.get('devices', {})
-        for name, value in (('security_groups', groups_in), ('sg_member_ips', members_in),
-                            ('devices', devices_in)):
-            if not isinstance(value, Mapping):
-                raise exceptions.InvalidPayload(
-                    'security_group_info_for_devices reply needs the dict %s, got %s'
-                    % (name, type(value).__name__))
+        groups_in = _reply_dict(reply, 'security_groups')
+        members_in = _reply_dict(reply, 'sg_member_ips')
+        devices_in = _reply_dict(reply, 'devices', {})
         groups = {}
         for sg_id, rules in groups_in.items():
             if naming.is_valid_id(sg_id):

@@ -216,7 +216,8 @@ class BridgeAntiSpoof(batching.DeferredApply):
             self._guards.clear()
             self._applied = None
             try:
-                return priv.delete_bridge_table(self._table)
+                deleted: bool = priv.delete_bridge_table(self._table)
+                return deleted
             except exceptions.ProcessError as exc:
                 raise BridgeFilterError('deleting nftables table bridge %s failed: %s'
                                         % (self._table, exc)) from exc
@@ -224,7 +225,8 @@ class BridgeAntiSpoof(batching.DeferredApply):
     def get_live_table(self, handles: bool = False) -> str | None:
         """``nft list table bridge <table>`` (for diagnostics and tests); None if absent."""
         try:
-            return priv.list_bridge_table(self._table, handles)
+            table: str | None = priv.list_bridge_table(self._table, handles)
+            return table
         except exceptions.ProcessError as exc:
             raise BridgeFilterError('listing nftables table bridge %s failed: %s'
                                     % (self._table, exc)) from exc

@@ -56,4 +56,5 @@ def delete_flows(filters: Iterable[FlowFilter], namespace: str | None = None) ->
     if len(unique) > priv.MAX_FILTERS:
         raise InvalidFlowFilter('too many filters: %d (at most %d)'
                                 % (len(unique), MAX_FILTERS))
-    return priv.delete_entries([f.to_primitive() for f in unique], namespace)
+    deleted: int = priv.delete_entries([f.to_primitive() for f in unique], namespace)
+    return deleted

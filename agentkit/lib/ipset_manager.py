@@ -111,7 +111,7 @@ class IpsetManager:
             if self._applied.get(name) == wanted:
                 return False
             self._applied.pop(name, None)  # unknown until the call succeeds
-            changed = priv.replace_set(name, ip_version, normalised)
+            changed: bool = priv.replace_set(name, ip_version, normalised)
             self._applied[name] = wanted
             return changed
 

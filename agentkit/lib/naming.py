@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 from agentkit.exceptions import InvalidIdentifier
 
@@ -65,7 +65,7 @@ def _short_repr(value: Any) -> str:
     return text
 
 
-def is_valid_id(value: Any) -> bool:
+def is_valid_id(value: Any) -> TypeGuard[str]:
     """True if ``value`` is a canonical lowercase UUID string."""
     return (isinstance(value, str) and len(value) == UUID_LEN
             and _UUID_RE.fullmatch(value) is not None)

@@ -20,14 +20,14 @@ class ServerApiClient:
     base_version: str = '1.0'
 
     def __init__(self, transport: oslo_messaging.Transport, host: str,
-                 timeout: int | None = None) -> None:
+                 timeout: float | None = None) -> None:
         self.host = host
         target = oslo_messaging.Target(topic=self.topic,
                                        version=self.base_version)
         self.client = oslo_messaging.get_rpc_client(transport, target,
                                                     timeout=timeout)
 
-    def _call(self, version: str, method: str, /, *, timeout: int | None = None,
+    def _call(self, version: str, method: str, /, *, timeout: float | None = None,
               context: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         # Positional-only: an RPC method may itself take a ``version``
         # argument (bulk_pull's object version), which goes to the server.

@@ -15,20 +15,20 @@ class ReportStateApi(client.ServerApiClient):
     base_version = '1.0'
 
     def report_state(self, agent_state: dict[str, Any], use_call: bool = True,
-                     timeout: int | None = None) -> Any:
+                     timeout: float | None = None) -> Any:
         """Send ``report_state`` (1.4); returns the server's answer on a call.
 
         neutron-server answers ``"alive"``, or ``"revived"`` when it had
         considered the agent dead — the agent must then resync fully.
         """
         now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-        kwargs = {'agent_state': {'agent_state': agent_state},
-                  'time': now.strftime(_TIME_FORMAT)}
+        kwargs: dict[str, Any] = {'agent_state': {'agent_state': agent_state},
+                                  'time': now.strftime(_TIME_FORMAT)}
         if use_call:
             return self._call('1.4', 'report_state', timeout=timeout, **kwargs)
         self._cast('1.4', 'report_state', **kwargs)
         return None
 
-    def has_alive_neutron_server(self, timeout: int | None = None) -> bool:
+    def has_alive_neutron_server(self, timeout: float | None = None) -> bool:
         return bool(self._call('1.4', 'has_alive_neutron_server',
                                timeout=timeout))

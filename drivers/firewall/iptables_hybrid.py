@@ -57,6 +57,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from oslo_config import cfg
 
@@ -490,8 +491,8 @@ class IptablesHybridFirewallDriver(firewall.FirewallDriver):
     def _connection_filters(port: sg.PortFilter, zone: int, kind: _Allowed,
                             remote: sg.Network | None) -> list[conntrack.FlowFilter]:
         """Filters for the connections ``kind`` allowed between ``port`` and ``remote``."""
-        ports = ({} if kind.protocol not in sg.PORT_PROTOCOLS
-                 else {'dport_min': kind.port_min, 'dport_max': kind.port_max})
+        ports: dict[str, Any] = ({} if kind.protocol not in sg.PORT_PROTOCOLS
+                                 else {'dport_min': kind.port_min, 'dport_max': kind.port_max})
         # A reversed entry of such a session has the rule's port as the VM's
         # *source* port, which the VM's own connections practically never
         # use; without a port, a reversed match would also hit the VM's own

@@ -29,10 +29,10 @@ def protocol_args(rule: sg.SecurityGroupRule) -> str:
         kind = '-m icmp --icmp-type' if rule.protocol == sg.ICMP \
             else '-m icmp6 --icmpv6-type'
         value = str(rule.port_min) if rule.port_max is None \
-            else '%d/%d' % (rule.port_min, rule.port_max)
+            else '%s/%s' % (rule.port_min, rule.port_max)
         args += ' %s %s' % (kind, value)
     elif rule.protocol in _PORT_MATCHES and rule.port_min is not None:
-        value = str(rule.port_min) if rule.port_min == rule.port_max \
+        value = str(rule.port_min) if rule.port_max in (None, rule.port_min) \
             else '%d:%d' % (rule.port_min, rule.port_max)
         args += ' %s %s' % (_PORT_MATCHES[rule.protocol], value)
     return args

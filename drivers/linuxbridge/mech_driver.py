@@ -203,8 +203,9 @@ class LinuxbridgeMechanismDriver(mechanism.MechanismDriver):
                 'l2_population': False}
 
     # -- devices ------------------------------------------------------------
-    def start_device_monitor(self, on_plugged, on_unplugged,  # type: ignore[no-untyped-def]
-                             on_resync=None) -> None:
+    def start_device_monitor(self, on_plugged: mechanism.DeviceCallback,
+                             on_unplugged: mechanism.DeviceCallback,
+                             on_resync: mechanism.DeviceCallback | None = None) -> None:
         def on_event(kind: str, name: str) -> None:
             if kind == link_monitor.ADDED:
                 on_plugged(name)

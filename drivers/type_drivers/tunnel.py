@@ -1,5 +1,7 @@
 """``gre`` and ``vxlan``: overlay segments keyed by a GRE key or a VNI."""
 
+from oslo_config import cfg
+
 from agentkit.api import type_driver as api
 from drivers.type_drivers import ranges
 
@@ -10,7 +12,7 @@ class _TunnelTypeDriver(api.TypeDriver):
     max_key: int = 0
     ranges_option: str = ''
 
-    def __init__(self, conf, host):  # type: ignore[no-untyped-def]
+    def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
         super().__init__(conf, host)
         self.key_ranges = ranges.parse_ranges(
             getattr(conf.l2, self.ranges_option), 1, self.max_key,

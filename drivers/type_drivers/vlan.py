@@ -1,5 +1,7 @@
 """``vlan``: 802.1Q-tagged traffic on a physical network."""
 
+from oslo_config import cfg
+
 from agentkit import exceptions
 from agentkit.api import type_driver as api
 from drivers.type_drivers import ranges
@@ -32,7 +34,7 @@ class VlanTypeDriver(api.TypeDriver):
 
     network_type = VLAN
 
-    def __init__(self, conf, host):  # type: ignore[no-untyped-def]
+    def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
         super().__init__(conf, host)
         self.vlan_ranges = parse_network_vlan_ranges(conf.l2.network_vlan_ranges)
 
