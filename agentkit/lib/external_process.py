@@ -31,6 +31,7 @@ from oslo_log import log as logging
 from agentkit import exceptions
 from agentkit.lib import fileutils
 from agentkit.lib import naming
+from agentkit.lib import polling
 from agentkit.privileged import process as priv_process
 
 LOG = logging.getLogger(__name__)
@@ -275,27 +276,19 @@ class ProcessManager:
                  self.last_start_seconds * 1000)
 
     def _wait_for_pid_file(self, started: float) -> int:
-        delay = 0.001
-        while True:
+        def live_pid() -> int | None:
             pid = self.pid
-            if pid is not None and self._is_ours(pid):
-                return pid
-            if time.monotonic() - started > self.start_timeout:
-                raise exceptions.ProcessError(
-                    '%s for %s did not write a pid file %s for a live process within '
-                    '%.1f s' % (self.service, self.uuid, self.pid_file, self.start_timeout))
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            return pid if pid is not None and self._is_ours(pid) else None
+        left = self.start_timeout - (time.monotonic() - started)
+        pid = polling.wait_until(live_pid, max(left, 0.0))
+        if pid is None:
+            raise exceptions.ProcessError(
+                '%s for %s did not write a pid file %s for a live process within '
+                '%.1f s' % (self.service, self.uuid, self.pid_file, self.start_timeout))
+        return pid
 
     def _wait_gone(self, pid: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        delay = 0.001
-        while self._is_ours(pid):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        return True
+        return bool(polling.wait_until(lambda: not self._is_ours(pid), timeout))
 
     def _stop(self, sig: int, timeout: float) -> None:
         pid = self.pid

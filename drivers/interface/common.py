@@ -1,19 +1,16 @@
 """What both interface drivers do once the device is in its namespace."""
 
 import ipaddress
-import time
 
 from agentkit.lib import ip_lib
+from agentkit.lib import polling
 
 
 def wait_for_device(device: ip_lib.IPDevice, timeout: float = 5.0) -> None:
     """Wait until ``device`` exists (ovs-vswitchd creates internal ports)."""
-    deadline = time.monotonic() + timeout
-    while not device.exists():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f'device {device.name} did not appear in '
-                               f'{timeout}s')
-        time.sleep(0.01)
+    if not polling.wait_until(device.exists, timeout):
+        raise RuntimeError(f'device {device.name} did not appear in '
+                           f'{timeout}s')
 
 
 def link_or_none(device: ip_lib.IPDevice) -> ip_lib.LinkInfo | None:
