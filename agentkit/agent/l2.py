@@ -19,6 +19,7 @@ import oslo_messaging
 from agentkit import exceptions
 from agentkit import loader
 from agentkit.agent import base
+from agentkit.agent import port_cache
 from agentkit.agent import security_groups
 from agentkit.agent import work_queue
 from agentkit.api import extension as extension_api
@@ -41,7 +42,7 @@ FIREWALL_RESOURCE = 'security-groups'
 
 # Versioned objects neutron-server pushes that this agent consumes, with the
 # version it reads; reported as ``resource_versions`` so the server keeps
-# pushing that version. Only what is really consumed (not Trunk, Port...).
+# pushing that version. Only what is really consumed (not Trunk...).
 ADDRESS_GROUP_VERSION = topics.ADDRESS_GROUP_PUSH.rsplit('-', 1)[1]  # '1.2'
 # Trunks are not implemented; their parents are looked up (bulk_pull) only to
 # refuse them, in the version neutron-server 29 has.
@@ -50,8 +51,8 @@ TRUNK_VERSION = '1.1'
 # The audit compares the wired ports with the server's Port objects: a
 # bulk_pull changes nothing on the server, whereas asking for port details
 # moves every ACTIVE port back to BUILD (each would need a new report).
-PORT_RESOURCE = 'Port'
-PORT_VERSION = '1.11'
+PORT_RESOURCE = port_cache.PORT_RESOURCE
+PORT_VERSION = port_cache.PORT_VERSION
 # Ports that arrive together are handled as one batch: one details call, one
 # security-group call, one status report. A first event waits this long for
 # the rest of its burst (the switch reports plugs one by one).
@@ -200,6 +201,7 @@ class L2RpcCallbacks:
         port = consumer.require(kwargs, 'port', dict, 'port_update')
         port_id = naming.validate_id(consumer.require(port, 'id', str, 'port'),
                                      'port')
+        self.agent.port_cache.want_revision(port_id, port.get('revision_number'))
         for device in self.agent.devices_of_port(port_id):
             self.agent.enqueue(device, WIRE)
 
@@ -215,6 +217,7 @@ class L2RpcCallbacks:
         network = consumer.require(kwargs, 'network', dict, 'network_update')
         net_id = naming.validate_id(
             consumer.require(network, 'id', str, 'network'), 'network')
+        self.agent.port_cache.want_revision(net_id, network.get('revision_number'))
         for port_id in self.agent.ports_on_network(net_id):
             self.agent.enqueue(port_id, WIRE)
 
@@ -275,6 +278,37 @@ class AddressGroupPushCallbacks:
                                     'AddressGroup push')
             ids.append(naming.validate_id(data.get('id'), 'address group'))
         self.agent.refresh_firewall(self.agent.security_groups.ports_with_remotes(ids))
+
+
+class PortPushCallbacks:
+    """``push`` of ``Port`` and ``Network`` objects (``neutron-vo-Port-1.11``,
+    ``neutron-vo-Network-1.3`` fanouts) into the agent's port cache, from
+    which ports are wired without asking the server for their details."""
+
+    # neutron's ResourcesPushRpcCallback: push 1.1 (resource_list).
+    target = oslo_messaging.Target(version='1.1')
+
+    def __init__(self, agent: 'L2Agent') -> None:
+        self.agent = agent
+
+    def on_error(self, method: str) -> None:
+        self.agent.on_error(method)
+
+    @consumer.endpoint_method
+    def push(self, context: Any, **kwargs: Any) -> None:
+        resources = consumer.require(kwargs, 'resource_list', list, 'push')
+        event_type = consumer.require(kwargs, 'event_type', str, 'push')
+        cache = self.agent.port_cache
+        names = {r.get('versioned_object.name') for r in resources if isinstance(r, dict)}
+        for name in names:
+            objects = [r for r in resources
+                       if isinstance(r, dict) and r.get('versioned_object.name') == name]
+            if name == port_cache.PORT_RESOURCE:
+                cache.push_ports(objects, event_type)
+            elif name == port_cache.NETWORK_RESOURCE:
+                cache.push_networks(objects, event_type)
+            else:
+                LOG.warning('Ignoring a push of %d %.40r object(s)', len(objects), name)
 
 
 def _group_ids(kwargs: dict[str, Any], method: str) -> list[str]:
@@ -351,6 +385,9 @@ class L2Agent(base.Agent):
         self.reported_at: dict[str, float] = {}  # port id -> when it was last reported
         # device reference -> the details it was wired from (the audit compares)
         self.wired_details: dict[str, dict[str, Any]] = {}
+        # Port details from the server's pushes: no details call for a port
+        # the server has told this agent about (see agent/port_cache.py).
+        self.port_cache = port_cache.PortCache(self.host)
         self.queue.enable_batching(self.process_wire_batch, (WIRE,),
                                    window=WIRE_BATCH_WINDOW, max_size=WIRE_BATCH_MAX,
                                    in_flight=1)
@@ -393,6 +430,9 @@ class L2Agent(base.Agent):
             topics.agent_notifier_topic(r, op): endpoints for r, op in names}
         if self.firewall.needs_security_group_info:
             consumed[topics.ADDRESS_GROUP_PUSH] = [AddressGroupPushCallbacks(self)]
+        pushes: list[object] = [PortPushCallbacks(self)]
+        consumed[topics.PORT_PUSH] = pushes
+        consumed[topics.NETWORK_PUSH] = pushes
         return consumed
 
     def setup_rpc_clients(self) -> None:
@@ -422,6 +462,8 @@ class L2Agent(base.Agent):
         versions = dict(self.mech.resource_versions or {})
         if self.firewall.needs_security_group_info:
             versions['AddressGroup'] = ADDRESS_GROUP_VERSION
+        versions[port_cache.PORT_RESOURCE] = port_cache.PORT_VERSION
+        versions[port_cache.NETWORK_RESOURCE] = port_cache.NETWORK_VERSION
         return versions
 
     def build_state(self) -> dict[str, Any]:
@@ -637,6 +679,7 @@ class L2Agent(base.Agent):
         failures: dict[str, BaseException] = {}
         details_of: dict[str, dict[str, Any] | None] = {}
         need: list[str] = []
+        fresh: set[str] = set()  # details just learnt: from the cache or the server
         for update in updates:
             details = None
             if update.payload is not None:
@@ -645,10 +688,13 @@ class L2Agent(base.Agent):
                     if self._events_at.get(update.resource_id, 0.0) > fetched_at:
                         details = None  # an event came after the sync's fetch
             if details is None:
+                details = self.port_cache.details(server_device(update.resource_id))
+                if details is not None:
+                    fresh.add(update.resource_id)
+            if details is None:
                 need.append(update.resource_id)
             else:
                 details_of[update.resource_id] = details
-        fresh: set[str] = set()
         if need:
             try:
                 found, failed = self._fetch_details(need)

@@ -26,6 +26,10 @@ NO_TOPIC = 'N/A'
 # Versioned-object pushes (neutron.api.rpc.handlers.resources_rpc): the only
 # way neutron-server tells agents that an address group's addresses changed.
 ADDRESS_GROUP_PUSH = 'neutron-vo-AddressGroup-1.2'
+# ... and how it tells them of every port and network change (the L2 agent
+# builds port details from these: agentkit/agent/port_cache.py).
+PORT_PUSH = 'neutron-vo-Port-1.11'
+NETWORK_PUSH = 'neutron-vo-Network-1.3'
 
 
 def agent_notifier_topic(resource: str, operation: str) -> str:

@@ -12,6 +12,7 @@ from unittest import mock
 import oslo_messaging
 
 from agentkit.agent import l2
+from agentkit.agent import port_cache
 from drivers.openvswitch import mech_driver as ovs_mech
 from tests import base
 
@@ -58,6 +59,7 @@ class AgentTestCase(base.TestCase):
         agent.trunk_parents = {}
         agent._trunk_lookup_warned = False
         agent.devices_up = 0
+        agent.port_cache = port_cache.PortCache(agent.host)
         agent.reported = {}
         agent.reported_at = {}
         agent.wired_details = {}
@@ -159,15 +161,21 @@ class TestRefusals(AgentTestCase):
         self.assertEqual({}, agent.trunk_parents)
 
 
+# Every L2 agent builds port details from Port and Network pushes.
+PUSHED = {'Port': '1.11', 'Network': '1.3'}
+
+
 class TestResourceVersions(AgentTestCase):
 
     def test_only_consumed_objects_are_reported(self):
         agent = self.make_agent()
-        self.assertEqual({'AddressGroup': '1.2'}, agent.resource_versions())
-        # The version of the push topic the agent listens on.
+        self.assertEqual(dict(PUSHED, AddressGroup='1.2'), agent.resource_versions())
+        # The versions of the push topics the agent listens on.
         self.assertEqual('neutron-vo-AddressGroup-1.2', l2.topics.ADDRESS_GROUP_PUSH)
+        self.assertEqual('neutron-vo-Port-1.11', l2.topics.PORT_PUSH)
+        self.assertEqual('neutron-vo-Network-1.3', l2.topics.NETWORK_PUSH)
         agent.firewall.needs_security_group_info = False
-        self.assertEqual({}, agent.resource_versions())
+        self.assertEqual(PUSHED, agent.resource_versions())
 
     def test_openvswitch_reports_no_trunk_or_other_unconsumed_object(self):
         driver = ovs_mech.OpenvswitchMechanismDriver.__new__(
@@ -175,10 +183,10 @@ class TestResourceVersions(AgentTestCase):
         self.assertIsNone(driver.resource_versions)
         agent = self.make_agent()
         agent.mech = driver
-        self.assertEqual({'AddressGroup': '1.2'}, agent.resource_versions())
+        self.assertEqual(dict(PUSHED, AddressGroup='1.2'), agent.resource_versions())
 
     def test_a_mechanism_that_consumes_objects_still_reports_them(self):
         agent = self.make_agent()
         agent.mech.resource_versions = {'QosPolicy': '1.10'}
-        self.assertEqual({'QosPolicy': '1.10', 'AddressGroup': '1.2'},
+        self.assertEqual(dict(PUSHED, QosPolicy='1.10', AddressGroup='1.2'),
                          agent.resource_versions())

@@ -417,3 +417,81 @@ class TestSyncRaces(QuietAgentTestCase):
         queued = {(c.args[0].resource_id, c.args[0].action)
                   for c in agent.queue.put.call_args_list}
         self.assertEqual({(a, l2.WIRE), (b, l2.UNWIRE)}, queued)
+
+
+def network_object(network_id, mtu=1450, revision=1):
+    return {'versioned_object.name': 'Network', 'versioned_object.version': '1.3',
+            'versioned_object.namespace': 'versionedobjects',
+            'versioned_object.data': {'id': network_id, 'mtu': mtu,
+                                      'revision_number': revision}}
+
+
+class TestPushedDetails(QuietAgentTestCase):
+    """Ports the server pushed are wired without a details call
+    (the details themselves are checked against neutron 29 in test_port_cache)."""
+
+    def push(self, agent, ports, revision=3, mtu=1450):
+        callbacks = l2.PortPushCallbacks(agent)
+        objects = []
+        for port in ports:
+            obj = port_object(self.details[port], status='DOWN')
+            obj['versioned_object.data']['revision_number'] = revision
+            objects.append(obj)
+        callbacks.push(None, resource_list=objects, event_type='updated')
+        callbacks.push(None, resource_list=[network_object(refusals.NET, mtu)],
+                       event_type='updated')
+
+    def test_pushed_ports_cost_one_report_and_nothing_else(self):
+        ports = [str(uuid.uuid4()) for _ in range(20)]
+        agent = self.make_agent(ports, real_queue=True)
+        self.push(agent, ports)
+        agent.queue.start()
+        for port in ports:
+            agent._on_plugged(port)
+        self.assertTrue(agent.queue.wait_idle(5))
+        self.assertEqual(20, agent.mech.wire_port.call_count)
+        wired = agent.mech.wire_port.call_args_list[0].args[0]
+        self.assertEqual((1001, 1450), (wired.segment.segmentation_id, wired.details['mtu']))
+        agent.plugin.get_devices_details_list_and_failed_devices.assert_not_called()
+        agent.plugin.update_device_list.assert_called_once_with(sorted(ports), [], AGENT_ID)
+        self.assertEqual(20, agent.port_cache.hits)
+
+    def test_a_port_update_newer_than_the_push_asks_the_server(self):
+        port = str(uuid.uuid4())
+        agent = self.make_agent([port])
+        self.push(agent, [port], revision=3)
+        agent.plugged_ports.add(port)
+        agent.queue = mock.Mock()
+        callbacks = l2.L2RpcCallbacks(agent)
+        callbacks.port_update(None, port={'id': port, 'revision_number': 3})
+        agent.process_wire_batch([wq.ResourceUpdate(port, l2.WIRE)])
+        agent.plugin.get_devices_details_list_and_failed_devices.assert_not_called()
+        callbacks.port_update(None, port={'id': port, 'revision_number': 4})
+        agent.process_wire_batch([wq.ResourceUpdate(port, l2.WIRE)])
+        agent.plugin.get_devices_details_list_and_failed_devices.assert_called_once_with(
+            [port], AGENT_ID)
+
+    def test_ports_the_cache_cannot_answer_are_asked_in_one_call(self):
+        pushed, unknown = str(uuid.uuid4()), str(uuid.uuid4())
+        agent = self.make_agent([pushed, unknown])
+        self.push(agent, [pushed])
+        agent.process_wire_batch([wq.ResourceUpdate(pushed, l2.WIRE),
+                                  wq.ResourceUpdate(unknown, l2.WIRE)])
+        agent.plugin.get_devices_details_list_and_failed_devices.assert_called_once_with(
+            [unknown], AGENT_ID)
+        self.assertEqual(2, agent.mech.wire_port.call_count)
+
+    def test_a_malformed_push_is_dropped_without_a_resync(self):
+        port = str(uuid.uuid4())
+        agent = self.make_agent([port])
+        agent.on_error = mock.Mock()
+        callbacks = l2.PortPushCallbacks(agent)
+        callbacks.push(None, resource_list='not a list', event_type='updated')
+        callbacks.push(None, resource_list=[{'versioned_object.name': 'Port',
+                                             'versioned_object.data': {'id': '../x'}},
+                                            None, 7], event_type='updated')
+        callbacks.push(None, resource_list=[], event_type=None)
+        agent.on_error.assert_not_called()
+        self.assertEqual(0, len(agent.port_cache))
+        self.push(agent, [port])  # and the next good push is taken
+        self.assertEqual(1, len(agent.port_cache))
