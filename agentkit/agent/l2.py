@@ -695,6 +695,9 @@ class L2Agent(base.Agent):
                 need.append(update.resource_id)
             else:
                 details_of[update.resource_id] = details
+        if fresh or need:
+            LOG.info('Details of %d port(s): %d from pushed objects, %d asked of the server',
+                     len(fresh) + len(need), len(fresh), len(need))
         if need:
             try:
                 found, failed = self._fetch_details(need)

@@ -21,6 +21,7 @@ from tests.functional import base as functional_base
 
 AUDIT_INTERVAL = 4
 PROVISIONED = re.compile(r'Attempt 1 to provision port ([0-9a-f-]{36})')
+PUSHED_DETAILS = re.compile(r'Details of \d+ port\(s\): (\d+) from pushed objects')
 
 
 class QuietAtRestTest(base.OpenvswitchHost):
@@ -71,11 +72,14 @@ class QuietAtRestTest(base.OpenvswitchHost):
         for vm, port in vms:
             self.assertTrue(self.reaches(vm.name, subnet['gateway_ip']))
 
-        # Built: each VM port was provisioned once (details fetched once,
-        # reported up once).
+        # Built: each VM port was provisioned once (reported up once), and
+        # the L2 agent wired ports from the objects the server pushed to it
+        # rather than asking for their details.
         built = self.provisioned(log_start)
         self.assertEqual({port['id']: 1 for _, port in vms},
                          {port['id']: built.get(port['id'], 0) for _, port in vms})
+        pushed = sum(int(n) for n in PUSHED_DETAILS.findall(self.agents['l2'].output()))
+        self.assertGreater(pushed, 0, 'no port wired from pushed objects')
 
         # At rest: two audits of every agent later, nothing moved.
         settled = len(self.rpc_log())
