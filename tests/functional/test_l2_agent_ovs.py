@@ -85,9 +85,10 @@ class L2AgentOVSTest(base.AgentTestCase):
         self.assertEqual(self.br_name, conf['integration_bridge'])
         self.assertEqual({}, conf['bridge_mappings'])
         self.assertEqual(['flat', 'vxlan'], conf['network_types'])
-        # The noop firewall consumes no pushed object: no versions reported
-        # (never Trunk, Port... which agentkit does not implement).
-        self.assertNotIn('resource_versions', state)
+        # The versions of the objects it consumes: Port and Network (its
+        # port cache); the noop firewall adds no AddressGroup, and nothing
+        # agentkit does not implement (Trunk...) is claimed.
+        self.assertEqual({'Port': '1.11', 'Network': '1.3'}, state['resource_versions'])
         # No firewall configured: the operator is told, once, at start.
         self.assertEqual(1, proc.output().count('VMs are unfiltered'))
         self.assertIs(False, conf['ovs_hybrid_plug'])
