@@ -44,8 +44,8 @@ Router (``router=True``), the L3 agent:
 
 Isolated network (``router=False``), the DHCP agent:
     * the namespace and the DHCP port's device in it holding
-      :data:`METADATA_V4_CIDR` (169.254.169.254/32); the proxy binds that
-      address on port 80 and fails to start without it;
+      :data:`METADATA_V4_DHCP_PORT_CIDR` (169.254.169.254/16); the proxy
+      binds that address on port 80 and fails to start without it;
     * VMs routed to 169.254.169.254 via the DHCP port (the DHCP driver's
       classless static route);
     * for IPv6: :data:`METADATA_V6_IP` (``fe80::a9fe:a9fe``) added to the
@@ -81,7 +81,12 @@ from agentkit.api import driver
 
 #: Where VMs look for metadata (Neutron's constants).
 METADATA_V4_IP = '169.254.169.254'
+#: The metadata address as one host: the route a DHCP server pushes to VMs
+#: (``169.254.169.254/32`` via the DHCP port or the router).
 METADATA_V4_CIDR = METADATA_V4_IP + '/32'
+#: The address a DHCP port holds while its namespace serves metadata
+#: (Neutron's /16: the namespace then reaches all of 169.254.0.0/16 on-link).
+METADATA_V4_DHCP_PORT_CIDR = METADATA_V4_IP + '/16'
 METADATA_V6_IP = 'fe80::a9fe:a9fe'
 #: The prefix Neutron gives the IPv6 metadata address on the DHCP port.
 METADATA_V6_CIDR = METADATA_V6_IP + '/128'
