@@ -1,9 +1,24 @@
 """DHCP drivers: one DHCP server per network hosted by this agent."""
 
 import abc
+import uuid
 from typing import Any
 
 from agentkit.api import driver
+from agentkit.lib import naming
+
+#: ``device_owner`` of the ports DHCP servers hold on their networks.
+DEVICE_OWNER_DHCP = 'network:dhcp'
+
+
+def dhcp_port_device_id(host: str, network_id: str) -> str:
+    """``device_id`` of this host's DHCP port on a network (Neutron's convention).
+
+    ``dhcp<uuid5(DNS namespace, host)>-<network-id>``, so the server, the
+    agent and a restarted agent agree on which DHCP port is this host's.
+    """
+    return 'dhcp%s-%s' % (uuid.uuid5(uuid.NAMESPACE_DNS, host),
+                          naming.validate_id(network_id, 'network'))
 
 
 class DhcpDriver(driver.Driver):

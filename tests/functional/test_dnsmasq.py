@@ -21,12 +21,14 @@ import uuid
 from testtools import content
 
 from agentkit import exceptions
+from agentkit.api import dhcp as dhcp_api
 from agentkit.conf import dhcp as dhcp_conf
 from agentkit.lib import external_process as ep
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
 from agentkit.privileged import process as priv_process
-from drivers.dhcp import dnsmasq
+from drivers.dhcp.dnsmasq import driver as dnsmasq_driver
+from drivers.dhcp.dnsmasq import render
 from tests.functional import base
 
 HOST = 'akd-test-host'
@@ -172,7 +174,7 @@ class DnsmasqTopology:
                   'ipv6_ra_mode': None, 'ipv6_address_mode': None}
         dhcp_port = self.port(self.dhcp_mac, 2, owner='network:dhcp')
         dhcp_port.update(id=self.dhcp_port_id,
-                         device_id=dnsmasq.dhcp_port_device_id(HOST, self.network_id))
+                         device_id=dhcp_api.dhcp_port_device_id(HOST, self.network_id))
         all_ports = [dhcp_port] + list(ports)
         if with_router:
             all_ports.append(self.port('fa:16:3e:ff:ff:01', 1,
@@ -281,7 +283,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         self.driver = self.new_driver()
 
     def new_driver(self):
-        driver = dnsmasq.DnsmasqDriver(conf=self.conf, host=HOST)
+        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST)
         driver.initialize()
         self.addCleanup(driver.stop)
         return driver
@@ -328,7 +330,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         reload_call_s = time.monotonic() - reload_started
         wait_until(lambda: read_rchar(pid) > rchar, message='dnsmasq re-reading its files')
         reread_s = time.monotonic() - reload_started
-        self.assertEqual(dnsmasq.Action.RELOAD, self.driver.last_action)
+        self.assertEqual(render.Action.RELOAD, self.driver.last_action)
         env = DhcpClient(self, ns2, dev2).wait_bound()
         self.assertLease(env, t.net + '12')
         self.assertEqual(pid, self.driver.pid(t.network_id))
@@ -339,7 +341,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         self.driver.reload(t.network([port1, port2]))
         time.sleep(0.3)
         self.assertEqual(rchar, read_rchar(pid))
-        self.assertEqual(dnsmasq.Action.NONE, self.driver.last_action)
+        self.assertEqual(render.Action.NONE, self.driver.last_action)
         self.assertEqual(1, self.driver.get_configurations()['dnsmasq_reloads'])
 
         for name, value in (('enable_to_udp67_bound_ms', bound_s),
@@ -410,7 +412,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
 
         ns2, dev2, mac2 = t.add_vm(2)
         self.driver.reload(t.network([t.port(mac2, 11)]))
-        self.assertEqual(dnsmasq.Action.RELOAD, self.driver.last_action)
+        self.assertEqual(render.Action.RELOAD, self.driver.last_action)
         self.assertEqual(pid, self.driver.pid(t.network_id))
         return ns2, dev2, mac2, mac1
 
@@ -493,7 +495,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         self.assertEqual({t.network_id}, second.active_networks())
         rchar = read_rchar(pid)
         second.enable(network, t.namespace, t.dhcp_device)
-        self.assertEqual(dnsmasq.Action.NONE, second.last_action)
+        self.assertEqual(render.Action.NONE, second.last_action)
         self.assertEqual(pid, second.pid(t.network_id))
         self.assertEqual(rchar, read_rchar(pid))  # not even a SIGHUP
         conf = second.get_configurations()
@@ -525,7 +527,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         private = tempfile.mkdtemp(prefix='akd-private-')
         os.chmod(private, 0o700)
         self.conf.set_override('state_path', os.path.join(private, 'state'))
-        driver = dnsmasq.DnsmasqDriver(conf=self.conf, host=HOST)
+        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST)
         self.assertRaises(exceptions.InvalidConfiguration, driver.initialize)
 
 
@@ -542,7 +544,7 @@ class DnsmasqScaleFunctionalTest(base.FunctionalTestCase):
         os.chmod(self.state_path, 0o755)
         self.conf.set_override('state_path', self.state_path)
         self.conf.set_override('check_child_processes_interval', 0)
-        self.driver = dnsmasq.DnsmasqDriver(conf=self.conf, host=HOST)
+        self.driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST)
         self.driver.initialize()
         self.addCleanup(self.driver.stop)
 
