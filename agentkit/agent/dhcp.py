@@ -1,7 +1,8 @@
 """``agentkit-dhcp``: DHCP for every network neutron-server schedules here.
 
-Per network: namespace ``qdhcp-<net>``, a DHCP port from the server plugged
-through the interface driver, and the DHCP driver's server (dnsmasq). RPC
+Per network: a DHCP port from the server, which the DHCP driver plugs into
+namespace ``qdhcp-<net>`` through the interface driver and serves (dnsmasq);
+the agent talks to the server, the driver alone changes the host. RPC
 notifications only queue work per network; bursts about one network coalesce
 into one update. Everything is idempotent, so a full sync (at start, after a
 revival or a failure) simply re-applies the server's view, adopting what
@@ -10,13 +11,10 @@ touches only the networks that differ from what was last applied here.
 """
 
 import dataclasses
-import errno
 import ipaddress
 import logging
-import os
 import threading
 import time
-import uuid
 from typing import Any
 
 import oslo_messaging
@@ -30,7 +28,6 @@ from agentkit.api import agent_types
 from agentkit.api import dhcp as dhcp_api
 from agentkit.api import interface as interface_api
 from agentkit.api import metadata as metadata_api
-from agentkit.lib import ip_lib
 from agentkit.lib import naming
 from agentkit.rpc import consumer
 from agentkit.rpc import dhcp_api as dhcp_rpc
@@ -42,13 +39,12 @@ REFRESH = 'refresh'   # fetch the network from the server, then apply
 APPLY = 'apply'       # apply the network dict in the payload
 DISABLE = 'disable'   # stop serving the network here
 
-DEVICE_OWNER_DHCP = 'network:dhcp'
+DEVICE_OWNER_DHCP = dhcp_api.DEVICE_OWNER_DHCP
 # What neutron-server raises to create_dhcp_port while the network or its
 # subnets are being deleted (it answers None for some of these cases, and
 # raises the others): the next event settles it, nothing to retry.
 DELETE_RACE_ERRORS = frozenset({'SubnetInUse', 'NetworkNotFound', 'SubnetNotFound',
                                 'IpAddressGenerationFailure', 'NetworkInUse'})
-METADATA_CIDR = '169.254.169.254/16'
 # Keys whose values the server changes without anything DHCP serves changing
 # (a port going ACTIVE bumps its status and revision): an audit ignores them.
 VOLATILE_KEYS = frozenset({'status', 'revision_number', 'updated_at', 'created_at'})
@@ -174,7 +170,7 @@ class DhcpAgent(base.Agent):
             interface_api.InterfaceDriver, conf=self.conf, host=self.host)
         self.dhcp: dhcp_api.DhcpDriver = loader.load_driver(
             loader.DHCP_DRIVERS, self.conf.dhcp_driver, dhcp_api.DhcpDriver,
-            conf=self.conf, host=self.host)
+            conf=self.conf, host=self.host, interface_driver=self.interface)
         self.metadata: metadata_api.MetadataDriver | None = None
         if self.conf.enable_isolated_metadata:
             self.metadata = loader.load_driver(
@@ -193,7 +189,6 @@ class DhcpAgent(base.Agent):
         self._release_pending: set[str] = set()
         # When the last RPC event about each network arrived (monotonic).
         self.rpc_seen: dict[str, float] = {}
-        self.device_id_prefix = f'dhcp{uuid.uuid5(uuid.NAMESPACE_DNS, self.host)}'
         # Started with the RPC clients; sends dhcp_ready_on_ports in batches.
         self.ready_reports = ready_ports.ReadyPortsReporter(
             lambda port_ids: self.plugin.dhcp_ready_on_ports(port_ids))
@@ -360,44 +355,17 @@ class DhcpAgent(base.Agent):
                      '(%s); waiting for the next event', update.resource_id, exc)
 
     # -- per network ------------------------------------------------------------
-    def _dhcp_subnets(self, network: dict[str, Any]) -> list[dict[str, Any]]:
-        return [s for s in network.get('subnets', []) if s.get('enable_dhcp')]
-
     def configure_network(self, network: dict[str, Any]) -> None:
         net_id = network['id']
-        if not network.get('admin_state_up', True) or not self._dhcp_subnets(network):
+        if not network.get('admin_state_up', True) or not dhcp_api.dhcp_subnets(network):
             # neutron-server schedules networks without a DHCP subnet too:
             # nothing to serve, and nothing to release unless we hold a port.
             self.disable_network(net_id, network)
             with self._lock:
                 self._applied[net_id] = fingerprint(network)
             return
-        namespace = naming.dhcp_namespace(net_id)
-        ns = ip_lib.IPWrapper(namespace)
         port = self._ensure_dhcp_port(network)
-        device = self.interface.get_device_name(port['id'])
-        mtu = network.get('mtu') or None
-        # One read serves every check below: a restarted agent re-applies
-        # each network it serves, and one privileged call per check made
-        # that 6 calls per network.
-        state = self.interface.read_state(net_id, device, namespace)
-        if state is None or not state.loopback_up:
-            ns.ensure_namespace()  # with its loopback up
-        self.interface.plug(net_id, port['id'], device, port['mac_address'],
-                            namespace, mtu=mtu, current=state)
-        # Addresses and routes read from a device that was already up are
-        # still true after plug (it only sets MAC, MTU and up on it).
-        settled = (state if state is not None and state.link is not None
-                   and state.link['state'] == 'up' else None)
-        self.interface.set_addresses(device, namespace,
-                                     self._port_cidrs(network, port), current=settled)
-        self._set_default_route(network, ns.device(device), settled)
-        with self._lock:
-            first_time = net_id not in self.networks
-        if first_time:
-            self.dhcp.enable(network, namespace, device)
-        else:
-            self.dhcp.reload(network)
+        self.dhcp.enable(network, port)
         with self._lock:
             self.networks[net_id] = network
         self._report_ready(network)
@@ -405,7 +373,7 @@ class DhcpAgent(base.Agent):
             self._applied[net_id] = fingerprint(network)
 
     def _ensure_dhcp_port(self, network: dict[str, Any]) -> dict[str, Any]:
-        device_id = f'{self.device_id_prefix}-{network["id"]}'
+        device_id = dhcp_api.dhcp_port_device_id(self.host, network['id'])
         for port in network.get('ports', []):
             if (isinstance(port, dict) and port.get('device_id') == device_id
                     and port.get('device_owner') == DEVICE_OWNER_DHCP):
@@ -415,7 +383,7 @@ class DhcpAgent(base.Agent):
                 'network_id': network['id'],
                 'project_id': network.get('project_id', network.get('tenant_id')),
                 'device_id': device_id,
-                'fixed_ips': [{'subnet_id': s['id']} for s in self._dhcp_subnets(network)],
+                'fixed_ips': [{'subnet_id': s['id']} for s in dhcp_api.dhcp_subnets(network)],
                 'name': '', 'admin_state_up': True}})
         except oslo_messaging.RemoteError as exc:
             if exc.exc_type not in DELETE_RACE_ERRORS:
@@ -439,7 +407,7 @@ class DhcpAgent(base.Agent):
         """
         have = {ip.get('subnet_id') for ip in port.get('fixed_ips', [])
                 if isinstance(ip, dict)}
-        missing = [s['id'] for s in self._dhcp_subnets(network) if s['id'] not in have]
+        missing = [s['id'] for s in dhcp_api.dhcp_subnets(network) if s['id'] not in have]
         if not missing:
             return port
         fixed_ips = [ip for ip in port.get('fixed_ips', []) if isinstance(ip, dict)]
@@ -453,39 +421,6 @@ class DhcpAgent(base.Agent):
         network['ports'] = [updated if isinstance(p, dict) and p.get('id') == port['id']
                             else p for p in network.get('ports', [])]
         return updated
-
-    def _port_cidrs(self, network: dict[str, Any], port: dict[str, Any]) -> list[str]:
-        prefixes = {s['id']: ipaddress.ip_network(s['cidr']).prefixlen
-                    for s in network.get('subnets', [])}
-        cidrs = [f'{ip["ip_address"]}/{prefixes[ip["subnet_id"]]}'
-                 for ip in port.get('fixed_ips', [])
-                 if isinstance(ip, dict) and ip.get('subnet_id') in prefixes]
-        if self.conf.enable_isolated_metadata:
-            cidrs.append(METADATA_CIDR)
-            if os.path.isdir('/proc/sys/net/ipv6'):
-                # The proxy answers fe80::a9fe:a9fe too (Neutron's address).
-                cidrs.append(metadata_api.METADATA_V6_CIDR)
-        return cidrs
-
-    def _set_default_route(self, network: dict[str, Any], device: ip_lib.IPDevice,
-                           state: ip_lib.DeviceState | None = None) -> None:
-        for subnet in self._dhcp_subnets(network):
-            gateway = subnet.get('gateway_ip')
-            if subnet.get('ip_version', 4) == 4 and gateway:
-                current = (state.gateway() if state is not None
-                           else device.route.get_gateway())
-                if not current or current.get('gateway') != gateway:
-                    try:
-                        device.route.add_gateway(gateway)
-                    except ip_lib.NetlinkOperationError as exc:
-                        if exc.errno != errno.ENETUNREACH:
-                            raise
-                        # The port has no address on the gateway's subnet:
-                        # the subnet is going away, or its gateway lies
-                        # outside it. dnsmasq serves leases either way.
-                        LOG.info('Network %s: no default route via %s in the DHCP '
-                                 'namespace: %s', network['id'], gateway, exc)
-                return
 
     def _report_ready(self, network: dict[str, Any]) -> None:
         """``dhcp_ready_on_ports`` once host entries exist, so ports go ACTIVE.
@@ -507,7 +442,7 @@ class DhcpAgent(base.Agent):
             self._ready_ports[network['id']] = ports
 
     def _own_port(self, network: dict[str, Any]) -> dict[str, Any] | None:
-        device_id = f'{self.device_id_prefix}-{network["id"]}'
+        device_id = dhcp_api.dhcp_port_device_id(self.host, network['id'])
         return next((p for p in network.get('ports', [])
                      if isinstance(p, dict) and p.get('device_id') == device_id
                      and p.get('device_owner') == DEVICE_OWNER_DHCP), None)
@@ -521,29 +456,18 @@ class DhcpAgent(base.Agent):
         view (``network``) still lists this agent's DHCP port: a network
         this agent never served costs the server nothing.
         """
-        namespace = naming.dhcp_namespace(network_id)
-        ns = ip_lib.IPWrapper(namespace)
         with self._lock:
             cached = self.networks.pop(network_id, None)
             self._ready_ports.pop(network_id, None)
             if network is None:
                 self._applied.pop(network_id, None)
-        exists = ns.namespace_exists()
-        served = (cached is not None or exists
-                  or network_id in self.dhcp.active_networks())
+        served = cached is not None or self.dhcp.present(network_id)
         holds_port = network is not None and self._own_port(network) is not None
         if served or holds_port:
             with self._lock:
                 self._release_pending.add(network_id)
         if served:
             self.dhcp.disable(network_id)
-            if exists:
-                for dev in ns.get_devices():
-                    try:
-                        self.interface.unplug(dev.name, namespace)
-                    except Exception:
-                        LOG.exception('unplugging %s from %s failed', dev.name, namespace)
-                ns.delete_namespace()
         elif self.metadata is not None:
             self.metadata.destroy_proxy(network_id)  # a proxy left alone, if any
         with self._lock:
@@ -551,8 +475,8 @@ class DhcpAgent(base.Agent):
         if not release:
             return
         # Idempotent on the server; also covers ports left by a previous run.
-        self.plugin.release_dhcp_port(network_id,
-                                      f'{self.device_id_prefix}-{network_id}')
+        self.plugin.release_dhcp_port(
+            network_id, dhcp_api.dhcp_port_device_id(self.host, network_id))
         with self._lock:
             self._release_pending.discard(network_id)
         LOG.info('Network %s: DHCP disabled', network_id)

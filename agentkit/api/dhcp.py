@@ -4,7 +4,10 @@ import abc
 import uuid
 from typing import Any
 
+from oslo_config import cfg
+
 from agentkit.api import driver
+from agentkit.api import interface
 from agentkit.lib import naming
 
 #: ``device_owner`` of the ports DHCP servers hold on their networks.
@@ -21,31 +24,47 @@ def dhcp_port_device_id(host: str, network_id: str) -> str:
                           naming.validate_id(network_id, 'network'))
 
 
+def dhcp_subnets(network: dict[str, Any]) -> list[dict[str, Any]]:
+    """The subnets of ``network`` with DHCP on: what a DHCP port covers."""
+    return [s for s in network.get('subnets', []) if s.get('enable_dhcp')]
+
+
 class DhcpDriver(driver.Driver):
-    """Runs and reconfigures the DHCP service of networks.
+    """Makes the host serve DHCP on networks: namespace, DHCP port, server.
 
     ``network`` is the dict neutron-server returns from ``get_network_info``
     (``id``, ``mtu``, ``subnets``, ``ports``, ...), already validated by the
-    agent. The namespace and DHCP port are set up by the agent before
-    :meth:`enable` is called.
+    agent; ``port`` is this host's DHCP port on it (see
+    :func:`dhcp_port_device_id`), which the agent has created or updated
+    with neutron-server so that it has an address on every DHCP subnet.
+    The agent talks to the server; the driver alone changes the host.
+
+    :param interface_driver: plugs the DHCP port's device; the DHCP agent
+        loads it from ``[DEFAULT] interface_driver`` and initialises it first.
     """
 
-    @abc.abstractmethod
-    def enable(self, network: dict[str, Any], namespace: str,
-               interface_name: str) -> None:
-        """Start serving ``network``, or adopt a server already running.
+    def __init__(self, conf: cfg.ConfigOpts, host: str,
+                 interface_driver: interface.InterfaceDriver) -> None:
+        super().__init__(conf, host)
+        self.interface_driver = interface_driver
 
-        A server left running by a previous agent with the same configuration
-        must be adopted, not restarted, so leases are not disrupted.
+    @abc.abstractmethod
+    def enable(self, network: dict[str, Any], port: dict[str, Any]) -> None:
+        """Serve ``network`` through ``port``; idempotent, called on every change.
+
+        Writes only what differs from the host: a network already served as
+        asked costs one read. A server left running by a previous agent with
+        the same configuration must be adopted, not restarted, so leases are
+        not disrupted.
         """
 
     @abc.abstractmethod
-    def reload(self, network: dict[str, Any]) -> None:
-        """Apply port/subnet changes without restarting if possible."""
+    def disable(self, network_id: str) -> None:
+        """Stop serving the network and remove all of it from the host (idempotent)."""
 
     @abc.abstractmethod
-    def disable(self, network_id: str) -> None:
-        """Stop serving the network and remove its files (idempotent)."""
+    def present(self, network_id: str) -> bool:
+        """True if anything of the network is on this host (server, namespace)."""
 
     @abc.abstractmethod
     def active_networks(self) -> set[str]:

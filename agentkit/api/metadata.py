@@ -11,8 +11,9 @@ through. It forwards the request over the unix socket
 (router or network, source address) to a port and instance, signs the
 instance id and asks Nova.
 
-The L3 agent (``router=True``) and the DHCP agent (``router=False``) own the
-namespaces, addresses and iptables rules; the driver owns only the proxy
+The L3 agent's router driver (``router=True``) and the DHCP agent's DHCP
+driver (``router=False``) own the namespaces, addresses and iptables rules;
+the metadata driver owns only the proxy
 processes and their files. A proxy outlives the agent that started it (VMs
 keep their metadata across agent restarts) and a restarted agent adopts it.
 
@@ -42,7 +43,7 @@ Router (``router=True``), the L3 agent:
       proxy listens on ``[::]:<metadata_port>`` whenever the namespace has
       any IPv6 address (so it is enough that IPv6 is not disabled there).
 
-Isolated network (``router=False``), the DHCP agent:
+Isolated network (``router=False``), the DHCP driver (and agent):
     * the namespace and the DHCP port's device in it holding
       :data:`METADATA_V4_DHCP_PORT_CIDR` (169.254.169.254/16); the proxy
       binds that address on port 80 and fails to start without it;

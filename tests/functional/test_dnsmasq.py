@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from unittest import mock
 
 from testtools import content
 
@@ -283,13 +284,14 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         self.driver = self.new_driver()
 
     def new_driver(self):
-        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST)
+        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST,
+                                              interface_driver=mock.Mock())
         driver.initialize()
         self.addCleanup(driver.stop)
         return driver
 
     def enable(self, network, driver=None):
-        (driver or self.driver).enable(network, self.topo.namespace, self.topo.dhcp_device)
+        (driver or self.driver).serve(network, self.topo.namespace, self.topo.dhcp_device)
         pid = wait_until(lambda: self.driver.pid(self.topo.network_id), message='dnsmasq pid')
         wait_until(lambda: dhcp_bound(pid), message='dnsmasq bound to UDP 67')
         return pid
@@ -309,7 +311,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         port1 = t.port(mac1, 11)
         warm_up_privsep()
         started = time.monotonic()
-        pid = self.enable(t.network([port1]))
+        pid = self.serve(t.network([port1]))
         bound_s = time.monotonic() - started
         vm1 = DhcpClient(self, ns1, dev1)
         env = vm1.wait_bound()
@@ -356,7 +358,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         ns1, dev1, mac1 = t.add_vm(1)
         ns2, dev2, mac2 = t.add_vm(2)
         port1, port2 = t.port(mac1, 11), t.port(mac2, 12)
-        pid = self.enable(t.network([port1, port2]))
+        pid = self.serve(t.network([port1, port2]))
         old = DhcpClient(self, ns2, dev2)
         self.assertLease(old.wait_bound(), t.net + '12')
         # dhclient records the lease after running its script.
@@ -402,7 +404,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         """
         t = self.topo
         ns1, dev1, mac1 = t.add_vm(1)
-        pid = self.enable(t.network([t.port(mac1, 11)]))
+        pid = self.serve(t.network([t.port(mac1, 11)]))
         old = DhcpClient(self, ns1, dev1)
         self.assertLease(old.wait_bound(), t.net + '11')
         wait_until(lambda: 'fixed-address %s;' % (t.net + '11') in old.recorded_leases(),
@@ -448,7 +450,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         ns1, dev1, mac1 = t.add_vm(1)
         network = t.network([t.port(mac1, 11)])
         network['subnets'][0]['dns_nameservers'] = []
-        pid = self.enable(network)
+        pid = self.serve(network)
         argv = ep.read_cmdline(pid)
         self.assertEqual(['--server=192.0.2.53', '--server=192.0.2.54#5353'],
                          [a for a in argv if a.startswith('--server')])
@@ -463,7 +465,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         t = self.topo
         ns1, dev1, mac1 = t.add_vm(1)
         network = t.network([t.port(mac1, 11)])
-        old = self.enable(network)
+        old = self.serve(network)
         killed = time.monotonic()
         os.kill(old, signal.SIGKILL)
         new = wait_until(lambda: (self.driver.pid(t.network_id) or old) != old
@@ -484,7 +486,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         t = self.topo
         ns1, dev1, mac1 = t.add_vm(1)
         network = t.network([t.port(mac1, 11)], with_router=False)
-        pid = self.enable(network)
+        pid = self.serve(network)
         self.driver.stop()  # the agent stops; dnsmasq must survive
         time.sleep(0.2)
         self.assertEqual(pid, self.driver.pid(t.network_id))
@@ -494,7 +496,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         second.metadata_hook = lambda net, ns, enabled: hooks.append((net['id'], enabled))
         self.assertEqual({t.network_id}, second.active_networks())
         rchar = read_rchar(pid)
-        second.enable(network, t.namespace, t.dhcp_device)
+        second.serve(network, t.namespace, t.dhcp_device)
         self.assertEqual(render.Action.NONE, second.last_action)
         self.assertEqual(pid, second.pid(t.network_id))
         self.assertEqual(rchar, read_rchar(pid))  # not even a SIGHUP
@@ -512,22 +514,23 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
 
     def test_disable_removes_process_and_state(self):
         t = self.topo
-        pid = self.enable(t.network())
+        pid = self.serve(t.network())
         state_dir = os.path.join(self.state_path, 'dhcp', t.network_id)
         self.assertTrue(os.path.isdir(state_dir))
-        self.driver.disable(t.network_id)
+        self.driver.stop_serving(t.network_id)
         self.assertIsNone(ep.read_cmdline(pid))
         self.assertFalse(os.path.exists(state_dir))
         self.assertEqual(set(), self.driver.active_networks())
         time.sleep(1.5)  # longer than the monitor interval: no respawn
         self.assertEqual([], pids_with(t.network_id))
-        self.driver.disable(t.network_id)  # idempotent
+        self.driver.stop_serving(t.network_id)  # idempotent
 
     def test_private_state_path_is_refused(self):
         private = tempfile.mkdtemp(prefix='akd-private-')
         os.chmod(private, 0o700)
         self.conf.set_override('state_path', os.path.join(private, 'state'))
-        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST)
+        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST,
+                                              interface_driver=mock.Mock())
         self.assertRaises(exceptions.InvalidConfiguration, driver.initialize)
 
 
@@ -544,7 +547,8 @@ class DnsmasqScaleFunctionalTest(base.FunctionalTestCase):
         os.chmod(self.state_path, 0o755)
         self.conf.set_override('state_path', self.state_path)
         self.conf.set_override('check_child_processes_interval', 0)
-        self.driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST)
+        self.driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST,
+                                                   interface_driver=mock.Mock())
         self.driver.initialize()
         self.addCleanup(self.driver.stop)
 
@@ -563,7 +567,7 @@ class DnsmasqScaleFunctionalTest(base.FunctionalTestCase):
         started = time.monotonic()
         # As the DHCP agent does: its worker threads (default 8) enable networks.
         with futures.ThreadPoolExecutor(max_workers=8) as pool:
-            jobs = [pool.submit(self.driver.enable, network, topo.namespace, topo.dhcp_device)
+            jobs = [pool.submit(self.driver.serve, network, topo.namespace, topo.dhcp_device)
                     for topo, network in zip(topos, networks)]
             for job in jobs:
                 job.result(TIMEOUT)

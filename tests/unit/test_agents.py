@@ -149,7 +149,7 @@ class DhcpPortRaceTest(base.TestCase):
     def test_delete_races_are_conflicts_other_errors_are_not(self):
         import oslo_messaging
         agent = dhcp.DhcpAgent.__new__(dhcp.DhcpAgent)
-        agent.device_id_prefix = 'dhcp' + _uuid()
+        agent.host = 'host1'
         agent.plugin = mock.Mock()
         network = {'id': _uuid(), 'project_id': 'p', 'ports': [],
                    'subnets': [{'id': _uuid(), 'enable_dhcp': True}]}

@@ -13,6 +13,7 @@ import tempfile
 import uuid
 
 import fixtures
+from unittest import mock
 
 from agentkit import exceptions
 from agentkit.conf import dhcp as dhcp_conf
@@ -579,7 +580,8 @@ class DriverTestCase(base.TestCase):
         self.driver = self.new_driver()
 
     def new_driver(self):
-        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST)
+        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST,
+                                              interface_driver=mock.Mock())
         driver.metadata_hook = lambda net, ns, enabled: self.hook_calls.append(
             (net['id'], ns, enabled))
         driver.initialize()
@@ -600,7 +602,7 @@ class DriverTestCase(base.TestCase):
 class TestDriver(DriverTestCase):
 
     def test_enable_writes_files_and_starts_in_namespace(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         self.assertEqual([(self.expected_argv(), NAMESPACE)], self.procs.spawned)
         self.assertEqual(REFERENCE_HOST, self.read('host'))
         self.assertEqual(REFERENCE_ADDN_HOSTS, self.read('addn_hosts'))
@@ -622,15 +624,15 @@ class TestDriver(DriverTestCase):
                          self.driver.get_configurations())
 
     def test_unchanged_network_sends_no_sighup(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         self.driver.reload(reference_network())
         self.assertEqual(1, len(self.procs.spawned))
         self.assertEqual([], self.procs.hups)
         self.assertEqual(dnsmasq_render.Action.NONE, self.driver.last_action)
 
     def test_new_port_is_a_sighup_with_the_same_pid(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         pid = self.driver.pid(NET_ID)
         network = reference_network()
         network['ports'].append(make_port(str(uuid.uuid4()), 'fa:16:3e:00:00:42',
@@ -645,7 +647,7 @@ class TestDriver(DriverTestCase):
         self.assertEqual(1, self.driver.get_configurations()['dnsmasq_reloads'])
 
     def test_new_subnet_restarts(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         old = self.driver.pid(NET_ID)
         network = reference_network()
         network['subnets'].append(make_subnet(str(uuid.uuid4()), '10.30.0.0/24', '10.30.0.1'))
@@ -658,7 +660,7 @@ class TestDriver(DriverTestCase):
         self.assertEqual(dnsmasq_render.Action.RESTART, self.driver.last_action)
 
     def test_failed_sighup_is_retried_on_next_reload(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         network = reference_network()
         network['ports'].pop(0)
         self.procs.fail_kill = 1
@@ -668,20 +670,20 @@ class TestDriver(DriverTestCase):
         self.assertEqual([self.driver.pid(NET_ID)], self.procs.hups)
 
     def test_new_driver_adopts_running_dnsmasq(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         pid = self.driver.pid(NET_ID)
         self.driver.stop()
         self.assertEqual([], self.procs.terms)
         second = self.new_driver()
         self.assertEqual({NET_ID}, second.active_networks())
-        second.enable(reference_network(), NAMESPACE, INTERFACE)
+        second.serve(reference_network(), NAMESPACE, INTERFACE)
         self.assertEqual(1, len(self.procs.spawned))
         self.assertEqual([], self.procs.hups)
         self.assertEqual(pid, second.pid(NET_ID))
         self.assertEqual(1, second.get_configurations()['dnsmasq_adopted'])
 
     def test_reload_before_enable_uses_recorded_interface(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         second = self.new_driver()
         network = reference_network()
         network['ports'].pop(0)
@@ -695,7 +697,7 @@ class TestDriver(DriverTestCase):
         self.assertIn('never enabled', str(exc))
 
     def test_monitor_respawns_with_current_argv(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         old = self.driver.pid(NET_ID)
         self.procs.remove(old)
         self.assertEqual(set(), self.driver.active_networks())
@@ -706,28 +708,28 @@ class TestDriver(DriverTestCase):
         self.assertEqual(1, self.driver.get_configurations()['dnsmasq_respawns'])
 
     def test_disable(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         pid = self.driver.pid(NET_ID)
-        self.driver.disable(NET_ID)
+        self.driver.stop_serving(NET_ID)
         self.assertEqual([pid], self.procs.terms)
         self.assertFalse(os.path.exists(self.state_file('.')))
         self.assertEqual(set(), self.driver.active_networks())
         self.assertEqual([], self.driver.monitor.managers)
         self.assertEqual((NET_ID, NAMESPACE, False), self.hook_calls[-1])
-        self.driver.disable(NET_ID)  # idempotent
+        self.driver.stop_serving(NET_ID)  # idempotent
         self.assertRaises(exceptions.InvalidPayload, self.driver.disable, '../../etc')
         self.assertEqual(0, self.driver.get_configurations()['dnsmasq_networks'])
 
     def test_disable_of_network_left_by_previous_agent(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         pid = self.driver.pid(NET_ID)
         second = self.new_driver()
-        second.disable(NET_ID)
+        second.stop_serving(NET_ID)
         self.assertEqual([pid], self.procs.terms)
         self.assertFalse(os.path.exists(self.state_file('.')))
 
     def test_no_dhcp_subnet_stops_dnsmasq(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         network = reference_network()
         network['subnets'][0]['enable_dhcp'] = False
         self.driver.reload(network)
@@ -735,7 +737,7 @@ class TestDriver(DriverTestCase):
         self.assertEqual(set(), self.driver.active_networks())
 
     def test_active_networks_ignores_stale_and_foreign_entries(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         dhcp_root = os.path.join(self.state_path, 'dhcp')
         stale = str(uuid.uuid4())
         os.makedirs(os.path.join(dhcp_root, stale))
@@ -751,7 +753,7 @@ class TestDriver(DriverTestCase):
         self.conf.set_override('enable_isolated_metadata', True)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != ROUTER_PORT]
-        self.driver.enable(network, NAMESPACE, INTERFACE)
+        self.driver.serve(network, NAMESPACE, INTERFACE)
         self.assertIn('169.254.169.254/32,192.168.10.2,', self.read('opts'))
         self.assertEqual([(NET_ID, NAMESPACE, True)], self.hook_calls)
         self.assertTrue(dnsmasq_render.needs_metadata_proxy(
@@ -762,15 +764,15 @@ class TestDriver(DriverTestCase):
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != ROUTER_PORT]
         network['ports'][1]['device_id'] = 'dhcp-of-another-host'
-        self.driver.enable(network, NAMESPACE, 'ns-90212c69-7d')
+        self.driver.serve(network, NAMESPACE, 'ns-90212c69-7d')
         self.assertIn('169.254.169.254/32,192.168.10.2,', self.read('opts'))
 
     def test_bad_arguments(self):
-        self.assertRaises(exceptions.InvalidPayload, self.driver.enable,
+        self.assertRaises(exceptions.InvalidPayload, self.driver.serve,
                           reference_network(), '../etc', INTERFACE)
-        self.assertRaises(exceptions.InvalidPayload, self.driver.enable,
+        self.assertRaises(exceptions.InvalidPayload, self.driver.serve,
                           reference_network(), NAMESPACE, 'a-very-long-device-name')
-        self.assertRaises(exceptions.InvalidPayload, self.driver.enable,
+        self.assertRaises(exceptions.InvalidPayload, self.driver.serve,
                           dict(reference_network(), id='x'), NAMESPACE, INTERFACE)
         self.assertEqual([], self.procs.spawned)
 
@@ -789,7 +791,8 @@ class TestStatePath(base.TestCase):
         os.mkdir(private, 0o700)
         os.chmod(private, 0o700)
         self.conf.set_override('state_path', os.path.join(private, 'state'))
-        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST)
+        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST,
+                                              interface_driver=mock.Mock())
         exc = self.assertRaises(exceptions.InvalidConfiguration, driver.initialize)
         self.assertIn(private, str(exc))
         self.assertIn('nobody', str(exc))
@@ -804,7 +807,8 @@ class TestStatePath(base.TestCase):
 
     def test_traversable_directory_is_accepted(self):
         self.conf.set_override('state_path', os.path.join(self.tmp, 'state'))
-        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST)
+        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST,
+                                              interface_driver=mock.Mock())
         driver.initialize()
         self.assertTrue(os.path.isdir(os.path.join(self.tmp, 'state', 'dhcp')))
 
@@ -813,7 +817,8 @@ class TestStatePath(base.TestCase):
         self.addCleanup(os.umask, old)
         state = os.path.join(self.tmp, 'a', 'b', 'state')
         self.conf.set_override('state_path', state)
-        dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST).initialize()
+        dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST,
+                                     interface_driver=mock.Mock()).initialize()
         for path in (os.path.join(self.tmp, 'a'), state, os.path.join(state, 'dhcp')):
             self.assertEqual(0o755, stat.S_IMODE(os.stat(path).st_mode), path)
 

@@ -131,7 +131,7 @@ class TestDriverRelease(DriverTestCase):
             f.write(text)
 
     def test_deleted_port_is_released_after_the_sighup(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         self.write_leases(LEASES)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != VM_PORT]
@@ -153,17 +153,17 @@ class TestDriverRelease(DriverTestCase):
         self.assertEqual(3, len(self.release.calls))
 
     def test_adopted_dnsmasq_releases_leases_of_ports_deleted_meanwhile(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         self.write_leases(LEASES)
         self.driver.stop()
         second = self.new_driver()
-        second.enable(reference_network(), NAMESPACE, INTERFACE)
+        second.serve(reference_network(), NAMESPACE, INTERFACE)
         self.assertEqual(render.Action.NONE, second.last_action)
         self.assertEqual(['192.168.10.99', '2001:db8::99'],
                          [call[2] for call in self.release.calls])
 
     def test_no_release_on_start_or_restart(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         self.assertEqual([], self.release.calls)
         network = reference_network()
         network['subnets'].append(make_subnet(str(uuid.uuid4()), '10.30.0.0/24',
@@ -177,7 +177,7 @@ class TestDriverRelease(DriverTestCase):
 
     def test_lease_dnsmasq_keeps_is_retried_then_left_to_expire(self):
         self.release.drop = False
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != VM_PORT]
         self.driver.reload(network)
@@ -188,7 +188,7 @@ class TestDriverRelease(DriverTestCase):
 
     def test_failing_tool_is_logged_and_dnsmasq_still_reloaded(self):
         self.release.returncode = 1
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != VM_PORT]
         self.driver.reload(network)
@@ -200,7 +200,7 @@ class TestDriverRelease(DriverTestCase):
     def test_missing_tool_warns_once_and_carries_on(self):
         self.which = {'dhcp_release': False, 'dhcp_release6': True}
         driver = self.new_driver()
-        driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        driver.serve(reference_network(), NAMESPACE, INTERFACE)
         self.write_leases(LEASES)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != VM_PORT]

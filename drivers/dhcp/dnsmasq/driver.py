@@ -21,11 +21,13 @@ import tenacity
 
 from agentkit import exceptions
 from agentkit.api import dhcp
+from agentkit.api import interface
 from agentkit.lib import external_process
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
 from agentkit.privileged import dhcp_release
 from agentkit.privileged import tool_exec
+from drivers.dhcp import namespaced
 from drivers.dhcp.dnsmasq import files
 from drivers.dhcp.dnsmasq import leases
 from drivers.dhcp.dnsmasq import model
@@ -68,7 +70,7 @@ class _NetworkState:
     reload_pending: bool = False
 
 
-class DnsmasqDriver(external_process.DaemonOwner, dhcp.DhcpDriver):
+class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDriver):
     """One dnsmasq per network, started in the network's namespace.
 
     Thread-safe: calls for different networks run in parallel; calls for
@@ -78,8 +80,9 @@ class DnsmasqDriver(external_process.DaemonOwner, dhcp.DhcpDriver):
     #: Root of the process table; unit tests point it at a fake tree.
     proc_path: str = external_process.PROC_PATH
 
-    def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
-        super().__init__(conf, host)
+    def __init__(self, conf: cfg.ConfigOpts, host: str,
+                 interface_driver: interface.InterfaceDriver) -> None:
+        super().__init__(conf, host, interface_driver)
         self._networks: dict[str, _NetworkState] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -126,8 +129,7 @@ class DnsmasqDriver(external_process.DaemonOwner, dhcp.DhcpDriver):
 
     # -- the DhcpDriver API --------------------------------------------------
 
-    def enable(self, network: dict[str, Any], namespace: str,
-               interface_name: str) -> None:
+    def serve(self, network: dict[str, Any], namespace: str, interface_name: str) -> None:
         """Write the files and start, adopt, reload or restart dnsmasq.
 
         :raises InvalidPayload: bad network, namespace or interface name.
@@ -168,7 +170,7 @@ class DnsmasqDriver(external_process.DaemonOwner, dhcp.DhcpDriver):
                         'host (no %s file)' % (net.id, render.INTERFACE_FILE))
             self._apply(net, network, namespace, interface_name)
 
-    def disable(self, network_id: str) -> None:
+    def stop_serving(self, network_id: str) -> None:
         """Stop dnsmasq, forget the network and remove its state directory."""
         try:
             naming.validate_id(network_id, 'network')
