@@ -12,10 +12,8 @@ one privileged call per check made that six calls per network.
 
 import abc
 import errno
-import ipaddress
 import logging
 import os
-from typing import Any
 
 from agentkit.api import dhcp
 from agentkit.api import metadata
@@ -29,7 +27,7 @@ class NamespacedDhcpDriver(dhcp.DhcpDriver):
     """The namespace and DHCP port of a network; the server is the subclass's."""
 
     @abc.abstractmethod
-    def serve(self, network: dict[str, Any], namespace: str, interface_name: str) -> None:
+    def serve(self, network: dhcp.Network, namespace: str, interface_name: str) -> None:
         """Start, adopt or reconfigure the server of ``network``, listening
         on ``interface_name`` (already up, with its addresses) in ``namespace``."""
 
@@ -37,17 +35,17 @@ class NamespacedDhcpDriver(dhcp.DhcpDriver):
     def stop_serving(self, network_id: str) -> None:
         """Stop the network's server and remove its files (idempotent)."""
 
-    def enable(self, network: dict[str, Any], port: dict[str, Any]) -> None:
-        net_id = network['id']
+    def enable(self, network: dhcp.Network, port: dhcp.Port) -> None:
+        net_id = network.id
         namespace = naming.dhcp_namespace(net_id)
         ns = ip_lib.IPWrapper(namespace)
-        device = self.interface_driver.get_device_name(port['id'])
+        device = self.interface_driver.get_device_name(port.id)
         # One read serves every check below.
         state = self.interface_driver.read_state(net_id, device, namespace)
         if state is None or not state.loopback_up:
             ns.ensure_namespace()  # with its loopback up
-        self.interface_driver.plug(net_id, port['id'], device, port['mac_address'],
-                                   namespace, mtu=network.get('mtu') or None,
+        self.interface_driver.plug(net_id, port.id, device, port.mac_address,
+                                   namespace, mtu=network.mtu,
                                    current=state)
         # Addresses and routes read from a device that was already up are
         # still true after plug (it only sets MAC, MTU and up on it).
@@ -76,14 +74,11 @@ class NamespacedDhcpDriver(dhcp.DhcpDriver):
         return (ip_lib.IPWrapper(naming.dhcp_namespace(network_id)).namespace_exists()
                 or network_id in self.active_networks())
 
-    def _port_cidrs(self, network: dict[str, Any], port: dict[str, Any]) -> list[str]:
+    def _port_cidrs(self, network: dhcp.Network, port: dhcp.Port) -> list[str]:
         """The DHCP port's addresses with their subnets' prefixes, and the
         metadata addresses when the namespace may have to serve metadata."""
-        prefixes = {s['id']: ipaddress.ip_network(s['cidr']).prefixlen
-                    for s in network.get('subnets', [])}
-        cidrs = [f'{ip["ip_address"]}/{prefixes[ip["subnet_id"]]}'
-                 for ip in port.get('fixed_ips', [])
-                 if isinstance(ip, dict) and ip.get('subnet_id') in prefixes]
+        prefixes = {s.id: s.cidr.prefixlen for s in network.subnets}
+        cidrs = [f'{ip.address}/{prefixes[ip.subnet_id]}' for ip in port.fixed_ips]
         if self.conf.enable_isolated_metadata:
             cidrs.append(metadata.METADATA_V4_DHCP_PORT_CIDR)
             if os.path.isdir('/proc/sys/net/ipv6'):
@@ -91,13 +86,13 @@ class NamespacedDhcpDriver(dhcp.DhcpDriver):
                 cidrs.append(metadata.METADATA_V6_CIDR)
         return cidrs
 
-    def _set_default_route(self, network: dict[str, Any], device: ip_lib.IPDevice,
+    def _set_default_route(self, network: dhcp.Network, device: ip_lib.IPDevice,
                            state: ip_lib.DeviceState | None = None) -> None:
         """Via the first DHCP-enabled IPv4 subnet's gateway, so the server's
         own traffic (DNS forwarding) leaves the namespace."""
-        for subnet in dhcp.dhcp_subnets(network):
-            gateway = subnet.get('gateway_ip')
-            if subnet.get('ip_version', 4) == 4 and gateway:
+        for subnet in network.dhcp_subnets:
+            gateway = None if subnet.gateway_ip is None else str(subnet.gateway_ip)
+            if subnet.ip_version == 4 and gateway:
                 current = (state.gateway() if state is not None
                            else device.route.get_gateway())
                 if not current or current.get('gateway') != gateway:
@@ -110,5 +105,5 @@ class NamespacedDhcpDriver(dhcp.DhcpDriver):
                         # the subnet is going away, or its gateway lies
                         # outside it. The server serves leases either way.
                         LOG.info('Network %s: no default route via %s in the DHCP '
-                                 'namespace: %s', network['id'], gateway, exc)
+                                 'namespace: %s', network.id, gateway, exc)
                 return

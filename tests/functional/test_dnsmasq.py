@@ -23,6 +23,7 @@ from testtools import content
 
 from agentkit import exceptions
 from agentkit.api import dhcp as dhcp_api
+from agentkit.api import dhcp_payload
 from agentkit.conf import dhcp as dhcp_conf
 from agentkit.lib import external_process as ep
 from agentkit.lib import ip_lib
@@ -95,6 +96,11 @@ def dhcp_bound(pid):
             return any(line.split()[1].endswith(':0043') for line in list(f)[1:])
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+def typed(network):
+    """The typed network the DHCP agent hands its driver."""
+    return dhcp_payload.parse_network(network)
 
 
 class DnsmasqTopology:
@@ -291,7 +297,8 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         return driver
 
     def enable(self, network, driver=None):
-        (driver or self.driver).serve(network, self.topo.namespace, self.topo.dhcp_device)
+        (driver or self.driver).serve(typed(network), self.topo.namespace,
+                                      self.topo.dhcp_device)
         pid = wait_until(lambda: self.driver.pid(self.topo.network_id), message='dnsmasq pid')
         wait_until(lambda: dhcp_bound(pid), message='dnsmasq bound to UDP 67')
         return pid
@@ -311,7 +318,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         port1 = t.port(mac1, 11)
         warm_up_privsep()
         started = time.monotonic()
-        pid = self.serve(t.network([port1]))
+        pid = self.enable(t.network([port1]))
         bound_s = time.monotonic() - started
         vm1 = DhcpClient(self, ns1, dev1)
         env = vm1.wait_bound()
@@ -328,7 +335,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         port2 = t.port(mac2, 12)
         rchar = read_rchar(pid)
         reload_started = time.monotonic()
-        self.driver.reload(t.network([port1, port2]))
+        self.driver.reload(typed(t.network([port1, port2])))
         reload_call_s = time.monotonic() - reload_started
         wait_until(lambda: read_rchar(pid) > rchar, message='dnsmasq re-reading its files')
         reread_s = time.monotonic() - reload_started
@@ -340,7 +347,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
 
         # The same network again: nothing to do, dnsmasq is not even signalled.
         rchar = read_rchar(pid)
-        self.driver.reload(t.network([port1, port2]))
+        self.driver.reload(typed(t.network([port1, port2])))
         time.sleep(0.3)
         self.assertEqual(rchar, read_rchar(pid))
         self.assertEqual(render.Action.NONE, self.driver.last_action)
@@ -358,7 +365,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         ns1, dev1, mac1 = t.add_vm(1)
         ns2, dev2, mac2 = t.add_vm(2)
         port1, port2 = t.port(mac1, 11), t.port(mac2, 12)
-        pid = self.serve(t.network([port1, port2]))
+        pid = self.enable(t.network([port1, port2]))
         old = DhcpClient(self, ns2, dev2)
         self.assertLease(old.wait_bound(), t.net + '12')
         # dhclient records the lease after running its script.
@@ -366,7 +373,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
                    message="dhclient's lease file")
         old.stop()
 
-        self.driver.reload(t.network([port1]))
+        self.driver.reload(typed(t.network([port1])))
         self.assertEqual(pid, self.driver.pid(t.network_id))
         with open(os.path.join(self.state_path, 'dhcp', t.network_id, 'host')) as f:
             self.assertNotIn(mac2, f.read())
@@ -404,7 +411,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         """
         t = self.topo
         ns1, dev1, mac1 = t.add_vm(1)
-        pid = self.serve(t.network([t.port(mac1, 11)]))
+        pid = self.enable(t.network([t.port(mac1, 11)]))
         old = DhcpClient(self, ns1, dev1)
         self.assertLease(old.wait_bound(), t.net + '11')
         wait_until(lambda: 'fixed-address %s;' % (t.net + '11') in old.recorded_leases(),
@@ -413,7 +420,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         self.assertIn('%s %s' % (mac1, t.net + '11'), self.leases())
 
         ns2, dev2, mac2 = t.add_vm(2)
-        self.driver.reload(t.network([t.port(mac2, 11)]))
+        self.driver.reload(typed(t.network([t.port(mac2, 11)])))
         self.assertEqual(render.Action.RELOAD, self.driver.last_action)
         self.assertEqual(pid, self.driver.pid(t.network_id))
         return ns2, dev2, mac2, mac1
@@ -450,7 +457,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         ns1, dev1, mac1 = t.add_vm(1)
         network = t.network([t.port(mac1, 11)])
         network['subnets'][0]['dns_nameservers'] = []
-        pid = self.serve(network)
+        pid = self.enable(network)
         argv = ep.read_cmdline(pid)
         self.assertEqual(['--server=192.0.2.53', '--server=192.0.2.54#5353'],
                          [a for a in argv if a.startswith('--server')])
@@ -465,7 +472,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         t = self.topo
         ns1, dev1, mac1 = t.add_vm(1)
         network = t.network([t.port(mac1, 11)])
-        old = self.serve(network)
+        old = self.enable(network)
         killed = time.monotonic()
         os.kill(old, signal.SIGKILL)
         new = wait_until(lambda: (self.driver.pid(t.network_id) or old) != old
@@ -486,17 +493,17 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         t = self.topo
         ns1, dev1, mac1 = t.add_vm(1)
         network = t.network([t.port(mac1, 11)], with_router=False)
-        pid = self.serve(network)
+        pid = self.enable(network)
         self.driver.stop()  # the agent stops; dnsmasq must survive
         time.sleep(0.2)
         self.assertEqual(pid, self.driver.pid(t.network_id))
 
         hooks = []
         second = self.new_driver()
-        second.metadata_hook = lambda net, ns, enabled: hooks.append((net['id'], enabled))
+        second.metadata_hook = lambda net_id, ns, enabled: hooks.append((net_id, enabled))
         self.assertEqual({t.network_id}, second.active_networks())
         rchar = read_rchar(pid)
-        second.serve(network, t.namespace, t.dhcp_device)
+        second.serve(typed(network), t.namespace, t.dhcp_device)
         self.assertEqual(render.Action.NONE, second.last_action)
         self.assertEqual(pid, second.pid(t.network_id))
         self.assertEqual(rchar, read_rchar(pid))  # not even a SIGHUP
@@ -514,7 +521,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
 
     def test_disable_removes_process_and_state(self):
         t = self.topo
-        pid = self.serve(t.network())
+        pid = self.enable(t.network())
         state_dir = os.path.join(self.state_path, 'dhcp', t.network_id)
         self.assertTrue(os.path.isdir(state_dir))
         self.driver.stop_serving(t.network_id)
@@ -567,7 +574,7 @@ class DnsmasqScaleFunctionalTest(base.FunctionalTestCase):
         started = time.monotonic()
         # As the DHCP agent does: its worker threads (default 8) enable networks.
         with futures.ThreadPoolExecutor(max_workers=8) as pool:
-            jobs = [pool.submit(self.driver.serve, network, topo.namespace, topo.dhcp_device)
+            jobs = [pool.submit(self.driver.serve, typed(network), topo.namespace, topo.dhcp_device)
                     for topo, network in zip(topos, networks)]
             for job in jobs:
                 job.result(TIMEOUT)

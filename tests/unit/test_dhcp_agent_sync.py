@@ -44,7 +44,7 @@ class FakeServer:
 
     def add_network(self, dhcp_subnet: bool = True, ports: int = 1) -> dict[str, Any]:
         net_id = _uuid()
-        subnet = {'id': _uuid(), 'cidr': '10.0.%d.0/24' % (len(self.networks) % 250),
+        subnet = {'id': _uuid(), 'cidr': '10.0.0.0/24',
                   'enable_dhcp': dhcp_subnet, 'ip_version': 4, 'gateway_ip': None}
         net = {'id': net_id, 'admin_state_up': True, 'mtu': 1450, 'project_id': 'p',
                'subnets': [subnet], 'ports': []}
@@ -113,11 +113,11 @@ class FakeDhcpDriver(namespaced.NamespacedDhcpDriver):
         self.dead: set[str] = set()
         self.actions: list[tuple[str, str]] = []
 
-    def serve(self, network: dict[str, Any], namespace: str, device: str) -> None:
-        action = 'reload' if network['id'] in self.served else 'enable'
-        self.actions.append((action, network['id']))
-        self.served.add(network['id'])
-        self.dead.discard(network['id'])
+    def serve(self, network: dhcp_api.Network, namespace: str, device: str) -> None:
+        action = 'reload' if network.id in self.served else 'enable'
+        self.actions.append((action, network.id))
+        self.served.add(network.id)
+        self.dead.discard(network.id)
 
     def stop_serving(self, network_id: str) -> None:
         self.actions.append(('disable', network_id))
@@ -200,8 +200,8 @@ class DhcpAgentTestCase(base.TestCase):
                 return
             try:
                 self.agent.process_update(update)
-            except Exception:
-                self.agent.queue._failed(update, RuntimeError('test'))
+            except Exception as exc:
+                self.agent.queue._failed(update, RuntimeError('test: %r' % exc))
 
     def pop(self) -> work_queue.ResourceUpdate | None:
         q = self.agent.queue
@@ -315,7 +315,8 @@ class QuietAtRestTest(DhcpAgentTestCase):
         net = self.server.add_network(dhcp_subnet=False, ports=0)
         self.server.networks[net['id']]['ports'].append({
             'id': _uuid(), 'device_id': dhcp_api.dhcp_port_device_id(self.agent.host, net['id']),
-            'device_owner': dhcp.DEVICE_OWNER_DHCP, 'fixed_ips': []})
+            'device_owner': dhcp.DEVICE_OWNER_DHCP, 'mac_address': 'fa:16:3e:ff:ff:01',
+            'fixed_ips': []})
         for _ in range(3):
             self.agent.sync_state()
             self.drain()

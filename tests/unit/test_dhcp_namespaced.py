@@ -6,6 +6,8 @@ import uuid
 from typing import Any
 from unittest import mock
 
+from agentkit.api import dhcp as dhcp_api
+from agentkit.api import dhcp_payload
 from agentkit.api import metadata
 from agentkit.lib import ip_lib
 from drivers.dhcp import namespaced
@@ -25,8 +27,8 @@ class RecordingDriver(namespaced.NamespacedDhcpDriver):
         super().__init__(*args, **kwargs)
         self.calls: list[tuple[Any, ...]] = []
 
-    def serve(self, network: dict[str, Any], namespace: str, interface_name: str) -> None:
-        self.calls.append(('serve', network['id'], namespace, interface_name))
+    def serve(self, network: dhcp_api.Network, namespace: str, interface_name: str) -> None:
+        self.calls.append(('serve', network.id, namespace, interface_name))
 
     def stop_serving(self, network_id: str) -> None:
         self.calls.append(('stop_serving', network_id))
@@ -35,15 +37,17 @@ class RecordingDriver(namespaced.NamespacedDhcpDriver):
         return set()
 
 
-def network(gateway: str | None = '10.0.0.1') -> dict[str, Any]:
-    return {'id': NET_ID, 'mtu': 1450,
-            'subnets': [{'id': SUBNET_ID, 'cidr': '10.0.0.0/24', 'ip_version': 4,
-                         'enable_dhcp': True, 'gateway_ip': gateway}],
-            'ports': []}
+def network(gateway: str | None = '10.0.0.1') -> dhcp_api.Network:
+    return dhcp_payload.parse_network({
+        'id': NET_ID, 'mtu': 1450,
+        'subnets': [{'id': SUBNET_ID, 'cidr': '10.0.0.0/24', 'ip_version': 4,
+                     'enable_dhcp': True, 'gateway_ip': gateway}],
+        'ports': []})
 
 
-PORT = {'id': PORT_ID, 'mac_address': 'fa:16:3e:00:00:01',
-        'fixed_ips': [{'subnet_id': SUBNET_ID, 'ip_address': '10.0.0.2'}]}
+PORT = dhcp_payload.parse_port({'id': PORT_ID, 'mac_address': 'fa:16:3e:00:00:01',
+                                'fixed_ips': [{'subnet_id': SUBNET_ID,
+                                               'ip_address': '10.0.0.2'}]}, network())
 
 
 class NamespacedDhcpDriverTest(base.TestCase):
@@ -67,7 +71,7 @@ class NamespacedDhcpDriverTest(base.TestCase):
         self.ip_wrapper.assert_called_with(NAMESPACE)
         self.wrapper.ensure_namespace.assert_called_once_with()
         self.interface.plug.assert_called_once_with(
-            NET_ID, PORT_ID, DEVICE, PORT['mac_address'], NAMESPACE, mtu=1450,
+            NET_ID, PORT_ID, DEVICE, PORT.mac_address, NAMESPACE, mtu=1450,
             current=None)
         self.interface.set_addresses.assert_called_once_with(
             DEVICE, NAMESPACE, ['10.0.0.2/24'], current=None)

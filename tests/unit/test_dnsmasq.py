@@ -16,10 +16,10 @@ import fixtures
 from unittest import mock
 
 from agentkit import exceptions
+from agentkit.api import dhcp_payload
 from agentkit.conf import dhcp as dhcp_conf
 from drivers.dhcp.dnsmasq import driver as dnsmasq_driver
 from drivers.dhcp.dnsmasq import files
-from drivers.dhcp.dnsmasq import model
 from drivers.dhcp.dnsmasq import render as dnsmasq_render
 from tests import base
 from tests.unit import fake_proc
@@ -107,13 +107,18 @@ def reference_network():
     }
 
 
+def typed(network):
+    """The typed network the DHCP agent hands its driver."""
+    return dhcp_payload.parse_network(network)
+
+
 def settings(**kwargs):
     kwargs.setdefault('state_path', '<state>/state')
     return dnsmasq_render.Settings(**kwargs)
 
 
 def render(network, dhcp_ips=None, **kwargs):
-    net = model.parse_network(network)
+    net = dhcp_payload.parse_network(network)
     s = settings(**kwargs)
     return dnsmasq_render.build_argv(net, s), dnsmasq_render.render_files(net, s, dhcp_ips)
 
@@ -151,7 +156,7 @@ class TestReferenceShapes(base.TestCase):
         argv, _ = render(reference_network(), lease_duration=-1)
         self.assertIn('--dhcp-range=set:subnet-%s,192.168.10.0,static,255.255.255.0,'
                       'infinite' % SUBNET_ID, argv)
-        net = model.parse_network(reference_network())
+        net = dhcp_payload.parse_network(reference_network())
         leases = dnsmasq_render.render_init_leases(net, settings(lease_duration=-1), 1000)
         self.assertEqual('0 fa:16:3e:3d:a8:1c 192.168.10.1 * *\n'
                          '0 fa:16:3e:70:e7:3b 192.168.10.207 * *\n', leases)
@@ -181,7 +186,7 @@ class TestReferenceShapes(base.TestCase):
         self.assertEqual('', files['opts'])
         # Still resolvable by name.
         self.assertIn('192.168.10.207\t', files['addn_hosts'])
-        self.assertFalse(model.parse_network(network).dhcp_enabled)
+        self.assertFalse(dhcp_payload.parse_network(network).dhcp_enabled)
 
 
 class TestOptions(base.TestCase):
@@ -239,35 +244,35 @@ class TestOptions(base.TestCase):
         self.assertIn('option:router,192.168.10.254\n', files['opts'])
 
     def test_isolated_metadata_route_via_dhcp_port(self):
-        dhcp_ips = {SUBNET_ID: model.parse_ip('192.168.10.2', 'x')}
+        dhcp_ips = {SUBNET_ID: dhcp_payload.parse_ip('192.168.10.2', 'x')}
         _, files = render(self.isolated_network(), dhcp_ips, enable_isolated_metadata=True)
         self.assertIn('option:classless-static-route,169.254.169.254/32,192.168.10.2,'
                       '0.0.0.0/0,192.168.10.1\n', files['opts'])
         self.assertTrue(dnsmasq_render.needs_metadata_proxy(
-            model.parse_network(self.isolated_network()),
+            dhcp_payload.parse_network(self.isolated_network()),
             settings(enable_isolated_metadata=True)))
 
     def test_isolated_without_isolated_metadata_gets_no_metadata_route(self):
-        dhcp_ips = {SUBNET_ID: model.parse_ip('192.168.10.2', 'x')}
+        dhcp_ips = {SUBNET_ID: dhcp_payload.parse_ip('192.168.10.2', 'x')}
         _, files = render(self.isolated_network(), dhcp_ips)
         self.assertNotIn('169.254.169.254', files['opts'])
         self.assertEqual('tag:subnet-%s,option:router,192.168.10.1\n' % SUBNET_ID,
                          files['opts'])
         self.assertFalse(dnsmasq_render.needs_metadata_proxy(
-            model.parse_network(self.isolated_network()), settings()))
+            dhcp_payload.parse_network(self.isolated_network()), settings()))
 
     def test_routed_subnet_uses_gateway_even_with_isolated_metadata(self):
-        dhcp_ips = {SUBNET_ID: model.parse_ip('192.168.10.2', 'x')}
+        dhcp_ips = {SUBNET_ID: dhcp_payload.parse_ip('192.168.10.2', 'x')}
         _, files = render(reference_network(), dhcp_ips, enable_isolated_metadata=True)
         self.assertEqual(REFERENCE_OPTS, files['opts'])
         self.assertFalse(dnsmasq_render.needs_metadata_proxy(
-            model.parse_network(reference_network()),
+            dhcp_payload.parse_network(reference_network()),
             settings(enable_isolated_metadata=True)))
 
     def test_router_port_not_on_gateway_leaves_subnet_isolated(self):
         network = reference_network()
         network['ports'][1]['fixed_ips'][0]['ip_address'] = '192.168.10.5'
-        net = model.parse_network(network)
+        net = dhcp_payload.parse_network(network)
         self.assertEqual({SUBNET_ID}, dnsmasq_render.isolated_subnets(net))
 
     def test_other_ipv4_subnets_are_on_link(self):
@@ -396,7 +401,7 @@ class TestIPv6(base.TestCase):
 class TestValidation(base.TestCase):
 
     def assertBadNetwork(self, network, fragment):
-        exc = self.assertRaises(exceptions.InvalidPayload, model.parse_network, network)
+        exc = self.assertRaises(exceptions.InvalidPayload, dhcp_payload.parse_network, network)
         self.assertIn(fragment, str(exc))
 
     def test_bad_networks_are_refused(self):
@@ -454,7 +459,7 @@ class TestValidation(base.TestCase):
             port.update(change)
             network['ports'].insert(0, port)
             network['ports'].append('not a port')
-            net = model.parse_network(network)
+            net = dhcp_payload.parse_network(network)
             self.assertEqual(3, len(net.ports), what)
             self.assertEqual(2, len(net.skipped_ports), what)
             _, files = render(network)
@@ -467,7 +472,7 @@ class TestValidation(base.TestCase):
                                           [(SUBNET_ID, '192.168.10.99')]))
         network['ports'].append(make_port(str(uuid.uuid4()), 'fa:16:3e:00:00:99',
                                           [(SUBNET_ID, '192.168.10.207')]))
-        net = model.parse_network(network)
+        net = dhcp_payload.parse_network(network)
         self.assertEqual(2, len(net.skipped_ports))
         self.assertIn('also used by port %s' % VM_PORT, net.skipped_ports[0][1])
         _, files = render(network)
@@ -477,14 +482,14 @@ class TestValidation(base.TestCase):
         network = reference_network()
         network['ports'][0]['fixed_ips'].append({'subnet_id': str(uuid.uuid4()),
                                                  'ip_address': '10.99.0.5'})
-        net = model.parse_network(network)
+        net = dhcp_payload.parse_network(network)
         self.assertEqual(3, len(net.ports))
         _, files = render(network)
         self.assertEqual(REFERENCE_HOST, files['host'])
 
     def test_ipv6_scope_ids_are_refused(self):
-        self.assertRaises(ValueError, model.parse_ip, 'fe80::1%eth0', 'x')
-        self.assertRaises(ValueError, model.parse_cidr, 'fe80::%a/64', 'x')
+        self.assertRaises(ValueError, dhcp_payload.parse_ip, 'fe80::1%eth0', 'x')
+        self.assertRaises(ValueError, dhcp_payload.parse_cidr, 'fe80::%a/64', 'x')
 
 
 class TestDecide(base.TestCase):
@@ -582,8 +587,8 @@ class DriverTestCase(base.TestCase):
     def new_driver(self):
         driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST,
                                               interface_driver=mock.Mock())
-        driver.metadata_hook = lambda net, ns, enabled: self.hook_calls.append(
-            (net['id'], ns, enabled))
+        driver.metadata_hook = lambda net_id, ns, enabled: self.hook_calls.append(
+            (net_id, ns, enabled))
         driver.initialize()
         self.addCleanup(driver.stop)
         return driver
@@ -602,7 +607,7 @@ class DriverTestCase(base.TestCase):
 class TestDriver(DriverTestCase):
 
     def test_enable_writes_files_and_starts_in_namespace(self):
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         self.assertEqual([(self.expected_argv(), NAMESPACE)], self.procs.spawned)
         self.assertEqual(REFERENCE_HOST, self.read('host'))
         self.assertEqual(REFERENCE_ADDN_HOSTS, self.read('addn_hosts'))
@@ -624,34 +629,34 @@ class TestDriver(DriverTestCase):
                          self.driver.get_configurations())
 
     def test_unchanged_network_sends_no_sighup(self):
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
-        self.driver.reload(reference_network())
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
+        self.driver.reload(typed(reference_network()))
         self.assertEqual(1, len(self.procs.spawned))
         self.assertEqual([], self.procs.hups)
         self.assertEqual(dnsmasq_render.Action.NONE, self.driver.last_action)
 
     def test_new_port_is_a_sighup_with_the_same_pid(self):
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         pid = self.driver.pid(NET_ID)
         network = reference_network()
         network['ports'].append(make_port(str(uuid.uuid4()), 'fa:16:3e:00:00:42',
                                           [(SUBNET_ID, '192.168.10.42')]))
-        self.driver.reload(network)
+        self.driver.reload(typed(network))
         self.assertEqual([pid], self.procs.hups)
         self.assertEqual(pid, self.driver.pid(NET_ID))
         self.assertIn('fa:16:3e:00:00:42,host-192-168-10-42.openstacklocal,192.168.10.42\n',
                       self.read('host'))
-        self.driver.reload(network)
+        self.driver.reload(typed(network))
         self.assertEqual([pid], self.procs.hups)
         self.assertEqual(1, self.driver.get_configurations()['dnsmasq_reloads'])
 
     def test_new_subnet_restarts(self):
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         old = self.driver.pid(NET_ID)
         network = reference_network()
         network['subnets'].append(make_subnet(str(uuid.uuid4()), '10.30.0.0/24', '10.30.0.1'))
-        self.driver.reload(network)
+        self.driver.reload(typed(network))
         self.assertEqual([old], self.procs.terms)
         self.assertEqual(2, len(self.procs.spawned))
         new_argv = self.procs.spawned[1][0]
@@ -660,44 +665,45 @@ class TestDriver(DriverTestCase):
         self.assertEqual(dnsmasq_render.Action.RESTART, self.driver.last_action)
 
     def test_failed_sighup_is_retried_on_next_reload(self):
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         network = reference_network()
         network['ports'].pop(0)
         self.procs.fail_kill = 1
-        self.assertRaises(exceptions.ProcessError, self.driver.reload, network)
+        self.assertRaises(exceptions.ProcessError, self.driver.reload, typed(network))
         self.assertEqual([], self.procs.hups)
-        self.driver.reload(network)  # files already on disk, signal still owed
+        self.driver.reload(typed(network))  # files already on disk, signal still owed
         self.assertEqual([self.driver.pid(NET_ID)], self.procs.hups)
 
     def test_new_driver_adopts_running_dnsmasq(self):
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         pid = self.driver.pid(NET_ID)
         self.driver.stop()
         self.assertEqual([], self.procs.terms)
         second = self.new_driver()
         self.assertEqual({NET_ID}, second.active_networks())
-        second.serve(reference_network(), NAMESPACE, INTERFACE)
+        second.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         self.assertEqual(1, len(self.procs.spawned))
         self.assertEqual([], self.procs.hups)
         self.assertEqual(pid, second.pid(NET_ID))
         self.assertEqual(1, second.get_configurations()['dnsmasq_adopted'])
 
     def test_reload_before_enable_uses_recorded_interface(self):
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         second = self.new_driver()
         network = reference_network()
         network['ports'].pop(0)
-        second.reload(network)
+        second.reload(typed(network))
         self.assertEqual([self.driver.pid(NET_ID)], self.procs.hups)
         other = reference_network()
         other['id'] = str(uuid.uuid4())
         for item in other['subnets'] + other['ports']:
             item['network_id'] = other['id']
-        exc = self.assertRaises(exceptions.ProcessError, self.new_driver().reload, other)
+        exc = self.assertRaises(exceptions.ProcessError, self.new_driver().reload,
+                                typed(other))
         self.assertIn('never enabled', str(exc))
 
     def test_monitor_respawns_with_current_argv(self):
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         old = self.driver.pid(NET_ID)
         self.procs.remove(old)
         self.assertEqual(set(), self.driver.active_networks())
@@ -708,7 +714,7 @@ class TestDriver(DriverTestCase):
         self.assertEqual(1, self.driver.get_configurations()['dnsmasq_respawns'])
 
     def test_disable(self):
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         pid = self.driver.pid(NET_ID)
         self.driver.stop_serving(NET_ID)
         self.assertEqual([pid], self.procs.terms)
@@ -721,7 +727,7 @@ class TestDriver(DriverTestCase):
         self.assertEqual(0, self.driver.get_configurations()['dnsmasq_networks'])
 
     def test_disable_of_network_left_by_previous_agent(self):
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         pid = self.driver.pid(NET_ID)
         second = self.new_driver()
         second.stop_serving(NET_ID)
@@ -729,15 +735,15 @@ class TestDriver(DriverTestCase):
         self.assertFalse(os.path.exists(self.state_file('.')))
 
     def test_no_dhcp_subnet_stops_dnsmasq(self):
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         network = reference_network()
         network['subnets'][0]['enable_dhcp'] = False
-        self.driver.reload(network)
+        self.driver.reload(typed(network))
         self.assertEqual(1, len(self.procs.terms))
         self.assertEqual(set(), self.driver.active_networks())
 
     def test_active_networks_ignores_stale_and_foreign_entries(self):
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         dhcp_root = os.path.join(self.state_path, 'dhcp')
         stale = str(uuid.uuid4())
         os.makedirs(os.path.join(dhcp_root, stale))
@@ -753,27 +759,28 @@ class TestDriver(DriverTestCase):
         self.conf.set_override('enable_isolated_metadata', True)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != ROUTER_PORT]
-        self.driver.serve(network, NAMESPACE, INTERFACE)
+        self.driver.serve(typed(network), NAMESPACE, INTERFACE)
         self.assertIn('169.254.169.254/32,192.168.10.2,', self.read('opts'))
         self.assertEqual([(NET_ID, NAMESPACE, True)], self.hook_calls)
         self.assertTrue(dnsmasq_render.needs_metadata_proxy(
-            model.parse_network(network), dnsmasq_render.Settings.from_conf(self.conf)))
+            dhcp_payload.parse_network(network), dnsmasq_render.Settings.from_conf(self.conf)))
 
     def test_dhcp_port_found_by_interface_name(self):
         self.conf.set_override('enable_isolated_metadata', True)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != ROUTER_PORT]
         network['ports'][1]['device_id'] = 'dhcp-of-another-host'
-        self.driver.serve(network, NAMESPACE, 'ns-90212c69-7d')
+        self.driver.serve(typed(network), NAMESPACE, 'ns-90212c69-7d')
         self.assertIn('169.254.169.254/32,192.168.10.2,', self.read('opts'))
 
     def test_bad_arguments(self):
         self.assertRaises(exceptions.InvalidPayload, self.driver.serve,
-                          reference_network(), '../etc', INTERFACE)
+                          typed(reference_network()), '../etc', INTERFACE)
         self.assertRaises(exceptions.InvalidPayload, self.driver.serve,
-                          reference_network(), NAMESPACE, 'a-very-long-device-name')
-        self.assertRaises(exceptions.InvalidPayload, self.driver.serve,
-                          dict(reference_network(), id='x'), NAMESPACE, INTERFACE)
+                          typed(reference_network()), NAMESPACE, 'a-very-long-device-name')
+        # A bad network is refused at the agent's edge, before any driver.
+        self.assertRaises(exceptions.InvalidPayload, dhcp_payload.parse_network,
+                          dict(reference_network(), id='x'))
         self.assertEqual([], self.procs.spawned)
 
 
@@ -826,7 +833,7 @@ class TestStatePath(base.TestCase):
         self.conf.set_override('dnsmasq_dns_servers', ['8.8.8.8', '2001:DB8::53#53'])
         s = dnsmasq_render.Settings.from_conf(self.conf)
         self.assertEqual(('8.8.8.8', '2001:db8::53#53'), s.dns_forwarders)
-        net = model.parse_network(reference_network())
+        net = dhcp_payload.parse_network(reference_network())
         argv = dnsmasq_render.build_argv(net, s)
         self.assertIn('--no-resolv', argv)
         self.assertEqual(['--conf-file=/dev/null', '--server=8.8.8.8',

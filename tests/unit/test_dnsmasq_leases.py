@@ -12,12 +12,12 @@ import uuid
 import fixtures
 
 from agentkit import exceptions
+from agentkit.api import dhcp_payload
 from agentkit import privileged
 from agentkit.privileged import dhcp_release
 from agentkit.privileged import tool_exec
 from drivers.dhcp.dnsmasq import driver as dnsmasq_driver
 from drivers.dhcp.dnsmasq import leases as dnsmasq_leases
-from drivers.dhcp.dnsmasq import model
 from drivers.dhcp.dnsmasq import render
 from tests import base
 from tests.unit.test_dnsmasq import DriverTestCase
@@ -27,6 +27,7 @@ from tests.unit.test_dnsmasq import NET_ID
 from tests.unit.test_dnsmasq import VM_PORT
 from tests.unit.test_dnsmasq import make_subnet
 from tests.unit.test_dnsmasq import reference_network
+from tests.unit.test_dnsmasq import typed
 
 V6_SUBNET = 'a7a2a1a6-3a36-4c1b-9a4a-0d1b7f2c9e01'
 SERVER_DUID = '00:01:00:01:2d:5e:1c:aa:fa:16:3e:77:d5:54'
@@ -69,7 +70,7 @@ class TestStaleLeases(base.TestCase):
         ], leases)
 
     def test_only_leases_no_port_holds_are_stale(self):
-        net = model.parse_network(reference_network())
+        net = dhcp_payload.parse_network(reference_network())
         leases, _ = dnsmasq_leases.parse_leases(LEASES)
         # .207 is the VM port's (its client id is not set: any is accepted);
         # .99 and 2001:db8::99 belong to no port.
@@ -80,7 +81,7 @@ class TestStaleLeases(base.TestCase):
         network = reference_network()
         network['ports'][0]['mac_address'] = 'fa:16:3e:00:00:01'
         lease = dnsmasq_leases.Lease(ip('192.168.10.207'), VM_MAC)
-        self.assertEqual([lease], dnsmasq_leases.stale_leases(model.parse_network(network),
+        self.assertEqual([lease], dnsmasq_leases.stale_leases(dhcp_payload.parse_network(network),
                                                               [lease]))
 
     def test_client_id_must_match_when_the_port_sets_one(self):
@@ -91,16 +92,16 @@ class TestStaleLeases(base.TestCase):
             network['ports'][0]['extra_dhcp_opts'] = [
                 {'opt_name': 'client-id', 'opt_value': client_id}]
             self.assertEqual([lease] if stale else [], dnsmasq_leases.stale_leases(
-                model.parse_network(network), [lease]), client_id)
+                dhcp_payload.parse_network(network), [lease]), client_id)
         # A string client id is compared as the bytes dnsmasq records.
         network['ports'][0]['extra_dhcp_opts'] = [
             {'opt_name': 'client-id', 'opt_value': 'vm'}]
         self.assertEqual([], dnsmasq_leases.stale_leases(
-            model.parse_network(network),
+            dhcp_payload.parse_network(network),
             [dnsmasq_leases.Lease(ip('192.168.10.207'), VM_MAC, '76:6d')]))
 
     def test_ipv6_lease_of_a_moved_address_is_stale(self):
-        net = model.parse_network(dual_stack_network())
+        net = dhcp_payload.parse_network(dual_stack_network())
         own = dnsmasq_leases.Lease(ip('2001:db8::207'), client_id='00:03:00:01:' + VM_MAC,
                                    iaid=1)
         other_mac = dnsmasq_leases.Lease(ip('2001:db8::207'),
@@ -131,12 +132,12 @@ class TestDriverRelease(DriverTestCase):
             f.write(text)
 
     def test_deleted_port_is_released_after_the_sighup(self):
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         self.write_leases(LEASES)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != VM_PORT]
         hups_before = list(self.procs.hups)
-        self.driver.reload(network)
+        self.driver.reload(typed(network))
         self.assertEqual([
             (NAMESPACE, INTERFACE, '192.168.10.207', VM_MAC, '01:fa:16:3e:70:e7:3b'),
             (NAMESPACE, INTERFACE, '192.168.10.99', 'fa:16:3e:00:00:99', None),
@@ -149,27 +150,27 @@ class TestDriverRelease(DriverTestCase):
         self.assertEqual(3, self.driver.get_configurations()['dnsmasq_leases_released'])
         self.assertNotIn('192.168.10.207', self.read('leases'))
         # Nothing stale any more: nothing released again.
-        self.driver.reload(network)
+        self.driver.reload(typed(network))
         self.assertEqual(3, len(self.release.calls))
 
     def test_adopted_dnsmasq_releases_leases_of_ports_deleted_meanwhile(self):
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         self.write_leases(LEASES)
         self.driver.stop()
         second = self.new_driver()
-        second.serve(reference_network(), NAMESPACE, INTERFACE)
+        second.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         self.assertEqual(render.Action.NONE, second.last_action)
         self.assertEqual(['192.168.10.99', '2001:db8::99'],
                          [call[2] for call in self.release.calls])
 
     def test_no_release_on_start_or_restart(self):
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         self.assertEqual([], self.release.calls)
         network = reference_network()
         network['subnets'].append(make_subnet(str(uuid.uuid4()), '10.30.0.0/24',
                                               '10.30.0.1'))
         network['ports'] = [p for p in network['ports'] if p['id'] != VM_PORT]
-        self.driver.reload(network)
+        self.driver.reload(typed(network))
         self.assertEqual(render.Action.RESTART, self.driver.last_action)
         self.assertEqual([], self.release.calls)
         # The restarted dnsmasq starts from a lease file without the port.
@@ -177,10 +178,10 @@ class TestDriverRelease(DriverTestCase):
 
     def test_lease_dnsmasq_keeps_is_retried_then_left_to_expire(self):
         self.release.drop = False
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != VM_PORT]
-        self.driver.reload(network)
+        self.driver.reload(typed(network))
         self.assertEqual(dnsmasq_driver.RELEASE_TRIES, len(self.release.calls))
         self.assertIn('dnsmasq kept the leases of 192.168.10.207', self.log.output)
         self.assertEqual(0, self.driver.get_configurations()['dnsmasq_leases_released'])
@@ -188,10 +189,10 @@ class TestDriverRelease(DriverTestCase):
 
     def test_failing_tool_is_logged_and_dnsmasq_still_reloaded(self):
         self.release.returncode = 1
-        self.driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != VM_PORT]
-        self.driver.reload(network)
+        self.driver.reload(typed(network))
         self.assertEqual(1, len(self.release.calls))  # not retried: it was not sent
         self.assertIn('releasing the DHCP lease of 192.168.10.207 failed (exit 1): boom',
                       self.log.output)
@@ -200,12 +201,12 @@ class TestDriverRelease(DriverTestCase):
     def test_missing_tool_warns_once_and_carries_on(self):
         self.which = {'dhcp_release': False, 'dhcp_release6': True}
         driver = self.new_driver()
-        driver.serve(reference_network(), NAMESPACE, INTERFACE)
+        driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         self.write_leases(LEASES)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != VM_PORT]
-        driver.reload(network)
-        driver.reload(network)
+        driver.reload(typed(network))
+        driver.reload(typed(network))
         self.assertEqual(['2001:db8::99'], [call[2] for call in self.release.calls])
         self.assertEqual(1, self.log.output.count('dhcp_release not found in'))
         self.assertIn('dnsmasq-utils', self.log.output)

@@ -12,19 +12,19 @@ Why it is built this way:
 * dnsmasq outlives the agent: a restarted agent adopts a dnsmasq whose
   command line is unchanged, and signals it only if a file really changed.
 * Every value from the server ends up in files dnsmasq parses line by line,
-  so everything is validated and written back from parsed objects; a
-  hostile value can neither inject a dnsmasq directive nor escape the state
-  directory. A bad port is skipped (with the reason logged) so the other
-  VMs of the network keep their DHCP; a bad network or subnet is refused.
+  so the files are written only from the typed network of
+  :mod:`agentkit.api.dhcp`, which the agent validated at its edge
+  (:mod:`agentkit.api.dhcp_payload`): a hostile value can neither inject a
+  dnsmasq directive nor escape the state directory.
 * dnsmasq reads its files only after dropping to ``nobody``; if ``nobody``
   cannot traverse the state directory, dnsmasq runs and silently answers
   nothing. :meth:`DnsmasqDriver.initialize` refuses such a ``state_path``.
 
 The package, one concern per module:
 
-* :mod:`.model` -- the validated network (what dnsmasq serves);
-* :mod:`.render` -- the command line and files, pure functions of the model;
+* :mod:`.render` -- the command line and files, pure functions of the network;
 * :mod:`.leases` -- dnsmasq's lease file and the leases of deleted ports;
 * :mod:`.files` -- atomic writes and directories dnsmasq (as ``nobody``) can read;
-* :mod:`.driver` -- :class:`~.driver.DnsmasqDriver`, the processes and the host.
+* :mod:`.driver` -- :class:`~.driver.DnsmasqDriver`, the processes; the
+  namespace and DHCP port come from :mod:`drivers.dhcp.namespaced`.
 """

@@ -21,7 +21,9 @@ import tenacity
 
 from agentkit import exceptions
 from agentkit.api import dhcp
+from agentkit.api import dhcp_payload
 from agentkit.api import interface
+from agentkit.api.dhcp import IPAddress, Network
 from agentkit.lib import external_process
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
@@ -30,9 +32,7 @@ from agentkit.privileged import tool_exec
 from drivers.dhcp import namespaced
 from drivers.dhcp.dnsmasq import files
 from drivers.dhcp.dnsmasq import leases
-from drivers.dhcp.dnsmasq import model
 from drivers.dhcp.dnsmasq import render
-from drivers.dhcp.dnsmasq.model import IPAddress, Network
 
 LOG = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ def _wait_for_release(path: str, sent: list[leases.Lease]) -> list[leases.Lease]
     )(still_held)
 
 
-#: ``hook(network, namespace, enabled)``; see :meth:`DnsmasqDriver.metadata_hook`.
-MetadataHook = Callable[[dict[str, Any], str, bool], None]
+#: ``hook(network_id, namespace, enabled)``; see :meth:`DnsmasqDriver.metadata_hook`.
+MetadataHook = Callable[[str, str, bool], None]
 
 
 @dataclasses.dataclass
@@ -129,24 +129,23 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
 
     # -- the DhcpDriver API --------------------------------------------------
 
-    def serve(self, network: dict[str, Any], namespace: str, interface_name: str) -> None:
+    def serve(self, net: Network, namespace: str, interface_name: str) -> None:
         """Write the files and start, adopt, reload or restart dnsmasq.
 
-        :raises InvalidPayload: bad network, namespace or interface name.
+        :raises InvalidPayload: bad namespace or interface name.
         :raises ProcessError: dnsmasq could not be started.
         """
-        net = model.parse_network(network)
         try:
             ip_lib.validate_namespace(namespace)
             ip_lib.validate_device_name(interface_name)
         except exceptions.InvalidIdentifier as exc:
-            raise model.invalid(net.id, str(exc)) from None
+            raise dhcp_payload.invalid(net.id, str(exc)) from None
         if namespace is None:
-            raise model.invalid(net.id, 'a namespace is required')
+            raise dhcp_payload.invalid(net.id, 'a namespace is required')
         with self._resource_lock(net.id):
-            self._apply(net, network, namespace, interface_name)
+            self._apply(net, namespace, interface_name)
 
-    def reload(self, network: dict[str, Any]) -> None:
+    def reload(self, net: Network) -> None:
         """Rewrite the files; SIGHUP only if one changed, restart if argv changed.
 
         A network this driver instance has not enabled yet (e.g. right after
@@ -155,7 +154,6 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
 
         :raises ProcessError: the network was never enabled on this host.
         """
-        net = model.parse_network(network)
         with self._resource_lock(net.id):
             with self._lock:
                 state = self._networks.get(net.id)
@@ -168,7 +166,7 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
                     raise exceptions.ProcessError(
                         'cannot reload DHCP for network %s: it was never enabled on this '
                         'host (no %s file)' % (net.id, render.INTERFACE_FILE))
-            self._apply(net, network, namespace, interface_name)
+            self._apply(net, namespace, interface_name)
 
     def stop_serving(self, network_id: str) -> None:
         """Stop dnsmasq, forget the network and remove its state directory."""
@@ -178,7 +176,7 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
             raise exceptions.InvalidPayload(str(exc)) from None
         with self._resource_lock(network_id):
             namespace = self._disable_locked(network_id)
-        self.metadata_hook({'id': network_id}, namespace, False)
+        self.metadata_hook(network_id, namespace, False)
 
     def active_networks(self) -> set[str]:
         """Networks with a live dnsmasq, found from the state directories.
@@ -204,7 +202,7 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
 
     # -- hooks and helpers for the agent -------------------------------------
 
-    def metadata_hook(self, network: dict[str, Any], namespace: str, enabled: bool) -> None:
+    def metadata_hook(self, network_id: str, namespace: str, enabled: bool) -> None:
         """Called after every enable/reload/disable of a network; no-op here.
 
         ``enabled`` is True when the DHCP namespace must serve metadata
@@ -213,8 +211,7 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
         DHCP agent starts/stops its per-network metadata proxy here, either by
         overriding this method or by assigning a callable to
         ``driver.metadata_hook``. Exceptions propagate to the caller, after
-        dnsmasq has been handled, so the agent can retry. ``network`` is the
-        dict passed in (only ``{'id': ...}`` on disable).
+        dnsmasq has been handled, so the agent can retry.
         """
 
     def pid(self, network_id: str) -> int | None:
@@ -291,20 +288,20 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
         device_id = dhcp.dhcp_port_device_id(self.host, net.id)
         name_suffix = interface_name[3:] if len(interface_name) == 14 else None
         for port in net.ports:
-            if port.device_owner != model.DEVICE_OWNER_DHCP:
+            if port.device_owner != dhcp.DEVICE_OWNER_DHCP:
                 continue
             if port.device_id == device_id or port.id[:11] == name_suffix:
                 return {f.subnet_id: f.address for f in port.fixed_ips}
         return {}
 
-    def _apply(self, net: Network, raw: dict[str, Any], namespace: str,
+    def _apply(self, net: Network, namespace: str,
                interface_name: str) -> None:
         started = time.monotonic()
         settings = render.Settings.from_conf(self.conf)
         if not net.dhcp_enabled:
             LOG.info('Network %s has no DHCP-enabled subnet; stopping its dnsmasq', net.id)
             self._disable_locked(net.id)
-            self.metadata_hook(raw, namespace, False)
+            self.metadata_hook(net.id, namespace, False)
             return
         state_dir = settings.state_dir(net.id)
         files.ensure_dir(state_dir)
@@ -368,7 +365,7 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
         self.last_apply_seconds = time.monotonic() - started
         LOG.debug('DHCP for network %s: %s (changed: %s) in %.1f ms', net.id, action.value,
                   ', '.join(changed) or 'nothing', self.last_apply_seconds * 1000)
-        self.metadata_hook(raw, namespace, metadata)
+        self.metadata_hook(net.id, namespace, metadata)
 
     def _release_stale_leases(self, net: Network, state_dir: str, namespace: str,
                               interface_name: str,

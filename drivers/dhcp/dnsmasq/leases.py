@@ -10,9 +10,9 @@ import dataclasses
 import ipaddress
 import re
 
+from agentkit.api.dhcp import IPAddress, Network, Port
 from agentkit.lib import ip_lib
-from drivers.dhcp.dnsmasq import model
-from drivers.dhcp.dnsmasq.model import IPAddress, Network, Port
+from drivers.dhcp.dnsmasq import render
 
 
 _HEX_BYTES_RE = re.compile(r'[0-9a-f]{2}(?::[0-9a-f]{2})*')
@@ -129,7 +129,7 @@ def stale_leases(network: Network, leases: list[Lease],
     """
     old_hosts = old_hosts or {}
     holders: dict[IPAddress, Port] = {}
-    for port, fixed_ip, subnet in model.host_entries(network):
+    for port, fixed_ip, subnet in render.host_entries(network):
         if subnet.assigns_addresses:
             holders[fixed_ip.address] = port
     stale = []

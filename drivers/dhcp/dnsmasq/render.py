@@ -16,10 +16,11 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from agentkit import exceptions
+from agentkit.api import dhcp
+from agentkit.api import dhcp_payload
 from agentkit.api import metadata
+from agentkit.api.dhcp import FixedIp, IPAddress, Network, Port, Subnet
 from agentkit.lib import naming
-from drivers.dhcp.dnsmasq import model
-from drivers.dhcp.dnsmasq.model import IPAddress, Network
 
 LOG = logging.getLogger(__name__)
 
@@ -45,9 +46,9 @@ PORT_TAG = 'port-%s'
 def _forwarder(value: Any) -> str:
     """A ``dnsmasq_dns_servers`` entry: an IP address, optionally ``#port``."""
     address, sep, port = value.partition('#') if isinstance(value, str) else (value, '', '')
-    parsed = model.parse_ip(address, 'dnsmasq_dns_servers entry')
+    parsed = dhcp_payload.parse_ip(address, 'dnsmasq_dns_servers entry')
     if sep and not (port.isdigit() and 0 < int(port) < 65536):
-        raise ValueError('dnsmasq_dns_servers entry %s: bad port' % model.short(value))
+        raise ValueError('dnsmasq_dns_servers entry %s: bad port' % dhcp_payload.short(value))
     return str(parsed) + (sep + str(int(port)) if sep else '')
 
 
@@ -76,7 +77,8 @@ class Settings:
             except ValueError as exc:
                 raise exceptions.InvalidConfiguration(str(exc)) from None
         domain = (conf.dns_domain or '').strip().rstrip('.')
-        if domain and not all(model.DNS_LABEL_RE.fullmatch(label) for label in domain.split('.')):
+        if domain and not all(dhcp_payload.DNS_LABEL_RE.fullmatch(label)
+                              for label in domain.split('.')):
             raise exceptions.InvalidConfiguration('dns_domain %r is not a DNS domain name'
                                                   % conf.dns_domain)
         config_file = (conf.dnsmasq_config_file or '').strip()
@@ -140,6 +142,16 @@ def build_argv(network: Network, settings: Settings) -> list[str]:
     return argv
 
 
+def host_entries(network: Network) -> list[tuple[Port, FixedIp, Subnet]]:
+    """(port, fixed ip, subnet) of every host entry, ordered by address."""
+    subnets = {s.id: s for s in network.subnets}
+    entries = [(port, fixed_ip, subnets[fixed_ip.subnet_id])
+               for port in network.ports if port.has_host_entry
+               for fixed_ip in port.fixed_ips]
+    entries.sort(key=lambda e: (e[1].address.version, int(e[1].address), e[0].id))
+    return entries
+
+
 def _literal(address: IPAddress) -> str:
     """How dnsmasq wants an address inside a comma list: IPv6 in brackets."""
     return '[%s]' % address if address.version == 6 else str(address)
@@ -152,10 +164,10 @@ def render_hosts(network: Network, settings: Settings) -> str:
     extra options get a bare ``<mac>,set:port-<id>`` so their options apply.
     """
     lines: list[str] = []
-    for port, fixed_ip, subnet in model.host_entries(network):
+    for port, fixed_ip, subnet in host_entries(network):
         port_tag = ',set:' + PORT_TAG % port.id if port.extra_opts else ''
         if not subnet.assigns_addresses:
-            if (subnet.enable_dhcp and subnet.ipv6_address_mode == model.DHCPV6_STATELESS
+            if (subnet.enable_dhcp and subnet.ipv6_address_mode == dhcp.DHCPV6_STATELESS
                     and port.extra_opts):
                 line = '%s%s' % (port.mac_address, port_tag)
                 if line not in lines:
@@ -171,7 +183,7 @@ def render_hosts(network: Network, settings: Settings) -> str:
 def render_addn_hosts(network: Network, settings: Settings) -> str:
     """``addn_hosts``: ``<ip>\\t<fqdn> <hostname>`` (fqdn first for PTR answers)."""
     lines = []
-    for port, fixed_ip, _ in model.host_entries(network):
+    for port, fixed_ip, _ in host_entries(network):
         hostname, fqdn = port.names_for(fixed_ip.address, settings.dns_domain)
         lines.append('%s\t%s %s\n' % (fixed_ip.address, fqdn, hostname))
     return ''.join(lines)
@@ -197,7 +209,7 @@ def isolated_subnets(network: Network) -> set[str]:
     routed = set()
     subnets = {s.id: s for s in network.subnets}
     for port in network.ports:
-        if port.device_owner not in model.ROUTER_INTERFACE_OWNERS:
+        if port.device_owner not in dhcp.ROUTER_INTERFACE_OWNERS:
             continue
         for fixed_ip in port.fixed_ips:
             subnet = subnets.get(fixed_ip.subnet_id)
@@ -228,7 +240,7 @@ def render_opts(network: Network, settings: Settings,
     # on a subnet without DNS servers, VMs get all of them as resolvers.
     dhcp_servers: dict[str, list[IPAddress]] = {}
     for port in network.ports:
-        if port.device_owner == model.DEVICE_OWNER_DHCP:
+        if port.device_owner == dhcp.DEVICE_OWNER_DHCP:
             for fixed_ip in port.fixed_ips:
                 dhcp_servers.setdefault(fixed_ip.subnet_id, []).append(fixed_ip.address)
     lines = []
@@ -302,7 +314,7 @@ def render_init_leases(network: Network, settings: Settings, now: float) -> str:
     """
     expiry = 0 if settings.lease_duration == -1 else int(now) + settings.lease_duration
     return ''.join('%d %s %s * *\n' % (expiry, port.mac_address, fixed_ip.address)
-                   for port, fixed_ip, subnet in model.host_entries(network)
+                   for port, fixed_ip, subnet in host_entries(network)
                    if subnet.ip_version == 4 and subnet.enable_dhcp)
 
 

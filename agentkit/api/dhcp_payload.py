@@ -1,53 +1,31 @@
-"""The validated model of a network, as dnsmasq serves it.
+"""neutron-server's DHCP network dicts into :mod:`agentkit.api.dhcp`'s types.
 
-Every value from the server ends up in files dnsmasq parses line by line,
-so it is parsed here into typed values first; a bad port is left out (so
-the other VMs keep their DHCP), a bad network or subnet is refused.
+The DHCP agent calls :func:`parse_network` once per payload, at its edge.
+Every value from the server may end up in files a DHCP server parses line
+by line (dnsmasq's host, opts files), so each is parsed into a typed value
+and checked against what such files can safely hold: a hostile value can
+neither inject a directive nor escape a state directory. A bad port is
+left out (logged) so the other VMs of the network keep their DHCP; a bad
+network or subnet is refused with :class:`~agentkit.exceptions.InvalidPayload`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
-from typing import Any, Union
+from typing import Any
 
 from oslo_log import log as logging
 
 from agentkit import exceptions
-from agentkit.api import dhcp
+from agentkit.api.dhcp import (IPV6_MODES, ExtraOpt, FixedIp, IPAddress, IPNetwork, Network,
+                               Port, Subnet)
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
 
 LOG = logging.getLogger(__name__)
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-
-DEVICE_OWNER_DHCP = dhcp.DEVICE_OWNER_DHCP
-DEVICE_OWNER_ROUTER_INTF = 'network:router_interface'
-DEVICE_OWNER_DVR_INTERFACE = 'network:router_interface_distributed'
-DEVICE_OWNER_HA_REPLICATED_INT = 'network:ha_router_replicated_interface'
-DEVICE_OWNER_ROUTER_HA_INTF = 'network:router_ha_interface'
-DEVICE_OWNER_FLOATINGIP = 'network:floatingip'
-DEVICE_OWNER_DISTRIBUTED = 'network:distributed'
-#: Ports that make a subnet "routed" when they hold its gateway address.
-ROUTER_INTERFACE_OWNERS = frozenset({DEVICE_OWNER_ROUTER_INTF, DEVICE_OWNER_DVR_INTERFACE,
-                                     DEVICE_OWNER_HA_REPLICATED_INT})
-#: Ports that never get a host entry (no VM behind them asks for DHCP):
-#: the DHCP ports themselves, HA heartbeat ports, floating IPs, OVN
-#: metadata ports -- the same list Neutron uses.
-NO_HOST_ENTRY_OWNERS = frozenset({DEVICE_OWNER_DHCP, DEVICE_OWNER_ROUTER_HA_INTF,
-                                  DEVICE_OWNER_FLOATINGIP, DEVICE_OWNER_DISTRIBUTED})
-
-IPV6_SLAAC = 'slaac'
-DHCPV6_STATEFUL = 'dhcpv6-stateful'
-DHCPV6_STATELESS = 'dhcpv6-stateless'
-IPV6_MODES = frozenset({IPV6_SLAAC, DHCPV6_STATEFUL, DHCPV6_STATELESS})
-
 CLIENT_ID_OPTS = frozenset({'client-id', '61'})
-# Neutron gives IPv6 subnets with a prefix shorter than /64 no DHCP range.
-MIN_IPV6_RANGE_PREFIXLEN = 64
 
 _OPT_NAME_RE = re.compile(r'(?:[0-9]{1,5}|[A-Za-z][A-Za-z0-9-]{0,63})')
 _TAG_NAME_RE = re.compile(r'[A-Za-z0-9_.-]{1,64}')
@@ -62,125 +40,6 @@ def short(value: Any) -> str:
     """repr() bounded for log and error messages (payloads can be huge)."""
     text = repr(value)
     return text if len(text) <= 60 else text[:60] + '...'
-
-
-@dataclasses.dataclass(frozen=True)
-class Subnet:
-    """A subnet as dnsmasq needs it; addresses are parsed, never raw strings."""
-
-    id: str
-    cidr: IPNetwork
-    enable_dhcp: bool
-    gateway_ip: IPAddress | None = None
-    host_routes: tuple[tuple[IPNetwork, IPAddress], ...] = ()
-    dns_nameservers: tuple[IPAddress, ...] = ()
-    ipv6_ra_mode: str | None = None
-    ipv6_address_mode: str | None = None
-
-    @property
-    def ip_version(self) -> int:
-        return self.cidr.version
-
-    @property
-    def has_range(self) -> bool:
-        """True if dnsmasq gets a ``--dhcp-range`` for this subnet.
-
-        IPv4: always when DHCP is on. IPv6: DHCPv6 stateful *and* stateless
-        (both ``static``, as Neutron does: stateless clients still send
-        information requests), or no mode at all; SLAAC or an RA mode without
-        an address mode means the router's RAs do the work.
-        """
-        if not self.enable_dhcp:
-            return False
-        if self.ip_version == 4:
-            return True
-        if self.cidr.prefixlen < MIN_IPV6_RANGE_PREFIXLEN:
-            return False
-        mode = self.ipv6_address_mode
-        return mode in (DHCPV6_STATEFUL, DHCPV6_STATELESS) or (
-            mode is None and self.ipv6_ra_mode is None)
-
-    @property
-    def has_options(self) -> bool:
-        """True if the ``opts`` file carries options for this subnet."""
-        if not self.enable_dhcp:
-            return False
-        return self.ip_version == 4 or self.ipv6_address_mode in (DHCPV6_STATEFUL,
-                                                                  DHCPV6_STATELESS)
-
-    @property
-    def assigns_addresses(self) -> bool:
-        """True if dnsmasq hands out addresses (host entries with an IP)."""
-        return self.enable_dhcp and not (
-            self.ip_version == 6
-            and self.ipv6_address_mode in (IPV6_SLAAC, DHCPV6_STATELESS))
-
-
-@dataclasses.dataclass(frozen=True)
-class FixedIp:
-    """One address of a port, on a subnet of this network."""
-
-    subnet_id: str
-    address: IPAddress
-
-
-@dataclasses.dataclass(frozen=True)
-class ExtraOpt:
-    """A port's extra DHCP option (``[tag:<t>,]<name or code>``, value)."""
-
-    name: str
-    value: str
-    ip_version: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Port:
-    """A validated port; only what the host, addn_hosts and opts files use."""
-
-    id: str
-    mac_address: str
-    device_owner: str
-    device_id: str
-    fixed_ips: tuple[FixedIp, ...]
-    extra_opts: tuple[ExtraOpt, ...] = ()
-    client_id: str | None = None
-    # ip -> (hostname, fqdn) from the port's dns_assignment
-    dns_names: tuple[tuple[IPAddress, str, str], ...] = ()
-
-    @property
-    def has_host_entry(self) -> bool:
-        return self.device_owner not in NO_HOST_ENTRY_OWNERS
-
-    def names_for(self, address: IPAddress, dns_domain: str) -> tuple[str, str]:
-        """(hostname, fqdn): the port's DNS assignment, else ``host-<ip>``."""
-        for ip, hostname, fqdn in self.dns_names:
-            if ip == address:
-                return hostname, fqdn
-        hostname = 'host-' + str(address).replace('.', '-').replace(':', '-')
-        return hostname, ('%s.%s' % (hostname, dns_domain) if dns_domain else hostname)
-
-
-@dataclasses.dataclass(frozen=True)
-class Network:
-    """A validated network; subnets sorted so argv does not depend on server order."""
-
-    id: str
-    mtu: int | None
-    subnets: tuple[Subnet, ...]
-    ports: tuple[Port, ...]
-    #: (port id or index, reason) of every port left out
-    skipped_ports: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def dhcp_enabled(self) -> bool:
-        """Neutron's rule: a dnsmasq runs while any subnet has DHCP on."""
-        return any(s.enable_dhcp for s in self.subnets)
-
-    def subnet(self, subnet_id: str) -> Subnet | None:
-        for s in self.subnets:
-            if s.id == subnet_id:
-                return s
-        return None
 
 
 class _BadPort(Exception):
@@ -332,6 +191,7 @@ def _parse_port(raw: Any, network_id: str, subnets: dict[str, Subnet]) -> Port:
             if not isinstance(value, str) or not _DEVICE_OWNER_RE.fullmatch(value):
                 raise _BadPort('invalid %s %s' % (what, short(value)))
         fixed_ips = []
+        unserved = []
         for entry in _list(raw.get('fixed_ips'), 'fixed_ips'):
             if not isinstance(entry, dict):
                 raise _BadPort('fixed_ips entry must be a dict')
@@ -342,6 +202,7 @@ def _parse_port(raw: Any, network_id: str, subnets: dict[str, Subnet]) -> Port:
                 # A subnet of another segment, not served here.
                 LOG.debug('Port %s: ignoring %s on unknown subnet %s', port_id, address,
                           subnet_id)
+                unserved.append(FixedIp(subnet_id, address))
                 continue
             if address not in subnet.cidr:
                 raise _BadPort('fixed ip %s is outside subnet %s (%s)'
@@ -364,7 +225,7 @@ def _parse_port(raw: Any, network_id: str, subnets: dict[str, Subnet]) -> Port:
     except (ValueError, exceptions.InvalidIdentifier) as exc:
         raise _BadPort(str(exc)) from None
     return Port(port_id, mac, owner, device_id, tuple(fixed_ips), tuple(opts), client_id,
-                dns_names)
+                dns_names, tuple(unserved))
 
 
 def parse_network(raw: Any) -> Network:
@@ -393,6 +254,12 @@ def parse_network(raw: Any) -> Network:
                 raise ValueError('subnet %s listed twice' % subnet.id)
             subnets[subnet.id] = subnet
         raw_ports = _list(raw.get('ports'), 'ports')
+        admin_state_up = raw.get('admin_state_up', True)
+        if not isinstance(admin_state_up, bool):
+            raise ValueError('admin_state_up must be a boolean')
+        project_id = raw.get('project_id', raw.get('tenant_id'))
+        if project_id is not None and not isinstance(project_id, str):
+            raise ValueError('project_id %s is not a string' % short(project_id))
     except (ValueError, exceptions.InvalidIdentifier) as exc:
         raise invalid(network_id, str(exc)) from None
 
@@ -429,14 +296,17 @@ def parse_network(raw: Any) -> Network:
         ports.append(port)
     ordered_subnets = sorted(subnets.values(), key=lambda s: (
         s.ip_version, int(s.cidr.network_address), s.cidr.prefixlen, s.id))
-    return Network(network_id, mtu, tuple(ordered_subnets), tuple(ports), tuple(skipped))
+    return Network(network_id, mtu, tuple(ordered_subnets), tuple(ports), tuple(skipped),
+                   admin_state_up, project_id)
 
 
-def host_entries(network: Network) -> list[tuple[Port, FixedIp, Subnet]]:
-    """(port, fixed ip, subnet) of every host entry, ordered by address."""
-    subnets = {s.id: s for s in network.subnets}
-    entries = [(port, fixed_ip, subnets[fixed_ip.subnet_id])
-               for port in network.ports if port.has_host_entry
-               for fixed_ip in port.fixed_ips]
-    entries.sort(key=lambda e: (e[1].address.version, int(e[1].address), e[0].id))
-    return entries
+def parse_port(raw: Any, network: Network) -> Port:
+    """Validate one port of ``network`` (e.g. the DHCP port the server just
+    created or updated for this agent).
+
+    :raises InvalidPayload: the port is not usable.
+    """
+    try:
+        return _parse_port(raw, network.id, {s.id: s for s in network.subnets})
+    except _BadPort as exc:
+        raise invalid(network.id, 'port: %s' % exc) from None
