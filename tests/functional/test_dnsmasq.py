@@ -30,7 +30,6 @@ from agentkit.lib import ip_lib
 from agentkit.lib import naming
 from agentkit.privileged import process as priv_process
 from drivers.dhcp.dnsmasq import driver as dnsmasq_driver
-from drivers.dhcp.dnsmasq import render
 from tests.functional import base
 
 HOST = 'akd-test-host'
@@ -339,7 +338,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         reload_call_s = time.monotonic() - reload_started
         wait_until(lambda: read_rchar(pid) > rchar, message='dnsmasq re-reading its files')
         reread_s = time.monotonic() - reload_started
-        self.assertEqual(render.Action.RELOAD, self.driver.last_action)
+        self.assertEqual(ep.DaemonAction.RELOAD, self.driver.last_action)
         env = DhcpClient(self, ns2, dev2).wait_bound()
         self.assertLease(env, t.net + '12')
         self.assertEqual(pid, self.driver.pid(t.network_id))
@@ -350,7 +349,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         self.driver.reload(typed(t.network([port1, port2])))
         time.sleep(0.3)
         self.assertEqual(rchar, read_rchar(pid))
-        self.assertEqual(render.Action.NONE, self.driver.last_action)
+        self.assertEqual(ep.DaemonAction.NONE, self.driver.last_action)
         self.assertEqual(1, self.driver.get_configurations()['dnsmasq_reloads'])
 
         for name, value in (('enable_to_udp67_bound_ms', bound_s),
@@ -421,7 +420,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
 
         ns2, dev2, mac2 = t.add_vm(2)
         self.driver.reload(typed(t.network([t.port(mac2, 11)])))
-        self.assertEqual(render.Action.RELOAD, self.driver.last_action)
+        self.assertEqual(ep.DaemonAction.RELOAD, self.driver.last_action)
         self.assertEqual(pid, self.driver.pid(t.network_id))
         return ns2, dev2, mac2, mac1
 
@@ -504,7 +503,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         self.assertEqual({t.network_id}, second.active_networks())
         rchar = read_rchar(pid)
         second.serve(typed(network), t.namespace, t.dhcp_device)
-        self.assertEqual(render.Action.NONE, second.last_action)
+        self.assertEqual(ep.DaemonAction.NONE, second.last_action)
         self.assertEqual(pid, second.pid(t.network_id))
         self.assertEqual(rchar, read_rchar(pid))  # not even a SIGHUP
         conf = second.get_configurations()

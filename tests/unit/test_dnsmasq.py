@@ -18,6 +18,7 @@ from unittest import mock
 from agentkit import exceptions
 from agentkit.api import dhcp_payload
 from agentkit.conf import dhcp as dhcp_conf
+from agentkit.lib import external_process
 from drivers.dhcp.dnsmasq import driver as dnsmasq_driver
 from drivers.dhcp.dnsmasq import files
 from drivers.dhcp.dnsmasq import render as dnsmasq_render
@@ -496,14 +497,14 @@ class TestDecide(base.TestCase):
 
     def test_decisions(self):
         argv = list(REFERENCE_ARGV)
-        A = dnsmasq_render.Action
-        self.assertEqual(A.START, dnsmasq_render.decide(None, argv, False))
-        self.assertEqual(A.START, dnsmasq_render.decide(None, argv, True))
-        self.assertEqual(A.NONE, dnsmasq_render.decide(list(argv), argv, False))
-        self.assertEqual(A.RELOAD, dnsmasq_render.decide(list(argv), argv, True))
+        A = external_process.DaemonAction
+        self.assertEqual(A.START, external_process.least_disruptive_action(None, argv, False))
+        self.assertEqual(A.START, external_process.least_disruptive_action(None, argv, True))
+        self.assertEqual(A.NONE, external_process.least_disruptive_action(list(argv), argv, False))
+        self.assertEqual(A.RELOAD, external_process.least_disruptive_action(list(argv), argv, True))
         more = argv + ['--dhcp-range=set:subnet-x,10.0.0.0,static,255.255.255.0,86400s']
-        self.assertEqual(A.RESTART, dnsmasq_render.decide(argv, more, False))
-        self.assertEqual(A.RESTART, dnsmasq_render.decide(argv, more, True))
+        self.assertEqual(A.RESTART, external_process.least_disruptive_action(argv, more, False))
+        self.assertEqual(A.RESTART, external_process.least_disruptive_action(argv, more, True))
 
     def test_unchanged_network_gives_no_reload_and_new_subnet_a_restart(self):
         network = reference_network()
@@ -513,8 +514,8 @@ class TestDecide(base.TestCase):
         self.assertEqual(files, again_files)
         network['subnets'].append(make_subnet(str(uuid.uuid4()), '10.30.0.0/24', None))
         new_argv, _ = render(network)
-        self.assertEqual(dnsmasq_render.Action.RESTART,
-                         dnsmasq_render.decide(argv, new_argv, False))
+        self.assertEqual(external_process.DaemonAction.RESTART,
+                         external_process.least_disruptive_action(argv, new_argv, False))
 
 
 class FakeProcesses(fake_proc.FakeDaemons):
@@ -634,7 +635,7 @@ class TestDriver(DriverTestCase):
         self.driver.reload(typed(reference_network()))
         self.assertEqual(1, len(self.procs.spawned))
         self.assertEqual([], self.procs.hups)
-        self.assertEqual(dnsmasq_render.Action.NONE, self.driver.last_action)
+        self.assertEqual(external_process.DaemonAction.NONE, self.driver.last_action)
 
     def test_new_port_is_a_sighup_with_the_same_pid(self):
         self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
@@ -662,7 +663,7 @@ class TestDriver(DriverTestCase):
         new_argv = self.procs.spawned[1][0]
         self.assertEqual(2, len([a for a in new_argv if a.startswith('--dhcp-range')]))
         self.assertNotEqual(old, self.driver.pid(NET_ID))
-        self.assertEqual(dnsmasq_render.Action.RESTART, self.driver.last_action)
+        self.assertEqual(external_process.DaemonAction.RESTART, self.driver.last_action)
 
     def test_failed_sighup_is_retried_on_next_reload(self):
         self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)

@@ -12,13 +12,13 @@ import uuid
 import fixtures
 
 from agentkit import exceptions
-from agentkit.api import dhcp_payload
 from agentkit import privileged
+from agentkit.api import dhcp_payload
+from agentkit.lib import external_process
 from agentkit.privileged import dhcp_release
 from agentkit.privileged import tool_exec
 from drivers.dhcp.dnsmasq import driver as dnsmasq_driver
 from drivers.dhcp.dnsmasq import leases as dnsmasq_leases
-from drivers.dhcp.dnsmasq import render
 from tests import base
 from tests.unit.test_dnsmasq import DriverTestCase
 from tests.unit.test_dnsmasq import INTERFACE
@@ -159,7 +159,7 @@ class TestDriverRelease(DriverTestCase):
         self.driver.stop()
         second = self.new_driver()
         second.serve(typed(reference_network()), NAMESPACE, INTERFACE)
-        self.assertEqual(render.Action.NONE, second.last_action)
+        self.assertEqual(external_process.DaemonAction.NONE, second.last_action)
         self.assertEqual(['192.168.10.99', '2001:db8::99'],
                          [call[2] for call in self.release.calls])
 
@@ -171,7 +171,7 @@ class TestDriverRelease(DriverTestCase):
                                               '10.30.0.1'))
         network['ports'] = [p for p in network['ports'] if p['id'] != VM_PORT]
         self.driver.reload(typed(network))
-        self.assertEqual(render.Action.RESTART, self.driver.last_action)
+        self.assertEqual(external_process.DaemonAction.RESTART, self.driver.last_action)
         self.assertEqual([], self.release.calls)
         # The restarted dnsmasq starts from a lease file without the port.
         self.assertNotIn(VM_MAC, self.read('leases'))
@@ -185,7 +185,7 @@ class TestDriverRelease(DriverTestCase):
         self.assertEqual(dnsmasq_driver.RELEASE_TRIES, len(self.release.calls))
         self.assertIn('dnsmasq kept the leases of 192.168.10.207', self.log.output)
         self.assertEqual(0, self.driver.get_configurations()['dnsmasq_leases_released'])
-        self.assertEqual(render.Action.RELOAD, self.driver.last_action)
+        self.assertEqual(external_process.DaemonAction.RELOAD, self.driver.last_action)
 
     def test_failing_tool_is_logged_and_dnsmasq_still_reloaded(self):
         self.release.returncode = 1

@@ -37,6 +37,8 @@ from drivers.dhcp.dnsmasq import render
 LOG = logging.getLogger(__name__)
 
 SERVICE = 'dnsmasq'
+#: What the last serve() or reload() did to dnsmasq (``last_action``).
+Action = external_process.DaemonAction
 #: How long dnsmasq gets to drop released leases from its lease file, per try.
 RELEASE_WAIT = 1.0
 RELEASE_TRIES = 2
@@ -92,7 +94,7 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
         self._release_tools: dict[int, bool] | None = None
         #: seconds the last enable()/reload() took (files + signal/spawn)
         self.last_apply_seconds: float | None = None
-        self.last_action: render.Action | None = None
+        self.last_action: external_process.DaemonAction | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -327,14 +329,15 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
         with self._lock:
             self._networks[net.id] = state
 
-        action = render.decide(state.manager.cmdline(), argv, state.reload_pending)
-        if action in (render.Action.START, render.Action.RESTART):
+        action = external_process.least_disruptive_action(state.manager.cmdline(), argv,
+                                                          state.reload_pending)
+        if action in (Action.START, Action.RESTART):
             files.write_file_if_changed(os.path.join(state_dir, render.LEASES_FILE),
                                         render.render_init_leases(net, settings, time.time()))
-        if action is render.Action.START:
+        if action is Action.START:
             state.manager.enable()
             self._count('starts')
-        elif action is render.Action.RESTART:
+        elif action is Action.RESTART:
             LOG.info('dnsmasq for network %s needs a new command line; restarting', net.id)
             state.manager.restart()
             self._count('restarts')
@@ -343,13 +346,13 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
                 LOG.info('Adopted the running dnsmasq of network %s (pid %s)', net.id,
                          state.manager.pid)
                 self._count('adopted')
-            if action is render.Action.RELOAD:
+            if action is Action.RELOAD:
                 if state.manager.reload():
                     self._count('reloads')
                 else:  # died since the check: the monitor respawns it with these files
                     LOG.warning('dnsmasq for network %s vanished during reload', net.id)
         state.reload_pending = False
-        if action in (render.Action.RELOAD, render.Action.NONE):
+        if action in (Action.RELOAD, Action.NONE):
             # dnsmasq forgets the old owners' leases, so a reused address is
             # not refused to its new port. After the SIGHUP (Neutron releases
             # before it): the deleted port's VM can then not win its address

@@ -7,7 +7,6 @@ Neutron 29 dnsmasq), so operators' tools and habits keep working.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import ipaddress
 import os
 from typing import Any
@@ -324,22 +323,3 @@ def render_files(network: Network, settings: Settings,
     contents = (render_hosts(network, settings), render_addn_hosts(network, settings),
                 render_opts(network, settings, dhcp_ips))
     return dict(zip(RELOADABLE_FILES, contents))
-
-
-class Action(enum.Enum):
-    """What to do with dnsmasq after the files were written."""
-
-    START = 'start'        # not running
-    RESTART = 'restart'    # running with another command line
-    RELOAD = 'reload'      # same command line, a file changed: SIGHUP
-    NONE = 'none'          # same command line, same files: adopt as is
-
-
-def decide(running_argv: list[str] | None, desired_argv: list[str],
-           files_changed: bool) -> Action:
-    """The least disruptive action that makes dnsmasq serve the new config."""
-    if running_argv is None:
-        return Action.START
-    if list(running_argv) != list(desired_argv):
-        return Action.RESTART
-    return Action.RELOAD if files_changed else Action.NONE
