@@ -13,9 +13,9 @@ instance id and asks Nova.
 
 The L3 agent's router driver (``router=True``) and the DHCP agent's DHCP
 driver (``router=False``) own the namespaces, addresses and iptables rules;
-the metadata driver owns only the proxy
-processes and their files. A proxy outlives the agent that started it (VMs
-keep their metadata across agent restarts) and a restarted agent adopts it.
+the metadata driver owns only the proxy processes and their files. A proxy
+outlives the agent that started it (VMs keep their metadata across agent
+restarts) and a restarted agent adopts it.
 
 Headers the proxy guarantees to the metadata agent (every VM-sent copy of
 :data:`FORGEABLE_HEADERS` is removed first):
