@@ -239,9 +239,11 @@ def parse_network(raw: Any) -> Network:
     """
     if not isinstance(raw, dict):
         raise invalid(None, 'expected a dict, got %s' % type(raw).__name__)
-    network_id = raw.get('id')
     try:
-        naming.validate_id(network_id, 'network')
+        network_id = naming.validate_id(raw.get('id'), 'network')
+    except exceptions.InvalidIdentifier as exc:
+        raise invalid(raw.get('id'), str(exc)) from None
+    try:
         mtu = raw.get('mtu')
         if mtu in (None, 0):
             mtu = None
@@ -269,8 +271,8 @@ def parse_network(raw: Any) -> Network:
     seen_macs: dict[str, str] = {}
     seen_ips: dict[IPAddress, str] = {}
     for index, raw_port in enumerate(raw_ports):
-        label = (raw_port.get('id') if isinstance(raw_port, dict)
-                 and isinstance(raw_port.get('id'), str) else '#%d' % index)
+        label: str = (raw_port['id'] if isinstance(raw_port, dict)
+                      and isinstance(raw_port.get('id'), str) else '#%d' % index)
         try:
             port = _parse_port(raw_port, network_id, subnets)
             if port.id in seen_ids:

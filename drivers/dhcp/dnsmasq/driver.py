@@ -17,7 +17,6 @@ from typing import Any, Callable
 
 from oslo_config import cfg
 from oslo_log import log as logging
-import tenacity
 
 from agentkit import exceptions
 from agentkit.api import dhcp
@@ -27,6 +26,7 @@ from agentkit.api.dhcp import IPAddress, Network
 from agentkit.lib import external_process
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
+from agentkit.lib import polling
 from agentkit.privileged import dhcp_release
 from agentkit.privileged import tool_exec
 from drivers.dhcp import namespaced
@@ -50,11 +50,8 @@ def _wait_for_release(path: str, sent: list[leases.Lease]) -> list[leases.Lease]
     def still_held() -> list[leases.Lease]:
         current = set(leases.read_leases(path)[0])
         return [lease for lease in sent if lease in current]
-    return tenacity.Retrying(
-        stop=tenacity.stop_after_delay(RELEASE_WAIT), wait=tenacity.wait_fixed(0.02),
-        retry=tenacity.retry_if_result(bool),
-        retry_error_callback=lambda attempt: attempt.outcome.result(),  # type: ignore[union-attr]
-    )(still_held)
+    polling.wait_until(lambda: not still_held(), RELEASE_WAIT)
+    return still_held()
 
 
 #: ``hook(network_id, namespace, enabled)``; see :meth:`DnsmasqDriver.metadata_hook`.
@@ -163,11 +160,12 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
                 namespace, interface_name = state.namespace, state.interface_name
             else:
                 namespace = naming.dhcp_namespace(net.id)
-                interface_name = self._recorded_interface(net.id)
-                if interface_name is None:
+                recorded = self._recorded_interface(net.id)
+                if recorded is None:
                     raise exceptions.ProcessError(
                         'cannot reload DHCP for network %s: it was never enabled on this '
                         'host (no %s file)' % (net.id, render.INTERFACE_FILE))
+                interface_name = recorded
             self._apply(net, namespace, interface_name)
 
     def stop_serving(self, network_id: str) -> None:

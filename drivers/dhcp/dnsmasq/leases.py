@@ -129,9 +129,9 @@ def stale_leases(network: Network, leases: list[Lease],
     """
     old_hosts = old_hosts or {}
     holders: dict[IPAddress, Port] = {}
-    for port, fixed_ip, subnet in render.host_entries(network):
+    for host_port, fixed_ip, subnet in render.host_entries(network):
         if subnet.assigns_addresses:
-            holders[fixed_ip.address] = port
+            holders[fixed_ip.address] = host_port
     stale = []
     for lease in leases:
         port = holders.get(lease.address)
