@@ -1,7 +1,8 @@
 """``agentkit-dhcp``: DHCP for every network neutron-server schedules here.
 
-Per network: namespace ``qdhcp-<net>``, a DHCP port from the server plugged
-through the interface driver, and the DHCP driver's server (dnsmasq). RPC
+Per network: a DHCP port from the server, which the DHCP driver plugs into
+namespace ``qdhcp-<net>`` through the interface driver and serves (dnsmasq);
+the agent talks to the server, the driver alone changes the host. RPC
 notifications only queue work per network; bursts about one network coalesce
 into one update. Everything is idempotent, so a full sync (at start, after a
 revival or a failure) simply re-applies the server's view, adopting what
@@ -10,13 +11,9 @@ touches only the networks that differ from what was last applied here.
 """
 
 import dataclasses
-import errno
-import ipaddress
 import logging
-import os
 import threading
 import time
-import uuid
 from typing import Any
 
 import oslo_messaging
@@ -28,9 +25,9 @@ from agentkit.agent import ready_ports
 from agentkit.agent import work_queue
 from agentkit.api import agent_types
 from agentkit.api import dhcp as dhcp_api
+from agentkit.api import dhcp_payload
 from agentkit.api import interface as interface_api
 from agentkit.api import metadata as metadata_api
-from agentkit.lib import ip_lib
 from agentkit.lib import naming
 from agentkit.rpc import consumer
 from agentkit.rpc import dhcp_api as dhcp_rpc
@@ -42,16 +39,12 @@ REFRESH = 'refresh'   # fetch the network from the server, then apply
 APPLY = 'apply'       # apply the network dict in the payload
 DISABLE = 'disable'   # stop serving the network here
 
-DEVICE_OWNER_DHCP = 'network:dhcp'
+DEVICE_OWNER_DHCP = dhcp_api.DEVICE_OWNER_DHCP
 # What neutron-server raises to create_dhcp_port while the network or its
 # subnets are being deleted (it answers None for some of these cases, and
 # raises the others): the next event settles it, nothing to retry.
 DELETE_RACE_ERRORS = frozenset({'SubnetInUse', 'NetworkNotFound', 'SubnetNotFound',
                                 'IpAddressGenerationFailure', 'NetworkInUse'})
-METADATA_CIDR = '169.254.169.254/16'
-# Keys whose values the server changes without anything DHCP serves changing
-# (a port going ACTIVE bumps its status and revision): an audit ignores them.
-VOLATILE_KEYS = frozenset({'status', 'revision_number', 'updated_at', 'created_at'})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,47 +58,18 @@ class SyncSnapshot:
     last applied (or the network's DHCP server is gone, ``served`` False).
     """
 
-    network: dict[str, Any] | None
+    network: dhcp_api.Network | None
     as_of: float
     audit: bool = False
     served: bool = False
 
 
-def fingerprint(value: Any) -> Any:
-    """``value`` without :data:`VOLATILE_KEYS`, for comparing server views."""
-    if isinstance(value, dict):
-        return {k: fingerprint(v) for k, v in value.items() if k not in VOLATILE_KEYS}
-    if isinstance(value, list):
-        return [fingerprint(v) for v in value]
-    return value
-
-
-def _readiness(port: dict[str, Any]) -> tuple[Any, ...]:
+def _readiness(port: dhcp_api.Port) -> tuple[Any, ...]:
     """What makes neutron-server ask for DHCP readiness again: the port's
     MAC and fixed IPs (it adds a DHCP provisioning block when they change)."""
-    ips = sorted((str(ip.get('subnet_id')), str(ip.get('ip_address')))
-                 for ip in port.get('fixed_ips') or [] if isinstance(ip, dict))
-    return (port.get('mac_address'), tuple(ips))
-
-
-def validate_network(network: Any) -> dict[str, Any]:
-    """Check the shape of a network dict from the server; returns it."""
-    net_id = consumer.require(network, 'id', str, 'network')
-    naming.validate_id(net_id, 'network')
-    for key in ('subnets', 'ports'):
-        value = network.get(key, [])
-        if not isinstance(value, list):
-            raise exceptions.InvalidPayload(f'network {net_id} {key} is not a list')
-    for subnet in network.get('subnets', []):
-        naming.validate_id(consumer.require(subnet, 'id', str, 'subnet'), 'subnet')
-        try:
-            ipaddress.ip_network(consumer.require(subnet, 'cidr', str, 'subnet'))
-        except ValueError as exc:
-            raise exceptions.InvalidPayload(f'subnet {subnet["id"]}: {exc}') from None
-    mtu = network.get('mtu')
-    if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int)):
-        raise exceptions.InvalidPayload(f'network {net_id} mtu {mtu!r} is not an int')
-    return network
+    ips = sorted((ip.subnet_id, str(ip.address))
+                 for ip in port.fixed_ips + port.unserved_fixed_ips)
+    return (port.mac_address, tuple(ips))
 
 
 class DhcpRpcCallbacks:
@@ -174,7 +138,7 @@ class DhcpAgent(base.Agent):
             interface_api.InterfaceDriver, conf=self.conf, host=self.host)
         self.dhcp: dhcp_api.DhcpDriver = loader.load_driver(
             loader.DHCP_DRIVERS, self.conf.dhcp_driver, dhcp_api.DhcpDriver,
-            conf=self.conf, host=self.host)
+            conf=self.conf, host=self.host, interface_driver=self.interface)
         self.metadata: metadata_api.MetadataDriver | None = None
         if self.conf.enable_isolated_metadata:
             self.metadata = loader.load_driver(
@@ -184,16 +148,16 @@ class DhcpAgent(base.Agent):
             # 169.254.169.254 via the DHCP port then) and calls this.
             setattr(self.dhcp, 'metadata_hook', self._metadata_hook)
         self._lock = threading.Lock()
-        self.networks: dict[str, dict[str, Any]] = {}
+        self.networks: dict[str, dhcp_api.Network] = {}
         # network id -> port id -> readiness (MAC, fixed IPs) last reported
         self._ready_ports: dict[str, dict[str, tuple[Any, ...]]] = {}
-        # network id -> fingerprint of the server view last applied here
-        self._applied: dict[str, Any] = {}
+        # network id -> the server view last applied here (the typed view
+        # leaves out what DHCP does not serve, e.g. a port's status)
+        self._applied: dict[str, dhcp_api.Network] = {}
         # networks torn down here whose DHCP port is not released yet
         self._release_pending: set[str] = set()
         # When the last RPC event about each network arrived (monotonic).
         self.rpc_seen: dict[str, float] = {}
-        self.device_id_prefix = f'dhcp{uuid.uuid5(uuid.NAMESPACE_DNS, self.host)}'
         # Started with the RPC clients; sends dhcp_ready_on_ports in batches.
         self.ready_reports = ready_ports.ReadyPortsReporter(
             lambda port_ids: self.plugin.dhcp_ready_on_ports(port_ids))
@@ -207,13 +171,13 @@ class DhcpAgent(base.Agent):
     def drivers(self) -> list[Any]:
         return [d for d in (self.metadata, self.dhcp, self.interface) if d]
 
-    def _metadata_hook(self, network: dict[str, Any], namespace: str, enabled: bool) -> None:
+    def _metadata_hook(self, network_id: str, namespace: str, enabled: bool) -> None:
         """Run the network's metadata proxy exactly while it is isolated."""
         assert self.metadata is not None
         if enabled:
-            self.metadata.spawn_proxy(namespace, network['id'], router=False)
+            self.metadata.spawn_proxy(namespace, network_id, router=False)
         else:
-            self.metadata.destroy_proxy(network['id'])
+            self.metadata.destroy_proxy(network_id)
 
     def setup_rpc_clients(self) -> None:
         self.plugin = dhcp_rpc.DhcpPluginApi(
@@ -235,8 +199,8 @@ class DhcpAgent(base.Agent):
             'dhcp_lease_duration': self.conf.dhcp_lease_duration,
             'log_agent_heartbeats': self.conf.agent.log_agent_heartbeats,
             'networks': len(nets),
-            'subnets': sum(len(n.get('subnets', [])) for n in nets),
-            'ports': sum(len(n.get('ports', [])) for n in nets),
+            'subnets': sum(len(n.subnets) for n in nets),
+            'ports': sum(len(n.ports) for n in nets),
         }
         configurations.update(self.dhcp.get_configurations())
         configurations.update(self.interface.get_configurations())
@@ -286,15 +250,15 @@ class DhcpAgent(base.Agent):
             raise exceptions.InvalidPayload('get_active_networks_info did not '
                                             'return a list')
         wanted = set()
-        for network in active:
+        for raw in active:
             try:
-                validate_network(network)
-            except (exceptions.InvalidPayload, exceptions.InvalidIdentifier) as exc:
+                network = dhcp_payload.parse_network(raw)
+            except exceptions.InvalidPayload as exc:
                 LOG.error('Skipping malformed network from the server: %s', exc)
                 continue
-            wanted.add(network['id'])
-            self.enqueue(network['id'], APPLY,
-                         SyncSnapshot(network, as_of, audit, network['id'] in served),
+            wanted.add(network.id)
+            self.enqueue(network.id, APPLY,
+                         SyncSnapshot(network, as_of, audit, network.id in served),
                          work_queue.PRIORITY_SYNC)
         for network_id in local - wanted:
             LOG.info('Network %s is no longer hosted here; cleaning up', network_id)
@@ -317,11 +281,11 @@ class DhcpAgent(base.Agent):
         """The audit's network is what was last applied, and still served."""
         network = snapshot.network
         assert network is not None
-        net_id = network['id']
+        net_id = network.id
         with self._lock:
             applied = self._applied.get(net_id)
             serving = net_id in self.networks
-        if applied is None or applied != fingerprint(network):
+        if applied is None or applied != network:
             return False
         if serving and not snapshot.served:
             LOG.warning('Network %s: its DHCP server is not running; setting it up '
@@ -343,16 +307,16 @@ class DhcpAgent(base.Agent):
             self.disable_network(update.resource_id)
             return
         if update.action == REFRESH:
-            network = self.plugin.get_network_info(update.resource_id)
-            if not network:
+            raw = self.plugin.get_network_info(update.resource_id)
+            if not raw:
                 self.disable_network(update.resource_id)
                 return
-        try:
-            validate_network(network)
-        except (exceptions.InvalidPayload, exceptions.InvalidIdentifier) as exc:
-            LOG.error('Not configuring network %s, malformed data from the '
-                      'server: %s', update.resource_id, exc)
-            return
+            try:
+                network = dhcp_payload.parse_network(raw)
+            except exceptions.InvalidPayload as exc:
+                LOG.error('Not configuring network %s, malformed data from the '
+                          'server: %s', update.resource_id, exc)
+                return
         try:
             self.configure_network(network)
         except exceptions.Conflict as exc:
@@ -360,160 +324,98 @@ class DhcpAgent(base.Agent):
                      '(%s); waiting for the next event', update.resource_id, exc)
 
     # -- per network ------------------------------------------------------------
-    def _dhcp_subnets(self, network: dict[str, Any]) -> list[dict[str, Any]]:
-        return [s for s in network.get('subnets', []) if s.get('enable_dhcp')]
-
-    def configure_network(self, network: dict[str, Any]) -> None:
-        net_id = network['id']
-        if not network.get('admin_state_up', True) or not self._dhcp_subnets(network):
+    def configure_network(self, network: dhcp_api.Network) -> None:
+        net_id = network.id
+        if not network.admin_state_up or not network.dhcp_subnets:
             # neutron-server schedules networks without a DHCP subnet too:
             # nothing to serve, and nothing to release unless we hold a port.
             self.disable_network(net_id, network)
             with self._lock:
-                self._applied[net_id] = fingerprint(network)
+                self._applied[net_id] = network
             return
-        namespace = naming.dhcp_namespace(net_id)
-        ns = ip_lib.IPWrapper(namespace)
-        port = self._ensure_dhcp_port(network)
-        device = self.interface.get_device_name(port['id'])
-        mtu = network.get('mtu') or None
-        # One read serves every check below: a restarted agent re-applies
-        # each network it serves, and one privileged call per check made
-        # that 6 calls per network.
-        state = self.interface.read_state(net_id, device, namespace)
-        if state is None or not state.loopback_up:
-            ns.ensure_namespace()  # with its loopback up
-        self.interface.plug(net_id, port['id'], device, port['mac_address'],
-                            namespace, mtu=mtu, current=state)
-        # Addresses and routes read from a device that was already up are
-        # still true after plug (it only sets MAC, MTU and up on it).
-        settled = (state if state is not None and state.link is not None
-                   and state.link['state'] == 'up' else None)
-        self.interface.set_addresses(device, namespace,
-                                     self._port_cidrs(network, port), current=settled)
-        self._set_default_route(network, ns.device(device), settled)
-        with self._lock:
-            first_time = net_id not in self.networks
-        if first_time:
-            self.dhcp.enable(network, namespace, device)
-        else:
-            self.dhcp.reload(network)
+        network, port = self._ensure_dhcp_port(network)
+        self.dhcp.enable(network, port)
         with self._lock:
             self.networks[net_id] = network
         self._report_ready(network)
         with self._lock:
-            self._applied[net_id] = fingerprint(network)
+            self._applied[net_id] = network
 
-    def _ensure_dhcp_port(self, network: dict[str, Any]) -> dict[str, Any]:
-        device_id = f'{self.device_id_prefix}-{network["id"]}'
-        for port in network.get('ports', []):
-            if (isinstance(port, dict) and port.get('device_id') == device_id
-                    and port.get('device_owner') == DEVICE_OWNER_DHCP):
-                return self._cover_dhcp_subnets(network, port)
+    def _ensure_dhcp_port(self, network: dhcp_api.Network
+                          ) -> tuple[dhcp_api.Network, dhcp_api.Port]:
+        """This host's DHCP port on ``network``, created or extended with
+        neutron-server as needed; returns it and the network that lists it."""
+        port = self._own_port(network)
+        if port is not None:
+            return self._cover_dhcp_subnets(network, port)
         try:
-            port = self.plugin.create_dhcp_port({'port': {
-                'network_id': network['id'],
-                'project_id': network.get('project_id', network.get('tenant_id')),
-                'device_id': device_id,
-                'fixed_ips': [{'subnet_id': s['id']} for s in self._dhcp_subnets(network)],
+            raw = self.plugin.create_dhcp_port({'port': {
+                'network_id': network.id,
+                'project_id': network.project_id,
+                'device_id': dhcp_api.dhcp_port_device_id(self.host, network.id),
+                'fixed_ips': [{'subnet_id': s.id} for s in network.dhcp_subnets],
                 'name': '', 'admin_state_up': True}})
         except oslo_messaging.RemoteError as exc:
             if exc.exc_type not in DELETE_RACE_ERRORS:
                 raise
             raise exceptions.Conflict(f'{exc.exc_type}: the network is changing') from None
-        if not isinstance(port, dict) or not port.get('id'):
+        if not isinstance(raw, dict) or not raw.get('id'):
             # neutron-server answers None when the network or subnet is gone
             # or out of addresses: an expected race with a delete.
             raise exceptions.Conflict(f'server did not create a DHCP port for '
-                                      f'network {network["id"]}')
-        naming.validate_id(port['id'], 'port')
-        network.setdefault('ports', []).append(port)
-        return port
+                                      f'network {network.id}')
+        port = dhcp_payload.parse_port(raw, network)
+        return dataclasses.replace(network, ports=network.ports + (port,)), port
 
-    def _cover_dhcp_subnets(self, network: dict[str, Any],
-                            port: dict[str, Any]) -> dict[str, Any]:
+    def _cover_dhcp_subnets(self, network: dhcp_api.Network, port: dhcp_api.Port
+                            ) -> tuple[dhcp_api.Network, dhcp_api.Port]:
         """Give the DHCP port an address on every DHCP subnet.
 
         dnsmasq only serves a range it has an interface address in, so a
         subnet added to the network needs update_dhcp_port first.
         """
-        have = {ip.get('subnet_id') for ip in port.get('fixed_ips', [])
-                if isinstance(ip, dict)}
-        missing = [s['id'] for s in self._dhcp_subnets(network) if s['id'] not in have]
+        held = port.fixed_ips + port.unserved_fixed_ips
+        have = {ip.subnet_id for ip in held}
+        missing = [s.id for s in network.dhcp_subnets if s.id not in have]
         if not missing:
-            return port
-        fixed_ips = [ip for ip in port.get('fixed_ips', []) if isinstance(ip, dict)]
+            return network, port
+        fixed_ips: list[dict[str, str]] = [
+            {'subnet_id': ip.subnet_id, 'ip_address': str(ip.address)} for ip in held]
         fixed_ips += [{'subnet_id': subnet_id} for subnet_id in missing]
         updated = self.plugin.update_dhcp_port(
-            port['id'], {'port': {'network_id': network['id'],
-                                  'fixed_ips': fixed_ips}})
-        if not isinstance(updated, dict) or updated.get('id') != port['id']:
-            raise RuntimeError(f'server did not update DHCP port {port["id"]} '
+            port.id, {'port': {'network_id': network.id, 'fixed_ips': fixed_ips}})
+        if not isinstance(updated, dict) or updated.get('id') != port.id:
+            raise RuntimeError(f'server did not update DHCP port {port.id} '
                                f'for subnets {missing}')
-        network['ports'] = [updated if isinstance(p, dict) and p.get('id') == port['id']
-                            else p for p in network.get('ports', [])]
-        return updated
+        port = dhcp_payload.parse_port(updated, network)
+        ports = tuple(port if p.id == port.id else p for p in network.ports)
+        return dataclasses.replace(network, ports=ports), port
 
-    def _port_cidrs(self, network: dict[str, Any], port: dict[str, Any]) -> list[str]:
-        prefixes = {s['id']: ipaddress.ip_network(s['cidr']).prefixlen
-                    for s in network.get('subnets', [])}
-        cidrs = [f'{ip["ip_address"]}/{prefixes[ip["subnet_id"]]}'
-                 for ip in port.get('fixed_ips', [])
-                 if isinstance(ip, dict) and ip.get('subnet_id') in prefixes]
-        if self.conf.enable_isolated_metadata:
-            cidrs.append(METADATA_CIDR)
-            if os.path.isdir('/proc/sys/net/ipv6'):
-                # The proxy answers fe80::a9fe:a9fe too (Neutron's address).
-                cidrs.append(metadata_api.METADATA_V6_CIDR)
-        return cidrs
-
-    def _set_default_route(self, network: dict[str, Any], device: ip_lib.IPDevice,
-                           state: ip_lib.DeviceState | None = None) -> None:
-        for subnet in self._dhcp_subnets(network):
-            gateway = subnet.get('gateway_ip')
-            if subnet.get('ip_version', 4) == 4 and gateway:
-                current = (state.gateway() if state is not None
-                           else device.route.get_gateway())
-                if not current or current.get('gateway') != gateway:
-                    try:
-                        device.route.add_gateway(gateway)
-                    except ip_lib.NetlinkOperationError as exc:
-                        if exc.errno != errno.ENETUNREACH:
-                            raise
-                        # The port has no address on the gateway's subnet:
-                        # the subnet is going away, or its gateway lies
-                        # outside it. dnsmasq serves leases either way.
-                        LOG.info('Network %s: no default route via %s in the DHCP '
-                                 'namespace: %s', network['id'], gateway, exc)
-                return
-
-    def _report_ready(self, network: dict[str, Any]) -> None:
+    def _report_ready(self, network: dhcp_api.Network) -> None:
         """``dhcp_ready_on_ports`` once host entries exist, so ports go ACTIVE.
 
         Once per port and readiness (MAC, fixed IPs): the server blocks a
         port on DHCP when it is created and when those change, never
         because a sync or an audit passed over it again.
         """
-        ports = {p['id']: _readiness(p) for p in network.get('ports', [])
-                 if isinstance(p, dict) and isinstance(p.get('id'), str)
-                 and p.get('device_owner') != DEVICE_OWNER_DHCP}
+        ports = {p.id: _readiness(p) for p in network.ports
+                 if p.device_owner != DEVICE_OWNER_DHCP}
         with self._lock:
-            done = self._ready_ports.get(network['id'], {})
+            done = self._ready_ports.get(network.id, {})
             new = sorted(port_id for port_id, ready in ports.items()
                          if done.get(port_id) != ready)
         if new:
             self.ready_reports.add(new)
         with self._lock:
-            self._ready_ports[network['id']] = ports
+            self._ready_ports[network.id] = ports
 
-    def _own_port(self, network: dict[str, Any]) -> dict[str, Any] | None:
-        device_id = f'{self.device_id_prefix}-{network["id"]}'
-        return next((p for p in network.get('ports', [])
-                     if isinstance(p, dict) and p.get('device_id') == device_id
-                     and p.get('device_owner') == DEVICE_OWNER_DHCP), None)
+    def _own_port(self, network: dhcp_api.Network) -> dhcp_api.Port | None:
+        device_id = dhcp_api.dhcp_port_device_id(self.host, network.id)
+        return next((p for p in network.ports if p.device_id == device_id
+                     and p.device_owner == DEVICE_OWNER_DHCP), None)
 
     def disable_network(self, network_id: str,
-                        network: dict[str, Any] | None = None) -> None:
+                        network: dhcp_api.Network | None = None) -> None:
         """Stop serving ``network_id`` here, if this agent serves it.
 
         ``release_dhcp_port`` only for a network torn down here (cached, a
@@ -521,29 +423,18 @@ class DhcpAgent(base.Agent):
         view (``network``) still lists this agent's DHCP port: a network
         this agent never served costs the server nothing.
         """
-        namespace = naming.dhcp_namespace(network_id)
-        ns = ip_lib.IPWrapper(namespace)
         with self._lock:
             cached = self.networks.pop(network_id, None)
             self._ready_ports.pop(network_id, None)
             if network is None:
                 self._applied.pop(network_id, None)
-        exists = ns.namespace_exists()
-        served = (cached is not None or exists
-                  or network_id in self.dhcp.active_networks())
+        served = cached is not None or self.dhcp.present(network_id)
         holds_port = network is not None and self._own_port(network) is not None
         if served or holds_port:
             with self._lock:
                 self._release_pending.add(network_id)
         if served:
             self.dhcp.disable(network_id)
-            if exists:
-                for dev in ns.get_devices():
-                    try:
-                        self.interface.unplug(dev.name, namespace)
-                    except Exception:
-                        LOG.exception('unplugging %s from %s failed', dev.name, namespace)
-                ns.delete_namespace()
         elif self.metadata is not None:
             self.metadata.destroy_proxy(network_id)  # a proxy left alone, if any
         with self._lock:
@@ -551,8 +442,8 @@ class DhcpAgent(base.Agent):
         if not release:
             return
         # Idempotent on the server; also covers ports left by a previous run.
-        self.plugin.release_dhcp_port(network_id,
-                                      f'{self.device_id_prefix}-{network_id}')
+        self.plugin.release_dhcp_port(
+            network_id, dhcp_api.dhcp_port_device_id(self.host, network_id))
         with self._lock:
             self._release_pending.discard(network_id)
         LOG.info('Network %s: DHCP disabled', network_id)

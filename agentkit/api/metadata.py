@@ -11,10 +11,11 @@ through. It forwards the request over the unix socket
 (router or network, source address) to a port and instance, signs the
 instance id and asks Nova.
 
-The L3 agent (``router=True``) and the DHCP agent (``router=False``) own the
-namespaces, addresses and iptables rules; the driver owns only the proxy
-processes and their files. A proxy outlives the agent that started it (VMs
-keep their metadata across agent restarts) and a restarted agent adopts it.
+The L3 agent's router driver (``router=True``) and the DHCP agent's DHCP
+driver (``router=False``) own the namespaces, addresses and iptables rules;
+the metadata driver owns only the proxy processes and their files. A proxy
+outlives the agent that started it (VMs keep their metadata across agent
+restarts) and a restarted agent adopts it.
 
 Headers the proxy guarantees to the metadata agent (every VM-sent copy of
 :data:`FORGEABLE_HEADERS` is removed first):
@@ -42,10 +43,10 @@ Router (``router=True``), the L3 agent:
       proxy listens on ``[::]:<metadata_port>`` whenever the namespace has
       any IPv6 address (so it is enough that IPv6 is not disabled there).
 
-Isolated network (``router=False``), the DHCP agent:
+Isolated network (``router=False``), the DHCP driver (and agent):
     * the namespace and the DHCP port's device in it holding
-      :data:`METADATA_V4_CIDR` (169.254.169.254/32); the proxy binds that
-      address on port 80 and fails to start without it;
+      :data:`METADATA_V4_DHCP_PORT_CIDR` (169.254.169.254/16); the proxy
+      binds that address on port 80 and fails to start without it;
     * VMs routed to 169.254.169.254 via the DHCP port (the DHCP driver's
       classless static route);
     * for IPv6: :data:`METADATA_V6_IP` (``fe80::a9fe:a9fe``) added to the
@@ -81,7 +82,12 @@ from agentkit.api import driver
 
 #: Where VMs look for metadata (Neutron's constants).
 METADATA_V4_IP = '169.254.169.254'
+#: The metadata address as one host: the route a DHCP server pushes to VMs
+#: (``169.254.169.254/32`` via the DHCP port or the router).
 METADATA_V4_CIDR = METADATA_V4_IP + '/32'
+#: The address a DHCP port holds while its namespace serves metadata
+#: (Neutron's /16: the namespace then reaches all of 169.254.0.0/16 on-link).
+METADATA_V4_DHCP_PORT_CIDR = METADATA_V4_IP + '/16'
 METADATA_V6_IP = 'fe80::a9fe:a9fe'
 #: The prefix Neutron gives the IPv6 metadata address on the DHCP port.
 METADATA_V6_CIDR = METADATA_V6_IP + '/128'

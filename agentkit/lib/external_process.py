@@ -19,6 +19,7 @@ here, unprivileged.
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import signal
@@ -44,6 +45,27 @@ _KILL_GRACE = 2.0
 _SERVICE_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
 
 CmdCallback = Callable[[str], list[str]]
+
+
+class DaemonAction(enum.Enum):
+    """What a driver did to one daemon to make it serve a new configuration."""
+
+    START = 'start'        # not running
+    RESTART = 'restart'    # running with another command line (or namespace)
+    RELOAD = 'reload'      # same command line, a file changed: SIGHUP
+    NONE = 'none'          # same command line, same files: adopt as is
+    STOP = 'stop'          # nothing to serve
+
+
+def least_disruptive_action(running_argv: list[str] | None, desired_argv: list[str],
+                            files_changed: bool) -> DaemonAction:
+    """What makes a daemon that re-reads its files on SIGHUP serve the new
+    configuration while disturbing its clients least."""
+    if running_argv is None:
+        return DaemonAction.START
+    if list(running_argv) != list(desired_argv):
+        return DaemonAction.RESTART
+    return DaemonAction.RELOAD if files_changed else DaemonAction.NONE
 
 
 def read_pid_file(path: str) -> int | None:

@@ -56,7 +56,6 @@ job (``drivers/l3/namespace.py`` sets it when a port has IPv6).
 from __future__ import annotations
 
 import dataclasses
-import enum
 import ipaddress
 import os
 import pwd
@@ -357,24 +356,9 @@ def _remove(path: str) -> None:
 # The manager
 # ---------------------------------------------------------------------------
 
-class Action(enum.Enum):
-    """What :meth:`RadvdManager.update` did to radvd."""
-
-    START = 'start'        # not running
-    RESTART = 'restart'    # running with another command line (or namespace)
-    RELOAD = 'reload'      # same command line, new configuration: SIGHUP
-    NONE = 'none'          # same command line, same configuration
-    STOP = 'stop'          # nothing to advertise
-
-
-def decide(running_argv: list[str] | None, desired_argv: list[str],
-           config_changed: bool) -> Action:
-    """The least disruptive action that makes radvd advertise the new config."""
-    if running_argv is None:
-        return Action.START
-    if list(running_argv) != list(desired_argv):
-        return Action.RESTART
-    return Action.RELOAD if config_changed else Action.NONE
+#: What :meth:`RadvdManager.update` did to radvd.
+Action = external_process.DaemonAction
+decide = external_process.least_disruptive_action
 
 
 @dataclasses.dataclass

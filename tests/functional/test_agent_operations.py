@@ -162,7 +162,7 @@ class DhcpAgentOperationsTest(base.AgentTestCase):
         for title in ('Package', 'Threads', 'Configuration', 'Agent',
                       'Work Queue', 'Drivers', 'Resources'):
             self.assertRegex(report, rf'\n====\s+{title}\s+====\n')
-        self.assertIn('agentkit.dhcp_drivers:dnsmasq = drivers.dhcp.dnsmasq.DnsmasqDriver',
+        self.assertIn('agentkit.dhcp_drivers:dnsmasq = drivers.dhcp.dnsmasq.driver.DnsmasqDriver',
                       report)
         self.assertIn('agentkit.interface_drivers:openvswitch = '
                       'drivers.interface.openvswitch.OVSInterfaceDriver', report)

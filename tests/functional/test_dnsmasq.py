@@ -17,16 +17,19 @@ import subprocess
 import tempfile
 import time
 import uuid
+from unittest import mock
 
 from testtools import content
 
 from agentkit import exceptions
+from agentkit.api import dhcp as dhcp_api
+from agentkit.api import dhcp_payload
 from agentkit.conf import dhcp as dhcp_conf
 from agentkit.lib import external_process as ep
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
 from agentkit.privileged import process as priv_process
-from drivers.dhcp import dnsmasq
+from drivers.dhcp.dnsmasq import driver as dnsmasq_driver
 from tests.functional import base
 
 HOST = 'akd-test-host'
@@ -92,6 +95,11 @@ def dhcp_bound(pid):
             return any(line.split()[1].endswith(':0043') for line in list(f)[1:])
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+def typed(network):
+    """The typed network the DHCP agent hands its driver."""
+    return dhcp_payload.parse_network(network)
 
 
 class DnsmasqTopology:
@@ -172,7 +180,7 @@ class DnsmasqTopology:
                   'ipv6_ra_mode': None, 'ipv6_address_mode': None}
         dhcp_port = self.port(self.dhcp_mac, 2, owner='network:dhcp')
         dhcp_port.update(id=self.dhcp_port_id,
-                         device_id=dnsmasq.dhcp_port_device_id(HOST, self.network_id))
+                         device_id=dhcp_api.dhcp_port_device_id(HOST, self.network_id))
         all_ports = [dhcp_port] + list(ports)
         if with_router:
             all_ports.append(self.port('fa:16:3e:ff:ff:01', 1,
@@ -281,13 +289,15 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         self.driver = self.new_driver()
 
     def new_driver(self):
-        driver = dnsmasq.DnsmasqDriver(conf=self.conf, host=HOST)
+        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST,
+                                              interface_driver=mock.Mock())
         driver.initialize()
         self.addCleanup(driver.stop)
         return driver
 
     def enable(self, network, driver=None):
-        (driver or self.driver).enable(network, self.topo.namespace, self.topo.dhcp_device)
+        (driver or self.driver).serve(typed(network), self.topo.namespace,
+                                      self.topo.dhcp_device)
         pid = wait_until(lambda: self.driver.pid(self.topo.network_id), message='dnsmasq pid')
         wait_until(lambda: dhcp_bound(pid), message='dnsmasq bound to UDP 67')
         return pid
@@ -324,11 +334,11 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         port2 = t.port(mac2, 12)
         rchar = read_rchar(pid)
         reload_started = time.monotonic()
-        self.driver.reload(t.network([port1, port2]))
+        self.driver.reload(typed(t.network([port1, port2])))
         reload_call_s = time.monotonic() - reload_started
         wait_until(lambda: read_rchar(pid) > rchar, message='dnsmasq re-reading its files')
         reread_s = time.monotonic() - reload_started
-        self.assertEqual(dnsmasq.Action.RELOAD, self.driver.last_action)
+        self.assertEqual(ep.DaemonAction.RELOAD, self.driver.last_action)
         env = DhcpClient(self, ns2, dev2).wait_bound()
         self.assertLease(env, t.net + '12')
         self.assertEqual(pid, self.driver.pid(t.network_id))
@@ -336,10 +346,10 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
 
         # The same network again: nothing to do, dnsmasq is not even signalled.
         rchar = read_rchar(pid)
-        self.driver.reload(t.network([port1, port2]))
+        self.driver.reload(typed(t.network([port1, port2])))
         time.sleep(0.3)
         self.assertEqual(rchar, read_rchar(pid))
-        self.assertEqual(dnsmasq.Action.NONE, self.driver.last_action)
+        self.assertEqual(ep.DaemonAction.NONE, self.driver.last_action)
         self.assertEqual(1, self.driver.get_configurations()['dnsmasq_reloads'])
 
         for name, value in (('enable_to_udp67_bound_ms', bound_s),
@@ -362,7 +372,7 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
                    message="dhclient's lease file")
         old.stop()
 
-        self.driver.reload(t.network([port1]))
+        self.driver.reload(typed(t.network([port1])))
         self.assertEqual(pid, self.driver.pid(t.network_id))
         with open(os.path.join(self.state_path, 'dhcp', t.network_id, 'host')) as f:
             self.assertNotIn(mac2, f.read())
@@ -409,8 +419,8 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         self.assertIn('%s %s' % (mac1, t.net + '11'), self.leases())
 
         ns2, dev2, mac2 = t.add_vm(2)
-        self.driver.reload(t.network([t.port(mac2, 11)]))
-        self.assertEqual(dnsmasq.Action.RELOAD, self.driver.last_action)
+        self.driver.reload(typed(t.network([t.port(mac2, 11)])))
+        self.assertEqual(ep.DaemonAction.RELOAD, self.driver.last_action)
         self.assertEqual(pid, self.driver.pid(t.network_id))
         return ns2, dev2, mac2, mac1
 
@@ -489,11 +499,11 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
 
         hooks = []
         second = self.new_driver()
-        second.metadata_hook = lambda net, ns, enabled: hooks.append((net['id'], enabled))
+        second.metadata_hook = lambda net_id, ns, enabled: hooks.append((net_id, enabled))
         self.assertEqual({t.network_id}, second.active_networks())
         rchar = read_rchar(pid)
-        second.enable(network, t.namespace, t.dhcp_device)
-        self.assertEqual(dnsmasq.Action.NONE, second.last_action)
+        second.serve(typed(network), t.namespace, t.dhcp_device)
+        self.assertEqual(ep.DaemonAction.NONE, second.last_action)
         self.assertEqual(pid, second.pid(t.network_id))
         self.assertEqual(rchar, read_rchar(pid))  # not even a SIGHUP
         conf = second.get_configurations()
@@ -513,19 +523,20 @@ class DnsmasqDriverFunctionalTest(base.FunctionalTestCase):
         pid = self.enable(t.network())
         state_dir = os.path.join(self.state_path, 'dhcp', t.network_id)
         self.assertTrue(os.path.isdir(state_dir))
-        self.driver.disable(t.network_id)
+        self.driver.stop_serving(t.network_id)
         self.assertIsNone(ep.read_cmdline(pid))
         self.assertFalse(os.path.exists(state_dir))
         self.assertEqual(set(), self.driver.active_networks())
         time.sleep(1.5)  # longer than the monitor interval: no respawn
         self.assertEqual([], pids_with(t.network_id))
-        self.driver.disable(t.network_id)  # idempotent
+        self.driver.stop_serving(t.network_id)  # idempotent
 
     def test_private_state_path_is_refused(self):
         private = tempfile.mkdtemp(prefix='akd-private-')
         os.chmod(private, 0o700)
         self.conf.set_override('state_path', os.path.join(private, 'state'))
-        driver = dnsmasq.DnsmasqDriver(conf=self.conf, host=HOST)
+        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST,
+                                              interface_driver=mock.Mock())
         self.assertRaises(exceptions.InvalidConfiguration, driver.initialize)
 
 
@@ -542,7 +553,8 @@ class DnsmasqScaleFunctionalTest(base.FunctionalTestCase):
         os.chmod(self.state_path, 0o755)
         self.conf.set_override('state_path', self.state_path)
         self.conf.set_override('check_child_processes_interval', 0)
-        self.driver = dnsmasq.DnsmasqDriver(conf=self.conf, host=HOST)
+        self.driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST,
+                                                   interface_driver=mock.Mock())
         self.driver.initialize()
         self.addCleanup(self.driver.stop)
 
@@ -561,7 +573,7 @@ class DnsmasqScaleFunctionalTest(base.FunctionalTestCase):
         started = time.monotonic()
         # As the DHCP agent does: its worker threads (default 8) enable networks.
         with futures.ThreadPoolExecutor(max_workers=8) as pool:
-            jobs = [pool.submit(self.driver.enable, network, topo.namespace, topo.dhcp_device)
+            jobs = [pool.submit(self.driver.serve, typed(network), topo.namespace, topo.dhcp_device)
                     for topo, network in zip(topos, networks)]
             for job in jobs:
                 job.result(TIMEOUT)

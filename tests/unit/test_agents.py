@@ -9,6 +9,7 @@ from agentkit.agent import dhcp
 from agentkit.agent import l2
 from agentkit.agent import l3
 from agentkit.agent import work_queue
+from agentkit.api import dhcp_payload
 from tests import base
 
 
@@ -43,22 +44,34 @@ class DhcpCallbacksTest(base.TestCase):
 
 
 class ValidateNetworkTest(base.TestCase):
+    """The DHCP agent's edge: server dicts into api.dhcp's typed network."""
 
     def test_accepts_server_shape(self):
         net = {'id': _uuid(), 'mtu': 1450, 'subnets': [
             {'id': _uuid(), 'cidr': '192.168.10.0/24', 'enable_dhcp': True}],
             'ports': []}
-        self.assertIs(net, dhcp.validate_network(net))
+        parsed = dhcp_payload.parse_network(net)
+        self.assertEqual((net['id'], 1450, net['subnets'][0]['id']),
+                         (parsed.id, parsed.mtu, parsed.subnets[0].id))
 
     def test_rejects(self):
-        good_subnet = {'id': _uuid(), 'cidr': '10.0.0.0/24'}
+        good_subnet = {'id': _uuid(), 'cidr': '10.0.0.0/24', 'enable_dhcp': True}
         for bad in ({'id': 'nope'}, {'id': _uuid(), 'subnets': 'x'},
                     {'id': _uuid(), 'subnets': [{'id': _uuid(), 'cidr': '10.0.0.300/24'}]},
                     {'id': _uuid(), 'subnets': [good_subnet], 'mtu': '1500'},
-                    {'id': _uuid(), 'mtu': True}):
-            self.assertRaises((exceptions.InvalidPayload,
-                               exceptions.InvalidIdentifier),
-                              dhcp.validate_network, bad)
+                    {'id': _uuid(), 'mtu': True}, {'id': _uuid(), 'admin_state_up': 'yes'},
+                    {'id': _uuid(), 'project_id': 5}):
+            self.assertRaises(exceptions.InvalidPayload, dhcp_payload.parse_network, bad)
+
+    def test_bad_port_is_left_out_with_its_reason(self):
+        subnet = {'id': _uuid(), 'cidr': '10.0.0.0/24', 'enable_dhcp': True}
+        good = {'id': _uuid(), 'mac_address': 'fa:16:3e:00:00:01',
+                'fixed_ips': [{'subnet_id': subnet['id'], 'ip_address': '10.0.0.5'}]}
+        bad = dict(good, id='../etc', mac_address='fa:16:3e:00:00:02')
+        parsed = dhcp_payload.parse_network({'id': _uuid(), 'subnets': [subnet],
+                                             'ports': [good, bad]})
+        self.assertEqual([good['id']], [p.id for p in parsed.ports])
+        self.assertEqual(1, len(parsed.skipped_ports))
 
 
 class L3CallbacksTest(base.TestCase):
@@ -149,10 +162,11 @@ class DhcpPortRaceTest(base.TestCase):
     def test_delete_races_are_conflicts_other_errors_are_not(self):
         import oslo_messaging
         agent = dhcp.DhcpAgent.__new__(dhcp.DhcpAgent)
-        agent.device_id_prefix = 'dhcp' + _uuid()
+        agent.host = 'host1'
         agent.plugin = mock.Mock()
-        network = {'id': _uuid(), 'project_id': 'p', 'ports': [],
-                   'subnets': [{'id': _uuid(), 'enable_dhcp': True}]}
+        network = dhcp_payload.parse_network(
+            {'id': _uuid(), 'project_id': 'p', 'ports': [],
+             'subnets': [{'id': _uuid(), 'cidr': '10.0.0.0/24', 'enable_dhcp': True}]})
         agent.plugin.create_dhcp_port.side_effect = oslo_messaging.RemoteError(
             'SubnetInUse', 'This subnet is being modified by another concurrent operation.')
         self.assertRaises(exceptions.Conflict, agent._ensure_dhcp_port, network)

@@ -3,7 +3,9 @@
 RPC goes to a fake server that keeps the networks as neutron-server 29's
 ``get_active_networks_info(enable_dhcp_filter=False)`` answers them (every
 scheduled network, all subnets, all ports) and records every call; the DHCP
-driver is a fake that remembers what it serves; namespaces are a set.
+driver builds namespaces and ports as the real ones do (a set of namespace
+names, a mock interface driver) around a fake server that remembers what it
+serves.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from unittest import mock
 from agentkit.agent import dhcp
 from agentkit.agent import ready_ports
 from agentkit.agent import work_queue
+from agentkit.api import dhcp as dhcp_api
 from agentkit.lib import ip_lib
+from drivers.dhcp import namespaced
 from tests import base
 
 
@@ -40,7 +44,7 @@ class FakeServer:
 
     def add_network(self, dhcp_subnet: bool = True, ports: int = 1) -> dict[str, Any]:
         net_id = _uuid()
-        subnet = {'id': _uuid(), 'cidr': '10.0.%d.0/24' % (len(self.networks) % 250),
+        subnet = {'id': _uuid(), 'cidr': '10.0.0.0/24',
                   'enable_dhcp': dhcp_subnet, 'ip_version': 4, 'gateway_ip': None}
         net = {'id': net_id, 'admin_state_up': True, 'mtu': 1450, 'project_id': 'p',
                'subnets': [subnet], 'ports': []}
@@ -96,24 +100,26 @@ class FakeServer:
         self.calls.append(('dhcp_ready_on_ports', sorted(port_ids)))
 
 
-class FakeDhcpDriver:
-    """Serves what it was enabled for; ``dead`` networks' servers died."""
+class FakeDhcpDriver(namespaced.NamespacedDhcpDriver):
+    """Serves what it was enabled for; ``dead`` networks' servers died.
 
-    def __init__(self) -> None:
+    ``actions``: ``enable`` when a server starts, ``reload`` when a served
+    network's server is reconfigured, ``disable`` when it stops.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.served: set[str] = set()
         self.dead: set[str] = set()
         self.actions: list[tuple[str, str]] = []
 
-    def enable(self, network: dict[str, Any], namespace: str, device: str) -> None:
-        self.actions.append(('enable', network['id']))
-        self.served.add(network['id'])
+    def serve(self, network: dhcp_api.Network, namespace: str, device: str) -> None:
+        action = 'reload' if network.id in self.served else 'enable'
+        self.actions.append((action, network.id))
+        self.served.add(network.id)
+        self.dead.discard(network.id)
 
-    def reload(self, network: dict[str, Any]) -> None:
-        self.actions.append(('reload', network['id']))
-        self.served.add(network['id'])
-        self.dead.discard(network['id'])
-
-    def disable(self, network_id: str) -> None:
+    def stop_serving(self, network_id: str) -> None:
         self.actions.append(('disable', network_id))
         self.served.discard(network_id)
 
@@ -158,7 +164,7 @@ class DhcpAgentTestCase(base.TestCase):
     def setUp(self) -> None:
         super().setUp()
         self.namespaces = FakeNamespaces()
-        self.useFixture(_Patch('agentkit.agent.dhcp.ip_lib.IPWrapper', self.namespaces))
+        self.useFixture(_Patch('drivers.dhcp.namespaced.ip_lib.IPWrapper', self.namespaces))
         agent = dhcp.DhcpAgent.__new__(dhcp.DhcpAgent)
         agent.conf = mock.Mock(enable_isolated_metadata=False,
                                dhcp_reload_coalesce_seconds=0)
@@ -170,14 +176,13 @@ class DhcpAgentTestCase(base.TestCase):
         agent._applied = {}
         agent._release_pending = set()
         agent.rpc_seen = {}
-        agent.device_id_prefix = 'dhcp' + _uuid()
         agent.metadata = None
         agent.interface = mock.Mock()
         agent.interface.get_device_name.side_effect = lambda port_id: 'tap' + port_id[:11]
         agent.interface.read_state.side_effect = (
             lambda network_id, device, namespace: self.namespaces.read_device_state(
                 device, namespace))
-        self.driver = FakeDhcpDriver()
+        self.driver = FakeDhcpDriver(agent.conf, agent.host, agent.interface)
         agent.dhcp = self.driver
         self.server = FakeServer()
         agent.plugin = self.server
@@ -195,8 +200,8 @@ class DhcpAgentTestCase(base.TestCase):
                 return
             try:
                 self.agent.process_update(update)
-            except Exception:
-                self.agent.queue._failed(update, RuntimeError('test'))
+            except Exception as exc:
+                self.agent.queue._failed(update, RuntimeError('test: %r' % exc))
 
     def pop(self) -> work_queue.ResourceUpdate | None:
         q = self.agent.queue
@@ -309,8 +314,9 @@ class QuietAtRestTest(DhcpAgentTestCase):
         """A DHCP subnet removed while the agent was away: its port is freed."""
         net = self.server.add_network(dhcp_subnet=False, ports=0)
         self.server.networks[net['id']]['ports'].append({
-            'id': _uuid(), 'device_id': f'{self.agent.device_id_prefix}-{net["id"]}',
-            'device_owner': dhcp.DEVICE_OWNER_DHCP, 'fixed_ips': []})
+            'id': _uuid(), 'device_id': dhcp_api.dhcp_port_device_id(self.agent.host, net['id']),
+            'device_owner': dhcp.DEVICE_OWNER_DHCP, 'mac_address': 'fa:16:3e:ff:ff:01',
+            'fixed_ips': []})
         for _ in range(3):
             self.agent.sync_state()
             self.drain()

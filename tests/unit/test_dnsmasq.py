@@ -13,10 +13,15 @@ import tempfile
 import uuid
 
 import fixtures
+from unittest import mock
 
 from agentkit import exceptions
+from agentkit.api import dhcp_payload
 from agentkit.conf import dhcp as dhcp_conf
-from drivers.dhcp import dnsmasq
+from agentkit.lib import external_process
+from drivers.dhcp.dnsmasq import driver as dnsmasq_driver
+from drivers.dhcp.dnsmasq import files
+from drivers.dhcp.dnsmasq import render as dnsmasq_render
 from tests import base
 from tests.unit import fake_proc
 
@@ -103,15 +108,20 @@ def reference_network():
     }
 
 
+def typed(network):
+    """The typed network the DHCP agent hands its driver."""
+    return dhcp_payload.parse_network(network)
+
+
 def settings(**kwargs):
     kwargs.setdefault('state_path', '<state>/state')
-    return dnsmasq.Settings(**kwargs)
+    return dnsmasq_render.Settings(**kwargs)
 
 
 def render(network, dhcp_ips=None, **kwargs):
-    net = dnsmasq.parse_network(network)
+    net = dhcp_payload.parse_network(network)
     s = settings(**kwargs)
-    return dnsmasq.build_argv(net, s), dnsmasq.render_files(net, s, dhcp_ips)
+    return dnsmasq_render.build_argv(net, s), dnsmasq_render.render_files(net, s, dhcp_ips)
 
 
 class TestReferenceShapes(base.TestCase):
@@ -147,11 +157,11 @@ class TestReferenceShapes(base.TestCase):
         argv, _ = render(reference_network(), lease_duration=-1)
         self.assertIn('--dhcp-range=set:subnet-%s,192.168.10.0,static,255.255.255.0,'
                       'infinite' % SUBNET_ID, argv)
-        net = dnsmasq.parse_network(reference_network())
-        leases = dnsmasq.render_init_leases(net, settings(lease_duration=-1), 1000)
+        net = dhcp_payload.parse_network(reference_network())
+        leases = dnsmasq_render.render_init_leases(net, settings(lease_duration=-1), 1000)
         self.assertEqual('0 fa:16:3e:3d:a8:1c 192.168.10.1 * *\n'
                          '0 fa:16:3e:70:e7:3b 192.168.10.207 * *\n', leases)
-        leases = dnsmasq.render_init_leases(net, settings(lease_duration=600), 1000.5)
+        leases = dnsmasq_render.render_init_leases(net, settings(lease_duration=600), 1000.5)
         self.assertTrue(leases.startswith('1600 fa:16:3e:3d:a8:1c 192.168.10.1 * *\n'))
 
     def test_options_that_shape_argv(self):
@@ -177,7 +187,7 @@ class TestReferenceShapes(base.TestCase):
         self.assertEqual('', files['opts'])
         # Still resolvable by name.
         self.assertIn('192.168.10.207\t', files['addn_hosts'])
-        self.assertFalse(dnsmasq.parse_network(network).dhcp_enabled)
+        self.assertFalse(dhcp_payload.parse_network(network).dhcp_enabled)
 
 
 class TestOptions(base.TestCase):
@@ -235,36 +245,36 @@ class TestOptions(base.TestCase):
         self.assertIn('option:router,192.168.10.254\n', files['opts'])
 
     def test_isolated_metadata_route_via_dhcp_port(self):
-        dhcp_ips = {SUBNET_ID: dnsmasq._ip('192.168.10.2', 'x')}
+        dhcp_ips = {SUBNET_ID: dhcp_payload.parse_ip('192.168.10.2', 'x')}
         _, files = render(self.isolated_network(), dhcp_ips, enable_isolated_metadata=True)
         self.assertIn('option:classless-static-route,169.254.169.254/32,192.168.10.2,'
                       '0.0.0.0/0,192.168.10.1\n', files['opts'])
-        self.assertTrue(dnsmasq.needs_metadata_proxy(
-            dnsmasq.parse_network(self.isolated_network()),
+        self.assertTrue(dnsmasq_render.needs_metadata_proxy(
+            dhcp_payload.parse_network(self.isolated_network()),
             settings(enable_isolated_metadata=True)))
 
     def test_isolated_without_isolated_metadata_gets_no_metadata_route(self):
-        dhcp_ips = {SUBNET_ID: dnsmasq._ip('192.168.10.2', 'x')}
+        dhcp_ips = {SUBNET_ID: dhcp_payload.parse_ip('192.168.10.2', 'x')}
         _, files = render(self.isolated_network(), dhcp_ips)
         self.assertNotIn('169.254.169.254', files['opts'])
         self.assertEqual('tag:subnet-%s,option:router,192.168.10.1\n' % SUBNET_ID,
                          files['opts'])
-        self.assertFalse(dnsmasq.needs_metadata_proxy(
-            dnsmasq.parse_network(self.isolated_network()), settings()))
+        self.assertFalse(dnsmasq_render.needs_metadata_proxy(
+            dhcp_payload.parse_network(self.isolated_network()), settings()))
 
     def test_routed_subnet_uses_gateway_even_with_isolated_metadata(self):
-        dhcp_ips = {SUBNET_ID: dnsmasq._ip('192.168.10.2', 'x')}
+        dhcp_ips = {SUBNET_ID: dhcp_payload.parse_ip('192.168.10.2', 'x')}
         _, files = render(reference_network(), dhcp_ips, enable_isolated_metadata=True)
         self.assertEqual(REFERENCE_OPTS, files['opts'])
-        self.assertFalse(dnsmasq.needs_metadata_proxy(
-            dnsmasq.parse_network(reference_network()),
+        self.assertFalse(dnsmasq_render.needs_metadata_proxy(
+            dhcp_payload.parse_network(reference_network()),
             settings(enable_isolated_metadata=True)))
 
     def test_router_port_not_on_gateway_leaves_subnet_isolated(self):
         network = reference_network()
         network['ports'][1]['fixed_ips'][0]['ip_address'] = '192.168.10.5'
-        net = dnsmasq.parse_network(network)
-        self.assertEqual({SUBNET_ID}, dnsmasq.isolated_subnets(net))
+        net = dhcp_payload.parse_network(network)
+        self.assertEqual({SUBNET_ID}, dnsmasq_render.isolated_subnets(net))
 
     def test_other_ipv4_subnets_are_on_link(self):
         network = reference_network()
@@ -392,7 +402,7 @@ class TestIPv6(base.TestCase):
 class TestValidation(base.TestCase):
 
     def assertBadNetwork(self, network, fragment):
-        exc = self.assertRaises(exceptions.InvalidPayload, dnsmasq.parse_network, network)
+        exc = self.assertRaises(exceptions.InvalidPayload, dhcp_payload.parse_network, network)
         self.assertIn(fragment, str(exc))
 
     def test_bad_networks_are_refused(self):
@@ -450,7 +460,7 @@ class TestValidation(base.TestCase):
             port.update(change)
             network['ports'].insert(0, port)
             network['ports'].append('not a port')
-            net = dnsmasq.parse_network(network)
+            net = dhcp_payload.parse_network(network)
             self.assertEqual(3, len(net.ports), what)
             self.assertEqual(2, len(net.skipped_ports), what)
             _, files = render(network)
@@ -463,7 +473,7 @@ class TestValidation(base.TestCase):
                                           [(SUBNET_ID, '192.168.10.99')]))
         network['ports'].append(make_port(str(uuid.uuid4()), 'fa:16:3e:00:00:99',
                                           [(SUBNET_ID, '192.168.10.207')]))
-        net = dnsmasq.parse_network(network)
+        net = dhcp_payload.parse_network(network)
         self.assertEqual(2, len(net.skipped_ports))
         self.assertIn('also used by port %s' % VM_PORT, net.skipped_ports[0][1])
         _, files = render(network)
@@ -473,28 +483,28 @@ class TestValidation(base.TestCase):
         network = reference_network()
         network['ports'][0]['fixed_ips'].append({'subnet_id': str(uuid.uuid4()),
                                                  'ip_address': '10.99.0.5'})
-        net = dnsmasq.parse_network(network)
+        net = dhcp_payload.parse_network(network)
         self.assertEqual(3, len(net.ports))
         _, files = render(network)
         self.assertEqual(REFERENCE_HOST, files['host'])
 
     def test_ipv6_scope_ids_are_refused(self):
-        self.assertRaises(ValueError, dnsmasq._ip, 'fe80::1%eth0', 'x')
-        self.assertRaises(ValueError, dnsmasq._cidr, 'fe80::%a/64', 'x')
+        self.assertRaises(ValueError, dhcp_payload.parse_ip, 'fe80::1%eth0', 'x')
+        self.assertRaises(ValueError, dhcp_payload.parse_cidr, 'fe80::%a/64', 'x')
 
 
 class TestDecide(base.TestCase):
 
     def test_decisions(self):
         argv = list(REFERENCE_ARGV)
-        A = dnsmasq.Action
-        self.assertEqual(A.START, dnsmasq.decide(None, argv, False))
-        self.assertEqual(A.START, dnsmasq.decide(None, argv, True))
-        self.assertEqual(A.NONE, dnsmasq.decide(list(argv), argv, False))
-        self.assertEqual(A.RELOAD, dnsmasq.decide(list(argv), argv, True))
+        A = external_process.DaemonAction
+        self.assertEqual(A.START, external_process.least_disruptive_action(None, argv, False))
+        self.assertEqual(A.START, external_process.least_disruptive_action(None, argv, True))
+        self.assertEqual(A.NONE, external_process.least_disruptive_action(list(argv), argv, False))
+        self.assertEqual(A.RELOAD, external_process.least_disruptive_action(list(argv), argv, True))
         more = argv + ['--dhcp-range=set:subnet-x,10.0.0.0,static,255.255.255.0,86400s']
-        self.assertEqual(A.RESTART, dnsmasq.decide(argv, more, False))
-        self.assertEqual(A.RESTART, dnsmasq.decide(argv, more, True))
+        self.assertEqual(A.RESTART, external_process.least_disruptive_action(argv, more, False))
+        self.assertEqual(A.RESTART, external_process.least_disruptive_action(argv, more, True))
 
     def test_unchanged_network_gives_no_reload_and_new_subnet_a_restart(self):
         network = reference_network()
@@ -504,7 +514,8 @@ class TestDecide(base.TestCase):
         self.assertEqual(files, again_files)
         network['subnets'].append(make_subnet(str(uuid.uuid4()), '10.30.0.0/24', None))
         new_argv, _ = render(network)
-        self.assertEqual(dnsmasq.Action.RESTART, dnsmasq.decide(argv, new_argv, False))
+        self.assertEqual(external_process.DaemonAction.RESTART,
+                         external_process.least_disruptive_action(argv, new_argv, False))
 
 
 class FakeProcesses(fake_proc.FakeDaemons):
@@ -558,14 +569,15 @@ class DriverTestCase(base.TestCase):
         self.release = FakeRelease(self)
         self.which = {'dhcp_release': True, 'dhcp_release6': True}
         patch = fixtures.MockPatchObject
-        self.useFixture(patch(dnsmasq.dhcp_release, 'release_lease',
+        self.useFixture(patch(dnsmasq_driver.dhcp_release, 'release_lease',
                               side_effect=self.release.release_lease))
-        self.useFixture(patch(dnsmasq.dhcp_release, 'release_lease6',
+        self.useFixture(patch(dnsmasq_driver.dhcp_release, 'release_lease6',
                               side_effect=self.release.release_lease6))
-        self.useFixture(patch(dnsmasq.shutil, 'which', side_effect=lambda name, path=None: (
+        self.useFixture(patch(dnsmasq_driver.shutil, 'which', side_effect=lambda name, path=None: (
             '/usr/bin/' + name if self.which.get(name, True) else None)))
-        self.useFixture(patch(dnsmasq, 'RELEASE_WAIT', 0.05))
-        host = self.useFixture(fake_proc.FakeDaemonHost(dnsmasq.DnsmasqDriver, FakeProcesses))
+        self.useFixture(patch(dnsmasq_driver, 'RELEASE_WAIT', 0.05))
+        host = self.useFixture(fake_proc.FakeDaemonHost(dnsmasq_driver.DnsmasqDriver,
+                                                        FakeProcesses))
         self.state_path = host.state_path
         self.procs = host.procs
         self.conf.set_override('state_path', self.state_path)
@@ -574,9 +586,10 @@ class DriverTestCase(base.TestCase):
         self.driver = self.new_driver()
 
     def new_driver(self):
-        driver = dnsmasq.DnsmasqDriver(conf=self.conf, host=HOST)
-        driver.metadata_hook = lambda net, ns, enabled: self.hook_calls.append(
-            (net['id'], ns, enabled))
+        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST,
+                                              interface_driver=mock.Mock())
+        driver.metadata_hook = lambda net_id, ns, enabled: self.hook_calls.append(
+            (net_id, ns, enabled))
         driver.initialize()
         self.addCleanup(driver.stop)
         return driver
@@ -595,7 +608,7 @@ class DriverTestCase(base.TestCase):
 class TestDriver(DriverTestCase):
 
     def test_enable_writes_files_and_starts_in_namespace(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         self.assertEqual([(self.expected_argv(), NAMESPACE)], self.procs.spawned)
         self.assertEqual(REFERENCE_HOST, self.read('host'))
         self.assertEqual(REFERENCE_ADDN_HOSTS, self.read('addn_hosts'))
@@ -617,80 +630,81 @@ class TestDriver(DriverTestCase):
                          self.driver.get_configurations())
 
     def test_unchanged_network_sends_no_sighup(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
-        self.driver.reload(reference_network())
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
+        self.driver.reload(typed(reference_network()))
         self.assertEqual(1, len(self.procs.spawned))
         self.assertEqual([], self.procs.hups)
-        self.assertEqual(dnsmasq.Action.NONE, self.driver.last_action)
+        self.assertEqual(external_process.DaemonAction.NONE, self.driver.last_action)
 
     def test_new_port_is_a_sighup_with_the_same_pid(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         pid = self.driver.pid(NET_ID)
         network = reference_network()
         network['ports'].append(make_port(str(uuid.uuid4()), 'fa:16:3e:00:00:42',
                                           [(SUBNET_ID, '192.168.10.42')]))
-        self.driver.reload(network)
+        self.driver.reload(typed(network))
         self.assertEqual([pid], self.procs.hups)
         self.assertEqual(pid, self.driver.pid(NET_ID))
         self.assertIn('fa:16:3e:00:00:42,host-192-168-10-42.openstacklocal,192.168.10.42\n',
                       self.read('host'))
-        self.driver.reload(network)
+        self.driver.reload(typed(network))
         self.assertEqual([pid], self.procs.hups)
         self.assertEqual(1, self.driver.get_configurations()['dnsmasq_reloads'])
 
     def test_new_subnet_restarts(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         old = self.driver.pid(NET_ID)
         network = reference_network()
         network['subnets'].append(make_subnet(str(uuid.uuid4()), '10.30.0.0/24', '10.30.0.1'))
-        self.driver.reload(network)
+        self.driver.reload(typed(network))
         self.assertEqual([old], self.procs.terms)
         self.assertEqual(2, len(self.procs.spawned))
         new_argv = self.procs.spawned[1][0]
         self.assertEqual(2, len([a for a in new_argv if a.startswith('--dhcp-range')]))
         self.assertNotEqual(old, self.driver.pid(NET_ID))
-        self.assertEqual(dnsmasq.Action.RESTART, self.driver.last_action)
+        self.assertEqual(external_process.DaemonAction.RESTART, self.driver.last_action)
 
     def test_failed_sighup_is_retried_on_next_reload(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         network = reference_network()
         network['ports'].pop(0)
         self.procs.fail_kill = 1
-        self.assertRaises(exceptions.ProcessError, self.driver.reload, network)
+        self.assertRaises(exceptions.ProcessError, self.driver.reload, typed(network))
         self.assertEqual([], self.procs.hups)
-        self.driver.reload(network)  # files already on disk, signal still owed
+        self.driver.reload(typed(network))  # files already on disk, signal still owed
         self.assertEqual([self.driver.pid(NET_ID)], self.procs.hups)
 
     def test_new_driver_adopts_running_dnsmasq(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         pid = self.driver.pid(NET_ID)
         self.driver.stop()
         self.assertEqual([], self.procs.terms)
         second = self.new_driver()
         self.assertEqual({NET_ID}, second.active_networks())
-        second.enable(reference_network(), NAMESPACE, INTERFACE)
+        second.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         self.assertEqual(1, len(self.procs.spawned))
         self.assertEqual([], self.procs.hups)
         self.assertEqual(pid, second.pid(NET_ID))
         self.assertEqual(1, second.get_configurations()['dnsmasq_adopted'])
 
     def test_reload_before_enable_uses_recorded_interface(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         second = self.new_driver()
         network = reference_network()
         network['ports'].pop(0)
-        second.reload(network)
+        second.reload(typed(network))
         self.assertEqual([self.driver.pid(NET_ID)], self.procs.hups)
         other = reference_network()
         other['id'] = str(uuid.uuid4())
         for item in other['subnets'] + other['ports']:
             item['network_id'] = other['id']
-        exc = self.assertRaises(exceptions.ProcessError, self.new_driver().reload, other)
+        exc = self.assertRaises(exceptions.ProcessError, self.new_driver().reload,
+                                typed(other))
         self.assertIn('never enabled', str(exc))
 
     def test_monitor_respawns_with_current_argv(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         old = self.driver.pid(NET_ID)
         self.procs.remove(old)
         self.assertEqual(set(), self.driver.active_networks())
@@ -701,36 +715,36 @@ class TestDriver(DriverTestCase):
         self.assertEqual(1, self.driver.get_configurations()['dnsmasq_respawns'])
 
     def test_disable(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         pid = self.driver.pid(NET_ID)
-        self.driver.disable(NET_ID)
+        self.driver.stop_serving(NET_ID)
         self.assertEqual([pid], self.procs.terms)
         self.assertFalse(os.path.exists(self.state_file('.')))
         self.assertEqual(set(), self.driver.active_networks())
         self.assertEqual([], self.driver.monitor.managers)
         self.assertEqual((NET_ID, NAMESPACE, False), self.hook_calls[-1])
-        self.driver.disable(NET_ID)  # idempotent
+        self.driver.stop_serving(NET_ID)  # idempotent
         self.assertRaises(exceptions.InvalidPayload, self.driver.disable, '../../etc')
         self.assertEqual(0, self.driver.get_configurations()['dnsmasq_networks'])
 
     def test_disable_of_network_left_by_previous_agent(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         pid = self.driver.pid(NET_ID)
         second = self.new_driver()
-        second.disable(NET_ID)
+        second.stop_serving(NET_ID)
         self.assertEqual([pid], self.procs.terms)
         self.assertFalse(os.path.exists(self.state_file('.')))
 
     def test_no_dhcp_subnet_stops_dnsmasq(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         network = reference_network()
         network['subnets'][0]['enable_dhcp'] = False
-        self.driver.reload(network)
+        self.driver.reload(typed(network))
         self.assertEqual(1, len(self.procs.terms))
         self.assertEqual(set(), self.driver.active_networks())
 
     def test_active_networks_ignores_stale_and_foreign_entries(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         dhcp_root = os.path.join(self.state_path, 'dhcp')
         stale = str(uuid.uuid4())
         os.makedirs(os.path.join(dhcp_root, stale))
@@ -746,26 +760,28 @@ class TestDriver(DriverTestCase):
         self.conf.set_override('enable_isolated_metadata', True)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != ROUTER_PORT]
-        self.driver.enable(network, NAMESPACE, INTERFACE)
+        self.driver.serve(typed(network), NAMESPACE, INTERFACE)
         self.assertIn('169.254.169.254/32,192.168.10.2,', self.read('opts'))
         self.assertEqual([(NET_ID, NAMESPACE, True)], self.hook_calls)
-        self.assertTrue(self.driver.needs_metadata_proxy(network))
+        self.assertTrue(dnsmasq_render.needs_metadata_proxy(
+            dhcp_payload.parse_network(network), dnsmasq_render.Settings.from_conf(self.conf)))
 
     def test_dhcp_port_found_by_interface_name(self):
         self.conf.set_override('enable_isolated_metadata', True)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != ROUTER_PORT]
         network['ports'][1]['device_id'] = 'dhcp-of-another-host'
-        self.driver.enable(network, NAMESPACE, 'ns-90212c69-7d')
+        self.driver.serve(typed(network), NAMESPACE, 'ns-90212c69-7d')
         self.assertIn('169.254.169.254/32,192.168.10.2,', self.read('opts'))
 
     def test_bad_arguments(self):
-        self.assertRaises(exceptions.InvalidPayload, self.driver.enable,
-                          reference_network(), '../etc', INTERFACE)
-        self.assertRaises(exceptions.InvalidPayload, self.driver.enable,
-                          reference_network(), NAMESPACE, 'a-very-long-device-name')
-        self.assertRaises(exceptions.InvalidPayload, self.driver.enable,
-                          dict(reference_network(), id='x'), NAMESPACE, INTERFACE)
+        self.assertRaises(exceptions.InvalidPayload, self.driver.serve,
+                          typed(reference_network()), '../etc', INTERFACE)
+        self.assertRaises(exceptions.InvalidPayload, self.driver.serve,
+                          typed(reference_network()), NAMESPACE, 'a-very-long-device-name')
+        # A bad network is refused at the agent's edge, before any driver.
+        self.assertRaises(exceptions.InvalidPayload, dhcp_payload.parse_network,
+                          dict(reference_network(), id='x'))
         self.assertEqual([], self.procs.spawned)
 
 
@@ -783,7 +799,8 @@ class TestStatePath(base.TestCase):
         os.mkdir(private, 0o700)
         os.chmod(private, 0o700)
         self.conf.set_override('state_path', os.path.join(private, 'state'))
-        driver = dnsmasq.DnsmasqDriver(conf=self.conf, host=HOST)
+        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST,
+                                              interface_driver=mock.Mock())
         exc = self.assertRaises(exceptions.InvalidConfiguration, driver.initialize)
         self.assertIn(private, str(exc))
         self.assertIn('nobody', str(exc))
@@ -794,11 +811,12 @@ class TestStatePath(base.TestCase):
         os.chmod(private, 0o700)
         link = os.path.join(self.tmp, 'link')
         os.symlink(os.path.join(private, 'state'), link)
-        self.assertRaises(exceptions.InvalidConfiguration, dnsmasq.check_traversable, link)
+        self.assertRaises(exceptions.InvalidConfiguration, files.check_traversable, link)
 
     def test_traversable_directory_is_accepted(self):
         self.conf.set_override('state_path', os.path.join(self.tmp, 'state'))
-        driver = dnsmasq.DnsmasqDriver(conf=self.conf, host=HOST)
+        driver = dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST,
+                                              interface_driver=mock.Mock())
         driver.initialize()
         self.assertTrue(os.path.isdir(os.path.join(self.tmp, 'state', 'dhcp')))
 
@@ -807,25 +825,26 @@ class TestStatePath(base.TestCase):
         self.addCleanup(os.umask, old)
         state = os.path.join(self.tmp, 'a', 'b', 'state')
         self.conf.set_override('state_path', state)
-        dnsmasq.DnsmasqDriver(conf=self.conf, host=HOST).initialize()
+        dnsmasq_driver.DnsmasqDriver(conf=self.conf, host=HOST,
+                                     interface_driver=mock.Mock()).initialize()
         for path in (os.path.join(self.tmp, 'a'), state, os.path.join(state, 'dhcp')):
             self.assertEqual(0o755, stat.S_IMODE(os.stat(path).st_mode), path)
 
     def test_dns_forwarders_and_local_resolv_from_options(self):
         self.conf.set_override('dnsmasq_dns_servers', ['8.8.8.8', '2001:DB8::53#53'])
-        s = dnsmasq.Settings.from_conf(self.conf)
+        s = dnsmasq_render.Settings.from_conf(self.conf)
         self.assertEqual(('8.8.8.8', '2001:db8::53#53'), s.dns_forwarders)
-        net = dnsmasq.parse_network(reference_network())
-        argv = dnsmasq.build_argv(net, s)
+        net = dhcp_payload.parse_network(reference_network())
+        argv = dnsmasq_render.build_argv(net, s)
         self.assertIn('--no-resolv', argv)
         self.assertEqual(['--conf-file=/dev/null', '--server=8.8.8.8',
                           '--server=2001:db8::53#53', '--domain=openstacklocal'], argv[-4:])
         # dnsmasq_local_resolv: the host's resolvers, unless forwarders are set.
         self.conf.set_override('dnsmasq_local_resolv', True)
-        self.assertIn('--no-resolv', dnsmasq.build_argv(net, dnsmasq.Settings.from_conf(
-            self.conf)))
+        self.assertIn('--no-resolv', dnsmasq_render.build_argv(
+            net, dnsmasq_render.Settings.from_conf(self.conf)))
         self.conf.clear_override('dnsmasq_dns_servers')
-        argv = dnsmasq.build_argv(net, dnsmasq.Settings.from_conf(self.conf))
+        argv = dnsmasq_render.build_argv(net, dnsmasq_render.Settings.from_conf(self.conf))
         self.assertNotIn('--no-resolv', argv)
         self.assertEqual([], [a for a in argv if a.startswith('--server')])
 
@@ -833,11 +852,11 @@ class TestStatePath(base.TestCase):
         for bad in ('dns.example.org', '8.8.8.8#0', '8.8.8.8#x', '/example.org/8.8.8.8',
                     '8.8.8.8 --x'):
             self.conf.set_override('dnsmasq_dns_servers', ['8.8.8.8', bad])
-            self.assertRaises(exceptions.InvalidConfiguration, dnsmasq.Settings.from_conf,
+            self.assertRaises(exceptions.InvalidConfiguration, dnsmasq_render.Settings.from_conf,
                               self.conf)
         self.conf.clear_override('dnsmasq_dns_servers')
         self.conf.set_override('dnsmasq_config_file', 'relative.conf')
-        self.assertRaises(exceptions.InvalidConfiguration, dnsmasq.Settings.from_conf,
+        self.assertRaises(exceptions.InvalidConfiguration, dnsmasq_render.Settings.from_conf,
                           self.conf)
 
 
@@ -846,13 +865,13 @@ class TestWriteFile(base.TestCase):
     def test_write_only_when_changed(self):
         tmp = self.useFixture(fixtures.TempDir()).path
         path = os.path.join(tmp, 'host')
-        self.assertTrue(dnsmasq.write_file_if_changed(path, 'a\n'))
+        self.assertTrue(files.write_file_if_changed(path, 'a\n'))
         inode = os.stat(path).st_ino
-        self.assertFalse(dnsmasq.write_file_if_changed(path, 'a\n'))
+        self.assertFalse(files.write_file_if_changed(path, 'a\n'))
         self.assertEqual(inode, os.stat(path).st_ino)
         os.chmod(path, 0o600)
-        self.assertFalse(dnsmasq.write_file_if_changed(path, 'a\n'))
+        self.assertFalse(files.write_file_if_changed(path, 'a\n'))
         self.assertEqual(0o644, stat.S_IMODE(os.stat(path).st_mode))
-        self.assertTrue(dnsmasq.write_file_if_changed(path, 'b\n'))
+        self.assertTrue(files.write_file_if_changed(path, 'b\n'))
         self.assertNotEqual(inode, os.stat(path).st_ino)  # replaced, not rewritten in place
         self.assertEqual(['host'], os.listdir(tmp))

@@ -13,9 +13,12 @@ import fixtures
 
 from agentkit import exceptions
 from agentkit import privileged
+from agentkit.api import dhcp_payload
+from agentkit.lib import external_process
 from agentkit.privileged import dhcp_release
 from agentkit.privileged import tool_exec
-from drivers.dhcp import dnsmasq
+from drivers.dhcp.dnsmasq import driver as dnsmasq_driver
+from drivers.dhcp.dnsmasq import leases as dnsmasq_leases
 from tests import base
 from tests.unit.test_dnsmasq import DriverTestCase
 from tests.unit.test_dnsmasq import INTERFACE
@@ -24,6 +27,7 @@ from tests.unit.test_dnsmasq import NET_ID
 from tests.unit.test_dnsmasq import VM_PORT
 from tests.unit.test_dnsmasq import make_subnet
 from tests.unit.test_dnsmasq import reference_network
+from tests.unit.test_dnsmasq import typed
 
 V6_SUBNET = 'a7a2a1a6-3a36-4c1b-9a4a-0d1b7f2c9e01'
 SERVER_DUID = '00:01:00:01:2d:5e:1c:aa:fa:16:3e:77:d5:54'
@@ -56,58 +60,58 @@ def dual_stack_network():
 class TestStaleLeases(base.TestCase):
 
     def test_parse(self):
-        leases, server_duid = dnsmasq.parse_leases(LEASES)
+        leases, server_duid = dnsmasq_leases.parse_leases(LEASES)
         self.assertEqual(SERVER_DUID, server_duid)
         self.assertEqual([
-            dnsmasq.Lease(ip('192.168.10.207'), VM_MAC, '01:fa:16:3e:70:e7:3b'),
-            dnsmasq.Lease(ip('192.168.10.99'), 'fa:16:3e:00:00:99'),
-            dnsmasq.Lease(ip('2001:db8::99'), client_id='00:03:00:01:fa:16:3e:00:00:99',
-                          iaid=1234),
+            dnsmasq_leases.Lease(ip('192.168.10.207'), VM_MAC, '01:fa:16:3e:70:e7:3b'),
+            dnsmasq_leases.Lease(ip('192.168.10.99'), 'fa:16:3e:00:00:99'),
+            dnsmasq_leases.Lease(ip('2001:db8::99'), client_id='00:03:00:01:fa:16:3e:00:00:99',
+                                 iaid=1234),
         ], leases)
 
     def test_only_leases_no_port_holds_are_stale(self):
-        net = dnsmasq.parse_network(reference_network())
-        leases, _ = dnsmasq.parse_leases(LEASES)
+        net = dhcp_payload.parse_network(reference_network())
+        leases, _ = dnsmasq_leases.parse_leases(LEASES)
         # .207 is the VM port's (its client id is not set: any is accepted);
         # .99 and 2001:db8::99 belong to no port.
         self.assertEqual([ip('192.168.10.99'), ip('2001:db8::99')],
-                         [lease.address for lease in dnsmasq.stale_leases(net, leases)])
+                         [lease.address for lease in dnsmasq_leases.stale_leases(net, leases)])
 
     def test_address_given_to_another_mac_is_stale(self):
         network = reference_network()
         network['ports'][0]['mac_address'] = 'fa:16:3e:00:00:01'
-        lease = dnsmasq.Lease(ip('192.168.10.207'), VM_MAC)
-        self.assertEqual([lease], dnsmasq.stale_leases(dnsmasq.parse_network(network),
-                                                       [lease]))
+        lease = dnsmasq_leases.Lease(ip('192.168.10.207'), VM_MAC)
+        self.assertEqual([lease], dnsmasq_leases.stale_leases(dhcp_payload.parse_network(network),
+                                                              [lease]))
 
     def test_client_id_must_match_when_the_port_sets_one(self):
         network = reference_network()
-        lease = dnsmasq.Lease(ip('192.168.10.207'), VM_MAC, '01:fa:16:3e:70:e7:3b')
+        lease = dnsmasq_leases.Lease(ip('192.168.10.207'), VM_MAC, '01:fa:16:3e:70:e7:3b')
         for client_id, stale in (('01:FA:16:3E:70:E7:3B', False), ('other', True),
                                  ('*', False)):
             network['ports'][0]['extra_dhcp_opts'] = [
                 {'opt_name': 'client-id', 'opt_value': client_id}]
-            self.assertEqual([lease] if stale else [], dnsmasq.stale_leases(
-                dnsmasq.parse_network(network), [lease]), client_id)
+            self.assertEqual([lease] if stale else [], dnsmasq_leases.stale_leases(
+                dhcp_payload.parse_network(network), [lease]), client_id)
         # A string client id is compared as the bytes dnsmasq records.
         network['ports'][0]['extra_dhcp_opts'] = [
             {'opt_name': 'client-id', 'opt_value': 'vm'}]
-        self.assertEqual([], dnsmasq.stale_leases(
-            dnsmasq.parse_network(network),
-            [dnsmasq.Lease(ip('192.168.10.207'), VM_MAC, '76:6d')]))
+        self.assertEqual([], dnsmasq_leases.stale_leases(
+            dhcp_payload.parse_network(network),
+            [dnsmasq_leases.Lease(ip('192.168.10.207'), VM_MAC, '76:6d')]))
 
     def test_ipv6_lease_of_a_moved_address_is_stale(self):
-        net = dnsmasq.parse_network(dual_stack_network())
-        own = dnsmasq.Lease(ip('2001:db8::207'), client_id='00:03:00:01:' + VM_MAC,
-                            iaid=1)
-        other_mac = dnsmasq.Lease(ip('2001:db8::207'),
-                                  client_id='00:03:00:01:fa:16:3e:00:00:01', iaid=1)
-        no_mac = dnsmasq.Lease(ip('2001:db8::207'), client_id='00:04:' + ':'.join(
+        net = dhcp_payload.parse_network(dual_stack_network())
+        own = dnsmasq_leases.Lease(ip('2001:db8::207'), client_id='00:03:00:01:' + VM_MAC,
+                                   iaid=1)
+        other_mac = dnsmasq_leases.Lease(ip('2001:db8::207'),
+                                         client_id='00:03:00:01:fa:16:3e:00:00:01', iaid=1)
+        no_mac = dnsmasq_leases.Lease(ip('2001:db8::207'), client_id='00:04:' + ':'.join(
             ['ab'] * 16), iaid=1)
-        self.assertEqual([other_mac], dnsmasq.stale_leases(net, [own, other_mac, no_mac]))
+        self.assertEqual([other_mac], dnsmasq_leases.stale_leases(net, [own, other_mac, no_mac]))
         # A DUID without a MAC: the previous host file tells who had it.
         moved = {ip('2001:db8::207'): 'fa:16:3e:00:00:01'}
-        self.assertEqual([no_mac], dnsmasq.stale_leases(net, [no_mac], moved))
+        self.assertEqual([no_mac], dnsmasq_leases.stale_leases(net, [no_mac], moved))
 
     def test_read_host_macs(self):
         path = os.path.join(self.useFixture(fixtures.TempDir()).path, 'host')
@@ -117,8 +121,8 @@ class TestStaleLeases(base.TestCase):
                     'fa:16:3e:00:00:03,set:port-y\n')
         self.assertEqual({ip('10.0.0.5'): 'fa:16:3e:00:00:01',
                           ip('2001:db8::5'): 'fa:16:3e:00:00:02'},
-                         dnsmasq.read_host_macs(path))
-        self.assertEqual({}, dnsmasq.read_host_macs(path + '.missing'))
+                         dnsmasq_leases.read_host_macs(path))
+        self.assertEqual({}, dnsmasq_leases.read_host_macs(path + '.missing'))
 
 
 class TestDriverRelease(DriverTestCase):
@@ -128,12 +132,12 @@ class TestDriverRelease(DriverTestCase):
             f.write(text)
 
     def test_deleted_port_is_released_after_the_sighup(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         self.write_leases(LEASES)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != VM_PORT]
         hups_before = list(self.procs.hups)
-        self.driver.reload(network)
+        self.driver.reload(typed(network))
         self.assertEqual([
             (NAMESPACE, INTERFACE, '192.168.10.207', VM_MAC, '01:fa:16:3e:70:e7:3b'),
             (NAMESPACE, INTERFACE, '192.168.10.99', 'fa:16:3e:00:00:99', None),
@@ -146,49 +150,49 @@ class TestDriverRelease(DriverTestCase):
         self.assertEqual(3, self.driver.get_configurations()['dnsmasq_leases_released'])
         self.assertNotIn('192.168.10.207', self.read('leases'))
         # Nothing stale any more: nothing released again.
-        self.driver.reload(network)
+        self.driver.reload(typed(network))
         self.assertEqual(3, len(self.release.calls))
 
     def test_adopted_dnsmasq_releases_leases_of_ports_deleted_meanwhile(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         self.write_leases(LEASES)
         self.driver.stop()
         second = self.new_driver()
-        second.enable(reference_network(), NAMESPACE, INTERFACE)
-        self.assertEqual(dnsmasq.Action.NONE, second.last_action)
+        second.serve(typed(reference_network()), NAMESPACE, INTERFACE)
+        self.assertEqual(external_process.DaemonAction.NONE, second.last_action)
         self.assertEqual(['192.168.10.99', '2001:db8::99'],
                          [call[2] for call in self.release.calls])
 
     def test_no_release_on_start_or_restart(self):
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         self.assertEqual([], self.release.calls)
         network = reference_network()
         network['subnets'].append(make_subnet(str(uuid.uuid4()), '10.30.0.0/24',
                                               '10.30.0.1'))
         network['ports'] = [p for p in network['ports'] if p['id'] != VM_PORT]
-        self.driver.reload(network)
-        self.assertEqual(dnsmasq.Action.RESTART, self.driver.last_action)
+        self.driver.reload(typed(network))
+        self.assertEqual(external_process.DaemonAction.RESTART, self.driver.last_action)
         self.assertEqual([], self.release.calls)
         # The restarted dnsmasq starts from a lease file without the port.
         self.assertNotIn(VM_MAC, self.read('leases'))
 
     def test_lease_dnsmasq_keeps_is_retried_then_left_to_expire(self):
         self.release.drop = False
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != VM_PORT]
-        self.driver.reload(network)
-        self.assertEqual(dnsmasq.RELEASE_TRIES, len(self.release.calls))
+        self.driver.reload(typed(network))
+        self.assertEqual(dnsmasq_driver.RELEASE_TRIES, len(self.release.calls))
         self.assertIn('dnsmasq kept the leases of 192.168.10.207', self.log.output)
         self.assertEqual(0, self.driver.get_configurations()['dnsmasq_leases_released'])
-        self.assertEqual(dnsmasq.Action.RELOAD, self.driver.last_action)
+        self.assertEqual(external_process.DaemonAction.RELOAD, self.driver.last_action)
 
     def test_failing_tool_is_logged_and_dnsmasq_still_reloaded(self):
         self.release.returncode = 1
-        self.driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != VM_PORT]
-        self.driver.reload(network)
+        self.driver.reload(typed(network))
         self.assertEqual(1, len(self.release.calls))  # not retried: it was not sent
         self.assertIn('releasing the DHCP lease of 192.168.10.207 failed (exit 1): boom',
                       self.log.output)
@@ -197,12 +201,12 @@ class TestDriverRelease(DriverTestCase):
     def test_missing_tool_warns_once_and_carries_on(self):
         self.which = {'dhcp_release': False, 'dhcp_release6': True}
         driver = self.new_driver()
-        driver.enable(reference_network(), NAMESPACE, INTERFACE)
+        driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         self.write_leases(LEASES)
         network = reference_network()
         network['ports'] = [p for p in network['ports'] if p['id'] != VM_PORT]
-        driver.reload(network)
-        driver.reload(network)
+        driver.reload(typed(network))
+        driver.reload(typed(network))
         self.assertEqual(['2001:db8::99'], [call[2] for call in self.release.calls])
         self.assertEqual(1, self.log.output.count('dhcp_release not found in'))
         self.assertIn('dnsmasq-utils', self.log.output)

@@ -22,11 +22,12 @@ class GmrTest(base.TestCase):
         self.addCleanup(restore)
 
     def test_driver_aliases_from_entry_points(self):
-        from drivers.dhcp import dnsmasq
+        from drivers.dhcp.dnsmasq import driver as dnsmasq
         from drivers.firewall import noop
         drv = object.__new__(dnsmasq.DnsmasqDriver)
         fw = object.__new__(noop.NoopFirewallDriver)
-        self.assertEqual({'agentkit.dhcp_drivers:dnsmasq': 'drivers.dhcp.dnsmasq.DnsmasqDriver',
+        dnsmasq_path = 'drivers.dhcp.dnsmasq.driver.DnsmasqDriver'
+        self.assertEqual({'agentkit.dhcp_drivers:dnsmasq': dnsmasq_path,
                           'agentkit.firewall_drivers:noop':
                               'drivers.firewall.noop.NoopFirewallDriver'},
                          gmr.driver_aliases([drv, fw]))
