@@ -24,6 +24,7 @@ from agentkit.agent import base
 from agentkit.agent import ready_ports
 from agentkit.agent import work_queue
 from agentkit.api import agent_types
+from agentkit.api import device_owner
 from agentkit.api import dhcp as dhcp_api
 from agentkit.api import dhcp_payload
 from agentkit.api import interface as interface_api
@@ -39,7 +40,6 @@ REFRESH = 'refresh'   # fetch the network from the server, then apply
 APPLY = 'apply'       # apply the network dict in the payload
 DISABLE = 'disable'   # stop serving the network here
 
-DEVICE_OWNER_DHCP = dhcp_api.DEVICE_OWNER_DHCP
 # What neutron-server raises to create_dhcp_port while the network or its
 # subnets are being deleted (it answers None for some of these cases, and
 # raises the others): the next event settles it, nothing to retry.
@@ -399,7 +399,7 @@ class DhcpAgent(base.Agent):
         because a sync or an audit passed over it again.
         """
         ports = {p.id: _readiness(p) for p in network.ports
-                 if p.device_owner != DEVICE_OWNER_DHCP}
+                 if p.device_owner != device_owner.DHCP}
         with self._lock:
             done = self._ready_ports.get(network.id, {})
             new = sorted(port_id for port_id, ready in ports.items()
@@ -412,7 +412,7 @@ class DhcpAgent(base.Agent):
     def _own_port(self, network: dhcp_api.Network) -> dhcp_api.Port | None:
         device_id = dhcp_api.dhcp_port_device_id(self.host, network.id)
         return next((p for p in network.ports if p.device_id == device_id
-                     and p.device_owner == DEVICE_OWNER_DHCP), None)
+                     and p.device_owner == device_owner.DHCP), None)
 
     def disable_network(self, network_id: str,
                         network: dhcp_api.Network | None = None) -> None:

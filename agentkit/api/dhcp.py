@@ -15,6 +15,7 @@ from typing import Union
 
 from oslo_config import cfg
 
+from agentkit.api import device_owner
 from agentkit.api import driver
 from agentkit.api import interface
 from agentkit.lib import naming
@@ -22,22 +23,11 @@ from agentkit.lib import naming
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
-#: ``device_owner`` of the ports DHCP servers hold on their networks.
-DEVICE_OWNER_DHCP = 'network:dhcp'
-DEVICE_OWNER_ROUTER_INTF = 'network:router_interface'
-DEVICE_OWNER_DVR_INTERFACE = 'network:router_interface_distributed'
-DEVICE_OWNER_HA_REPLICATED_INT = 'network:ha_router_replicated_interface'
-DEVICE_OWNER_ROUTER_HA_INTF = 'network:router_ha_interface'
-DEVICE_OWNER_FLOATINGIP = 'network:floatingip'
-DEVICE_OWNER_DISTRIBUTED = 'network:distributed'
-#: Ports that make a subnet "routed" when they hold its gateway address.
-ROUTER_INTERFACE_OWNERS = frozenset({DEVICE_OWNER_ROUTER_INTF, DEVICE_OWNER_DVR_INTERFACE,
-                                     DEVICE_OWNER_HA_REPLICATED_INT})
 #: Ports that never get a host entry (no VM behind them asks for DHCP):
 #: the DHCP ports themselves, HA heartbeat ports, floating IPs, OVN
 #: metadata ports -- the same list Neutron uses.
-NO_HOST_ENTRY_OWNERS = frozenset({DEVICE_OWNER_DHCP, DEVICE_OWNER_ROUTER_HA_INTF,
-                                  DEVICE_OWNER_FLOATINGIP, DEVICE_OWNER_DISTRIBUTED})
+NO_HOST_ENTRY_OWNERS = frozenset({device_owner.DHCP, device_owner.ROUTER_HA_INTERFACE,
+                                  device_owner.FLOATINGIP, device_owner.DISTRIBUTED})
 
 IPV6_SLAAC = 'slaac'
 DHCPV6_STATEFUL = 'dhcpv6-stateful'

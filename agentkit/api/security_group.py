@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from agentkit import exceptions
+from agentkit.api import device_owner
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
 
@@ -54,7 +55,7 @@ PROTOCOL_NUMBERS = {
     'tcp': TCP, 'udp': UDP, 'udplite': UDPLITE, 'vrrp': 112,
 }
 # Owners whose ports neutron-server leaves out of security groups.
-TRUSTED_OWNER_PREFIX = 'network:'
+TRUSTED_OWNER_PREFIX = device_owner.NETWORK_PREFIX
 # Neutron's member lists are bounded by the ports of a cloud; this bounds a
 # hostile or broken reply before it becomes kernel state.
 MAX_MEMBERS = 65536

@@ -11,16 +11,12 @@ from typing import Any
 
 import oslo_messaging
 
+from agentkit.api import device_owner
 from agentkit.rpc import client
 from agentkit.rpc import topics
 from agentkit.rpc import transport as rpc_transport
 
-# neutron_lib.constants.ROUTER_INTERFACE_OWNERS: the ports that attach a
-# router to its internal networks (legacy, HA, DVR). The router gateway and
-# the HA network ports are deliberately not among them.
-ROUTER_INTERFACE_OWNERS = ('network:router_interface',
-                           'network:ha_router_replicated_interface',
-                           'network:router_interface_distributed')
+ROUTER_INTERFACE_OWNERS = device_owner.ROUTER_INTERFACE_OWNERS
 
 
 class MetadataPluginApi(client.ServerApiClient):

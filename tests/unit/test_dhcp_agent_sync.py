@@ -19,6 +19,7 @@ from unittest import mock
 from agentkit.agent import dhcp
 from agentkit.agent import ready_ports
 from agentkit.agent import work_queue
+from agentkit.api import device_owner
 from agentkit.api import dhcp as dhcp_api
 from agentkit.lib import ip_lib
 from drivers.dhcp import namespaced
@@ -77,7 +78,7 @@ class FakeServer:
         self.calls.append(('create_dhcp_port', port))
         body = port['port']
         new = {'id': _uuid(), 'network_id': body['network_id'],
-               'device_id': body['device_id'], 'device_owner': dhcp.DEVICE_OWNER_DHCP,
+               'device_id': body['device_id'], 'device_owner': device_owner.DHCP,
                'mac_address': 'fa:16:3e:ff:00:%02x' % next(self._macs),
                'fixed_ips': [{'subnet_id': ip['subnet_id'], 'ip_address': '10.0.0.2'}
                              for ip in body['fixed_ips']]}
@@ -247,7 +248,7 @@ class QuietAtRestTest(DhcpAgentTestCase):
         reported = [ids for m, ids in self.server.calls if m == 'dhcp_ready_on_ports']
         # All three networks' ports in one call.
         self.assertEqual([sorted(p['id'] for n in nets for p in n['ports']
-                                 if p['device_owner'] != dhcp.DEVICE_OWNER_DHCP)],
+                                 if p['device_owner'] != device_owner.DHCP)],
                          reported)
         self.assertNotIn('release_dhcp_port', self.server.methods())
         self.assertNotIn('get_network_info', self.server.methods())
@@ -315,7 +316,7 @@ class QuietAtRestTest(DhcpAgentTestCase):
         net = self.server.add_network(dhcp_subnet=False, ports=0)
         self.server.networks[net['id']]['ports'].append({
             'id': _uuid(), 'device_id': dhcp_api.dhcp_port_device_id(self.agent.host, net['id']),
-            'device_owner': dhcp.DEVICE_OWNER_DHCP, 'mac_address': 'fa:16:3e:ff:ff:01',
+            'device_owner': device_owner.DHCP, 'mac_address': 'fa:16:3e:ff:ff:01',
             'fixed_ips': []})
         for _ in range(3):
             self.agent.sync_state()

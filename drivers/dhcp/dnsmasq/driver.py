@@ -19,6 +19,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from agentkit import exceptions
+from agentkit.api import device_owner
 from agentkit.api import dhcp
 from agentkit.api import dhcp_payload
 from agentkit.api import interface
@@ -288,7 +289,7 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
         device_id = dhcp.dhcp_port_device_id(self.host, net.id)
         name_suffix = interface_name[3:] if len(interface_name) == 14 else None
         for port in net.ports:
-            if port.device_owner != dhcp.DEVICE_OWNER_DHCP:
+            if port.device_owner != device_owner.DHCP:
                 continue
             if port.device_id == device_id or port.id[:11] == name_suffix:
                 return {f.subnet_id: f.address for f in port.fixed_ips}

@@ -15,6 +15,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from agentkit import exceptions
+from agentkit.api import device_owner
 from agentkit.api import dhcp
 from agentkit.api import dhcp_payload
 from agentkit.api import metadata
@@ -208,7 +209,7 @@ def isolated_subnets(network: Network) -> set[str]:
     routed = set()
     subnets = {s.id: s for s in network.subnets}
     for port in network.ports:
-        if port.device_owner not in dhcp.ROUTER_INTERFACE_OWNERS:
+        if port.device_owner not in device_owner.ROUTER_INTERFACE_OWNERS:
             continue
         for fixed_ip in port.fixed_ips:
             subnet = subnets.get(fixed_ip.subnet_id)
@@ -239,7 +240,7 @@ def render_opts(network: Network, settings: Settings,
     # on a subnet without DNS servers, VMs get all of them as resolvers.
     dhcp_servers: dict[str, list[IPAddress]] = {}
     for port in network.ports:
-        if port.device_owner == dhcp.DEVICE_OWNER_DHCP:
+        if port.device_owner == device_owner.DHCP:
             for fixed_ip in port.fixed_ips:
                 dhcp_servers.setdefault(fixed_ip.subnet_id, []).append(fixed_ip.address)
     lines = []
