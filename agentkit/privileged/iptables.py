@@ -23,7 +23,7 @@ import re
 import socket
 import struct
 
-from agentkit.privileged import netlink
+from agentkit.privileged import namespaces
 from agentkit.privileged import network
 from agentkit.privileged import nfnetlink as nfnl
 from agentkit.privileged import tool_exec
@@ -161,4 +161,4 @@ def ruleset_generation(namespace: str | None = None) -> list[int]:
     if not _iptables_uses_nf_tables():
         raise OSError(0, 'iptables is not the nf_tables variant: its changes do not '
                          'show in the nf_tables generation')
-    return netlink.run_in_namespace(namespace, _generation_here)
+    return namespaces.run_in_namespace(namespace, _generation_here)

@@ -16,24 +16,19 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import select
 import signal
 import time
 from typing import Any
 
 from agentkit import exceptions
-from agentkit.privileged import setns
+from agentkit.privileged import namespaces
 from agentkit import privileged as _privileged
 
-NETNS_RUN_DIR = '/run/netns'
 DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 # How long a self-daemonizing command may take to detach (dnsmasq: ~5 ms).
 DEFAULT_DETACH_TIMEOUT = 30.0
 _OUTPUT_LIMIT = 4096
-_NS_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,254}')
-
-# The symbols of the running process include libc's (no ldconfig lookup).
 
 
 def _validate_argv(argv: Any) -> list[str]:
@@ -64,16 +59,12 @@ def _validate_env(env: Any) -> dict[str, str]:
 
 def _open_namespace(namespace: str | None) -> int | None:
     """Open /run/netns/<namespace> in the parent so a missing one is a clean error."""
-    if namespace is None:
-        return None
-    if not isinstance(namespace, str) or not _NS_NAME_RE.fullmatch(namespace):
-        raise exceptions.ProcessError('invalid namespace name %r' % (namespace,))
-    path = os.path.join(NETNS_RUN_DIR, namespace)
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise exceptions.ProcessError('network namespace %r does not exist' % namespace) \
-            from None
+        return namespaces.open_namespace(namespace)
+    except ValueError as exc:
+        raise exceptions.ProcessError(str(exc)) from None
+    except namespaces.NetworkNamespaceNotFound as exc:
+        raise exceptions.ProcessError(str(exc)) from None
 
 
 def _open_output(log_file: str | None, capture: bool) -> int:
@@ -106,7 +97,7 @@ def _exec_child(argv: list[str], env: dict[str, str], ns_fd: int | None,
             os.setsid()
         if ns_fd is not None:
             step = 'setns'
-            setns.setns(ns_fd)
+            namespaces.setns(ns_fd)
         step = 'stdio'
         os.dup2(null_fd, 0)
         os.dup2(out_fd, 1)

@@ -20,37 +20,19 @@ Only primitives cross the privsep channel: callers return
 from __future__ import annotations
 
 import os
-import re
 import select
 import shutil
 import signal
 import time
 
 from agentkit import exceptions
-from agentkit.privileged import netlink
-from agentkit.privileged import setns
+from agentkit.privileged import namespaces
 
-NETNS_RUN_DIR = '/run/netns'
 SEARCH_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 DEFAULT_TIMEOUT = 60.0
 # A router with thousands of floating IPs renders a few MB; refuse absurd sizes.
 MAX_INPUT = 64 * 1024 * 1024
 MAX_OUTPUT = 64 * 1024 * 1024
-
-_NS_NAME_RE = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}')
-
-
-def open_namespace(namespace: str | None) -> int | None:
-    """Open /run/netns/<namespace> in the parent: a missing one is a clean error."""
-    if namespace is None:
-        return None
-    if not isinstance(namespace, str) or not _NS_NAME_RE.fullmatch(namespace):
-        raise ValueError('invalid network namespace name %r' % (namespace,))
-    try:
-        return os.open(os.path.join(NETNS_RUN_DIR, namespace),
-                       os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise netlink.NetworkNamespaceNotFound(namespace) from None
 
 
 def find_binary(name: str) -> str:
@@ -76,7 +58,7 @@ def _child(argv: list[str], ns_fd: int | None, in_fd: int, out_w: int,
     code = 0
     try:
         if ns_fd is not None:
-            setns.setns(ns_fd)
+            namespaces.setns(ns_fd)
         os.dup2(in_fd, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
@@ -145,7 +127,7 @@ def execute(argv: list[str], namespace: str | None, stdin: str = '',
         raise ValueError('input of %d bytes exceeds %d' % (len(data), MAX_INPUT))
     fds: list[int] = []
     try:
-        ns_fd = open_namespace(namespace)
+        ns_fd = namespaces.open_namespace(namespace)
         if ns_fd is not None:
             fds.append(ns_fd)
         in_fd = os.memfd_create('agentkit-%s' % os.path.basename(argv[0]),
