@@ -8,6 +8,12 @@ pre-resolved libc ``setns``) before ``execvpe``. Everything that can fail in an
 interesting way (namespace missing, log file unwritable) is opened in the
 parent first, so the error reaches the caller as a clear exception.
 
+What root starts is narrow: only the daemons agentkit runs
+(:data:`DAEMONS`), found by their name in a fixed search path (never the
+caller's PATH nor a caller-given path), with arguments checked per daemon
+(none that makes the daemon run a further command as root) and an
+environment reduced to :data:`ALLOWED_ENV` plus the daemon's own ``PATH``.
+
 Only primitives cross the privsep channel: argv is a list of str, results
 are dicts of int/str.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import select
 import signal
 import time
@@ -23,26 +30,99 @@ from typing import Any
 
 from agentkit import exceptions
 from agentkit.privileged import namespaces
+from agentkit.privileged import tool_exec
 from agentkit import privileged as _privileged
 
-DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+# Where the daemons are looked up (one search path for every tool root runs).
+DEFAULT_PATH = tool_exec.SEARCH_PATH
 # How long a self-daemonizing command may take to detach (dnsmasq: ~5 ms).
 DEFAULT_DETACH_TIMEOUT = 30.0
 _OUTPUT_LIMIT = 4096
+# dnsmasq gets one --dhcp-range per subnet and one --server per forwarder:
+# generous bounds that still refuse an absurd request.
+MAX_ARGS = 1024
+MAX_ARG_LEN = 4096
+# The only variables a caller may pass; PATH is always the daemon's own.
+ALLOWED_ENV = frozenset({'LANG', 'LC_ALL', 'TZ'})
+
+_LONG_OPTION_RE = re.compile(r'--([a-z0-9][a-z0-9-]*)(=.*)?', re.DOTALL)
+# dnsmasq options that run a command, or keep dnsmasq root (it drops to
+# "nobody" by default).
+_DNSMASQ_REFUSED = frozenset({'dhcp-script', 'dhcp-luascript', 'conf-script',
+                              'user', 'group'})
+# Short options of haproxy and radvd: option -> takes a value.
+_HAPROXY_OPTIONS = {'-f': True, '-p': True, '-D': False, '-db': False, '-q': False}
+_RADVD_OPTIONS = {'-C': True, '-p': True, '-m': True, '-u': True, '-l': True,
+                  '-d': True, '-n': False}
 
 
-def _validate_argv(argv: Any) -> list[str]:
+def _refuse(daemon: str, arg: str, why: str) -> exceptions.ProcessError:
+    return exceptions.ProcessError('refusing to start %s with argument %r: %s'
+                                   % (daemon, arg[:80], why))
+
+
+def _check_dnsmasq(args: list[str]) -> None:
+    """Long options only (what the DHCP driver renders), none that runs a command."""
+    for arg in args:
+        match = _LONG_OPTION_RE.fullmatch(arg)
+        if match is None:
+            raise _refuse('dnsmasq', arg, 'only --long-options are accepted')
+        if match.group(1) in _DNSMASQ_REFUSED:
+            raise _refuse('dnsmasq', arg, 'it would run a command or keep root')
+
+
+def _check_short_options(daemon: str, options: dict[str, bool], args: list[str]) -> None:
+    """Only the listed options, each followed by a value if it takes one."""
+    pending = None
+    for arg in args:
+        if pending is not None:
+            if arg.startswith('-') or not arg:
+                raise _refuse(daemon, arg, 'a value of %s expected' % pending)
+            pending = None
+        elif arg in options:
+            pending = arg if options[arg] else None
+        else:
+            raise _refuse(daemon, arg, 'not one of %s' % ', '.join(sorted(options)))
+    if pending is not None:
+        raise _refuse(daemon, pending, 'its value is missing')
+
+
+DAEMONS = {
+    'dnsmasq': _check_dnsmasq,
+    'haproxy': lambda args: _check_short_options('haproxy', _HAPROXY_OPTIONS, args),
+    'radvd': lambda args: _check_short_options('radvd', _RADVD_OPTIONS, args),
+}
+"""The daemons agentkit runs, by the name callers put in argv[0], with the
+check of their arguments."""
+
+
+def _validate_argv(argv: Any) -> tuple[str, list[str]]:
+    """(absolute path of the daemon, argv) of an accepted request.
+
+    argv[0] stays the daemon's bare name, so its command line (which the
+    agent compares with the one it wants) does not depend on where it is
+    installed.
+    """
     # The privsep channel (msgpack, use_list=False) delivers lists as tuples.
     if not isinstance(argv, (list, tuple)) or not argv:
         raise exceptions.ProcessError('argv must be a non-empty list of str, got %r'
                                       % (argv,))
+    if len(argv) > MAX_ARGS:
+        raise exceptions.ProcessError('argv has %d items; at most %d are accepted'
+                                      % (len(argv), MAX_ARGS))
     for arg in argv:
-        if not isinstance(arg, str) or '\0' in arg:
-            raise exceptions.ProcessError('argv items must be str without NUL, got %r'
-                                          % (arg,))
-    if not argv[0]:
-        raise exceptions.ProcessError('argv[0] must not be empty')
-    return list(argv)
+        if (not isinstance(arg, str) or '\0' in arg or '\n' in arg or '\r' in arg
+                or len(arg) > MAX_ARG_LEN):
+            raise exceptions.ProcessError(
+                'argv items must be str of at most %d characters without NUL or '
+                'line breaks, got %r' % (MAX_ARG_LEN, arg if not isinstance(arg, str)
+                                         else arg[:80]))
+    if argv[0] not in DAEMONS:
+        raise exceptions.ProcessError('refusing to start %r: not one of the daemons '
+                                      'agentkit runs (%s)'
+                                      % (argv[0][:80], ', '.join(sorted(DAEMONS))))
+    DAEMONS[argv[0]](list(argv[1:]))
+    return tool_exec.find_binary(argv[0]), list(argv)
 
 
 def _validate_env(env: Any) -> dict[str, str]:
@@ -52,6 +132,11 @@ def _validate_env(env: Any) -> dict[str, str]:
             isinstance(k, str) and isinstance(v, str) and k and '=' not in k
             and '\0' not in k + v for k, v in env.items()):
         raise exceptions.ProcessError('env must be a dict of str to str, got %r' % (env,))
+    refused = sorted(set(env) - ALLOWED_ENV)
+    if refused:
+        raise exceptions.ProcessError('refusing environment variables %s: only %s may be '
+                                      'passed' % (', '.join(refused),
+                                                  ', '.join(sorted(ALLOWED_ENV))))
     result = {'PATH': DEFAULT_PATH}
     result.update(env)
     return result
@@ -87,7 +172,7 @@ def _report(fd: int, step: str, err: int) -> None:
         pass
 
 
-def _exec_child(argv: list[str], env: dict[str, str], ns_fd: int | None,
+def _exec_child(path: str, argv: list[str], env: dict[str, str], ns_fd: int | None,
                 null_fd: int, out_fd: int, status_w: int, new_session: bool) -> None:
     """Child side after fork: never returns, only syscall wrappers until exec."""
     step = 'setup'
@@ -111,7 +196,7 @@ def _exec_child(argv: list[str], env: dict[str, str], ns_fd: int | None,
         os.closerange(3, status_w)
         os.closerange(status_w + 1, 1 << 20)
         step = 'exec'
-        os.execvpe(argv[0], argv, env)
+        os.execve(path, argv, env)
     except OSError as exc:
         _report(status_w, step, exc.errno or 0)
     except BaseException:  # noqa: B036 - the child must never unwind into the daemon
@@ -194,7 +279,10 @@ def _read_output(fd: int) -> str:
 def spawn(argv: list[str], namespace: str | None = None, daemonizes: bool = True,
           log_file: str | None = None, env: dict[str, str] | None = None,
           detach_timeout: float = DEFAULT_DETACH_TIMEOUT) -> dict[str, Any]:
-    """Start ``argv`` in a new session inside network namespace ``namespace``.
+    """Start the daemon ``argv`` in a new session inside network namespace ``namespace``.
+
+    ``argv[0]`` must name one of :data:`DAEMONS` and the arguments pass its
+    check; ``env`` may only hold :data:`ALLOWED_ENV`.
 
     ``daemonizes=True`` is for commands that detach themselves (dnsmasq,
     haproxy with ``daemon``): the direct child is reaped once it exits and
@@ -210,10 +298,11 @@ def spawn(argv: list[str], namespace: str | None = None, daemonizes: bool = True
     Returns ``{'pid': int, 'returncode': int | None, 'output': str}``;
     ``returncode`` is None for a foreground command (it is still running).
 
-    :raises ProcessError: bad arguments, missing namespace, exec failure, or
+    :raises ProcessError: a refused daemon, argument or variable, a missing
+        namespace or binary, exec failure, or
         a "daemonizing" command that did not exit within ``detach_timeout``.
     """
-    argv = _validate_argv(argv)
+    path, argv = _validate_argv(argv)
     full_env = _validate_env(env)
     fds: list[int] = []
     try:
@@ -227,16 +316,16 @@ def spawn(argv: list[str], namespace: str | None = None, daemonizes: bool = True
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         fds.append(status_r)
         if daemonizes:
-            return _spawn_daemonizing(argv, namespace, full_env, ns_fd, null_fd, out_fd,
+            return _spawn_daemonizing(path, argv, namespace, full_env, ns_fd, null_fd, out_fd,
                                       status_r, status_w, log_file, detach_timeout)
-        return _spawn_detached(argv, namespace, full_env, ns_fd, null_fd, out_fd,
+        return _spawn_detached(path, argv, namespace, full_env, ns_fd, null_fd, out_fd,
                                status_r, status_w)
     finally:
         for fd in fds:
             os.close(fd)
 
 
-def _spawn_daemonizing(argv: list[str], namespace: str | None, env: dict[str, str],
+def _spawn_daemonizing(path: str, argv: list[str], namespace: str | None, env: dict[str, str],
                        ns_fd: int | None, null_fd: int, out_fd: int, status_r: int,
                        status_w: int, log_file: str | None,
                        detach_timeout: float) -> dict[str, Any]:
@@ -246,7 +335,7 @@ def _spawn_daemonizing(argv: list[str], namespace: str | None, env: dict[str, st
         os.close(status_w)
         raise
     if pid == 0:
-        _exec_child(argv, env, ns_fd, null_fd, out_fd, status_w, new_session=True)
+        _exec_child(path, argv, env, ns_fd, null_fd, out_fd, status_w, new_session=True)
     os.close(status_w)
     _, failure = _read_status(status_r)
     if failure is not None:
@@ -263,7 +352,7 @@ def _spawn_daemonizing(argv: list[str], namespace: str | None, env: dict[str, st
     return {'pid': pid, 'returncode': returncode, 'output': output}
 
 
-def _spawn_detached(argv: list[str], namespace: str | None, env: dict[str, str],
+def _spawn_detached(path: str, argv: list[str], namespace: str | None, env: dict[str, str],
                     ns_fd: int | None, null_fd: int, out_fd: int, status_r: int,
                     status_w: int) -> dict[str, Any]:
     try:
@@ -277,7 +366,7 @@ def _spawn_detached(argv: list[str], namespace: str | None, env: dict[str, str],
             os.setsid()
             pid = os.fork()
             if pid == 0:
-                _exec_child(argv, env, ns_fd, null_fd, out_fd, status_w,
+                _exec_child(path, argv, env, ns_fd, null_fd, out_fd, status_w,
                             new_session=False)
             os.write(status_w, b'P%d\n' % pid)
         except OSError as exc:
