@@ -8,6 +8,7 @@ inputs that touch chains agentkit does not own.
 from __future__ import annotations
 
 import os
+import signal
 
 import fixtures
 
@@ -18,6 +19,7 @@ from agentkit.lib import iptables_manager
 from agentkit.privileged import iptables
 from agentkit.privileged import namespaces
 from agentkit.privileged import process
+from agentkit.privileged import tool_exec
 from tests import base
 
 NETWORK_ID = '0f3c4e1a-5b6d-4c7e-8f90-a1b2c3d4e5f6'
@@ -168,3 +170,23 @@ class IptablesRestoreRefusalsTest(base.TestCase):
                      '-A PREROUTING -j neutron-l3-agent-x'):
             self.assertRefused('not agentkit', '*filter\n%s\nCOMMIT\n' % line)
         self.assertRefused('not agentkit', '*raw\n-A INPUT -j neutron-l3-agent-x\nCOMMIT\n')
+
+
+class ToolExecTest(base.TestCase):
+    """What a tool started by root inherits (in-process: no namespace needed)."""
+
+    def test_default_signal_dispositions_and_empty_mask(self) -> None:
+        rc, out, _ = tool_exec.execute([tool_exec.find_binary('cat'), '/proc/self/status'],
+                                       None)
+        self.assertEqual(0, rc)
+        fields = dict(line.split(':', 1) for line in out.splitlines())
+        ignored = int(fields['SigIgn'].strip(), 16)
+        for sig in (signal.SIGPIPE,):
+            self.assertFalse(ignored & (1 << (sig - 1)), hex(ignored))
+        self.assertEqual(0, int(fields['SigBlk'].strip(), 16))
+
+    def test_environment_is_roots_own(self) -> None:
+        self.useFixture(fixtures.EnvironmentVariable('LD_PRELOAD', '/nonexistent.so'))
+        rc, out, _ = tool_exec.execute([tool_exec.find_binary('env')], None)
+        self.assertEqual(0, rc)
+        self.assertEqual(['LC_ALL=C', 'PATH=' + tool_exec.SEARCH_PATH], sorted(out.split()))
