@@ -1,12 +1,12 @@
 """Root operations on external daemons: spawn inside a namespace, signal.
 
-Runs in the ``daemons`` privsep daemon, which is multi-threaded. Forking a
-multi-threaded Python process is only safe if the child does nothing that
-could wait on a lock another thread held at fork time, so the child path
-below uses nothing but thin syscall wrappers (``os.*``, ``signal.*`` and one
-pre-resolved libc ``setns``) before ``execvpe``. Everything that can fail in an
-interesting way (namespace missing, log file unwritable) is opened in the
-parent first, so the error reaches the caller as a clear exception.
+Runs in the ``daemons`` privsep daemon, which is multi-threaded, so nothing
+here forks with Python code in the child: daemons are started with
+:func:`agentkit.privileged.tool_exec.start` (:mod:`subprocess`, a C-level
+fork+exec, from a thread inside the namespace). Everything that can fail in
+an interesting way (namespace missing, log file unwritable, binary missing)
+is checked before anything starts, so the error reaches the caller as a
+clear exception.
 
 What root starts is narrow: only the daemons agentkit runs
 (:data:`DAEMONS`), found by their name in a fixed search path (never the
@@ -20,13 +20,14 @@ are dicts of int/str.
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import os
 import re
 import select
 import signal
-import time
-from typing import Any
+import subprocess
+import sys
+from typing import Any, Callable, TypeVar
 
 from agentkit import exceptions
 from agentkit.privileged import namespaces
@@ -38,6 +39,7 @@ DEFAULT_PATH = tool_exec.SEARCH_PATH
 # How long a self-daemonizing command may take to detach (dnsmasq: ~5 ms).
 DEFAULT_DETACH_TIMEOUT = 30.0
 _OUTPUT_LIMIT = 4096
+T = TypeVar('T')
 # dnsmasq gets one --dhcp-range per subnet and one --server per forwarder:
 # generous bounds that still refuse an absurd request.
 MAX_ARGS = 1024
@@ -142,14 +144,15 @@ def _validate_env(env: Any) -> dict[str, str]:
     return result
 
 
-def _open_namespace(namespace: str | None) -> int | None:
-    """Open /run/netns/<namespace> in the parent so a missing one is a clean error."""
+def _translate_start_errors(namespace: str | None, argv0: str,
+                            start: Callable[[], T]) -> T:
+    """``start()``, with a bad or missing namespace or a failed exec as ProcessError."""
     try:
-        return namespaces.open_namespace(namespace)
-    except ValueError as exc:
+        return start()
+    except (ValueError, namespaces.NetworkNamespaceNotFound) as exc:
         raise exceptions.ProcessError(str(exc)) from None
-    except namespaces.NetworkNamespaceNotFound as exc:
-        raise exceptions.ProcessError(str(exc)) from None
+    except OSError as exc:
+        raise tool_exec.start_error('start', repr(argv0), namespace, exc) from None
 
 
 def _open_output(log_file: str | None, capture: bool) -> int:
@@ -163,46 +166,6 @@ def _open_output(log_file: str | None, capture: bool) -> int:
         # Anonymous file: holds the start-up errors of a daemonizing command.
         return os.memfd_create('agentkit-spawn', os.MFD_CLOEXEC)
     return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-
-
-def _report(fd: int, step: str, err: int) -> None:
-    try:
-        os.write(fd, ('E%s:%d\n' % (step, err)).encode())
-    except OSError:
-        pass
-
-
-def _exec_child(path: str, argv: list[str], env: dict[str, str], ns_fd: int | None,
-                null_fd: int, out_fd: int, status_w: int, new_session: bool) -> None:
-    """Child side after fork: never returns, only syscall wrappers until exec."""
-    step = 'setup'
-    try:
-        if new_session:
-            step = 'setsid'
-            os.setsid()
-        if ns_fd is not None:
-            step = 'setns'
-            namespaces.setns(ns_fd)
-        step = 'stdio'
-        os.dup2(null_fd, 0)
-        os.dup2(out_fd, 1)
-        os.dup2(out_fd, 2)
-        # Python ignores SIGPIPE/SIGXFSZ; ignored dispositions survive exec.
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        os.chdir('/')
-        # Keep only stdio and the status pipe (which is close-on-exec).
-        os.closerange(3, status_w)
-        os.closerange(status_w + 1, 1 << 20)
-        step = 'exec'
-        os.execve(path, argv, env)
-    except OSError as exc:
-        _report(status_w, step, exc.errno or 0)
-    except BaseException:  # noqa: B036 - the child must never unwind into the daemon
-        _report(status_w, step, 0)
-    finally:
-        os._exit(127)
 
 
 def _read_status(status_r: int) -> tuple[int | None, tuple[str, int] | None]:
@@ -229,41 +192,31 @@ def _failure_error(argv: list[str], namespace: str | None,
     step, err = failure
     where = ' in namespace %r' % namespace if namespace else ''
     detail = os.strerror(err) if err else 'unexpected error'
-    if step == 'exec' and err == errno.ENOENT:
-        detail = 'executable not found in PATH'
     return exceptions.ProcessError('cannot start %r%s: %s failed: %s'
                                    % (argv[0], where, step, detail))
 
 
-def _wait_exit(pid: int, timeout: float) -> int | None:
-    """waitpid with a deadline; returns the exit code or None if still running.
+def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """The exit code, or None if ``proc`` is still running after ``timeout``.
 
-    A pidfd wakes us the moment the child exits (polling would add up to
-    its interval to every daemon start); polling is only the fallback.
+    A pidfd wakes us the moment the child exits (Popen.wait's polling
+    would add up to its interval to every daemon start); Popen.wait's
+    polling is only the fallback.
     """
-    deadline = time.monotonic() + timeout
-    pidfd = None
     try:
-        pidfd = os.pidfd_open(pid)
+        pidfd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):
-        pass
-    delay = 0.0005
-    try:
-        while True:
-            wpid, status = os.waitpid(pid, os.WNOHANG)
-            if wpid == pid:
-                return os.waitstatus_to_exitcode(status)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            if pidfd is not None:
-                select.select([pidfd], [], [], remaining)
-            else:
-                time.sleep(min(delay, remaining))
-                delay = min(delay * 2, 0.05)
-    finally:
-        if pidfd is not None:
+        pidfd = None
+    if pidfd is not None:
+        try:
+            select.select([pidfd], [], [], timeout)
+        finally:
             os.close(pidfd)
+        timeout = 0
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _read_output(fd: int) -> str:
@@ -287,9 +240,10 @@ def spawn(argv: list[str], namespace: str | None = None, daemonizes: bool = True
     ``daemonizes=True`` is for commands that detach themselves (dnsmasq,
     haproxy with ``daemon``): the direct child is reaped once it exits and
     its exit code returned; the daemon's pid is in the pid file it writes.
-    ``daemonizes=False`` is for commands that stay in the foreground: they
-    are double-forked so they are reparented to init (and so survive an
-    agent restart, like the self-daemonizing ones), and their pid returned.
+    ``daemonizes=False`` is for commands that stay in the foreground: a
+    short-lived launcher starts them so they are reparented to init (and so
+    survive an agent restart, like the self-daemonizing ones), and their
+    pid is returned.
 
     stdin is /dev/null; stdout/stderr go to ``log_file`` (appended) or are
     discarded. For a daemonizing command without a log file the start-up
@@ -304,82 +258,73 @@ def spawn(argv: list[str], namespace: str | None = None, daemonizes: bool = True
     """
     path, argv = _validate_argv(argv)
     full_env = _validate_env(env)
-    fds: list[int] = []
-    try:
-        ns_fd = _open_namespace(namespace)
-        if ns_fd is not None:
-            fds.append(ns_fd)
+    with contextlib.ExitStack() as fds:
         null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        fds.append(null_fd)
+        fds.callback(os.close, null_fd)
         out_fd = _open_output(log_file, capture=daemonizes)
-        fds.append(out_fd)
-        status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        fds.append(status_r)
+        fds.callback(os.close, out_fd)
         if daemonizes:
-            return _spawn_daemonizing(path, argv, namespace, full_env, ns_fd, null_fd, out_fd,
-                                      status_r, status_w, log_file, detach_timeout)
-        return _spawn_detached(path, argv, namespace, full_env, ns_fd, null_fd, out_fd,
-                               status_r, status_w)
-    finally:
-        for fd in fds:
-            os.close(fd)
+            return _spawn_daemonizing(path, argv, namespace, full_env, null_fd, out_fd,
+                                      log_file, detach_timeout)
+        return _spawn_detached(path, argv, namespace, full_env, null_fd, out_fd)
 
 
-def _spawn_daemonizing(path: str, argv: list[str], namespace: str | None, env: dict[str, str],
-                       ns_fd: int | None, null_fd: int, out_fd: int, status_r: int,
-                       status_w: int, log_file: str | None,
-                       detach_timeout: float) -> dict[str, Any]:
-    try:
-        pid = os.fork()
-    except BaseException:
-        os.close(status_w)
-        raise
-    if pid == 0:
-        _exec_child(path, argv, env, ns_fd, null_fd, out_fd, status_w, new_session=True)
-    os.close(status_w)
-    _, failure = _read_status(status_r)
-    if failure is not None:
-        os.waitpid(pid, 0)
-        raise _failure_error(argv, namespace, failure)
-    returncode = _wait_exit(pid, detach_timeout)
+def _spawn_daemonizing(path: str, argv: list[str], namespace: str | None,
+                       env: dict[str, str], null_fd: int, out_fd: int,
+                       log_file: str | None, detach_timeout: float) -> dict[str, Any]:
+    proc = _translate_start_errors(namespace, argv[0], lambda: tool_exec.start(
+        argv, namespace, executable=path, env=env, stdin=null_fd, stdout=out_fd,
+        stderr=out_fd, start_new_session=True))
+    returncode = _wait_exit(proc, detach_timeout)
     if returncode is None:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        tool_exec.kill_and_reap(proc)
         raise exceptions.ProcessError(
             '%r did not detach within %.1f s and was killed; is it really a '
             'self-daemonizing command?' % (argv[0], detach_timeout))
     output = '' if log_file else _read_output(out_fd)
-    return {'pid': pid, 'returncode': returncode, 'output': output}
+    return {'pid': proc.pid, 'returncode': returncode, 'output': output}
 
 
-def _spawn_detached(path: str, argv: list[str], namespace: str | None, env: dict[str, str],
-                    ns_fd: int | None, null_fd: int, out_fd: int, status_r: int,
-                    status_w: int) -> dict[str, Any]:
+# A foreground daemon must not stay a child of this daemon (it would have to
+# be reaped here, and could not outlive it the way self-daemonizing ones
+# do), so a fresh, single-threaded interpreter starts it and exits at once:
+# the daemon is reparented to init. It reports "P<pid>" or "E<step>:<errno>"
+# on the status fd given as its first argument.
+_LAUNCHER = """
+import os, subprocess, sys
+status, path, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+try:
+    pid = subprocess.Popen(argv, executable=path, cwd='/', close_fds=True).pid
+    os.write(status, b'P%d\\n' % pid)
+except OSError as e:
+    step = b'chdir' if e.filename == '/' else b'exec' if e.filename else b'setup'
+    os.write(status, b'E%s:%d\\n' % (step, e.errno or 0))
+"""
+
+
+def _spawn_detached(path: str, argv: list[str], namespace: str | None,
+                    env: dict[str, str], null_fd: int, out_fd: int) -> dict[str, Any]:
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
     try:
-        middle = os.fork()
-    except BaseException:
+        # -I -S: nothing from the environment or site-packages runs as root.
+        launcher = [sys.executable, '-I', '-S', '-c', _LAUNCHER, str(status_w), path,
+                    *argv]
+        proc = _translate_start_errors(namespace, argv[0], lambda: tool_exec.start(
+            launcher, namespace, env=env, stdin=null_fd, stdout=out_fd, stderr=out_fd,
+            start_new_session=True, pass_fds=(status_w,)))
         os.close(status_w)
-        raise
-    if middle == 0:
-        # Intermediate child: new session, fork the real command, vanish.
-        try:
-            os.setsid()
-            pid = os.fork()
-            if pid == 0:
-                _exec_child(path, argv, env, ns_fd, null_fd, out_fd, status_w,
-                            new_session=False)
-            os.write(status_w, b'P%d\n' % pid)
-        except OSError as exc:
-            _report(status_w, 'fork', exc.errno or 0)
-        finally:
-            os._exit(0)
-    os.close(status_w)
-    pid, failure = _read_status(status_r)
-    os.waitpid(middle, 0)
+        status_w = -1
+        pid, failure = _read_status(status_r)
+        proc.wait()
+    finally:
+        os.close(status_r)
+        if status_w >= 0:
+            os.close(status_w)
     if failure is not None:
         raise _failure_error(argv, namespace, failure)
     if pid is None:
-        raise exceptions.ProcessError('cannot start %r: no pid from the launcher' % argv[0])
+        raise exceptions.ProcessError('cannot start %r: no pid from the launcher (exit '
+                                      'code %s)' % (argv[0], proc.returncode))
     return {'pid': pid, 'returncode': None, 'output': ''}
 
 

@@ -8,7 +8,9 @@ inputs that touch chains agentkit does not own.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+from unittest import mock
 
 import fixtures
 
@@ -64,7 +66,7 @@ class SpawnRefusalsTest(base.TestCase):
         super().setUp()
         self.useFixture(fixtures.MockPatchObject(privileged.daemons, 'client_mode', False))
         self.fork = self.useFixture(fixtures.MockPatchObject(
-            process.os, 'fork', side_effect=AssertionError('must not start'))).mock
+            tool_exec.subprocess, 'Popen', side_effect=AssertionError('must not start'))).mock
 
     def assertRefused(self, message: str, argv: object, **kwargs: object) -> None:
         exc = self.assertRaises(exceptions.ProcessError, process.spawn, argv, **kwargs)
@@ -181,7 +183,7 @@ class ToolExecTest(base.TestCase):
         self.assertEqual(0, rc)
         fields = dict(line.split(':', 1) for line in out.splitlines())
         ignored = int(fields['SigIgn'].strip(), 16)
-        for sig in (signal.SIGPIPE,):
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
             self.assertFalse(ignored & (1 << (sig - 1)), hex(ignored))
         self.assertEqual(0, int(fields['SigBlk'].strip(), 16))
 
@@ -190,3 +192,36 @@ class ToolExecTest(base.TestCase):
         rc, out, _ = tool_exec.execute([tool_exec.find_binary('env')], None)
         self.assertEqual(0, rc)
         self.assertEqual(['LC_ALL=C', 'PATH=' + tool_exec.SEARCH_PATH], sorted(out.split()))
+
+    def test_exec_failure_names_the_step(self) -> None:
+        err = self.assertRaises(exceptions.ProcessError, tool_exec.execute,
+                                ['/nonexistent/iptables-restore'], None)
+        self.assertIn('exec failed: No such file or directory', str(err))
+
+
+class SpawnFailuresTest(base.TestCase):
+    """``process.spawn`` in-process (root namespace): failures after the checks."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.useFixture(fixtures.MockPatchObject(privileged.daemons, 'client_mode', False))
+        self.binary = '/nonexistent/dnsmasq'
+        self.useFixture(fixtures.MockPatchObject(
+            process.tool_exec, "find_binary", side_effect=lambda name: self.binary))
+
+    def test_exec_failure_names_the_step_in_both_modes(self) -> None:
+        for daemonizes in (True, False):
+            err = self.assertRaises(exceptions.ProcessError, process.spawn,
+                                    ['dnsmasq', '--no-hosts'], daemonizes=daemonizes)
+            self.assertIn("cannot start 'dnsmasq': exec failed: No such file or directory",
+                          str(err))
+
+    def test_command_that_does_not_detach_is_killed(self) -> None:
+        # A stand-in that stays in the foreground, under dnsmasq's name.
+        self.binary = shutil.which('sleep', path=tool_exec.SEARCH_PATH)
+        patcher = mock.patch.dict(process.DAEMONS, {'dnsmasq': lambda args: None})
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        err = self.assertRaises(exceptions.ProcessError, process.spawn, ['dnsmasq', '30'],
+                                detach_timeout=0.2)
+        self.assertIn('did not detach', str(err))
