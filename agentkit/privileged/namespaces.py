@@ -22,7 +22,7 @@ import ctypes
 import os
 import re
 import threading
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeGuard, TypeVar
 
 from agentkit import exceptions
 
@@ -59,7 +59,7 @@ class NetworkNamespaceNotFound(exceptions.AgentkitError, LookupError):
         return 'network namespace %r does not exist' % (self.namespace,)
 
 
-def is_valid_name(name: Any) -> bool:
+def is_valid_name(name: Any) -> TypeGuard[str]:
     """True if ``name`` is safe as ``/run/netns/<name>``."""
     return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
 
