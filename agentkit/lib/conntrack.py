@@ -28,7 +28,7 @@ ConntrackError = priv.ConntrackError
 InvalidFlowFilter = priv.InvalidFlowFilter
 PORT_PROTOCOLS = priv.PORT_PROTOCOLS
 MAX_FILTERS = priv.MAX_FILTERS
-NetworkNamespaceNotFound = priv.netlink.NetworkNamespaceNotFound
+NetworkNamespaceNotFound = priv.namespaces.NetworkNamespaceNotFound
 
 
 def delete_flows(filters: Iterable[FlowFilter], namespace: str | None = None) -> int:

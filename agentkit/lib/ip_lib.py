@@ -33,17 +33,18 @@ from typing import Any, Iterable, Mapping, Sequence, TypedDict, Union
 
 from agentkit import exceptions
 from agentkit.lib import naming
+from agentkit.privileged import namespaces
 from agentkit.privileged import netlink as priv
 
 # Re-exported so drivers never import the privileged module themselves.
-NetworkNamespaceNotFound = priv.NetworkNamespaceNotFound
+NetworkNamespaceNotFound = namespaces.NetworkNamespaceNotFound
 NetworkInterfaceNotFound = priv.NetworkInterfaceNotFound
 NetworkInterfaceExists = priv.NetworkInterfaceExists
 NetlinkOperationError = priv.NetlinkOperationError
 VlanNotSupported = priv.VlanNotSupported
 
 MAX_DEVICE_NAME_LEN = naming.MAX_DEVICE_NAME_LEN
-MAX_NAMESPACE_NAME_LEN = 255
+MAX_NAMESPACE_NAME_LEN = namespaces.MAX_NAME_LEN
 DEFAULT_VXLAN_PORT = 4789
 MIN_MTU, MAX_MTU = 68, 65535
 
@@ -56,7 +57,6 @@ IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Table = Union[int, str]
 
-_NAMESPACE_RE = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,%d}' % (MAX_NAMESPACE_NAME_LEN - 1))
 # Printable ASCII without '/', ':' (the kernel refuses both) and space.
 _DEVICE_RE = re.compile(r'[!-.0-9;-~]{1,%d}' % MAX_DEVICE_NAME_LEN)
 _MAC_RE = re.compile(r'[0-9a-f]{2}(:[0-9a-f]{2}){5}')
@@ -184,7 +184,7 @@ def validate_namespace(name: Any) -> str | None:
     """A namespace name safe as /run/netns/<name>; None (root) passes."""
     if name is None:
         return None
-    if not isinstance(name, str) or not _NAMESPACE_RE.fullmatch(name):
+    if not namespaces.is_valid_name(name):
         raise exceptions.InvalidIdentifier(
             'invalid network namespace name %s: use up to %d characters from '
             '[A-Za-z0-9_.-], not starting with "." or "-"'

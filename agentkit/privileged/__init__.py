@@ -49,14 +49,22 @@ network = _TimedPrivContext(
 NETWORK_THREADS = 8
 cfg.CONF.set_default('thread_pool_size', NETWORK_THREADS, group='privsep_network')
 
-# Daemons run on the agent's behalf (dnsmasq, haproxy) inside namespaces:
-# they bind privileged ports, drop to their own users and get signalled.
+# Daemons run on the agent's behalf (dnsmasq, haproxy, radvd) and their
+# one helper (dhcp_release), started inside namespaces and signalled later.
+# What this daemon's own code needs, and no more:
+#   SYS_ADMIN        setns() into /run/netns/<name> before starting a process
+#   KILL             signal a daemon that dropped to its own user (nobody, radvd)
+#   DAC_OVERRIDE,    open log files and /proc entries owned by other users
+#   DAC_READ_SEARCH  (an unprivileged agent's state directories)
+# The daemons themselves get what they need (NET_ADMIN, NET_RAW,
+# NET_BIND_SERVICE, SETUID/SETGID to drop to their users, CHOWN...) from
+# being exec'd as uid 0, which grants the bounding set, not from this
+# daemon's capabilities; that is why process.spawn only starts agentkit's
+# daemons, with checked arguments.
 daemons = _TimedPrivContext(
     __name__,
     cfg_section='privsep_daemons',
     pypath=__name__ + '.daemons',
-    capabilities=[caps.CAP_SYS_ADMIN, caps.CAP_NET_ADMIN, caps.CAP_NET_RAW,
-                  caps.CAP_NET_BIND_SERVICE, caps.CAP_SETUID, caps.CAP_SETGID,
-                  caps.CAP_KILL, caps.CAP_DAC_OVERRIDE, caps.CAP_DAC_READ_SEARCH,
-                  caps.CAP_CHOWN, caps.CAP_FOWNER],
+    capabilities=[caps.CAP_SYS_ADMIN, caps.CAP_KILL, caps.CAP_DAC_OVERRIDE,
+                  caps.CAP_DAC_READ_SEARCH],
 )

@@ -21,6 +21,7 @@ import ipaddress
 import socket
 import struct
 
+from agentkit.privileged import namespaces
 from agentkit.privileged import netlink
 from agentkit.privileged import network
 
@@ -81,4 +82,4 @@ def send_gratuitous_arp(device: str, address: str, namespace: str) -> None:
             mac = fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, request)[18:24]
             sock.send(build_packet(mac, address))
 
-    netlink.run_in_namespace(namespace, send)
+    namespaces.run_in_namespace(namespace, send)

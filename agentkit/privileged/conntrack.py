@@ -51,7 +51,7 @@ import struct
 from typing import Any, AsyncIterator, Iterable, Union
 
 from agentkit import exceptions
-from agentkit.privileged import netlink
+from agentkit.privileged import namespaces
 from agentkit.privileged import network
 from agentkit.privileged import nfnetlink as nfnl
 
@@ -389,7 +389,7 @@ class _Socket:
             await self.sock.setup_endpoint()
         except FileNotFoundError:
             self.sock.close()
-            raise netlink.NetworkNamespaceNotFound(self.namespace) from None  # type: ignore
+            raise namespaces.NetworkNamespaceNotFound(self.namespace) from None  # type: ignore
         except BaseException:
             self.sock.close()
             raise
@@ -479,8 +479,8 @@ def delete_entries(filters: list[dict[str, Any]], namespace: str | None = None) 
     :raises ConntrackError: the kernel refused a dump or a deletion.
     """
     groups = group_filters(parse_filters(filters))
-    if namespace is not None and not os.path.exists(netlink._ns_path(namespace)):
-        raise netlink.NetworkNamespaceNotFound(namespace)
+    if namespace is not None and not os.path.exists(namespaces.path(namespace)):
+        raise namespaces.NetworkNamespaceNotFound(namespace)
     if not groups:
         return 0
 

@@ -13,6 +13,15 @@ The tool is run by :mod:`agentkit.privileged.tool_exec` (fork, ``setns()``
 in the child, exec; stdin from a memory file), shared with the ``nft``
 operations.
 
+What root accepts is narrower than what the tool could do: ``restore``
+only touches agentkit's own chains (:data:`OWN_CHAIN_PREFIX`, which all of
+Neutron's layouts share: ``neutron-l3-agent-*``, ``neutron-openvswi-*``,
+``neutron-filter-top``...), hooks them into the kernel's builtin chains
+with jumps and nothing else, and only in the root namespace or a namespace
+agentkit creates (:data:`OWN_NAMESPACE_PREFIXES`). An agent that is taken
+over can therefore neither open the host's own firewall nor rewrite the
+chains of other tools (libvirt, Docker, the operator's).
+
 Only primitives cross the privsep channel: ``(returncode, stdout, stderr)``.
 """
 
@@ -23,7 +32,8 @@ import re
 import socket
 import struct
 
-from agentkit.privileged import netlink
+from agentkit.lib import naming
+from agentkit.privileged import namespaces
 from agentkit.privileged import network
 from agentkit.privileged import nfnetlink as nfnl
 from agentkit.privileged import tool_exec
@@ -33,11 +43,25 @@ DEFAULT_TIMEOUT = tool_exec.DEFAULT_TIMEOUT
 SAVE_BINARIES = {4: 'iptables-save', 6: 'ip6tables-save'}
 RESTORE_BINARIES = {4: 'iptables-restore', 6: 'ip6tables-restore'}
 TABLES = frozenset({'filter', 'nat', 'mangle', 'raw', 'security'})
+# The kernel's builtin chains per table: restore may only add or remove
+# jumps from them into agentkit's own chains.
+KERNEL_BUILTIN_CHAINS = {
+    'filter': frozenset({'INPUT', 'FORWARD', 'OUTPUT'}),
+    'nat': frozenset({'PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'}),
+    'mangle': frozenset({'PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'}),
+    'raw': frozenset({'PREROUTING', 'OUTPUT'}),
+    'security': frozenset({'INPUT', 'FORWARD', 'OUTPUT'}),
+}
+# Every chain agentkit creates, as Neutron's agents named theirs.
+OWN_CHAIN_PREFIX = 'neutron-'
+# Namespaces whose iptables agentkit may rewrite (besides the root one).
+OWN_NAMESPACE_PREFIXES = (naming.ROUTER_NS_PREFIX, naming.DHCP_NS_PREFIX)
 
 # What an iptables-restore --noflush input produced by agentkit consists of.
 _RESTORE_LINE_RE = re.compile(
     r'(\*(%s)|:[^\s]+ [^\s]+( \[\d+:\d+\])?|-[AIDFXNZR] .*|COMMIT|#.*|)'
     % '|'.join(sorted(TABLES)))
+_TARGET_RE = re.compile(r'(?:^|\s)-[jg]\s+(\S+)')
 
 
 def _binary(table: dict[int, str], ip_version: int) -> str:
@@ -47,13 +71,55 @@ def _binary(table: dict[int, str], ip_version: int) -> str:
 
 
 def _check_rules(rules: str) -> None:
-    """Defence in depth: only the restore grammar agentkit itself renders."""
+    """Defence in depth: only the restore grammar agentkit itself renders,
+    and only on agentkit's own chains (see :func:`_check_chains`)."""
     if not isinstance(rules, str) or '\0' in rules:
         raise ValueError('rules must be a str without NUL')
+    table = ''
     for number, line in enumerate(rules.splitlines(), 1):
         if not _RESTORE_LINE_RE.fullmatch(line):
             raise ValueError('line %d of the iptables-restore input is not '
                              'accepted: %r' % (number, line[:80]))
+        if line.startswith('*'):
+            table = line[1:]
+        elif line.startswith((':', '-')):
+            _check_chains(table, line, number)
+
+
+def _is_own(chain: str) -> bool:
+    return chain.startswith(OWN_CHAIN_PREFIX) and len(chain) > len(OWN_CHAIN_PREFIX)
+
+
+def _check_chains(table: str, line: str, number: int) -> None:
+    """Refuse a line that declares, flushes or deletes a chain agentkit does
+    not own, or adds to a builtin chain anything but a jump to its own."""
+    if line.startswith(':'):
+        chain, command = line[1:].split(' ', 1)[0], ':'
+    else:
+        command, _, rest = line.partition(' ')
+        chain = rest.split(' ', 1)[0]
+    if _is_own(chain):
+        return
+    target = _TARGET_RE.search(line)
+    jumps_to_own = target is not None and _is_own(target.group(1))
+    if command in ('-A', '-I', '-D', '-R') and jumps_to_own and (
+            chain in KERNEL_BUILTIN_CHAINS.get(table, ()) or command == '-D'):
+        # Hooks of agentkit's chains into builtin ones, and the removal of
+        # any rule that still jumps into a chain of agentkit being deleted.
+        return
+    raise ValueError('line %d of the iptables-restore input touches chain %r of '
+                     'table %r, which is not agentkit\'s (%s*): %r'
+                     % (number, chain, table or '?', OWN_CHAIN_PREFIX, line[:80]))
+
+
+def _check_namespace(namespace: str | None) -> None:
+    """The root namespace or one agentkit creates (a router's, a network's)."""
+    if namespace is None:
+        return
+    namespaces.check_name(namespace)
+    if not namespace.startswith(OWN_NAMESPACE_PREFIXES):
+        raise ValueError('refusing to rewrite the iptables of namespace %r: not one of '
+                         'agentkit\'s (%s)' % (namespace, ', '.join(OWN_NAMESPACE_PREFIXES)))
 
 
 @network.entrypoint
@@ -65,11 +131,14 @@ def restore(namespace: str | None, ip_version: int, rules: str,
     a failing block leaves that table untouched.
 
     :returns: (returncode, stdout, stderr) of the tool.
+    :raises ValueError: the input is not agentkit's, or the namespace is not
+        the root one or one of agentkit's.
     :raises NetworkNamespaceNotFound: no such namespace.
     :raises ProcessError: the tool is missing, or did not finish in time.
     """
-    argv = [_binary(RESTORE_BINARIES, ip_version), '--noflush']
+    _check_namespace(namespace)
     _check_rules(rules)
+    argv = [_binary(RESTORE_BINARIES, ip_version), '--noflush']
     return tool_exec.execute(argv, namespace, rules, tool_exec.check_timeout(timeout))
 
 
@@ -161,4 +230,4 @@ def ruleset_generation(namespace: str | None = None) -> list[int]:
     if not _iptables_uses_nf_tables():
         raise OSError(0, 'iptables is not the nf_tables variant: its changes do not '
                          'show in the nf_tables generation')
-    return netlink.run_in_namespace(namespace, _generation_here)
+    return namespaces.run_in_namespace(namespace, _generation_here)

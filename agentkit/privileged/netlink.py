@@ -48,10 +48,10 @@ from concurrent import futures
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from agentkit import exceptions
-from agentkit.privileged import setns
+from agentkit.privileged import namespaces
 from agentkit.privileged import network
+from agentkit.privileged.namespaces import NetworkNamespaceNotFound
 
-NETNS_RUN_DIR = '/run/netns'
 # ioctl returning an fd for the network namespace a socket belongs to.
 SIOCGSKNS = 0x894C
 NETLINK_ROUTE = 0
@@ -82,8 +82,7 @@ FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 _VERSIONS = {socket.AF_INET: 4, socket.AF_INET6: 6}
 
 # Defence in depth: ip_lib validates first, but root re-checks what would
-# otherwise become a path (namespace names, sysctl components).
-_NS_NAME_RE = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}')
+# otherwise become a path (sysctl components; namespace names: namespaces.path).
 _SYSCTL_PART_RE = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,254}')
 
 T = TypeVar('T')
@@ -93,17 +92,6 @@ T = TypeVar('T')
 # Exceptions. Constructors take only primitives and pass all of them to
 # Exception.__init__, so privsep's ``cls(*e.args)`` rebuilds them faithfully.
 # --------------------------------------------------------------------------
-
-class NetworkNamespaceNotFound(exceptions.AgentkitError, LookupError):
-    """The named network namespace does not exist (no /run/netns/<name>)."""
-
-    def __init__(self, namespace: str) -> None:
-        super().__init__(namespace)
-        self.namespace = namespace
-
-    def __str__(self) -> str:
-        return 'network namespace %r does not exist' % (self.namespace,)
-
 
 def _where(namespace: str | None) -> str:
     return 'namespace %r' % namespace if namespace else 'the root namespace'
@@ -255,20 +243,10 @@ def _max_cached() -> int:
     return _cache_limit
 
 
-def _check_ns_name(namespace: str) -> None:
-    if not isinstance(namespace, str) or not _NS_NAME_RE.fullmatch(namespace):
-        raise ValueError('invalid network namespace name %r' % (namespace,))
-
-
-def _ns_path(namespace: str) -> str:
-    _check_ns_name(namespace)
-    return os.path.join(NETNS_RUN_DIR, namespace)
-
-
 def _ns_inode(namespace: str) -> int:
     """Inode of the namespace /run/netns/<name> is bound to; raises if missing."""
     try:
-        return os.stat(_ns_path(namespace)).st_ino
+        return os.stat(namespaces.path(namespace)).st_ino
     except FileNotFoundError:
         raise NetworkNamespaceNotFound(namespace) from None
 
@@ -291,7 +269,7 @@ def _open(namespace: str | None) -> _Entry:
     # netns= path, which forks a helper per socket: ~20 ms on a busy
     # daemon, the largest cost of a restarted agent's first pass over
     # hundreds of namespaces.
-    sock = run_in_namespace(namespace, lambda: socket.socket(
+    sock = namespaces.run_in_namespace(namespace, lambda: socket.socket(
         socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
     fd = sock.detach()
     try:
@@ -386,23 +364,6 @@ def _translate(what: str, namespace: str | None = None,
         raise NetlinkOperationError(code, '%s in %s' % (what, _where(namespace))) from None
 
 
-@contextlib.contextmanager
-def _netns_fd(namespace: str | None) -> Iterator[int]:
-    """An fd for a namespace, without ever creating it.
-
-    ``None`` means the daemon's own (root) namespace.
-    """
-    path = '/proc/self/ns/net' if namespace is None else _ns_path(namespace)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise NetworkNamespaceNotFound(namespace) from None  # type: ignore[arg-type]
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
 def _get_link_msg(ipr: Any, name: str, namespace: str | None) -> Any:
     with _translate('looking up device %r' % name, namespace, name):
         return ipr.link('get', ifname=name)[0]
@@ -472,7 +433,7 @@ def create_namespace(name: str) -> bool:
     """
     from pyroute2 import netns
 
-    path = _ns_path(name)
+    path = namespaces.path(name)
     created = False
     if not os.path.exists(path):
         try:
@@ -505,7 +466,7 @@ def delete_namespace(name: str) -> bool:
     """
     from pyroute2 import netns
 
-    path = _ns_path(name)
+    path = namespaces.path(name)
 
     def remove() -> bool:
         _drop(name)
@@ -524,14 +485,14 @@ def delete_namespace(name: str) -> bool:
 def list_namespaces() -> list[str]:
     """Names under /run/netns, sorted."""
     try:
-        return sorted(os.listdir(NETNS_RUN_DIR))
+        return sorted(os.listdir(namespaces.NETNS_RUN_DIR))
     except FileNotFoundError:
         return []
 
 
 @network.entrypoint
 def namespace_exists(name: str) -> bool:
-    return os.path.exists(_ns_path(name))
+    return os.path.exists(namespaces.path(name))
 
 
 # --------------------------------------------------------------------------
@@ -647,7 +608,7 @@ def create_veth(name: str, peer_name: str, namespace: str | None = None,
         try:
             with contextlib.ExitStack() as stack:
                 if peer_namespace != namespace:
-                    peer['net_ns_fd'] = stack.enter_context(_netns_fd(peer_namespace))
+                    peer['net_ns_fd'] = stack.enter_context(namespaces.netns_fd(peer_namespace))
                 with _translate('creating veth %r/%r' % (name, peer_name), namespace):
                     ipr.link('add', ifname=name, kind='veth', peer=peer, **kwargs)
         except NetlinkOperationError as e:
@@ -780,7 +741,7 @@ def move_link(name: str, target_namespace: str | None,
     """
     def op(ipr: Any) -> None:
         idx = _index(ipr, name, namespace)
-        with _netns_fd(target_namespace) as fd:
+        with namespaces.netns_fd(target_namespace) as fd:
             try:
                 with _translate('moving %r to %s' % (name, _where(target_namespace)),
                                 namespace, name):
@@ -1279,38 +1240,6 @@ def list_fdb_entries(device: str, namespace: str | None = None) -> list[dict[str
 # --------------------------------------------------------------------------
 
 
-def run_in_namespace(namespace: str | None, func: Callable[[], T]) -> T:
-    """Run ``func`` with /proc/sys/net showing ``namespace``.
-
-    /proc/sys/net follows the network namespace of the calling *thread*, so
-    a throwaway thread joins the namespace, runs ``func`` and exits; the
-    daemon's pooled threads are never moved (they would carry the namespace
-    into every later request).
-    """
-    if namespace is None:
-        return func()
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            with _netns_fd(namespace) as fd:
-                setns.setns(fd)
-                expected = os.fstat(fd).st_ino
-            if os.stat('/proc/thread-self/ns/net').st_ino != expected:
-                raise RuntimeError('setns into %r did not take effect' % namespace)
-            result['value'] = func()
-        except BaseException as e:  # handed to the calling thread
-            result['error'] = e
-
-    thread = threading.Thread(target=target, name='netns-%s' % namespace[:40],
-                              daemon=True)
-    thread.start()
-    thread.join()
-    if 'error' in result:
-        raise result['error']
-    return result['value']
-
-
 def _sysctl_path(components: list[str] | tuple[str, ...]) -> str:
     """/proc/sys/net/... from path components (device names may contain dots)."""
     parts = list(components)
@@ -1338,7 +1267,7 @@ def set_sysctl(components: list[str], value: str, namespace: str | None = None) 
         with open(path, 'w') as f:
             f.write(value)
 
-    run_in_namespace(namespace, write)
+    namespaces.run_in_namespace(namespace, write)
 
 
 @network.entrypoint
@@ -1350,7 +1279,7 @@ def get_sysctl(components: list[str], namespace: str | None = None) -> str:
         with open(path) as f:
             return f.read().strip()
 
-    return run_in_namespace(namespace, read)
+    return namespaces.run_in_namespace(namespace, read)
 
 
 @network.entrypoint
@@ -1370,4 +1299,4 @@ def get_sysctls(keys: list[list[str]], namespace: str | None = None) -> list[str
                 values.append(None)
         return values
 
-    return run_in_namespace(namespace, read)
+    return namespaces.run_in_namespace(namespace, read)

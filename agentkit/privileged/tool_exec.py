@@ -1,17 +1,18 @@
 """Run a command-line tool as root from a privsep daemon, optionally inside a namespace.
 
 Shared by the privileged modules that drive a tool without a netlink API
-(``iptables-save``/``iptables-restore``, ``nft``). Nothing here is an
-entrypoint: each caller validates its own arguments and builds argv from a
-binary found with :func:`find_binary`, so no caller-supplied path is ever
-executed.
+(``iptables-save``/``iptables-restore``, ``nft``, ``dhcp_release``) and by
+:mod:`agentkit.privileged.process`, which starts daemons the same way.
+Nothing here is an entrypoint: each caller validates its own arguments and
+builds argv from a binary found with :func:`find_binary`, so no
+caller-supplied path is ever executed.
 
-Entering a namespace: the daemon forks, the child ``setns()``es into
-``/run/netns/<name>`` and execs the tool. The daemon is multi-threaded, so
-the child uses only thin syscall wrappers (``os.*`` and a pre-resolved libc
-``setns``; Python 3.11 has no ``os.setns``) until ``execve``. Everything that
-can fail in an interesting way (namespace missing, binary missing) is
-checked in the parent first so it surfaces as a clear exception.
+Starting a process: the daemons are multi-threaded, so there is no
+``os.fork()`` with Python code in the child; :mod:`subprocess` forks and
+execs in C. To be born inside a namespace, the process is started from a
+thread that has joined it (:func:`agentkit.privileged.namespaces.run_in_namespace`).
+A missing namespace is a clean :class:`~agentkit.privileged.namespaces.NetworkNamespaceNotFound`
+before anything starts, and an exec failure an exception naming the step.
 
 Only primitives cross the privsep channel: callers return
 ``(returncode, stdout, stderr)`` or values derived from it.
@@ -20,37 +21,21 @@ Only primitives cross the privsep channel: callers return
 from __future__ import annotations
 
 import os
-import re
 import select
 import shutil
 import signal
+import subprocess
 import time
+from typing import Any
 
 from agentkit import exceptions
-from agentkit.privileged import netlink
-from agentkit.privileged import setns
+from agentkit.privileged import namespaces
 
-NETNS_RUN_DIR = '/run/netns'
 SEARCH_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 DEFAULT_TIMEOUT = 60.0
 # A router with thousands of floating IPs renders a few MB; refuse absurd sizes.
 MAX_INPUT = 64 * 1024 * 1024
 MAX_OUTPUT = 64 * 1024 * 1024
-
-_NS_NAME_RE = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}')
-
-
-def open_namespace(namespace: str | None) -> int | None:
-    """Open /run/netns/<namespace> in the parent: a missing one is a clean error."""
-    if namespace is None:
-        return None
-    if not isinstance(namespace, str) or not _NS_NAME_RE.fullmatch(namespace):
-        raise ValueError('invalid network namespace name %r' % (namespace,))
-    try:
-        return os.open(os.path.join(NETNS_RUN_DIR, namespace),
-                       os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise netlink.NetworkNamespaceNotFound(namespace) from None
 
 
 def find_binary(name: str) -> str:
@@ -70,43 +55,53 @@ def check_timeout(timeout: float) -> float:
     return float(timeout)
 
 
-def _child(argv: list[str], ns_fd: int | None, in_fd: int, out_w: int,
-           err_w: int, status_w: int) -> None:
-    """After fork: join the namespace, wire stdio, exec. Never returns."""
-    code = 0
-    try:
-        if ns_fd is not None:
-            setns.setns(ns_fd)
-        os.dup2(in_fd, 0)
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        os.closerange(3, status_w)
-        os.closerange(status_w + 1, 1 << 20)
-        # C locale: error messages the caller logs stay untranslated.
-        os.execve(argv[0], argv, {'PATH': SEARCH_PATH, 'LC_ALL': 'C'})
-    except OSError as exc:
-        code = exc.errno or 0
-    except BaseException:  # noqa: B036 - never unwind into the daemon's code
-        code = 0
-    try:
-        os.write(status_w, b'%d' % code)
-    finally:
-        os._exit(127)
+def start(argv: list[str], namespace: str | None, executable: str | None = None,
+          **popen_kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(argv)`` born in ``namespace`` (None: the daemon's own).
+
+    The process starts in ``/`` with only stdio open, default dispositions
+    for the signals Python ignores (``restore_signals``) and no blocked
+    signal, whatever the calling thread had.
+
+    :raises NetworkNamespaceNotFound: no such namespace.
+    :raises ValueError: an invalid namespace name.
+    :raises OSError: the process could not be started (see :func:`start_error`).
+    """
+    def popen() -> subprocess.Popen[bytes]:
+        mask = signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        try:
+            return subprocess.Popen(argv, executable=executable, cwd='/', close_fds=True,
+                                    restore_signals=True, **popen_kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    return namespaces.run_in_namespace(namespace, popen)
 
 
-def _kill_and_reap(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    os.waitpid(pid, 0)
+def start_error(verb: str, argv0: str, namespace: str | None,
+                exc: OSError) -> exceptions.ProcessError:
+    """What failed when :func:`start` raised ``exc``, as the caller reports it."""
+    if exc.filename == '/':
+        step = 'chdir'
+    elif exc.filename is not None:
+        step = 'exec'
+    else:
+        step = 'setup'
+    detail = exc.strerror or 'unexpected error'
+    return exceptions.ProcessError('cannot %s %s%s: %s failed: %s' % (
+        verb, argv0, ' in namespace %r' % namespace if namespace else '', step, detail))
 
 
-def _collect(pid: int, out_r: int, err_r: int, deadline: float,
+def kill_and_reap(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.wait()
+
+
+def _collect(proc: subprocess.Popen[bytes], deadline: float,
              argv0: str) -> tuple[bytes, bytes]:
     """Read stdout/stderr to EOF, killing the child past the deadline."""
+    assert proc.stdout is not None and proc.stderr is not None
+    out_r, err_r = proc.stdout.fileno(), proc.stderr.fileno()
     buffers = {out_r: bytearray(), err_r: bytearray()}
     poller = select.poll()
     for fd in buffers:
@@ -115,7 +110,7 @@ def _collect(pid: int, out_r: int, err_r: int, deadline: float,
     while open_fds:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            _kill_and_reap(pid)
+            kill_and_reap(proc)
             raise exceptions.ProcessError('%s did not finish within the timeout'
                                           % argv0)
         for fd, _ in poller.poll(remaining * 1000):
@@ -126,7 +121,7 @@ def _collect(pid: int, out_r: int, err_r: int, deadline: float,
                 continue
             buffers[fd] += chunk
             if len(buffers[fd]) > MAX_OUTPUT:
-                _kill_and_reap(pid)
+                kill_and_reap(proc)
                 raise exceptions.ProcessError('%s wrote more than %d bytes'
                                               % (argv0, MAX_OUTPUT))
     return bytes(buffers[out_r]), bytes(buffers[err_r])
@@ -138,63 +133,32 @@ def execute(argv: list[str], namespace: str | None, stdin: str = '',
 
     ``namespace=None`` runs the tool in the daemon's (the root) namespace.
     stdin is an anonymous memory file rather than a pipe, so a large input
-    can never deadlock against a child that writes before it reads.
+    can never deadlock against a child that writes before it reads. The
+    tool gets a fixed environment (the search path and the C locale, so
+    the error messages the caller logs stay untranslated).
     """
     data = stdin.encode()
     if len(data) > MAX_INPUT:
         raise ValueError('input of %d bytes exceeds %d' % (len(data), MAX_INPUT))
-    fds: list[int] = []
+    in_fd = os.memfd_create('agentkit-%s' % os.path.basename(argv[0]), os.MFD_CLOEXEC)
     try:
-        ns_fd = open_namespace(namespace)
-        if ns_fd is not None:
-            fds.append(ns_fd)
-        in_fd = os.memfd_create('agentkit-%s' % os.path.basename(argv[0]),
-                                os.MFD_CLOEXEC)
-        fds.append(in_fd)
         os.write(in_fd, data)
         os.lseek(in_fd, 0, os.SEEK_SET)
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        fds += [out_r, out_w]
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        fds += [err_r, err_w]
-        status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        fds += [status_r, status_w]
         deadline = time.monotonic() + timeout
-        pid = os.fork()
-        if pid == 0:
-            _child(argv, ns_fd, in_fd, out_w, err_w, status_w)
-        for fd in (out_w, err_w, status_w):
-            os.close(fd)
-            fds.remove(fd)
-        # EOF without data: the exec succeeded (the pipe is close-on-exec).
-        status = os.read(status_r, 64)
-        if status:
-            os.waitpid(pid, 0)
-            err = int(status)
-            raise exceptions.ProcessError(
-                'cannot run %s%s: %s' % (
-                    argv[0], ' in namespace %r' % namespace if namespace else '',
-                    os.strerror(err) if err else 'unexpected error'))
-        out, err_out = _collect(pid, out_r, err_r, deadline, argv[0])
-        remaining = max(0.0, deadline - time.monotonic())
-        returncode = _wait(pid, remaining, argv[0])
-        return (returncode, out.decode(errors='replace'),
-                err_out.decode(errors='replace'))
+        try:
+            proc = start(argv, namespace, stdin=in_fd, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env={'PATH': SEARCH_PATH, 'LC_ALL': 'C'})
+        except OSError as exc:
+            raise start_error('run', argv[0], namespace, exc) from None
     finally:
-        for fd in fds:
-            os.close(fd)
-
-
-def _wait(pid: int, timeout: float, argv0: str) -> int:
-    """Reap the child; it closed its output, so this is normally immediate."""
-    deadline = time.monotonic() + timeout
-    delay = 0.0005
-    while True:
-        wpid, status = os.waitpid(pid, os.WNOHANG)
-        if wpid == pid:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() >= deadline:
-            _kill_and_reap(pid)
-            raise exceptions.ProcessError('%s did not exit within the timeout' % argv0)
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+        os.close(in_fd)
+    with proc:
+        out, err_out = _collect(proc, deadline, argv[0])
+        # It closed its output, so this is normally immediate.
+        try:
+            returncode = proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            kill_and_reap(proc)
+            raise exceptions.ProcessError('%s did not exit within the timeout'
+                                          % argv[0]) from None
+    return returncode, out.decode(errors='replace'), err_out.decode(errors='replace')

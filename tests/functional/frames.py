@@ -27,7 +27,7 @@ import time
 import uuid
 from typing import Callable, Iterator, TypeVar
 
-from agentkit.privileged import setns
+from agentkit.privileged import namespaces
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
@@ -101,7 +101,7 @@ def in_namespace(namespace: str, func: Callable[[], T]) -> T:
         try:
             fd = os.open(os.path.join('/run/netns', namespace), os.O_RDONLY | os.O_CLOEXEC)
             try:
-                setns.setns(fd)
+                namespaces.setns(fd)
             finally:
                 os.close(fd)
             result['value'] = func()

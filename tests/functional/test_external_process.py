@@ -7,7 +7,6 @@ and a world-traversable state directory (dnsmasq re-reads its files as
 
 import os
 import signal
-import sys
 import tempfile
 import time
 import uuid
@@ -29,6 +28,14 @@ def wait_until(predicate, timeout=POLL_TIMEOUT, message='condition'):
 
 
 pids_with = base.pids_with
+
+
+def foreground_dnsmasq(token_dir):
+    """A dnsmasq that stays in the foreground and serves nothing (no DNS, no
+    DHCP range); ``token_dir`` appears in its command line."""
+    return ['dnsmasq', '--keep-in-foreground', '--port=0', '--conf-file=/dev/null',
+            '--no-hosts', '--no-resolv', '--pid-file=',
+            '--dhcp-leasefile=' + os.path.join(token_dir, 'leases')]
 
 
 def netns_inode(pid):
@@ -235,13 +242,13 @@ class ExternalProcessFunctionalTest(base.FunctionalTestCase):
         self.assertIn('akp-missing-ns', str(exc))
 
     def test_foreground_command_is_detached_and_monitored(self):
-        # A command that does not daemonize itself; the uuid is an argument
-        # so the manager can recognise it (like the pid-file path for dnsmasq).
+        # A command that does not daemonize itself (root starts nothing but
+        # agentkit's daemons: dnsmasq kept in the foreground); the uuid is in
+        # an argument so the manager can recognise it.
         pm = ep.ProcessManager(
             self.network_id, 'sleeper', self.namespace,
             os.path.join(self.state_path, 'external', 'pids'),
-            lambda pid_file: [sys.executable, '-c', 'import time; time.sleep(300)',
-                              self.network_id],
+            lambda pid_file: foreground_dnsmasq(self.dhcp_dir),
             daemonizes=False)
         self.addCleanup(self._disable_quietly, pm)
         pid = self.start(pm)
@@ -282,31 +289,39 @@ class PrivilegedSpawnFunctionalTest(base.FunctionalTestCase):
                 pass
         self.addCleanup(kill)
 
+    def setUp(self):
+        super().setUp()
+        self.token_dir = tempfile.mkdtemp(prefix='akp-token-')
+        os.chmod(self.token_dir, 0o755)
+
     def test_foreground_command_gets_default_signal_dispositions(self):
-        # Python ignores SIGPIPE; an exec'd daemon must not inherit that.
-        result = priv_process.spawn(['sleep', '300'], daemonizes=False)
+        # Python ignores SIGPIPE and SIGXFSZ; an exec'd daemon must not inherit
+        # that. (dnsmasq ignores SIGPIPE itself once started, so SIGXFSZ
+        # shows it here; tests/unit/test_privileged.py checks both.)
+        argv = foreground_dnsmasq(self.token_dir)
+        result = priv_process.spawn(argv, daemonizes=False)
         pid = result['pid']
         self._reap_later(pid)
         self.assertIsNone(result['returncode'])
-        self.assertEqual(['sleep', '300'], ep.read_cmdline(pid))
+        self.assertEqual(argv, ep.read_cmdline(pid))
         with open('/proc/%d/status' % pid) as f:
             fields = dict(line.split(':', 1) for line in f)
         ignored = int(fields['SigIgn'].strip(), 16)
         blocked = int(fields['SigBlk'].strip(), 16)
-        self.assertFalse(ignored & (1 << (signal.SIGPIPE - 1)), hex(ignored))
+        self.assertFalse(ignored & (1 << (signal.SIGXFSZ - 1)), hex(ignored))
         self.assertEqual(0, blocked)
         self.assertTrue(priv_process.kill(pid, int(signal.SIGTERM)))
-        wait_until(lambda: ep.read_cmdline(pid) is None, message='sleep to exit')
+        wait_until(lambda: ep.read_cmdline(pid) is None, message='dnsmasq to exit')
 
     def test_kill_checks_expected_token(self):
-        pid = priv_process.spawn(['sleep', '301'], daemonizes=False)['pid']
+        pid = priv_process.spawn(foreground_dnsmasq(self.token_dir), daemonizes=False)['pid']
         self._reap_later(pid)
         self.assertFalse(priv_process.kill(pid, int(signal.SIGTERM), expected='not-there'))
         self.assertIsNotNone(ep.read_cmdline(pid))
-        self.assertTrue(priv_process.kill(pid, int(signal.SIGKILL), expected='301'))
-        wait_until(lambda: ep.read_cmdline(pid) is None, message='sleep to die')
+        self.assertTrue(priv_process.kill(pid, int(signal.SIGKILL), expected=self.token_dir))
+        wait_until(lambda: ep.read_cmdline(pid) is None, message='dnsmasq to die')
         # Dead (possibly a zombie until init reaps it): no longer "the same" process.
-        self.assertFalse(priv_process.kill(pid, int(signal.SIGKILL), expected='301'))
+        self.assertFalse(priv_process.kill(pid, int(signal.SIGKILL), expected=self.token_dir))
 
     def test_bad_requests_are_refused(self):
         for pid in (0, 1, -1, -1234, True, '123'):
@@ -314,16 +329,20 @@ class PrivilegedSpawnFunctionalTest(base.FunctionalTestCase):
         self.assertRaises(exceptions.ProcessError, priv_process.kill, 99999, 4242)
         for argv in ([], 'dnsmasq', ['dnsmasq', 5], ['a\0b'], ['']):
             self.assertRaises(exceptions.ProcessError, priv_process.spawn, argv)
-        self.assertRaises(exceptions.ProcessError, priv_process.spawn, ['true'],
+        self.assertRaises(exceptions.ProcessError, priv_process.spawn, ['dnsmasq'],
                           namespace='../etc')
-        exc = self.assertRaises(exceptions.ProcessError, priv_process.spawn,
-                                ['akp-no-such-binary'])
-        self.assertIn('not found', str(exc))
+        # Through the real daemon: what it refuses (see tests/unit/test_privileged.py).
+        for argv, env in ((['akp-no-such-binary'], None), (['true'], None),
+                          (['dnsmasq', '--dhcp-script=/bin/sh'], None),
+                          (['dnsmasq', '--no-hosts'], {'LD_PRELOAD': '/tmp/x.so'})):
+            exc = self.assertRaises(exceptions.ProcessError, priv_process.spawn, argv,
+                                    env=env)
+            self.assertIn('refusing', str(exc))
 
     def test_daemonizing_command_exit_code_and_output(self):
-        result = priv_process.spawn(['sh', '-c', 'echo boom >&2; exit 3'])
-        self.assertEqual(3, result['returncode'])
-        self.assertEqual('boom', result['output'])
+        result = priv_process.spawn(['dnsmasq', '--akp-no-such-option'])
+        self.assertEqual(1, result['returncode'])
+        self.assertIn('bad command line options', result['output'])
         exc = self.assertRaises(exceptions.ProcessError, priv_process.spawn,
-                                ['sleep', '5'], detach_timeout=0.2)
+                                foreground_dnsmasq(self.token_dir), detach_timeout=0.2)
         self.assertIn('did not detach', str(exc))

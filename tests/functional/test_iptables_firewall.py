@@ -132,8 +132,12 @@ class IptablesHybridFirewallTest(base.FunctionalTestCase):
         super().setUp()
         if not os.path.exists(BRIDGE_NF):
             self.skipTest('br_netfilter is not available: bridged traffic bypasses iptables')
-        self.prefix = 'akf' + uuid.uuid4().hex[:8]
-        self.bridge = self.make_bridge(self.prefix + 'br')
+        tag = uuid.uuid4().hex[:8]
+        # Chains carry agentkit's own prefix (root refuses any other);
+        # devices a short one of the tests'.
+        self.prefix = 'neutron-' + tag
+        self.devices = 'akf' + tag
+        self.bridge = self.make_bridge(self.devices + 'br')
         # 100.64.0.0/10 (shared address space): clear of the other tests' ranges.
         self.subnet = '100.%d.%d' % (random.randint(64, 127), random.randint(0, 255))
         self.sg_a = self.unique_id()
@@ -165,7 +169,7 @@ class IptablesHybridFirewallTest(base.FunctionalTestCase):
     def _vm(self, host: int, bridge: str | None = None, subnet: str | None = None) -> Guest:
         mac = 'fa:16:3e:%02x:%02x:%02x' % tuple(random.randint(0, 255) for _ in range(3))
         # Cleanup first: a half-built guest (namespace, veth) goes too.
-        name = self.prefix + 'v%d' % host
+        name = self.devices + 'v%d' % host
         port_id = self.unique_id()
         self.addCleanup(fake_vm.destroy_guest, name, 'tap' + port_id[:11])
         vm = Guest(name, port_id, mac, '%s.%d' % (subnet or self.subnet, host % 100))
@@ -451,7 +455,7 @@ class IptablesHybridFirewallTest(base.FunctionalTestCase):
         vm4's closed ingress as ESTABLISHED; with zones it is new, and dropped.
         """
         net_b = self.unique_id()
-        bridge_b = self.make_bridge(self.prefix + 'bb')
+        bridge_b = self.make_bridge(self.devices + 'bb')
         vm4 = self._vm(111, bridge_b)   # vm1's address in network B
         vm5 = self._vm(113, bridge_b)   # vm3's address in network B
         for vm in (vm4, vm5):
@@ -480,7 +484,8 @@ class NeutronLeftoversTest(base.FunctionalTestCase):
     """The drop-in case: chains neutron-openvswitch-agent left, real kernel."""
 
     def test_stale_chain_hooked_into_a_shared_chain_is_removed(self) -> None:
-        ns = 'akipt-' + uuid.uuid4().hex[:12]
+        # A router's namespace: root rewrites the iptables of agentkit's only.
+        ns = 'qrouter-' + str(uuid.uuid4())
         ip_lib.create_namespace(ns)
         self.addCleanup(ip_lib.delete_namespace, ns)
         # What Neutron's agent leaves: its -local chain hooked into the

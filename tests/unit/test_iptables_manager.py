@@ -21,6 +21,7 @@ import fixtures
 from agentkit import exceptions
 from agentkit.lib import iptables_manager as im
 from agentkit.privileged import iptables as priv_iptables
+from agentkit.privileged import namespaces
 from agentkit.privileged import tool_exec
 from tests import base
 
@@ -574,4 +575,4 @@ class PrivilegedHelpersTest(base.TestCase):
     def test_binary_and_argument_checks(self) -> None:
         self.assertRaises(ValueError, priv_iptables._binary, priv_iptables.SAVE_BINARIES, 5)
         self.assertRaises(ValueError, tool_exec.check_timeout, 0)
-        self.assertRaises(ValueError, tool_exec.open_namespace, '../etc')
+        self.assertRaises(ValueError, namespaces.open_namespace, '../etc')

@@ -1,0 +1,227 @@
+"""The privileged layer's own checks, run in-process (no root, no daemon).
+
+Each refusal of a request the agent should never make is shown here:
+namespace names, spawns of anything but agentkit's daemons, iptables
+inputs that touch chains agentkit does not own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from unittest import mock
+
+import fixtures
+
+from agentkit import exceptions
+from agentkit import privileged
+from agentkit.lib import ip_lib
+from agentkit.lib import iptables_manager
+from agentkit.privileged import iptables
+from agentkit.privileged import namespaces
+from agentkit.privileged import process
+from agentkit.privileged import tool_exec
+from tests import base
+
+NETWORK_ID = '0f3c4e1a-5b6d-4c7e-8f90-a1b2c3d4e5f6'
+
+
+class NamespaceNamesTest(base.TestCase):
+
+    def test_names_agentkit_creates_are_valid(self) -> None:
+        for name in ('qdhcp-' + '0' * 8 + '-1111-2222-3333-' + '4' * 12,
+                     'qrouter-abc', 'snat-x', 'fip-y', 'akp1234abcd', '_leading_underscore',
+                     'a', 'a' * namespaces.MAX_NAME_LEN):
+            self.assertEqual(name, namespaces.check_name(name))
+            self.assertEqual(name, ip_lib.validate_namespace(name))
+
+    def test_unsafe_names_are_refused_by_root_and_agent_alike(self) -> None:
+        for name in ('', '.', '..', '../etc', 'a/b', '-n', '.hidden', 'a b', 'a\0b',
+                     'a' * (namespaces.MAX_NAME_LEN + 1), None, 5, b'qdhcp-x'):
+            if name is not None:
+                self.assertRaises(ValueError, namespaces.check_name, name)
+                self.assertRaises(Exception, ip_lib.validate_namespace, name)
+            self.assertFalse(namespaces.is_valid_name(name))
+
+    def test_path_and_missing_namespace(self) -> None:
+        self.assertEqual(os.path.join(namespaces.NETNS_RUN_DIR, 'qrouter-x'),
+                         namespaces.path('qrouter-x'))
+        missing = 'akn-missing-%d' % os.getpid()
+        exc = self.assertRaises(namespaces.NetworkNamespaceNotFound,
+                                namespaces.open_namespace, missing)
+        self.assertIn(missing, str(exc))
+        self.assertIsNone(namespaces.open_namespace(None))
+
+    def test_root_namespace_runs_in_the_calling_thread(self) -> None:
+        self.assertEqual(42, namespaces.run_in_namespace(None, lambda: 42))
+        with namespaces.netns_fd(None) as fd:
+            self.assertEqual(os.stat('/proc/self/ns/net').st_ino, os.fstat(fd).st_ino)
+
+
+class SpawnRefusalsTest(base.TestCase):
+    """``process.spawn`` in-process: every refusal comes before anything runs."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.useFixture(fixtures.MockPatchObject(privileged.daemons, 'client_mode', False))
+        self.fork = self.useFixture(fixtures.MockPatchObject(
+            tool_exec.subprocess, 'Popen', side_effect=AssertionError('must not start'))).mock
+
+    def assertRefused(self, message: str, argv: object, **kwargs: object) -> None:
+        exc = self.assertRaises(exceptions.ProcessError, process.spawn, argv, **kwargs)
+        self.assertIn(message, str(exc))
+        self.fork.assert_not_called()
+
+    def test_only_agentkits_daemons(self) -> None:
+        for argv0 in ('sh', 'sleep', '/usr/sbin/dnsmasq', './dnsmasq', 'dnsmasq ',
+                      'keepalived-not-run', 'python3'):
+            self.assertRefused('not one of the daemons', [argv0, '--version'])
+
+    def test_malformed_argv(self) -> None:
+        for argv in ([], 'dnsmasq', ('dnsmasq', 5), ['dnsmasq', 'a\0b'], [''], None):
+            self.assertRaises(exceptions.ProcessError, process.spawn, argv)
+        for bad in ('--domain=a\nb', '--domain=a\rb', '--domain=' + 'a' * process.MAX_ARG_LEN):
+            self.assertRefused('line breaks', ['dnsmasq', bad])
+        self.assertRefused('at most', ['dnsmasq'] + ['--no-hosts'] * process.MAX_ARGS)
+
+    def test_dnsmasq_arguments(self) -> None:
+        for arg in ('--dhcp-script=/tmp/x', '--dhcp-luascript=/tmp/x.lua',
+                    '--conf-script=/tmp/x', '--user=root', '--group=root'):
+            self.assertRefused('run a command or keep root', ['dnsmasq', arg])
+        for arg in ('-6', '-6/tmp/x', '-k6', 'positional', '--', '-', '--X=1'):
+            self.assertRefused('only --long-options', ['dnsmasq', '--no-hosts', arg])
+
+    def test_haproxy_and_radvd_arguments(self) -> None:
+        self.assertRefused('not one of', ['haproxy', '-f', '/x.cfg', '-L', 'peer'])
+        self.assertRefused('value of -f expected', ['haproxy', '-f', '-db'])
+        self.assertRefused('value is missing', ['haproxy', '-f'])
+        self.assertRefused('not one of', ['radvd', '-C', '/x.conf', '--config=/y'])
+        self.assertRefused('value is missing', ['radvd', '-C', '/x.conf', '-u'])
+
+    def test_environment_allow_list(self) -> None:
+        for env in ({'LD_PRELOAD': '/tmp/evil.so'}, {'LD_LIBRARY_PATH': '/tmp'},
+                    {'PATH': '/tmp'}, {'PYTHONPATH': '/tmp'}, {'LANG': 'C', 'BASH_ENV': 'x'}):
+            self.assertRefused('refusing environment variables', ['dnsmasq', '--no-hosts'],
+                               env=env)
+        self.assertEqual({'PATH': process.DEFAULT_PATH, 'LANG': 'C.UTF-8'},
+                         process._validate_env({'LANG': 'C.UTF-8'}))
+
+    def test_namespace_checked_before_start(self) -> None:
+        self.useFixture(fixtures.MockPatchObject(
+            process.tool_exec, 'find_binary', side_effect=lambda name: '/usr/sbin/' + name))
+        self.assertRefused('invalid network namespace name', ['dnsmasq', '--no-hosts'],
+                           namespace='../etc')
+        self.assertRefused('does not exist', ['dnsmasq', '--no-hosts'],
+                           namespace='akn-missing-%d' % os.getpid())
+
+    def test_missing_daemon_is_a_clear_error(self) -> None:
+        self.useFixture(fixtures.MockPatchObject(process.tool_exec.shutil, 'which',
+                                                 return_value=None))
+        self.assertRefused('radvd not found in ' + process.DEFAULT_PATH, ['radvd', '-n'])
+
+    def test_what_the_drivers_run_is_accepted(self) -> None:
+        self.useFixture(fixtures.MockPatchObject(
+            process.tool_exec, 'find_binary', side_effect=lambda name: '/usr/sbin/' + name))
+        for argv in (['dnsmasq', '--no-hosts', '--pid-file=/s/dhcp/%s/pid' % NETWORK_ID,
+                      '--dhcp-range=set:subnet-x,10.0.0.0,static,255.255.255.0,86400s',
+                      '--conf-file=/dev/null', '--server=192.0.2.53', '--domain=example.org'],
+                     ['haproxy', '-f', '/s/metadata-proxy/%s.conf' % NETWORK_ID],
+                     ['radvd', '-C', '/s/ra/%s.radvd.conf' % NETWORK_ID,
+                      '-p', '/s/ra/%s.pid' % NETWORK_ID, '-m', 'syslog', '-u', 'radvd']):
+            self.assertEqual(('/usr/sbin/' + argv[0], argv), process._validate_argv(argv))
+
+
+class IptablesRestoreRefusalsTest(base.TestCase):
+    """``iptables.restore`` in-process: only agentkit's chains and namespaces."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.useFixture(fixtures.MockPatchObject(privileged.network, 'client_mode', False))
+        self.execute = self.useFixture(fixtures.MockPatchObject(
+            iptables.tool_exec, 'execute', return_value=(0, '', ''))).mock
+        self.useFixture(fixtures.MockPatchObject(
+            iptables.tool_exec, 'find_binary', side_effect=lambda name: '/usr/sbin/' + name))
+
+    def assertRefused(self, message: str, rules: str, namespace: str | None = None) -> None:
+        exc = self.assertRaises(ValueError, iptables.restore, namespace, 4, rules)
+        self.assertIn(message, str(exc))
+        self.execute.assert_not_called()
+
+    def test_rendered_input_is_accepted_in_own_namespaces_and_root(self) -> None:
+        rules = iptables_manager.IptablesManager('ns').restore_input(4, {})
+        for namespace in (None, 'qrouter-' + NETWORK_ID, 'qdhcp-' + NETWORK_ID):
+            iptables.restore(namespace, 4, rules)
+        self.assertEqual(3, self.execute.call_count)
+        iptables.restore(None, 4, '*filter\n'
+                         '-D FORWARD -m physdev --physdev-out tapx -j neutron-openvswi-sg-chain\n'
+                         '-D some-other-chain -j neutron-openvswi-local\n'
+                         '-X neutron-openvswi-local\nCOMMIT\n')
+
+    def test_foreign_namespaces(self) -> None:
+        rules = '*filter\n:neutron-l3-agent-INPUT - [0:0]\nCOMMIT\n'
+        for namespace in ('akp1234', 'snat-x', 'qrouterx', 'other-qrouter-x'):
+            self.assertRefused('not one of agentkit', rules, namespace)
+        self.assertRefused('invalid network namespace name', rules, '../qrouter-x')
+
+    def test_foreign_chains(self) -> None:
+        for line in (':DOCKER - [0:0]', ':INPUT DROP [0:0]', '-F LIBVIRT_INP', '-X DOCKER',
+                     '-A DOCKER -j ACCEPT', '-Z INPUT', '-N evil', '-A INPUT -j ACCEPT',
+                     '-I INPUT 1 -p tcp --dport 22 -j ACCEPT', '-A FORWARD -j DOCKER',
+                     '-D INPUT -j ACCEPT', '-R INPUT 1 -j ACCEPT', '-A neutron- -j ACCEPT',
+                     '-A PREROUTING -j neutron-l3-agent-x'):
+            self.assertRefused('not agentkit', '*filter\n%s\nCOMMIT\n' % line)
+        self.assertRefused('not agentkit', '*raw\n-A INPUT -j neutron-l3-agent-x\nCOMMIT\n')
+
+
+class ToolExecTest(base.TestCase):
+    """What a tool started by root inherits (in-process: no namespace needed)."""
+
+    def test_default_signal_dispositions_and_empty_mask(self) -> None:
+        rc, out, _ = tool_exec.execute([tool_exec.find_binary('cat'), '/proc/self/status'],
+                                       None)
+        self.assertEqual(0, rc)
+        fields = dict(line.split(':', 1) for line in out.splitlines())
+        ignored = int(fields['SigIgn'].strip(), 16)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            self.assertFalse(ignored & (1 << (sig - 1)), hex(ignored))
+        self.assertEqual(0, int(fields['SigBlk'].strip(), 16))
+
+    def test_environment_is_roots_own(self) -> None:
+        self.useFixture(fixtures.EnvironmentVariable('LD_PRELOAD', '/nonexistent.so'))
+        rc, out, _ = tool_exec.execute([tool_exec.find_binary('env')], None)
+        self.assertEqual(0, rc)
+        self.assertEqual(['LC_ALL=C', 'PATH=' + tool_exec.SEARCH_PATH], sorted(out.split()))
+
+    def test_exec_failure_names_the_step(self) -> None:
+        err = self.assertRaises(exceptions.ProcessError, tool_exec.execute,
+                                ['/nonexistent/iptables-restore'], None)
+        self.assertIn('exec failed: No such file or directory', str(err))
+
+
+class SpawnFailuresTest(base.TestCase):
+    """``process.spawn`` in-process (root namespace): failures after the checks."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.useFixture(fixtures.MockPatchObject(privileged.daemons, 'client_mode', False))
+        self.binary = '/nonexistent/dnsmasq'
+        self.useFixture(fixtures.MockPatchObject(
+            process.tool_exec, "find_binary", side_effect=lambda name: self.binary))
+
+    def test_exec_failure_names_the_step_in_both_modes(self) -> None:
+        for daemonizes in (True, False):
+            err = self.assertRaises(exceptions.ProcessError, process.spawn,
+                                    ['dnsmasq', '--no-hosts'], daemonizes=daemonizes)
+            self.assertIn("cannot start 'dnsmasq': exec failed: No such file or directory",
+                          str(err))
+
+    def test_command_that_does_not_detach_is_killed(self) -> None:
+        # A stand-in that stays in the foreground, under dnsmasq's name.
+        self.binary = shutil.which('sleep', path=tool_exec.SEARCH_PATH)
+        patcher = mock.patch.dict(process.DAEMONS, {'dnsmasq': lambda args: None})
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        err = self.assertRaises(exceptions.ProcessError, process.spawn, ['dnsmasq', '30'],
+                                detach_timeout=0.2)
+        self.assertIn('did not detach', str(err))
