@@ -3,6 +3,7 @@
 import os
 import subprocess
 import threading
+import time
 import types
 import uuid
 
@@ -293,6 +294,28 @@ class TestVswitchdMonitor(base.TestCase):
         self.point_to(self.spawn().pid)
         self.assertTrue(mon.check())
         self.assertEqual([1], self.restarts)
+
+    def test_polls_until_stopped_and_survives_a_failed_poll(self):
+        mon = ovs_vswitchd.VswitchdMonitor(self.pidfile, lambda: None, interval=0.01)
+        polls = []
+
+        def check():
+            polls.append(time.monotonic())
+            if len(polls) == 2:
+                raise OSError('transient')
+            return False
+        mon.check = check
+        mon.start()
+        mon.start()                        # idempotent: one worker
+        deadline = time.monotonic() + 5
+        while len(polls) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        mon.stop()
+        self.assertGreaterEqual(len(polls), 4)
+        time.sleep(0.1)
+        stopped_at = len(polls)
+        time.sleep(0.1)
+        self.assertEqual(stopped_at, len(polls))
 
     def test_not_running_at_start_then_started(self):
         mon = ovs_vswitchd.VswitchdMonitor(self.pidfile, lambda: self.restarts.append(1))

@@ -13,6 +13,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from futurist import periodics
+
 LOG = logging.getLogger(__name__)
 
 DEFAULT_RUNDIR = '/var/run/openvswitch'
@@ -61,8 +63,7 @@ class VswitchdMonitor:
         # Not running when we start watching: its appearance is a (re)start
         # after which the agent must program it.
         self._down = self._last is None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker: periodics.PeriodicWorker | None = None
 
     def check(self) -> bool:
         """One poll; True (and the callback) if a different process now runs."""
@@ -80,18 +81,23 @@ class VswitchdMonitor:
             self._on_restart()
         return restarted
 
-    def _poll(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.check()
-            except Exception:
-                LOG.exception('ovs-vswitchd monitor failed')
-
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._poll, daemon=True,
-                                            name='ovs-vswitchd-monitor')
-            self._thread.start()
+        """Poll every ``interval`` seconds on a thread of its own.
+
+        futurist's PeriodicWorker does the scheduling and logs a failed
+        poll (the next one still runs). Idempotent.
+        """
+        if self._worker is not None:
+            return
+
+        @periodics.periodic(self.interval)
+        def poll_vswitchd_pidfile() -> None:
+            self.check()
+
+        self._worker = periodics.PeriodicWorker([(poll_vswitchd_pidfile, (), {})])
+        threading.Thread(target=self._worker.start, daemon=True,
+                         name='ovs-vswitchd-monitor').start()
 
     def stop(self) -> None:
-        self._stop.set()
+        if self._worker is not None:
+            self._worker.stop()
