@@ -63,25 +63,23 @@ def normalize_map(values: Mapping[str, Any] | None, what: str) -> dict[str, str]
     return result
 
 
+def _optional_int(value: Any, low: int, high: int, what: str) -> int | None:
+    """None, or an int (not a bool) within [low, high]."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f'{what} must be an int {low}-{high} or None, got {value!r}')
+    return value
+
+
 def validate_tag(tag: Any) -> int | None:
     """Port.tag: None (trunk/untagged) or a VLAN id 0-4095."""
-    if tag is None:
-        return None
-    if isinstance(tag, bool) or not isinstance(tag, int) \
-            or not MIN_TAG <= tag <= MAX_TAG:
-        raise ValueError(f'VLAN tag must be an int {MIN_TAG}-{MAX_TAG} or None, '
-                         f'got {tag!r}')
-    return tag
+    return _optional_int(tag, MIN_TAG, MAX_TAG, 'VLAN tag')
 
 
 def validate_mtu(mtu: Any) -> int | None:
-    if mtu is None:
-        return None
-    if isinstance(mtu, bool) or not isinstance(mtu, int) \
-            or not MIN_MTU <= mtu <= MAX_MTU:
-        raise ValueError(f'mtu_request must be an int {MIN_MTU}-{MAX_MTU} or None, '
-                         f'got {mtu!r}')
-    return mtu
+    """Interface.mtu_request: None (OVS's choice) or an MTU."""
+    return _optional_int(mtu, MIN_MTU, MAX_MTU, 'mtu_request')
 
 
 def validate_port_args(name: str, port_type: str | None,
