@@ -139,9 +139,10 @@ def expect_interface(txn: Any, iface: Any) -> None:
         expected.add(iface.uuid)
 
 
-def register_tables(helper: Any, unmonitored: Mapping[str, Iterable[str]]) -> dict[str, set]:
+def register_tables(helper: Any,
+                    unmonitored: Mapping[str, Iterable[str]]) -> dict[str, set[str]]:
     """Replicate every table, less the unmonitored columns; returns those."""
-    skipped: dict[str, set] = {}
+    skipped: dict[str, set[str]] = {}
     for table, spec in helper.schema_json['tables'].items():
         drop = set(unmonitored.get(table, ())) & set(spec['columns'])
         if drop:

@@ -166,8 +166,10 @@ def _same_named_interface(port: Any) -> Any:
 
 def _state(port: Any, bridge: str | None) -> PortState:
     iface = _same_named_interface(port)
-    iface_column = (lambda name, default: rows.column(iface, name, default)) \
-        if iface is not None else (lambda name, default: default)
+
+    def iface_column(name: str, default: Any) -> Any:
+        return default if iface is None else rows.column(iface, name, default)
+
     return PortState(
         name=port.name, bridge=bridge,
         type=iface_column('type', '') or '',

@@ -97,7 +97,7 @@ def validate_port_args(name: str, port_type: str | None,
 
 def _ip_or_flow(value: Any, what: str) -> str:
     if value == 'flow':
-        return value
+        return 'flow'
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
