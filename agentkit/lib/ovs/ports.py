@@ -57,8 +57,9 @@ class PortSpec:
     new port. ``options`` replaces the interface's options; ``external_ids``
     (Interface) and ``other_config`` (Port) keys are merged into what is
     there, others' keys are kept. ``create`` False: the port is someone
-    else's (a VM's), only adjust it; :class:`.errors.OvsdbNotFound` if it
-    is not on ``bridge``. Map values are normalised to strings.
+    else's (a VM's), only adjust it, wherever it is;
+    :class:`.errors.OvsdbNotFound` if it does not exist. Map values are
+    normalised to strings.
     """
 
     bridge: str
@@ -261,9 +262,17 @@ class ApplyPortSpecs(ovs_command.BaseCommand):
             if br is None:
                 raise errors.OvsdbNotFound(f'bridge {spec.bridge} does not exist')
             port = rows.row_by_name(idl_, 'Port', spec.name)
-            owner = owners.bridge_of(port, spec.bridge) if port is not None else None
-            current = (_state(port, owner.name if owner is not None else None)
-                       if port is not None else None)
+            if not spec.create:
+                if port is None:
+                    raise errors.OvsdbNotFound(f'port {spec.name} does not exist')
+                # Not ours to move, so where it is does not matter; and
+                # reading a big bridge's membership for every VM port
+                # wired would make wiring quadratic.
+                owner, current = br, _state(port, spec.bridge)
+            else:
+                owner = owners.bridge_of(port, spec.bridge) if port is not None else None
+                current = (_state(port, owner.name if owner is not None else None)
+                           if port is not None else None)
             changes = diff_port(spec, current)
             if not changes:
                 continue
@@ -279,8 +288,6 @@ class ApplyPortSpecs(ovs_command.BaseCommand):
         self.result = changed
 
     def _check_may_create(self, spec: PortSpec, port: Any) -> None:
-        if not spec.create:
-            raise errors.OvsdbNotFound(f'port {spec.name} is not on bridge {spec.bridge}')
         if port is not None and not self.move:
             raise errors.OvsdbError(f'port {spec.name} exists on another bridge, '
                                     f'not on {spec.bridge}')
