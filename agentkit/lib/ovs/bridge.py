@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 
 class _EnsureBridgeCommand(ovs_command.BaseCommand):
-    """Create a bridge (with its internal port) or update an existing one."""
+    """Create a Bridge row or update an existing one (its internal port is
+    written by the port writer, in the same transaction)."""
 
     def __init__(self, api: idl.OvsApi, name: str, datapath_type: str | None,
                  fail_mode: str | None, other_config: dict[str, str],
@@ -43,14 +44,6 @@ class _EnsureBridgeCommand(ovs_command.BaseCommand):
         if new:
             br = txn.insert(self.api.tables['Bridge'])
             br.name = self.name
-            port = txn.insert(self.api.tables['Port'])
-            port.name = self.name
-            iface = txn.insert(self.api.tables['Interface'])
-            iface.name = self.name
-            iface.type = 'internal'
-            idl.expect_interface(txn, iface)
-            port.interfaces = [iface]
-            br.ports = [port]
             self.api._ovs.addvalue('bridges', br)
         # Rows inserted by this transaction have no readable columns yet.
         if self.datapath_type is not None and (new or br.datapath_type != self.datapath_type):
@@ -96,10 +89,14 @@ class OVSBridge:
         """
         if fail_mode is not None and fail_mode not in validation.FAIL_MODES:
             raise ValueError(f'fail_mode must be one of {sorted(validation.FAIL_MODES)}')
-        self.ovs.execute(_EnsureBridgeCommand(
-            self.ovs.api, self.name, self.datapath_type, fail_mode,
-            validation.normalize_map(other_config, 'other_config'),
-            validation.normalize_map(external_ids, 'external_ids')))
+        self.ovs.execute(
+            _EnsureBridgeCommand(
+                self.ovs.api, self.name, self.datapath_type, fail_mode,
+                validation.normalize_map(other_config, 'other_config'),
+                validation.normalize_map(external_ids, 'external_ids')),
+            # Its own internal port (the LOCAL port), as ovs-vsctl add-br makes.
+            ports.ApplyPortSpecs(self.ovs.api, [ports.PortSpec(
+                self.name, self.name, type='internal')], move=False))
 
     def delete(self) -> None:
         """Delete the bridge with all its ports; no error if absent."""

@@ -7,9 +7,11 @@ ovs-vswitchd reconfigures for. Here a wanted port is a :class:`PortSpec`;
 :class:`ApplyPortSpecs` compares it with the IDL replica inside the
 transaction and sets only the columns that differ, so an agent that finds
 everything in place (a restart) commits nothing at all: no OVSDB update,
-no vswitchd reconfiguration, no traffic hiccup. This is the only writer of
-Port and Interface rows in agentkit; :meth:`.bridge.OVSBridge.add_port` is
-a one-port shorthand for it.
+no vswitchd reconfiguration, no traffic hiccup. Every Port and Interface
+row agentkit creates or changes goes through :class:`ApplyPortSpecs` (a
+bridge's own internal port included; :meth:`.bridge.OVSBridge.add_port` is
+a one-port shorthand), except the compare-and-set of
+:class:`SetTagIfUntagged`.
 
 Ownership: ports agentkit creates for its own wiring carry
 ``other_config`` ``agentkit_role`` (:data:`ROLE_KEY`), so a restarted
