@@ -23,6 +23,8 @@ import logging
 import threading
 from typing import Any
 
+from oslo_config import cfg
+
 from agentkit import exceptions
 from agentkit.api import agent_types
 from agentkit.api import mechanism
@@ -62,7 +64,7 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
     agent_type = agent_types.OPEN_VSWITCH
     supported_network_types = frozenset({'flat', 'vlan', 'gre', 'vxlan'})
 
-    def __init__(self, conf, host):  # type: ignore[no-untyped-def]
+    def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
         super().__init__(conf, host)
         self.bridge_mappings = provider.parse_bridge_mappings(conf.l2.bridge_mappings)
         self.tunnel_types = list(conf.l2.tunnel_types)
@@ -229,19 +231,26 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
         return {k: found[k] or list(v) for k, v in DEFAULT_CAPABILITIES.items()}
 
     # -- devices ------------------------------------------------------------
-    def start_device_monitor(self, on_plugged, on_unplugged,  # type: ignore[no-untyped-def]
-                             on_resync=None) -> None:
+    def start_device_monitor(self, on_plugged: mechanism.DeviceCallback,
+                             on_unplugged: mechanism.DeviceCallback,
+                             on_resync: mechanism.DeviceCallback | None = None) -> None:
+        # Both events always carry an iface-id (the watcher reports only
+        # interfaces that have one); the checks keep the types honest.
         def plugged(ev: ovs_events.InterfaceEvent) -> None:
-            if ev.interface.iface_id:
-                self._port_names[ev.interface.iface_id] = ev.interface.name
+            port_id = ev.interface.iface_id
+            if port_id is None:
+                return
+            self._port_names[port_id] = ev.interface.name
             self._quarantine(ev.interface.name)
-            on_plugged(ev.interface.iface_id)
+            on_plugged(port_id)
 
         def unplugged(ev: ovs_events.InterfaceEvent) -> None:
-            if ev.interface.iface_id and \
-                    self._port_names.get(ev.interface.iface_id) == ev.interface.name:
-                self._port_names.pop(ev.interface.iface_id, None)
-            on_unplugged(ev.interface.iface_id)
+            port_id = ev.interface.iface_id
+            if port_id is None:
+                return
+            if self._port_names.get(port_id) == ev.interface.name:
+                self._port_names.pop(port_id, None)
+            on_unplugged(port_id)
 
         self._watcher = self.ovs.watch_interfaces(
             on_iface_id=plugged, on_deleted=unplugged, bridge=self.br_int.name)
@@ -315,18 +324,18 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
         bound the port here, and the local ports still reach each other.
         """
         if segment.is_tunnel:
-            key = segment.tunnel_key
-            if segment.tunnel_type not in self.tunnel_types or self.br_tun is None \
-                    or self.local_ip is None or key is None:
+            key, tunnel_type = segment.tunnel_key, segment.tunnel_type
+            if tunnel_type is None or tunnel_type not in self.tunnel_types \
+                    or self.br_tun is None or self.local_ip is None or key is None:
                 log = LOG.error if segment_changed else LOG.debug
                 log('Network %s: tunnel type %s is not in [l2] tunnel_types '
                     '(%s); its ports are wired on this host only', network_id,
                     segment.tunnel_type, ', '.join(self.tunnel_types) or 'empty')
                 return [], []
             specs = [tunnels.tunnel_port_spec(
-                self.br_tun.name, segment.tunnel_type, key, vlan,  # type: ignore[arg-type]
+                self.br_tun.name, tunnel_type, key, vlan,
                 self.local_ip, peer, self.conf.l2.vxlan_udp_port, other_config)
-                for peer in self.peers.get(segment.tunnel_type)]  # type: ignore[arg-type]
+                for peer in self.peers.get(tunnel_type)]
             old: list[ovs_ports.PortState] = []
             if segment_changed:
                 # Ports of another key (the segment was updated). Ports of
@@ -421,7 +430,7 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
         with self._lock:
             new = self.peers.add(tunnel_type, ip)
             specs = [tunnels.tunnel_port_spec(
-                self.br_tun.name, tunnel_type, seg.tunnel_key, vlan,  # type: ignore[arg-type]
+                self.br_tun.name, tunnel_type, seg.tunnel_key, vlan,
                 self.local_ip, ip, self.conf.l2.vxlan_udp_port,  # type: ignore[arg-type]
                 local_vlans.port_other_config(net, vlan, seg))
                 for net, vlan, seg in self.vlans.wired_networks()

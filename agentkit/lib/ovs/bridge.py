@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from agentkit.lib.ovs.connection import OvsdbConnection
 
 
-class _EnsureBridgeCommand(ovs_command.BaseCommand):
+class _EnsureBridgeCommand(ovs_command.BaseCommand):  # type: ignore[misc]  # ovsdbapp is untyped
     """Create a Bridge row or update an existing one (its internal port is
     written by the port writer, in the same transaction)."""
 
@@ -107,10 +107,11 @@ class OVSBridge:
             return rows.row_by_name(self.ovs.api.idl, 'Bridge', self.name) is not None
 
     def get_fail_mode(self) -> str | None:
-        return rows.optional(self._get('Bridge', self.name, 'fail_mode'))
+        fail_mode = rows.optional(self._get('Bridge', self.name, 'fail_mode'))
+        return None if fail_mode is None else str(fail_mode)
 
     def get_datapath_type(self) -> str:
-        return self._get('Bridge', self.name, 'datapath_type')
+        return str(self._get('Bridge', self.name, 'datapath_type'))
 
     # -- ports ------------------------------------------------------------
 
@@ -149,7 +150,8 @@ class OVSBridge:
             return sorted(p.name for p in br.ports if p.name != self.name)
 
     def get_port_tag(self, port: str) -> int | None:
-        return rows.optional(self._get('Port', port, 'tag'))
+        tag = rows.optional(self._get('Port', port, 'tag'))
+        return None if tag is None else int(tag)
 
     def get_port_other_config(self, port: str) -> dict[str, str]:
         return dict(self._get('Port', port, 'other_config'))
@@ -184,7 +186,7 @@ class OVSBridge:
             ofport = rows.optional(row.ofport)
             return ofport if ofport is not None and ofport > 0 else None
 
-        ofport = self.ovs.wait_for_interface(name, ready, timeout)
+        ofport: int | None = self.ovs.wait_for_interface(name, ready, timeout)
         if ofport is None:
             if not state.get('exists'):
                 raise errors.OfportTimeout(

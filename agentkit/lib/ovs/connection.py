@@ -228,7 +228,7 @@ class OvsdbConnection:
             bridges = list(self.api.tables['Bridge'].rows.values())
         for br in bridges:
             if port.uuid in self._bridge_port_uuids_locked(br):
-                return br.name
+                return str(br.name)
         return None
 
     def _bridge_port_uuids_locked(self, br: Any) -> frozenset[Any]:

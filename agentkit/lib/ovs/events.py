@@ -126,7 +126,7 @@ class InterfaceTracker:
                 for uuid in sorted(set(self._known) - now)]
 
 
-class RowWakeup(ovs_event.RowEvent):
+class RowWakeup(ovs_event.RowEvent):  # type: ignore[misc]  # ovsdbapp is untyped
     """Sets a threading.Event whenever the row with this name changes."""
 
     def __init__(self, table: str, name: str) -> None:
@@ -189,7 +189,7 @@ class Dispatcher:
 InterfaceCallback = Callable[[InterfaceEvent], None]
 
 
-class _InterfaceRowEvent(ovs_event.RowEvent):
+class _InterfaceRowEvent(ovs_event.RowEvent):  # type: ignore[misc]  # ovsdbapp is untyped
     def __init__(self, watcher: InterfaceWatcher) -> None:
         super().__init__((ROW_CREATE, ROW_UPDATE, ROW_DELETE), 'Interface', None)
         self._watcher = watcher

@@ -45,7 +45,7 @@ class ReconnectDetector:
         return reconnected
 
 
-class NotifyingIdl(ovs_connection.OvsdbIdl):
+class NotifyingIdl(ovs_connection.OvsdbIdl):  # type: ignore[misc]  # ovsdbapp is untyped
     """IDL that forwards row changes to an ovsdbapp RowEventHandler, so
     commands and events share one connection, and reports reconnects."""
 
@@ -61,13 +61,13 @@ class NotifyingIdl(ovs_connection.OvsdbIdl):
         self._handler.notify(event, row, updates)
 
     def run(self) -> bool:
-        changed = super().run()
+        changed = bool(super().run())
         if self._reconnects.update(self.state == self.IDL_S_MONITORING):
             self._on_reconnect()
         return changed
 
 
-class NoWaitTransaction(ovs_transaction.Transaction):
+class NoWaitTransaction(ovs_transaction.Transaction):  # type: ignore[misc]  # ovsdbapp is untyped
     """Commit without waiting for ovs-vswitchd (``ovs-vsctl --no-wait``)."""
 
     def pre_commit(self, txn: Any) -> None:
@@ -76,7 +76,7 @@ class NoWaitTransaction(ovs_transaction.Transaction):
         txn.expected_ifaces = set()
 
 
-class WaitTransaction(impl_idl.OvsVsctlTransaction):
+class WaitTransaction(impl_idl.OvsVsctlTransaction):  # type: ignore[misc]  # ovsdbapp is untyped
     """ovsdbapp's vsctl-like transaction (waits for ovs-vswitchd's cur_cfg),
     with the caller outwaiting the connection thread.
 
@@ -92,17 +92,17 @@ class WaitTransaction(impl_idl.OvsVsctlTransaction):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.work_timeout = self.timeout
+        self.work_timeout = float(getattr(self, 'timeout'))  # set by ovsdbapp
         self.timeout = self.work_timeout + self.CALLER_GRACE
 
     def time_remaining(self) -> float:
-        return self.work_timeout - self.elapsed_time()
+        return self.work_timeout - float(self.elapsed_time())
 
     def timeout_exceeded(self) -> bool:
-        return self.elapsed_time() > self.work_timeout
+        return float(self.elapsed_time()) > self.work_timeout
 
 
-class OvsApi(impl_idl.OvsdbIdl):
+class OvsApi(impl_idl.OvsdbIdl):  # type: ignore[misc]  # ovsdbapp is untyped
     """ovsdbapp's Open_vSwitch API, with a per-instance connection.
 
     ovsdbapp keeps the connection on the *class* (the first instance's

@@ -241,7 +241,7 @@ def read_port(conn: OvsdbConnection, name: str) -> PortState | None:
 # Writing.
 # --------------------------------------------------------------------------
 
-class ApplyPortSpecs(ovs_command.BaseCommand):
+class ApplyPortSpecs(ovs_command.BaseCommand):  # type: ignore[misc]  # ovsdbapp is untyped
     """Bring ports to their specs, writing only what differs.
 
     Runs on the IDL thread with the replica consistent, so the comparison
@@ -264,6 +264,7 @@ class ApplyPortSpecs(ovs_command.BaseCommand):
             if br is None:
                 raise errors.OvsdbNotFound(f'bridge {spec.bridge} does not exist')
             port = rows.row_by_name(idl_, 'Port', spec.name)
+            current: PortState | None
             if not spec.create:
                 if port is None:
                     raise errors.OvsdbNotFound(f'port {spec.name} does not exist')
@@ -337,7 +338,7 @@ def _delete(port: Any, bridge: Any) -> None:
     port.delete()
 
 
-class DeletePorts(ovs_command.BaseCommand):
+class DeletePorts(ovs_command.BaseCommand):  # type: ignore[misc]  # ovsdbapp is untyped
     """Delete ``(bridge, name)`` ports, each only from that bridge (a
     same-named port elsewhere is left alone). Absent ones are skipped, or
     :class:`.errors.OvsdbNotFound` unless ``missing_ok``. ``result``: the
@@ -365,7 +366,7 @@ class DeletePorts(ovs_command.BaseCommand):
         self.result = deleted
 
 
-class SetTagIfUntagged(ovs_command.BaseCommand):
+class SetTagIfUntagged(ovs_command.BaseCommand):  # type: ignore[misc]  # ovsdbapp is untyped
     """Give a port a tag (and ``protected``) only if it has no tag, atomically.
 
     Not a :class:`PortSpec`: this is a guard, not a wanted state.
