@@ -107,7 +107,7 @@ def tag_dhcp_ports(neutron, bridge, vlans: dict, stop: threading.Event) -> None:
                           if p['device_owner'] == 'network:dhcp'}
         for info in bridge.list_interfaces_with_iface_id():
             if info.iface_id in dhcp_ports and info.name not in done:
-                bridge.set_port_tag(info.name, dhcp_ports[info.iface_id])
+                bridge.add_port(info.name, tag=dhcp_ports[info.iface_id])
                 done.add(info.name)
         stop.wait(0.05)
 
@@ -115,7 +115,7 @@ def tag_dhcp_ports(neutron, bridge, vlans: dict, stop: threading.Event) -> None:
 def run(neutron, n: int, interface_driver: str, probe_mode: str = 'backoff',
         isolate: bool = True) -> None:
     from agentkit.lib import ip_lib
-    from agentkit.lib import ovs_lib
+    from agentkit.lib.ovs import connection as ovs_connection
     tag = uuid.uuid4().hex[:6]
     host = f'akbd-{tag}'
     bridge_name = f'akbdbr{tag}'
@@ -132,7 +132,7 @@ def run(neutron, n: int, interface_driver: str, probe_mode: str = 'backoff',
                 f'[oslo_reports]\nlog_dir = {state_path}/gmr\n'
                 f'[ovs]\nintegration_bridge = {bridge_name}\n'
                 f'datapath_type = netdev\n')
-    ovs = ovs_lib.get_connection()
+    ovs = ovs_connection.get_connection()
     bridge = ovs.bridge(bridge_name, 'netdev')
     isolate = isolate and interface_driver == 'openvswitch'
     if interface_driver == 'openvswitch':
@@ -166,7 +166,7 @@ def run(neutron, n: int, interface_driver: str, probe_mode: str = 'backoff',
             bridge.add_port(tap)
             if isolate:
                 vlans[net['id']] = 100 + i
-                bridge.set_port_tag(tap, vlans[net['id']])
+                bridge.add_port(tap, tag=vlans[net['id']])
         else:
             brq = 'brq' + net['id'][:11]
             ip_lib.IPWrapper().add_bridge(brq, exist_ok=True).link.set_up()

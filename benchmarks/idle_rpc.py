@@ -200,8 +200,8 @@ class Bench:
         self.vni: dict[str, int] = {}
         self.vm_ports: list[dict[str, Any]] = []
         self.fips: set[str] = set()
-        from agentkit.lib import ovs_lib
-        self.bridge = ovs_lib.get_connection().bridge(self.bridge_name, 'netdev')
+        from agentkit.lib.ovs import connection as ovs_connection
+        self.bridge = ovs_connection.get_connection().bridge(self.bridge_name, 'netdev')
 
     def config(self, binary: str) -> str:
         path = os.path.join(self.state_path, f'{binary}.ini')
@@ -281,8 +281,8 @@ class Bench:
 
     def bridge_ports(self) -> set[str]:
         """iface-ids of the bridge's interfaces (VM, DHCP and router ports)."""
-        from agentkit.lib import ovs_lib
-        return {i.iface_id for i in ovs_lib.get_connection().list_interfaces_with_iface_id(
+        from agentkit.lib.ovs import connection as ovs_connection
+        return {i.iface_id for i in ovs_connection.get_connection().list_interfaces_with_iface_id(
             self.bridge_name)}
 
     def build(self) -> None:

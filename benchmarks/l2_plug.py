@@ -160,8 +160,8 @@ def plug_at_once(bridge_name: str, ports: list[tuple[str, str, str]]) -> None:
 
 
 def run(neutron, n: int, at_once: bool = False, restart: bool = False) -> None:
-    from agentkit.lib import ovs_lib
-    ovs = ovs_lib.get_connection()
+    from agentkit.lib.ovs import connection as ovs_connection
+    ovs = ovs_connection.get_connection()
     bridge_name = 'akbench' + uuid.uuid4().hex[:6]
     host = 'akbench-' + uuid.uuid4().hex[:6]
     workdir = tempfile.mkdtemp(prefix='agentkit-bench-')

@@ -9,15 +9,16 @@ workaround on the userspace datapath (unlike veths).
 from agentkit.api import interface
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
-from agentkit.lib import ovs_lib
+from agentkit.lib.ovs import bridge as ovs_bridge
+from agentkit.lib.ovs import connection as ovs_connection
 from drivers.interface import common
 
 
 class OVSInterfaceDriver(interface.InterfaceDriver):
 
     def initialize(self) -> None:
-        self.ovs = ovs_lib.get_connection(self.conf.ovs.ovsdb_connection,
-                                          timeout=self.conf.ovs.ovsdb_timeout)
+        self.ovs = ovs_connection.get_connection(self.conf.ovs.ovsdb_connection,
+                                                 timeout=self.conf.ovs.ovsdb_timeout)
         integration = self._bridge(None)
         # The L2 agent owns the bridge and its settings (datapath, fail
         # mode); this one only needs a bridge to put ports on. Neutron keeps
@@ -27,7 +28,7 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
         if not integration.exists():
             integration.create()
 
-    def _bridge(self, bridge: str | None) -> ovs_lib.OVSBridge:
+    def _bridge(self, bridge: str | None) -> ovs_bridge.OVSBridge:
         return self.ovs.bridge(bridge or self.conf.ovs.integration_bridge,
                                self.conf.ovs.datapath_type)
 

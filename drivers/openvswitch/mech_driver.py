@@ -14,7 +14,7 @@
   per-(network, peer) tunnel ports on the tunnel bridge (:mod:`tunnels`).
 
 All of it is OVSDB state, no OpenFlow: see :mod:`provider` for why. Every
-write is declarative (:mod:`ovsdb_ports`): the network wiring and the VM's
+write is declarative (:mod:`agentkit.lib.ovs.ports`): the network wiring and the VM's
 tag are one transaction that only writes what differs, so re-wiring on
 resync or after a restart writes nothing and never disturbs traffic.
 """
@@ -23,15 +23,22 @@ import logging
 import threading
 from typing import Any
 
+from oslo_config import cfg
+
 from agentkit import exceptions
 from agentkit.api import agent_types
 from agentkit.api import mechanism
 from agentkit.api import type_driver
 from agentkit.lib import naming
-from agentkit.lib import ovs_lib
+from agentkit.lib.ovs import bridge as ovs_bridge
+from agentkit.lib.ovs import connection as ovs_connection
+from agentkit.lib.ovs import errors as ovs_errors
+from agentkit.lib.ovs import events as ovs_events
+from agentkit.lib.ovs import ports as ovs_ports
+from agentkit.lib.ovs import rows as ovs_rows
+from agentkit.lib.ovs import validation as ovs_validation
 from drivers.openvswitch import adoption
 from drivers.openvswitch import local_vlans
-from drivers.openvswitch import ovsdb_ports
 from drivers.openvswitch import provider
 from drivers.openvswitch import tunnels
 
@@ -57,7 +64,7 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
     agent_type = agent_types.OPEN_VSWITCH
     supported_network_types = frozenset({'flat', 'vlan', 'gre', 'vxlan'})
 
-    def __init__(self, conf, host):  # type: ignore[no-untyped-def]
+    def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
         super().__init__(conf, host)
         self.bridge_mappings = provider.parse_bridge_mappings(conf.l2.bridge_mappings)
         self.tunnel_types = list(conf.l2.tunnel_types)
@@ -75,7 +82,7 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
         # tunnels, the peer set, cleanups) between the agent's workers.
         self._lock = threading.RLock()
         self._watcher: Any = None
-        self.br_tun: ovs_lib.OVSBridge | None = None
+        self.br_tun: ovs_bridge.OVSBridge | None = None
         # port id -> its interface's name on br-int, kept by the device
         # monitor and every listing; checked in O(1) before use (see
         # _port_name).
@@ -88,7 +95,7 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
             bridges.append(('[ovs] tunnel_bridge', ovs_conf.tunnel_bridge))
             for opt in ('int_peer_patch_port', 'tun_peer_patch_port'):
                 try:
-                    ovs_lib.validate_name(getattr(ovs_conf, opt), 'port')
+                    ovs_validation.validate_name(getattr(ovs_conf, opt), 'port')
                 except exceptions.InvalidIdentifier as exc:
                     raise exceptions.InvalidConfiguration(f'[ovs] {opt}: {exc}') from None
             if ovs_conf.int_peer_patch_port == ovs_conf.tun_peer_patch_port:
@@ -98,7 +105,7 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
         seen: dict[str, str] = {}
         for what, name in bridges:
             try:
-                ovs_lib.validate_name(name, 'bridge')
+                ovs_validation.validate_name(name, 'bridge')
             except exceptions.InvalidIdentifier as exc:
                 raise exceptions.InvalidConfiguration(f'{what}: {exc}') from None
             if name in seen:
@@ -109,8 +116,8 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
     # -- lifecycle ----------------------------------------------------------
     def initialize(self) -> None:
         ovs_conf = self.conf.ovs
-        self.ovs = ovs_lib.get_connection(ovs_conf.ovsdb_connection,
-                                          timeout=ovs_conf.ovsdb_timeout)
+        self.ovs = ovs_connection.get_connection(ovs_conf.ovsdb_connection,
+                                                 timeout=ovs_conf.ovsdb_timeout)
         self.br_int = self.ovs.bridge(ovs_conf.integration_bridge,
                                       ovs_conf.datapath_type)
         self.br_int.create(fail_mode='standalone')
@@ -144,7 +151,7 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
         ovs_conf = self.conf.ovs
         self.br_tun = self.ovs.bridge(ovs_conf.tunnel_bridge, ovs_conf.datapath_type)
         self.br_tun.create(fail_mode='standalone')
-        ovsdb_ports.apply(self.ovs, tunnels.int_tun_patch_specs(
+        ovs_ports.apply(self.ovs, tunnels.int_tun_patch_specs(
             self.br_int.name, self.br_tun.name,
             ovs_conf.int_peer_patch_port, ovs_conf.tun_peer_patch_port))
 
@@ -157,15 +164,15 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
     def _adopt(self) -> None:
         """Take over what the previous run left: local VLANs stay as they
         are; wiring of networks without any port left is removed."""
-        int_ports = ovsdb_ports.read_ports(self.ovs, self.br_int.name)
+        int_ports = ovs_ports.read_ports(self.ovs, self.br_int.name)
         in_use = adoption.recorded_vlans(int_ports)
         for net_id, vlan in in_use.items():
             self.vlans.restore(net_id, vlan)
         wiring = [p for br in self._wiring_bridges()
-                  for p in ovsdb_ports.read_ports(self.ovs, br)]
+                  for p in ovs_ports.read_ports(self.ovs, br)]
         stale = adoption.stale_wiring(wiring, set(in_use))
         if stale:
-            ovsdb_ports.apply(self.ovs, [], deletions=stale)
+            ovs_ports.apply(self.ovs, [], deletions=stale)
         LOG.info('Adopted %d local VLAN(s) from %s; removed %d stale wiring '
                  'port(s)', len(self.vlans), self.br_int.name, len(stale))
 
@@ -224,19 +231,26 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
         return {k: found[k] or list(v) for k, v in DEFAULT_CAPABILITIES.items()}
 
     # -- devices ------------------------------------------------------------
-    def start_device_monitor(self, on_plugged, on_unplugged,  # type: ignore[no-untyped-def]
-                             on_resync=None) -> None:
-        def plugged(ev: ovs_lib.InterfaceEvent) -> None:
-            if ev.interface.iface_id:
-                self._port_names[ev.interface.iface_id] = ev.interface.name
+    def start_device_monitor(self, on_plugged: mechanism.DeviceCallback,
+                             on_unplugged: mechanism.DeviceCallback,
+                             on_resync: mechanism.DeviceCallback | None = None) -> None:
+        # Both events always carry an iface-id (the watcher reports only
+        # interfaces that have one); the checks keep the types honest.
+        def plugged(ev: ovs_events.InterfaceEvent) -> None:
+            port_id = ev.interface.iface_id
+            if port_id is None:
+                return
+            self._port_names[port_id] = ev.interface.name
             self._quarantine(ev.interface.name)
-            on_plugged(ev.interface.iface_id)
+            on_plugged(port_id)
 
-        def unplugged(ev: ovs_lib.InterfaceEvent) -> None:
-            if ev.interface.iface_id and \
-                    self._port_names.get(ev.interface.iface_id) == ev.interface.name:
-                self._port_names.pop(ev.interface.iface_id, None)
-            on_unplugged(ev.interface.iface_id)
+        def unplugged(ev: ovs_events.InterfaceEvent) -> None:
+            port_id = ev.interface.iface_id
+            if port_id is None:
+                return
+            if self._port_names.get(port_id) == ev.interface.name:
+                self._port_names.pop(port_id, None)
+            on_unplugged(port_id)
 
         self._watcher = self.ovs.watch_interfaces(
             on_iface_id=plugged, on_deleted=unplugged, bridge=self.br_int.name)
@@ -256,9 +270,9 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
         """
         try:
             with self.ovs.transaction(wait=False) as txn:
-                txn.add(ovsdb_ports.SetTagIfUntagged(self.ovs.api, name,
-                                                     local_vlans.DEAD_VLAN, protected=True))
-        except ovs_lib.OvsdbError as exc:
+                txn.add(ovs_ports.SetTagIfUntagged(self.ovs.api, name,
+                                                   local_vlans.DEAD_VLAN, protected=True))
+        except ovs_errors.OvsdbError as exc:
             LOG.warning('Could not put new port %s on the dead VLAN: %s', name, exc)
 
     def list_plugged_ports(self) -> set[str]:
@@ -283,9 +297,9 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
         if name is not None:
             try:
                 ids = self.br_int.get_interface_external_ids(name)
-            except ovs_lib.OvsdbNotFound:
+            except ovs_errors.OvsdbNotFound:
                 ids = {}
-            if ids.get(ovs_lib.IFACE_ID) == port_id:
+            if ids.get(ovs_rows.IFACE_ID) == port_id:
                 return name
         elif self._watcher is not None:
             return None
@@ -301,7 +315,7 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
     def _network_wiring(self, network_id: str, segment: type_driver.SegmentRealisation,
                         vlan: int, other_config: dict[str, str],
                         segment_changed: bool
-                        ) -> tuple[list[ovsdb_ports.PortSpec], list[ovsdb_ports.PortState]]:
+                        ) -> tuple[list[ovs_ports.PortSpec], list[ovs_ports.PortState]]:
         """Ports a network needs on this host, and ports of its old segment.
 
         A segment the host cannot carry beyond itself (tunnel type not
@@ -310,25 +324,25 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
         bound the port here, and the local ports still reach each other.
         """
         if segment.is_tunnel:
-            key = segment.tunnel_key
-            if segment.tunnel_type not in self.tunnel_types or self.br_tun is None \
-                    or self.local_ip is None or key is None:
+            key, tunnel_type = segment.tunnel_key, segment.tunnel_type
+            if tunnel_type is None or tunnel_type not in self.tunnel_types \
+                    or self.br_tun is None or self.local_ip is None or key is None:
                 log = LOG.error if segment_changed else LOG.debug
                 log('Network %s: tunnel type %s is not in [l2] tunnel_types '
                     '(%s); its ports are wired on this host only', network_id,
                     segment.tunnel_type, ', '.join(self.tunnel_types) or 'empty')
                 return [], []
             specs = [tunnels.tunnel_port_spec(
-                self.br_tun.name, segment.tunnel_type, key, vlan,  # type: ignore[arg-type]
+                self.br_tun.name, tunnel_type, key, vlan,
                 self.local_ip, peer, self.conf.l2.vxlan_udp_port, other_config)
-                for peer in self.peers.get(segment.tunnel_type)]  # type: ignore[arg-type]
-            old: list[ovsdb_ports.PortState] = []
+                for peer in self.peers.get(tunnel_type)]
+            old: list[ovs_ports.PortState] = []
             if segment_changed:
                 # Ports of another key (the segment was updated). Ports of
                 # this key to peers not reported (yet) are kept: no loss.
                 current = (segment.tunnel_type, str(key))
                 old = [p for p in adoption.network_wiring(
-                       ovsdb_ports.read_ports(self.ovs, self.br_tun.name), network_id)
+                       ovs_ports.read_ports(self.ovs, self.br_tun.name), network_id)
                        if (p.other_config.get(tunnels.TUNNEL_TYPE_KEY),
                            p.other_config.get(SEGMENTATION_ID)) != current]
             return specs, old
@@ -356,37 +370,36 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
             other_config = local_vlans.port_other_config(binding.network_id, vlan, segment)
             specs, old = self._network_wiring(binding.network_id, segment, vlan,
                                               other_config, changed)
-            command = ovsdb_ports.ApplyPortSpecs(self.ovs.api, specs)
+            # The VM's port is nova's: adjusted, never created.
+            vm_port = ovs_ports.PortSpec(
+                self.br_int.name, name, other_config=other_config,
+                tag=vlan if binding.admin_state_up else local_vlans.DEAD_VLAN,
+                protected=not binding.admin_state_up, create=False)
+            command = ovs_ports.ApplyPortSpecs(self.ovs.api, [*specs, vm_port])
             # One transaction: the network's wiring and the VM's tag. No
             # need to wait for ovs-vswitchd: nothing here needs an ofport.
             with self.ovs.transaction(wait=False) as txn:
                 if old:
-                    txn.add(ovsdb_ports.DeletePorts(self.ovs.api, old))
-                if specs:
-                    txn.add(command)
-                self.br_int.set_port_other_config(name, other_config)
-                self._set_vm_port_vlan(name, vlan if binding.admin_state_up else None)
-        if command.result:
+                    txn.add(ovs_ports.DeletePorts(self.ovs.api, ovs_ports.port_refs(old)))
+                txn.add(command)
+        wired = [n for n in command.result if n != name]
+        if wired:
             LOG.info('Wired network %s (local VLAN %d): %s', binding.network_id,
-                     vlan, ', '.join(command.result))
-
-    def _set_vm_port_vlan(self, name: str, vlan: int | None) -> None:
-        """Tag a VM port with its network's VLAN, or None: dead VLAN and
-        ``protected`` (dead ports must not reach each other either)."""
-        with self.ovs.transaction(wait=False) as txn:
-            self.br_int.set_port_tag(name, local_vlans.DEAD_VLAN if vlan is None else vlan)
-            txn.add(self.ovs.api.db_set('Port', name, ('protected', vlan is None)))
+                     vlan, ', '.join(wired))
 
     def unwire_port(self, port_id: str) -> None:
+        """Dead VLAN and ``protected``: dead ports must not reach each other."""
         name = self._port_name(port_id)
         if name is not None:
-            self._set_vm_port_vlan(name, None)
+            ovs_ports.apply(self.ovs, [ovs_ports.PortSpec(
+                self.br_int.name, name, tag=local_vlans.DEAD_VLAN, protected=True,
+                create=False)])
 
     def cleanup_network(self, network_id: str) -> None:
         """Remove the network's patch/tunnel ports once no port is wired in it."""
         with self._lock:
             vlan = self.vlans.get(network_id)
-            int_ports = ovsdb_ports.read_ports(self.ovs, self.br_int.name)
+            int_ports = ovs_ports.read_ports(self.ovs, self.br_int.name)
             if adoption.network_has_live_port(int_ports, network_id, vlan):
                 LOG.info('Network %s still has a wired port; keeping its wiring',
                          network_id)
@@ -394,8 +407,8 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
             wiring = adoption.network_wiring(
                 [p for br in self._wiring_bridges()
                  for p in (int_ports if br == self.br_int.name
-                           else ovsdb_ports.read_ports(self.ovs, br))], network_id)
-            ovsdb_ports.apply(self.ovs, [], deletions=wiring)
+                           else ovs_ports.read_ports(self.ovs, br))], network_id)
+            ovs_ports.apply(self.ovs, [], deletions=wiring)
             self.vlans.release(network_id)
         if vlan is not None or wiring:
             LOG.info('Released network %s (local VLAN %s, %d wiring port(s))',
@@ -417,12 +430,12 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
         with self._lock:
             new = self.peers.add(tunnel_type, ip)
             specs = [tunnels.tunnel_port_spec(
-                self.br_tun.name, tunnel_type, seg.tunnel_key, vlan,  # type: ignore[arg-type]
+                self.br_tun.name, tunnel_type, seg.tunnel_key, vlan,
                 self.local_ip, ip, self.conf.l2.vxlan_udp_port,  # type: ignore[arg-type]
                 local_vlans.port_other_config(net, vlan, seg))
                 for net, vlan, seg in self.vlans.wired_networks()
                 if seg.tunnel_type == tunnel_type and seg.tunnel_key is not None]
-            changed = ovsdb_ports.apply(self.ovs, specs)
+            changed = ovs_ports.apply(self.ovs, specs)
         if new or changed:
             LOG.info('Tunnel peer %s (%s): %d port(s) written', ip, tunnel_type,
                      len(changed))
@@ -438,9 +451,9 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
             return
         with self._lock:
             self.peers.remove(tunnel_type, ip)
-            gone = [p for p in ovsdb_ports.read_ports(self.ovs, self.br_tun.name)
+            gone = [p for p in ovs_ports.read_ports(self.ovs, self.br_tun.name)
                     if p.role == tunnels.ROLE_TUNNEL
                     and p.other_config.get(tunnels.REMOTE_IP_KEY) == ip
                     and p.other_config.get(tunnels.TUNNEL_TYPE_KEY) == tunnel_type]
-            ovsdb_ports.apply(self.ovs, [], deletions=gone)
+            ovs_ports.apply(self.ovs, [], deletions=gone)
         LOG.info('Tunnel peer %s (%s) removed with %d port(s)', ip, tunnel_type, len(gone))

@@ -19,7 +19,7 @@ OpenFlow controller. This design keeps all state in OVSDB, in one
 transaction with the VM's tag, so it is
 
 * restart-safe by construction: a restarted agent compares and finds
-  nothing to write (see :mod:`ovsdb_ports`), and nothing is wiped at start;
+  nothing to write (see :mod:`agentkit.lib.ovs.ports`), and nothing is wiped at start;
 * kept across an ovs-vswitchd restart without the agent (flows would be
   lost and need reprogramming; OVSDB rows are re-read by vswitchd);
 * cheap: wiring the first port of a network on a provider bridge is one
@@ -43,8 +43,8 @@ from __future__ import annotations
 
 from agentkit import exceptions
 from agentkit.api import type_driver
-from agentkit.lib import ovs_lib
-from drivers.openvswitch import ovsdb_ports
+from agentkit.lib.ovs import ports as ovs_ports
+from agentkit.lib.ovs import validation as ovs_validation
 
 INT_PATCH_PREFIX = 'int-'
 PHY_PATCH_PREFIX = 'phy-'
@@ -77,7 +77,7 @@ def parse_bridge_mappings(entries: list[str]) -> dict[str, str]:
                 f'bridge_mappings: bridge {bridge!r} mapped to both '
                 f'{bridges[bridge]!r} and {physnet!r}')
         try:
-            ovs_lib.validate_name(bridge, 'bridge')
+            ovs_validation.validate_name(bridge, 'bridge')
         except exceptions.InvalidIdentifier as exc:
             raise exceptions.InvalidConfiguration(f'bridge_mappings: {exc}') from None
         mappings[physnet] = bridge
@@ -119,7 +119,7 @@ def bridge_for(segment: type_driver.SegmentRealisation,
 
 def patch_specs(network_id: str, segment: type_driver.SegmentRealisation,
                 local_vlan: int, int_bridge: str, phys_bridge: str,
-                other_config: dict[str, str]) -> list[ovsdb_ports.PortSpec]:
+                other_config: dict[str, str]) -> list[ovs_ports.PortSpec]:
     """The two ports joining a network's local VLAN to its provider VLAN.
 
     ``other_config`` (net_uuid, tag, segment fields) goes on both ends so a
@@ -127,11 +127,11 @@ def patch_specs(network_id: str, segment: type_driver.SegmentRealisation,
     """
     int_name, phy_name = patch_names(network_id)
     return [
-        ovsdb_ports.PortSpec(
+        ovs_ports.PortSpec(
             int_bridge, int_name, 'patch', {'peer': phy_name}, tag=local_vlan,
-            other_config={**other_config, ovsdb_ports.ROLE_KEY: ROLE_INT}),
-        ovsdb_ports.PortSpec(
+            protected=False, other_config={**other_config, ovs_ports.ROLE_KEY: ROLE_INT}),
+        ovs_ports.PortSpec(
             phys_bridge, phy_name, 'patch', {'peer': int_name},
-            tag=provider_tag(segment),
-            other_config={**other_config, ovsdb_ports.ROLE_KEY: ROLE_PHY}),
+            tag=provider_tag(segment), protected=False,
+            other_config={**other_config, ovs_ports.ROLE_KEY: ROLE_PHY}),
     ]

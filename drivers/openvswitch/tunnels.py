@@ -52,8 +52,8 @@ import hashlib
 import ipaddress
 import threading
 
-from agentkit.lib import ovs_lib
-from drivers.openvswitch import ovsdb_ports
+from agentkit.lib.ovs import ports as ovs_ports
+from agentkit.lib.ovs import validation as ovs_validation
 
 ROLE_TUNNEL = 'tunnel'
 ROLE_INT_PATCH = 'int-tun-patch'
@@ -89,27 +89,29 @@ def tunnel_port_name(tunnel_type: str, key: int, remote_ip: str) -> str:
 
 def tunnel_port_spec(tun_bridge: str, tunnel_type: str, key: int, local_vlan: int,
                      local_ip: str, remote_ip: str, vxlan_udp_port: int,
-                     other_config: dict[str, str]) -> ovsdb_ports.PortSpec:
+                     other_config: dict[str, str]) -> ovs_ports.PortSpec:
     """The br-tun port carrying one network to one peer."""
     remote_ip = validate_ip(remote_ip)
-    options = ovs_lib.build_tunnel_options(
+    options = ovs_validation.build_tunnel_options(
         tunnel_type, remote_ip, local_ip=validate_ip(local_ip), key=key,
         dst_port=vxlan_udp_port if tunnel_type == 'vxlan' else None)
-    return ovsdb_ports.PortSpec(
+    return ovs_ports.PortSpec(
         tun_bridge, tunnel_port_name(tunnel_type, key, remote_ip), tunnel_type,
         options, tag=local_vlan, protected=True,
-        other_config={**other_config, ovsdb_ports.ROLE_KEY: ROLE_TUNNEL,
+        other_config={**other_config, ovs_ports.ROLE_KEY: ROLE_TUNNEL,
                       REMOTE_IP_KEY: remote_ip, TUNNEL_TYPE_KEY: tunnel_type})
 
 
 def int_tun_patch_specs(int_bridge: str, tun_bridge: str, int_port: str,
-                        tun_port: str) -> list[ovsdb_ports.PortSpec]:
+                        tun_port: str) -> list[ovs_ports.PortSpec]:
     """The trunk patch pair between br-int and br-tun (all local VLANs)."""
     return [
-        ovsdb_ports.PortSpec(int_bridge, int_port, 'patch', {'peer': tun_port},
-                             other_config={ovsdb_ports.ROLE_KEY: ROLE_INT_PATCH}),
-        ovsdb_ports.PortSpec(tun_bridge, tun_port, 'patch', {'peer': int_port},
-                             other_config={ovsdb_ports.ROLE_KEY: ROLE_TUN_PATCH}),
+        ovs_ports.PortSpec(int_bridge, int_port, 'patch', {'peer': tun_port},
+                           tag=None, protected=False,
+                           other_config={ovs_ports.ROLE_KEY: ROLE_INT_PATCH}),
+        ovs_ports.PortSpec(tun_bridge, tun_port, 'patch', {'peer': int_port},
+                           tag=None, protected=False,
+                           other_config={ovs_ports.ROLE_KEY: ROLE_TUN_PATCH}),
     ]
 
 

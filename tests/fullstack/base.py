@@ -31,7 +31,7 @@ from testtools import content
 from agentkit.lib import external_process
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
-from agentkit.lib import ovs_lib
+from agentkit.lib.ovs import connection as ovs_connection
 from tests.functional import agent_process
 from tests.functional import base
 from tests.functional import neutron_server
@@ -134,7 +134,7 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
         self.addCleanup(self._kill_daemons, 'haproxy')
         self.logdir = self.get_temp_dir()
 
-        self.ovs = ovs_lib.get_connection()
+        self.ovs = ovs_connection.get_connection()
         for br in (self.br_int, self.br_tun, self.br_ex):
             self.addCleanup(run, 'ovs-vsctl', '--if-exists', 'del-br', br, check=False)
         # The provider bridge exists before the agent, as on a real host.

@@ -27,7 +27,7 @@ import time
 import urllib.parse
 
 from agentkit.lib import ip_lib
-from drivers.openvswitch import ovsdb_ports
+from agentkit.lib.ovs import ports as ovs_ports
 from tests.fullstack import base
 from tests.functional import agent_process
 from tests.functional import base as functional_base
@@ -321,7 +321,7 @@ class OpenvswitchTwoHostsTest(TwoHostsScenario, base.OpenvswitchHost):
 
     @staticmethod
     def tunnel_peers(conn, bridge):
-        return {p.options.get('remote_ip') for p in ovsdb_ports.read_ports(conn, bridge)}
+        return {p.options.get('remote_ip') for p in ovs_ports.read_ports(conn, bridge)}
 
     def wait_tunnels(self, vni):
         wait_until(lambda: self.ip_b in self.tunnel_peers(self.ovs, self.br_tun),

@@ -26,9 +26,11 @@ from typing import IO
 
 import fixtures
 
-from agentkit.lib import ovs_lib
-from tests.functional import vm as fake_vm
+from agentkit.lib.ovs import bridge as ovs_bridge
+from agentkit.lib.ovs import connection as ovs_connection
+from agentkit.lib.ovs import vswitchd as ovs_vswitchd
 from tests.functional import base
+from tests.functional import vm as fake_vm
 
 SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema'
 START_TIMEOUT = 15.0
@@ -85,7 +87,7 @@ class OVSHost(fixtures.Fixture):
     """ovsdb-server + ovs-vswitchd (userspace datapath) in namespace ``netns``.
 
     :ivar connection: the OVSDB endpoint, for ``[ovs] ovsdb_connection``.
-    :ivar ovs: a private :class:`ovs_lib.OvsdbConnection` to it.
+    :ivar ovs: a private :class:`agentkit.lib.ovs.connection.OvsdbConnection` to it.
     """
 
     def __init__(self, prefix: str) -> None:
@@ -114,12 +116,12 @@ class OVSHost(fixtures.Fixture):
         self.vsctl('--no-wait', 'init', '--', 'set', 'Open_vSwitch', '.',
                    f'external_ids:rundir={self.dir}')
         self._spawn('ovs-vswitchd', self.connection,
-                    f'--pidfile={self.dir}/{ovs_lib.VSWITCHD_PIDFILE_NAME}',
+                    f'--pidfile={self.dir}/{ovs_vswitchd.VSWITCHD_PIDFILE_NAME}',
                     f'--unixctl={self.ctl}',
                     f'--log-file={self.dir}/ovs-vswitchd.log', '--no-chdir')
         wait_until(lambda: self.appctl('version', check=False).returncode == 0,
                    START_TIMEOUT, 'ovs-vswitchd control socket')
-        self.ovs = ovs_lib.OvsdbConnection(self.connection)
+        self.ovs = ovs_connection.OvsdbConnection(self.connection)
         self.addCleanup(self.ovs.close)
 
     def _spawn(self, *argv: str) -> None:
@@ -162,7 +164,7 @@ class OVSHost(fixtures.Fixture):
     def appctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return run('ovs-appctl', '-t', self.ctl, *args, check=check)
 
-    def bridge(self, name: str) -> ovs_lib.OVSBridge:
+    def bridge(self, name: str) -> ovs_bridge.OVSBridge:
         return self.ovs.bridge(name, 'netdev')
 
     def move_in(self, device: str) -> None:
@@ -171,7 +173,7 @@ class OVSHost(fixtures.Fixture):
         self.exec('ip', 'link', 'set', device, 'up')
         self.exec('ethtool', '-K', device, 'tx', 'off')
 
-    def plug_vm(self, vm: fake_vm.FakeVM, bridge: ovs_lib.OVSBridge) -> None:
+    def plug_vm(self, vm: fake_vm.FakeVM, bridge: ovs_bridge.OVSBridge) -> None:
         """Plug a FakeVM (created in the root namespace) here as os-vif would."""
         self.move_in(vm.tap)
         run('ip', 'netns', 'exec', vm.name, 'ethtool', '-K', 'eth0', 'tx', 'off')
@@ -179,8 +181,8 @@ class OVSHost(fixtures.Fixture):
             'iface-id': vm.port_id, 'attached-mac': vm.mac,
             'iface-status': 'active', 'vm-uuid': vm.port_id})
 
-    def connect_underlay(self, local_bridge: ovs_lib.OVSBridge, local_cidr: str,
-                         remote_bridge: ovs_lib.OVSBridge, remote_cidr: str) -> None:
+    def connect_underlay(self, local_bridge: ovs_bridge.OVSBridge, local_cidr: str,
+                         remote_bridge: ovs_bridge.OVSBridge, remote_cidr: str) -> None:
         """A "cable" between the root namespace's switch and this host's.
 
         Both bridges must exist (netdev). Each gets the tunnel endpoint

@@ -9,7 +9,7 @@ import tempfile
 import time
 
 from agentkit.conf import metadata as metadata_conf
-from agentkit.lib import ovs_lib
+from agentkit.lib.ovs import connection as ovs_connection
 from tests.functional import agent_process
 from tests.functional import base
 from tests.functional import fake_neutron
@@ -123,7 +123,7 @@ class ServiceAgentsCliTest(CliTestBase):
 
     def _start_report_stop(self, command, agent_type, topic, default=None):
         br = self.short_name('akclibr')
-        self.addCleanup(lambda: ovs_lib.get_connection().bridge(br).delete())
+        self.addCleanup(lambda: ovs_connection.get_connection().bridge(br).delete())
         # dnsmasq reads its files as "nobody": state must be traversable.
         state_path = tempfile.mkdtemp(prefix='agentkit-cli-', dir='/var/tmp')
         os.chmod(state_path, 0o755)

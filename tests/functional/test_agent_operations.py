@@ -21,7 +21,7 @@ import fixtures
 
 from agentkit.conf import metadata as metadata_conf
 from agentkit.lib import external_process
-from agentkit.lib import ovs_lib
+from agentkit.lib.ovs import connection as ovs_connection
 from tests.functional import agent_process
 from tests.functional import base
 from tests.functional import fake_neutron
@@ -90,7 +90,7 @@ class DhcpAgentOperationsTest(base.AgentTestCase):
         self.addCleanup(shutil.rmtree, self.state_path, True)
         self.host = self.short_name('akops')
         br = self.short_name('akopsbr')
-        ovs = ovs_lib.get_connection()
+        ovs = ovs_connection.get_connection()
         ovs.bridge(br, 'netdev').create()
         self.addCleanup(ovs.bridge(br).delete)
         self.config = base.write_config(self.get_temp_path('dhcp.ini'), {

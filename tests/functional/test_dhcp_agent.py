@@ -10,7 +10,7 @@ import uuid
 from agentkit.conf import metadata as metadata_conf
 from agentkit.lib import external_process
 from agentkit.lib import ip_lib
-from agentkit.lib import ovs_lib
+from agentkit.lib.ovs import connection as ovs_connection
 from tests.functional import base
 from tests.functional import fake_neutron
 from tests.functional import vm as fake_vm
@@ -260,7 +260,7 @@ class OVSDhcpAgentTest(DhcpAgentTestMixin, base.AgentTestCase):
     restart_networks = 5  # the 20-network case runs with linuxbridge
 
     def setup_switch(self):
-        self._ovs = ovs_lib.get_connection()
+        self._ovs = ovs_connection.get_connection()
         self._ovs.bridge(self.br_name, 'netdev').create()
         self.addCleanup(self._ovs.bridge(self.br_name).delete)
 

@@ -6,8 +6,8 @@ from agentkit import loader
 from agentkit.api import interface as interface_api
 from agentkit.conf import dhcp as dhcp_conf
 from agentkit.lib import ip_lib
-from agentkit.lib import ovs_lib
 from agentkit.lib import timing
+from agentkit.lib.ovs import connection as ovs_connection
 from tests.functional import base
 
 
@@ -113,12 +113,12 @@ class OVSInterfaceDriverTest(InterfaceDriverTestMixin, base.AgentTestCase):
 
     def setUp(self):
         super().setUp()
-        self.addCleanup(lambda: ovs_lib.get_connection(
+        self.addCleanup(lambda: ovs_connection.get_connection(
             self.conf.ovs.ovsdb_connection).bridge(self.bridge_name).delete())
 
     def test_port_carries_neutron_external_ids(self):
         ns, port_id, dev = self.plug('10.251.2.2/24', 'fa:16:3e:aa:02:01')
-        br = ovs_lib.get_connection(self.conf.ovs.ovsdb_connection).bridge(
+        br = ovs_connection.get_connection(self.conf.ovs.ovsdb_connection).bridge(
             self.bridge_name)
         self.assertEqual('netdev', br.get_datapath_type())
         self.assertIn(dev, br.get_port_names())
@@ -127,7 +127,7 @@ class OVSInterfaceDriverTest(InterfaceDriverTestMixin, base.AgentTestCase):
                           'iface-status': 'active'}, ids)
 
     def check_unplugged(self, port_id, dev):
-        br = ovs_lib.get_connection(self.conf.ovs.ovsdb_connection).bridge(
+        br = ovs_connection.get_connection(self.conf.ovs.ovsdb_connection).bridge(
             self.bridge_name)
         self.assertNotIn(dev, br.get_port_names())
 
@@ -140,7 +140,7 @@ class OVSInterfaceDriverTest(InterfaceDriverTestMixin, base.AgentTestCase):
             interface_api.InterfaceDriver, conf=self.conf, host=self.conf.host)
         other.initialize()
         self.addCleanup(other.stop)
-        br = ovs_lib.get_connection(self.conf.ovs.ovsdb_connection).bridge(
+        br = ovs_connection.get_connection(self.conf.ovs.ovsdb_connection).bridge(
             self.bridge_name)
         self.assertEqual('netdev', br.get_datapath_type())
 

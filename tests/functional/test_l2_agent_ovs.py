@@ -5,7 +5,7 @@ import time
 import uuid
 
 from agentkit.conf import metadata as metadata_conf
-from agentkit.lib import ovs_lib
+from agentkit.lib.ovs import connection as ovs_connection
 from tests.functional import base
 from tests.functional import fake_neutron
 from tests.functional import vm as fake_vm
@@ -18,7 +18,7 @@ class L2AgentOVSTest(base.AgentTestCase):
         self.configure(metadata_conf.register_metadata_opts, {})
         self.neutron = fake_neutron.FakeNeutron().start()
         self.addCleanup(self.neutron.stop)
-        self.ovs = ovs_lib.get_connection()
+        self.ovs = ovs_connection.get_connection()
         self.br_name = self.short_name('akl2br')
         self.br = self.ovs.bridge(self.br_name, 'netdev')
         self.addCleanup(self.br.delete)

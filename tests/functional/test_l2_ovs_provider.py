@@ -15,8 +15,8 @@ import uuid
 from ovsdbapp.backend.ovs_idl import event as ovs_event
 
 from agentkit.conf import metadata as metadata_conf
-from agentkit.lib import ovs_lib
-from drivers.openvswitch import ovsdb_ports
+from agentkit.lib.ovs import connection as ovs_connection
+from agentkit.lib.ovs import ports as ovs_ports
 from drivers.openvswitch import provider
 from tests.functional import agent_process
 from tests.functional import base
@@ -75,7 +75,7 @@ class L2OVSProviderTest(base.AgentTestCase):
         self.configure(metadata_conf.register_metadata_opts, {})
         self.neutron = fake_neutron.FakeNeutron().start()
         self.addCleanup(self.neutron.stop)
-        self.ovs = ovs_lib.get_connection()
+        self.ovs = ovs_connection.get_connection()
         self.prefix = ovs_host.random_prefix()
         self.br_int = self.ovs.bridge(self.prefix + 'i', 'netdev')
         self.br_x = self.ovs.bridge(self.prefix + 'x', 'netdev')    # agent-created
@@ -153,7 +153,7 @@ class L2OVSProviderTest(base.AgentTestCase):
 
     def wait_ports_gone(self, names: list[str], timeout: float = 10.0) -> None:
         ovs_host.wait_until(
-            lambda: all(ovsdb_ports.read_port(self.ovs, n) is None for n in names),
+            lambda: all(ovs_ports.read_port(self.ovs, n) is None for n in names),
             timeout, f'ports {names} to be removed')
 
     def ping_ok(self, vm: fake_vm.FakeVM, ip: str, timeout: float = 10.0) -> bool:
@@ -191,8 +191,8 @@ class L2OVSProviderTest(base.AgentTestCase):
         for vm, net, provider_tag in ((vm_flat, nets[0], 0), (vm_vlan, nets[1], VLAN_ID),
                                       (vm_other, nets[2], OTHER_VLAN_ID)):
             int_name, phy_name = provider.patch_names(net)
-            int_end = ovsdb_ports.read_port(self.ovs, int_name)
-            phy_end = ovsdb_ports.read_port(self.ovs, phy_name)
+            int_end = ovs_ports.read_port(self.ovs, int_name)
+            phy_end = ovs_ports.read_port(self.ovs, phy_name)
             self.assertEqual(self.br_int.name, int_end.bridge)
             self.assertEqual(self.br_x.name, phy_end.bridge)
             self.assertEqual(self.br_int.get_port_tag(vm.tap), int_end.tag)
@@ -263,7 +263,7 @@ class L2OVSProviderTest(base.AgentTestCase):
             self.wait_up(vm.port_id)
             self.wired_tag(vm)
         other_ports = list(provider.patch_names(other_net))
-        self.assertIsNotNone(ovsdb_ports.read_port(self.ovs, other_ports[1]))
+        self.assertIsNotNone(ovs_ports.read_port(self.ovs, other_ports[1]))
 
         vm3.destroy(self.br_int)       # the only port of other_net leaves
         self.wait_ports_gone(other_ports)
@@ -273,7 +273,7 @@ class L2OVSProviderTest(base.AgentTestCase):
         self.neutron.wait_for_call('update_device_list',
                                    lambda kw: vm1.port_id in kw['devices_down'])
         for name in provider.patch_names(net):
-            self.assertIsNotNone(ovsdb_ports.read_port(self.ovs, name))
+            self.assertIsNotNone(ovs_ports.read_port(self.ovs, name))
         self.assertTrue(self.ping_ok(vm2, VLAN_HOST))
 
     def test_start_removes_only_wiring_of_networks_left_while_down(self) -> None:
@@ -321,13 +321,13 @@ class L2OVSProviderTest(base.AgentTestCase):
                                 f'{stray.tap} to be put on the dead VLAN')
             self.neutron.wait_for_call('get_devices_details_list_and_failed_devices',
                                        lambda kw: stray.port_id in kw['devices'])
-            port = ovsdb_ports.read_port(self.ovs, stray.tap)
+            port = ovs_ports.read_port(self.ovs, stray.tap)
             self.assertEqual((4095, True), (port.tag, port.protected))
         self.assertFalse(fake_vm.ping(strays[0].name, FLAT_HOST, count=2, wait=1))
         self.assertFalse(fake_vm.ping(strays[0].name, SUBNET.format(10)[:-3],
                                       count=2, wait=1))
         self.assertTrue(self.ping_ok(vm_flat, FLAT_HOST))
-        self.assertFalse(ovsdb_ports.read_port(self.ovs, vm_flat.tap).protected)
+        self.assertFalse(ovs_ports.read_port(self.ovs, vm_flat.tap).protected)
 
     def _port_uuid(self, name: str) -> str:
         with self.ovs.lock:

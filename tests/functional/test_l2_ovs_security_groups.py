@@ -24,7 +24,7 @@ from testtools import content
 
 from agentkit.conf import metadata as metadata_conf
 from agentkit.lib import ip_lib
-from agentkit.lib import ovs_lib
+from agentkit.lib.ovs import connection as ovs_connection
 from tests.functional import agent_process
 from tests.functional import base
 from tests.functional import fake_neutron
@@ -64,7 +64,7 @@ class L2OVSHybridSecurityGroupTest(base.AgentTestCase):
         self.configure(metadata_conf.register_metadata_opts, {})
         self.neutron = fake_neutron.FakeNeutron().start()
         self.addCleanup(self.neutron.stop)
-        self.ovs = ovs_lib.get_connection()
+        self.ovs = ovs_connection.get_connection()
         self.br = self.ovs.bridge(self.short_name('akhybr'), 'netdev')
         self.addCleanup(self.br.delete)
         self.host = self.short_name('akhyh')

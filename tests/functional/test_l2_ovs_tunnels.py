@@ -14,8 +14,8 @@ import re
 import uuid
 
 from agentkit.conf import metadata as metadata_conf
-from agentkit.lib import ovs_lib
-from drivers.openvswitch import ovsdb_ports
+from agentkit.lib.ovs import connection as ovs_connection
+from agentkit.lib.ovs import ports as ovs_ports
 from drivers.openvswitch import tunnels
 from tests.functional import agent_process
 from tests.functional import base
@@ -40,7 +40,7 @@ class L2OVSTunnelTest(base.AgentTestCase):
         self.ip_b = f'198.{18 + net // 256}.{net % 256}.2'
 
         # Host A: the root namespace's switch, test bridges only.
-        self.ovs_a = ovs_lib.get_connection()
+        self.ovs_a = ovs_connection.get_connection()
         self.br_int_a = self.ovs_a.bridge(self.prefix + 'i', 'netdev')
         self.br_tun_a = self.ovs_a.bridge(self.prefix + 't', 'netdev')
         underlay_a = self.ovs_a.bridge(self.prefix + 'u', 'netdev')
@@ -133,13 +133,13 @@ class L2OVSTunnelTest(base.AgentTestCase):
     def ip_of(suffix: int) -> str:
         return SUBNET.format(suffix).split('/')[0]
 
-    def tunnel_port(self, conn: ovs_lib.OvsdbConnection, tunnel_type: str, key: int,
-                    remote_ip: str) -> ovsdb_ports.PortState:
+    def tunnel_port(self, conn: ovs_connection.OvsdbConnection, tunnel_type: str, key: int,
+                    remote_ip: str) -> ovs_ports.PortState:
         """The port, once it exists (a port wired before the agent's
         tunnel_sync returned gets its tunnel when the peer is reported)."""
         name = tunnels.tunnel_port_name(tunnel_type, key, remote_ip)
         return ovs_host.wait_until(  # type: ignore[return-value]
-            lambda: ovsdb_ports.read_port(conn, name), 10, f'tunnel port {name}')
+            lambda: ovs_ports.read_port(conn, name), 10, f'tunnel port {name}')
 
     def start_both(self) -> None:
         self.start_agent('a')
@@ -178,7 +178,7 @@ class L2OVSTunnelTest(base.AgentTestCase):
         self.assertEqual(self.br_int_b.get_port_tag(b1.tap), port_b.tag)
         self.assertEqual('br-tun', port_b.bridge)
         self.assertEqual({'peer': 'patch-int'},
-                         dict(ovsdb_ports.read_port(self.host_b.ovs, 'patch-tun').options))
+                         dict(ovs_ports.read_port(self.host_b.ovs, 'patch-tun').options))
 
         self.assertTrue(self.ping_ok(a1, self.ip_of(2)), 'vxlan A->B')
         self.assertTrue(self.ping_ok(b2, self.ip_of(3)), 'vxlan B->A, 2nd network')

@@ -12,7 +12,7 @@ import uuid
 from testtools import content
 
 from agentkit.conf import metadata as metadata_conf
-from agentkit.lib import ovs_lib
+from agentkit.lib.ovs import connection as ovs_connection
 from tests.functional import base
 from tests.functional import fake_neutron
 from tests.functional import vm as fake_vm
@@ -30,7 +30,7 @@ class L2RpcLoadTest(base.AgentTestCase):
         self.configure(metadata_conf.register_metadata_opts, {})
         self.neutron = fake_neutron.FakeNeutron().start()
         self.addCleanup(self.neutron.stop)
-        self.ovs = ovs_lib.get_connection()
+        self.ovs = ovs_connection.get_connection()
         self.br_name = self.short_name('akldbr')
         self.br = self.ovs.bridge(self.br_name, 'netdev')
         self.addCleanup(self.br.delete)

@@ -23,7 +23,7 @@ from oslo_config import cfg
 from agentkit.conf import metadata as metadata_conf
 from agentkit.lib import external_process
 from agentkit.lib import ip_lib
-from agentkit.lib import ovs_lib
+from agentkit.lib.ovs import connection as ovs_connection
 from tests.functional import agent_process
 from tests.functional import base
 from tests.functional import fake_neutron
@@ -60,7 +60,7 @@ class NeutronConfigFilesTest(base.AgentTestCase):
         os.chmod(self.state, 0o755)
         self.addCleanup(shutil.rmtree, self.state, True)
         os.makedirs(os.path.join(self.state, 'state'), mode=0o755)
-        ovs = ovs_lib.get_connection()
+        ovs = ovs_connection.get_connection()
         for suffix in ('br-int', 'br-tun', 'br-ex'):
             self.addCleanup(ovs.bridge(self.prefix + suffix).delete)
         self.etc = self.get_temp_path('etc')
@@ -141,7 +141,7 @@ class NeutronConfigFilesTest(base.AgentTestCase):
         self.assertIn("agentkit's firewall drivers: iptables_hybrid, noop", out)
         self.assertIn('[securitygroup] unsupported_firewall_fallback', out)
         # Refused before touching the host or reporting to the server.
-        self.assertFalse(ovs_lib.get_connection().bridge(self.prefix + 'br-int').exists())
+        self.assertFalse(ovs_connection.get_connection().bridge(self.prefix + 'br-int').exists())
         self.assertEqual([], [kw for kw in self.neutron.calls_of('report_state')
                               if kw['agent_state']['agent_state']['host'] == self.host])
 
@@ -175,7 +175,7 @@ class NeutronConfigFilesTest(base.AgentTestCase):
         self.assertIn('Option "bridge_mappings" from group "ovs" is deprecated', out)
         self.assertIn('Option "tunnel_types" from group "agent" is deprecated', out)
         # The bridges and patch ports named in the file exist.
-        ovs = ovs_lib.get_connection()
+        ovs = ovs_connection.get_connection()
         br_int = ovs.bridge(self.prefix + 'br-int')
         self.assertTrue(br_int.exists())
         self.assertEqual('netdev', br_int.get_datapath_type())
@@ -247,7 +247,7 @@ class NeutronConfigFilesTest(base.AgentTestCase):
         self.assertTrue(argv and os.path.basename(argv[0]) == 'dnsmasq', argv)
         self.assertIn(f'qdhcp-{net["id"]}', ip_lib.list_namespaces())
         # The DHCP port is on neutron.conf's [ovs] integration_bridge.
-        ports = ovs_lib.get_connection().bridge(self.prefix + 'br-int').get_port_names()
+        ports = ovs_connection.get_connection().bridge(self.prefix + 'br-int').get_port_names()
         self.assertTrue(any(p.startswith('tap') for p in ports), ports)
         # enable_isolated_metadata = true: a proxy serves the routerless network.
         proxy = base.wait_until(

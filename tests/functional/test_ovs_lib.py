@@ -1,4 +1,4 @@
-"""ovs_lib against a real Open vSwitch.
+"""agentkit.lib.ovs against a real Open vSwitch.
 
 Most tests use the host's switch (userspace datapath: every bridge is
 created with datapath_type=netdev). Every bridge and port carries an
@@ -9,7 +9,7 @@ a bridge, because a second vswitchd instantiating a netdev bridge would
 compete with the host's for the global ``ovs-netdev`` tap device.
 
 ``ovs-vsctl`` appears only here, playing nova/os-vif (an external writer)
-and as an independent check of what ovs_lib wrote.
+and as an independent check of what agentkit.lib.ovs wrote.
 """
 
 import json
@@ -24,10 +24,17 @@ import fixtures
 from ovsdbapp.backend.ovs_idl import event as ovs_event
 from testtools import content
 
-from agentkit.lib import ovs_lib
+from agentkit.lib.ovs import bridge as ovs_bridge
+from agentkit.lib.ovs import connection as ovs_connection
+from agentkit.lib.ovs import errors as ovs_errors
+from agentkit.lib.ovs import events as ovs_events
+from agentkit.lib.ovs import idl as ovs_idl
+from agentkit.lib.ovs import ports as ovs_ports
+from agentkit.lib.ovs import validation as ovs_validation
+from agentkit.lib.ovs import vswitchd as ovs_vswitchd
 from tests.functional import base
 
-ENDPOINT = ovs_lib.DEFAULT_OVSDB_CONNECTION
+ENDPOINT = ovs_connection.DEFAULT_OVSDB_CONNECTION
 WAIT = 10.0
 
 
@@ -97,7 +104,7 @@ class OvsTestCase(base.FunctionalTestCase):
             vsctl('show')
         except (OSError, subprocess.CalledProcessError) as e:
             self.skipTest(f'Open vSwitch is not running ({e}); run tools/install-deps.sh')
-        self.ovs = ovs_lib.OvsdbConnection(ENDPOINT, timeout=WAIT)
+        self.ovs = ovs_connection.OvsdbConnection(ENDPOINT, timeout=WAIT)
         self.addCleanup(self.ovs.close)
         self.prefix = 'akb' + uuid.uuid4().hex[:7]
 
@@ -107,7 +114,7 @@ class OvsTestCase(base.FunctionalTestCase):
         return name
 
     def new_bridge(self, suffix='', **create_kwargs):
-        br = ovs_lib.OVSBridge(self.name(suffix), self.ovs, datapath_type='netdev')
+        br = ovs_bridge.OVSBridge(self.name(suffix), self.ovs, datapath_type='netdev')
         self.addCleanup(vsctl, '--if-exists', 'del-br', br.name)
         br.create(**create_kwargs)
         return br
@@ -141,10 +148,10 @@ class TestBridge(OvsTestCase):
         br.delete()  # absent: no error
 
     def test_missing_bridge(self):
-        br = ovs_lib.OVSBridge(self.name(), self.ovs, datapath_type='netdev')
+        br = ovs_bridge.OVSBridge(self.name(), self.ovs, datapath_type='netdev')
         self.assertFalse(br.exists())
-        self.assertRaises(ovs_lib.OvsdbNotFound, br.add_port, self.name('p'))
-        self.assertRaises(ovs_lib.OvsdbNotFound, br.get_port_names)
+        self.assertRaises(ovs_errors.OvsdbNotFound, br.add_port, self.name('p'))
+        self.assertRaises(ovs_errors.OvsdbNotFound, br.get_port_names)
 
 
 class TestPorts(OvsTestCase):
@@ -181,30 +188,64 @@ class TestPorts(OvsTestCase):
         port = self.name('p')
         br.add_port(port, type='internal')
         self.assertIsNone(br.get_port_tag(port))
-        br.set_port_tag(port, 42)
+        br.add_port(port, tag=42)
         self.assertEqual(42, vsctl_json('Port', port, 'tag'))
         self.assertEqual(42, br.get_port_tag(port))
-        br.set_port_tag(port, None)
+        br.add_port(port)                   # tag not stated: kept
+        self.assertEqual(42, br.get_port_tag(port))
+        br.add_port(port, tag=None)
         self.assertEqual([], vsctl_json('Port', port, 'tag'))
         self.assertIsNone(br.get_port_tag(port))
-        self.assertRaises(ValueError, br.set_port_tag, port, 4096)
-        self.assertRaises(ovs_lib.OvsdbNotFound, br.set_port_tag, self.name('zz'), 1)
+        self.assertRaises(ValueError, br.add_port, port, tag=4096)
+        # A port that is someone else's is adjusted, never created.
+        self.assertRaises(ovs_errors.OvsdbNotFound, ovs_ports.apply, self.ovs,
+                          [ovs_ports.PortSpec(br.name, self.name('zz'), tag=1, create=False)])
+        self.assertEqual([port], br.get_port_names())
 
-    def test_external_ids_and_other_config_merge_and_replace(self):
+    def test_external_ids_and_other_config_merge(self):
         br = self.new_bridge()
         port = self.name('p')
         br.add_port(port, type='internal', external_ids={'iface-id': 'x'})
-        br.set_interface_external_ids(port, {'attached-mac': 'fa:16:3e:aa:bb:cc'})
+        br.add_port(port, external_ids={'attached-mac': 'fa:16:3e:aa:bb:cc'})
         expected = {'iface-id': 'x', 'attached-mac': 'fa:16:3e:aa:bb:cc'}
         self.assertEqual(expected, vsctl_json('Interface', port, 'external_ids'))
         self.assertEqual(expected, br.get_interface_external_ids(port))
-        br.set_interface_external_ids(port, {'iface-id': 'y'}, replace=True)
-        self.assertEqual({'iface-id': 'y'}, vsctl_json('Interface', port, 'external_ids'))
-        br.set_port_other_config(port, {'tag': 3})
-        br.set_port_other_config(port, {'net_uuid': 'n'})
+        br.add_port(port, external_ids={'iface-id': 'y'})
+        self.assertEqual({**expected, 'iface-id': 'y'},
+                         vsctl_json('Interface', port, 'external_ids'))
+        br.add_port(port, other_config={'tag': 3})
+        br.add_port(port, other_config={'net_uuid': 'n'})
         self.assertEqual({'tag': '3', 'net_uuid': 'n'}, br.get_port_other_config(port))
-        br.set_port_other_config(port, {'net_uuid': 'm'}, replace=True)
-        self.assertEqual({'net_uuid': 'm'}, vsctl_json('Port', port, 'other_config'))
+        self.assertEqual({'tag': '3', 'net_uuid': 'n'}, vsctl_json('Port', port, 'other_config'))
+
+    def test_writing_a_port_as_it_is_changes_no_row(self):
+        br = self.new_bridge()
+        port = self.name('p')
+        state = dict(type='internal', external_ids={'iface-id': 'x'}, tag=5,
+                     other_config={'net_uuid': 'n'}, mtu_request=1400)
+        br.add_port(port, **state)
+        changes = []
+
+        class Ev(ovs_event.RowEvent):
+            def __init__(self, table):
+                super().__init__((ovs_events.ROW_CREATE, ovs_events.ROW_UPDATE,
+                                  ovs_events.ROW_DELETE), table, None)
+
+            def run(self, event, row, old):
+                if getattr(row, 'name', None) in (port, br.name):
+                    changes.append((event, row.name))
+        for table in ('Bridge', 'Port', 'Interface'):
+            ev = Ev(table)
+            self.ovs.handler.watch_event(ev)
+            self.addCleanup(self.ovs.handler.unwatch_event, ev)
+        # A change of another port is the marker that events got through.
+        marker = self.name('m')
+        br.add_port(port, **state)
+        ovs_ports.apply(self.ovs, [ovs_ports.PortSpec(br.name, port, type='internal',
+                                                      tag=5, protected=False)])
+        br.add_port(marker, type='internal')
+        self.assertTrue(wait_until(lambda: any(n == br.name for _, n in changes)))
+        self.assertEqual([], [c for c in changes if c[1] == port])
 
     def test_add_port_again_converges(self):
         br = self.new_bridge()
@@ -223,10 +264,10 @@ class TestPorts(OvsTestCase):
         br1, br2 = self.new_bridge('a'), self.new_bridge('b')
         port = self.name('p')
         br1.add_port(port, type='internal')
-        self.assertRaises(ovs_lib.OvsdbError, br2.add_port, port, type='internal')
+        self.assertRaises(ovs_errors.OvsdbError, br2.add_port, port, type='internal')
         br2.delete_port(port)               # if_exists: not on br2, nothing happens
         self.assertEqual([port], br1.get_port_names())
-        self.assertRaises(ovs_lib.OvsdbNotFound, br2.delete_port, port, if_exists=False)
+        self.assertRaises(ovs_errors.OvsdbNotFound, br2.delete_port, port, if_exists=False)
         br1.delete_port(port)
         self.assertEqual([], br1.get_port_names())
         self.assertEqual('', vsctl('--if-exists', 'get', 'Port', port, 'name'))
@@ -234,7 +275,9 @@ class TestPorts(OvsTestCase):
     def test_patch_pair(self):
         br1, br2 = self.new_bridge('a'), self.new_bridge('b')
         pa, pb = self.name('pa'), self.name('pb')
-        ovs_lib.create_patch_pair(br1, pa, br2, pb)
+        ovs_ports.apply(self.ovs, [
+            ovs_ports.PortSpec(br1.name, pa, 'patch', {'peer': pb}),
+            ovs_ports.PortSpec(br2.name, pb, 'patch', {'peer': pa})])
         self.assertEqual('patch', vsctl_json('Interface', pa, 'type'))
         self.assertEqual({'peer': pb}, vsctl_json('Interface', pa, 'options'))
         self.assertEqual({'peer': pa}, vsctl_json('Interface', pb, 'options'))
@@ -249,10 +292,10 @@ class TestPorts(OvsTestCase):
         br = self.new_bridge()
         vx, gre = self.name('vx'), self.name('gr')
         remote = self._random_ip()
-        br.add_tunnel_port(vx, remote_ip=remote, local_ip='198.19.0.1', dst_port=4790,
-                           df_default=False, tag=None)
-        br.add_tunnel_port(gre, remote_ip=self._random_ip(), tunnel_type='gre',
-                           key=int.from_bytes(os.urandom(3), 'big'))
+        br.add_port(vx, type='vxlan', tag=None, options=ovs_validation.build_tunnel_options(
+            'vxlan', remote, local_ip='198.19.0.1', dst_port=4790, df_default=False))
+        br.add_port(gre, type='gre', options=ovs_validation.build_tunnel_options(
+            'gre', self._random_ip(), key=int.from_bytes(os.urandom(3), 'big')))
         self.assertEqual('vxlan', vsctl_json('Interface', vx, 'type'))
         self.assertEqual({'remote_ip': remote, 'local_ip': '198.19.0.1', 'key': 'flow',
                           'dst_port': '4790', 'df_default': 'false'},
@@ -264,22 +307,21 @@ class TestPorts(OvsTestCase):
         info = br.get_interface(vx)
         self.assertEqual((br.name, 'vxlan'), (info.bridge, info.type))
 
-    def test_find_and_list_interfaces_on_this_bridge_only(self):
+    def test_list_interfaces_on_this_bridge_only(self):
         br1, br2 = self.new_bridge('a'), self.new_bridge('b')
         br1.add_port(self.name('p1'), type='internal', external_ids={'iface-id': 'one'})
         br1.add_port(self.name('p2'), type='internal')
         br2.add_port(self.name('p3'), type='internal', external_ids={'iface-id': 'one'})
-        found = br1.find_interfaces({'iface-id': 'one'})
-        self.assertEqual([(self.name('p1'), br1.name)], [(i.name, i.bridge) for i in found])
         listed = br1.list_interfaces_with_iface_id()
-        self.assertEqual([self.name('p1')], [i.name for i in listed])
+        self.assertEqual([(self.name('p1'), br1.name, 'one')],
+                         [(i.name, i.bridge, i.iface_id) for i in listed])
         everywhere = {i.name for i in self.ovs.list_interfaces_with_iface_id()}
         self.assertTrue({self.name('p1'), self.name('p3')} <= everywhere)
 
     def test_get_ofport_times_out_for_missing_interface(self):
         br = self.new_bridge()
         start = time.monotonic()
-        self.assertRaises(ovs_lib.OfportTimeout, br.get_ofport, self.name('no'), timeout=0.3)
+        self.assertRaises(ovs_errors.OfportTimeout, br.get_ofport, self.name('no'), timeout=0.3)
         self.assertGreaterEqual(time.monotonic() - start, 0.3)
 
     def test_get_ofport_waits_for_a_port_created_later(self):
@@ -301,7 +343,7 @@ class TestBatch(OvsTestCase):
 
         class Ev(ovs_event.RowEvent):
             def __init__(self):
-                super().__init__((ovs_lib.ROW_UPDATE,), 'Bridge', (('name', '=', bridge),))
+                super().__init__((ovs_events.ROW_UPDATE,), 'Bridge', (('name', '=', bridge),))
 
             def run(self, event, row, old):
                 if hasattr(old, 'ports'):
@@ -316,10 +358,10 @@ class TestBatch(OvsTestCase):
         counts = self._bridge_port_counts(br.name)
         names = [self.name('%03d' % i) for i in range(n)]
         start = time.monotonic()
-        with br.batch(wait=wait) as b:
+        with self.ovs.transaction(wait=wait):
             for i, port in enumerate(names):
-                b.add_port(port, type='internal', external_ids={'iface-id': f'id-{i}'},
-                           tag=i % 4094 + 1)
+                br.add_port(port, type='internal', external_ids={'iface-id': f'id-{i}'},
+                            tag=i % 4094 + 1)
             # Nothing is written before the block ends.
             self.assertEqual([], br.get_port_names())
         elapsed = time.monotonic() - start
@@ -347,13 +389,13 @@ class TestBatch(OvsTestCase):
         self.assertEqual(len(names), len(set(ofports)))
 
     def test_bridge_and_ports_in_one_transaction(self):
-        br = ovs_lib.OVSBridge(self.name(), self.ovs, datapath_type='netdev')
+        br = ovs_bridge.OVSBridge(self.name(), self.ovs, datapath_type='netdev')
         self.addCleanup(vsctl, '--if-exists', 'del-br', br.name)
         with self.ovs.transaction() as txn:
             br.create(external_ids={'bridge-id': br.name})
             br.add_port(self.name('p'), type='internal', tag=3)
             br.add_port(self.name('q'), type='internal')
-            br.set_port_tag(self.name('q'), 4)      # a port of this same txn
+            br.add_port(self.name('q'), tag=4)      # a port of this same txn
             txn.add(self.ovs.api.db_set('Port', self.name('q'),
                                         ('external_ids', {'raw': 'ovsdbapp'})))
             self.assertFalse(br.exists())
@@ -371,16 +413,16 @@ class TestBatch(OvsTestCase):
         counts = self._bridge_port_counts(br.name)
 
         def conflicting_batch():
-            with br.batch() as b:
-                b.add_port(self.name('ok'), type='internal')
-                b.add_port(taken, type='internal')     # on another bridge
+            with self.ovs.transaction():
+                br.add_port(self.name('ok'), type='internal')
+                br.add_port(taken, type='internal')     # on another bridge
 
         def failing_caller():
-            with br.batch() as b:
-                b.add_port(self.name('ok'), type='internal')
+            with self.ovs.transaction():
+                br.add_port(self.name('ok'), type='internal')
                 raise KeyError('caller bug')
 
-        self.assertRaises(ovs_lib.OvsdbError, conflicting_batch)
+        self.assertRaises(ovs_errors.OvsdbError, conflicting_batch)
         self.assertEqual([], br.get_port_names())
         # The caller's own exception is not disguised as an OVSDB error.
         self.assertRaises(KeyError, failing_caller)
@@ -417,8 +459,8 @@ class TestInterfaceEvents(OvsTestCase):
         t0 = time.monotonic()
         self.nova_plug(br.name, mine, port_id, 'fa:16:3e:00:00:01')
         t_vsctl = time.monotonic()
-        got_id = filtered.wait_for(self.ev(ovs_lib.IFACE_ID_SET, mine))
-        got_ofport = filtered.wait_for(self.ev(ovs_lib.OFPORT_ASSIGNED, mine))
+        got_id = filtered.wait_for(self.ev(ovs_events.IFACE_ID_SET, mine))
+        got_ofport = filtered.wait_for(self.ev(ovs_events.OFPORT_ASSIGNED, mine))
         self.assertIsNotNone(got_id)
         self.assertIsNotNone(got_ofport)
         (t_id, e_id), (t_of, e_of) = got_id, got_ofport
@@ -437,17 +479,18 @@ class TestInterfaceEvents(OvsTestCase):
         self.nova_plug(foreign.name, theirs, str(uuid.uuid4()), 'fa:16:3e:00:00:02')
         vsctl('del-port', foreign.name, theirs)
         # The unfiltered watcher proves the foreign events happened ...
-        self.assertIsNotNone(everything.wait_for(self.ev(ovs_lib.IFACE_DELETED, theirs)))
+        self.assertIsNotNone(everything.wait_for(self.ev(ovs_events.IFACE_DELETED, theirs)))
         self.assertEqual(3, len(everything.matching(lambda e: e.interface.name == theirs)))
         vsctl('del-port', br.name, mine)
-        got_del = filtered.wait_for(self.ev(ovs_lib.IFACE_DELETED, mine))
+        got_del = filtered.wait_for(self.ev(ovs_events.IFACE_DELETED, mine))
         self.assertIsNotNone(got_del)
         self.assertEqual((port_id, br.name), (got_del[1].interface.iface_id,
                                               got_del[1].interface.bridge))
         # ... and, callbacks being delivered in order, the filtered one had
         # its chance to see them before it saw its own port's deletion.
         self.assertEqual([], filtered.matching(lambda e: e.interface.name == theirs))
-        self.assertEqual([ovs_lib.IFACE_ID_SET, ovs_lib.OFPORT_ASSIGNED, ovs_lib.IFACE_DELETED],
+        self.assertEqual([ovs_events.IFACE_ID_SET, ovs_events.OFPORT_ASSIGNED,
+                          ovs_events.IFACE_DELETED],
                          [e.kind for e in filtered.matching(lambda e: True)])
 
     def test_iface_id_set_changed_and_removed_later(self):
@@ -457,17 +500,19 @@ class TestInterfaceEvents(OvsTestCase):
         vsctl('add-port', br.name, port, '--', 'set', 'Interface', port, 'type=internal')
         ofport = br.get_ofport(port)
         vsctl('set', 'Interface', port, 'external_ids:iface-id=first')
-        self.assertIsNotNone(rec.wait_for(self.ev(ovs_lib.OFPORT_ASSIGNED, port)))
+        self.assertIsNotNone(rec.wait_for(self.ev(ovs_events.OFPORT_ASSIGNED, port)))
         vsctl('set', 'Interface', port, 'external_ids:iface-id=second')
         self.assertIsNotNone(rec.wait_for(
-            lambda e: e.kind == ovs_lib.IFACE_ID_SET and e.interface.iface_id == 'second'))
+            lambda e: e.kind == ovs_events.IFACE_ID_SET and e.interface.iface_id == 'second'))
         vsctl('remove', 'Interface', port, 'external_ids', 'iface-id')
         self.assertIsNotNone(rec.wait_for(
-            lambda e: e.kind == ovs_lib.IFACE_DELETED and e.interface.iface_id == 'second'))
+            lambda e: e.kind == ovs_events.IFACE_DELETED and e.interface.iface_id == 'second'))
         got = [(e.kind, e.interface.iface_id) for e in rec.matching(lambda e: True)]
-        self.assertEqual([(ovs_lib.IFACE_ID_SET, 'first'), (ovs_lib.OFPORT_ASSIGNED, 'first'),
-                          (ovs_lib.IFACE_DELETED, 'first'), (ovs_lib.IFACE_ID_SET, 'second'),
-                          (ovs_lib.OFPORT_ASSIGNED, 'second'), (ovs_lib.IFACE_DELETED, 'second')],
+        self.assertEqual([(ovs_events.IFACE_ID_SET, 'first'), (ovs_events.OFPORT_ASSIGNED, 'first'),
+                          (ovs_events.IFACE_DELETED, 'first'),
+                          (ovs_events.IFACE_ID_SET, 'second'),
+                          (ovs_events.OFPORT_ASSIGNED, 'second'),
+                          (ovs_events.IFACE_DELETED, 'second')],
                          got)
         self.assertEqual(ofport, rec.matching(lambda e: True)[1].interface.ofport)
 
@@ -479,11 +524,11 @@ class TestInterfaceEvents(OvsTestCase):
         self.assertEqual([('old', old)], [(i.iface_id, i.name) for i in watcher.initial])
         self.assertTrue(watcher.initial[0].ofport_valid)
         br.add_port(new, type='internal', external_ids={'iface-id': 'new'})
-        self.assertIsNotNone(rec.wait_for(self.ev(ovs_lib.OFPORT_ASSIGNED, new)))
+        self.assertIsNotNone(rec.wait_for(self.ev(ovs_events.OFPORT_ASSIGNED, new)))
         br.delete_port(old)
-        self.assertIsNotNone(rec.wait_for(self.ev(ovs_lib.IFACE_DELETED, old)))
+        self.assertIsNotNone(rec.wait_for(self.ev(ovs_events.IFACE_DELETED, old)))
         self.assertEqual([], rec.matching(lambda e: e.interface.name == old
-                                          and e.kind != ovs_lib.IFACE_DELETED))
+                                          and e.kind != ovs_events.IFACE_DELETED))
 
     def test_callback_may_issue_commands(self):
         br = self.new_bridge()
@@ -491,7 +536,7 @@ class TestInterfaceEvents(OvsTestCase):
         tagged = threading.Event()
 
         def on_ofport(event):
-            br.set_port_tag(event.interface.name, 99)   # the agent wiring a port
+            br.add_port(event.interface.name, tag=99)   # the agent wiring a port
             tagged.set()
         watcher = self.ovs.watch_interfaces(on_ofport=on_ofport, bridge=br.name)
         self.addCleanup(watcher.stop)
@@ -506,7 +551,7 @@ class TestResync(OvsTestCase):
         rec = Recorder()
         self.ovs.add_resync_callback(rec)
         self.ovs.api.ovsdb_connection.force_reconnect()
-        self.assertIsNotNone(rec.wait_for(lambda r: r == ovs_lib.RESYNC_OVSDB_RECONNECTED))
+        self.assertIsNotNone(rec.wait_for(lambda r: r == ovs_connection.RESYNC_OVSDB_RECONNECTED))
         # Still usable afterwards.
         br = self.new_bridge()
         self.assertTrue(br.exists())
@@ -516,7 +561,7 @@ class TestResync(OvsTestCase):
         self.ovs.add_resync_callback(rec)
         mon = self.ovs.start_vswitchd_monitor(interval=0.05)
         self.assertIs(mon, self.ovs.start_vswitchd_monitor())
-        self.assertIsNotNone(ovs_lib.read_process_identity(mon.pidfile),
+        self.assertIsNotNone(ovs_vswitchd.read_process_identity(mon.pidfile),
                              f'{mon.pidfile} does not name a running ovs-vswitchd')
         time.sleep(0.3)  # several polls of a steady daemon
         self.assertEqual([], rec.matching(lambda r: True))
@@ -565,11 +610,11 @@ class PrivateOvs(fixtures.Fixture):
 
     def stop(self, name):
         """Stop our own daemon (by the pid in its pidfile) and wait for it."""
-        ident = ovs_lib.read_process_identity(self.pidfile(name))
+        ident = ovs_vswitchd.read_process_identity(self.pidfile(name))
         if ident is None:
             return
         os.kill(ident[0], signal.SIGTERM)
-        if not wait_until(lambda: ovs_lib.read_process_identity(self.pidfile(name)) != ident):
+        if not wait_until(lambda: ovs_vswitchd.read_process_identity(self.pidfile(name)) != ident):
             raise RuntimeError(f'private {name} did not stop')
 
 
@@ -583,20 +628,20 @@ class TestPrivateOvs(base.FunctionalTestCase):
 
     def test_shared_connection_per_endpoint(self):
         priv = self.useFixture(PrivateOvs())
-        conn = ovs_lib.get_connection(priv.endpoint, timeout=5)
+        conn = ovs_connection.get_connection(priv.endpoint, timeout=5)
         self.addCleanup(conn.close)
-        self.assertIs(conn, ovs_lib.get_connection(priv.endpoint + ' '))
-        other = ovs_lib.get_connection(ENDPOINT, timeout=5)   # the host's, left open
+        self.assertIs(conn, ovs_connection.get_connection(priv.endpoint + ' '))
+        other = ovs_connection.get_connection(ENDPOINT, timeout=5)   # the host's, left open
         self.assertIsNot(conn, other)
         self.assertEqual((priv.endpoint, ENDPOINT), (conn.endpoint, other.endpoint))
         conn.close()
-        again = ovs_lib.get_connection(priv.endpoint, timeout=5)
+        again = ovs_connection.get_connection(priv.endpoint, timeout=5)
         self.addCleanup(again.close)
         self.assertIsNot(conn, again)
 
     def test_unreachable_endpoint(self):
         missing = 'unix:' + os.path.join(self.useFixture(fixtures.TempDir()).path, 'none')
-        self.assertRaises(ovs_lib.OvsdbUnavailable, ovs_lib.OvsdbConnection, missing,
+        self.assertRaises(ovs_errors.OvsdbUnavailable, ovs_connection.OvsdbConnection, missing,
                           timeout=1)
 
     def _db_transact(self, priv, *ops):
@@ -606,7 +651,7 @@ class TestPrivateOvs(base.FunctionalTestCase):
 
     def test_waiting_write_without_vswitchd_returns_after_timeout(self):
         priv = self.useFixture(PrivateOvs())     # no ovs-vswitchd to wait for
-        conn = ovs_lib.OvsdbConnection(priv.endpoint, timeout=1)
+        conn = ovs_connection.OvsdbConnection(priv.endpoint, timeout=1)
         self.addCleanup(conn.close)
         br = conn.bridge('akbwait')
         start = time.monotonic()
@@ -614,7 +659,7 @@ class TestPrivateOvs(base.FunctionalTestCase):
         waited = time.monotonic() - start
         self.assertTrue(br.exists())
         self.assertGreaterEqual(waited, 1.0)
-        self.assertLess(waited, 1.0 + ovs_lib._WaitTransaction.CALLER_GRACE)
+        self.assertLess(waited, 1.0 + ovs_idl.WaitTransaction.CALLER_GRACE)
         start = time.monotonic()
         with conn.transaction(wait=False):
             br.add_port('akbwaitp', external_ids={'iface-id': 'x'})
@@ -624,7 +669,7 @@ class TestPrivateOvs(base.FunctionalTestCase):
     def test_ovsdb_restart_reports_changes_made_while_down(self):
         priv = self.useFixture(PrivateOvs())
         # No ovs-vswitchd here: writes must not wait for it.
-        conn = ovs_lib.OvsdbConnection(priv.endpoint, timeout=5, wait=False)
+        conn = ovs_connection.OvsdbConnection(priv.endpoint, timeout=5, wait=False)
         self.addCleanup(conn.close)
         br = conn.bridge('akbpriv', datapath_type='netdev')   # rows only, never run
         br.create()
@@ -654,28 +699,30 @@ class TestPrivateOvs(base.FunctionalTestCase):
              'mutations': [['ports', 'insert', ['named-uuid', 'p']]]})
         priv.start_ovsdb()
 
-        self.assertIsNotNone(resync.wait_for(lambda r: r == ovs_lib.RESYNC_OVSDB_RECONNECTED,
+        self.assertIsNotNone(resync.wait_for(lambda r: r == ovs_connection.RESYNC_OVSDB_RECONNECTED,
                                              timeout=20))
         self.assertIsNotNone(rec.wait_for(lambda e: e.interface.iface_id == 'new'))
         got = sorted((e.kind, e.interface.iface_id) for e in rec.matching(lambda e: True))
         # 'keep' is not re-reported although the reconnect re-sent every row.
-        self.assertEqual([(ovs_lib.IFACE_DELETED, 'gone'), (ovs_lib.IFACE_ID_SET, 'new')], got)
+        self.assertEqual([(ovs_events.IFACE_DELETED, 'gone'),
+                          (ovs_events.IFACE_ID_SET, 'new')], got)
         self.assertEqual(['akbkeep', 'akbnew'], br.get_port_names())
 
     def test_vswitchd_restart_signals_resync(self):
         priv = self.useFixture(PrivateOvs(with_vswitchd=True))
-        conn = ovs_lib.OvsdbConnection(priv.endpoint, timeout=5)
+        conn = ovs_connection.OvsdbConnection(priv.endpoint, timeout=5)
         self.addCleanup(conn.close)
         resync = Recorder()
         conn.add_resync_callback(resync)
         mon = conn.start_vswitchd_monitor(pidfile=priv.pidfile('vswitchd'), interval=0.05)
-        before = ovs_lib.read_process_identity(mon.pidfile)
+        before = ovs_vswitchd.read_process_identity(mon.pidfile)
         self.assertIsNotNone(before)
         priv.stop('vswitchd')
         priv.start_vswitchd()
-        got = resync.wait_for(lambda r: r == ovs_lib.RESYNC_VSWITCHD_RESTARTED)
+        got = resync.wait_for(lambda r: r == ovs_connection.RESYNC_VSWITCHD_RESTARTED)
         self.assertIsNotNone(got)
-        self.assertNotEqual(before, ovs_lib.read_process_identity(mon.pidfile))
-        self.assertEqual([ovs_lib.RESYNC_VSWITCHD_RESTARTED], resync.matching(lambda r: True))
+        self.assertNotEqual(before, ovs_vswitchd.read_process_identity(mon.pidfile))
+        self.assertEqual([ovs_connection.RESYNC_VSWITCHD_RESTARTED],
+                         resync.matching(lambda r: True))
         # The database saw nothing of it, which is why the pidfile is used.
         self.assertEqual([], conn.list_bridges())

@@ -3,7 +3,7 @@
 import subprocess
 
 from agentkit.lib import ip_lib
-from agentkit.lib import ovs_lib
+from agentkit.lib.ovs import bridge as ovs_bridge
 
 
 def run_in(namespace: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -39,7 +39,7 @@ class FakeVM:
         ip_lib.IPDevice(self.tap, host_ns).link.set_up()
         ip_lib.IPDevice('eth0', name).link.set_up()
 
-    def plug_ovs(self, bridge: ovs_lib.OVSBridge) -> None:
+    def plug_ovs(self, bridge: ovs_bridge.OVSBridge) -> None:
         """As os-vif: add-port with iface-id/attached-mac/iface-status."""
         # Veths on a userspace-datapath bridge need TX checksum offload off.
         subprocess.run(['ethtool', '-K', self.tap, 'tx', 'off'],
@@ -64,7 +64,7 @@ class FakeVM:
         """The veth end on br-int, which carries the iface-id."""
         return 'qvo' + self.port_id[:11]
 
-    def plug_ovs_hybrid(self, bridge: ovs_lib.OVSBridge) -> None:
+    def plug_ovs_hybrid(self, bridge: ovs_bridge.OVSBridge) -> None:
         """As os-vif's hybrid plug: tap in ``qbr``, ``qvb``/``qvo`` to ``bridge``.
 
         The iptables_hybrid firewall filters where the tap crosses ``qbr``
@@ -91,7 +91,7 @@ class FakeVM:
             'iface-id': self.port_id, 'attached-mac': self.mac,
             'iface-status': 'active', 'vm-uuid': self.port_id})
 
-    def unplug_ovs_hybrid(self, bridge: ovs_lib.OVSBridge) -> None:
+    def unplug_ovs_hybrid(self, bridge: ovs_bridge.OVSBridge) -> None:
         """Remove what :meth:`plug_ovs_hybrid` made; absent parts are fine."""
         bridge.delete_port(self.qvo, if_exists=True)
         for name in (self.qvo, self.qbr):  # qvb goes with qvo
@@ -102,7 +102,7 @@ class FakeVM:
     def set_ip(self, cidr: str) -> None:
         ip_lib.IPDevice('eth0', self.name).addr.add(cidr)
 
-    def destroy(self, bridge: ovs_lib.OVSBridge | None = None) -> None:
+    def destroy(self, bridge: ovs_bridge.OVSBridge | None = None) -> None:
         if bridge is not None:
             bridge.delete_port(self.tap, if_exists=True)
         tap = ip_lib.IPDevice(self.tap, self.host_ns)

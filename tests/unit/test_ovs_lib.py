@@ -1,20 +1,26 @@
-"""Unit tests for ovs_lib's pure logic: validation, event classification."""
+"""Unit tests for agentkit.lib.ovs's pure logic: validation, event classification."""
 
 import os
 import subprocess
 import threading
+import time
 import types
 import uuid
 
 import fixtures
 
 from agentkit import exceptions
-from agentkit.lib import ovs_lib
+from agentkit.lib.ovs import bridge as ovs_bridge
+from agentkit.lib.ovs import events as ovs_events
+from agentkit.lib.ovs import idl as ovs_idl
+from agentkit.lib.ovs import rows as ovs_rows
+from agentkit.lib.ovs import validation as ovs_validation
+from agentkit.lib.ovs import vswitchd as ovs_vswitchd
 from tests import base
 
-CREATE = ovs_lib.ROW_CREATE
-UPDATE = ovs_lib.ROW_UPDATE
-DELETE = ovs_lib.ROW_DELETE
+CREATE = ovs_events.ROW_CREATE
+UPDATE = ovs_events.ROW_UPDATE
+DELETE = ovs_events.ROW_DELETE
 
 
 def fake_iface(uid=None, name='tap1', external_ids=None, ofport=(), type=''):
@@ -32,72 +38,74 @@ class TestValidation(base.TestCase):
 
     def test_valid_names(self):
         for name in ('br-int', 'tap0123456789a', 'a', 'x' * 15):
-            self.assertEqual(name, ovs_lib.validate_name(name))
+            self.assertEqual(name, ovs_validation.validate_name(name))
 
     def test_invalid_names(self):
         for name in ('', 'x' * 16, 'a/b', 'a b', 'tab\t', '.', '..', None, 5, 'nl\n'):
-            self.assertRaises(exceptions.InvalidIdentifier, ovs_lib.validate_name, name)
+            self.assertRaises(exceptions.InvalidIdentifier, ovs_validation.validate_name, name)
         # InvalidIdentifier is also a ValueError for generic callers.
-        self.assertRaises(ValueError, ovs_lib.validate_name, 'x' * 16)
+        self.assertRaises(ValueError, ovs_validation.validate_name, 'x' * 16)
 
     def test_normalize_map(self):
-        self.assertEqual({}, ovs_lib.normalize_map(None, 'x'))
+        self.assertEqual({}, ovs_validation.normalize_map(None, 'x'))
         self.assertEqual({'a': 'true', 'b': 'false', 'c': '5', 'd': 'v'},
-                         ovs_lib.normalize_map({'a': True, 'b': False, 'c': 5, 'd': 'v'}, 'x'))
-        self.assertRaises(TypeError, ovs_lib.normalize_map, {'a': {'n': 1}}, 'x')
-        self.assertRaises(TypeError, ovs_lib.normalize_map, {'a': None}, 'x')
-        self.assertRaises(TypeError, ovs_lib.normalize_map, {1: 'a'}, 'x')
-        self.assertRaises(TypeError, ovs_lib.normalize_map, {'': 'a'}, 'x')
-        self.assertRaises(TypeError, ovs_lib.normalize_map, [('a', 'b')], 'x')
+                         ovs_validation.normalize_map({'a': True, 'b': False, 'c': 5, 'd': 'v'},
+                                                      'x'))
+        self.assertRaises(TypeError, ovs_validation.normalize_map, {'a': {'n': 1}}, 'x')
+        self.assertRaises(TypeError, ovs_validation.normalize_map, {'a': None}, 'x')
+        self.assertRaises(TypeError, ovs_validation.normalize_map, {1: 'a'}, 'x')
+        self.assertRaises(TypeError, ovs_validation.normalize_map, {'': 'a'}, 'x')
+        self.assertRaises(TypeError, ovs_validation.normalize_map, [('a', 'b')], 'x')
 
     def test_tag(self):
-        self.assertIsNone(ovs_lib.validate_tag(None))
-        self.assertEqual(0, ovs_lib.validate_tag(0))
-        self.assertEqual(4095, ovs_lib.validate_tag(4095))
+        self.assertIsNone(ovs_validation.validate_tag(None))
+        self.assertEqual(0, ovs_validation.validate_tag(0))
+        self.assertEqual(4095, ovs_validation.validate_tag(4095))
         for bad in (-1, 4096, True, '5', 1.0):
-            self.assertRaises(ValueError, ovs_lib.validate_tag, bad)
+            self.assertRaises(ValueError, ovs_validation.validate_tag, bad)
 
     def test_mtu(self):
-        self.assertIsNone(ovs_lib.validate_mtu(None))
-        self.assertEqual(1450, ovs_lib.validate_mtu(1450))
+        self.assertIsNone(ovs_validation.validate_mtu(None))
+        self.assertEqual(1450, ovs_validation.validate_mtu(1450))
         for bad in (0, 67, 65536, True, '1500'):
-            self.assertRaises(ValueError, ovs_lib.validate_mtu, bad)
+            self.assertRaises(ValueError, ovs_validation.validate_mtu, bad)
 
     def test_port_args(self):
-        ovs_lib.validate_port_args('p', None, {})
-        ovs_lib.validate_port_args('p', 'internal', {})
-        ovs_lib.validate_port_args('p', 'patch', {'peer': 'q'})
-        ovs_lib.validate_port_args('p', 'vxlan', {'remote_ip': '192.0.2.1'})
-        self.assertRaises(ValueError, ovs_lib.validate_port_args, 'p', 'bogus', {})
-        self.assertRaises(ValueError, ovs_lib.validate_port_args, 'p', 'system', {})
-        self.assertRaises(ValueError, ovs_lib.validate_port_args, 'p', 'patch', {})
-        self.assertRaises(ValueError, ovs_lib.validate_port_args, 'p', 'gre', {})
-        self.assertRaises(ValueError, ovs_lib.validate_port_args, 'x' * 16, None, {})
+        ovs_validation.validate_port_args('p', None, {})
+        ovs_validation.validate_port_args('p', 'internal', {})
+        ovs_validation.validate_port_args('p', 'patch', {'peer': 'q'})
+        ovs_validation.validate_port_args('p', 'vxlan', {'remote_ip': '192.0.2.1'})
+        self.assertRaises(ValueError, ovs_validation.validate_port_args, 'p', 'bogus', {})
+        self.assertRaises(ValueError, ovs_validation.validate_port_args, 'p', 'system', {})
+        self.assertRaises(ValueError, ovs_validation.validate_port_args, 'p', 'patch', {})
+        self.assertRaises(ValueError, ovs_validation.validate_port_args, 'p', 'gre', {})
+        self.assertRaises(ValueError, ovs_validation.validate_port_args, 'x' * 16, None, {})
 
     def test_bridge_rejects_bad_arguments_before_touching_ovsdb(self):
-        self.assertRaises(exceptions.InvalidIdentifier, ovs_lib.OVSBridge, 'x' * 16, None)
-        self.assertRaises(ValueError, ovs_lib.OVSBridge, 'br', None, datapath_type='dpdk')
+        self.assertRaises(exceptions.InvalidIdentifier, ovs_bridge.OVSBridge, 'x' * 16, None)
+        self.assertRaises(ValueError, ovs_bridge.OVSBridge, 'br', None, datapath_type='dpdk')
 
 
 class TestTunnelOptions(base.TestCase):
 
     def test_vxlan_defaults_to_key_flow(self):
         self.assertEqual({'remote_ip': '192.0.2.1', 'key': 'flow'},
-                         ovs_lib.build_tunnel_options('vxlan', '192.0.2.1'))
+                         ovs_validation.build_tunnel_options('vxlan', '192.0.2.1'))
 
     def test_full_vxlan(self):
-        opts = ovs_lib.build_tunnel_options(
+        opts = ovs_validation.build_tunnel_options(
             'vxlan', '192.0.2.1', local_ip='192.0.2.2', key=1001, dst_port=4790,
             df_default=True, extra={'tos': 'inherit'})
         self.assertEqual({'remote_ip': '192.0.2.1', 'local_ip': '192.0.2.2', 'key': '1001',
                           'dst_port': '4790', 'df_default': 'true', 'tos': 'inherit'}, opts)
 
     def test_ipv6_is_normalised_and_flow_allowed(self):
-        opts = ovs_lib.build_tunnel_options('gre', '2001:DB8::0001', local_ip='flow', key=None)
+        opts = ovs_validation.build_tunnel_options('gre', '2001:DB8::0001', local_ip='flow',
+                                                   key=None)
         self.assertEqual({'remote_ip': '2001:db8::1', 'local_ip': 'flow'}, opts)
 
     def test_rejects(self):
-        build = ovs_lib.build_tunnel_options
+        build = ovs_validation.build_tunnel_options
         self.assertRaises(ValueError, build, 'stt', '192.0.2.1')
         self.assertRaises(ValueError, build, 'vxlan', 'not-an-ip')
         self.assertRaises(ValueError, build, 'vxlan', '192.0.2.1', local_ip='2001:db8::1')
@@ -112,7 +120,7 @@ class TestTunnelOptions(base.TestCase):
 
 
 class TestRelevance(base.TestCase):
-    relevant = staticmethod(ovs_lib.is_relevant_interface_change)
+    relevant = staticmethod(ovs_events.is_relevant_interface_change)
 
     def test_create_and_delete_need_iface_id(self):
         self.assertTrue(self.relevant(CREATE, fake_iface(external_ids={'iface-id': 'p'}), None))
@@ -140,7 +148,7 @@ class TestInterfaceTracker(base.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.tracker = ovs_lib.InterfaceTracker('br-int')
+        self.tracker = ovs_events.InterfaceTracker('br-int')
         self.uid = uuid.uuid4()
 
     def kinds(self, events):
@@ -152,43 +160,43 @@ class TestInterfaceTracker(base.TestCase):
 
     def test_plug_lifecycle(self):
         events = self.tracker.process(CREATE, self.row(), 'br-int')
-        self.assertEqual([ovs_lib.IFACE_ID_SET], self.kinds(events))
+        self.assertEqual([ovs_events.IFACE_ID_SET], self.kinds(events))
         info = events[0][1]
         self.assertEqual(('p1', 'fa:16:3e:00:00:01', None, 'br-int'),
                          (info.iface_id, info.mac, info.ofport, info.bridge))
         events = self.tracker.process(UPDATE, self.row(ofport=[7]), 'br-int')
-        self.assertEqual([ovs_lib.OFPORT_ASSIGNED], self.kinds(events))
+        self.assertEqual([ovs_events.OFPORT_ASSIGNED], self.kinds(events))
         self.assertEqual(7, events[0][1].ofport)
         self.assertEqual([], self.tracker.process(UPDATE, self.row(ofport=[7]), 'br-int'))
         events = self.tracker.process(DELETE, self.row(ofport=[7]), None)
-        self.assertEqual([ovs_lib.IFACE_DELETED], self.kinds(events))
+        self.assertEqual([ovs_events.IFACE_DELETED], self.kinds(events))
         self.assertEqual('br-int', events[0][1].bridge)
         self.assertEqual([], self.tracker.process(DELETE, self.row(), None))
 
     def test_create_with_ofport_reports_both_once(self):
         events = self.tracker.process(CREATE, self.row(ofport=[4]), 'br-int')
-        self.assertEqual([ovs_lib.IFACE_ID_SET, ovs_lib.OFPORT_ASSIGNED], self.kinds(events))
+        self.assertEqual([ovs_events.IFACE_ID_SET, ovs_events.OFPORT_ASSIGNED], self.kinds(events))
         # The re-announcement after a reconnect is not a new plug.
         self.assertEqual([], self.tracker.process(CREATE, self.row(ofport=[4]), 'br-int'))
 
     def test_failed_ofport_is_not_assigned_until_valid(self):
         self.tracker.process(CREATE, self.row(), 'br-int')
         self.assertEqual([], self.tracker.process(UPDATE, self.row(ofport=[-1]), 'br-int'))
-        self.assertEqual([ovs_lib.OFPORT_ASSIGNED],
+        self.assertEqual([ovs_events.OFPORT_ASSIGNED],
                          self.kinds(self.tracker.process(UPDATE, self.row(ofport=[9]), 'br-int')))
         self.tracker.process(UPDATE, self.row(ofport=[]), 'br-int')
-        self.assertEqual([ovs_lib.OFPORT_ASSIGNED],
+        self.assertEqual([ovs_events.OFPORT_ASSIGNED],
                          self.kinds(self.tracker.process(UPDATE, self.row(ofport=[9]), 'br-int')))
 
     def test_iface_id_replaced_and_removed(self):
         self.tracker.process(CREATE, self.row(ofport=[4]), 'br-int')
         events = self.tracker.process(UPDATE, self.row('p2', ofport=[4]), 'br-int')
-        self.assertEqual([ovs_lib.IFACE_DELETED, ovs_lib.IFACE_ID_SET,
-                          ovs_lib.OFPORT_ASSIGNED], self.kinds(events))
+        self.assertEqual([ovs_events.IFACE_DELETED, ovs_events.IFACE_ID_SET,
+                          ovs_events.OFPORT_ASSIGNED], self.kinds(events))
         self.assertEqual(['p1', 'p2', 'p2'], [info.iface_id for _, info in events])
         self.assertEqual((4, 'br-int'), (events[0][1].ofport, events[0][1].bridge))
         events = self.tracker.process(UPDATE, self.row(None, ofport=[4]), 'br-int')
-        self.assertEqual([ovs_lib.IFACE_DELETED], self.kinds(events))
+        self.assertEqual([ovs_events.IFACE_DELETED], self.kinds(events))
         self.assertEqual('p2', events[0][1].iface_id)
         self.assertEqual(set(), self.tracker.known_uuids())
 
@@ -202,13 +210,13 @@ class TestInterfaceTracker(base.TestCase):
         self.assertEqual([], self.tracker.process(DELETE, self.row(None), None))
 
     def test_seed_and_reconcile(self):
-        kept = ovs_lib.interface_info(self.row(ofport=[3]), 'br-int')
-        gone = ovs_lib.interface_info(fake_iface(external_ids={'iface-id': 'p9'}), 'br-int')
+        kept = ovs_rows.interface_info(self.row(ofport=[3]), 'br-int')
+        gone = ovs_rows.interface_info(fake_iface(external_ids={'iface-id': 'p9'}), 'br-int')
         self.tracker.seed([kept, gone])
         # Seeded interfaces are known: no report for their re-announcement.
         self.assertEqual([], self.tracker.process(CREATE, self.row(ofport=[3]), 'br-int'))
         events = self.tracker.reconcile([kept])
-        self.assertEqual([ovs_lib.IFACE_DELETED], self.kinds(events))
+        self.assertEqual([ovs_events.IFACE_DELETED], self.kinds(events))
         self.assertEqual(gone, events[0][1])   # last known state: name, ofport...
         self.assertEqual({kept.uuid}, self.tracker.known_uuids())
         self.assertEqual([], self.tracker.reconcile([kept]))
@@ -219,19 +227,19 @@ class TestInterfaceInfo(base.TestCase):
     def test_from_fake_row(self):
         row = fake_iface(name='tapx', external_ids={'iface-id': 'p', 'attached-mac': 'm'},
                          ofport=[12], type='internal')
-        info = ovs_lib.interface_info(row, 'br')
+        info = ovs_rows.interface_info(row, 'br')
         self.assertEqual(('tapx', str(row.uuid), 'br', 'p', 'm', 12, 'internal'),
                          (info.name, info.uuid, info.bridge, info.iface_id, info.mac,
                           info.ofport, info.type))
         self.assertTrue(info.ofport_valid)
-        self.assertFalse(ovs_lib.interface_info(fake_iface(ofport=[-1]), None).ofport_valid)
-        self.assertIsNone(ovs_lib.interface_info(fake_iface(), None).ofport)
+        self.assertFalse(ovs_rows.interface_info(fake_iface(ofport=[-1]), None).ofport_valid)
+        self.assertIsNone(ovs_rows.interface_info(fake_iface(), None).ofport)
 
 
 class TestReconnectDetector(base.TestCase):
 
     def test_first_connect_is_not_a_reconnect(self):
-        det = ovs_lib.ReconnectDetector()
+        det = ovs_idl.ReconnectDetector()
         # connecting, dump loaded, steady, session lost, dump again, steady
         states = [False, False, True, True, False, False, True, True]
         self.assertEqual([False, False, False, False, False, False, True, False],
@@ -257,18 +265,18 @@ class TestVswitchdMonitor(base.TestCase):
             f.write(f'{pid}\n')
 
     def test_identity(self):
-        self.assertIsNone(ovs_lib.read_process_identity(self.pidfile))
+        self.assertIsNone(ovs_vswitchd.read_process_identity(self.pidfile))
         self.point_to('garbage')
-        self.assertIsNone(ovs_lib.read_process_identity(self.pidfile))
+        self.assertIsNone(ovs_vswitchd.read_process_identity(self.pidfile))
         self.point_to(os.getpid())
-        pid, start = ovs_lib.read_process_identity(self.pidfile)
+        pid, start = ovs_vswitchd.read_process_identity(self.pidfile)
         self.assertEqual(os.getpid(), pid)
         self.assertGreater(start, 0)
 
     def test_restart_detected_once(self):
         first, second = self.spawn(), self.spawn()
         self.point_to(first.pid)
-        mon = ovs_lib.VswitchdMonitor(self.pidfile, lambda: self.restarts.append(1))
+        mon = ovs_vswitchd.VswitchdMonitor(self.pidfile, lambda: self.restarts.append(1))
         self.assertFalse(mon.check())
         self.point_to(second.pid)          # --monitor restarted the daemon
         self.assertTrue(mon.check())
@@ -278,7 +286,7 @@ class TestVswitchdMonitor(base.TestCase):
     def test_down_then_up_is_a_restart(self):
         first = self.spawn()
         self.point_to(first.pid)
-        mon = ovs_lib.VswitchdMonitor(self.pidfile, lambda: self.restarts.append(1))
+        mon = ovs_vswitchd.VswitchdMonitor(self.pidfile, lambda: self.restarts.append(1))
         first.kill()
         first.wait()
         self.assertFalse(mon.check())      # down: nothing to resync yet
@@ -287,8 +295,30 @@ class TestVswitchdMonitor(base.TestCase):
         self.assertTrue(mon.check())
         self.assertEqual([1], self.restarts)
 
+    def test_polls_until_stopped_and_survives_a_failed_poll(self):
+        mon = ovs_vswitchd.VswitchdMonitor(self.pidfile, lambda: None, interval=0.01)
+        polls = []
+
+        def check():
+            polls.append(time.monotonic())
+            if len(polls) == 2:
+                raise OSError('transient')
+            return False
+        mon.check = check
+        mon.start()
+        mon.start()                        # idempotent: one worker
+        deadline = time.monotonic() + 5
+        while len(polls) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        mon.stop()
+        self.assertGreaterEqual(len(polls), 4)
+        time.sleep(0.1)
+        stopped_at = len(polls)
+        time.sleep(0.1)
+        self.assertEqual(stopped_at, len(polls))
+
     def test_not_running_at_start_then_started(self):
-        mon = ovs_lib.VswitchdMonitor(self.pidfile, lambda: self.restarts.append(1))
+        mon = ovs_vswitchd.VswitchdMonitor(self.pidfile, lambda: self.restarts.append(1))
         self.assertFalse(mon.check())
         self.point_to(self.spawn().pid)
         self.assertTrue(mon.check())
@@ -297,7 +327,7 @@ class TestVswitchdMonitor(base.TestCase):
 class TestDispatcher(base.TestCase):
 
     def test_order_kept_and_errors_isolated(self):
-        disp = ovs_lib._Dispatcher('test-dispatch')
+        disp = ovs_events.Dispatcher('test-dispatch')
         self.addCleanup(disp.stop)
         seen, done = [], threading.Event()
 

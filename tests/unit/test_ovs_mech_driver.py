@@ -3,31 +3,24 @@
 import types
 from typing import Any
 
-
 from agentkit import exceptions
 from agentkit.api import type_driver as api
 from agentkit.conf import l2 as l2_conf
+from agentkit.lib.ovs import errors as ovs_errors
+from agentkit.lib.ovs import ports as ovs_ports
 from drivers.openvswitch import adoption
 from drivers.openvswitch import local_vlans
 from drivers.openvswitch import mech_driver
-from drivers.openvswitch import ovsdb_ports
 from drivers.openvswitch import provider
 from drivers.openvswitch import tunnels
 from tests import base
+from tests.unit.test_ovs_ports import state
 
 NET = '1b2c3d4e-5f60-4718-9abc-def012345678'
 FLAT = api.SegmentRealisation('flat', physical_network='physnet1')
 VLAN = api.SegmentRealisation('vlan', physical_network='physnet1', vlan_id=101)
 VXLAN = api.SegmentRealisation('vxlan', tunnel_type='vxlan', tunnel_key=1001)
 GRE = api.SegmentRealisation('gre', tunnel_type='gre', tunnel_key=77)
-
-
-def state(name='p', bridge='br-int', type='patch', options=None, tag=None,
-          protected=False, other_config=None, iface_id=None):
-    return ovsdb_ports.PortState(
-        name=name, bridge=bridge, type=type, options=options or {}, tag=tag,
-        protected=protected, other_config=other_config or {},
-        iface_external_ids={'iface-id': iface_id} if iface_id else {})
 
 
 class BridgeMappingsTest(base.TestCase):
@@ -75,8 +68,8 @@ class ProviderTest(base.TestCase):
                          (int_end.bridge, int_end.tag, dict(int_end.options)))
         self.assertEqual(('br-ex', 101, {'peer': int_end.name}),
                          (phy_end.bridge, phy_end.tag, dict(phy_end.options)))
-        self.assertEqual(provider.ROLE_INT, int_end.other_config[ovsdb_ports.ROLE_KEY])
-        self.assertEqual(provider.ROLE_PHY, phy_end.other_config[ovsdb_ports.ROLE_KEY])
+        self.assertEqual(provider.ROLE_INT, int_end.other_config[ovs_ports.ROLE_KEY])
+        self.assertEqual(provider.ROLE_PHY, phy_end.other_config[ovs_ports.ROLE_KEY])
         self.assertEqual(NET, phy_end.other_config['net_uuid'])
         self.assertFalse(int_end.protected)
         _, flat_phy = provider.patch_specs(NET, FLAT, 5, 'br-int', 'br-ex', oc)
@@ -109,7 +102,7 @@ class TunnelsTest(base.TestCase):
                          (spec.bridge, spec.type, spec.tag, spec.protected))
         self.assertEqual({'remote_ip': '192.0.2.2', 'local_ip': '192.0.2.1',
                           'key': '1001', 'dst_port': '4789'}, dict(spec.options))
-        self.assertEqual({'net_uuid': NET, ovsdb_ports.ROLE_KEY: tunnels.ROLE_TUNNEL,
+        self.assertEqual({'net_uuid': NET, ovs_ports.ROLE_KEY: tunnels.ROLE_TUNNEL,
                           tunnels.REMOTE_IP_KEY: '192.0.2.2',
                           tunnels.TUNNEL_TYPE_KEY: 'vxlan'}, dict(spec.other_config))
 
@@ -140,53 +133,6 @@ class TunnelsTest(base.TestCase):
         self.assertRaises(ValueError, peers.add, 'vxlan', 'x')
 
 
-class DiffPortTest(base.TestCase):
-
-    spec = ovsdb_ports.PortSpec('br-tun', 'vx1', 'vxlan',
-                                {'remote_ip': '192.0.2.2', 'key': '5'}, tag=3,
-                                protected=True, other_config={'net_uuid': NET})
-
-    def current(self, **kw):
-        values = dict(name='vx1', bridge='br-tun', type='vxlan',
-                      options={'remote_ip': '192.0.2.2', 'key': '5'}, tag=3,
-                      protected=True, other_config={'net_uuid': NET, 'foreign': 'x'})
-        values.update(kw)
-        return state(**values)
-
-    def test_missing_or_elsewhere_is_created(self):
-        self.assertTrue(ovsdb_ports.diff_port(self.spec, None).create)
-        self.assertTrue(ovsdb_ports.diff_port(self.spec, self.current(bridge='br-x')).create)
-
-    def test_matching_port_needs_nothing(self):
-        self.assertFalse(ovsdb_ports.diff_port(self.spec, self.current()))
-
-    def test_only_differing_columns(self):
-        changes = ovsdb_ports.diff_port(self.spec, self.current(tag=9, protected=False))
-        self.assertEqual({'tag': 3, 'protected': True}, changes.port)
-        self.assertEqual({}, changes.iface)
-        changes = ovsdb_ports.diff_port(self.spec, self.current(options={'remote_ip': 'x'}))
-        self.assertEqual({'options': dict(self.spec.options)}, changes.iface)
-        self.assertEqual({}, changes.port)
-
-    def test_other_config_merged(self):
-        changes = ovsdb_ports.diff_port(
-            self.spec, self.current(other_config={'net_uuid': 'old', 'foreign': 'x'}))
-        self.assertEqual({'net_uuid': NET, 'foreign': 'x'}, changes.port['other_config'])
-
-    def test_untag(self):
-        spec = ovsdb_ports.PortSpec('br-int', 'patch-tun', 'patch', {'peer': 'patch-int'})
-        changes = ovsdb_ports.diff_port(spec, state('patch-tun', tag=4,
-                                                    options={'peer': 'patch-int'}))
-        self.assertEqual({'tag': []}, changes.port)
-
-    def test_spec_validated(self):
-        self.assertRaises(exceptions.InvalidIdentifier, ovsdb_ports.PortSpec,
-                          'br-int', 'x' * 16, 'patch', {'peer': 'y'})
-        self.assertRaises(ValueError, ovsdb_ports.PortSpec, 'br-tun', 'vx', 'vxlan', {})
-        self.assertRaises(ValueError, ovsdb_ports.PortSpec, 'br-int', 'p', 'patch',
-                          {'peer': 'q'}, tag=5000)
-
-
 class AdoptionTest(base.TestCase):
 
     def test_recorded_vlans_come_from_wired_vm_ports_only(self):
@@ -201,19 +147,19 @@ class AdoptionTest(base.TestCase):
             state('tap3', type='', iface_id='p3',
                   other_config={'net_uuid': 'n3', 'tag': 'x'}),       # garbage
             state('int-n4', tag=4, other_config={
-                'net_uuid': 'n4', 'tag': '4', ovsdb_ports.ROLE_KEY: provider.ROLE_INT}),
+                'net_uuid': 'n4', 'tag': '4', ovs_ports.ROLE_KEY: provider.ROLE_INT}),
         ]
         self.assertEqual({'n1': 3}, adoption.recorded_vlans(ports))
 
     def test_stale_wiring(self):
         live = state('int-a', other_config={'net_uuid': 'a',
-                                            ovsdb_ports.ROLE_KEY: provider.ROLE_INT})
+                                            ovs_ports.ROLE_KEY: provider.ROLE_INT})
         dead_phy = state('phy-b', bridge='br-ex', other_config={
-            'net_uuid': 'b', ovsdb_ports.ROLE_KEY: provider.ROLE_PHY})
+            'net_uuid': 'b', ovs_ports.ROLE_KEY: provider.ROLE_PHY})
         dead_tun = state('vx1', bridge='br-tun', other_config={
-            'net_uuid': 'b', ovsdb_ports.ROLE_KEY: tunnels.ROLE_TUNNEL})
+            'net_uuid': 'b', ovs_ports.ROLE_KEY: tunnels.ROLE_TUNNEL})
         trunk = state('patch-tun', other_config={
-            ovsdb_ports.ROLE_KEY: tunnels.ROLE_INT_PATCH})
+            ovs_ports.ROLE_KEY: tunnels.ROLE_INT_PATCH})
         nic = state('eth1', bridge='br-ex', type='')
         ports = [live, dead_phy, dead_tun, trunk, nic]
         self.assertEqual([dead_phy, dead_tun], adoption.stale_wiring(ports, {'a'}))
@@ -315,7 +261,7 @@ class DriverTest(base.TestCase):
 
         def external_ids(name):
             if name not in rows:
-                raise mech_driver.ovs_lib.OvsdbNotFound(name)
+                raise ovs_errors.OvsdbNotFound(name)
             return rows[name]
 
         def listing():
