@@ -1,0 +1,74 @@
+"""What this host has: devices, namespaces, addresses, dnsmasq; read only.
+
+Devices and namespaces come through :mod:`agentkit.lib.ip_lib` (netlink in
+the privsep daemon); dnsmasq's pid, command line and host file are read
+from the files the dnsmasq driver writes, with the driver's own names and
+parser so that the doctor and the driver cannot disagree on the layout.
+"""
+
+import dataclasses
+import os
+
+from agentkit import exceptions
+from agentkit.doctor import hosts_ovs
+from agentkit.lib import external_process
+from agentkit.lib import ip_lib
+from agentkit.lib import naming
+from drivers.dhcp import dnsmasq
+
+
+@dataclasses.dataclass(frozen=True)
+class DnsmasqState:
+    pid_file: str
+    host_file: str
+    pid: int | None
+    argv: tuple[str, ...] | None      # None: no such process
+    hosts: dict[str, str]             # address -> MAC, from the host file
+
+    @property
+    def running(self) -> bool:
+        return bool(self.argv) and os.path.basename(self.argv[0]) == dnsmasq.SERVICE
+
+
+class HostView:
+    """Every read the hops make, in one place (unit tests replace it)."""
+
+    def __init__(self, state_path: str, ovs: hosts_ovs.OvsView | None) -> None:
+        self.state_path = state_path
+        self.ovs = ovs
+
+    @staticmethod
+    def link(name: str, namespace: str | None = None) -> ip_lib.LinkInfo | None:
+        try:
+            return ip_lib.get_link(name, namespace)
+        except (exceptions.AgentkitError, OSError, LookupError):
+            return None
+
+    @staticmethod
+    def namespace_exists(namespace: str) -> bool:
+        return ip_lib.namespace_exists(namespace)
+
+    @staticmethod
+    def addresses(namespace: str) -> dict[str, list[str]]:
+        """device -> its addresses (without prefix) in ``namespace``."""
+        found: dict[str, list[str]] = {}
+        for addr in ip_lib.list_addresses(namespace):
+            found.setdefault(addr['device'] or '', []).append(addr['address'])
+        return found
+
+    def dnsmasq(self, network_id: str) -> DnsmasqState:
+        state_dir = naming.dhcp_state_dir(self.state_path, network_id)
+        pid_file = os.path.join(state_dir, dnsmasq.PID_FILE)
+        host_file = os.path.join(state_dir, dnsmasq.HOST_FILE)
+        pid = external_process.read_pid_file(pid_file)
+        argv = external_process.read_cmdline(pid) if pid else None
+        if argv is not None and not any(network_id in arg for arg in argv):
+            argv = None   # a recycled pid: some other process
+        hosts = {str(ip): mac for ip, mac in dnsmasq.read_host_macs(host_file).items()}
+        return DnsmasqState(pid_file, host_file, pid, tuple(argv) if argv else None, hosts)
+
+    def ovs_port_of(self, port_id: str) -> hosts_ovs.OvsPort | None:
+        return self.ovs.port_of(port_id) if self.ovs else None
+
+    def ovs_network_ports(self, network_id: str) -> list[hosts_ovs.OvsPort]:
+        return self.ovs.network_ports(network_id) if self.ovs else []
