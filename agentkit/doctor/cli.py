@@ -77,8 +77,9 @@ def examine(conf: cfg.ConfigOpts, kind: str, resource_id: str) -> report.Report:
         transport.cleanup()
 
 
-def run(argv: list[str]) -> int:
-    conf = cfg.CONF
+def run(argv: list[str], conf: cfg.ConfigOpts | None = None) -> int:
+    # oslo.messaging registers its options on the global cfg.CONF only.
+    conf = cfg.CONF if conf is None else conf
     register_opts(conf)
     try:
         conf(argv, project='agentkit', prog=PROG,
@@ -89,6 +90,9 @@ def run(argv: list[str]) -> int:
         print(f'{PROG}: {exc}', file=sys.stderr)
         return report.EXIT_USAGE
     kind = conf.subject.name
+    if kind not in SUBJECTS:
+        print(f'{PROG}: name what to examine: {" or ".join(SUBJECTS)} <id>', file=sys.stderr)
+        return report.EXIT_USAGE
     try:
         resource_id = naming.validate_id(conf.subject.id, SUBJECTS[kind])
     except exceptions.InvalidIdentifier as exc:

@@ -207,7 +207,7 @@ class PluginEndpoint(_Recorder):
 
     def create_dhcp_port(self, context, port, host):
         self._record('create_dhcp_port', port=port, host=host)
-        return self.server.make_dhcp_port(port['port'])
+        return self.server.make_dhcp_port(port['port'], host)
 
     def update_dhcp_port(self, context, port_id, port, host):
         self._record('update_dhcp_port', port_id=port_id, port=port, host=host)
@@ -1090,9 +1090,11 @@ class FakeNeutron:
                     return copy.deepcopy(port)
         return None
 
-    def make_dhcp_port(self, port: dict[str, Any]) -> dict[str, Any]:
+    def make_dhcp_port(self, port: dict[str, Any], host: str | None = None
+                       ) -> dict[str, Any]:
         """Answer create_dhcp_port like the server: an address of each DHCP
-        subnet (the first free host address, as the default pool gives)."""
+        subnet (the first free host address, as the default pool gives),
+        bound to the asking host (neutron's dhcp_rpc sets binding:host_id)."""
         import ipaddress
         with self.lock:
             network = self.networks.get(port['network_id'], {})
@@ -1113,6 +1115,7 @@ class FakeNeutron:
                 'device_id': port.get('device_id', ''),
                 'device_owner': 'network:dhcp', 'fixed_ips': fixed_ips,
                 'admin_state_up': True, 'binding:vif_type': 'ovs',
+                'binding:host_id': host or '',
             }
             network.setdefault('ports', []).append(new_port)
             return copy.deepcopy(new_port)
