@@ -49,6 +49,12 @@ def _unreachable(exc: Exception) -> report.Hop:
                          'openstack network agent list')
 
 
+def _unknown_to_server(kind: str, resource_id: str) -> report.Hop:
+    return report.broken('server', f'neutron-server knows no {kind} {resource_id}',
+                         f'a wrong id, or the {kind} was deleted',
+                         f'openstack {kind} show {resource_id}')
+
+
 # -- port -------------------------------------------------------------------
 def check_port(port_id: str, server: Server, host: host_view.HostView,
                settings: Settings) -> report.Report:
@@ -57,9 +63,7 @@ def check_port(port_id: str, server: Server, host: host_view.HostView,
     try:
         port = server.port(port_id)
         if port is None:
-            hops.append(report.broken('server', f'neutron-server knows no port {port_id}',
-                                      'a wrong id, or the port was deleted',
-                                      f'openstack port show {port_id}'))
+            hops.append(_unknown_to_server('port', port_id))
             return result
         binding = _binding_hop(port, settings)
         hops.append(binding)
@@ -315,10 +319,7 @@ def check_network(network_id: str, server: Server, host: host_view.HostView,
     try:
         network = server.network(network_id)
         if network is None:
-            hops.append(report.broken('server', f'neutron-server knows no network '
-                                                f'{network_id}',
-                                      'a wrong id, or the network was deleted',
-                                      f'openstack network show {network_id}'))
+            hops.append(_unknown_to_server('network', network_id))
             return result
         local = [p for p in network.ports if p.host == settings.host]
         segment = server.segment(local[0].id) if local else None
@@ -353,5 +354,5 @@ def _network_vlan_hop(network_id: str, host: host_view.HostView,
                              'tags changed outside the L2 agent, or it is mid-rewire; see '
                              + L2_LOG,
                              'ovs-vsctl --columns=name,tag,other_config find Port '
-                             f'other_config:net_uuid={network_id}'), (vlans or [None])[0]
+                             f'other_config:net_uuid={network_id}'), (vlans[0] if vlans else None)
     return report.ok('local-vlan', f'{len(ports)} port(s) on local VLAN {vlans[0]}'), vlans[0]

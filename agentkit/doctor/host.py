@@ -27,7 +27,7 @@ class DnsmasqState:
 
     @property
     def running(self) -> bool:
-        return bool(self.argv) and os.path.basename(self.argv[0]) == dnsmasq.SERVICE
+        return self.argv is not None and os.path.basename(self.argv[0]) == dnsmasq.SERVICE
 
 
 class HostView:

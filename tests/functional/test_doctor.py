@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 
 from agentkit.conf import metadata as metadata_conf
@@ -34,11 +35,12 @@ class DoctorTest(base.AgentTestCase):
         self.configure(metadata_conf.register_metadata_opts, {})
         self.neutron = fake_neutron.FakeNeutron().start()
         self.addCleanup(self.neutron.stop)
-        os.makedirs(STATE_ROOT, mode=0o755, exist_ok=True)
-        os.chmod(STATE_ROOT, 0o755)   # dnsmasq reads its files as "nobody"
-        self.state_path = os.path.join(STATE_ROOT, uuid.uuid4().hex[:12])
-        os.makedirs(self.state_path, mode=0o755)
+        # dnsmasq reads its files as "nobody": every level must be traversable.
+        os.makedirs(STATE_ROOT, exist_ok=True)
+        self.state_path = tempfile.mkdtemp(prefix='doctor-', dir=STATE_ROOT)
         self.addCleanup(shutil.rmtree, self.state_path, True)
+        for path in (STATE_ROOT, self.state_path):
+            os.chmod(path, 0o755)
         self.addCleanup(base.kill_pids_with, self.state_path)
         self.ovs = ovs_lib.get_connection()
         prefix = ovs_host.random_prefix()
