@@ -19,6 +19,7 @@ from agentkit import privsep_setup
 from agentkit import version
 from agentkit.conf import common as common_conf
 from agentkit.conf import l2 as l2_conf
+from agentkit.conf import l3 as l3_conf
 from agentkit.doctor import hops
 from agentkit.doctor import host as host_view
 from agentkit.doctor import hosts_ovs
@@ -29,7 +30,7 @@ from agentkit.rpc import transport as rpc_transport
 
 PROG = 'agentkit-doctor'
 #: sub-command -> the kind of id it takes
-SUBJECTS = {'port': 'port', 'network': 'network'}
+SUBJECTS = {'port': 'port', 'network': 'network', 'router': 'router'}
 
 cli_opts = [
     cfg.BoolOpt('json', default=False,
@@ -49,6 +50,7 @@ def _add_subjects(subparsers: object) -> None:
 def register_opts(conf: cfg.ConfigOpts) -> None:
     common_conf.register_common_opts(conf)
     l2_conf.register_l2_opts(conf)
+    l3_conf.register_l3_opts(conf)
     conf.register_cli_opts(cli_opts)
     conf.register_cli_opt(cfg.SubCommandOpt(
         'subject', title='what to examine', handler=_add_subjects))
@@ -59,7 +61,8 @@ def _settings(conf: cfg.ConfigOpts) -> hops.Settings:
     return hops.Settings(host=conf.host, mechanism=conf.l2.mechanism_driver,
                          integration_bridge=conf.ovs.integration_bridge,
                          physical_networks=physnets,
-                         tunnel_types=frozenset(conf.l2.tunnel_types))
+                         tunnel_types=frozenset(conf.l2.tunnel_types),
+                         metadata_proxy=conf.enable_metadata_proxy)
 
 
 def examine(conf: cfg.ConfigOpts, kind: str, resource_id: str) -> report.Report:
@@ -71,7 +74,8 @@ def examine(conf: cfg.ConfigOpts, kind: str, resource_id: str) -> report.Report:
     transport = rpc_transport.get_transport(conf)
     try:
         server = intent.ServerView(transport, conf.host, timeout=conf.rpc_timeout)
-        check = hops.check_port if kind == 'port' else hops.check_network
+        check = {'port': hops.check_port, 'network': hops.check_network,
+                 'router': hops.check_router}[kind]
         return check(resource_id, server, host, settings)
     finally:
         transport.cleanup()

@@ -7,6 +7,7 @@ one hop to repair first.
 """
 
 import dataclasses
+from collections.abc import Callable
 from typing import Protocol
 
 from agentkit.doctor import host as host_view
@@ -24,6 +25,8 @@ PROVIDER_TYPES = frozenset({'flat', 'vlan'})
 TUNNEL_TYPES = frozenset({'vxlan', 'gre'})
 L2_LOG = 'the agentkit-l2 log (journalctl -u agentkit-l2)'
 DHCP_LOG = 'the agentkit-dhcp log (journalctl -u agentkit-dhcp)'
+L3_LOG = 'the agentkit-l3 log (journalctl -u agentkit-l3)'
+HAPROXY = 'haproxy'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +37,14 @@ class Settings:
     integration_bridge: str = 'br-int'
     physical_networks: frozenset[str] = frozenset()
     tunnel_types: frozenset[str] = frozenset()
+    metadata_proxy: bool = True    # [DEFAULT] enable_metadata_proxy of the L3 agent
 
 
 class Server(Protocol):
     def port(self, port_id: str) -> intent.PortIntent | None: ...
     def network(self, network_id: str) -> intent.NetworkIntent | None: ...
     def segment(self, port_id: str) -> intent.Segment | None: ...
+    def router_ports(self, router_id: str) -> list[intent.PortIntent]: ...
 
 
 def _unreachable(exc: Exception) -> report.Hop:
@@ -356,3 +361,117 @@ def _network_vlan_hop(network_id: str, host: host_view.HostView,
                              'ovs-vsctl --columns=name,tag,other_config find Port '
                              f'other_config:net_uuid={network_id}'), (vlans[0] if vlans else None)
     return report.ok('local-vlan', f'{len(ports)} port(s) on local VLAN {vlans[0]}'), vlans[0]
+
+
+# -- router -----------------------------------------------------------------
+def check_router(router_id: str, server: Server, host: host_view.HostView,
+                 settings: Settings) -> report.Report:
+    """The router's namespace, qr-/qg- devices and addresses, NAT and metadata proxy.
+
+    neutron-server has no read-only call that returns a router (see
+    :mod:`.intent`): its ports come from ``get_ports``; ``enable_snat`` and
+    floating IPs cannot be compared, so those hops show what the host has.
+    """
+    result = report.Report('router', router_id, settings.host)
+    hops = result.hops
+    try:
+        ports = server.router_ports(router_id)
+    except intent.ServerUnreachable as exc:
+        hops.append(_unreachable(exc))
+        return result
+    if not ports:
+        hops.append(_unknown_to_server('router', router_id))
+        return result
+    bound = sorted({p.host for p in ports if p.host})
+    if settings.host not in bound:
+        hops.append(report.unknown('server', f'the router\'s ports are bound to '
+                                             f'{", ".join(bound) or "no host"}: run the '
+                                             'doctor on the host of its L3 agent',
+                                   f'openstack network agent list --router {router_id}'))
+        return result
+    gateway = next((p for p in ports
+                    if p.device_owner == intent.DEVICE_OWNER_ROUTER_GATEWAY), None)
+    interfaces = [p for p in ports if p is not gateway]
+    hops.append(report.ok('server', f'{len(interfaces)} interface(s), gateway '
+                                    f'{_ips(gateway) if gateway else "none"}'))
+    namespace = naming.router_namespace(router_id)
+    if not host.namespace_exists(namespace):
+        hops.append(report.broken('namespace', f'no namespace {namespace}',
+                                  'the L3 agent has not set the router up here; see ' + L3_LOG,
+                                  'ip netns list'))
+        return result
+    hops.append(report.ok('namespace', f'{namespace} exists'))
+    addresses = host.addresses(namespace)
+    hops.append(_router_devices_hop('interfaces', namespace, addresses, interfaces,
+                                    naming.router_interface_name))
+    if gateway is None:
+        hops.append(report.ok('gateway', 'the router has no gateway: no NAT to check'))
+    else:
+        hops.append(_router_devices_hop('gateway', namespace, addresses, [gateway],
+                                        naming.router_gateway_name))
+        hops.extend(_nat_hops(namespace, gateway, host))
+    if settings.metadata_proxy and interfaces:
+        hops.append(_metadata_proxy_hop(router_id, host))
+    return result
+
+
+def _ips(port: intent.PortIntent) -> str:
+    return ', '.join(ip for _, ip in port.fixed_ips) or 'no address'
+
+
+def _router_devices_hop(name: str, namespace: str, addresses: dict[str, list[str]],
+                        ports: list[intent.PortIntent],
+                        device_name: Callable[[str], str]) -> report.Hop:
+    problems, found = [], []
+    for port in ports:
+        device = device_name(port.id)
+        missing = [ip for _, ip in port.fixed_ips if ip not in addresses.get(device, [])]
+        if device not in addresses:
+            problems.append(f'no {device} ({_ips(port)})')
+        elif missing:
+            problems.append(f'{device} lacks {", ".join(missing)}')
+        else:
+            found.append(f'{device} {_ips(port)}')
+    if problems:
+        return report.broken(name, f'in {namespace}: {"; ".join(problems)}',
+                             'the L3 agent has not plugged or addressed the router\'s '
+                             'port; see ' + L3_LOG, f'ip netns exec {namespace} ip address')
+    return report.ok(name, ', '.join(found) or 'none')
+
+
+def _nat_hops(namespace: str, gateway: intent.PortIntent,
+              host: host_view.HostView) -> list[report.Hop]:
+    show = f'ip netns exec {namespace} iptables-save -t nat'
+    try:
+        rules = host.nat_rules(namespace)
+    except Exception as exc:   # noqa: BLE001 - any failure of the tool is evidence
+        return [report.unknown('snat', f'cannot read the NAT table: {exc}', show)]
+    gateway_ips = [ip for _, ip in gateway.fixed_ips if ':' not in ip]
+    snat = [r for r in rules if '-j SNAT' in r and '-o ' in r
+            and any(f'--to-source {ip}' in r for ip in gateway_ips)]
+    hops = [report.ok('snat', f'internal traffic leaves as {", ".join(gateway_ips)}')
+            if snat else
+            report.unknown('snat', f'no SNAT to {", ".join(gateway_ips) or "?"}: right only '
+                                   'if the router has enable_snat false, which no read-only '
+                                   'call of neutron-server tells',
+                           f'{show}; openstack router show -c external_gateway_info')]
+    dnat = [r.split('-d ', 1)[1].split()[0].removesuffix('/32') + ' -> '
+            + r.split('--to-destination ', 1)[1]
+            for r in rules if '-j DNAT' in r and '-d ' in r and '--to-destination ' in r]
+    hops.append(report.unknown('floating-ips', f'DNAT here: {", ".join(dnat) or "none"}; '
+                                               'the router\'s floating IPs have no read-only '
+                                               'source to compare with',
+                               f'{show}; openstack floating ip list --router <router>'))
+    return hops
+
+
+def _metadata_proxy_hop(router_id: str, host: host_view.HostView) -> report.Hop:
+    state = host.metadata_proxy(router_id)
+    if not state.runs(HAPROXY):
+        return report.broken('metadata-proxy', f'no haproxy runs for router {router_id} '
+                                               f'(pid file {state.pid_file}: '
+                                               f'{state.pid or "none"})',
+                             'the proxy died and the L3 agent did not respawn it (is '
+                             'agentkit-l3 running?); VMs behind the router get no metadata; '
+                             'see ' + L3_LOG, f'ps -fp $(cat {state.pid_file})')
+    return report.ok('metadata-proxy', f'haproxy pid {state.pid}')

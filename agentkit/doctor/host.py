@@ -14,7 +14,28 @@ from agentkit.doctor import hosts_ovs
 from agentkit.lib import external_process
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
+from agentkit.privileged import iptables
 from drivers.dhcp import dnsmasq
+from drivers.metadata import haproxy
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessState:
+    pid_file: str
+    pid: int | None
+    argv: tuple[str, ...] | None      # None: no such process of this resource
+
+    def runs(self, binary: str) -> bool:
+        return self.argv is not None and os.path.basename(self.argv[0]) == binary
+
+
+def _process(pid_file: str, resource_id: str) -> ProcessState:
+    """The process of ``pid_file`` if it is alive and names the resource in its argv."""
+    pid = external_process.read_pid_file(pid_file)
+    argv = external_process.read_cmdline(pid) if pid else None
+    if argv is not None and not any(resource_id in arg for arg in argv):
+        argv = None   # a recycled pid: some other process
+    return ProcessState(pid_file, pid, tuple(argv) if argv else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +48,7 @@ class DnsmasqState:
 
     @property
     def running(self) -> bool:
-        return self.argv is not None and os.path.basename(self.argv[0]) == dnsmasq.SERVICE
+        return ProcessState(self.pid_file, self.pid, self.argv).runs(dnsmasq.SERVICE)
 
 
 class HostView:
@@ -60,12 +81,22 @@ class HostView:
         state_dir = naming.dhcp_state_dir(self.state_path, network_id)
         pid_file = os.path.join(state_dir, dnsmasq.PID_FILE)
         host_file = os.path.join(state_dir, dnsmasq.HOST_FILE)
-        pid = external_process.read_pid_file(pid_file)
-        argv = external_process.read_cmdline(pid) if pid else None
-        if argv is not None and not any(network_id in arg for arg in argv):
-            argv = None   # a recycled pid: some other process
+        process = _process(pid_file, network_id)
         hosts = {str(ip): mac for ip, mac in dnsmasq.read_host_macs(host_file).items()}
-        return DnsmasqState(pid_file, host_file, pid, tuple(argv) if argv else None, hosts)
+        return DnsmasqState(pid_file, host_file, process.pid, process.argv, hosts)
+
+    def metadata_proxy(self, router_id: str) -> ProcessState:
+        pid_file = naming.safe_join(self.state_path, haproxy.PROXY_DIR,
+                                    router_id + haproxy.PID_SUFFIX)
+        return _process(pid_file, router_id)
+
+    @staticmethod
+    def nat_rules(namespace: str) -> list[str]:
+        """``iptables-save -t nat`` of the namespace, one rule a line."""
+        code, out, err = iptables.save(namespace, 4, 'nat')
+        if code:
+            raise exceptions.AgentkitError(f'iptables-save in {namespace}: {err.strip()}')
+        return [line for line in out.splitlines() if line.startswith('-A ')]
 
     def ovs_port_of(self, port_id: str) -> hosts_ovs.OvsPort | None:
         return self.ovs.port_of(port_id) if self.ovs else None

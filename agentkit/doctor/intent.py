@@ -7,6 +7,7 @@ against neutron 29's handlers:
   with an admin context, a plain query.
 * ``get_network_info`` (q-plugin, DhcpRpcCallback): ``Network.get_object``,
   the plugin's ``get_ports`` and the network's subnets; no scheduling.
+  Also how a router's ports are found: by ``device_id``.
 * ``bulk_pull`` of ``Port`` objects (q-plugin, ResourcesPullRpcCallback):
   ``Port.get_objects``; the binding levels carry the bound segment.
 
@@ -14,7 +15,9 @@ Deliberately not used: ``get_devices_details_list_and_failed_devices``
 (moves the port to BUILD and may retry its binding),
 ``get_active_networks_info`` (auto-schedules networks to the asking host)
 and ``sync_routers`` / ``get_router_ids`` (set the host on router ports,
-auto-schedule routers).
+auto-schedule routers). So a router's ``enable_snat`` and floating IPs have
+no read-only source: the doctor shows what the host has for them and says
+it could not compare.
 """
 
 import dataclasses
@@ -28,6 +31,7 @@ from agentkit.rpc import metadata_api
 from agentkit.rpc import plugin_api
 
 DEVICE_OWNER_DHCP = 'network:dhcp'
+DEVICE_OWNER_ROUTER_GATEWAY = 'network:router_gateway'
 
 
 class ServerUnreachable(Exception):
@@ -130,6 +134,11 @@ class ServerView:
     def port(self, port_id: str) -> PortIntent | None:
         ports = self._ask(self._ports.get_ports, {'id': [port_id]})
         return PortIntent.from_rest(ports[0]) if ports else None
+
+    def router_ports(self, router_id: str) -> list[PortIntent]:
+        """The router's interface and gateway ports (their device_id is the router)."""
+        ports = self._ask(self._ports.get_ports, {'device_id': [router_id]})
+        return [PortIntent.from_rest(p) for p in ports]
 
     def network(self, network_id: str) -> NetworkIntent | None:
         info = self._ask(self._dhcp.get_network_info, network_id)

@@ -28,6 +28,10 @@ SETTINGS = hops.Settings(host=HOST, integration_bridge='br-int',
 TAP = 'tap' + VM[:11]
 DHCP_TAP = 'tap' + DHCP[:11]
 NS = 'qdhcp-' + NET
+ROUTER = str(uuid.uuid4())
+QR = str(uuid.uuid4())
+QG = str(uuid.uuid4())
+RNS = 'qrouter-' + ROUTER
 
 
 def _port(port_id: str, mac: str, ip: str, owner: str = 'compute:nova',
@@ -41,6 +45,12 @@ class FakeServer:
                       DHCP: _port(DHCP, 'fa:16:3e:00:00:02', '10.0.0.2', 'network:dhcp')}
         self.segment_: intent.Segment | None = intent.Segment('flat', 'physnet1', None)
         self.unreachable = False
+        self.router = {
+            QR: intent.PortIntent(QR, NET, 'fa:16:3e:00:00:01', ((SUBNET, '10.0.0.1'),), HOST,
+                                  'network:router_interface', True, 'ACTIVE'),
+            QG: intent.PortIntent(QG, str(uuid.uuid4()), 'fa:16:3e:00:01:01',
+                                  (('ext', '203.0.113.5'),), HOST, 'network:router_gateway',
+                                  True, 'ACTIVE')}
 
     def _check(self) -> None:
         if self.unreachable:
@@ -58,6 +68,10 @@ class FakeServer:
     def segment(self, port_id: str) -> intent.Segment | None:
         return self.segment_
 
+    def router_ports(self, router_id: str) -> list[intent.PortIntent]:
+        self._check()
+        return list(self.router.values()) if router_id == ROUTER else []
+
 
 class FakeHost:
     """A healthy host: tap on br-int on VLAN 3, patch, qdhcp, dnsmasq."""
@@ -70,8 +84,15 @@ class FakeHost:
             VM: hosts_ovs.OvsPort(TAP, 'br-int', 3, dict(wired), VM),
             DHCP: hosts_ovs.OvsPort(DHCP_TAP, 'br-int', 3, dict(wired), DHCP)}
         self.patches = [hosts_ovs.OvsPort('int-' + NET[:11], 'br-int', 3, dict(wired))]
-        self.namespaces = {NS}
-        self.ns_addresses = {DHCP_TAP: ['10.0.0.2']}
+        self.namespaces = {NS, RNS}
+        self.ns_addresses = {NS: {DHCP_TAP: ['10.0.0.2']},
+                             RNS: {'qr-' + QR[:11]: ['10.0.0.1'],
+                                   'qg-' + QG[:11]: ['203.0.113.5']}}
+        self.nat = [f'-A neutron-l3-agent-snat -o qg-{QG[:11]} -j SNAT '
+                    '--to-source 203.0.113.5 --random-fully',
+                    '-A neutron-l3-agent-PREROUTING -d 203.0.113.9/32 -j DNAT '
+                    '--to-destination 10.0.0.10']
+        self.proxy = host_view.ProcessState('/s/r.pid', 77, ('haproxy', '-f', ROUTER))
         self.dnsmasq_state = host_view.DnsmasqState(
             '/s/pid', '/s/host', 42, ('dnsmasq', '--pid-file=/s/' + NET), {
                 '10.0.0.10': VM_MAC, '10.0.0.2': 'fa:16:3e:00:00:02'})
@@ -83,7 +104,13 @@ class FakeHost:
         return namespace in self.namespaces
 
     def addresses(self, namespace: str) -> dict[str, list[str]]:
-        return dict(self.ns_addresses) if namespace in self.namespaces else {}
+        return dict(self.ns_addresses[namespace]) if namespace in self.namespaces else {}
+
+    def nat_rules(self, namespace: str) -> list[str]:
+        return list(self.nat)
+
+    def metadata_proxy(self, router_id: str) -> host_view.ProcessState:
+        return self.proxy
 
     def dnsmasq(self, network_id: str) -> host_view.DnsmasqState:
         return self.dnsmasq_state
@@ -200,7 +227,7 @@ class PortHopsTest(base.TestCase):
         self.assert_broken(['dhcp-port'])
 
     def test_dhcp_device_without_address(self) -> None:
-        self.host.ns_addresses = {DHCP_TAP: []}
+        self.host.ns_addresses[NS] = {DHCP_TAP: []}
         self.assert_broken(['dhcp-port'])
 
     def test_dhcp_port_on_another_vlan(self) -> None:
@@ -245,6 +272,63 @@ class NetworkHopsTest(base.TestCase):
         self.assertEqual(['local-vlan'], [h.name for h in result.broken_hops])
 
 
+class RouterHopsTest(base.TestCase):
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.server = FakeServer()
+        self.host = FakeHost()
+
+    def check(self) -> report.Report:
+        return hops.check_router(ROUTER, self.server, self.host, SETTINGS)  # type: ignore
+
+    def test_healthy(self) -> None:
+        result = self.check()
+        self.assertEqual(['server', 'namespace', 'interfaces', 'gateway', 'snat',
+                          'floating-ips', 'metadata-proxy'], [h.name for h in result.hops])
+        self.assertEqual([], result.broken_hops, result.to_text())
+        self.assertIn('203.0.113.9 -> 10.0.0.10', result.hops[5].evidence)
+        self.assertEqual(report.UNKNOWN, result.hops[5].status)   # nothing to compare with
+
+    def test_unknown_router(self) -> None:
+        result = hops.check_router(str(uuid.uuid4()), self.server, self.host,
+                                   SETTINGS)  # type: ignore[arg-type]
+        self.assertEqual(['server'], [h.name for h in result.broken_hops])
+
+    def test_hosted_elsewhere(self) -> None:
+        self.server.router = {k: dataclasses.replace(p, host='net2')
+                              for k, p in self.server.router.items()}
+        result = self.check()
+        self.assertEqual([], result.broken_hops)
+        self.assertIn('net2', result.hops[0].evidence)
+
+    def test_namespace_missing(self) -> None:
+        self.host.namespaces.discard(RNS)
+        self.assertEqual(['namespace'], [h.name for h in self.check().broken_hops])
+
+    def test_interface_address_missing(self) -> None:
+        self.host.ns_addresses[RNS]['qr-' + QR[:11]] = []
+        self.assertEqual(['interfaces'], [h.name for h in self.check().broken_hops])
+
+    def test_gateway_device_missing(self) -> None:
+        del self.host.ns_addresses[RNS]['qg-' + QG[:11]]
+        self.assertEqual(['gateway'], [h.name for h in self.check().broken_hops])
+
+    def test_missing_snat_is_shown_but_cannot_be_judged(self) -> None:
+        self.host.nat = self.host.nat[1:]
+        result = self.check()
+        self.assertEqual([], result.broken_hops)
+        self.assertIn('enable_snat', result.hops[4].evidence)
+        self.assertEqual(report.UNKNOWN, result.hops[4].status)
+
+    def test_metadata_proxy_down(self) -> None:
+        self.host.proxy = host_view.ProcessState('/s/r.pid', 77, None)
+        self.assertEqual(['metadata-proxy'], [h.name for h in self.check().broken_hops])
+        settings = dataclasses.replace(SETTINGS, metadata_proxy=False)
+        result = hops.check_router(ROUTER, self.server, self.host, settings)  # type: ignore
+        self.assertNotIn('metadata-proxy', [h.name for h in result.hops])
+
+
 class SegmentOfTest(base.TestCase):
 
     def test_bottom_level_segment(self) -> None:
@@ -265,7 +349,8 @@ class UsageTest(base.TestCase):
             return cli.run(list(argv), cfg.ConfigOpts())
 
     def test_usage_errors_exit_2(self) -> None:
-        self.assertEqual(2, self.run_cli('router', str(uuid.uuid4())))
+        self.assertEqual(2, self.run_cli('host-of-nothing', str(uuid.uuid4())))
+        self.assertEqual(2, self.run_cli('router', 'qrouter-1'))
         self.assertEqual(2, self.run_cli('port', 'tap1234'))
         self.assertEqual(2, self.run_cli('network', str(uuid.uuid4()).upper()))
         self.assertEqual(2, self.run_cli())
