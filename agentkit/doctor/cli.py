@@ -5,12 +5,14 @@ Same configuration conventions as the agents (``--config-file`` repeatable,
 knows the host name, ``state_path``, the OVSDB endpoint, the mechanism
 driver and its mappings. Exit codes: 0 every hop holds, 1 a hop is broken,
 2 a usage error (unknown sub-command, malformed id, bad configuration).
+Sub-commands: ``port``/``network``/``router`` <id>, and ``host``.
 
 Import only after ``agentkit.concurrency.select()`` (it loads oslo.messaging).
 """
 
 import logging
 import sys
+from typing import Any
 
 from oslo_config import cfg
 
@@ -40,11 +42,15 @@ cli_opts = [
 ]
 
 
-def _add_subjects(subparsers: object) -> None:
+HOST = 'host'
+
+
+def _add_subjects(subparsers: Any) -> None:
     for name, kind in SUBJECTS.items():
-        parser = subparsers.add_parser(  # type: ignore[attr-defined]
-            name, help=f'Walk the path of a {kind}, hop by hop.')
+        parser = subparsers.add_parser(name, help=f'Walk the path of a {kind}, hop by hop.')
         parser.add_argument('id', help=f'the {kind} id (a UUID)')
+    subparsers.add_parser(HOST, help='agentkit\'s agents, bridges and leftover namespaces '
+                                     'on this host.')
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
@@ -57,10 +63,11 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
 
 
 def _settings(conf: cfg.ConfigOpts) -> hops.Settings:
-    physnets = frozenset(m.split(':', 1)[0].strip() for m in conf.l2.bridge_mappings)
+    mappings = [m.split(':', 1) for m in conf.l2.bridge_mappings if ':' in m]
     return hops.Settings(host=conf.host, mechanism=conf.l2.mechanism_driver,
                          integration_bridge=conf.ovs.integration_bridge,
-                         physical_networks=physnets,
+                         physical_networks=frozenset(p.strip() for p, _ in mappings),
+                         physical_bridges=frozenset(b.strip() for _, b in mappings),
                          tunnel_types=frozenset(conf.l2.tunnel_types),
                          metadata_proxy=conf.enable_metadata_proxy)
 
@@ -74,6 +81,8 @@ def examine(conf: cfg.ConfigOpts, kind: str, resource_id: str) -> report.Report:
     transport = rpc_transport.get_transport(conf)
     try:
         server = intent.ServerView(transport, conf.host, timeout=conf.rpc_timeout)
+        if kind == HOST:
+            return hops.check_host(server, host, settings)
         check = {'port': hops.check_port, 'network': hops.check_network,
                  'router': hops.check_router}[kind]
         return check(resource_id, server, host, settings)
@@ -94,14 +103,18 @@ def run(argv: list[str], conf: cfg.ConfigOpts | None = None) -> int:
         print(f'{PROG}: {exc}', file=sys.stderr)
         return report.EXIT_USAGE
     kind = conf.subject.name
-    if kind not in SUBJECTS:
-        print(f'{PROG}: name what to examine: {" or ".join(SUBJECTS)} <id>', file=sys.stderr)
+    if kind == HOST:
+        resource_id = ''
+    elif kind not in SUBJECTS:
+        print(f'{PROG}: name what to examine: {HOST}, or {" or ".join(SUBJECTS)} <id>',
+              file=sys.stderr)
         return report.EXIT_USAGE
-    try:
-        resource_id = naming.validate_id(conf.subject.id, SUBJECTS[kind])
-    except exceptions.InvalidIdentifier as exc:
-        print(f'{PROG}: {exc}', file=sys.stderr)
-        return report.EXIT_USAGE
+    else:
+        try:
+            resource_id = naming.validate_id(conf.subject.id, SUBJECTS[kind])
+        except exceptions.InvalidIdentifier as exc:
+            print(f'{PROG}: {exc}', file=sys.stderr)
+            return report.EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     privsep_setup.setup_privsep(conf)
     result = examine(conf, kind, resource_id)

@@ -38,6 +38,7 @@ class Settings:
     physical_networks: frozenset[str] = frozenset()
     tunnel_types: frozenset[str] = frozenset()
     metadata_proxy: bool = True    # [DEFAULT] enable_metadata_proxy of the L3 agent
+    physical_bridges: frozenset[str] = frozenset()   # of [l2] bridge_mappings
 
 
 class Server(Protocol):
@@ -475,3 +476,48 @@ def _metadata_proxy_hop(router_id: str, host: host_view.HostView) -> report.Hop:
                              'agentkit-l3 running?); VMs behind the router get no metadata; '
                              'see ' + L3_LOG, f'ps -fp $(cat {state.pid_file})')
     return report.ok('metadata-proxy', f'haproxy pid {state.pid}')
+
+
+# -- host -------------------------------------------------------------------
+AGENTS = frozenset({'agentkit-l2', 'agentkit-dhcp', 'agentkit-l3', 'agentkit-metadata'})
+
+
+def check_host(server: Server, host: host_view.HostView, settings: Settings) -> report.Report:
+    """agentkit's processes, bridges, and namespaces neutron-server no longer knows."""
+    result = report.Report('host', settings.host, settings.host)
+    hops = result.hops
+    running = host.processes(AGENTS)
+    listing = ', '.join(f'{name} (pid {", ".join(map(str, pids))})'
+                        for name, pids in sorted(running.items()))
+    hops.append(report.ok('agents', listing) if running else
+                report.unknown('agents', 'no agentkit agent runs on this host',
+                               'systemctl status "agentkit-*"'))
+    bridges = host.bridges()
+    if bridges is not None:
+        wanted = [settings.integration_bridge, *sorted(settings.physical_bridges)]
+        missing = [b for b in wanted if b not in bridges]
+        hops.append(report.broken('bridges', f'missing: {", ".join(missing)}',
+                                  'agentkit-l2 creates them at start: it has not run, or '
+                                  'failed to; see ' + L2_LOG, 'ovs-vsctl list-br')
+                    if missing else report.ok('bridges', ', '.join(wanted)))
+    namespaces = host.list_namespaces()
+    try:
+        hops.append(_leftovers('dhcp-namespaces', naming.DHCP_NS_PREFIX, namespaces,
+                               lambda i: server.network(i) is not None, DHCP_LOG))
+        hops.append(_leftovers('router-namespaces', naming.ROUTER_NS_PREFIX, namespaces,
+                               lambda i: bool(server.router_ports(i)), L3_LOG))
+    except intent.ServerUnreachable as exc:
+        hops.append(_unreachable(exc))
+    return result
+
+
+def _leftovers(name: str, prefix: str, namespaces: list[str],
+               known: Callable[[str], bool], log: str) -> report.Hop:
+    ids = [ns[len(prefix):] for ns in namespaces if ns.startswith(prefix)]
+    ids = [i for i in ids if naming.is_valid_id(i)]
+    stale = [prefix + i for i in ids if not known(i)]
+    if stale:
+        return report.broken(name, f'neutron-server no longer knows: {", ".join(stale)}',
+                             'left over after a delete the agent missed; its next full '
+                             'sync removes it; see ' + log, 'ip netns list')
+    return report.ok(name, f'{len(ids)}, all known to neutron-server')

@@ -98,6 +98,30 @@ class HostView:
             raise exceptions.AgentkitError(f'iptables-save in {namespace}: {err.strip()}')
         return [line for line in out.splitlines() if line.startswith('-A ')]
 
+    @staticmethod
+    def list_namespaces() -> list[str]:
+        return ip_lib.list_namespaces()
+
+    def bridges(self) -> list[str] | None:
+        """OVS bridges, None when the doctor does not look at OVS."""
+        return self.ovs.bridges() if self.ovs else None
+
+    @staticmethod
+    def processes(names: frozenset[str], proc_path: str = external_process.PROC_PATH
+                  ) -> dict[str, list[int]]:
+        """name -> pids of the running processes whose argv[0] or script is one of ``names``."""
+        found: dict[str, list[int]] = {}
+        for entry in os.listdir(proc_path):
+            if not entry.isdigit():
+                continue
+            argv = external_process.read_cmdline(int(entry), proc_path) or []
+            for arg in argv[:2]:
+                name = os.path.basename(arg)
+                if name in names:
+                    found.setdefault(name, []).append(int(entry))
+                    break
+        return found
+
     def ovs_port_of(self, port_id: str) -> hosts_ovs.OvsPort | None:
         return self.ovs.port_of(port_id) if self.ovs else None
 

@@ -3,10 +3,12 @@
 import dataclasses
 import io
 import json
+import os
 import uuid
 from contextlib import redirect_stderr
 from typing import Any
 
+import fixtures
 from oslo_config import cfg
 
 from agentkit.doctor import cli
@@ -105,6 +107,15 @@ class FakeHost:
 
     def addresses(self, namespace: str) -> dict[str, list[str]]:
         return dict(self.ns_addresses[namespace]) if namespace in self.namespaces else {}
+
+    def list_namespaces(self) -> list[str]:
+        return sorted(self.namespaces)
+
+    def bridges(self) -> list[str]:
+        return ['br-int', 'br-ex']
+
+    def processes(self, names: frozenset[str]) -> dict[str, list[int]]:
+        return {'agentkit-l2': [10], 'agentkit-dhcp': [11]}
 
     def nat_rules(self, namespace: str) -> list[str]:
         return list(self.nat)
@@ -329,6 +340,35 @@ class RouterHopsTest(base.TestCase):
         self.assertNotIn('metadata-proxy', [h.name for h in result.hops])
 
 
+class HostCheckTest(base.TestCase):
+
+    def test_healthy_then_leftovers_and_missing_bridge(self) -> None:
+        server, host = FakeServer(), FakeHost()
+        settings = dataclasses.replace(SETTINGS, physical_bridges=frozenset({'br-ex'}))
+        result = hops.check_host(server, host, settings)  # type: ignore[arg-type]
+        self.assertEqual(['agents', 'bridges', 'dhcp-namespaces', 'router-namespaces'],
+                         [h.name for h in result.hops])
+        self.assertEqual([], result.broken_hops, result.to_text())
+        self.assertIn('agentkit-dhcp (pid 11)', result.hops[0].evidence)
+        gone = str(uuid.uuid4())
+        host.namespaces |= {'qrouter-' + gone, 'qdhcp-not-an-id'}
+        settings = dataclasses.replace(settings, physical_bridges=frozenset({'br-phys'}))
+        result = hops.check_host(server, host, settings)  # type: ignore[arg-type]
+        self.assertEqual(['bridges', 'router-namespaces'],
+                         [h.name for h in result.broken_hops])
+        self.assertIn(gone, result.hops[3].evidence)
+
+    def test_processes_found_by_name(self) -> None:
+        proc = self.useFixture(fixtures.TempDir()).path
+        for pid, argv in ((5, b'/usr/bin/python3\0/usr/bin/agentkit-l2\0--config-file'),
+                          (6, b'dnsmasq\0--no-hosts'), (7, b'agentkit-dhcp\0')):
+            os.makedirs(os.path.join(proc, str(pid)))
+            with open(os.path.join(proc, str(pid), 'cmdline'), 'wb') as f:
+                f.write(argv)
+        self.assertEqual({'agentkit-l2': [5], 'agentkit-dhcp': [7]},
+                         host_view.HostView.processes(hops.AGENTS, proc))
+
+
 class SegmentOfTest(base.TestCase):
 
     def test_bottom_level_segment(self) -> None:
@@ -349,7 +389,8 @@ class UsageTest(base.TestCase):
             return cli.run(list(argv), cfg.ConfigOpts())
 
     def test_usage_errors_exit_2(self) -> None:
-        self.assertEqual(2, self.run_cli('host-of-nothing', str(uuid.uuid4())))
+        self.assertEqual(2, self.run_cli('hosts', str(uuid.uuid4())))
+        self.assertEqual(2, self.run_cli('host', str(uuid.uuid4())))
         self.assertEqual(2, self.run_cli('router', 'qrouter-1'))
         self.assertEqual(2, self.run_cli('port', 'tap1234'))
         self.assertEqual(2, self.run_cli('network', str(uuid.uuid4()).upper()))
