@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Protocol
 
+from agentkit.api import device_owner
 from agentkit.doctor import host as host_view
 from agentkit.doctor import hosts_ovs
 from agentkit.doctor import intent
@@ -339,7 +340,7 @@ def check_network(network_id: str, server: Server, host: host_view.HostView,
         vlan_hop, vlan = _network_vlan_hop(network_id, host, settings)
         hops.append(vlan_hop)
         hops.append(uplink_hop(network_id, segment, vlan, host, settings))
-    served = [p for p in network.ports if p.device_owner != intent.DEVICE_OWNER_DHCP]
+    served = [p for p in network.ports if p.device_owner != device_owner.DHCP]
     hops.extend(dhcp_hops(network, served, vlan, host, settings))
     return result
 
@@ -391,7 +392,7 @@ def check_router(router_id: str, server: Server, host: host_view.HostView,
                                    f'openstack network agent list --router {router_id}'))
         return result
     gateway = next((p for p in ports
-                    if p.device_owner == intent.DEVICE_OWNER_ROUTER_GATEWAY), None)
+                    if p.device_owner == device_owner.ROUTER_GATEWAY), None)
     interfaces = [p for p in ports if p is not gateway]
     hops.append(report.ok('server', f'{len(interfaces)} interface(s), gateway '
                                     f'{_ips(gateway) if gateway else "none"}'))

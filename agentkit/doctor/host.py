@@ -15,7 +15,9 @@ from agentkit.lib import external_process
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
 from agentkit.privileged import iptables
-from drivers.dhcp import dnsmasq
+from drivers.dhcp.dnsmasq import driver as dnsmasq_driver
+from drivers.dhcp.dnsmasq import leases as dnsmasq_leases
+from drivers.dhcp.dnsmasq import render as dnsmasq_files
 from drivers.metadata import haproxy
 
 
@@ -48,7 +50,7 @@ class DnsmasqState:
 
     @property
     def running(self) -> bool:
-        return ProcessState(self.pid_file, self.pid, self.argv).runs(dnsmasq.SERVICE)
+        return ProcessState(self.pid_file, self.pid, self.argv).runs(dnsmasq_driver.SERVICE)
 
 
 class HostView:
@@ -79,10 +81,10 @@ class HostView:
 
     def dnsmasq(self, network_id: str) -> DnsmasqState:
         state_dir = naming.dhcp_state_dir(self.state_path, network_id)
-        pid_file = os.path.join(state_dir, dnsmasq.PID_FILE)
-        host_file = os.path.join(state_dir, dnsmasq.HOST_FILE)
+        pid_file = os.path.join(state_dir, dnsmasq_files.PID_FILE)
+        host_file = os.path.join(state_dir, dnsmasq_files.HOST_FILE)
         process = _process(pid_file, network_id)
-        hosts = {str(ip): mac for ip, mac in dnsmasq.read_host_macs(host_file).items()}
+        hosts = {str(ip): mac for ip, mac in dnsmasq_leases.read_host_macs(host_file).items()}
         return DnsmasqState(pid_file, host_file, process.pid, process.argv, hosts)
 
     def metadata_proxy(self, router_id: str) -> ProcessState:

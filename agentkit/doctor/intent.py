@@ -26,12 +26,10 @@ from typing import Any
 import oslo_messaging
 
 from agentkit.agent import port_cache
+from agentkit.api import device_owner
 from agentkit.rpc import dhcp_api
 from agentkit.rpc import metadata_api
 from agentkit.rpc import plugin_api
-
-DEVICE_OWNER_DHCP = 'network:dhcp'
-DEVICE_OWNER_ROUTER_GATEWAY = 'network:router_gateway'
 
 
 class ServerUnreachable(Exception):
@@ -85,7 +83,7 @@ class NetworkIntent:
 
     @property
     def dhcp_ports(self) -> list[PortIntent]:
-        return [p for p in self.ports if p.device_owner == DEVICE_OWNER_DHCP]
+        return [p for p in self.ports if p.device_owner == device_owner.DHCP]
 
     def dhcp_addresses(self, port: PortIntent) -> list[str]:
         """The port's IPv4 addresses on subnets with DHCP on: what dnsmasq must serve."""
