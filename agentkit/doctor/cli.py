@@ -17,6 +17,7 @@ from typing import Any
 from oslo_config import cfg
 
 from agentkit import exceptions
+from agentkit import loader
 from agentkit import privsep_setup
 from agentkit import version
 from agentkit.conf import common as common_conf
@@ -31,6 +32,8 @@ from agentkit.lib import naming
 from agentkit.rpc import transport as rpc_transport
 
 PROG = 'agentkit-doctor'
+#: firewall drivers whose per-port chains the security-group hop reads
+IPTABLES_FIREWALLS = frozenset({'iptables_hybrid'})
 #: sub-command -> the kind of id it takes
 SUBJECTS = {'port': 'port', 'network': 'network', 'router': 'router'}
 
@@ -62,6 +65,19 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
         'subject', title='what to examine', handler=_add_subjects))
 
 
+def _iptables_firewall(conf: cfg.ConfigOpts) -> bool:
+    """Whether the L2 agent filters ports with per-port iptables chains."""
+    sg_conf = conf.securitygroup
+    if not sg_conf.enable_security_group:
+        return False
+    try:
+        alias = loader.resolve(loader.FIREWALL_DRIVERS, sg_conf.firewall_driver,
+                               sg_conf.unsupported_firewall_fallback)
+    except exceptions.AgentkitError:
+        return False    # the agent refuses to start with it: nothing to read
+    return alias in IPTABLES_FIREWALLS
+
+
 def _settings(conf: cfg.ConfigOpts) -> hops.Settings:
     mappings = [m.split(':', 1) for m in conf.l2.bridge_mappings if ':' in m]
     return hops.Settings(host=conf.host, mechanism=conf.l2.mechanism_driver,
@@ -69,7 +85,8 @@ def _settings(conf: cfg.ConfigOpts) -> hops.Settings:
                          physical_networks=frozenset(p.strip() for p, _ in mappings),
                          physical_bridges=frozenset(b.strip() for _, b in mappings),
                          tunnel_types=frozenset(conf.l2.tunnel_types),
-                         metadata_proxy=conf.enable_metadata_proxy)
+                         metadata_proxy=conf.enable_metadata_proxy,
+                         iptables_firewall=_iptables_firewall(conf))
 
 
 def examine(conf: cfg.ConfigOpts, kind: str, resource_id: str) -> report.Report:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from agentkit.api import device_owner
+from agentkit.doctor import dhcp_filter
 from agentkit.doctor import host as host_view
 from agentkit.doctor import hosts_ovs
 from agentkit.doctor import intent
@@ -40,6 +41,8 @@ class Settings:
     tunnel_types: frozenset[str] = frozenset()
     metadata_proxy: bool = True    # [DEFAULT] enable_metadata_proxy of the L3 agent
     physical_bridges: frozenset[str] = frozenset()   # of [l2] bridge_mappings
+    #: the L2 agent filters ports with iptables (iptables_hybrid, security groups on)
+    iptables_firewall: bool = False
 
 
 class Server(Protocol):
@@ -92,6 +95,8 @@ def check_port(port_id: str, server: Server, host: host_view.HostView,
         hops.append(uplink_hop(port.network_id, segment, vlan, host, settings))
     elif settings.mechanism == LINUXBRIDGE:
         hops.append(_linux_bridge_hop(port, host))
+    if settings.iptables_firewall and network is not None and network.dhcp_addresses(port):
+        hops.append(_security_group_hop(port, host))
     hops.extend(dhcp_hops(network, [port], vlan, host, settings))
     return result
 
@@ -185,6 +190,35 @@ def _linux_bridge_hop(port: intent.PortIntent, host: host_view.HostView) -> repo
                              'the L2 agent has not wired the port, or the tap was taken out '
                              'of the bridge; see ' + L2_LOG, f'bridge link show dev {tap}')
     return report.ok('bridge', f'{tap} in {brq}')
+
+
+def _security_group_hop(port: intent.PortIntent, host: host_view.HostView) -> report.Hop:
+    """Whether the port's firewall chains let its DHCP exchange through (IPv4)."""
+    show = 'iptables-save -t filter | grep ' + port.id[:10]
+    try:
+        rules = host.filter_rules()
+    except Exception as exc:   # any failure of the tool is evidence
+        return report.unknown('security-group', f'cannot read the filter table: {exc}', show)
+    tap = naming.tap_device_name(port.id)
+    verdicts = []
+    for direction, what in ((dhcp_filter.EGRESS, 'requests'), (dhcp_filter.INGRESS, 'replies')):
+        found = dhcp_filter.chain_rules(rules, direction, port.id)
+        if found is None:
+            if any(tap in r and '-j ACCEPT' in r for r in rules):
+                return report.ok('security-group', f'{tap} is not filtered '
+                                                   '(port security off or trusted)')
+            return report.broken('security-group', f'no firewall chain for {tap}',
+                                 'the L2 agent has not filtered the port yet: a filtered '
+                                 'bridge passes nothing for it; see ' + L2_LOG, show)
+        chain, lines = found
+        allowed, rule = dhcp_filter.decide(lines, direction)
+        if allowed is False:
+            return report.broken('security-group', f'{chain} drops DHCP {what}: {rule}',
+                                 'a rule added outside agentkit, or the port\'s security '
+                                 'group rules were rendered wrongly', show)
+        verdicts.append(f'{chain} lets DHCP {what} through' if allowed
+                        else f'{chain}: no rule decides DHCP {what}')
+    return report.ok('security-group', '; '.join(verdicts))
 
 
 # -- uplink -----------------------------------------------------------------
@@ -446,7 +480,7 @@ def _nat_hops(namespace: str, gateway: intent.PortIntent,
     show = f'ip netns exec {namespace} iptables-save -t nat'
     try:
         rules = host.nat_rules(namespace)
-    except Exception as exc:   # noqa: BLE001 - any failure of the tool is evidence
+    except Exception as exc:   # any failure of the tool is evidence
         return [report.unknown('snat', f'cannot read the NAT table: {exc}', show)]
     gateway_ips = [ip for _, ip in gateway.fixed_ips if ':' not in ip]
     snat = [r for r in rules if '-j SNAT' in r and '-o ' in r

@@ -93,12 +93,20 @@ class HostView:
         return _process(pid_file, router_id)
 
     @staticmethod
-    def nat_rules(namespace: str) -> list[str]:
-        """``iptables-save -t nat`` of the namespace, one rule a line."""
-        code, out, err = iptables.save(namespace, 4, 'nat')
+    def _rules(namespace: str | None, table: str) -> list[str]:
+        code, out, err = iptables.save(namespace, 4, table)
         if code:
-            raise exceptions.AgentkitError(f'iptables-save in {namespace}: {err.strip()}')
+            raise exceptions.AgentkitError(f'iptables-save -t {table} in '
+                                           f'{namespace or "the host"}: {err.strip()}')
         return [line for line in out.splitlines() if line.startswith('-A ')]
+
+    def nat_rules(self, namespace: str) -> list[str]:
+        """``iptables-save -t nat`` of a router's namespace, one rule a line."""
+        return self._rules(namespace, 'nat')
+
+    def filter_rules(self) -> list[str]:
+        """``iptables-save -t filter`` of the host: the security-group chains."""
+        return self._rules(None, 'filter')
 
     @staticmethod
     def list_namespaces() -> list[str]:

@@ -17,6 +17,7 @@ from agentkit.doctor import hops
 from agentkit.doctor import hosts_ovs
 from agentkit.doctor import intent
 from agentkit.doctor import report
+from drivers.firewall import iptables_hybrid
 from tests import base
 
 HOST = 'compute1'
@@ -95,6 +96,7 @@ class FakeHost:
                     '-A neutron-l3-agent-PREROUTING -d 203.0.113.9/32 -j DNAT '
                     '--to-destination 10.0.0.10']
         self.proxy = host_view.ProcessState('/s/r.pid', 77, ('haproxy', '-f', ROUTER))
+        self.filter = port_chains(VM)
         self.dnsmasq_state = host_view.DnsmasqState(
             '/s/pid', '/s/host', 42, ('dnsmasq', '--pid-file=/s/' + NET), {
                 '10.0.0.10': VM_MAC, '10.0.0.2': 'fa:16:3e:00:00:02'})
@@ -117,6 +119,9 @@ class FakeHost:
     def processes(self, names: frozenset[str]) -> dict[str, list[int]]:
         return {'agentkit-l2': [10], 'agentkit-dhcp': [11]}
 
+    def filter_rules(self) -> list[str]:
+        return list(self.filter)
+
     def nat_rules(self, namespace: str) -> list[str]:
         return list(self.nat)
 
@@ -132,6 +137,19 @@ class FakeHost:
     def ovs_network_ports(self, network_id: str) -> list[hosts_ovs.OvsPort]:
         return [p for p in [*self.ovs.values(), *self.patches]
                 if p.other_config.get('net_uuid') == network_id]
+
+
+def port_chains(port_id: str, rules: tuple[str, ...] = ()) -> list[str]:
+    """The port's chains as iptables-save shows what iptables_hybrid builds."""
+    driver = iptables_hybrid.IptablesHybridFirewallDriver
+    prefix, suffix = 'neutron-openvswi-', port_id[:10]
+
+    def chain(name: str, specs: list[str]) -> list[str]:
+        return [f'-A {prefix}{name} ' + spec.replace('$', prefix) for spec in specs]
+    return (chain('i' + suffix, driver._ingress(4, True, rules))
+            + chain('o' + suffix, driver._egress(4, True, prefix + 's' + suffix, rules))
+            + chain('s' + suffix, [f'-s 10.0.0.10/32 -m mac --mac-source {VM_MAC} -j RETURN',
+                                   '-j DROP']))
 
 
 class PortHopsTest(base.TestCase):
@@ -270,6 +288,57 @@ class PortHopsTest(base.TestCase):
         self.assertEqual([], result.broken_hops, result.to_text())
         self.host.links[(TAP, None)]['master'] = None
         self.assertEqual(['bridge'], [h.name for h in self.check(settings).broken_hops])
+
+
+class SecurityGroupHopTest(base.TestCase):
+    """With iptables_hybrid the hop reads the chains the driver builds."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.server, self.host = FakeServer(), FakeHost()
+        self.settings = dataclasses.replace(SETTINGS, iptables_firewall=True)
+
+    def hop(self) -> report.Hop:
+        result = hops.check_port(VM, self.server, self.host,
+                                 self.settings)  # type: ignore[arg-type]
+        return next(h for h in result.hops if h.name == 'security-group')
+
+    def test_driver_chains_let_dhcp_through(self) -> None:
+        hop = self.hop()
+        self.assertEqual(report.OK, hop.status, hop)
+        self.assertIn('neutron-openvswi-o' + VM[:10] + ' lets DHCP requests through',
+                      hop.evidence)
+        self.assertIn('neutron-openvswi-i' + VM[:10] + ' lets DHCP replies through',
+                      hop.evidence)
+        self.assertNotIn('security-group', [h.name for h in hops.check_port(
+            VM, self.server, self.host, SETTINGS).hops])  # type: ignore[arg-type]
+
+    def test_a_rule_dropping_dhcp_is_named(self) -> None:
+        egress = f'neutron-openvswi-o{VM[:10]}'
+        self.host.filter.insert(0, f'-A {egress} -p udp -m udp --dport 67 -j DROP')
+        hop = self.hop()
+        self.assertEqual(report.BROKEN, hop.status)
+        self.assertIn('--dport 67 -j DROP', hop.evidence)
+
+    def test_dropped_replies(self) -> None:
+        ingress = f'neutron-openvswi-i{VM[:10]}'
+        self.host.filter = [r for r in self.host.filter
+                            if not (r.startswith(f'-A {ingress} ') and '--sport 67' in r)]
+        hop = self.hop()
+        self.assertEqual(report.BROKEN, hop.status)
+        self.assertIn('sg-fallback', hop.evidence)
+
+    def test_other_rules_do_not_decide(self) -> None:
+        self.host.filter = port_chains(VM, ('-p tcp -m tcp --dport 22 -j RETURN',
+                                            '-s 10.9.0.0/16 -j RETURN'))
+        self.assertEqual(report.OK, self.hop().status)
+
+    def test_unfiltered_port_and_missing_chains(self) -> None:
+        self.host.filter = [f'-A neutron-openvswi-FORWARD -m physdev --physdev-out {TAP} '
+                            '--physdev-is-bridged -j ACCEPT']
+        self.assertEqual(report.OK, self.hop().status)
+        self.host.filter = []
+        self.assertEqual(report.BROKEN, self.hop().status)
 
 
 class NetworkHopsTest(base.TestCase):
