@@ -36,6 +36,8 @@ PROG = 'agentkit-doctor'
 IPTABLES_FIREWALLS = frozenset({'iptables_hybrid'})
 #: sub-command -> the kind of id it takes
 SUBJECTS = {'port': 'port', 'network': 'network', 'router': 'router'}
+#: the sub-command that takes no id
+HOST = 'host'
 
 cli_opts = [
     cfg.BoolOpt('json', default=False,
@@ -43,9 +45,6 @@ cli_opts = [
     cfg.IntOpt('rpc_timeout', default=10, min=1,
                help='Seconds to wait for each read-only call to neutron-server.'),
 ]
-
-
-HOST = 'host'
 
 
 def _add_subjects(subparsers: Any) -> None:
