@@ -814,9 +814,23 @@ class L3Model:
         if host in self.agents_down:
             return []
         wanted = set(router_ids or self.routers)
-        return [self.router_view(rid, host) for rid, r in self.routers.items()
-                if rid in wanted and self._scheduled(r, host)
-                and r.attrs['admin_state_up']]
+        routers = [r for rid, r in self.routers.items()
+                   if rid in wanted and self._scheduled(r, host) and r.attrs['admin_state_up']]
+        for router in routers:
+            self._bind_ports(router, host)
+        return [self.router_view(r.attrs['id'], host) for r in routers]
+
+    def _bind_ports(self, router: _Router, host: str) -> None:
+        """Bind a legacy router's ports to the asking host, kept on the port
+        records as neutron's l3_rpc ``_ensure_host_set_on_ports`` updates the
+        ports (so get_ports sees the host too); HA routers' ports stay unbound
+        until an agent reports the router active."""
+        if router.attrs['ha'] or router.attrs['distributed']:
+            return
+        for record in [router.gw_port, *router.interfaces]:
+            if record is not None:
+                record.update({'binding:host_id': host, 'binding:vif_type': 'ovs',
+                               'binding:vif_details': copy.deepcopy(OVS_VIF_DETAILS)})
 
     def ha_router_count(self, host: str) -> int:
         return sum(1 for r in self.routers.values() if r.attrs['ha']

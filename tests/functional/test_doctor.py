@@ -15,6 +15,7 @@ import uuid
 from agentkit.conf import metadata as metadata_conf
 from agentkit.lib import external_process
 from agentkit.lib import ip_lib
+from agentkit.lib import naming
 from agentkit.lib import ovs_lib
 from tests.functional import base
 from tests.functional import fake_neutron
@@ -178,6 +179,19 @@ class DoctorTest(base.AgentTestCase):
         base.wait_until(lambda: self.br_int.get_port_tag(vm.tap) not in (None, [], 4095))
         self.assert_healthy(net, port)
 
+        # host: the agents run, the bridges exist, a leftover namespace is named.
+        leftover = naming.dhcp_namespace(str(uuid.uuid4()))
+        ip_lib.create_namespace(leftover)
+        self.addCleanup(ip_lib.delete_namespace, leftover)
+        result, _ = self.doctor('host')
+        hops = {h['name']: h for h in result['hops']}
+        self.assertIn('agentkit-l2', hops['agents']['evidence'])
+        self.assertIn('agentkit-dhcp', hops['agents']['evidence'])
+        self.assertEqual('ok', hops['bridges']['status'], hops['bridges'])
+        self.assertEqual('broken', hops['dhcp-namespaces']['status'])
+        self.assertIn(leftover, hops['dhcp-namespaces']['evidence'])
+        self.assertNotIn(naming.dhcp_namespace(net['id']), hops['dhcp-namespaces']['evidence'])
+
         # dnsmasq killed while no DHCP agent runs to respawn it.
         self.dhcp.signal(signal.SIGTERM)
         self.assertEqual(0, self.dhcp.wait(15))
@@ -198,3 +212,99 @@ class DoctorTest(base.AgentTestCase):
     def test_unknown_port_is_broken_at_the_server_hop(self):
         result, broken = self.doctor('port', str(uuid.uuid4()))
         self.assertEqual(['server'], broken)
+
+
+class RouterDoctorTest(base.AgentTestCase):
+    """``router``: agentkit-l3 (namespace driver, linuxbridge interfaces)."""
+
+    def setUp(self):
+        self.useFixture(base.HostRouters())   # taken first, released last
+        super().setUp()
+        self.neutron = fake_neutron.FakeNeutron().start()
+        self.addCleanup(self.neutron.stop)
+        os.makedirs(STATE_ROOT, exist_ok=True)
+        self.state_path = tempfile.mkdtemp(prefix='doctor-', dir=STATE_ROOT)
+        self.addCleanup(shutil.rmtree, self.state_path, True)
+        self.host = self.short_name('akdocr')
+        self.addCleanup(self._cleanup_host)
+        self.config = base.write_config(self.get_temp_path('l3.ini'), {
+            'DEFAULT': {'transport_url': self.neutron.transport_url,
+                        'host': self.host, 'state_path': self.state_path,
+                        'interface_driver': 'linuxbridge', 'l3_driver': 'namespace',
+                        'enable_metadata_proxy': False},
+            'agent': {'report_interval': 1},
+            'l2': {'mechanism_driver': 'linuxbridge'},
+        })
+
+    def _cleanup_host(self):
+        for router_id in self.neutron.routers:
+            if ip_lib.namespace_exists(naming.router_namespace(router_id)):
+                ip_lib.delete_namespace(naming.router_namespace(router_id))
+        for net_id in self.neutron.networks:
+            if ip_lib.device_exists(naming.bridge_name(net_id)):
+                ip_lib.IPDevice(naming.bridge_name(net_id)).delete()
+
+    def doctor_router(self, router_id):
+        proc = subprocess.run([DOCTOR, '--config-file', self.config, '--json', 'router',
+                               router_id], capture_output=True, text=True, timeout=60)
+        result = json.loads(proc.stdout)
+        broken = [h['name'] for h in result['hops'] if h['status'] == 'broken']
+        self.assertEqual(1 if broken else 0, proc.returncode, proc.stdout + proc.stderr)
+        return {h['name']: h for h in result['hops']}, broken
+
+    def test_router_hops(self):
+        ext = self.neutron.add_network(mtu=1500)
+        self.neutron.add_subnet(ext['id'], '172.31.249.0/24', '172.31.249.1',
+                                enable_dhcp=False)
+        net = self.neutron.add_network()
+        subnet = self.neutron.add_subnet(net['id'], '10.249.0.0/24', '10.249.0.1',
+                                         enable_dhcp=False)
+        vm = self.neutron.add_port(net['id'], 'fa:16:3e:00:02:49',
+                                   [(subnet['id'], '10.249.0.10')])
+        router = self.neutron.add_router(gateway_network=ext, interfaces=[subnet],
+                                         floating_ips=[vm], host=self.host)
+        fip = router['_floatingips'][0]
+        agent = self.run_agent('agentkit-l3', self.config, self.host, self.neutron)
+        self.neutron.wait_for_call(
+            'update_floatingip_statuses',
+            lambda kw: kw['router_id'] == router['id']
+            and kw['fip_statuses'] == {fip['id']: 'ACTIVE'}, timeout=30)
+        namespace = naming.router_namespace(router['id'])
+        qr = naming.router_interface_name(router['_interfaces'][0]['id'])
+
+        hops, broken = self.doctor_router(router['id'])
+        self.assertEqual([], broken, hops)
+        self.assertEqual(['server', 'namespace', 'interfaces', 'gateway', 'snat',
+                          'floating-ips'], list(hops))
+        self.assertEqual('ok', hops['snat']['status'], hops['snat'])
+        self.assertIn(f"{fip['floating_ip_address']} -> 10.249.0.10",
+                      hops['floating-ips']['evidence'])
+
+        # The interface lost its address: that hop, and only it.
+        ovs_host.run('ip', 'netns', 'exec', namespace, 'ip', 'address', 'flush', 'dev', qr)
+        hops, broken = self.doctor_router(router['id'])
+        self.assertEqual(['interfaces'], broken, hops)
+        self.assertIn('10.249.0.1', hops['interfaces']['evidence'])
+
+        # The SNAT rule removed: shown, not judged (enable_snat has no
+        # read-only source), so nothing is broken by it.
+        snat = next(r for r in nat_rules(namespace) if '-j SNAT' in r and '-o qg-' in r)
+        ovs_host.run('ip', 'netns', 'exec', namespace, 'iptables', '-t', 'nat',
+                     '-D', *snat[3:].split())
+        hops, broken = self.doctor_router(router['id'])
+        self.assertEqual(['interfaces'], broken, hops)
+        self.assertEqual('unknown', hops['snat']['status'])
+        self.assertIn('enable_snat', hops['snat']['evidence'])
+
+        # The namespace gone (no agent to rebuild it): only that hop.
+        agent.signal(signal.SIGTERM)
+        self.assertEqual(0, agent.wait(15))
+        ip_lib.delete_namespace(namespace)
+        hops, broken = self.doctor_router(router['id'])
+        self.assertEqual(['namespace'], broken, hops)
+
+
+def nat_rules(namespace):
+    out = subprocess.run(['ip', 'netns', 'exec', namespace, 'iptables-save', '-t', 'nat'],
+                         capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line.startswith('-A ')]
