@@ -374,8 +374,7 @@ def check_network(network_id: str, server: Server, host: host_view.HostView,
         vlan_hop, vlan = _network_vlan_hop(network_id, host, settings)
         hops.append(vlan_hop)
         hops.append(uplink_hop(network_id, segment, vlan, host, settings))
-    served = [p for p in network.ports if p.device_owner != device_owner.DHCP]
-    hops.extend(dhcp_hops(network, served, vlan, host, settings))
+    hops.extend(dhcp_hops(network, list(network.ports), vlan, host, settings))
     return result
 
 

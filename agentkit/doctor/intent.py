@@ -27,6 +27,7 @@ import oslo_messaging
 
 from agentkit.agent import port_cache
 from agentkit.api import device_owner
+from agentkit.api import dhcp as dhcp_api_types
 from agentkit.rpc import dhcp_api
 from agentkit.rpc import metadata_api
 from agentkit.rpc import plugin_api
@@ -86,7 +87,10 @@ class NetworkIntent:
         return [p for p in self.ports if p.device_owner == device_owner.DHCP]
 
     def dhcp_addresses(self, port: PortIntent) -> list[str]:
-        """The port's IPv4 addresses on subnets with DHCP on: what dnsmasq must serve."""
+        """The port's IPv4 addresses on subnets with DHCP on: what dnsmasq must serve
+        (nothing for the ports the DHCP driver gives no host entry)."""
+        if port.device_owner in dhcp_api_types.NO_HOST_ENTRY_OWNERS:
+            return []
         served = {s.id for s in self.subnets if s.enable_dhcp and s.ip_version == 4}
         return [ip for subnet, ip in port.fixed_ips if subnet in served]
 

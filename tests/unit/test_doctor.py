@@ -274,6 +274,13 @@ class PortHopsTest(base.TestCase):
         self.assertIn(VM_MAC, hop.evidence)
         self.assertIn('port_create_end', hop.cause)
 
+    def test_ports_without_host_entry_are_not_expected_in_dnsmasq(self) -> None:
+        self.server.ports[VM] = dataclasses.replace(self.server.ports[VM],
+                                                    device_owner='network:floatingip')
+        self.host.dnsmasq_state = dataclasses.replace(self.host.dnsmasq_state, hosts={})
+        result = self.check()
+        self.assertEqual([], result.broken_hops, result.to_text())
+
     def test_no_dhcp_subnet_nothing_to_serve(self) -> None:
         self.server.ports[VM] = dataclasses.replace(self.server.ports[VM], fixed_ips=())
         result = self.check()
