@@ -15,6 +15,7 @@ ROUTER_INTERFACE_DISTRIBUTED = 'network:router_interface_distributed'
 HA_ROUTER_REPLICATED_INTERFACE = 'network:ha_router_replicated_interface'
 ROUTER_HA_INTERFACE = 'network:router_ha_interface'
 FLOATINGIP = 'network:floatingip'
+ROUTER_GATEWAY = 'network:router_gateway'
 DISTRIBUTED = 'network:distributed'
 
 #: The ports that attach a router to its internal networks (legacy, HA,

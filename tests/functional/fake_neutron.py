@@ -207,7 +207,7 @@ class PluginEndpoint(_Recorder):
 
     def create_dhcp_port(self, context, port, host):
         self._record('create_dhcp_port', port=port, host=host)
-        return self.server.make_dhcp_port(port['port'])
+        return self.server.make_dhcp_port(port['port'], host)
 
     def update_dhcp_port(self, context, port_id, port, host):
         self._record('update_dhcp_port', port_id=port_id, port=port, host=host)
@@ -814,9 +814,23 @@ class L3Model:
         if host in self.agents_down:
             return []
         wanted = set(router_ids or self.routers)
-        return [self.router_view(rid, host) for rid, r in self.routers.items()
-                if rid in wanted and self._scheduled(r, host)
-                and r.attrs['admin_state_up']]
+        routers = [r for rid, r in self.routers.items()
+                   if rid in wanted and self._scheduled(r, host) and r.attrs['admin_state_up']]
+        for router in routers:
+            self._bind_ports(router, host)
+        return [self.router_view(r.attrs['id'], host) for r in routers]
+
+    def _bind_ports(self, router: _Router, host: str) -> None:
+        """Bind a legacy router's ports to the asking host, kept on the port
+        records as neutron's l3_rpc ``_ensure_host_set_on_ports`` updates the
+        ports (so get_ports sees the host too); HA routers' ports stay unbound
+        until an agent reports the router active."""
+        if router.attrs['ha'] or router.attrs['distributed']:
+            return
+        for record in [router.gw_port, *router.interfaces]:
+            if record is not None:
+                record.update({'binding:host_id': host, 'binding:vif_type': 'ovs',
+                               'binding:vif_details': copy.deepcopy(OVS_VIF_DETAILS)})
 
     def ha_router_count(self, host: str) -> int:
         return sum(1 for r in self.routers.values() if r.attrs['ha']
@@ -1090,9 +1104,11 @@ class FakeNeutron:
                     return copy.deepcopy(port)
         return None
 
-    def make_dhcp_port(self, port: dict[str, Any]) -> dict[str, Any]:
+    def make_dhcp_port(self, port: dict[str, Any], host: str | None = None
+                       ) -> dict[str, Any]:
         """Answer create_dhcp_port like the server: an address of each DHCP
-        subnet (the first free host address, as the default pool gives)."""
+        subnet (the first free host address, as the default pool gives),
+        bound to the asking host (neutron's dhcp_rpc sets binding:host_id)."""
         import ipaddress
         with self.lock:
             network = self.networks.get(port['network_id'], {})
@@ -1113,6 +1129,7 @@ class FakeNeutron:
                 'device_id': port.get('device_id', ''),
                 'device_owner': 'network:dhcp', 'fixed_ips': fixed_ips,
                 'admin_state_up': True, 'binding:vif_type': 'ovs',
+                'binding:host_id': host or '',
             }
             network.setdefault('ports', []).append(new_port)
             return copy.deepcopy(new_port)

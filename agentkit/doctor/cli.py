@@ -1,0 +1,138 @@
+"""``agentkit-doctor``'s command line: options, sub-commands, exit codes.
+
+Same configuration conventions as the agents (``--config-file`` repeatable,
+``--config-dir``): give it the files the agents on this host run with, so it
+knows the host name, ``state_path``, the OVSDB endpoint, the mechanism
+driver and its mappings. Exit codes: 0 every hop holds, 1 a hop is broken,
+2 a usage error (unknown sub-command, malformed id, bad configuration).
+Sub-commands: ``port``/``network``/``router`` <id>, and ``host``.
+
+Import only after ``agentkit.concurrency.select()`` (it loads oslo.messaging).
+"""
+
+import logging
+import sys
+from typing import Any
+
+from oslo_config import cfg
+
+from agentkit import exceptions
+from agentkit import loader
+from agentkit import privsep_setup
+from agentkit import version
+from agentkit.conf import common as common_conf
+from agentkit.conf import l2 as l2_conf
+from agentkit.conf import l3 as l3_conf
+from agentkit.doctor import hops
+from agentkit.doctor import host as host_view
+from agentkit.doctor import hosts_ovs
+from agentkit.doctor import intent
+from agentkit.doctor import report
+from agentkit.lib import naming
+from agentkit.rpc import transport as rpc_transport
+
+PROG = 'agentkit-doctor'
+#: firewall drivers whose per-port chains the security-group hop reads
+IPTABLES_FIREWALLS = frozenset({'iptables_hybrid'})
+#: sub-command -> the kind of id it takes
+SUBJECTS = {'port': 'port', 'network': 'network', 'router': 'router'}
+#: the sub-command that takes no id
+HOST = 'host'
+
+cli_opts = [
+    cfg.BoolOpt('json', default=False,
+                help='Print the report as JSON (for automation).'),
+    cfg.IntOpt('rpc_timeout', default=10, min=1,
+               help='Seconds to wait for each read-only call to neutron-server.'),
+]
+
+
+def _add_subjects(subparsers: Any) -> None:
+    for name, kind in SUBJECTS.items():
+        parser = subparsers.add_parser(name, help=f'Walk the path of a {kind}, hop by hop.')
+        parser.add_argument('id', help=f'the {kind} id (a UUID)')
+    subparsers.add_parser(HOST, help='agentkit\'s agents, bridges and leftover namespaces '
+                                     'on this host.')
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    common_conf.register_common_opts(conf)
+    l2_conf.register_l2_opts(conf)
+    l3_conf.register_l3_opts(conf)
+    conf.register_cli_opts(cli_opts)
+    conf.register_cli_opt(cfg.SubCommandOpt(
+        'subject', title='what to examine', handler=_add_subjects))
+
+
+def _iptables_firewall(conf: cfg.ConfigOpts) -> bool:
+    """Whether the L2 agent filters ports with per-port iptables chains."""
+    sg_conf = conf.securitygroup
+    if not sg_conf.enable_security_group:
+        return False
+    try:
+        alias = loader.resolve(loader.FIREWALL_DRIVERS, sg_conf.firewall_driver,
+                               sg_conf.unsupported_firewall_fallback)
+    except exceptions.AgentkitError:
+        return False    # the agent refuses to start with it: nothing to read
+    return alias in IPTABLES_FIREWALLS
+
+
+def _settings(conf: cfg.ConfigOpts) -> hops.Settings:
+    mappings = [m.split(':', 1) for m in conf.l2.bridge_mappings if ':' in m]
+    return hops.Settings(host=conf.host, mechanism=conf.l2.mechanism_driver,
+                         integration_bridge=conf.ovs.integration_bridge,
+                         physical_networks=frozenset(p.strip() for p, _ in mappings),
+                         physical_bridges=frozenset(b.strip() for _, b in mappings),
+                         tunnel_types=frozenset(conf.l2.tunnel_types),
+                         metadata_proxy=conf.enable_metadata_proxy,
+                         iptables_firewall=_iptables_firewall(conf))
+
+
+def examine(conf: cfg.ConfigOpts, kind: str, resource_id: str) -> report.Report:
+    """Ask the server, read the host, judge the hops (needs root for netlink)."""
+    settings = _settings(conf)
+    ovs = (hosts_ovs.OvsView(conf.ovs.ovsdb_connection, conf.ovs.ovsdb_timeout)
+           if settings.mechanism == hops.OPENVSWITCH else None)
+    host = host_view.HostView(conf.state_path, ovs)
+    transport = rpc_transport.get_transport(conf)
+    try:
+        server = intent.ServerView(transport, conf.host, timeout=conf.rpc_timeout)
+        if kind == HOST:
+            return hops.check_host(server, host, settings)
+        check = {'port': hops.check_port, 'network': hops.check_network,
+                 'router': hops.check_router}[kind]
+        return check(resource_id, server, host, settings)
+    finally:
+        transport.cleanup()
+
+
+def run(argv: list[str], conf: cfg.ConfigOpts | None = None) -> int:
+    # oslo.messaging registers its options on the global cfg.CONF only.
+    conf = cfg.CONF if conf is None else conf
+    register_opts(conf)
+    try:
+        conf(argv, project='agentkit', prog=PROG,
+             version=version.version_info.version_string(), default_config_files=[])
+    except SystemExit as exc:   # argparse: --help (0) or a usage error (2)
+        return report.EXIT_USAGE if exc.code else report.EXIT_OK
+    except cfg.Error as exc:
+        print(f'{PROG}: {exc}', file=sys.stderr)
+        return report.EXIT_USAGE
+    kind = conf.subject.name
+    if kind == HOST:
+        resource_id = ''
+    elif kind not in SUBJECTS:
+        print(f'{PROG}: name what to examine: {HOST}, or {" or ".join(SUBJECTS)} <id>',
+              file=sys.stderr)
+        return report.EXIT_USAGE
+    else:
+        try:
+            resource_id = naming.validate_id(conf.subject.id, SUBJECTS[kind])
+        except exceptions.InvalidIdentifier as exc:
+            print(f'{PROG}: {exc}', file=sys.stderr)
+            return report.EXIT_USAGE
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    privsep_setup.setup_privsep(conf)
+    result = examine(conf, kind, resource_id)
+    print(result.to_json() if conf.json else result.to_text())
+    return result.exit_code

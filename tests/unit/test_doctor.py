@@ -1,0 +1,474 @@
+"""agentkit-doctor's hop logic on fakes: which hop it names, and only that one."""
+
+import dataclasses
+import io
+import json
+import os
+import uuid
+from contextlib import redirect_stderr
+from typing import Any
+
+import fixtures
+from oslo_config import cfg
+
+from agentkit.doctor import cli
+from agentkit.doctor import host as host_view
+from agentkit.doctor import hops
+from agentkit.doctor import hosts_ovs
+from agentkit.doctor import intent
+from agentkit.doctor import report
+from drivers.firewall import iptables_hybrid
+from tests import base
+
+HOST = 'compute1'
+NET = str(uuid.uuid4())
+SUBNET = str(uuid.uuid4())
+VM = str(uuid.uuid4())
+DHCP = str(uuid.uuid4())
+VM_MAC = 'fa:16:3e:00:00:10'
+SETTINGS = hops.Settings(host=HOST, integration_bridge='br-int',
+                         physical_networks=frozenset({'physnet1'}))
+TAP = 'tap' + VM[:11]
+DHCP_TAP = 'tap' + DHCP[:11]
+NS = 'qdhcp-' + NET
+ROUTER = str(uuid.uuid4())
+QR = str(uuid.uuid4())
+QG = str(uuid.uuid4())
+RNS = 'qrouter-' + ROUTER
+
+
+def _port(port_id: str, mac: str, ip: str, owner: str = 'compute:nova',
+          host: str = HOST) -> intent.PortIntent:
+    return intent.PortIntent(port_id, NET, mac, ((SUBNET, ip),), host, owner, True, 'ACTIVE')
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.ports = {VM: _port(VM, VM_MAC, '10.0.0.10'),
+                      DHCP: _port(DHCP, 'fa:16:3e:00:00:02', '10.0.0.2', 'network:dhcp')}
+        self.segment_: intent.Segment | None = intent.Segment('flat', 'physnet1', None)
+        self.unreachable = False
+        self.router = {
+            QR: intent.PortIntent(QR, NET, 'fa:16:3e:00:00:01', ((SUBNET, '10.0.0.1'),), HOST,
+                                  'network:router_interface', True, 'ACTIVE'),
+            QG: intent.PortIntent(QG, str(uuid.uuid4()), 'fa:16:3e:00:01:01',
+                                  (('ext', '203.0.113.5'),), HOST, 'network:router_gateway',
+                                  True, 'ACTIVE')}
+
+    def _check(self) -> None:
+        if self.unreachable:
+            raise intent.ServerUnreachable('timed out')
+
+    def port(self, port_id: str) -> intent.PortIntent | None:
+        self._check()
+        return self.ports.get(port_id)
+
+    def network(self, network_id: str) -> intent.NetworkIntent | None:
+        self._check()
+        return intent.NetworkIntent(NET, (intent.Subnet(SUBNET, '10.0.0.0/24', 4, True),),
+                                    tuple(self.ports.values()))
+
+    def segment(self, port_id: str) -> intent.Segment | None:
+        return self.segment_
+
+    def router_ports(self, router_id: str) -> list[intent.PortIntent]:
+        self._check()
+        return list(self.router.values()) if router_id == ROUTER else []
+
+
+class FakeHost:
+    """A healthy host: tap on br-int on VLAN 3, patch, qdhcp, dnsmasq."""
+
+    def __init__(self) -> None:
+        wired = {'net_uuid': NET, 'tag': '3'}
+        self.links: dict[tuple[str, str | None], dict[str, Any]] = {
+            (TAP, None): {'name': TAP, 'state': 'up', 'master': None}}
+        self.ovs = {
+            VM: hosts_ovs.OvsPort(TAP, 'br-int', 3, dict(wired), VM),
+            DHCP: hosts_ovs.OvsPort(DHCP_TAP, 'br-int', 3, dict(wired), DHCP)}
+        self.patches = [hosts_ovs.OvsPort('int-' + NET[:11], 'br-int', 3, dict(wired))]
+        self.namespaces = {NS, RNS}
+        self.ns_addresses = {NS: {DHCP_TAP: ['10.0.0.2']},
+                             RNS: {'qr-' + QR[:11]: ['10.0.0.1'],
+                                   'qg-' + QG[:11]: ['203.0.113.5']}}
+        self.nat = [f'-A neutron-l3-agent-snat -o qg-{QG[:11]} -j SNAT '
+                    '--to-source 203.0.113.5 --random-fully',
+                    '-A neutron-l3-agent-PREROUTING -d 203.0.113.9/32 -j DNAT '
+                    '--to-destination 10.0.0.10']
+        self.proxy = host_view.ProcessState('/s/r.pid', 77, ('haproxy', '-f', ROUTER))
+        self.filter = port_chains(VM)
+        self.dnsmasq_state = host_view.DnsmasqState(
+            '/s/pid', '/s/host', 42, ('dnsmasq', '--pid-file=/s/' + NET), {
+                '10.0.0.10': VM_MAC, '10.0.0.2': 'fa:16:3e:00:00:02'})
+
+    def link(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        return self.links.get((name, namespace))
+
+    def namespace_exists(self, namespace: str) -> bool:
+        return namespace in self.namespaces
+
+    def addresses(self, namespace: str) -> dict[str, list[str]]:
+        return dict(self.ns_addresses[namespace]) if namespace in self.namespaces else {}
+
+    def list_namespaces(self) -> list[str]:
+        return sorted(self.namespaces)
+
+    def bridges(self) -> list[str]:
+        return ['br-int', 'br-ex']
+
+    def processes(self, names: frozenset[str]) -> dict[str, list[int]]:
+        return {'agentkit-l2': [10], 'agentkit-dhcp': [11]}
+
+    def filter_rules(self) -> list[str]:
+        return list(self.filter)
+
+    def nat_rules(self, namespace: str) -> list[str]:
+        return list(self.nat)
+
+    def metadata_proxy(self, router_id: str) -> host_view.ProcessState:
+        return self.proxy
+
+    def dnsmasq(self, network_id: str) -> host_view.DnsmasqState:
+        return self.dnsmasq_state
+
+    def ovs_port_of(self, port_id: str) -> hosts_ovs.OvsPort | None:
+        return self.ovs.get(port_id)
+
+    def ovs_network_ports(self, network_id: str) -> list[hosts_ovs.OvsPort]:
+        return [p for p in [*self.ovs.values(), *self.patches]
+                if p.other_config.get('net_uuid') == network_id]
+
+
+def port_chains(port_id: str, rules: tuple[str, ...] = ()) -> list[str]:
+    """The port's chains as iptables-save shows what iptables_hybrid builds."""
+    driver = iptables_hybrid.IptablesHybridFirewallDriver
+    prefix, suffix = 'neutron-openvswi-', port_id[:10]
+
+    def chain(name: str, specs: list[str]) -> list[str]:
+        return [f'-A {prefix}{name} ' + spec.replace('$', prefix) for spec in specs]
+    return (chain('i' + suffix, driver._ingress(4, True, rules))
+            + chain('o' + suffix, driver._egress(4, True, prefix + 's' + suffix, rules))
+            + chain('s' + suffix, [f'-s 10.0.0.10/32 -m mac --mac-source {VM_MAC} -j RETURN',
+                                   '-j DROP']))
+
+
+class PortHopsTest(base.TestCase):
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.server = FakeServer()
+        self.host = FakeHost()
+
+    def check(self, settings: hops.Settings = SETTINGS) -> report.Report:
+        return hops.check_port(VM, self.server, self.host, settings)  # type: ignore[arg-type]
+
+    def assert_broken(self, expected: list[str]) -> report.Report:
+        result = self.check()
+        self.assertEqual(expected, [h.name for h in result.broken_hops], result.to_text())
+        self.assertEqual(report.EXIT_BROKEN, result.exit_code)
+        for hop in result.broken_hops:
+            self.assertTrue(hop.cause and hop.command, hop)
+        return result
+
+    def test_healthy(self) -> None:
+        result = self.check()
+        self.assertEqual(['binding', 'vm-tap', 'bridge', 'local-vlan', 'uplink',
+                          'dhcp-port', 'dnsmasq', 'dnsmasq-host'],
+                         [h.name for h in result.hops])
+        self.assertEqual({report.OK}, {h.status for h in result.hops}, result.to_text())
+        self.assertEqual(report.EXIT_OK, result.exit_code)
+        self.assertIn('all hops hold', result.to_text())
+        self.assertTrue(json.loads(result.to_json())['healthy'])
+
+    def test_unknown_port(self) -> None:
+        del self.server.ports[VM]
+        result = self.assert_broken(['server'])
+        self.assertEqual(1, len(result.hops))
+
+    def test_server_unreachable(self) -> None:
+        self.server.unreachable = True
+        self.assertIn('transport_url', self.assert_broken(['server']).hops[0].cause)
+
+    def test_bound_elsewhere_stops_before_host_hops(self) -> None:
+        self.server.ports[VM] = dataclasses.replace(self.server.ports[VM], host='other')
+        result = self.assert_broken(['binding'])
+        self.assertIn('other', result.hops[0].evidence)
+        self.assertEqual(1, len(result.hops))
+
+    def test_tap_missing(self) -> None:
+        self.host.links.clear()
+        self.assert_broken(['vm-tap'])
+
+    def test_tap_not_in_bridge(self) -> None:
+        del self.host.ovs[VM]
+        result = self.assert_broken(['bridge'])
+        self.assertIn(VM, result.hops[2].command)
+        self.assertEqual(report.UNKNOWN, result.hops[3].status)
+
+    def test_wrong_tag(self) -> None:
+        self.host.ovs[VM] = dataclasses.replace(self.host.ovs[VM], tag=7)
+        result = self.assert_broken(['local-vlan'])
+        self.assertIn('tag 7', result.hops[3].evidence)
+        self.assertIn('local VLAN 3', result.hops[3].evidence)
+
+    def test_dead_vlan_means_not_wired(self) -> None:
+        self.host.ovs[VM] = hosts_ovs.OvsPort(TAP, 'br-int', hops.DEAD_VLAN, {}, VM)
+        self.assertIn('agentkit-l2', self.assert_broken(['local-vlan']).hops[3].cause)
+
+    def test_hybrid_plug_tap_out_of_qbr(self) -> None:
+        qvo, qvb, qbr = 'qvo' + VM[:11], 'qvb' + VM[:11], 'qbr' + VM[:11]
+        self.host.ovs[VM] = dataclasses.replace(self.host.ovs[VM], name=qvo)
+        self.host.links[(qvb, None)] = {'name': qvb, 'state': 'up', 'master': qbr}
+        self.host.links[(TAP, None)]['master'] = qbr
+        self.assertEqual([], self.check().broken_hops)
+        self.host.links[(TAP, None)]['master'] = None
+        self.assertIn(qbr, self.assert_broken(['bridge']).hops[2].evidence)
+
+    def test_no_provider_patch(self) -> None:
+        self.host.patches.clear()
+        self.assert_broken(['uplink'])
+
+    def test_unmapped_physical_network(self) -> None:
+        self.server.segment_ = intent.Segment('flat', 'physnet9', None)
+        self.assertIn('bridge_mappings', self.assert_broken(['uplink']).hops[4].evidence)
+
+    def test_tunnel_without_peers_is_unknown_not_broken(self) -> None:
+        self.server.segment_ = intent.Segment('vxlan', None, 1001)
+        settings = dataclasses.replace(SETTINGS, tunnel_types=frozenset({'vxlan'}))
+        result = self.check(settings)
+        self.assertEqual([], result.broken_hops)
+        self.assertEqual(report.UNKNOWN, result.hops[4].status)
+        self.host.patches = [hosts_ovs.OvsPort('vxlan-1', 'br-tun', 3, {'net_uuid': NET})]
+        self.assertEqual(report.OK, self.check(settings).hops[4].status)
+
+    def test_no_dhcp_port(self) -> None:
+        del self.server.ports[DHCP]
+        self.assert_broken(['dhcp-port'])
+
+    def test_dhcp_served_elsewhere_is_unknown(self) -> None:
+        self.server.ports[DHCP] = dataclasses.replace(self.server.ports[DHCP], host='net1')
+        result = self.check()
+        self.assertEqual([], result.broken_hops)
+        self.assertIn('net1', result.hops[-1].evidence)
+
+    def test_qdhcp_namespace_missing(self) -> None:
+        self.host.namespaces.clear()
+        self.assert_broken(['dhcp-port'])
+
+    def test_dhcp_device_without_address(self) -> None:
+        self.host.ns_addresses[NS] = {DHCP_TAP: []}
+        self.assert_broken(['dhcp-port'])
+
+    def test_dhcp_port_on_another_vlan(self) -> None:
+        self.host.ovs[DHCP] = dataclasses.replace(self.host.ovs[DHCP], tag=9)
+        self.assert_broken(['dhcp-port'])
+
+    def test_dnsmasq_dead(self) -> None:
+        self.host.dnsmasq_state = dataclasses.replace(self.host.dnsmasq_state, argv=None)
+        self.assertIn('/s/pid', self.assert_broken(['dnsmasq']).hops[-2].command)
+
+    def test_host_entry_missing(self) -> None:
+        self.host.dnsmasq_state = dataclasses.replace(
+            self.host.dnsmasq_state, hosts={'10.0.0.2': 'fa:16:3e:00:00:02'})
+        hop = self.assert_broken(['dnsmasq-host']).hops[-1]
+        self.assertIn(VM_MAC, hop.evidence)
+        self.assertIn('port_create_end', hop.cause)
+
+    def test_ports_without_host_entry_are_not_expected_in_dnsmasq(self) -> None:
+        self.server.ports[VM] = dataclasses.replace(self.server.ports[VM],
+                                                    device_owner='network:floatingip')
+        self.host.dnsmasq_state = dataclasses.replace(self.host.dnsmasq_state, hosts={})
+        result = self.check()
+        self.assertEqual([], result.broken_hops, result.to_text())
+
+    def test_no_dhcp_subnet_nothing_to_serve(self) -> None:
+        self.server.ports[VM] = dataclasses.replace(self.server.ports[VM], fixed_ips=())
+        result = self.check()
+        self.assertEqual([], result.broken_hops)
+        self.assertEqual('dhcp-port', result.hops[-1].name)
+
+    def test_linuxbridge_tap_must_be_in_brq(self) -> None:
+        settings = dataclasses.replace(SETTINGS, mechanism=hops.LINUXBRIDGE)
+        brq = 'brq' + NET[:11]
+        self.host.links[(TAP, None)]['master'] = brq
+        result = self.check(settings)
+        self.assertEqual([], result.broken_hops, result.to_text())
+        self.host.links[(TAP, None)]['master'] = None
+        self.assertEqual(['bridge'], [h.name for h in self.check(settings).broken_hops])
+
+
+class SecurityGroupHopTest(base.TestCase):
+    """With iptables_hybrid the hop reads the chains the driver builds."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.server, self.host = FakeServer(), FakeHost()
+        self.settings = dataclasses.replace(SETTINGS, iptables_firewall=True)
+
+    def hop(self) -> report.Hop:
+        result = hops.check_port(VM, self.server, self.host,
+                                 self.settings)  # type: ignore[arg-type]
+        return next(h for h in result.hops if h.name == 'security-group')
+
+    def test_driver_chains_let_dhcp_through(self) -> None:
+        hop = self.hop()
+        self.assertEqual(report.OK, hop.status, hop)
+        self.assertIn('neutron-openvswi-o' + VM[:10] + ' lets DHCP requests through',
+                      hop.evidence)
+        self.assertIn('neutron-openvswi-i' + VM[:10] + ' lets DHCP replies through',
+                      hop.evidence)
+        self.assertNotIn('security-group', [h.name for h in hops.check_port(
+            VM, self.server, self.host, SETTINGS).hops])  # type: ignore[arg-type]
+
+    def test_a_rule_dropping_dhcp_is_named(self) -> None:
+        egress = f'neutron-openvswi-o{VM[:10]}'
+        self.host.filter.insert(0, f'-A {egress} -p udp -m udp --dport 67 -j DROP')
+        hop = self.hop()
+        self.assertEqual(report.BROKEN, hop.status)
+        self.assertIn('--dport 67 -j DROP', hop.evidence)
+
+    def test_dropped_replies(self) -> None:
+        ingress = f'neutron-openvswi-i{VM[:10]}'
+        self.host.filter = [r for r in self.host.filter
+                            if not (r.startswith(f'-A {ingress} ') and '--sport 67' in r)]
+        hop = self.hop()
+        self.assertEqual(report.BROKEN, hop.status)
+        self.assertIn('sg-fallback', hop.evidence)
+
+    def test_other_rules_do_not_decide(self) -> None:
+        self.host.filter = port_chains(VM, ('-p tcp -m tcp --dport 22 -j RETURN',
+                                            '-s 10.9.0.0/16 -j RETURN'))
+        self.assertEqual(report.OK, self.hop().status)
+
+    def test_unfiltered_port_and_missing_chains(self) -> None:
+        self.host.filter = [f'-A neutron-openvswi-FORWARD -m physdev --physdev-out {TAP} '
+                            '--physdev-is-bridged -j ACCEPT']
+        self.assertEqual(report.OK, self.hop().status)
+        self.host.filter = []
+        self.assertEqual(report.BROKEN, self.hop().status)
+
+
+class NetworkHopsTest(base.TestCase):
+
+    def test_healthy_then_port_off_vlan(self) -> None:
+        server, host = FakeServer(), FakeHost()
+        result = hops.check_network(NET, server, host, SETTINGS)  # type: ignore[arg-type]
+        self.assertEqual([], result.broken_hops, result.to_text())
+        host.ovs[VM] = dataclasses.replace(host.ovs[VM], tag=7)
+        result = hops.check_network(NET, server, host, SETTINGS)  # type: ignore[arg-type]
+        self.assertEqual(['local-vlan'], [h.name for h in result.broken_hops])
+
+
+class RouterHopsTest(base.TestCase):
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.server = FakeServer()
+        self.host = FakeHost()
+
+    def check(self) -> report.Report:
+        return hops.check_router(ROUTER, self.server, self.host, SETTINGS)  # type: ignore
+
+    def test_healthy(self) -> None:
+        result = self.check()
+        self.assertEqual(['server', 'namespace', 'interfaces', 'gateway', 'snat',
+                          'floating-ips', 'metadata-proxy'], [h.name for h in result.hops])
+        self.assertEqual([], result.broken_hops, result.to_text())
+        self.assertIn('203.0.113.9 -> 10.0.0.10', result.hops[5].evidence)
+        self.assertEqual(report.UNKNOWN, result.hops[5].status)   # nothing to compare with
+
+    def test_unknown_router(self) -> None:
+        result = hops.check_router(str(uuid.uuid4()), self.server, self.host,
+                                   SETTINGS)  # type: ignore[arg-type]
+        self.assertEqual(['server'], [h.name for h in result.broken_hops])
+
+    def test_hosted_elsewhere(self) -> None:
+        self.server.router = {k: dataclasses.replace(p, host='net2')
+                              for k, p in self.server.router.items()}
+        result = self.check()
+        self.assertEqual([], result.broken_hops)
+        self.assertIn('net2', result.hops[0].evidence)
+
+    def test_namespace_missing(self) -> None:
+        self.host.namespaces.discard(RNS)
+        self.assertEqual(['namespace'], [h.name for h in self.check().broken_hops])
+
+    def test_interface_address_missing(self) -> None:
+        self.host.ns_addresses[RNS]['qr-' + QR[:11]] = []
+        self.assertEqual(['interfaces'], [h.name for h in self.check().broken_hops])
+
+    def test_gateway_device_missing(self) -> None:
+        del self.host.ns_addresses[RNS]['qg-' + QG[:11]]
+        self.assertEqual(['gateway'], [h.name for h in self.check().broken_hops])
+
+    def test_missing_snat_is_shown_but_cannot_be_judged(self) -> None:
+        self.host.nat = self.host.nat[1:]
+        result = self.check()
+        self.assertEqual([], result.broken_hops)
+        self.assertIn('enable_snat', result.hops[4].evidence)
+        self.assertEqual(report.UNKNOWN, result.hops[4].status)
+
+    def test_metadata_proxy_down(self) -> None:
+        self.host.proxy = host_view.ProcessState('/s/r.pid', 77, None)
+        self.assertEqual(['metadata-proxy'], [h.name for h in self.check().broken_hops])
+        settings = dataclasses.replace(SETTINGS, metadata_proxy=False)
+        result = hops.check_router(ROUTER, self.server, self.host, settings)  # type: ignore
+        self.assertNotIn('metadata-proxy', [h.name for h in result.hops])
+
+
+class HostCheckTest(base.TestCase):
+
+    def test_healthy_then_leftovers_and_missing_bridge(self) -> None:
+        server, host = FakeServer(), FakeHost()
+        settings = dataclasses.replace(SETTINGS, physical_bridges=frozenset({'br-ex'}))
+        result = hops.check_host(server, host, settings)  # type: ignore[arg-type]
+        self.assertEqual(['agents', 'bridges', 'dhcp-namespaces', 'router-namespaces'],
+                         [h.name for h in result.hops])
+        self.assertEqual([], result.broken_hops, result.to_text())
+        self.assertIn('agentkit-dhcp (pid 11)', result.hops[0].evidence)
+        gone = str(uuid.uuid4())
+        host.namespaces |= {'qrouter-' + gone, 'qdhcp-not-an-id'}
+        settings = dataclasses.replace(settings, physical_bridges=frozenset({'br-phys'}))
+        result = hops.check_host(server, host, settings)  # type: ignore[arg-type]
+        self.assertEqual(['bridges', 'router-namespaces'],
+                         [h.name for h in result.broken_hops])
+        self.assertIn(gone, result.hops[3].evidence)
+
+    def test_processes_found_by_name(self) -> None:
+        proc = self.useFixture(fixtures.TempDir()).path
+        for pid, argv in ((5, b'/usr/bin/python3\0/usr/bin/agentkit-l2\0--config-file'),
+                          (6, b'dnsmasq\0--no-hosts'), (7, b'agentkit-dhcp\0')):
+            os.makedirs(os.path.join(proc, str(pid)))
+            with open(os.path.join(proc, str(pid), 'cmdline'), 'wb') as f:
+                f.write(argv)
+        self.assertEqual({'agentkit-l2': [5], 'agentkit-dhcp': [7]},
+                         host_view.HostView.processes(hops.AGENTS, proc))
+
+
+class SegmentOfTest(base.TestCase):
+
+    def test_bottom_level_segment(self) -> None:
+        def ovo(data: dict[str, Any]) -> dict[str, Any]:
+            return {'versioned_object.data': data}
+        obj = ovo({'binding_levels': [
+            ovo({'level': 0, 'segment': ovo({'network_type': 'vxlan', 'segmentation_id': 5})}),
+            ovo({'level': 1, 'segment': ovo({'network_type': 'vlan', 'physical_network': 'p',
+                                             'segmentation_id': 100})})]})
+        self.assertEqual(intent.Segment('vlan', 'p', 100), intent.segment_of(obj))
+        self.assertIsNone(intent.segment_of(ovo({'binding_levels': []})))
+
+
+class UsageTest(base.TestCase):
+
+    def run_cli(self, *argv: str) -> int:
+        with redirect_stderr(io.StringIO()):
+            return cli.run(list(argv), cfg.ConfigOpts())
+
+    def test_usage_errors_exit_2(self) -> None:
+        self.assertEqual(2, self.run_cli('hosts', str(uuid.uuid4())))
+        self.assertEqual(2, self.run_cli('host', str(uuid.uuid4())))
+        self.assertEqual(2, self.run_cli('router', 'qrouter-1'))
+        self.assertEqual(2, self.run_cli('port', 'tap1234'))
+        self.assertEqual(2, self.run_cli('network', str(uuid.uuid4()).upper()))
+        self.assertEqual(2, self.run_cli())
+        self.assertEqual(2, self.run_cli('--rpc_timeout', '0', 'port', str(uuid.uuid4())))
