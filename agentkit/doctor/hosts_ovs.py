@@ -7,7 +7,7 @@ a bridge's public read methods are used here.
 
 import dataclasses
 
-from agentkit.lib import ovs_lib
+from agentkit.lib.ovs import connection as ovs_connection
 
 #: Neutron's Port.other_config keys the L2 agent records a network's wiring in.
 NET_UUID = 'net_uuid'
@@ -31,7 +31,7 @@ class OvsPort:
 
 class OvsView:
     def __init__(self, endpoint: str, timeout: float) -> None:
-        self._conn = ovs_lib.get_connection(endpoint, timeout=timeout)
+        self._conn = ovs_connection.get_connection(endpoint, timeout=timeout)
 
     def bridges(self) -> list[str]:
         return self._conn.list_bridges()

@@ -16,7 +16,7 @@ from agentkit.conf import metadata as metadata_conf
 from agentkit.lib import external_process
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
-from agentkit.lib import ovs_lib
+from agentkit.lib.ovs import connection as ovs_connection
 from tests.functional import base
 from tests.functional import fake_neutron
 from tests.functional import ovs_host
@@ -43,7 +43,7 @@ class DoctorTest(base.AgentTestCase):
         for path in (STATE_ROOT, self.state_path):
             os.chmod(path, 0o755)
         self.addCleanup(base.kill_pids_with, self.state_path)
-        self.ovs = ovs_lib.get_connection()
+        self.ovs = ovs_connection.get_connection()
         prefix = ovs_host.random_prefix()
         self.br_int = self.ovs.bridge(prefix + 'i', 'netdev')
         self.br_x = self.ovs.bridge(prefix + 'x', 'netdev')   # created by the agent
