@@ -25,11 +25,22 @@ def _uuid() -> str:
     return str(uuid.uuid4())
 
 
+def port(network_id: str | None = None) -> dict[str, Any]:
+    return {'id': _uuid(), 'network_id': network_id or _uuid(),
+            'mac_address': 'fa:16:3e:00:00:01', 'mtu': 1450,
+            'fixed_ips': [{'subnet_id': _uuid(), 'ip_address': '10.0.0.1', 'prefixlen': 24}],
+            'subnets': []}
+
+
+def floating_ip(status: str = 'DOWN') -> dict[str, Any]:
+    return {'id': _uuid(), 'status': status, 'floating_ip_address': '172.24.4.10',
+            'fixed_ip_address': '10.0.0.10', 'port_id': _uuid()}
+
+
 def router(router_id: str | None = None, network_id: str | None = None,
            **attrs: Any) -> dict[str, Any]:
     return {'id': router_id or _uuid(), 'admin_state_up': True, 'ha': False,
-            'distributed': False, 'gw_port': {'id': _uuid(), 'network_id': _uuid()},
-            '_interfaces': [{'id': _uuid(), 'network_id': network_id or _uuid()}],
+            'distributed': False, 'gw_port': port(), '_interfaces': [port(network_id)],
             '_floatingips': [], 'routes': [], **attrs}
 
 
@@ -97,7 +108,10 @@ class L3AgentTestCase(base.TestCase):
             return q._pending.pop(rid)[1]
 
     def built(self) -> list[str]:
-        return [c.args[0]['id'] for c in self.driver.process_router.call_args_list]
+        routers = [c.args[0] for c in self.driver.process_router.call_args_list]
+        # The driver gets the validated router, never the RPC dict.
+        self.assertTrue(all(isinstance(r, l3_api.Router) for r in routers))
+        return [r.id for r in routers]
 
     def deleted(self) -> list[str]:
         return [c.args[0] for c in self.driver.delete_router.call_args_list]
@@ -209,13 +223,13 @@ class FullSyncTest(L3AgentTestCase):
     def test_audit_at_rest_asks_and_reports_nothing(self) -> None:
         """get_router_ids and one sync_routers chunk; no status that did not change."""
         for _ in range(5):
-            r = router(_floatingips=[{'id': _uuid(), 'status': 'DOWN'}])
+            r = router(_floatingips=[floating_ip()])
             self.server.routers[r['id']] = r
             self.server.scheduled.append(r['id'])
 
-        def process_router(r: dict[str, Any]) -> dict[str, str]:
+        def process_router(r: l3_api.Router) -> dict[str, str]:
             # The driver's contract: only statuses that differ from the payload's.
-            return {f['id']: 'ACTIVE' for f in r['_floatingips'] if f['status'] != 'ACTIVE'}
+            return {f.id: 'ACTIVE' for f in r.floating_ips if f.status != 'ACTIVE'}
         self.driver.process_router.side_effect = process_router
         real_update = self.server.update_floatingip_statuses
 
@@ -258,7 +272,7 @@ class RouterDecisionsTest(L3AgentTestCase):
         self.agent.process_update(work_queue.ResourceUpdate(r['id'], l3.REFRESH))
 
     def test_ha_and_distributed_routers_are_refused_with_a_reason(self) -> None:
-        fip = {'id': _uuid(), 'status': 'DOWN'}
+        fip = {'id': _uuid(), 'status': 'DOWN'}  # unusable, its id is still reported
         ha = router(ha=True, _floatingips=[fip])
         dvr = router(distributed=True)
         self.process(ha)
@@ -303,7 +317,7 @@ class RouterDecisionsTest(L3AgentTestCase):
         r = router()
         self.process(r)
         self.agent.process_update(work_queue.ResourceUpdate(
-            r['id'], l3.APPLY, payload=dict(r, admin_state_up=False)))
+            r['id'], l3.APPLY, payload=l3_api.Router.from_rpc(dict(r, admin_state_up=False))))
         self.assertEqual([r['id']], self.deleted())
         self.assertNotIn(r['id'], self.agent.routers)
 
