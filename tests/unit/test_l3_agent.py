@@ -251,6 +251,21 @@ class FullSyncTest(L3AgentTestCase):
         self.assertEqual([], self.server.statuses)
         self.assertEqual([], self.deleted())
 
+    def test_unusable_entry_fails_only_its_router(self) -> None:
+        """Parsed at the edge: one bad entry is neither built nor deleted."""
+        good, bad = router(), router(_interfaces='junk')
+        for r in (good, bad):
+            self.server.routers[r['id']] = r
+        self.server.scheduled = [good['id'], bad['id']]
+        self.driver.existing_routers.return_value = {bad['id']}
+        self.agent.sync_state()
+        self.drain()
+        self.assertEqual([good['id']], self.built())
+        self.assertEqual([], self.deleted())
+        self.assertIn('Router %s from the server is unusable, left as it is: '
+                      % bad['id'], self.log.output)
+        self.assertIn('_interfaces must be a list', self.log.output)
+
     def test_refused_routers_gone_from_the_server_are_no_longer_reported(self) -> None:
         ha = router(ha=True)
         self.server.routers[ha['id']] = ha
@@ -320,6 +335,25 @@ class RouterDecisionsTest(L3AgentTestCase):
             r['id'], l3.APPLY, payload=l3_api.Router.from_rpc(dict(r, admin_state_up=False))))
         self.assertEqual([r['id']], self.deleted())
         self.assertNotIn(r['id'], self.agent.routers)
+
+    def test_unusable_refresh_leaves_the_router_as_it_is(self) -> None:
+        r = router()
+        self.process(r)
+        self.process(dict(r, routes={'destination': '10.0.0.0/8'}))
+        self.assertEqual([r['id']], self.built())
+        self.assertEqual([], self.deleted())
+        self.assertIn(r['id'], self.agent.routers)
+        self.assertIn('routes must be a list', self.log.output)
+
+    def test_bad_parts_are_left_out_but_the_router_is_built(self) -> None:
+        r = router()
+        r['_interfaces'].append({'id': _uuid(), 'network_id': _uuid()})  # no MAC, no IPs
+        r['_floatingips'] = [{'id': _uuid(), 'status': 'DOWN'}]
+        self.process(r)
+        built = self.driver.process_router.call_args.args[0]
+        self.assertEqual([r['_interfaces'][0]['id']], [p.id for p in built.interfaces])
+        self.assertEqual({r['_interfaces'][1]['id']}, built.unusable_interface_ids)
+        self.assertEqual({r['_floatingips'][0]['id']: 'DOWN'}, built.unusable_floating_ips)
 
     def test_partly_failed_router_reports_statuses_and_retries(self) -> None:
         r = router()
