@@ -175,23 +175,24 @@ class RouterPort:
             subnet_id = fixed.get('subnet_id')
             if subnet_id in bad_subnets:
                 raise bad_subnets[subnet_id]
-            subnet = subnets.get(subnet_id) if isinstance(subnet_id, str) else None
-            if subnet is not None:
-                network = ipaddress.ip_network(subnet.cidr)
+            own = subnets.get(subnet_id) if isinstance(subnet_id, str) else None
+            if own is not None:
+                network = ipaddress.ip_network(own.cidr)
                 if ip not in network:
                     raise exceptions.InvalidPayload('%s: %s is not in its subnet %s'
                                                     % (what, ip, network))
                 prefixlen = network.prefixlen
-                gw = subnet.gateway_ip
+                gw = own.gateway_ip
                 if gw is not None and ipaddress.ip_address(gw).version == ip.version \
                         and gw not in gateways:
                     gateways.append(gw)
             else:
-                prefixlen = fixed.get('prefixlen')
-                if (not isinstance(prefixlen, int) or isinstance(prefixlen, bool)
-                        or not 0 < prefixlen <= ip.max_prefixlen):
+                given = fixed.get('prefixlen')
+                if (not isinstance(given, int) or isinstance(given, bool)
+                        or not 0 < given <= ip.max_prefixlen):
                     raise exceptions.InvalidPayload('%s: no subnet and no valid prefixlen '
                                                     'for %s' % (what, ip))
+                prefixlen = given
             cidr = '%s/%d' % (ip, prefixlen)
             if cidr not in cidrs:
                 cidrs.append(cidr)
@@ -250,7 +251,7 @@ class Route:
             raise exceptions.InvalidPayload('route %r is not a dict' % (route,))
         try:
             dst = ipaddress.ip_network(route.get('destination'))  # type: ignore[arg-type]
-            nexthop = ipaddress.ip_address(route.get('nexthop'))
+            nexthop = ipaddress.ip_address(route.get('nexthop'))  # type: ignore[arg-type]
         except (TypeError, ValueError) as exc:
             raise exceptions.InvalidPayload('invalid route %r: %s' % (route, exc)) from None
         if dst.version != nexthop.version:

@@ -526,8 +526,8 @@ class NamespaceRouterDriver(l3.RouterDriver):
                                  onlink=onlink)
         live_extra = {(r['dst'], r['gateway']) for r in live}
         failures = []
-        for route in spec.routes:
-            dst, nexthop = route.destination, route.nexthop
+        for extra in spec.routes:
+            dst, nexthop = extra.destination, extra.nexthop
             if (dst, nexthop) in live_extra:
                 continue
             try:
