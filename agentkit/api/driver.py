@@ -21,7 +21,7 @@ def register_options(conf: cfg.ConfigOpts, options: OptionGroups) -> None:
     failing the first operation that needs it. Registering the same ``Opt``
     objects again is a no-op, so this is safe to call repeatedly.
 
-    :raises InvalidConfiguration: ``[group] name: why`` of the first bad value.
+    :raises InvalidOptionValue: ``[group] name: why`` of the first bad value.
     """
     for group, opts in options:
         conf.register_opts(list(opts), group=group)
@@ -30,7 +30,7 @@ def register_options(conf: cfg.ConfigOpts, options: OptionGroups) -> None:
             try:
                 getattr(node, opt.dest)
             except (ValueError, cfg.Error) as exc:
-                raise exceptions.InvalidConfiguration(
+                raise exceptions.InvalidOptionValue(
                     f'[{group or "DEFAULT"}] {opt.name}: {exc}') from None
 
 

@@ -69,13 +69,13 @@ class DriverOptionsTest(base.TestCase):
 
     def test_bad_value_is_refused_naming_the_option(self) -> None:
         conf = self.conf_from('[metadata_rate_limiting]\nip_versions = 5\n')
-        err = self.assertRaises(exceptions.InvalidConfiguration,
+        err = self.assertRaises(exceptions.InvalidOptionValue,
                                 driver_api.register_options, conf, haproxy.OPTIONS)
         self.assertIn('[metadata_rate_limiting] ip_versions', str(err))
 
     def test_driver_refuses_a_bad_value_of_its_own_option_at_construction(self) -> None:
         conf = self.conf_from('[DEFAULT]\nmin_rtr_adv_interval = often\n')
-        err = self.assertRaises(exceptions.InvalidConfiguration, radvd.RadvdManager, conf)
+        err = self.assertRaises(exceptions.InvalidOptionValue, radvd.RadvdManager, conf)
         self.assertIn('[DEFAULT] min_rtr_adv_interval', str(err))
 
     def test_registering_again_is_harmless(self) -> None:
