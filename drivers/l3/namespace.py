@@ -251,7 +251,7 @@ class NamespaceRouterDriver(l3.RouterDriver):
 
         links = {link['name']: link for link in ip_lib.list_links(ns)}
         # One dump for every port's addresses (a netlink round trip each otherwise).
-        addresses: dict[str, set[str]] = {}
+        addresses: dict[str | None, set[str]] = {}
         for address in ip_lib.list_addresses(ns):
             if address['scope'] == 'global':
                 addresses.setdefault(address['device'], set()).add(address['cidr'])
@@ -468,8 +468,9 @@ class NamespaceRouterDriver(l3.RouterDriver):
             ended.add(state.snat_ip)
         for address in ended:
             # Sessions to it from outside (DNAT) and from inside NATed to it.
-            state.stale_flows.add(conntrack.FlowFilter(4, orig_dst=address))
-            state.stale_flows.add(conntrack.FlowFilter(4, reply_dst=address))
+            host = ipaddress.ip_network(address)
+            state.stale_flows.add(conntrack.FlowFilter(4, orig_dst=host))
+            state.stale_flows.add(conntrack.FlowFilter(4, reply_dst=host))
         state.nat_map, state.snat_ip = nat_map, snat_ip
         if not state.stale_flows or not delete:
             return
@@ -496,7 +497,7 @@ class NamespaceRouterDriver(l3.RouterDriver):
         """
         ns = spec.namespace
         live = [r for r in ip_lib.list_routes(ns) if r['gateway']]
-        want_default: set[tuple[str, str | None]] = set()
+        want_default: set[tuple[str | None, str | None]] = set()
         gw = spec.gateway
         if gw is not None and gateway_ok:
             want_default = {(g, gw.device) for g in gw.port.gateways}
