@@ -25,6 +25,15 @@ class InvalidConfiguration(AgentkitError):
     """A combination of options the agent refuses to start with."""
 
 
+class InvalidOptionValue(InvalidConfiguration):
+    """An option's value cannot be read (wrong type, out of range).
+
+    Raised where a driver checks the options it registers itself, so a bad
+    value there stops the agent as a bad value of the agent's own options
+    does (exit code 2, naming the option).
+    """
+
+
 class ProcessError(AgentkitError):
     """A managed external process (dnsmasq, haproxy) could not be handled."""
 

@@ -31,15 +31,13 @@ def list_common_opts() -> Opts:
 def list_l2_opts() -> Opts:
     return [(l2.L2_GROUP, _copy(l2.l2_opts)),
             (l2.SECURITYGROUP_GROUP, _copy(l2.securitygroup_opts)),
-            (l2.LINUX_BRIDGE_GROUP, _copy(l2.linux_bridge_opts)),
             (l2.VXLAN_GROUP, _copy(l2.vxlan_opts)),
             (ovs.OVS_GROUP, _copy(ovs.ovs_opts))]
 
 
 def _metadata_proxy_opts() -> Opts:
     """What the metadata proxy of a DHCP or L3 agent reads, beyond that agent's."""
-    return [(None, _copy(metadata_proxy.shared_opts) + _copy(metadata_proxy.driver_opts)),
-            (metadata_proxy.RATE_LIMITING_GROUP, _copy(metadata_proxy.rate_limiting_opts))]
+    return [(None, _copy(metadata_proxy.shared_opts) + _copy(metadata_proxy.driver_opts))]
 
 
 def list_dhcp_opts() -> Opts:
@@ -50,7 +48,7 @@ def list_dhcp_opts() -> Opts:
 def list_l3_opts() -> Opts:
     # check_child_processes_interval is the DHCP agent's option; the L3
     # agent reads it for the monitor of its metadata proxies and radvds.
-    return [(None, _copy(l3.l3_opts) + _copy(l3.ra_opts) + _copy(interface.interface_opts)
+    return [(None, _copy(l3.l3_opts) + _copy(interface.interface_opts)
              + _copy([metadata_proxy.check_child_processes_interval_opt])),
             (ovs.OVS_GROUP, _copy(ovs.ovs_opts))] + _metadata_proxy_opts()
 

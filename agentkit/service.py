@@ -158,7 +158,11 @@ def run(prog: str, register_opts: Callable[[cfg.ConfigOpts], None],
     except (exceptions.DriverNotFound, exceptions.DriverLoadError,
             exceptions.InvalidConfiguration) as exc:
         notifier.status(f'cannot start: {exc}')
-        return _fail(f'{prog} cannot start: {exc}', EXIT_DRIVER_ERROR)
+        # A bad value of a driver's own option (checked when the driver
+        # registers it) is a configuration error like any other bad value.
+        bad_value = isinstance(exc.__cause__ or exc, exceptions.InvalidOptionValue)
+        return _fail(f'{prog} cannot start: {exc}',
+                     EXIT_CONFIG_ERROR if bad_value else EXIT_DRIVER_ERROR)
     gmr.setup(conf, agent, prog)
     supervisor = SystemdSupervisor(notifier, agent)
 

@@ -47,7 +47,7 @@ class SyncSnapshot:
     already done: the update is dropped instead of undoing the newer one.
     """
 
-    router: dict[str, Any] | None
+    router: l3_api.Router | None
     as_of: float
 
 
@@ -128,7 +128,7 @@ class L3Agent(base.Agent):
             self.metadata = loader.load_driver(
                 loader.METADATA_DRIVERS, self.conf.metadata_driver,
                 metadata_api.MetadataDriver, conf=self.conf, host=self.host)
-        self.routers: dict[str, dict[str, Any]] = {}
+        self.routers: dict[str, l3_api.Router] = {}
         # Routers the driver refused to build, with the reason.
         self.unsupported: dict[str, str] = {}
         self.sync_chunk_size = SYNC_ROUTERS_MAX_CHUNK_SIZE
@@ -158,9 +158,11 @@ class L3Agent(base.Agent):
         configurations = {
             'agent_mode': self.conf.agent_mode,
             'routers': len(routers),
-            'ex_gw_ports': sum(1 for r in routers if r.get('gw_port')),
-            'interfaces': sum(len(r.get('_interfaces', [])) for r in routers),
-            'floating_ips': sum(len(r.get('_floatingips', [])) for r in routers),
+            'ex_gw_ports': sum(1 for r in routers if r.has_gateway),
+            'interfaces': sum(len(r.interfaces) + len(r.unusable_interface_ids)
+                              for r in routers),
+            'floating_ips': sum(len(r.floating_ips) + len(r.unusable_floating_ips)
+                                for r in routers),
             'interface_driver': self.conf.interface_driver,
             'log_agent_heartbeats': self.conf.agent.log_agent_heartbeats,
             'handle_internal_only_routers':
@@ -186,9 +188,7 @@ class L3Agent(base.Agent):
     def network_updated(self, network_id: str) -> None:
         """Refresh only the routers with a port on ``network_id`` (e.g. its MTU)."""
         for router_id, router in list(self.routers.items()):
-            ports = list(router.get('_interfaces') or []) + [router.get('gw_port') or {}]
-            if any(isinstance(p, dict) and p.get('network_id') == network_id
-                   for p in ports):
+            if network_id in router.network_ids:
                 self.enqueue(router_id, REFRESH)
 
     def sync_state(self) -> None:
@@ -209,10 +209,11 @@ class L3Agent(base.Agent):
             except exceptions.InvalidIdentifier as exc:
                 LOG.error('Skipping router from the server: %s', exc)
         returned = set()
-        for router in self._fetch_routers(valid):
-            returned.add(router['id'])
-            self.enqueue(router['id'], APPLY, SyncSnapshot(router, as_of),
-                         work_queue.PRIORITY_SYNC)
+        for router_id, router in self._fetch_routers(valid):
+            returned.add(router_id)  # even if unusable: not stale
+            if router is not None:
+                self.enqueue(router_id, APPLY, SyncSnapshot(router, as_of),
+                             work_queue.PRIORITY_SYNC)
         # Scheduled here but not returned: admin-down (the server leaves
         # those out of sync_routers) or gone meanwhile.
         for router_id in existing - returned:
@@ -224,13 +225,16 @@ class L3Agent(base.Agent):
             if seen < as_of:
                 self.rpc_seen.pop(router_id, None)  # older than this snapshot
 
-    def _fetch_routers(self, router_ids: list[str]) -> list[dict[str, Any]]:
+    def _fetch_routers(self, router_ids: list[str]
+                       ) -> list[tuple[str, l3_api.Router | None]]:
         """``sync_routers`` in chunks that shrink on timeouts, as Neutron's agent does.
 
+        :returns: (id, router) of each router returned; router None when its
+            entry is unusable (logged).
         :raises oslo_messaging.MessagingTimeout: even the smallest chunk timed out.
         """
         wanted = set(router_ids)
-        routers: list[dict[str, Any]] = []
+        routers: list[tuple[str, l3_api.Router | None]] = []
         start = 0
         while start < len(router_ids):
             chunk = router_ids[start:start + self.sync_chunk_size]
@@ -246,7 +250,8 @@ class L3Agent(base.Agent):
                 continue
             if not isinstance(reply, list):
                 raise exceptions.InvalidPayload('sync_routers did not return a list')
-            routers += [r for r in reply if isinstance(r, dict) and r.get('id') in wanted]
+            routers += [(r['id'], self._parse(r)) for r in reply
+                        if isinstance(r, dict) and r.get('id') in wanted]
             start += len(chunk)
         self.sync_chunk_size = min(self.sync_chunk_size + SYNC_ROUTERS_MIN_CHUNK_SIZE,
                                    SYNC_ROUTERS_MAX_CHUNK_SIZE)
@@ -266,12 +271,15 @@ class L3Agent(base.Agent):
             return
         if update.action == REFRESH:
             routers = self.plugin.sync_routers([router_id])
-            router = next((r for r in routers or [] if isinstance(r, dict)
-                           and r.get('id') == router_id), None)
-            if router is None:
+            raw = next((r for r in routers or [] if isinstance(r, dict)
+                        and r.get('id') == router_id), None)
+            if raw is None:
                 self._forget(router_id)
                 return
-        if router.get('admin_state_up') is False:
+            router = self._parse(raw)
+            if router is None:
+                return  # left as it is; logged
+        if not router.admin_state_up:
             LOG.info('Router %s is administratively down; removing it', router_id)
             self._forget(router_id)
             return
@@ -280,7 +288,7 @@ class L3Agent(base.Agent):
             self._refuse(router_id, router, reason)
             return
         self.unsupported.pop(router_id, None)
-        if not router.get('gw_port') and not self.conf.handle_internal_only_routers:
+        if not router.has_gateway and not self.conf.handle_internal_only_routers:
             LOG.info('Router %s has no gateway; not handled here', router_id)
             self._delete_router(router_id)
             return
@@ -303,7 +311,22 @@ class L3Agent(base.Agent):
         LOG.info('Finished router update for %s in %.3f s', router_id,
                  time.monotonic() - started)
 
-    def _refuse(self, router_id: str, router: dict[str, Any], reason: str) -> None:
+    @staticmethod
+    def _parse(raw: dict[str, Any]) -> l3_api.Router | None:
+        """The edge: a ``sync_routers`` entry validated once, for the driver.
+
+        An entry that is unusable as a whole fails only its router, which is
+        left on the host as it is (neither built from bad data nor deleted);
+        the next update or full sync reads it again.
+        """
+        try:
+            return l3_api.Router.from_rpc(raw)
+        except (exceptions.InvalidPayload, exceptions.InvalidIdentifier) as exc:
+            LOG.error('Router %s from the server is unusable, left as it is: %s',
+                      raw.get('id'), exc)
+            return None
+
+    def _refuse(self, router_id: str, router: l3_api.Router, reason: str) -> None:
         """Never build a router the driver cannot build right; say so, once."""
         known = self.unsupported.get(router_id) == reason
         if not known:
@@ -312,9 +335,10 @@ class L3Agent(base.Agent):
         if router_id in self.routers or not known and (
                 router_id in self.router_driver.existing_routers()):
             self._delete_router(router_id)  # e.g. converted to HA while down
-        statuses = {f['id']: l3_api.FIP_ERROR for f in router.get('_floatingips') or []
-                    if isinstance(f, dict) and naming.is_valid_id(f.get('id'))
-                    and f.get('status') != l3_api.FIP_ERROR}
+        shown = {f.id: f.status for f in router.floating_ips}
+        shown.update(router.unusable_floating_ips)
+        statuses = {fip_id: l3_api.FIP_ERROR for fip_id, status in shown.items()
+                    if status != l3_api.FIP_ERROR}
         if statuses:
             self.plugin.update_floatingip_statuses(router_id, statuses)
 

@@ -19,6 +19,9 @@ namespace                              base class
 
 Every driver is constructed with the keyword arguments ``conf`` (the agent's
 ``oslo_config.cfg.ConfigOpts``) and ``host`` (this host's name as
-neutron-server knows it). Drivers register their own options, if any, in
-their constructor.
+neutron-server knows it). Options only a driver reads live in its module:
+it lists them in :attr:`agentkit.api.driver.Driver.options`, which the base
+constructor registers and checks, and for oslo-config-generator in an
+``oslo.config.opts`` entry point; options shared with its agent are the
+agent's and are read from ``conf`` by name.
 """

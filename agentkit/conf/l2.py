@@ -122,35 +122,17 @@ securitygroup_opts = [
              'used whatever firewall_driver says.'),
 ]
 
-linux_bridge_opts = [
-    cfg.ListOpt(
-        'physical_interface_mappings', default=[],
-        help='linuxbridge: <physical_network>:<interface> pairs for flat and '
-             'vlan provider networks.'),
-]
-
-
 vxlan_opts = [
     cfg.BoolOpt(
         'enable_vxlan',
         help='Neutron\'s linuxbridge switch: true adds vxlan to [l2] '
              'tunnel_types, false refuses a vxlan in tunnel_types. Unset: '
              '[l2] tunnel_types alone decides.'),
-    cfg.StrOpt(
-        'vxlan_group',
-        help='linuxbridge: multicast group for VXLAN flooding (broadcast, '
-             'unknown unicast), e.g. 239.1.1.1, instead of unicast copies '
-             'to every tunnel peer. A CIDR (e.g. 239.0.0.0/8) gives each VNI '
-             'its own group: the network address plus the VNI masked by the '
-             'host bits. Must be the same on all hosts; the underlay must '
-             'route multicast. Unset: unicast to the peers neutron-server '
-             'reports.'),
 ]
 
 
 def register_l2_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(l2_opts, group=L2_GROUP)
     conf.register_opts(securitygroup_opts, group=SECURITYGROUP_GROUP)
-    conf.register_opts(linux_bridge_opts, group=LINUX_BRIDGE_GROUP)
     conf.register_opts(vxlan_opts, group=VXLAN_GROUP)
     ovs.register_ovs_opts(conf)

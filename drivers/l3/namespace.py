@@ -26,9 +26,10 @@ agent does in ``legacy`` mode:
 Every call makes the host match the router *incrementally*: the live
 devices, addresses and routes of the namespace are read (a handful of
 netlink round trips) and only differences are changed; the iptables model
-is rebuilt and applied only if its text changed. Server data is validated
-first; a malformed interface or floating IP is logged and skipped without
-failing the router. Operational failures are isolated per part (one port,
+is rebuilt and applied only if its text changed. The router arrives
+validated (:class:`agentkit.api.l3.Router`): a malformed interface or
+floating IP was left out there without failing the router, and its device is
+kept (floating IP reported ERROR) here. Operational failures are isolated per part (one port,
 the gateway, iptables), the rest is still configured, and the call then
 raises :class:`RouterProcessingError` so the agent retries.
 """
@@ -73,261 +74,94 @@ RouterProcessingError = l3.RouterProcessingError
 
 
 # --------------------------------------------------------------------------
-# Validated view of the server's router dict
+# What the host needs of a router (from the agent's validated l3.Router)
 # --------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class RouterPort:
-    """A qr-/qg- port as the host needs it."""
+class PlacedPort:
+    """A router port and the ``qr-``/``qg-`` device that realises it here."""
 
-    id: str
-    network_id: str
-    mac: str
+    port: l3.RouterPort
     device: str
-    cidrs: tuple[str, ...]
-    # gateway_ip of each fixed IP's subnet (the default route for qg-).
-    gateways: tuple[str, ...]
-    mtu: int | None
-    # IPv6 subnets with an ipv6_ra_mode: advertised by radvd (qr- only).
-    ra_prefixes: tuple[radvd.RaPrefix, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
-class FloatingIP:
-    id: str
-    floating_ip: str
-    fixed_ip: str
-    status: str | None  # what the server currently shows
-
-
-@dataclasses.dataclass
 class RouterSpec:
-    id: str
+    """A router as this driver lays it out in its namespace."""
+
+    router: l3.Router
     namespace: str
-    interfaces: list[RouterPort]
-    gateway: RouterPort | None
-    floating_ips: list[FloatingIP]
-    routes: list[tuple[str, str]]  # (destination CIDR, nexthop)
-    enable_snat: bool
-    # Devices of ports whose id is valid but whose data is not: left as they are.
-    keep_devices: set[str] = dataclasses.field(default_factory=set)
-    # FIPs with a valid id but unusable data: reported as ERROR.
-    invalid_fips: dict[str, str | None] = dataclasses.field(default_factory=dict)
-    gateway_invalid: bool = False
+    interfaces: tuple[PlacedPort, ...]
+    gateway: PlacedPort | None
+    routes: tuple[l3.Route, ...]
+    # Devices of ports left out of the router (bad data): left as they are.
+    keep_devices: frozenset[str] = frozenset()
+
+    @property
+    def id(self) -> str:
+        return self.router.id
+
+    @property
+    def floating_ips(self) -> tuple[l3.FloatingIP, ...]:
+        return self.router.floating_ips
 
     @property
     def gateway_ipv4(self) -> str | None:
         """The address SNAT uses: the gateway port's first IPv4 address."""
-        if self.gateway is None:
-            return None
-        for cidr in self.gateway.cidrs:
-            iface = ipaddress.ip_interface(cidr)
-            if iface.version == 4:
-                return str(iface.ip)
-        return None
+        return self.gateway.port.ipv4_address if self.gateway is not None else None
 
 
-def _require(container: dict[str, Any], key: str, kind: type, what: str) -> Any:
-    value = container.get(key)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise exceptions.InvalidPayload('%s: %s must be a %s, got %r'
-                                        % (what, key, kind.__name__, value))
-    return value
+def plan_router(router: l3.Router) -> RouterSpec:
+    """Device names, and what this driver cannot realise (logged and left out).
 
-
-def _port_addresses(port: dict[str, Any], what: str) -> tuple[list[str], list[str]]:
-    """CIDRs of a port's fixed IPs (prefix from their subnet) and subnet gateways."""
-    subnets: dict[str, dict[str, Any]] = {}
-    for subnet in port.get('subnets') or []:
-        if isinstance(subnet, dict) and isinstance(subnet.get('id'), str):
-            subnets[subnet['id']] = subnet
-    cidrs: list[str] = []
-    gateways: list[str] = []
-    fixed_ips = _require(port, 'fixed_ips', list, what)
-    for fixed in fixed_ips:
-        if not isinstance(fixed, dict):
-            raise exceptions.InvalidPayload('%s: fixed_ips entry %r is not a dict'
-                                            % (what, fixed))
-        try:
-            ip = ipaddress.ip_address(fixed.get('ip_address'))
-        except ValueError:
-            raise exceptions.InvalidPayload('%s: invalid fixed IP %r'
-                                            % (what, fixed.get('ip_address'))) from None
-        subnet = subnets.get(fixed.get('subnet_id'))  # type: ignore[arg-type]
-        if subnet is not None:
-            try:
-                network = ipaddress.ip_network(subnet.get('cidr'))
-            except (TypeError, ValueError):
-                raise exceptions.InvalidPayload('%s: invalid subnet cidr %r'
-                                                % (what, subnet.get('cidr'))) from None
-            if ip not in network:
-                raise exceptions.InvalidPayload('%s: %s is not in its subnet %s'
-                                                % (what, ip, network))
-            prefixlen = network.prefixlen
-            gateway = subnet.get('gateway_ip')
-            if gateway is not None:
-                try:
-                    gw = ipaddress.ip_address(gateway)
-                except ValueError:
-                    raise exceptions.InvalidPayload('%s: invalid gateway_ip %r'
-                                                    % (what, gateway)) from None
-                if gw.version == ip.version and str(gw) not in gateways:
-                    gateways.append(str(gw))
-        else:
-            prefixlen = fixed.get('prefixlen')
-            if (not isinstance(prefixlen, int) or isinstance(prefixlen, bool)
-                    or not 0 < prefixlen <= ip.max_prefixlen):
-                raise exceptions.InvalidPayload('%s: no subnet and no valid prefixlen '
-                                                'for %s' % (what, ip))
-        cidr = '%s/%d' % (ip, prefixlen)
-        if cidr not in cidrs:
-            cidrs.append(cidr)
-    return cidrs, gateways
-
-
-def parse_port(port: Any, gateway: bool) -> RouterPort:
-    """Validate one ``_interfaces`` entry or the ``gw_port``.
-
-    :raises InvalidPayload, InvalidIdentifier: with a message naming the port.
+    Not payload validation (the agent did that): two interfaces whose
+    device names collide (their ids share the first 11 characters) cannot
+    both exist, and an extra route to a default destination would replace
+    the default route this driver manages.
     """
-    if not isinstance(port, dict):
-        raise exceptions.InvalidPayload('port %r is not a dict' % (port,))
-    port_id = naming.validate_id(port.get('id'), 'port')
-    what = '%s port %s' % ('gateway' if gateway else 'interface', port_id)
-    network_id = naming.validate_id(port.get('network_id'), 'network')
-    try:
-        mac = ip_lib.validate_mac(port.get('mac_address'))
-        mtu = port.get('mtu')
-        mtu = ip_lib.validate_mtu(mtu) if mtu is not None else None
-    except ValueError as exc:
-        raise exceptions.InvalidPayload('%s: %s' % (what, exc)) from None
-    cidrs, gateways = _port_addresses(port, what)
-    if not cidrs:
-        raise exceptions.InvalidPayload('%s has no fixed IPs' % what)
-    device = (naming.router_gateway_name(port_id) if gateway
-              else naming.router_interface_name(port_id))
-    ra_prefixes = () if gateway else _ra_prefixes(port, what)
-    return RouterPort(port_id, network_id, mac, device, tuple(cidrs), tuple(gateways), mtu,
-                      ra_prefixes)
+    interfaces: list[PlacedPort] = []
+    for port in router.interfaces:
+        device = naming.router_interface_name(port.id)
+        if any(p.device == device for p in interfaces):
+            LOG.error('Router %s: skipping interface %s: device %s is already used',
+                      router.id, port.id, device)
+            continue
+        interfaces.append(PlacedPort(port, device))
+    gateway = (PlacedPort(router.gateway, naming.router_gateway_name(router.gateway.id))
+               if router.gateway is not None else None)
+    keep = {naming.router_interface_name(i) for i in router.unusable_interface_ids}
+    if router.unusable_gateway_id is not None:
+        keep.add(naming.router_gateway_name(router.unusable_gateway_id))
+    routes = []
+    for route in router.routes:
+        if route.destination in DEFAULT_ROUTES:
+            LOG.error('Router %s: skipping extra route: %s via %s would replace the '
+                      'default route', router.id, route.destination, route.nexthop)
+            continue
+        routes.append(route)
+    return RouterSpec(router, naming.router_namespace(router.id), tuple(interfaces),
+                      gateway, tuple(routes), frozenset(keep))
 
 
-def _ra_prefixes(port: dict[str, Any], what: str) -> tuple[radvd.RaPrefix, ...]:
+def ra_prefixes(port: l3.RouterPort, router_id: str) -> tuple[radvd.RaPrefix, ...]:
     """What radvd advertises for an internal port: its subnets with an ipv6_ra_mode.
 
-    A subnet whose RA data is unusable is logged and not advertised; the
-    port itself still works.
+    A subnet radvd cannot advertise (e.g. SLAAC on a prefix that is not a
+    /64) is logged and not advertised; the port itself still works.
     """
     prefixes = []
-    for subnet in port.get('subnets') or []:
-        if not isinstance(subnet, dict) or subnet.get('ipv6_ra_mode') is None:
+    for subnet in port.subnets:
+        if subnet.ipv6_ra_mode is None:
             continue
-        dns = subnet.get('dns_nameservers') or []
         # Neutron hands DNS servers to SLAAC clients only (stateless and
         # stateful clients ask DHCPv6 for them).
-        if subnet['ipv6_ra_mode'] != radvd.SLAAC or not isinstance(dns, list):
-            dns = []
+        dns = subnet.dns_nameservers if subnet.ipv6_ra_mode == radvd.SLAAC else ()
         try:
-            prefixes.append(radvd.RaPrefix(subnet.get('cidr'), subnet['ipv6_ra_mode'],
-                                           tuple(dns)))
+            prefixes.append(radvd.RaPrefix(subnet.cidr, subnet.ipv6_ra_mode, dns))
         except exceptions.InvalidPayload as exc:
-            LOG.error('%s: subnet %s not advertised: %s', what, subnet.get('id'), exc)
+            LOG.error('Router %s: interface port %s: subnet %s not advertised: %s',
+                      router_id, port.id, subnet.id, exc)
     return tuple(prefixes)
-
-
-def _parse_fip(fip: dict[str, Any]) -> FloatingIP:
-    fip_id = naming.validate_id(fip.get('id'), 'floating IP')
-    addresses = []
-    for key in ('floating_ip_address', 'fixed_ip_address'):
-        try:
-            ip = ipaddress.ip_address(fip.get(key))
-        except ValueError:
-            raise exceptions.InvalidPayload('floating IP %s: invalid %s %r'
-                                            % (fip_id, key, fip.get(key))) from None
-        if ip.version != 4:
-            raise exceptions.InvalidPayload('floating IP %s: %s %s is not IPv4'
-                                            % (fip_id, key, ip))
-        addresses.append(str(ip))
-    status = fip.get('status')
-    return FloatingIP(fip_id, addresses[0], addresses[1],
-                      status if isinstance(status, str) else None)
-
-
-def _parse_route(route: Any) -> tuple[str, str]:
-    if not isinstance(route, dict):
-        raise exceptions.InvalidPayload('route %r is not a dict' % (route,))
-    try:
-        dst = ipaddress.ip_network(route.get('destination'))
-        nexthop = ipaddress.ip_address(route.get('nexthop'))
-    except (TypeError, ValueError) as exc:
-        raise exceptions.InvalidPayload('invalid route %r: %s' % (route, exc)) from None
-    if dst.version != nexthop.version:
-        raise exceptions.InvalidPayload('route %r mixes IP versions' % (route,))
-    if str(dst) in DEFAULT_ROUTES:
-        raise exceptions.InvalidPayload('route %r would replace the default route'
-                                        % (route,))
-    return str(dst), str(nexthop)
-
-
-def parse_router(router: dict[str, Any]) -> RouterSpec:
-    """Validate ``router``; bad ports, FIPs and routes are logged and skipped."""
-    router_id = naming.validate_id(router.get('id'), 'router')
-    spec = RouterSpec(router_id, naming.router_namespace(router_id), [], None, [], [],
-                      enable_snat=router.get('enable_snat', True) is not False)
-    devices: set[str] = set()
-    for raw in router.get('_interfaces') or []:
-        try:
-            port = parse_port(raw, gateway=False)
-        except (exceptions.InvalidPayload, exceptions.InvalidIdentifier) as exc:
-            LOG.error('Router %s: skipping interface: %s', router_id, exc)
-            if isinstance(raw, dict) and naming.is_valid_id(raw.get('id')):
-                spec.keep_devices.add(naming.router_interface_name(raw['id']))
-            continue
-        if port.device in devices:
-            LOG.error('Router %s: skipping interface %s: device %s is already used',
-                      router_id, port.id, port.device)
-            continue
-        devices.add(port.device)
-        spec.interfaces.append(port)
-    gw = router.get('gw_port')
-    if gw:
-        try:
-            spec.gateway = parse_port(gw, gateway=True)
-        except (exceptions.InvalidPayload, exceptions.InvalidIdentifier) as exc:
-            LOG.error('Router %s: ignoring the external gateway: %s', router_id, exc)
-            spec.gateway_invalid = True
-            if isinstance(gw, dict) and naming.is_valid_id(gw.get('id')):
-                spec.keep_devices.add(naming.router_gateway_name(gw['id']))
-    seen_ips: set[str] = set()
-    seen_fixed: set[str] = set()
-    for raw in router.get('_floatingips') or []:
-        if not isinstance(raw, dict):
-            LOG.error('Router %s: skipping floating IP %r: not a dict', router_id, raw)
-            continue
-        try:
-            fip = _parse_fip(raw)
-            if fip.floating_ip in seen_ips or fip.fixed_ip in seen_fixed:
-                raise exceptions.InvalidPayload(
-                    'floating IP %s: %s -> %s duplicates another floating IP'
-                    % (fip.id, fip.floating_ip, fip.fixed_ip))
-        except (exceptions.InvalidPayload, exceptions.InvalidIdentifier) as exc:
-            LOG.error('Router %s: skipping floating IP: %s', router_id, exc)
-            if naming.is_valid_id(raw.get('id')):
-                status = raw.get('status')
-                spec.invalid_fips[raw['id']] = status if isinstance(status, str) else None
-            continue
-        seen_ips.add(fip.floating_ip)
-        seen_fixed.add(fip.fixed_ip)
-        spec.floating_ips.append(fip)
-    spec.floating_ips.sort(key=lambda f: ipaddress.ip_address(f.floating_ip))
-    for raw in router.get('routes') or []:
-        try:
-            route = _parse_route(raw)
-        except exceptions.InvalidPayload as exc:
-            LOG.error('Router %s: skipping extra route: %s', router_id, exc)
-            continue
-        if route not in spec.routes:
-            spec.routes.append(route)
-    return spec
 
 
 # --------------------------------------------------------------------------
@@ -391,17 +225,16 @@ class NamespaceRouterDriver(l3.RouterDriver):
                    if ns.startswith(prefix) and naming.is_valid_id(ns[len(prefix):])}
         return routers | self.radvd.active_routers()
 
-    def process_router(self, router: dict[str, Any]) -> dict[str, str]:
+    def process_router(self, router: l3.Router) -> dict[str, str]:
         """Make the host match ``router``.
 
         :returns: floating IP statuses that differ from what the server
-            shows in ``router['_floatingips']`` (``ACTIVE``/``ERROR``), plus
-            ``DOWN`` for floating IPs this driver configured before and the
-            router no longer has.
+            shows (``ACTIVE``/``ERROR``), plus ``DOWN`` for floating IPs this
+            driver configured before and the router no longer has.
         :raises RouterProcessingError: some parts failed (the others were
             configured); the agent should retry.
         """
-        spec = parse_router(router)
+        spec = plan_router(router)
         ns = spec.namespace
         with self._lock:
             state = self._routers.get(spec.id)
@@ -418,7 +251,7 @@ class NamespaceRouterDriver(l3.RouterDriver):
 
         links = {link['name']: link for link in ip_lib.list_links(ns)}
         # One dump for every port's addresses (a netlink round trip each otherwise).
-        addresses: dict[str, set[str]] = {}
+        addresses: dict[str | None, set[str]] = {}
         for address in ip_lib.list_addresses(ns):
             if address['scope'] == 'global':
                 addresses.setdefault(address['device'], set()).add(address['cidr'])
@@ -434,12 +267,14 @@ class NamespaceRouterDriver(l3.RouterDriver):
                 failures.append('unplug %s: %s' % (name, exc))
 
         announce: list[tuple[str, str]] = []  # (device, address) gained
-        for port in spec.interfaces:
+        for placed in spec.interfaces:
+            port = placed.port
             try:
-                added = self._ensure_port(ns, port, list(port.cidrs), links.get(port.device),
-                                          addresses.get(port.device, set()))
-                announce += [(port.device, a) for a in added]
-                state.devices.add(port.device)
+                added = self._ensure_port(ns, placed, list(port.cidrs),
+                                          links.get(placed.device),
+                                          addresses.get(placed.device, set()))
+                announce += [(placed.device, a) for a in added]
+                state.devices.add(placed.device)
             except Exception as exc:
                 LOG.exception('Router %s: interface %s failed', spec.id, port.id)
                 failures.append('interface %s: %s' % (port.id, exc))
@@ -448,7 +283,7 @@ class NamespaceRouterDriver(l3.RouterDriver):
         removed_gw_addresses: set[str] = set()
         if spec.gateway is not None:
             gw = spec.gateway
-            cidrs = list(gw.cidrs) + ['%s/32' % f.floating_ip for f in spec.floating_ips]
+            cidrs = list(gw.port.cidrs) + ['%s/32' % f.floating_ip for f in spec.floating_ips]
             try:
                 added = self._ensure_port(ns, gw, cidrs, links.get(gw.device),
                                           addresses.get(gw.device, set()),
@@ -457,8 +292,8 @@ class NamespaceRouterDriver(l3.RouterDriver):
                 state.devices.add(gw.device)
                 gateway_ok = True
             except Exception as exc:
-                LOG.exception('Router %s: gateway port %s failed', spec.id, gw.id)
-                failures.append('gateway %s: %s' % (gw.id, exc))
+                LOG.exception('Router %s: gateway port %s failed', spec.id, gw.port.id)
+                failures.append('gateway %s: %s' % (gw.port.id, exc))
 
         try:
             failures += self._ensure_routes(spec, gateway_ok)
@@ -466,9 +301,12 @@ class NamespaceRouterDriver(l3.RouterDriver):
             LOG.exception('Router %s: routes failed', spec.id)
             failures.append('routes: %s' % exc)
 
-        ra_interfaces = [radvd.RaInterface(p.device, p.ra_prefixes, p.mtu)
-                         for p in spec.interfaces
-                         if p.ra_prefixes and p.device in state.devices]
+        ra_interfaces = []
+        for placed in spec.interfaces:
+            prefixes = ra_prefixes(placed.port, spec.id)
+            if prefixes and placed.device in state.devices:
+                ra_interfaces.append(radvd.RaInterface(placed.device, prefixes,
+                                                       placed.port.mtu))
         # A router that advertises nothing, and is known not to, needs no
         # radvd bookkeeping (pid and config files) on every update.
         if ra_interfaces or state.advertising is not False:
@@ -481,7 +319,7 @@ class NamespaceRouterDriver(l3.RouterDriver):
                 failures.append('radvd: %s' % exc)
 
         iptables_ok = False
-        if spec.gateway_invalid:
+        if spec.router.gateway_unusable:
             # Keep the gateway's NAT as it is rather than drop it.
             LOG.error('Router %s: invalid gateway port, iptables left as they are',
                       spec.id)
@@ -549,8 +387,9 @@ class NamespaceRouterDriver(l3.RouterDriver):
     # -- parts ---------------------------------------------------------------
     def _ensure_sysctls(self, spec: RouterSpec, state: _RouterState) -> None:
         ns = spec.namespace
-        ports = spec.interfaces + ([spec.gateway] if spec.gateway else [])
-        has_v6 = any(ipaddress.ip_interface(c).version == 6 for p in ports for c in p.cidrs)
+        ports = spec.interfaces + ((spec.gateway,) if spec.gateway else ())
+        has_v6 = any(ipaddress.ip_interface(c).version == 6
+                     for p in ports for c in p.port.cidrs)
         wanted: dict[str | tuple[str, ...], int] = {}
         if not state.sysctls_done:
             wanted['net.ipv4.ip_forward'] = 1
@@ -565,7 +404,7 @@ class NamespaceRouterDriver(l3.RouterDriver):
         state.sysctls_done = True
         state.ipv6_forwarding = state.ipv6_forwarding or has_v6
 
-    def _ensure_port(self, ns: str, port: RouterPort, cidrs: list[str],
+    def _ensure_port(self, ns: str, placed: PlacedPort, cidrs: list[str],
                      link: ip_lib.LinkInfo | None, have: set[str],
                      removed: set[str] | None = None) -> list[str]:
         """Plug only what is missing or different, then fix the addresses.
@@ -575,23 +414,24 @@ class NamespaceRouterDriver(l3.RouterDriver):
         :returns: the addresses (without prefix) added to the device.
         :param removed: filled with the addresses taken off the device.
         """
-        if (link is None or link.get('address') != port.mac
+        port, device = placed.port, placed.device
+        if (link is None or link.get('address') != port.mac_address
                 or (port.mtu is not None and link.get('mtu') != port.mtu)
                 or link.get('state') != 'up'):
             # The qg- port goes on the integration bridge too (bridge=None):
             # wiring it to the provider network is the L2 agent's job.
-            self.interface_driver.plug(port.network_id, port.id, port.device,
-                                       port.mac, ns, mtu=port.mtu)
-            if port.device.startswith(naming.ROUTER_GATEWAY_PREFIX):
+            self.interface_driver.plug(port.network_id, port.id, device,
+                                       port.mac_address, ns, mtu=port.mtu)
+            if device.startswith(naming.ROUTER_GATEWAY_PREFIX):
                 # The kernel announces the port's addresses itself whenever
                 # it comes up or changes its MAC.
-                _ensure_sysctls({('net', 'ipv4', 'conf', port.device, 'arp_notify'): 1}, ns)
+                _ensure_sysctls({('net', 'ipv4', 'conf', device, 'arp_notify'): 1}, ns)
             have = {a['cidr'] for a in
-                    ip_lib.IPDevice(port.device, ns).addr.list(scope='global')}
+                    ip_lib.IPDevice(device, ns).addr.list(scope='global')}
         want = {str(ipaddress.ip_interface(c)) for c in cidrs}
         if have == want:
             return []
-        self.interface_driver.set_addresses(port.device, ns, cidrs)
+        self.interface_driver.set_addresses(device, ns, cidrs)
         if removed is not None:
             removed.update(str(ipaddress.ip_interface(c).ip) for c in have - want)
         return sorted(str(ipaddress.ip_interface(c).ip) for c in want - have)
@@ -628,8 +468,9 @@ class NamespaceRouterDriver(l3.RouterDriver):
             ended.add(state.snat_ip)
         for address in ended:
             # Sessions to it from outside (DNAT) and from inside NATed to it.
-            state.stale_flows.add(conntrack.FlowFilter(4, orig_dst=address))
-            state.stale_flows.add(conntrack.FlowFilter(4, reply_dst=address))
+            host = ipaddress.ip_network(address)
+            state.stale_flows.add(conntrack.FlowFilter(4, orig_dst=host))
+            state.stale_flows.add(conntrack.FlowFilter(4, reply_dst=host))
         state.nat_map, state.snat_ip = nat_map, snat_ip
         if not state.stale_flows or not delete:
             return
@@ -656,15 +497,15 @@ class NamespaceRouterDriver(l3.RouterDriver):
         """
         ns = spec.namespace
         live = [r for r in ip_lib.list_routes(ns) if r['gateway']]
-        want_default: set[tuple[str, str | None]] = set()
+        want_default: set[tuple[str | None, str | None]] = set()
         gw = spec.gateway
         if gw is not None and gateway_ok:
-            want_default = {(g, gw.device) for g in gw.gateways}
-        elif gw is not None or spec.gateway_invalid:
+            want_default = {(g, gw.device) for g in gw.port.gateways}
+        elif gw is not None or spec.router.gateway_unusable:
             # The gateway failed or is unusable: leave default routes alone.
             want_default = {(r['gateway'], r['device']) for r in live
                             if r['dst'] in DEFAULT_ROUTES}
-        want_extra = set(spec.routes)
+        want_extra = {(r.destination, r.nexthop) for r in spec.routes}
         for route in live:
             if route['dst'] in DEFAULT_ROUTES:
                 if (route['gateway'], route['device']) not in want_default:
@@ -676,8 +517,8 @@ class NamespaceRouterDriver(l3.RouterDriver):
         live_default = {(r['gateway'], r['device']) for r in live
                         if r['dst'] in DEFAULT_ROUTES}
         if gw is not None and gateway_ok:
-            networks = [ipaddress.ip_interface(c).network for c in gw.cidrs]
-            for gateway in gw.gateways:
+            networks = [ipaddress.ip_interface(c).network for c in gw.port.cidrs]
+            for gateway in gw.port.gateways:
                 if (gateway, gw.device) in live_default:
                     continue
                 ip = ipaddress.ip_address(gateway)
@@ -686,7 +527,8 @@ class NamespaceRouterDriver(l3.RouterDriver):
                                  onlink=onlink)
         live_extra = {(r['dst'], r['gateway']) for r in live}
         failures = []
-        for dst, nexthop in spec.routes:
+        for extra in spec.routes:
+            dst, nexthop = extra.destination, extra.nexthop
             if (dst, nexthop) in live_extra:
                 continue
             try:
@@ -717,7 +559,7 @@ class NamespaceRouterDriver(l3.RouterDriver):
         if spec.gateway is None or gw_ip is None:
             return
         qg = spec.gateway.device
-        if spec.enable_snat:
+        if spec.router.enable_snat:
             nat.add_rule('snat', '-o %s -j SNAT --to-source %s --random-fully' % (qg, gw_ip))
         # Traffic between internal subnets (and replies to DNAT) is not NATed.
         nat.add_rule('POSTROUTING', '! -o %s -m conntrack ! --ctstate DNAT -j ACCEPT' % qg)
@@ -741,7 +583,7 @@ class NamespaceRouterDriver(l3.RouterDriver):
         ok = configured and spec.gateway_ipv4 is not None
         for fip in spec.floating_ips:
             current[fip.id] = (l3.FIP_ACTIVE if ok else l3.FIP_ERROR, fip.status)
-        for fip_id, status in spec.invalid_fips.items():
+        for fip_id, status in spec.router.unusable_floating_ips.items():
             current.setdefault(fip_id, (l3.FIP_ERROR, status))
         statuses = {fip_id: new for fip_id, (new, old) in current.items() if new != old}
         for fip_id in state.fip_ids - set(current):

@@ -69,8 +69,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from agentkit import exceptions
-from agentkit.conf import l3 as l3_conf
-from agentkit.conf import metadata_proxy as proxy_conf
+from agentkit.api import driver as driver_api
 from agentkit.lib import external_process
 from agentkit.lib import fileutils
 from agentkit.lib import ip_lib
@@ -98,6 +97,47 @@ SLAAC_PREFIXLEN = 64
 MAX_RDNSS = 3
 IPV6_MIN_MTU = 1280
 MAX_MTU = 65535
+
+# Neutron's names and defaults ([DEFAULT] of l3_agent.ini, so operators'
+# files keep working); the bounds are radvd's (RFC 4861 section 6.2.1),
+# which otherwise logs an error and advertises nothing on the interface.
+# Registered by RadvdManager: only this driver reads them.
+ra_opts = [
+    cfg.IntOpt(
+        'min_rtr_adv_interval', default=30, min=3, max=1350,
+        help='MinRtrAdvInterval of radvd: least seconds between unsolicited '
+             'router advertisements. At most 3/4 of max_rtr_adv_interval.'),
+    cfg.IntOpt(
+        'max_rtr_adv_interval', default=100, min=4, max=1800,
+        help='MaxRtrAdvInterval of radvd: most seconds between unsolicited '
+             'router advertisements. Hosts keep the router as default '
+             'gateway for three times this long after the last one.'),
+]
+
+
+#: Registered by :class:`RadvdManager` (and by the router driver that owns it).
+OPTIONS: driver_api.OptionGroups = ((None, ra_opts),)
+
+
+def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
+    """For oslo-config-generator (``oslo.config.opts`` entry point)."""
+    return driver_api.list_options(OPTIONS)
+
+
+def validate_ra_intervals(conf: cfg.ConfigOpts) -> tuple[int, int]:
+    """(min, max) advertisement intervals, if radvd accepts them together.
+
+    :raises InvalidConfiguration: ``min_rtr_adv_interval`` is more than 3/4
+        of ``max_rtr_adv_interval`` (radvd would advertise nothing).
+    """
+    low, high = conf.min_rtr_adv_interval, conf.max_rtr_adv_interval
+    if 4 * low > 3 * high:
+        raise exceptions.InvalidConfiguration(
+            'min_rtr_adv_interval (%d) must be at most 3/4 of max_rtr_adv_interval '
+            '(%d), i.e. at most %d: radvd refuses to advertise otherwise'
+            % (low, high, 3 * high // 4))
+    return low, high
+
 
 # One token for radvd's lexer: no space, quote, brace, ';', '#' or ':'.
 _DEVICE_TOKEN_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.@-]{0,14}')
@@ -374,10 +414,9 @@ class _Router:
 class RadvdManager(external_process.DaemonOwner):
     """One radvd per router namespace: started, adopted, reloaded, watched.
 
-    :param conf: the agent's options (``state_path``,
-        ``min_rtr_adv_interval``/``max_rtr_adv_interval``,
-        ``check_child_processes_interval``; the last three are registered
-        here if the agent did not).
+    :param conf: the agent's options: ``state_path`` and
+        ``check_child_processes_interval`` (the agent's, read by name) and
+        :data:`ra_opts` (registered here).
     :param monitor: a :class:`~agentkit.lib.external_process.ProcessMonitor`
         the caller owns (e.g. shared with the metadata driver; the caller
         starts and stops it). Without one, the manager creates its own at the
@@ -394,9 +433,8 @@ class RadvdManager(external_process.DaemonOwner):
     def __init__(self, conf: cfg.ConfigOpts,
                  monitor: external_process.ProcessMonitor | None = None) -> None:
         self.conf = conf
-        conf.register_opts(l3_conf.ra_opts)
-        conf.register_opts([proxy_conf.check_child_processes_interval_opt])
-        l3_conf.validate_ra_intervals(conf)
+        driver_api.register_options(conf, OPTIONS)
+        validate_ra_intervals(conf)
         self._routers: dict[str, _Router] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -438,7 +476,7 @@ class RadvdManager(external_process.DaemonOwner):
                 LOG.warning('Router %s: only the first %d DNS servers of %s are '
                             'advertised (RDNSS), not %s', router_id, MAX_RDNSS,
                             iface.device, ', '.join(iface.all_dns_servers[MAX_RDNSS:]))
-        low, high = l3_conf.validate_ra_intervals(self.conf)
+        low, high = validate_ra_intervals(self.conf)
         text = render_config(router_id, wanted, low, high)
         with self._resource_lock(router_id):
             self._apply(router_id, namespace, text)

@@ -40,8 +40,8 @@ from oslo_config import cfg
 
 from agentkit import exceptions
 from agentkit.api import agent_types
+from agentkit.api import driver as driver_api
 from agentkit.api import mechanism
-from agentkit.conf import l2 as l2_conf
 from agentkit.api import type_driver
 from agentkit.lib import ip_lib
 from agentkit.lib import link_monitor
@@ -54,7 +54,36 @@ _VLAN_NAME_RE = re.compile(r'.+\.[0-9]{1,4}')
 # Characters of a hash that keep a shortened sub-interface name unique.
 _HASH_LEN = 6
 
-VXLAN_GROUP = l2_conf.VXLAN_GROUP
+# Neutron's linuxbridge_agent.ini groups, so operators' files keep working.
+LINUX_BRIDGE_GROUP = 'linux_bridge'
+VXLAN_GROUP = 'vxlan'
+
+# Options only this driver reads (the agent's [l2] ones it reads by name).
+linux_bridge_opts = [
+    cfg.ListOpt(
+        'physical_interface_mappings', default=[],
+        help='linuxbridge: <physical_network>:<interface> pairs for flat and '
+             'vlan provider networks.'),
+]
+vxlan_opts = [
+    cfg.StrOpt(
+        'vxlan_group',
+        help='linuxbridge: multicast group for VXLAN flooding (broadcast, '
+             'unknown unicast), e.g. 239.1.1.1, instead of unicast copies '
+             'to every tunnel peer. A CIDR (e.g. 239.0.0.0/8) gives each VNI '
+             'its own group: the network address plus the VNI masked by the '
+             'host bits. Must be the same on all hosts; the underlay must '
+             'route multicast. Unset: unicast to the peers neutron-server '
+             'reports.'),
+]
+#: Registered by the driver (:attr:`agentkit.api.driver.Driver.options`).
+OPTIONS: driver_api.OptionGroups = ((LINUX_BRIDGE_GROUP, linux_bridge_opts),
+                                    (VXLAN_GROUP, vxlan_opts))
+
+
+def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
+    """For oslo-config-generator (``oslo.config.opts`` entry point)."""
+    return driver_api.list_options(OPTIONS)
 
 
 class SegmentNotRealisable(type_driver.InvalidSegment):
@@ -149,6 +178,7 @@ class LinuxbridgeMechanismDriver(mechanism.MechanismDriver):
 
     agent_type = agent_types.LINUX_BRIDGE
     supported_network_types = frozenset({'flat', 'vlan', 'vxlan'})
+    options = OPTIONS
 
     def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
         super().__init__(conf, host)

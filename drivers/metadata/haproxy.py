@@ -53,11 +53,12 @@ import threading
 from typing import Any
 
 from oslo_config import cfg
+from oslo_config import types
 from oslo_log import log as logging
 
 from agentkit import exceptions
+from agentkit.api import driver as driver_api
 from agentkit.api import metadata as metadata_api
-from agentkit.conf import metadata_proxy as proxy_conf
 from agentkit.lib import external_process
 from agentkit.lib import fileutils
 from agentkit.lib import ip_lib
@@ -142,6 +143,49 @@ def _header_regex(name: str) -> str:
     return '^%s$' % '[-_]'.join(re.escape(p) for p in name.lower().split('-'))
 
 
+# Neutron's [metadata_rate_limiting] options (its names, group and defaults,
+# so operators' files keep working). Only this driver reads them, so it
+# registers them; one difference on purpose: ip_versions may list both 4
+# and 6 (Neutron then disables rate limiting with a warning; here each
+# family gets its own tables).
+RATE_LIMITING_GROUP = 'metadata_rate_limiting'
+
+rate_limiting_opts = [
+    cfg.BoolOpt(
+        'rate_limit_enabled', default=False,
+        help='Limit the rate of metadata requests per VM (source address); '
+             'requests over a limit are answered 429 by the proxy without '
+             'reaching the metadata agent.'),
+    cfg.ListOpt(
+        'ip_versions', default=[4],
+        item_type=types.Integer(choices=[(4, 'IPv4'), (6, 'IPv6')]),
+        help='IP versions of the clients to rate limit: 4, 6 or both '
+             '(Neutron allows only one; here each version has its own '
+             'tables).'),
+    cfg.IntOpt(
+        'base_window_duration', default=10, min=1,
+        help='Duration (seconds) of the base window.'),
+    cfg.IntOpt(
+        'base_query_rate_limit', default=10, min=1,
+        help='Requests a client may make within the base window.'),
+    cfg.IntOpt(
+        'burst_window_duration', default=10, min=1,
+        help='Duration (seconds) of the burst window.'),
+    cfg.IntOpt(
+        'burst_query_rate_limit', default=10, min=1,
+        help='Requests a client may make within the burst window.'),
+]
+
+
+#: Registered by the driver (:attr:`agentkit.api.driver.Driver.options`).
+OPTIONS: driver_api.OptionGroups = ((RATE_LIMITING_GROUP, rate_limiting_opts),)
+
+
+def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
+    """For oslo-config-generator (``oslo.config.opts`` entry point)."""
+    return driver_api.list_options(OPTIONS)
+
+
 # ---------------------------------------------------------------------------
 # The validated model of one proxy
 # ---------------------------------------------------------------------------
@@ -159,14 +203,14 @@ class RateLimits:
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> RateLimits | None:
         """The limits to apply, None if rate limiting is off."""
-        group = conf[proxy_conf.RATE_LIMITING_GROUP]
+        group = conf[RATE_LIMITING_GROUP]
         if not group.rate_limit_enabled:
             return None
         versions = tuple(sorted(set(group.ip_versions)))
         if not versions:
             LOG.warning('[%s] rate_limit_enabled is set but ip_versions is empty; '
                         'metadata requests are not rate limited',
-                        proxy_conf.RATE_LIMITING_GROUP)
+                        RATE_LIMITING_GROUP)
             return None
         return cls(versions, group.base_window_duration, group.base_query_rate_limit,
                    group.burst_window_duration, group.burst_query_rate_limit)
@@ -382,10 +426,12 @@ class HaproxyMetadataDriver(external_process.DaemonOwner, metadata_api.MetadataD
 
     #: Root of the process table; unit tests point it at a fake tree.
     proc_path: str = external_process.PROC_PATH
+    #: The options it shares with its agent (socket, user, group, ports) are
+    #: the agent's, read by name.
+    options = OPTIONS
 
     def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
         super().__init__(conf, host)
-        proxy_conf.register_metadata_proxy_opts(conf)
         self._proxies: dict[str, _Proxy] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()

@@ -75,6 +75,14 @@ class AgentCliTest(CliTestBase):
         self.assertEqual(2, proc.wait(60))
         self.assertIn('[agent] report_interval', proc.output())
 
+    def test_bad_value_of_a_driver_option_is_refused(self):
+        """Registered by the driver (radvd's), yet refused like the agent's own."""
+        proc, _, _ = self.start_agent('agentkit-l3',
+                                      {'DEFAULT': {'min_rtr_adv_interval': 'often'}})
+        self.assertEqual(2, proc.wait(60))
+        self.assertIn('[DEFAULT] min_rtr_adv_interval', proc.output())
+        self.assertEqual([], self.neutron.calls_of('report_state'))
+
     def test_incompatible_type_driver_refused(self):
         proc, _, _ = self.start_agent(
             'agentkit-l2', {'l2': {'mechanism_driver': 'linuxbridge',

@@ -30,6 +30,7 @@ from oslo_config import cfg
 
 from agentkit import exceptions
 from agentkit.conf import common as common_conf
+from agentkit.api import driver as driver_api
 from agentkit.conf import metadata_proxy as proxy_conf
 from agentkit.lib import external_process as ep
 from agentkit.lib import ip_lib
@@ -152,6 +153,7 @@ class HaproxyMetadataTestCase(base.FunctionalTestCase):
         self.conf = cfg.ConfigOpts()
         common_conf.register_common_opts(self.conf)
         proxy_conf.register_metadata_proxy_opts(self.conf)
+        driver_api.register_options(self.conf, haproxy.OPTIONS)
         self.conf([], project='agentkit', default_config_files=[])
         self.conf.set_override('state_path', self.state_path)
         self.conf.set_override('metadata_proxy_socket', self.standin.path)
@@ -292,7 +294,7 @@ class TestRouterProxy(HaproxyMetadataTestCase):
                              router_id)
 
     def test_rate_limit_per_vm(self):
-        group = proxy_conf.RATE_LIMITING_GROUP
+        group = haproxy.RATE_LIMITING_GROUP
         self.conf.set_override('rate_limit_enabled', True, group)
         self.conf.set_override('burst_window_duration', 10, group)
         self.conf.set_override('burst_query_rate_limit', 3, group)

@@ -166,10 +166,10 @@ class NamespaceRouterDriverTest(base.FunctionalTestCase):
         self.assertIsNotNone(seen, 'no UDP answer from %s' % address)
         return seen
 
-    # -- router dicts shaped like sync_routers replies -------------------------
+    # -- routers shaped like sync_routers replies, validated as the agent does ---
     def router(self, interface: bool = True, gateway: bool = True, fip: bool = False,
                enable_snat: bool = True, routes: list[dict[str, str]] | None = None,
-               fip_status: str = 'DOWN') -> dict[str, Any]:
+               fip_status: str = 'DOWN') -> l3_api.Router:
         int_subnet = self.unique_id()
         ext_subnet = self.unique_id()
         router: dict[str, Any] = {
@@ -206,7 +206,7 @@ class NamespaceRouterDriverTest(base.FunctionalTestCase):
                 'fixed_ip_address': VM_IP, 'port_id': self.unique_id(),
                 'router_id': self.router_id, 'status': fip_status,
                 'floating_network_id': self.ext_net})
-        return router
+        return l3_api.Router.from_rpc(router)
 
     # -- checks ------------------------------------------------------------------
     def addresses(self, device: str) -> set[str]:

@@ -24,6 +24,7 @@ import uuid
 
 from oslo_config import cfg
 
+from agentkit.api import driver as driver_api
 from agentkit.conf import common as common_conf
 from agentkit.conf import l3 as l3_conf
 from agentkit.lib import ip_lib
@@ -66,6 +67,7 @@ class RadvdTestCase(base.FunctionalTestCase):
         self.conf = cfg.ConfigOpts()
         common_conf.register_common_opts(self.conf)
         l3_conf.register_l3_opts(self.conf)
+        driver_api.register_options(self.conf, radvd.OPTIONS)  # the driver's own, set below
         self.conf([], project='agentkit', default_config_files=[])
         self.conf.set_override('state_path', self.state_path)
         self.conf.set_override('check_child_processes_interval', 1)

@@ -14,11 +14,13 @@ import tempfile
 from oslo_config import cfg
 
 from agentkit import service
+from agentkit.api import driver as driver_api
 from agentkit.conf import common as common_conf
 from agentkit.conf import dhcp as dhcp_conf
 from agentkit.conf import l2 as l2_conf
 from agentkit.conf import l3 as l3_conf
 from agentkit.conf import metadata as metadata_conf
+from drivers.linuxbridge import mech_driver as lb_mech_driver
 from tests import base
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -236,6 +238,8 @@ class DevstackPluginTest(base.TestCase):
             self.assertEqual('linuxbridge', ini['DEFAULT']['interface_driver'])
         conf = self.assert_agentkit_loads('l2', l2_conf.register_l2_opts)
         self.assertEqual('linuxbridge', conf.l2.mechanism_driver)
+        # The driver's own options, as the driver registers and checks them.
+        driver_api.register_options(conf, lb_mech_driver.OPTIONS)
         self.assertEqual({'public': 'eth1'}, dict(
             item.split(':') for item in conf.linux_bridge.physical_interface_mappings))
 

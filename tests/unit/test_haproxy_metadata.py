@@ -17,6 +17,7 @@ from oslo_config import cfg
 
 from agentkit import exceptions
 from agentkit.conf import common as common_conf
+from agentkit.api import driver as driver_api
 from agentkit.conf import metadata_proxy as proxy_conf
 from agentkit.lib import external_process as ep
 from agentkit.lib import ip_lib
@@ -157,6 +158,7 @@ class HaproxyTestCase(base.TestCase):
         self.conf = cfg.ConfigOpts()
         common_conf.register_common_opts(self.conf)
         proxy_conf.register_metadata_proxy_opts(self.conf)
+        driver_api.register_options(self.conf, haproxy.OPTIONS)
         self.conf([], project='agentkit', default_config_files=[])
         self.conf.set_override('state_path', self.state_path)
         self.conf.set_override('check_child_processes_interval', 0)
@@ -185,7 +187,7 @@ class HaproxyTestCase(base.TestCase):
             return f.read()
 
     def enable_rate_limiting(self, versions=(4,)):
-        group = proxy_conf.RATE_LIMITING_GROUP
+        group = haproxy.RATE_LIMITING_GROUP
         self.conf.set_override('rate_limit_enabled', True, group)
         self.conf.set_override('ip_versions', list(versions), group)
         self.conf.set_override('base_window_duration', 20, group)

@@ -25,11 +25,22 @@ def _uuid() -> str:
     return str(uuid.uuid4())
 
 
+def port(network_id: str | None = None) -> dict[str, Any]:
+    return {'id': _uuid(), 'network_id': network_id or _uuid(),
+            'mac_address': 'fa:16:3e:00:00:01', 'mtu': 1450,
+            'fixed_ips': [{'subnet_id': _uuid(), 'ip_address': '10.0.0.1', 'prefixlen': 24}],
+            'subnets': []}
+
+
+def floating_ip(status: str = 'DOWN') -> dict[str, Any]:
+    return {'id': _uuid(), 'status': status, 'floating_ip_address': '172.24.4.10',
+            'fixed_ip_address': '10.0.0.10', 'port_id': _uuid()}
+
+
 def router(router_id: str | None = None, network_id: str | None = None,
            **attrs: Any) -> dict[str, Any]:
     return {'id': router_id or _uuid(), 'admin_state_up': True, 'ha': False,
-            'distributed': False, 'gw_port': {'id': _uuid(), 'network_id': _uuid()},
-            '_interfaces': [{'id': _uuid(), 'network_id': network_id or _uuid()}],
+            'distributed': False, 'gw_port': port(), '_interfaces': [port(network_id)],
             '_floatingips': [], 'routes': [], **attrs}
 
 
@@ -97,7 +108,10 @@ class L3AgentTestCase(base.TestCase):
             return q._pending.pop(rid)[1]
 
     def built(self) -> list[str]:
-        return [c.args[0]['id'] for c in self.driver.process_router.call_args_list]
+        routers = [c.args[0] for c in self.driver.process_router.call_args_list]
+        # The driver gets the validated router, never the RPC dict.
+        self.assertTrue(all(isinstance(r, l3_api.Router) for r in routers))
+        return [r.id for r in routers]
 
     def deleted(self) -> list[str]:
         return [c.args[0] for c in self.driver.delete_router.call_args_list]
@@ -209,13 +223,13 @@ class FullSyncTest(L3AgentTestCase):
     def test_audit_at_rest_asks_and_reports_nothing(self) -> None:
         """get_router_ids and one sync_routers chunk; no status that did not change."""
         for _ in range(5):
-            r = router(_floatingips=[{'id': _uuid(), 'status': 'DOWN'}])
+            r = router(_floatingips=[floating_ip()])
             self.server.routers[r['id']] = r
             self.server.scheduled.append(r['id'])
 
-        def process_router(r: dict[str, Any]) -> dict[str, str]:
+        def process_router(r: l3_api.Router) -> dict[str, str]:
             # The driver's contract: only statuses that differ from the payload's.
-            return {f['id']: 'ACTIVE' for f in r['_floatingips'] if f['status'] != 'ACTIVE'}
+            return {f.id: 'ACTIVE' for f in r.floating_ips if f.status != 'ACTIVE'}
         self.driver.process_router.side_effect = process_router
         real_update = self.server.update_floatingip_statuses
 
@@ -236,6 +250,21 @@ class FullSyncTest(L3AgentTestCase):
                          [sorted(c) for c in self.server.calls])
         self.assertEqual([], self.server.statuses)
         self.assertEqual([], self.deleted())
+
+    def test_unusable_entry_fails_only_its_router(self) -> None:
+        """Parsed at the edge: one bad entry is neither built nor deleted."""
+        good, bad = router(), router(_interfaces='junk')
+        for r in (good, bad):
+            self.server.routers[r['id']] = r
+        self.server.scheduled = [good['id'], bad['id']]
+        self.driver.existing_routers.return_value = {bad['id']}
+        self.agent.sync_state()
+        self.drain()
+        self.assertEqual([good['id']], self.built())
+        self.assertEqual([], self.deleted())
+        self.assertIn('Router %s from the server is unusable, left as it is: '
+                      % bad['id'], self.log.output)
+        self.assertIn('_interfaces must be a list', self.log.output)
 
     def test_refused_routers_gone_from_the_server_are_no_longer_reported(self) -> None:
         ha = router(ha=True)
@@ -258,7 +287,7 @@ class RouterDecisionsTest(L3AgentTestCase):
         self.agent.process_update(work_queue.ResourceUpdate(r['id'], l3.REFRESH))
 
     def test_ha_and_distributed_routers_are_refused_with_a_reason(self) -> None:
-        fip = {'id': _uuid(), 'status': 'DOWN'}
+        fip = {'id': _uuid(), 'status': 'DOWN'}  # unusable, its id is still reported
         ha = router(ha=True, _floatingips=[fip])
         dvr = router(distributed=True)
         self.process(ha)
@@ -303,9 +332,28 @@ class RouterDecisionsTest(L3AgentTestCase):
         r = router()
         self.process(r)
         self.agent.process_update(work_queue.ResourceUpdate(
-            r['id'], l3.APPLY, payload=dict(r, admin_state_up=False)))
+            r['id'], l3.APPLY, payload=l3_api.Router.from_rpc(dict(r, admin_state_up=False))))
         self.assertEqual([r['id']], self.deleted())
         self.assertNotIn(r['id'], self.agent.routers)
+
+    def test_unusable_refresh_leaves_the_router_as_it_is(self) -> None:
+        r = router()
+        self.process(r)
+        self.process(dict(r, routes={'destination': '10.0.0.0/8'}))
+        self.assertEqual([r['id']], self.built())
+        self.assertEqual([], self.deleted())
+        self.assertIn(r['id'], self.agent.routers)
+        self.assertIn('routes must be a list', self.log.output)
+
+    def test_bad_parts_are_left_out_but_the_router_is_built(self) -> None:
+        r = router()
+        r['_interfaces'].append({'id': _uuid(), 'network_id': _uuid()})  # no MAC, no IPs
+        r['_floatingips'] = [{'id': _uuid(), 'status': 'DOWN'}]
+        self.process(r)
+        built = self.driver.process_router.call_args.args[0]
+        self.assertEqual([r['_interfaces'][0]['id']], [p.id for p in built.interfaces])
+        self.assertEqual({r['_interfaces'][1]['id']}, built.unusable_interface_ids)
+        self.assertEqual({r['_floatingips'][0]['id']: 'DOWN'}, built.unusable_floating_ips)
 
     def test_partly_failed_router_reports_statuses_and_retries(self) -> None:
         r = router()

@@ -20,6 +20,7 @@ import fixtures
 from oslo_config import cfg
 
 from agentkit.api import interface as interface_api
+from agentkit.api import l3 as l3_api
 from agentkit.conf import common as common_conf
 from agentkit.conf import l3 as l3_conf
 from agentkit.lib import ip_lib
@@ -109,6 +110,11 @@ def reference_router(fip: bool = True) -> dict[str, Any]:
             'port_id': 'e1f20314-2536-4748-9a0b-1c2d3e4f5061', 'router_id': ROUTER_ID,
             'floating_network_id': 'c2d3e4f5-0617-4829-8a3b-4c5d6e7f8091'})
     return router
+
+
+def typed(router: dict[str, Any]) -> l3_api.Router:
+    """What the agent hands the driver: the entry validated at the edge."""
+    return l3_api.Router.from_rpc(router)
 
 
 class FakeHost(interface_api.InterfaceDriver):
@@ -280,7 +286,7 @@ class NamespaceRouterDriverTest(base.TestCase):
 
     # -- building a router -------------------------------------------------------
     def test_reference_router_matches_neutron(self) -> None:
-        statuses = self.driver.process_router(reference_router())
+        statuses = self.driver.process_router(typed(reference_router()))
         self.assertEqual({FIP_ID: 'ACTIVE'}, statuses)
         self.assertEqual({'lo', QR, QG}, self.links())
         self.assertEqual([
@@ -302,7 +308,7 @@ class NamespaceRouterDriverTest(base.TestCase):
         self.assertEqual(1, len(self.iptables.restores))
 
     def test_rule_order_within_chains_matches_neutron(self) -> None:
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         nat = self.iptables.lines('nat')
         self.assertEqual([
             '-A neutron-l3-agent-PREROUTING -d 169.254.169.254/32 -i qr-+ -p tcp -m tcp '
@@ -317,7 +323,7 @@ class NamespaceRouterDriverTest(base.TestCase):
 
     def test_metadata_port_comes_from_the_configuration(self) -> None:
         self.conf.set_override('metadata_port', 19697)
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         self.assertIn('-A neutron-l3-agent-PREROUTING -d 169.254.169.254/32 -i qr-+ -p tcp '
                       '-m tcp --dport 80 -j REDIRECT --to-ports 19697',
                       self.iptables.lines('nat'))
@@ -327,7 +333,7 @@ class NamespaceRouterDriverTest(base.TestCase):
     def test_enable_snat_false_drops_only_the_snat_rule(self) -> None:
         router = reference_router()
         router['enable_snat'] = False
-        self.driver.process_router(router)
+        self.driver.process_router(typed(router))
         nat = set(self.iptables.lines('nat'))
         self.assertEqual(REFERENCE_NAT - {
             '-A neutron-l3-agent-snat -o qg-168e667f-2c -j SNAT --to-source 172.24.4.81 '
@@ -336,7 +342,7 @@ class NamespaceRouterDriverTest(base.TestCase):
     def test_router_without_gateway_has_no_nat_and_fips_error(self) -> None:
         router = reference_router()
         router['gw_port'] = None
-        self.assertEqual({FIP_ID: 'ERROR'}, self.driver.process_router(router))
+        self.assertEqual({FIP_ID: 'ERROR'}, self.driver.process_router(typed(router)))
         self.assertEqual({'lo', QR}, self.links())
         self.assertFalse([r for r in self.iptables.lines('nat') if 'SNAT' in r or 'DNAT' in r])
         self.assertEqual([], self.host.namespaces[NS]['routes'])
@@ -348,7 +354,7 @@ class NamespaceRouterDriverTest(base.TestCase):
                                   'ip_address': 'fd00:10::1'})
         port['subnets'].append({'id': 'aaaaaaaa-0348-443b-b446-4d6a969f9288',
                                 'cidr': 'fd00:10::/64', 'gateway_ip': 'fd00:10::1'})
-        self.driver.process_router(router)
+        self.driver.process_router(typed(router))
         self.assertEqual({'192.168.10.1/24', 'fd00:10::1/64'}, self.addrs(QR))
         self.assertEqual('1', self.host.namespaces[NS]['sysctls'][
             'net.ipv6.conf.all.forwarding'])
@@ -366,7 +372,7 @@ class NamespaceRouterDriverTest(base.TestCase):
                                     'dns_nameservers': ['fd00:53::1']})
         port['subnets'].append({'id': 'bad', 'cidr': 'fd00:99::/48', 'gateway_ip': None,
                                 'ipv6_ra_mode': 'slaac'})  # SLAAC needs a /64
-        self.driver.process_router(router)
+        self.driver.process_router(typed(router))
         self.driver.radvd.update.assert_called_once_with(ROUTER_ID, NS, [
             l3ns.radvd.RaInterface(QR, (
                 l3ns.radvd.RaPrefix('fd00:10::/64', 'slaac', ('fd00:53::1',)),
@@ -377,43 +383,43 @@ class NamespaceRouterDriverTest(base.TestCase):
 
     def test_router_without_ra_subnets_runs_no_radvd(self) -> None:
         self.driver.radvd = mock.Mock()
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         # Once (a radvd of an earlier run is stopped), then no more bookkeeping.
         self.driver.radvd.update.assert_called_once_with(ROUTER_ID, NS, [])
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         self.assertEqual(1, self.driver.radvd.update.call_count)
 
     # -- incremental behaviour -----------------------------------------------------
     def test_second_identical_call_changes_nothing(self) -> None:
         router = reference_router()
-        self.driver.process_router(router)
+        self.driver.process_router(typed(router))
         self.host.calls.clear()
         restores, saves = len(self.iptables.restores), self.iptables.saves
         router['_floatingips'][0]['status'] = 'ACTIVE'
-        self.assertEqual({}, self.driver.process_router(router))
+        self.assertEqual({}, self.driver.process_router(typed(router)))
         self.assertEqual([], self.host.calls)
         self.assertEqual(restores, len(self.iptables.restores))
         self.assertEqual(saves, self.iptables.saves)
 
     def test_removed_fip_and_interface_are_cleaned_up(self) -> None:
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         router = reference_router(fip=False)
         router['_interfaces'] = []
-        self.assertEqual({FIP_ID: 'DOWN'}, self.driver.process_router(router))
+        self.assertEqual({FIP_ID: 'DOWN'}, self.driver.process_router(typed(router)))
         self.assertEqual({'lo', QG}, self.links())
         self.assertEqual({'172.24.4.81/24'}, self.addrs(QG))
         self.assertFalse([r for r in self.iptables.lines('nat') if '172.24.4.43' in r])
         self.assertEqual([('unplug', QR)], self.host.changes('unplug'))
         # DOWN is reported once only.
-        self.assertEqual({}, self.driver.process_router(router))
+        self.assertEqual({}, self.driver.process_router(typed(router)))
 
     def test_new_fip_and_changed_gateway(self) -> None:
-        self.driver.process_router(reference_router(fip=False))
+        self.driver.process_router(typed(reference_router(fip=False)))
         router = reference_router()
         new_gw = '9b8c7d6e-5f40-4321-8a9b-0c1d2e3f4a5b'
         router['gw_port']['id'] = new_gw
         router['gw_port']['fixed_ips'][0]['ip_address'] = '172.24.4.90'
-        self.assertEqual({FIP_ID: 'ACTIVE'}, self.driver.process_router(router))
+        self.assertEqual({FIP_ID: 'ACTIVE'}, self.driver.process_router(typed(router)))
         new_qg = 'qg-9b8c7d6e-5f'
         self.assertEqual({'lo', QR, new_qg}, self.links())
         self.assertEqual({'172.24.4.90/24', '172.24.4.43/32'}, self.addrs(new_qg))
@@ -426,11 +432,11 @@ class NamespaceRouterDriverTest(base.TestCase):
         self.assertFalse([r for r in nat if QG in r or '172.24.4.81' in r])
 
     def test_mac_or_mtu_change_replugs(self) -> None:
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         router = reference_router()
         router['_interfaces'][0]['mtu'] = 1400
         self.host.calls.clear()
-        self.driver.process_router(router)
+        self.driver.process_router(typed(router))
         self.assertEqual([QR], [c[1] for c in self.host.changes('plug')])
 
     def test_extra_routes_added_and_removed(self) -> None:
@@ -440,7 +446,7 @@ class NamespaceRouterDriverTest(base.TestCase):
                             {'destination': '0.0.0.0/0', 'nexthop': '192.168.10.7'},
                             {'destination': '10.60.0.0/24', 'nexthop': 'fd00::1'},
                             'garbage']
-        self.driver.process_router(router)
+        self.driver.process_router(typed(router))
 
         def extra() -> set[tuple[str, str]]:
             return {(r['dst'], r['gateway']) for r in self.host.namespaces[NS]['routes']
@@ -448,15 +454,15 @@ class NamespaceRouterDriverTest(base.TestCase):
 
         self.assertEqual({('10.50.0.0/24', '192.168.10.7')}, extra())
         router['routes'] = [{'destination': '10.70.0.0/24', 'nexthop': '192.168.10.8'}]
-        self.driver.process_router(router)
+        self.driver.process_router(typed(router))
         self.assertEqual({('10.70.0.0/24', '192.168.10.8')}, extra())
         # A restarted driver still removes routes it did not add in this run.
         router['routes'] = []
-        self.new_driver().process_router(router)
+        self.new_driver().process_router(typed(router))
         self.assertEqual(set(), extra())
 
     def test_restart_removes_stale_devices_and_keeps_others(self) -> None:
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         links = self.host.namespaces[NS]['links']
         links['qr-deadbeef-00'] = {'name': 'qr-deadbeef-00', 'address': 'fa:16:3e:00:00:01',
                                    'mtu': 1500, 'state': 'up'}
@@ -466,7 +472,7 @@ class NamespaceRouterDriverTest(base.TestCase):
         driver = self.new_driver()
         router = reference_router()
         router['_floatingips'][0]['status'] = 'ACTIVE'
-        self.assertEqual({}, driver.process_router(router))
+        self.assertEqual({}, driver.process_router(typed(router)))
         self.assertEqual([('unplug', 'qr-deadbeef-00')], self.host.changes('unplug'))
         self.assertIn('ha-12345678-9a', self.links())
         self.assertEqual([], self.host.changes('plug'))
@@ -474,48 +480,48 @@ class NamespaceRouterDriverTest(base.TestCase):
         self.assertEqual([], self.host.changes('set_sysctl'))
 
     def test_restart_on_an_unchanged_router_writes_nothing(self) -> None:
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         self.host.calls.clear()
         restores = len(self.iptables.restores)
         router = reference_router()
         router['_floatingips'][0]['status'] = 'ACTIVE'
-        self.assertEqual({}, self.new_driver().process_router(router))
+        self.assertEqual({}, self.new_driver().process_router(typed(router)))
         self.assertEqual([], self.host.calls)  # no plug, address, route, sysctl, ARP
         self.assertEqual(restores, len(self.iptables.restores))
 
     # -- gratuitous ARP and conntrack ---------------------------------------------
     def test_gained_ipv4_addresses_are_announced(self) -> None:
-        self.driver.process_router(reference_router(fip=False))
+        self.driver.process_router(typed(reference_router(fip=False)))
         self.assertEqual([('announce', QR, '192.168.10.1', 3),
                           ('announce', QG, '172.24.4.81', 3)], self.host.changes('announce'))
         self.assertEqual('1', self.host.namespaces[NS]['sysctls'][
             'net.ipv4.conf.%s.arp_notify' % QG])
         self.host.calls.clear()
         self.conf.set_override('send_arp_for_ha', 1)
-        self.driver.process_router(reference_router())  # the FIP is associated
+        self.driver.process_router(typed(reference_router()))  # the FIP is associated
         self.assertEqual([('announce', QG, '172.24.4.43', 1)], self.host.changes('announce'))
         self.host.calls.clear()
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         self.assertEqual([], self.host.changes('announce'))
 
     def test_failed_announcement_does_not_fail_the_router(self) -> None:
         with mock.patch.object(l3ns.arp, 'announce', side_effect=OSError(6, 'ENXIO')):
             self.assertEqual({FIP_ID: 'ACTIVE'},
-                             self.driver.process_router(reference_router()))
+                             self.driver.process_router(typed(reference_router())))
 
     def test_disassociated_fip_ends_its_sessions(self) -> None:
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         self.assertEqual([], self.host.changes('delete_flows'))
-        self.driver.process_router(reference_router(fip=False))
+        self.driver.process_router(typed(reference_router(fip=False)))
         self.assertEqual([('delete_flows', NS, [('172.24.4.43/32', 'None'),
                                                 ('None', '172.24.4.43/32')])],
                          self.host.changes('delete_flows'))
 
     def test_moved_fip_ends_the_sessions_of_the_old_mapping(self) -> None:
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         router = reference_router()
         router['_floatingips'][0]['fixed_ip_address'] = '192.168.10.208'
-        self.driver.process_router(router)
+        self.driver.process_router(typed(router))
         self.assertEqual([('delete_flows', NS, [('172.24.4.43/32', 'None'),
                                                 ('None', '172.24.4.43/32')])],
                          self.host.changes('delete_flows'))
@@ -526,17 +532,17 @@ class NamespaceRouterDriverTest(base.TestCase):
                           '--to-destination 192.168.10.208'}, dnat)
 
     def test_gateway_ip_change_ends_snat_sessions(self) -> None:
-        self.driver.process_router(reference_router(fip=False))
+        self.driver.process_router(typed(reference_router(fip=False)))
         router = reference_router(fip=False)
         router['gw_port']['fixed_ips'][0]['ip_address'] = '172.24.4.82'
-        self.driver.process_router(router)
+        self.driver.process_router(typed(router))
         self.assertEqual([('delete_flows', NS, [('172.24.4.81/32', 'None'),
                                                 ('None', '172.24.4.81/32')])],
                          self.host.changes('delete_flows'))
 
     def test_removed_fip_found_after_restart_ends_its_sessions(self) -> None:
-        self.driver.process_router(reference_router())
-        self.new_driver().process_router(reference_router(fip=False))
+        self.driver.process_router(typed(reference_router()))
+        self.new_driver().process_router(typed(reference_router(fip=False)))
         self.assertEqual([('delete_flows', NS, [('172.24.4.43/32', 'None'),
                                                 ('None', '172.24.4.43/32')])],
                          self.host.changes('delete_flows'))
@@ -554,7 +560,7 @@ class NamespaceRouterDriverTest(base.TestCase):
 
         with mock.patch.object(ip_lib, 'add_route', add_route):
             err = self.assertRaises(l3ns.RouterProcessingError,
-                                    self.driver.process_router, router)
+                                    self.driver.process_router, typed(router))
         self.assertEqual(['extra route 10.60.0.0/24 via 10.99.0.1: ' + str(
             ip_lib.NetlinkOperationError(101, 'Network is unreachable'))], err.failures)
         # Everything else is in place, and the statuses travel with the error.
@@ -562,29 +568,29 @@ class NamespaceRouterDriverTest(base.TestCase):
         self.assertIn(('10.50.0.0/24', '192.168.10.7'), {
             (r['dst'], r['gateway']) for r in self.host.namespaces[NS]['routes']})
         # Retried: once the kernel accepts it, the router is complete.
-        self.driver.process_router(router)
+        self.driver.process_router(typed(router))
         self.assertIn(('10.60.0.0/24', '10.99.0.1'), {
             (r['dst'], r['gateway']) for r in self.host.namespaces[NS]['routes']})
 
     def test_failed_conntrack_cleanup_is_retried(self) -> None:
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         self.host.fail_conntrack = True
         err = self.assertRaises(l3ns.RouterProcessingError, self.driver.process_router,
-                                reference_router(fip=False))
+                                typed(reference_router(fip=False)))
         self.assertIn('conntrack', str(err))
         self.host.fail_conntrack = False
         self.host.calls.clear()
-        self.driver.process_router(reference_router(fip=False))
+        self.driver.process_router(typed(reference_router(fip=False)))
         self.assertEqual(1, len(self.host.changes('delete_flows')))
         self.host.calls.clear()
-        self.driver.process_router(reference_router(fip=False))
+        self.driver.process_router(typed(reference_router(fip=False)))
         self.assertEqual([], self.host.changes('delete_flows'))
 
     def test_recreated_namespace_is_rebuilt_completely(self) -> None:
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         del self.host.namespaces[NS]
         self.iptables.tables.clear()
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         self.assertEqual({'lo', QR, QG}, self.links())
         self.assertEqual(REFERENCE_NAT, set(self.iptables.lines('nat')))
 
@@ -605,7 +611,7 @@ class NamespaceRouterDriverTest(base.TestCase):
         dup_fip = dict(good_fip, id='9e9e9e9e-2536-4748-9a0b-1c2d3e4f5061',
                        fixed_ip_address='192.168.10.99')
         router['_floatingips'] += [bad_fip, v6_fip, dup_fip, dict(good_fip, id=None), 7]
-        statuses = self.driver.process_router(router)
+        statuses = self.driver.process_router(typed(router))
         self.assertEqual({FIP_ID: 'ACTIVE', bad_fip['id']: 'ERROR', v6_fip['id']: 'ERROR',
                           dup_fip['id']: 'ERROR'}, statuses)
         self.assertEqual({'lo', QR, QG}, self.links())
@@ -615,15 +621,15 @@ class NamespaceRouterDriverTest(base.TestCase):
         self.host.namespaces[NS]['links']['qr-abcdef01-23'] = {
             'name': 'qr-abcdef01-23', 'address': 'fa:16:3e:00:00:03', 'mtu': 1450,
             'state': 'up'}
-        self.driver.process_router(router)
+        self.driver.process_router(typed(router))
         self.assertIn('qr-abcdef01-23', self.links())
 
     def test_invalid_gateway_leaves_nat_and_default_route(self) -> None:
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         router = reference_router()
         router['gw_port']['fixed_ips'][0]['ip_address'] = 'nonsense'
         restores = len(self.iptables.restores)
-        self.assertEqual({FIP_ID: 'ERROR'}, self.driver.process_router(router))
+        self.assertEqual({FIP_ID: 'ERROR'}, self.driver.process_router(typed(router)))
         self.assertIn(QG, self.links())
         self.assertEqual(restores, len(self.iptables.restores))
         self.assertEqual(1, len(self.host.namespaces[NS]['routes']))
@@ -637,7 +643,7 @@ class NamespaceRouterDriverTest(base.TestCase):
         router['_interfaces'].insert(0, second)
         self.host.fail_plug.add(second['id'])
         err = self.assertRaises(l3ns.RouterProcessingError,
-                                self.driver.process_router, router)
+                                self.driver.process_router, typed(router))
         self.assertIn('interface abcdef01', str(err))
         self.assertEqual({FIP_ID: 'ACTIVE'}, err.fip_statuses)
         self.assertEqual({'lo', QR, QG}, self.links())
@@ -646,20 +652,21 @@ class NamespaceRouterDriverTest(base.TestCase):
     def test_iptables_failure_puts_fips_in_error(self) -> None:
         self.iptables.fail_restore = True
         err = self.assertRaises(l3ns.RouterProcessingError,
-                                self.driver.process_router, reference_router())
+                                self.driver.process_router, typed(reference_router()))
         self.assertEqual({FIP_ID: 'ERROR'}, err.fip_statuses)
         self.iptables.fail_restore = False
-        self.assertEqual({FIP_ID: 'ACTIVE'}, self.driver.process_router(reference_router()))
+        self.assertEqual({FIP_ID: 'ACTIVE'}, self.driver.process_router(typed(reference_router())))
 
     def test_invalid_router_id_is_refused(self) -> None:
         router = reference_router()
         router['id'] = '../../etc'
-        self.assertRaises(ValueError, self.driver.process_router, router)
+        # Refused at the edge (the agent parses): no driver ever sees it.
+        self.assertRaises(ValueError, typed, router)
         self.assertEqual({}, self.host.namespaces)
 
     # -- delete and discovery ----------------------------------------------------------
     def test_delete_router_unplugs_then_removes_namespace(self) -> None:
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         self.host.calls.clear()
         self.driver.delete_router(ROUTER_ID)
         self.assertEqual([('unplug', QG), ('unplug', QR), ('delete_namespace', NS)],
@@ -668,7 +675,7 @@ class NamespaceRouterDriverTest(base.TestCase):
         self.driver.delete_router(ROUTER_ID)  # idempotent
 
     def test_delete_router_unplugs_known_devices_when_namespace_is_gone(self) -> None:
-        self.driver.process_router(reference_router())
+        self.driver.process_router(typed(reference_router()))
         del self.host.namespaces[NS]
         self.host.calls.clear()
         self.driver.delete_router(ROUTER_ID)

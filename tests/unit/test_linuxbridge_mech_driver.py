@@ -5,6 +5,7 @@ import uuid
 from typing import Any
 from unittest import mock
 
+from agentkit.api import driver as driver_api
 from agentkit.api import mechanism
 from agentkit.api import type_driver
 from agentkit.conf import l2 as l2_conf
@@ -134,6 +135,7 @@ class LinuxbridgeDriverTestBase(base.TestCase):
     def setUp(self):
         super().setUp()
         l2_conf.register_l2_opts(self.conf)
+        driver_api.register_options(self.conf, mech_driver.OPTIONS)  # set below
         self.conf.set_override('local_ip', LOCAL_IP, 'l2')
         self.conf.set_override('physical_interface_mappings',
                                ['provider:eth1', 'long:enp0s31f6abcdef'],

@@ -6,8 +6,8 @@ and agentkit's router parser.
 Pinned here: the fake server builds routers of exactly the real shape (same
 keys at every level, same types; values differ), chooses the same routers
 for the same questions (admin-down, unscheduled, distributed and unknown
-routers), and sends the L3 agent the same messages; and the namespace
-driver's parser reads everything it needs from a real router.
+routers), and sends the L3 agent the same messages; and agentkit's
+router payload types read everything the driver needs from a real router.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 import os
 from typing import Any
 
+from agentkit.api import l3 as l3_api
 from agentkit.lib import naming
 from drivers.l3 import namespace
 from tests import base
@@ -282,92 +283,112 @@ class FakeRouterSelectionTest(base.TestCase):
 
 
 class ParserOnRealRoutersTest(base.TestCase):
-    """drivers.l3.namespace.parse_router reads what the real server sends."""
+    """agentkit.api.l3.Router (the agent's edge) and the namespace driver's
+    layout read what the real server sends."""
 
     def setUp(self) -> None:
         super().setUp()
         self.s = _Scenario()
 
+    @staticmethod
+    def parse(raw: dict[str, Any]) -> namespace.RouterSpec:
+        return namespace.plan_router(l3_api.Router.from_rpc(raw))
+
     def test_main_router(self) -> None:
         real = self.s.real_router(BOUND, 'main')
-        spec = namespace.parse_router(real)
+        spec = self.parse(real)
         self.assertEqual(real['id'], spec.id)
         self.assertEqual(naming.router_namespace(real['id']), spec.namespace)
-        self.assertTrue(spec.enable_snat)
+        self.assertTrue(spec.router.enable_snat)
+        self.assertTrue(spec.router.admin_state_up)
+        self.assertFalse(spec.router.ha or spec.router.distributed)
         # Interfaces: the IPv4 subnet's port, and one port for both IPv6
         # subnets of the network, each address with its subnet's prefix.
-        by_id = {p.id: p for p in spec.interfaces}
+        by_id = {p.port.id: p for p in spec.interfaces}
         self.assertEqual({p['id'] for p in real['_interfaces']}, set(by_id))
         for port in real['_interfaces']:
-            parsed = by_id[port['id']]
+            placed = by_id[port['id']]
+            parsed = placed.port
             cidrs = {f'{ip["ip_address"]}/{ipaddress.ip_network(s["cidr"]).prefixlen}'
                      for ip in port['fixed_ips'] for s in port['subnets']
                      if s['id'] == ip['subnet_id']}
             self.assertEqual(cidrs, set(parsed.cidrs))
-            self.assertEqual(port['mac_address'], parsed.mac)
+            self.assertEqual(port['mac_address'], parsed.mac_address)
             self.assertEqual(port['mtu'], parsed.mtu)
             self.assertEqual(port['network_id'], parsed.network_id)
-            self.assertEqual(naming.router_interface_name(port['id']), parsed.device)
-        self.assertEqual([1, 2], sorted(len(p.cidrs) for p in spec.interfaces))
+            self.assertEqual(naming.router_interface_name(port['id']), placed.device)
+            self.assertEqual({(s['id'], s['ipv6_ra_mode']) for s in port['subnets']},
+                             {(s.id, s.ipv6_ra_mode) for s in parsed.subnets})
+        self.assertEqual([1, 2], sorted(len(p.port.cidrs) for p in spec.interfaces))
         v4_subnet = self.s.rest['subnets']['v4']
         self.assertIn(f'{v4_subnet["gateway_ip"]}/24', [c for p in spec.interfaces
-                                                        for c in p.cidrs])
+                                                        for c in p.port.cidrs])
         # The gateway: address with the external subnet's prefix, its gateway.
         gw, ext_subnet = real['gw_port'], self.s.rest['external_subnet']
-        self.assertEqual(gw['id'], spec.gateway.id)
+        self.assertEqual(gw['id'], spec.gateway.port.id)
         self.assertEqual(naming.router_gateway_name(gw['id']), spec.gateway.device)
-        self.assertEqual((f'{gw["fixed_ips"][0]["ip_address"]}/24',), spec.gateway.cidrs)
-        self.assertEqual((ext_subnet['gateway_ip'],), spec.gateway.gateways)
-        self.assertEqual(self.s.rest['external_network']['mtu'], spec.gateway.mtu)
+        self.assertEqual((f'{gw["fixed_ips"][0]["ip_address"]}/24',),
+                         spec.gateway.port.cidrs)
+        self.assertEqual((ext_subnet['gateway_ip'],), spec.gateway.port.gateways)
+        self.assertEqual(self.s.rest['external_network']['mtu'], spec.gateway.port.mtu)
         self.assertEqual(gw['fixed_ips'][0]['ip_address'], spec.gateway_ipv4)
         # Floating IPs: the associated one only; routes as given.
         fip = real['_floatingips'][0]
-        self.assertEqual([(fip['id'], fip['floating_ip_address'], fip['fixed_ip_address'])],
-                         [(f.id, f.floating_ip, f.fixed_ip) for f in spec.floating_ips])
+        self.assertEqual([(fip['id'], fip['floating_ip_address'], fip['fixed_ip_address'],
+                           fip['port_id'], fip['status'])],
+                         [(f.id, f.floating_ip, f.fixed_ip, f.port_id, f.status)
+                          for f in spec.floating_ips])
         self.assertEqual([(r['destination'], r['nexthop']) for r in real['routes']],
-                         spec.routes)
-        self.assertEqual({4, 6}, {ipaddress.ip_network(d).version for d, _ in spec.routes})
-        self.assertEqual(set(), spec.keep_devices)
-        self.assertFalse(spec.gateway_invalid)
+                         [(r.destination, r.nexthop) for r in spec.routes])
+        self.assertEqual({4, 6}, {ipaddress.ip_network(r.destination).version
+                                  for r in spec.routes})
+        self.assertEqual(frozenset(), spec.keep_devices)
+        self.assertFalse(spec.router.gateway_unusable)
+        self.assertEqual({}, spec.router.unusable_floating_ips)
+        self.assertEqual({p['network_id'] for p in real['_interfaces'] + [gw]},
+                         set(spec.router.network_ids))
 
     def test_later_states_of_the_main_router(self) -> None:
-        both = namespace.parse_router(self.s.real_router(
+        both = self.parse(self.s.real_router(
             'main router with both floating IPs associated', 'main'))
         self.assertEqual(2, len(both.floating_ips))
-        no_gw = namespace.parse_router(self.s.real_router('main router without a gateway',
-                                                          'main'))
+        no_gw = self.parse(self.s.real_router('main router without a gateway', 'main'))
         self.assertIsNone(no_gw.gateway)
-        self.assertEqual([], no_gw.floating_ips)
-        no_snat = namespace.parse_router(self.s.real_router(
+        self.assertFalse(no_gw.router.has_gateway)
+        self.assertEqual((), no_gw.floating_ips)
+        no_snat = self.parse(self.s.real_router(
             'main router with enable_snat false', 'main'))
-        self.assertFalse(no_snat.enable_snat)
-        mtu = namespace.parse_router(self.s.real_router(
+        self.assertFalse(no_snat.router.enable_snat)
+        mtu = self.parse(self.s.real_router(
             'main router after the external network mtu change', 'main'))
-        self.assertEqual(1400, mtu.gateway.mtu)
-        bare = namespace.parse_router(self.s.real_router(
+        self.assertEqual(1400, mtu.gateway.port.mtu)
+        bare = self.parse(self.s.real_router(
             'main router with no interfaces left (gateway only)', 'main'))
-        self.assertEqual([], bare.interfaces)
+        self.assertEqual((), bare.interfaces)
         self.assertIsNotNone(bare.gateway)
         self.assertNotIn('skipping', self.log.output)
         self.assertNotIn('ignoring', self.log.output)
+        self.assertNotIn('left out', self.log.output)
 
     def test_ha_router_parses_as_its_interfaces_and_gateway(self) -> None:
         real = self.s.real_router(BOUND, 'ha')
-        spec = namespace.parse_router(real)
-        self.assertEqual([real['_interfaces'][0]['id']], [p.id for p in spec.interfaces])
-        self.assertEqual(real['gw_port']['id'], spec.gateway.id)
+        spec = self.parse(real)
+        self.assertTrue(spec.router.ha)
+        self.assertEqual([real['_interfaces'][0]['id']],
+                         [p.port.id for p in spec.interfaces])
+        self.assertEqual(real['gw_port']['id'], spec.gateway.port.id)
 
     def test_the_fake_main_router_parses_the_same(self) -> None:
-        real = namespace.parse_router(self.s.real_router(BOUND, 'main'))
+        real = self.parse(self.s.real_router(BOUND, 'main'))
         view = self.s.endpoint().sync_routers(None, host=self.s.host,
                                               router_ids=[self.s.fake_ids['main']])[0]
-        fake = namespace.parse_router(view)
-        self.assertEqual(sorted(len(p.cidrs) for p in real.interfaces),
-                         sorted(len(p.cidrs) for p in fake.interfaces))
-        self.assertEqual(len(real.gateway.cidrs), len(fake.gateway.cidrs))
+        fake = self.parse(view)
+        self.assertEqual(sorted(len(p.port.cidrs) for p in real.interfaces),
+                         sorted(len(p.port.cidrs) for p in fake.interfaces))
+        self.assertEqual(len(real.gateway.port.cidrs), len(fake.gateway.port.cidrs))
         self.assertEqual(len(real.floating_ips), len(fake.floating_ips))
         self.assertEqual(real.routes, fake.routes)
-        self.assertEqual(set(), fake.keep_devices)
+        self.assertEqual(frozenset(), fake.keep_devices)
 
 
 class L3NotificationsTest(base.TestCase):

@@ -13,6 +13,7 @@ from oslo_config import cfg
 from agentkit import exceptions
 from agentkit import loader
 from agentkit.agent import l2
+from agentkit.api import driver as driver_api
 from agentkit.api import firewall as firewall_api
 from agentkit.conf import common as common_conf
 from agentkit.conf import dhcp as dhcp_conf
@@ -20,6 +21,9 @@ from agentkit.conf import l2 as l2_conf
 from agentkit.conf import l3 as l3_conf
 from drivers.firewall import iptables_hybrid
 from drivers.firewall import noop
+from drivers.l3 import radvd
+from drivers.linuxbridge import mech_driver as linuxbridge
+from drivers.metadata import haproxy
 from tests import base
 
 GUIDE = os.path.join(os.path.dirname(__file__), '..', '..', 'doc', 'operator-guide.md')
@@ -78,6 +82,9 @@ def _parse(text: str) -> cfg.ConfigOpts:
     with os.fdopen(fd, 'w') as f:
         f.write(text)
     conf(['--config-file', path], project='agentkit', default_config_files=[])
+    # ... and the options the in-tree drivers register when loaded.
+    for options in (linuxbridge.OPTIONS, radvd.OPTIONS, haproxy.OPTIONS):
+        driver_api.register_options(conf, options)
     return conf
 
 

@@ -17,6 +17,7 @@ import fixtures
 from oslo_config import cfg
 
 from agentkit import exceptions
+from agentkit.api import driver as driver_api
 from agentkit.conf import common as common_conf
 from agentkit.conf import l3 as l3_conf
 from agentkit.lib import external_process as ep
@@ -332,9 +333,9 @@ class TestValidation(RadvdTestCase):
 
     def test_defaults_are_neutrons(self):
         conf = cfg.ConfigOpts()
-        l3_conf.register_l3_opts(conf)
+        driver_api.register_options(conf, radvd.OPTIONS)
         conf([], project='agentkit', default_config_files=[])
-        self.assertEqual((30, 100), l3_conf.validate_ra_intervals(conf))
+        self.assertEqual((30, 100), radvd.validate_ra_intervals(conf))
 
 
 class TestLifecycle(RadvdTestCase):
