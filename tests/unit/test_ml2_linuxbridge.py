@@ -83,10 +83,14 @@ class AgentkitLinuxbridgeBindingTest(testtools.TestCase):
         from oslo_config import cfg
         from agentkit.agent import l2
         from agentkit.conf import common as common_conf
+        from agentkit.api import driver as driver_api
         from agentkit.conf import l2 as l2_conf
+        from drivers.linuxbridge import mech_driver as lb_mech
         conf = cfg.ConfigOpts()
         common_conf.register_common_opts(conf)
         l2_conf.register_l2_opts(conf)
+        # The driver registers its own options; set before it exists here.
+        driver_api.register_options(conf, lb_mech.OPTIONS)
         conf([], project='agentkit', default_config_files=[])
         conf.set_override('host', self.host)
         conf.set_override('mechanism_driver', 'linuxbridge', 'l2')
