@@ -3,7 +3,7 @@
 # installs the system packages, starts OVS and RabbitMQ, builds .venv and runs
 # the unit tests, the functional tests (real kernel/OVS/RabbitMQ/dnsmasq),
 # the fullstack suite (`tox -e fullstack`: the real neutron-server 29 drives
-# agentkit's four agents) and flake8. Exits non-zero on any failure.
+# agentkit's four agents), flake8 and mypy. Exits non-zero on any failure.
 #   tools/run-tests.sh            unit + functional + fullstack + pep8
 #   tools/run-tests.sh unit       only unit tests (no root needed)
 #   tools/run-tests.sh fullstack [regex]  only the fullstack suite (tox -e fullstack)
@@ -67,6 +67,8 @@ if [ "$what" = all ]; then
     fi
     echo "== pep8"
     if ! flake8 agentkit drivers tests benchmarks; then echo "!! flake8 failed"; rc=1; fi
+    echo "== mypy (tox -e mypy: setup.cfg [mypy], strict for agentkit.api and agentkit.lib)"
+    if ! mypy; then echo "!! mypy failed"; rc=1; fi
     echo "== shellcheck"
     if ! command -v shellcheck >/dev/null; then echo "!! shellcheck missing (bindep.txt)"; rc=1
     elif ! shellcheck tools/*.sh devstack/plugin.sh .ci/run; then echo "!! shellcheck failed"; rc=1; fi

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-from typing import Any, Iterable, Mapping, Sequence, TypedDict, Union
+from typing import Any, Iterable, Mapping, Sequence, TypedDict, Union, cast
 
 from agentkit import exceptions
 from agentkit.lib import naming
@@ -293,7 +293,7 @@ def validate_scope(value: Any) -> int:
 def _validate_ip_version(value: Any) -> int | None:
     if value not in (None, 4, 6) or isinstance(value, bool):
         raise InvalidNetworkValue('ip_version must be 4, 6 or None, got %s' % _short(value))
-    return value
+    return None if value is None else int(value)
 
 
 def parse_sysctl_key(key: str | Sequence[str]) -> list[str]:
@@ -318,7 +318,7 @@ def _ipv6_scope(ip: IPAddress) -> int:
         return SCOPES['host']
     if ip.is_link_local:
         return SCOPES['link']
-    if ip.is_site_local:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
         return SCOPES['site']
     return SCOPES['global']
 
@@ -362,13 +362,15 @@ def device_exists(name: str, namespace: str | None = None) -> bool:
 
 def get_link(name: str, namespace: str | None = None) -> LinkInfo:
     """One device's attributes; raises NetworkInterfaceNotFound."""
-    return priv.get_link(validate_device_name(name), validate_namespace(namespace))
+    return cast(LinkInfo, priv.get_link(validate_device_name(name),
+                                        validate_namespace(namespace)))
 
 
 def get_links(names: Sequence[str], namespace: str | None = None) -> dict[str, LinkInfo]:
     """The devices among ``names`` that exist, by name, in one privileged call."""
-    return dict(priv.get_links([validate_device_name(n) for n in names],
-                               validate_namespace(namespace)))
+    links = priv.get_links([validate_device_name(n) for n in names],
+                           validate_namespace(namespace))
+    return cast(dict[str, LinkInfo], links)
 
 
 def read_device_state(name: str, namespace: str,
@@ -389,14 +391,15 @@ def read_device_state(name: str, namespace: str,
 
 
 def list_links(namespace: str | None = None, kind: str | None = None) -> list[LinkInfo]:
-    return list(priv.list_links(validate_namespace(namespace), kind))
+    return cast(list[LinkInfo], priv.list_links(validate_namespace(namespace), kind))
 
 
 def list_addresses(namespace: str | None = None,
                    ip_version: int | None = None) -> list[AddressInfo]:
     """Every address of every device in ``namespace``, in one netlink dump."""
-    return list(priv.list_addresses(validate_namespace(namespace), None,
-                                    _validate_ip_version(ip_version)))
+    addresses = priv.list_addresses(validate_namespace(namespace), None,
+                                    _validate_ip_version(ip_version))
+    return cast(list[AddressInfo], addresses)
 
 
 def add_route(dst: str, namespace: str | None = None, gateway: str | None = None,
@@ -440,7 +443,7 @@ def delete_route(dst: str, namespace: str | None = None, gateway: str | None = N
 def list_routes(namespace: str | None = None, ip_version: int | None = None,
                 table: Table | None = 'main', device: str | None = None) -> list[RouteInfo]:
     """Routes of ``table`` (None: every table, including 'local')."""
-    return list(priv.list_routes(
+    return cast(list[RouteInfo], priv.list_routes(
         validate_namespace(namespace), _validate_ip_version(ip_version),
         validate_table(table) if table is not None else None,
         validate_device_name(device) if device is not None else None))
@@ -492,8 +495,9 @@ def delete_fdb_entry(device: str, mac: str, dst: str | None = None,
 
 def list_fdb_entries(device: str, namespace: str | None = None) -> list[FdbEntry]:
     """FDB entries of ``device`` (its own and its bridge's, see FdbEntry)."""
-    return list(priv.list_fdb_entries(validate_device_name(device),
-                                      validate_namespace(namespace)))
+    entries = priv.list_fdb_entries(validate_device_name(device),
+                                    validate_namespace(namespace))
+    return cast(list[FdbEntry], entries)
 
 
 def _route_dst(dst: str, gateway: str | None) -> tuple[IPNetwork, int]:
@@ -735,7 +739,7 @@ class IpLinkCommand(_DeviceCommand):
 
     @property
     def attributes(self) -> LinkInfo:
-        return priv.get_link(self.name, self.namespace)
+        return cast(LinkInfo, priv.get_link(self.name, self.namespace))
 
     @property
     def mtu(self) -> int:
@@ -793,8 +797,8 @@ class IpAddrCommand(_DeviceCommand):
     def list(self, ip_version: int | None = None,
              scope: str | None = None) -> list[AddressInfo]:
         """Addresses on the device, optionally of one version and/or scope."""
-        addrs: Iterable[AddressInfo] = priv.list_addresses(
-            self.namespace, self.name, _validate_ip_version(ip_version))
+        addrs = cast(list[AddressInfo], priv.list_addresses(
+            self.namespace, self.name, _validate_ip_version(ip_version)))
         if scope is not None:
             wanted = validate_scope(scope)
             addrs = [a for a in addrs if SCOPES.get(a['scope']) == wanted]
@@ -854,5 +858,6 @@ class IpNeighCommand(_DeviceCommand):
         return priv.delete_neighbour(self.name, str(addr), addr.version, self.namespace)
 
     def list(self, ip_version: int | None = None) -> list[NeighbourInfo]:
-        return list(priv.list_neighbours(self.namespace, self.name,
-                                         _validate_ip_version(ip_version)))
+        neighbours = priv.list_neighbours(self.namespace, self.name,
+                                          _validate_ip_version(ip_version))
+        return cast(list[NeighbourInfo], neighbours)

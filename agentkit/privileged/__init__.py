@@ -9,7 +9,7 @@ The daemons are never eventlet-patched, which is why pyroute2 (which breaks
 under monkey-patching) is only ever called in here.
 """
 
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar, cast
 
 from oslo_config import cfg
 from oslo_privsep import capabilities as caps
@@ -18,10 +18,18 @@ from oslo_privsep import priv_context
 from agentkit.lib import timing
 
 
+_F = TypeVar('_F', bound=Callable[..., Any])
+
+
 class _TimedPrivContext(priv_context.PrivContext):
     """A PrivContext whose calls from the agent are timed per module
     (``privsep`` / ``netlink``, ``iptables``...: see agentkit.lib.timing):
     the round trip to the daemon plus the work done there."""
+
+    def entrypoint(self, func: _F) -> _F:  # type: ignore[override]
+        """oslo.privsep's decorator, keeping the function's signature for
+        type checkers (callers in agentkit.lib are checked strictly)."""
+        return cast(_F, super().entrypoint(func))
 
     def _wrap(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self.client_mode:  # in the daemon: the call itself

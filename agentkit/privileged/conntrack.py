@@ -198,8 +198,10 @@ class FlowFilter:
             set_(self, 'dport_min', None)
             set_(self, 'dport_max', None)
             return
-        low = high if low is None else low
-        high = low if high is None else high
+        # One bound alone is a single port (both are None only returned above).
+        low = low if low is not None else high
+        high = high if high is not None else low
+        assert low is not None and high is not None
         if low > high:
             raise InvalidFlowFilter('dport_min %d is greater than dport_max %d' % (low, high))
         set_(self, 'dport_min', low)

@@ -232,7 +232,7 @@ def _parse_members(members: Any, ip_version: int) -> list[IPNetwork]:
     if len(nets) > MAX_MEMBERS:
         raise InvalidIpsetArgument('too many members: %d (at most %d)'
                                    % (len(nets), MAX_MEMBERS))
-    return sorted(nets)  # type: ignore[type-var]
+    return sorted(nets)
 
 
 def normalise_members(members: Iterable[str], ip_version: int) -> list[str]:
@@ -422,8 +422,8 @@ def _parse_list(raws: list[bytes]) -> _SetContent:
 
 def _check_compatible(name: str, content: _SetContent, ip_version: int) -> None:
     if content.type != SET_TYPE or content.family != FAMILIES[ip_version]:
-        family = {socket.AF_INET: 'inet', socket.AF_INET6: 'inet6'}.get(
-            content.family or 0, str(content.family))
+        family_names: dict[int, str] = {socket.AF_INET: 'inet', socket.AF_INET6: 'inet6'}
+        family = family_names.get(content.family or 0, str(content.family))
         raise IpsetIncompatible(name, 'it is a %s set of family %s, not %s of family %s'
                                 % (content.type, family, SET_TYPE,
                                    'inet' if ip_version == 4 else 'inet6'))

@@ -520,6 +520,7 @@ class HaproxyMetadataDriver(external_process.DaemonOwner, metadata_api.MetadataD
             if not self._manager(resource_id, None).active:
                 continue
             if router is not None:
+                kind: str | None
                 if resource_id in known:
                     kind = _kind(known[resource_id])
                 else:

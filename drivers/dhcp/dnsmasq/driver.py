@@ -407,10 +407,15 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
         """One dhcp_release(6) call; False (logged) if it could not be sent."""
         try:
             if lease.address.version == 4:
+                if lease.mac is None:
+                    raise ValueError('the lease has no MAC address')
                 returncode, output = dhcp_release.release_lease(
                     namespace, interface_name, str(lease.address), lease.mac,
                     lease.client_id)
             else:
+                if lease.iaid is None or lease.client_id is None or server_duid is None:
+                    raise ValueError('releasing an IPv6 lease needs its IAID, the '
+                                     'client DUID and the server DUID')
                 returncode, output = dhcp_release.release_lease6(
                     namespace, interface_name, str(lease.address), lease.iaid,
                     lease.client_id, server_duid)
