@@ -11,6 +11,7 @@ import abc
 import dataclasses
 import ipaddress
 import uuid
+from collections.abc import Mapping
 from typing import Union
 
 from oslo_config import cfg
@@ -18,6 +19,7 @@ from oslo_config import cfg
 from agentkit.api import device_owner
 from agentkit.api import driver
 from agentkit.api import interface
+from agentkit.lib import external_process
 from agentkit.lib import naming
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -179,6 +181,23 @@ class Network:
         return None
 
 
+@dataclasses.dataclass(frozen=True)
+class ServiceState:
+    """A network's DHCP server on this host, as :meth:`DhcpDriver.service_state`
+    reads it: whether it runs, and the per-port entries it serves.
+
+    :ivar process: the server process (pid file, pid, argv).
+    :ivar running: a live server of this network runs.
+    :ivar host_file: where the per-port entries are (shown to operators).
+    :ivar hosts: address -> MAC of those entries.
+    """
+
+    process: external_process.ProcessState
+    running: bool
+    host_file: str
+    hosts: Mapping[str, str]
+
+
 class DhcpDriver(driver.Driver):
     """Makes the host serve DHCP on networks: namespace, DHCP port, server.
 
@@ -218,3 +237,8 @@ class DhcpDriver(driver.Driver):
     @abc.abstractmethod
     def active_networks(self) -> set[str]:
         """Network ids with a running server on this host (for cleanup)."""
+
+    def service_state(self, network_id: str) -> ServiceState | None:
+        """The network's DHCP server as the host shows it, read only, for
+        ``agentkit-doctor``; None when this driver cannot tell (the default)."""
+        return None

@@ -79,6 +79,7 @@ agents register them with ``register_metadata_proxy_opts(conf)``.
 import abc
 
 from agentkit.api import driver
+from agentkit.lib import external_process
 
 #: Where VMs look for metadata (Neutron's constants).
 METADATA_V4_IP = '169.254.169.254'
@@ -111,6 +112,11 @@ class MetadataDriver(driver.Driver):
     agents' worker threads call them for different resources in parallel)
     and must leave proxies running in :meth:`~agentkit.api.driver.Driver.stop`.
     """
+
+    def proxy_state(self, resource_id: str) -> external_process.ProcessState | None:
+        """The proxy of a router or network as the host shows it, read only,
+        for ``agentkit-doctor``; None when this driver cannot tell (the default)."""
+        return None
 
     @abc.abstractmethod
     def spawn_proxy(self, namespace: str, resource_id: str,

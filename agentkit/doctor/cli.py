@@ -20,7 +20,11 @@ from agentkit import exceptions
 from agentkit import loader
 from agentkit import privsep_setup
 from agentkit import version
+from agentkit.api import dhcp as dhcp_api
+from agentkit.api import interface as interface_api
+from agentkit.api import metadata as metadata_api
 from agentkit.conf import common as common_conf
+from agentkit.conf import dhcp as dhcp_conf
 from agentkit.conf import l2 as l2_conf
 from agentkit.conf import l3 as l3_conf
 from agentkit.doctor import hops
@@ -59,6 +63,7 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     common_conf.register_common_opts(conf)
     l2_conf.register_l2_opts(conf)
     l3_conf.register_l3_opts(conf)
+    dhcp_conf.register_dhcp_opts(conf)  # dhcp_driver: the DHCP driver describes its servers
     conf.register_cli_opts(cli_opts)
     conf.register_cli_opt(cfg.SubCommandOpt(
         'subject', title='what to examine', handler=_add_subjects))
@@ -88,12 +93,27 @@ def _settings(conf: cfg.ConfigOpts) -> hops.Settings:
                          iptables_firewall=_iptables_firewall(conf))
 
 
+ServiceDrivers = tuple[dhcp_api.DhcpDriver, metadata_api.MetadataDriver]
+
+
+def _service_drivers(conf: cfg.ConfigOpts) -> ServiceDrivers:
+    """The configured DHCP and metadata drivers, which describe what they run
+    (constructed only: nothing is started, nothing on the host changes)."""
+    interface = loader.load_driver(loader.INTERFACE_DRIVERS, conf.interface_driver,
+                                   interface_api.InterfaceDriver, conf=conf, host=conf.host)
+    dhcp = loader.load_driver(loader.DHCP_DRIVERS, conf.dhcp_driver, dhcp_api.DhcpDriver,
+                              conf=conf, host=conf.host, interface_driver=interface)
+    metadata = loader.load_driver(loader.METADATA_DRIVERS, conf.metadata_driver,
+                                  metadata_api.MetadataDriver, conf=conf, host=conf.host)
+    return dhcp, metadata
+
+
 def examine(conf: cfg.ConfigOpts, kind: str, resource_id: str) -> report.Report:
     """Ask the server, read the host, judge the hops (needs root for netlink)."""
     settings = _settings(conf)
     ovs = (hosts_ovs.OvsView(conf.ovs.ovsdb_connection, conf.ovs.ovsdb_timeout)
            if settings.mechanism == hops.OPENVSWITCH else None)
-    host = host_view.HostView(conf.state_path, ovs)
+    host = host_view.HostView(ovs, *_service_drivers(conf))
     transport = rpc_transport.get_transport(conf)
     try:
         server = intent.ServerView(transport, conf.host, timeout=conf.rpc_timeout)

@@ -1,43 +1,24 @@
 """What this host has: devices, namespaces, addresses, dnsmasq; read only.
 
 Devices and namespaces come through :mod:`agentkit.lib.ip_lib` (netlink in
-the privsep daemon); dnsmasq's pid, command line and host file are read
-from the files the dnsmasq driver writes, with the driver's own names and
-parser so that the doctor and the driver cannot disagree on the layout.
+the privsep daemon); the DHCP server and the metadata proxy are described by
+the configured DHCP and metadata drivers themselves
+(``DhcpDriver.service_state``, ``MetadataDriver.proxy_state``), so that the
+doctor and the drivers cannot disagree on where their files are.
 """
 
 import dataclasses
 import os
 
 from agentkit import exceptions
+from agentkit.api import dhcp as dhcp_api
+from agentkit.api import metadata as metadata_api
 from agentkit.doctor import hosts_ovs
 from agentkit.lib import external_process
 from agentkit.lib import ip_lib
-from agentkit.lib import naming
 from agentkit.privileged import iptables
-from drivers.dhcp.dnsmasq import driver as dnsmasq_driver
-from drivers.dhcp.dnsmasq import leases as dnsmasq_leases
-from drivers.dhcp.dnsmasq import render as dnsmasq_files
-from drivers.metadata import haproxy
 
-
-@dataclasses.dataclass(frozen=True)
-class ProcessState:
-    pid_file: str
-    pid: int | None
-    argv: tuple[str, ...] | None      # None: no such process of this resource
-
-    def runs(self, binary: str) -> bool:
-        return self.argv is not None and os.path.basename(self.argv[0]) == binary
-
-
-def _process(pid_file: str, resource_id: str) -> ProcessState:
-    """The process of ``pid_file`` if it is alive and names the resource in its argv."""
-    pid = external_process.read_pid_file(pid_file)
-    argv = external_process.read_cmdline(pid) if pid else None
-    if argv is not None and not any(resource_id in arg for arg in argv):
-        argv = None   # a recycled pid: some other process
-    return ProcessState(pid_file, pid, tuple(argv) if argv else None)
+ProcessState = external_process.ProcessState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,18 +28,17 @@ class DnsmasqState:
     pid: int | None
     argv: tuple[str, ...] | None      # None: no such process
     hosts: dict[str, str]             # address -> MAC, from the host file
-
-    @property
-    def running(self) -> bool:
-        return ProcessState(self.pid_file, self.pid, self.argv).runs(dnsmasq_driver.SERVICE)
+    running: bool
 
 
 class HostView:
     """Every read the hops make, in one place (unit tests replace it)."""
 
-    def __init__(self, state_path: str, ovs: hosts_ovs.OvsView | None) -> None:
-        self.state_path = state_path
+    def __init__(self, ovs: hosts_ovs.OvsView | None, dhcp: dhcp_api.DhcpDriver,
+                 metadata: metadata_api.MetadataDriver) -> None:
         self.ovs = ovs
+        self.dhcp = dhcp
+        self.metadata = metadata
 
     @staticmethod
     def link(name: str, namespace: str | None = None) -> ip_lib.LinkInfo | None:
@@ -80,17 +60,22 @@ class HostView:
         return found
 
     def dnsmasq(self, network_id: str) -> DnsmasqState:
-        state_dir = naming.dhcp_state_dir(self.state_path, network_id)
-        pid_file = os.path.join(state_dir, dnsmasq_files.PID_FILE)
-        host_file = os.path.join(state_dir, dnsmasq_files.HOST_FILE)
-        process = _process(pid_file, network_id)
-        hosts = {str(ip): mac for ip, mac in dnsmasq_leases.read_host_macs(host_file).items()}
-        return DnsmasqState(pid_file, host_file, process.pid, process.argv, hosts)
+        """The network's DHCP server, as the DHCP driver describes it."""
+        state = self.dhcp.service_state(network_id)
+        if state is None:
+            raise exceptions.AgentkitError(
+                f'the DHCP driver {type(self.dhcp).__name__} cannot describe its servers')
+        return DnsmasqState(state.process.pid_file, state.host_file, state.process.pid,
+                            state.process.argv, dict(state.hosts), state.running)
 
     def metadata_proxy(self, router_id: str) -> ProcessState:
-        pid_file = naming.safe_join(self.state_path, haproxy.PROXY_DIR,
-                                    router_id + haproxy.PID_SUFFIX)
-        return _process(pid_file, router_id)
+        """The router's metadata proxy, as the metadata driver describes it."""
+        state = self.metadata.proxy_state(router_id)
+        if state is None:
+            raise exceptions.AgentkitError(
+                f'the metadata driver {type(self.metadata).__name__} cannot describe '
+                f'its proxies')
+        return state
 
     @staticmethod
     def _rules(namespace: str | None, table: str) -> list[str]:

@@ -19,6 +19,7 @@ here, unprivileged.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import re
@@ -66,6 +67,31 @@ def least_disruptive_action(running_argv: list[str] | None, desired_argv: list[s
     if list(running_argv) != list(desired_argv):
         return DaemonAction.RESTART
     return DaemonAction.RELOAD if files_changed else DaemonAction.NONE
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessState:
+    """A resource's daemon as its pid file and ``/proc`` show it, read only
+    (what ``agentkit-doctor`` reports: the file to look at, the pid, argv)."""
+
+    pid_file: str
+    pid: int | None
+    argv: tuple[str, ...] | None  # None: no live process of this resource
+
+    def runs(self, binary: str) -> bool:
+        """Whether the live process is ``binary`` (by its argv[0])."""
+        return self.argv is not None and os.path.basename(self.argv[0]) == binary
+
+
+def process_state(pid_file: str, resource_id: str,
+                  proc_path: str = PROC_PATH) -> ProcessState:
+    """The process ``pid_file`` names, if it is alive and names ``resource_id``
+    in its argv (a recycled pid belongs to some other process)."""
+    pid = read_pid_file(pid_file)
+    argv = read_cmdline(pid, proc_path) if pid else None
+    if argv is not None and not any(resource_id in arg for arg in argv):
+        argv = None
+    return ProcessState(pid_file, pid, tuple(argv) if argv else None)
 
 
 def read_pid_file(path: str) -> int | None:

@@ -584,6 +584,10 @@ class HaproxyMetadataDriver(external_process.DaemonOwner, metadata_api.MetadataD
     def _pid_path(self, resource_id: str) -> str:
         return naming.safe_join(self._proxy_dir(), resource_id + PID_SUFFIX)
 
+    def proxy_state(self, resource_id: str) -> external_process.ProcessState:
+        return external_process.process_state(self._pid_path(resource_id), resource_id,
+                                              self.proc_path)
+
     def _count(self, name: str) -> None:
         with self._lock:
             self.counters[name] += 1

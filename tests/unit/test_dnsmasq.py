@@ -629,6 +629,22 @@ class TestDriver(DriverTestCase):
                           'dnsmasq_leases_released': 0},
                          self.driver.get_configurations())
 
+    def test_service_state_describes_the_server_and_its_entries(self):
+        """What agentkit-doctor is shown: the live server and its host entries."""
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
+        state = self.driver.service_state(NET_ID)
+        self.assertTrue(state.running)
+        self.assertEqual((self.state_file('pid'), 4000),
+                         (state.process.pid_file, state.process.pid))
+        self.assertEqual(self.state_file('host'), state.host_file)
+        self.assertEqual('fa:16:3e:70:e7:3b', state.hosts['192.168.10.207'])
+        self.procs.remove(4000)  # killed: its pid file stays behind
+        state = self.driver.service_state(NET_ID)
+        self.assertFalse(state.running)
+        self.assertEqual((4000, None), (state.process.pid, state.process.argv))
+        other = self.driver.service_state(str(uuid.uuid4()))  # never served here
+        self.assertEqual((False, None, {}), (other.running, other.process.pid, other.hosts))
+
     def test_unchanged_network_sends_no_sighup(self):
         self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
         self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)

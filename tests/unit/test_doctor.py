@@ -99,7 +99,7 @@ class FakeHost:
         self.filter = port_chains(VM)
         self.dnsmasq_state = host_view.DnsmasqState(
             '/s/pid', '/s/host', 42, ('dnsmasq', '--pid-file=/s/' + NET), {
-                '10.0.0.10': VM_MAC, '10.0.0.2': 'fa:16:3e:00:00:02'})
+                '10.0.0.10': VM_MAC, '10.0.0.2': 'fa:16:3e:00:00:02'}, running=True)
 
     def link(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         return self.links.get((name, namespace))
@@ -264,7 +264,8 @@ class PortHopsTest(base.TestCase):
         self.assert_broken(['dhcp-port'])
 
     def test_dnsmasq_dead(self) -> None:
-        self.host.dnsmasq_state = dataclasses.replace(self.host.dnsmasq_state, argv=None)
+        self.host.dnsmasq_state = dataclasses.replace(
+            self.host.dnsmasq_state, argv=None, running=False)
         self.assertIn('/s/pid', self.assert_broken(['dnsmasq']).hops[-2].command)
 
     def test_host_entry_missing(self) -> None:

@@ -413,6 +413,18 @@ class TestLifecycle(HaproxyTestCase):
         self.assertIsNotNone(self.driver.monitor.get('haproxy', ROUTER_ID))
         self.list_addresses.assert_called_with(ROUTER_NS, ip_version=6)
 
+    def test_proxy_state_describes_the_running_proxy(self):
+        """What agentkit-doctor is shown for a router's proxy."""
+        self.driver.spawn_proxy(ROUTER_NS, ROUTER_ID, router=True)
+        state = self.driver.proxy_state(ROUTER_ID)
+        self.assertTrue(state.runs('haproxy'))
+        self.assertEqual((os.path.join(self.state_path, 'metadata-proxy', ROUTER_ID + '.pid'),
+                          7000), (state.pid_file, state.pid))
+        self.procs.remove(7000)
+        state = self.driver.proxy_state(ROUTER_ID)
+        self.assertFalse(state.runs('haproxy'))
+        self.assertEqual(7000, state.pid)
+
     def test_unchanged_config_is_left_alone(self):
         self.driver.spawn_proxy(ROUTER_NS, ROUTER_ID, router=True)
         mtime = os.stat(self.conf_path(ROUTER_ID)).st_mtime_ns
