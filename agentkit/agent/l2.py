@@ -180,7 +180,17 @@ def port_differs(obj: dict[str, Any] | None, details: dict[str, Any] | None,
     return False
 
 
-class L2RpcCallbacks:
+class _Endpoint:
+    """An RPC endpoint of the L2 agent: a failing handler schedules its resync."""
+
+    def __init__(self, agent: 'L2Agent') -> None:
+        self.agent = agent
+
+    def on_error(self, method: str) -> None:
+        self.agent.on_error(method)
+
+
+class L2RpcCallbacks(_Endpoint):
     """Server -> agent notifications (``q-agent-notifier-*`` fanouts).
 
     Each method only validates and queues; the work happens on the queue.
@@ -189,12 +199,6 @@ class L2RpcCallbacks:
     # neutron-server sends port_update 1.0, security_groups_*_updated 1.1 and
     # network_update 1.4; Neutron's OVS agent serves up to 1.7.
     target = oslo_messaging.Target(version='1.7')
-
-    def __init__(self, agent: 'L2Agent') -> None:
-        self.agent = agent
-
-    def on_error(self, method: str) -> None:
-        self.agent.on_error(method)
 
     @consumer.endpoint_method
     def port_update(self, context: Any, **kwargs: Any) -> None:
@@ -251,7 +255,7 @@ class L2RpcCallbacks:
         self.agent.refresh_firewall(self.agent.security_groups.ports_with_remotes(groups))
 
 
-class AddressGroupPushCallbacks:
+class AddressGroupPushCallbacks(_Endpoint):
     """``push`` of ``AddressGroup`` objects (``neutron-vo-AddressGroup-1.2`` fanout).
 
     neutron-server sends no security-group notification when an address
@@ -262,12 +266,6 @@ class AddressGroupPushCallbacks:
 
     # neutron's ResourcesPushRpcCallback: push 1.1 (resource_list).
     target = oslo_messaging.Target(version='1.1')
-
-    def __init__(self, agent: 'L2Agent') -> None:
-        self.agent = agent
-
-    def on_error(self, method: str) -> None:
-        self.agent.on_error(method)
 
     @consumer.endpoint_method
     def push(self, context: Any, **kwargs: Any) -> None:
@@ -280,19 +278,13 @@ class AddressGroupPushCallbacks:
         self.agent.refresh_firewall(self.agent.security_groups.ports_with_remotes(ids))
 
 
-class PortPushCallbacks:
+class PortPushCallbacks(_Endpoint):
     """``push`` of ``Port`` and ``Network`` objects (``neutron-vo-Port-1.11``,
     ``neutron-vo-Network-1.3`` fanouts) into the agent's port cache, from
     which ports are wired without asking the server for their details."""
 
     # neutron's ResourcesPushRpcCallback: push 1.1 (resource_list).
     target = oslo_messaging.Target(version='1.1')
-
-    def __init__(self, agent: 'L2Agent') -> None:
-        self.agent = agent
-
-    def on_error(self, method: str) -> None:
-        self.agent.on_error(method)
 
     @consumer.endpoint_method
     def push(self, context: Any, **kwargs: Any) -> None:
