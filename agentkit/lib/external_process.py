@@ -39,6 +39,8 @@ from agentkit.privileged import process as priv_process
 LOG = logging.getLogger(__name__)
 
 PROC_PATH = '/proc'
+#: Where root finds the daemons it starts (a fixed path, never the agent's PATH).
+SEARCH_PATH = priv_process.DEFAULT_PATH
 DEFAULT_START_TIMEOUT = 5.0
 DEFAULT_STOP_TIMEOUT = 5.0
 # After SIGKILL the kernel needs a moment to tear the process down.

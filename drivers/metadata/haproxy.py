@@ -63,7 +63,6 @@ from agentkit.lib import external_process
 from agentkit.lib import fileutils
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
-from agentkit.privileged import process as priv_process
 
 LOG = logging.getLogger(__name__)
 
@@ -450,10 +449,10 @@ class HaproxyMetadataDriver(external_process.DaemonOwner, metadata_api.MetadataD
         socket_path = validate_socket_path(self.conf.metadata_proxy_socket)
         uid, _ = resolve_user(self.conf.metadata_proxy_user)
         gid, _ = resolve_group(self.conf.metadata_proxy_group)
-        if shutil.which(HAPROXY_BINARY, path=priv_process.DEFAULT_PATH) is None:
+        if shutil.which(HAPROXY_BINARY, path=external_process.SEARCH_PATH) is None:
             raise exceptions.InvalidConfiguration(
                 '%s not found in %s; install the haproxy package (bindep.txt)'
-                % (HAPROXY_BINARY, priv_process.DEFAULT_PATH))
+                % (HAPROXY_BINARY, external_process.SEARCH_PATH))
         check_reachable(socket_path, uid, gid)
         fileutils.ensure_shared_dir(self._proxy_dir())
         self._ensure_monitor()

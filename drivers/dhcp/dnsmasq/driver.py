@@ -24,12 +24,11 @@ from agentkit.api import dhcp
 from agentkit.api import dhcp_payload
 from agentkit.api import interface
 from agentkit.api.dhcp import IPAddress, Network
+from agentkit.lib import dhcp_release
 from agentkit.lib import external_process
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
 from agentkit.lib import polling
-from agentkit.privileged import dhcp_release
-from agentkit.privileged import tool_exec
 from drivers.dhcp import namespaced
 from drivers.dhcp.dnsmasq import files
 from drivers.dhcp.dnsmasq import leases
@@ -227,10 +226,8 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
         tool a deleted port's lease simply runs out (``dhcp_lease_duration``).
         """
         if self._release_tools is None:
-            found = {4: shutil.which(dhcp_release.DHCP_RELEASE,
-                                     path=tool_exec.SEARCH_PATH) is not None,
-                     6: shutil.which(dhcp_release.DHCP_RELEASE6,
-                                     path=tool_exec.SEARCH_PATH) is not None}
+            found = {4: dhcp_release.installed(dhcp_release.DHCP_RELEASE),
+                     6: dhcp_release.installed(dhcp_release.DHCP_RELEASE6)}
             missing = [name for version, name in ((4, dhcp_release.DHCP_RELEASE),
                                                   (6, dhcp_release.DHCP_RELEASE6))
                        if not found[version]]
@@ -238,7 +235,7 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
                 LOG.warning('%s not found in %s (Debian package dnsmasq-utils): the '
                             'DHCP leases of deleted ports are kept until they expire, '
                             'and their addresses are refused to new ports until then',
-                            ' and '.join(missing), tool_exec.SEARCH_PATH)
+                            ' and '.join(missing), dhcp_release.SEARCH_PATH)
             self._release_tools = found
         return self._release_tools
 
