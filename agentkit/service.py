@@ -123,6 +123,21 @@ def validate_options(conf: cfg.ConfigOpts) -> list[str]:
     return errors
 
 
+def load_config(conf: cfg.ConfigOpts, prog: str,
+                register_opts: Callable[[cfg.ConfigOpts], None],
+                argv: list[str]) -> list[str]:
+    """Register an agent's options on ``conf``, parse ``argv`` (its
+    ``--config-file``/``--config-dir``) and return what is wrong with the
+    values, one line per option: the agent stops with exit code 2 on any."""
+    common_conf.register_common_opts(conf)
+    register_opts(conf)
+    oslo_log.register_options(conf)
+    gmr.register_opts(conf)
+    conf(argv, project='agentkit', prog=prog,
+         version=version.version_info.version_string())
+    return validate_options(conf)
+
+
 def _fail(message: str, code: int) -> int:
     LOG.error('%s', message)
     print(f'ERROR: {message}', file=sys.stderr)
@@ -133,13 +148,7 @@ def run(prog: str, register_opts: Callable[[cfg.ConfigOpts], None],
         agent_class: str, argv: list[str] | None = None) -> int:
     """Start the agent ``agent_class`` (dotted path) and serve until stopped."""
     conf = cfg.CONF
-    common_conf.register_common_opts(conf)
-    register_opts(conf)
-    oslo_log.register_options(conf)
-    gmr.register_opts(conf)
-    conf(sys.argv[1:] if argv is None else argv, project='agentkit', prog=prog,
-         version=version.version_info.version_string())
-    errors = validate_options(conf)
+    errors = load_config(conf, prog, register_opts, sys.argv[1:] if argv is None else argv)
     if errors:
         for err in errors:
             print(f'ERROR: invalid configuration: {err}', file=sys.stderr)

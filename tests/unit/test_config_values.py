@@ -1,0 +1,128 @@
+"""Every option, given a value of the wrong type or out of range, stops its
+agent at start (exit code 2) with a message naming the option.
+
+One case per (agent, option): the value is derived from the option's own
+oslo.config type (a word for a number or a boolean, one past a bound, a
+name outside the choices, a malformed address), written to a config file,
+and loaded the way ``service.run`` loads it. Options any string is valid
+for (paths, names) have no wrong value and are counted, not skipped
+silently. A driver's own options are checked the same way when the driver
+registers them (``agentkit.api.driver.register_options``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+from oslo_config import cfg
+from oslo_config import types
+
+from agentkit import exceptions
+from agentkit import opts
+from agentkit import service
+from agentkit.api import driver as driver_api
+from agentkit.conf import dhcp as dhcp_conf
+from agentkit.conf import l2 as l2_conf
+from agentkit.conf import l3 as l3_conf
+from agentkit.conf import metadata as metadata_conf
+from drivers.l3 import radvd
+from drivers.linuxbridge import mech_driver as linuxbridge
+from drivers.metadata import haproxy
+from tests import base
+
+AGENTS = {
+    'agentkit-l2': (l2_conf.register_l2_opts, opts.list_l2_opts),
+    'agentkit-dhcp': (dhcp_conf.register_dhcp_opts, opts.list_dhcp_opts),
+    'agentkit-l3': (l3_conf.register_l3_opts, opts.list_l3_opts),
+    'agentkit-metadata': (metadata_conf.register_metadata_opts, opts.list_metadata_opts),
+}
+DRIVER_OPTIONS = {'radvd': radvd.OPTIONS, 'haproxy': haproxy.OPTIONS,
+                  'linuxbridge': linuxbridge.OPTIONS}
+
+
+def wrong_value(opt: cfg.Opt) -> str | None:
+    """A value ``opt``'s type refuses, or None if every string is valid."""
+    kind = opt.type
+    if isinstance(kind, types.List):
+        item = wrong_value(cfg.Opt('item', type=kind.item_type))
+        return None if item is None else item
+    if isinstance(kind, types.Boolean):
+        return 'maybe'
+    if isinstance(kind, (types.Integer, types.Float)):
+        if getattr(kind, 'max', None) is not None:
+            return str(kind.max + 1)
+        if getattr(kind, 'min', None) is not None:
+            return str(kind.min - 1)
+        return 'many'
+    if isinstance(kind, types.IPAddress):
+        return '999.0.0.1'
+    if isinstance(kind, types.String) and kind.choices:
+        return 'no-such-choice'
+    if isinstance(kind, types.Dict):
+        return 'no-colon-here'
+    return None
+
+
+def config_file(test: base.TestCase, group: str | None, opt: cfg.Opt, value: str) -> str:
+    fd, path = tempfile.mkstemp(suffix='.conf')
+    with os.fdopen(fd, 'w') as f:
+        f.write(f'[{group or "DEFAULT"}]\n{opt.name} = {value}\n')
+    test.addCleanup(os.unlink, path)
+    return path
+
+
+class WrongValueStopsTheAgentTest(base.TestCase):
+
+    def test_every_option_of_every_agent(self) -> None:
+        checked, free = 0, []
+        for prog, (register, listed) in AGENTS.items():
+            for group, group_opts in listed():
+                for opt in group_opts:
+                    value = wrong_value(opt)
+                    if value is None:
+                        free.append(f'{prog} [{group or "DEFAULT"}] {opt.name}')
+                        continue
+                    path = config_file(self, group, opt, value)
+                    errors = service.load_config(cfg.ConfigOpts(), prog, register,
+                                                 ['--config-file', path])
+                    where = f'[{group or "DEFAULT"}] {opt.name}'
+                    self.assertTrue(any(e.startswith(where + ':') for e in errors),
+                                    f'{prog}: {where} = {value} was accepted ({errors})')
+                    self.assertEqual(service.EXIT_CONFIG_ERROR, 2)
+                    checked += 1
+        # 32 (agent, option) pairs have a typed wrong value today; the others
+        # are free-form strings (names, paths, mappings whose format is
+        # checked when the agent starts its drivers, not by oslo.config).
+        self.assertGreaterEqual(checked, 32, free)
+
+    def test_every_driver_option(self) -> None:
+        checked = 0
+        for name, options in DRIVER_OPTIONS.items():
+            for group, group_opts in options:
+                for opt in group_opts:
+                    value = wrong_value(opt)
+                    if value is None:
+                        continue
+                    conf = cfg.ConfigOpts()
+                    conf(['--config-file', config_file(self, group, opt, value)],
+                         project='agentkit')
+                    exc = self.assertRaises(exceptions.AgentkitError,
+                                            driver_api.register_options, conf, options)
+                    self.assertIn(opt.name, str(exc), f'{name}: {group} {opt.name}')
+                    checked += 1
+        self.assertGreater(checked, 5)
+
+    def test_a_good_file_loads_without_errors(self) -> None:
+        # The check above would also pass if every file were refused.
+        for prog, (register, _listed) in AGENTS.items():
+            errors = service.load_config(cfg.ConfigOpts(), prog, register, [])
+            self.assertEqual([], errors, prog)
+
+    def test_the_wrong_values_are_wrong(self) -> None:
+        self.assertIsNone(wrong_value(cfg.StrOpt('path')))
+        self.assertEqual('maybe', wrong_value(cfg.BoolOpt('b')))
+        self.assertEqual('65536', wrong_value(cfg.PortOpt('p')))
+        self.assertEqual('0', wrong_value(cfg.IntOpt('i', min=1)))
+        self.assertEqual('no-such-choice', wrong_value(cfg.StrOpt('c', choices=['a'])))
