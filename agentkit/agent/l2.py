@@ -914,6 +914,12 @@ class L2Agent(base.Agent):
             self.mech.wire_port(binding)
         except mech_api.DeviceGone as exc:
             LOG.info('Port %s not wired: %s', device, exc)
+            # The attempt may have built the network's bridge and uplink
+            # before it found the port gone: no wired port, nothing to keep.
+            with self._lock:
+                used = binding.network_id in self.wired.values()
+            if not used:
+                self.mech.cleanup_network(binding.network_id)
             return None
         except type_api.InvalidSegment as exc:
             # The host cannot realise this segment (e.g. no 8021q): retrying

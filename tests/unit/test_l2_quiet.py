@@ -495,3 +495,20 @@ class TestPushedDetails(QuietAgentTestCase):
         self.assertEqual(0, len(agent.port_cache))
         self.push(agent, [port])  # and the next good push is taken
         self.assertEqual(1, len(agent.port_cache))
+
+
+class TestPortGoneWhileWired(QuietAgentTestCase):
+    """A port unplugged while it was being wired leaves nothing of its network."""
+
+    def test_an_unused_network_is_cleaned_up(self):
+        gone, other = str(uuid.uuid4()), str(uuid.uuid4())
+        agent = self.make_agent([gone])
+        agent.mech.wire_port.side_effect = l2.mech_api.DeviceGone(f'{gone} was unplugged')
+        self.assertEqual({}, agent.process_wire_batch([wq.ResourceUpdate(gone, l2.WIRE)]))
+        agent.mech.cleanup_network.assert_called_once_with(refusals.NET)
+        agent.plugin.update_device_list.assert_not_called()
+        # A network another wired port uses is kept.
+        agent.mech.cleanup_network.reset_mock()
+        agent.wired[other] = refusals.NET
+        agent.process_wire_batch([wq.ResourceUpdate(gone, l2.WIRE)])
+        agent.mech.cleanup_network.assert_not_called()
