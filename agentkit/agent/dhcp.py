@@ -348,6 +348,14 @@ class DhcpAgent(base.Agent):
         port = self._own_port(network)
         if port is not None:
             return self._cover_dhcp_subnets(network, port)
+        device_id = dhcp_api.dhcp_port_device_id(self.host, network.id)
+        if device_id in network.skipped_device_ids:
+            # Creating another would leave the unusable one behind, and the
+            # new one would likely be refused the same way at the next sync.
+            raise exceptions.InvalidPayload(
+                f'network {network.id}: this host\'s DHCP port ({device_id}) is '
+                f'malformed in the server\'s answer (see the warning above); '
+                f'not creating another')
         try:
             raw = self.plugin.create_dhcp_port({'port': {
                 'network_id': network.id,

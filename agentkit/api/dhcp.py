@@ -163,6 +163,9 @@ class Network:
     skipped_ports: tuple[tuple[str, str], ...] = ()
     admin_state_up: bool = True
     project_id: str | None = None
+    #: device_id of every port left out (this host's own DHCP port among
+    #: them must not be created again)
+    skipped_device_ids: frozenset[str] = frozenset()
 
     @property
     def dhcp_enabled(self) -> bool:

@@ -18,8 +18,8 @@ from typing import Any
 from oslo_log import log as logging
 
 from agentkit import exceptions
-from agentkit.api.dhcp import (IPV6_MODES, ExtraOpt, FixedIp, IPAddress, IPNetwork, Network,
-                               Port, Subnet)
+from agentkit.api.dhcp import (IPV6_MODES, NO_HOST_ENTRY_OWNERS, ExtraOpt, FixedIp, IPAddress,
+                               IPNetwork, Network, Port, Subnet)
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
 
@@ -208,8 +208,13 @@ def _parse_port(raw: Any, network_id: str, subnets: dict[str, Subnet]) -> Port:
                 raise _BadPort('fixed ip %s is outside subnet %s (%s)'
                                % (address, subnet_id, subnet.cidr))
             fixed_ips.append(FixedIp(subnet_id, address))
-        opts = []
+        opts: list[ExtraOpt] = []
         client_id = None
+        if owner in NO_HOST_ENTRY_OWNERS:
+            # No host entry is written for these (the DHCP ports among them):
+            # options and DNS names that would only go there cannot refuse them.
+            return Port(port_id, mac, owner, device_id, tuple(fixed_ips), (), None, (),
+                        tuple(unserved))
         for raw_opt in _list(raw.get('extra_dhcp_opts'), 'extra_dhcp_opts'):
             opt = _parse_extra_opt(raw_opt)
             if opt is None:
@@ -267,6 +272,7 @@ def parse_network(raw: Any) -> Network:
 
     ports: list[Port] = []
     skipped: list[tuple[str, str]] = []
+    skipped_device_ids: set[str] = set()
     seen_ids: set[str] = set()
     seen_macs: dict[str, str] = {}
     seen_ips: dict[IPAddress, str] = {}
@@ -289,6 +295,9 @@ def parse_network(raw: Any) -> Network:
             LOG.warning('Network %s: skipping port %s: %s', network_id,
                         short(label), exc)
             skipped.append((label[:60], str(exc)))
+            device_id = raw_port.get('device_id') if isinstance(raw_port, dict) else None
+            if isinstance(device_id, str):
+                skipped_device_ids.add(device_id)
             continue
         seen_ids.add(port.id)
         if port.has_host_entry:
@@ -299,7 +308,7 @@ def parse_network(raw: Any) -> Network:
     ordered_subnets = sorted(subnets.values(), key=lambda s: (
         s.ip_version, int(s.cidr.network_address), s.cidr.prefixlen, s.id))
     return Network(network_id, mtu, tuple(ordered_subnets), tuple(ports), tuple(skipped),
-                   admin_state_up, project_id)
+                   admin_state_up, project_id, frozenset(skipped_device_ids))
 
 
 def parse_port(raw: Any, network: Network) -> Port:

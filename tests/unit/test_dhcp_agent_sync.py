@@ -465,3 +465,32 @@ class SyncRaceTest(DhcpAgentTestCase):
         self.drain()
         self.assertIn(net['id'], self.agent.networks)
         self.assertEqual([('enable', net['id'])], self.driver.actions)
+
+
+class OwnDhcpPortTest(DhcpAgentTestCase):
+    """This host's DHCP port is never created twice because of its payload."""
+
+    def own_port(self, net: dict[str, Any]) -> dict[str, Any]:
+        return next(p for p in net['ports'] if p['device_owner'] == device_owner.DHCP)
+
+    def test_names_and_options_that_only_a_host_entry_uses_do_not_refuse_it(self) -> None:
+        net = self.server.add_network(ports=1)
+        self.settle()
+        port = self.own_port(self.server.networks[net['id']])
+        port['dns_assignment'] = [{'ip_address': '10.0.0.2', 'hostname': 'bad name!',
+                                   'fqdn': 'bad name!.'}]
+        port['extra_dhcp_opts'] = [{'opt_name': 'bogus\nname', 'opt_value': 'x'}]
+        self.agent.sync_state()
+        self.drain()
+        self.assertNotIn('create_dhcp_port', self.server.methods())
+
+    def test_a_malformed_own_port_is_not_created_again(self) -> None:
+        net = self.server.add_network(ports=1)
+        self.settle()
+        self.own_port(self.server.networks[net['id']])['mac_address'] = 'not-a-mac'
+        for _ in range(3):
+            self.agent.sync_state()
+            self.drain()
+        self.assertNotIn('create_dhcp_port', self.server.methods())
+        self.assertEqual(1, sum(p['device_owner'] == device_owner.DHCP
+                                for p in self.server.networks[net['id']]['ports']))
