@@ -524,6 +524,9 @@ class L2Agent(base.Agent):
 
     # -- sync ---------------------------------------------------------------
     def sync_state(self) -> None:
+        # A full sync follows a start, a server or broker that was away, or a
+        # failure: pushes may have been missed, so the cache starts over.
+        self.port_cache.clear()
         for tunnel_type in self.conf.l2.tunnel_types:
             reply = self.plugin.tunnel_sync(self.conf.l2.local_ip, tunnel_type)
             for tunnel in (reply or {}).get('tunnels', []):
@@ -680,7 +683,7 @@ class L2Agent(base.Agent):
                     if self._events_at.get(update.resource_id, 0.0) > fetched_at:
                         details = None  # an event came after the sync's fetch
             if details is None:
-                details = self.port_cache.details(server_device(update.resource_id))
+                details = self._cached_details(update.resource_id)
                 if details is not None:
                     fresh.add(update.resource_id)
             if details is None:
@@ -737,6 +740,16 @@ class L2Agent(base.Agent):
                 outcomes[device] = outcome
         self._report(outcomes, failures)
         return failures
+
+    def _cached_details(self, device: str) -> dict[str, Any] | None:
+        """Details from the pushed objects; None (ask the server) if the
+        cache cannot tell or fails on what was pushed."""
+        try:
+            return self.port_cache.details(server_device(device))
+        except Exception:
+            LOG.exception('Port %s: cannot build details from pushed objects; '
+                          'asking the server', device)
+            return None
 
     def _lookup_new_trunk_parents(self, details_of: dict[str, dict[str, Any]]) -> None:
         """One trunk lookup for the ports new to this agent (a full sync

@@ -38,6 +38,9 @@ DELETED = 'deleted'
 _UNBOUND_VIF_TYPES = frozenset({'unbound', 'binding_failed'})
 #: The 11 characters of a port id a Linux bridge tap device carries.
 _SHORT_ID_LEN = 11
+#: Revisions announced by ``port_update``/``network_update`` fanouts are
+#: kept for this many resources at most (the fanouts cover the whole cloud).
+MAX_WANTED_REVISIONS = 65536
 
 
 def object_data(obj: Any) -> dict[str, Any]:
@@ -106,8 +109,21 @@ class PortCache:
         a port or network: the cache answers for it only once pushed that far."""
         if isinstance(revision, int):
             with self._lock:
-                self._wanted_revision[resource_id] = max(
-                    revision, self._wanted_revision.get(resource_id, -1))
+                wanted = max(revision, self._wanted_revision.pop(resource_id, -1))
+                self._wanted_revision[resource_id] = wanted  # now the newest entry
+                while len(self._wanted_revision) > MAX_WANTED_REVISIONS:
+                    # The oldest announcement: a push has long answered it, or
+                    # the resource is not on this host.
+                    del self._wanted_revision[next(iter(self._wanted_revision))]
+
+    def clear(self) -> None:
+        """Forget everything pushed: pushes may have been lost (the broker
+        or the server was away), so until new ones arrive the agent asks."""
+        with self._lock:
+            self._ports.clear()
+            self._by_short_id.clear()
+            self._mtus.clear()
+            self._wanted_revision.clear()
 
     # -- what the agent asks --------------------------------------------------
     def details(self, device: str) -> dict[str, Any] | None:
@@ -162,7 +178,7 @@ class PortCache:
             return None
         try:
             profile = json.loads(binding.get('profile') or '{}')
-        except ValueError:
+        except (TypeError, ValueError):
             return None
         security = object_data(port.get('security'))
         return {

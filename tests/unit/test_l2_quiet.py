@@ -481,6 +481,26 @@ class TestPushedDetails(QuietAgentTestCase):
             [unknown], AGENT_ID)
         self.assertEqual(2, agent.mech.wire_port.call_count)
 
+    def test_a_full_sync_forgets_what_was_pushed(self):
+        # Pushes lost while the broker or server was away must not be
+        # answered from older ones: after a full sync the agent asks.
+        port = str(uuid.uuid4())
+        agent = self.make_agent([port])
+        self.push(agent, [port])
+        agent.sync_state()
+        self.assertEqual(0, len(agent.port_cache))
+        self.assertIsNone(agent.port_cache.details(port))
+
+    def test_a_cache_failure_falls_back_to_the_server(self):
+        port = str(uuid.uuid4())
+        agent = self.make_agent([port])
+        agent.port_cache = mock.Mock()
+        agent.port_cache.details.side_effect = TypeError('profile is a dict')
+        self.assertEqual({}, agent.process_wire_batch([wq.ResourceUpdate(port, l2.WIRE)]))
+        agent.plugin.get_devices_details_list_and_failed_devices.assert_called_once_with(
+            [port], AGENT_ID)
+        agent.mech.wire_port.assert_called_once()
+
     def test_a_malformed_push_is_dropped_without_a_resync(self):
         port = str(uuid.uuid4())
         agent = self.make_agent([port])

@@ -13,6 +13,8 @@ import json
 import os
 from typing import Any
 
+import fixtures
+
 from agentkit.agent import port_cache
 from tests import base
 
@@ -155,6 +157,16 @@ class FallsBackToTheServerTest(base.TestCase):
         for binding in data['bindings']:
             binding['versioned_object.data']['host'] = 'elsewhere'
         cache.push_ports(moved, 'updated')
+        self.assertIsNone(cache.details(PORT_A))
+
+    def test_announced_revisions_are_bounded(self) -> None:
+        self.useFixture(fixtures.MockPatchObject(port_cache, 'MAX_WANTED_REVISIONS', 3))
+        cache = fed(OVS_HOST)
+        cache.want_revision(PORT_A, 99)  # the oldest announcement: forgotten first
+        for i in range(3):
+            cache.want_revision(f'{i:08x}-0000-0000-0000-000000000000', 1)
+        self.assertIsNotNone(cache.details(PORT_A))
+        cache.want_revision(PORT_A, 99)
         self.assertIsNone(cache.details(PORT_A))
 
     def test_malformed_objects_are_skipped(self) -> None:
