@@ -9,18 +9,22 @@ table (``COMMIT``). ``--noflush`` matters: rules of other tools in the same
 namespace are never touched; agentkit's own chains are flushed by
 re-declaring them in the input, the way Neutron's IptablesManager does.
 
-The tool is run by :mod:`agentkit.privileged.tool_exec` (fork, ``setns()``
-in the child, exec; stdin from a memory file), shared with the ``nft``
-operations.
+The tool is run by :mod:`agentkit.privileged.tool_exec` (``subprocess``
+started from a thread inside the namespace; stdin from a memory file),
+shared with the ``nft`` operations.
 
 What root accepts is narrower than what the tool could do: ``restore``
-only touches agentkit's own chains (:data:`OWN_CHAIN_PREFIX`, which all of
-Neutron's layouts share: ``neutron-l3-agent-*``, ``neutron-openvswi-*``,
-``neutron-filter-top``...), hooks them into the kernel's builtin chains
-with jumps and nothing else, and only in the root namespace or a namespace
-agentkit creates (:data:`OWN_NAMESPACE_PREFIXES`). An agent that is taken
-over can therefore neither open the host's own firewall nor rewrite the
-chains of other tools (libvirt, Docker, the operator's).
+only declares, fills and deletes agentkit's own chains
+(:data:`OWN_CHAIN_PREFIX`, which all of Neutron's layouts share:
+``neutron-l3-agent-*``, ``neutron-openvswi-*``, ``neutron-filter-top``...),
+adds to or removes from the kernel's builtin chains nothing but jumps into
+them (never replaces a rule, ``-R``), and works only in the root namespace
+or a namespace agentkit creates (:data:`OWN_NAMESPACE_PREFIXES`). An agent
+that is taken over can therefore not rewrite the chains of other tools
+(libvirt, Docker, the operator's) nor put its own rules into the builtin
+chains. It can still accept traffic through its own chains once they are
+hooked: that is what a firewall driver does, and no syntactic check can
+tell a security group's rule from a hostile one.
 
 Only primitives cross the privsep channel: ``(returncode, stdout, stderr)``.
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import socket
 import struct
 
@@ -61,7 +66,7 @@ OWN_NAMESPACE_PREFIXES = (naming.ROUTER_NS_PREFIX, naming.DHCP_NS_PREFIX)
 _RESTORE_LINE_RE = re.compile(
     r'(\*(%s)|:[^\s]+ [^\s]+( \[\d+:\d+\])?|-[AIDFXNZR] .*|COMMIT|#.*|)'
     % '|'.join(sorted(TABLES)))
-_TARGET_RE = re.compile(r'(?:^|\s)-[jg]\s+(\S+)')
+_JUMP_OPTIONS = frozenset({'-j', '--jump', '-g', '--goto'})
 
 
 def _binary(table: dict[int, str], ip_version: int) -> str:
@@ -90,6 +95,18 @@ def _is_own(chain: str) -> bool:
     return chain.startswith(OWN_CHAIN_PREFIX) and len(chain) > len(OWN_CHAIN_PREFIX)
 
 
+def _jumps_to_own(line: str) -> bool:
+    """Whether the rule's one target is a chain of agentkit's. Tokens as the
+    shell would split them, so a ``-j`` inside a quoted comment is no jump."""
+    try:
+        tokens = shlex.split(line)
+    except ValueError:  # unbalanced quotes
+        return False
+    targets = [tokens[i + 1] for i, token in enumerate(tokens[:-1])
+               if token in _JUMP_OPTIONS]
+    return len(targets) == 1 and _is_own(targets[0])
+
+
 def _check_chains(table: str, line: str, number: int) -> None:
     """Refuse a line that declares, flushes or deletes a chain agentkit does
     not own, or adds to a builtin chain anything but a jump to its own."""
@@ -100,9 +117,7 @@ def _check_chains(table: str, line: str, number: int) -> None:
         chain = rest.split(' ', 1)[0]
     if _is_own(chain):
         return
-    target = _TARGET_RE.search(line)
-    jumps_to_own = target is not None and _is_own(target.group(1))
-    if command in ('-A', '-I', '-D', '-R') and jumps_to_own and (
+    if command in ('-A', '-I', '-D') and _jumps_to_own(line) and (
             chain in KERNEL_BUILTIN_CHAINS.get(table, ()) or command == '-D'):
         # Hooks of agentkit's chains into builtin ones, and the removal of
         # any rule that still jumps into a chain of agentkit being deleted.

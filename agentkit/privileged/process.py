@@ -11,8 +11,10 @@ clear exception.
 What root starts is narrow: only the daemons agentkit runs
 (:data:`DAEMONS`), found by their name in a fixed search path (never the
 caller's PATH nor a caller-given path), with arguments checked per daemon
-(none that makes the daemon run a further command as root) and an
-environment reduced to :data:`ALLOWED_ENV` plus the daemon's own ``PATH``.
+(dnsmasq: only the options agentkit renders, by full name, and a
+configuration file only if root owns it) and an environment reduced to
+:data:`ALLOWED_ENV` plus the daemon's own ``PATH``. Not checked yet: where the
+pid, log and configuration files the arguments name are (see issue 14).
 
 Only primitives cross the privsep channel: argv is a list of str, results
 are dicts of int/str.
@@ -48,10 +50,16 @@ MAX_ARG_LEN = 4096
 ALLOWED_ENV = frozenset({'LANG', 'LC_ALL', 'TZ'})
 
 _LONG_OPTION_RE = re.compile(r'--([a-z0-9][a-z0-9-]*)(=.*)?', re.DOTALL)
-# dnsmasq options that run a command, or keep dnsmasq root (it drops to
-# "nobody" by default).
-_DNSMASQ_REFUSED = frozenset({'dhcp-script', 'dhcp-luascript', 'conf-script',
-                              'user', 'group'})
+# The dnsmasq options the DHCP driver renders, by their full names: dnsmasq
+# also takes any unambiguous abbreviation (getopt_long), so a deny-list of
+# dangerous names (dhcp-script, conf-script, user...) could be walked around.
+DNSMASQ_OPTIONS = frozenset({
+    'no-hosts', 'no-resolv', 'pid-file', 'dhcp-hostsfile', 'addn-hosts', 'dhcp-optsfile',
+    'dhcp-leasefile', 'dhcp-match', 'dhcp-userclass', 'local-service', 'bind-dynamic',
+    'dhcp-range', 'dhcp-option-force', 'dhcp-lease-max', 'conf-file', 'server', 'domain',
+    # and the rest of what Neutron's DHCP agent gives it (a foreground mode
+    # for supervision, no DNS port, a log file)
+    'interface', 'keep-in-foreground', 'port', 'log-facility'})
 # Short options of haproxy and radvd: option -> takes a value.
 _HAPROXY_OPTIONS = {'-f': True, '-p': True, '-D': False, '-db': False, '-q': False}
 _RADVD_OPTIONS = {'-C': True, '-p': True, '-m': True, '-u': True, '-l': True,
@@ -64,13 +72,27 @@ def _refuse(daemon: str, arg: str, why: str) -> exceptions.ProcessError:
 
 
 def _check_dnsmasq(args: list[str]) -> None:
-    """Long options only (what the DHCP driver renders), none that runs a command."""
+    """Only the long options the DHCP driver renders, by full name; a
+    ``--conf-file`` only if root owns it and nobody else may write it (it
+    could name a ``dhcp-script``, which dnsmasq would run as root)."""
     for arg in args:
         match = _LONG_OPTION_RE.fullmatch(arg)
         if match is None:
             raise _refuse('dnsmasq', arg, 'only --long-options are accepted')
-        if match.group(1) in _DNSMASQ_REFUSED:
-            raise _refuse('dnsmasq', arg, 'it would run a command or keep root')
+        if match.group(1) not in DNSMASQ_OPTIONS:
+            raise _refuse('dnsmasq', arg, 'not an option agentkit gives dnsmasq')
+        if match.group(1) == 'conf-file' and match.group(2) not in ('=', '=/dev/null'):
+            _check_root_file(arg, match.group(2)[1:])
+
+
+def _check_root_file(arg: str, path: str) -> None:
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise _refuse('dnsmasq', arg, 'cannot read it: %s' % exc.strerror) from None
+    if info.st_uid != 0 or info.st_mode & 0o022:
+        raise _refuse('dnsmasq', arg, 'a configuration file root does not own, or that '
+                      'others may write, could make dnsmasq run commands as root')
 
 
 def _check_short_options(daemon: str, options: dict[str, bool], args: list[str]) -> None:

@@ -87,8 +87,17 @@ class SpawnRefusalsTest(base.TestCase):
 
     def test_dnsmasq_arguments(self) -> None:
         for arg in ('--dhcp-script=/tmp/x', '--dhcp-luascript=/tmp/x.lua',
-                    '--conf-script=/tmp/x', '--user=root', '--group=root'):
-            self.assertRefused('run a command or keep root', ['dnsmasq', arg])
+                    '--conf-script=/tmp/x', '--user=root', '--group=root',
+                    # abbreviations dnsmasq would expand (found in review)
+                    '--dhcp-luas=/tmp/x.lua', '--conf-s=/tmp/x', '--grou=root'):
+            self.assertRefused('not an option agentkit gives', ['dnsmasq', arg])
+        # A configuration file others may write could name a dhcp-script.
+        writable = self.useFixture(fixtures.TempDir()).join('dnsmasq.conf')
+        with open(writable, 'w') as f:
+            f.write('dhcp-script=/tmp/x\n')
+        os.chmod(writable, 0o666)
+        self.assertRefused('others may write', ['dnsmasq', '--conf-file=' + writable])
+        self.assertRefused('cannot read it', ['dnsmasq', '--conf-file=/nonexistent/x'])
         for arg in ('-6', '-6/tmp/x', '-k6', 'positional', '--', '-', '--X=1'):
             self.assertRefused('only --long-options', ['dnsmasq', '--no-hosts', arg])
 
@@ -172,6 +181,18 @@ class IptablesRestoreRefusalsTest(base.TestCase):
                      '-A PREROUTING -j neutron-l3-agent-x'):
             self.assertRefused('not agentkit', '*filter\n%s\nCOMMIT\n' % line)
         self.assertRefused('not agentkit', '*raw\n-A INPUT -j neutron-l3-agent-x\nCOMMIT\n')
+
+    def test_no_jump_hidden_in_a_comment_and_no_replaced_rule(self) -> None:
+        # Found in review: the first "-j" of the line was taken for the target.
+        for line in ('-A INPUT -m comment --comment "x -j neutron-a" -j ACCEPT',
+                     '-I INPUT 1 -m comment --comment "-j neutron-a" -j ACCEPT',
+                     '-A INPUT -j neutron-a -j ACCEPT',
+                     '-R INPUT 1 -j neutron-a',
+                     '-A INPUT -m comment --comment "unbalanced -j neutron-a'):
+            self.assertRefused('not agentkit', '*filter\n%s\nCOMMIT\n' % line)
+        # A quoted comment on a real hook is fine.
+        iptables.restore(None, 4, '*filter\n-I INPUT 1 -m comment --comment "agentkit hook" '
+                         '-j neutron-l3-agent-INPUT\nCOMMIT\n')
 
 
 class ToolExecTest(base.TestCase):
