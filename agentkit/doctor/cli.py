@@ -111,9 +111,10 @@ def _service_drivers(conf: cfg.ConfigOpts) -> ServiceDrivers:
 def examine(conf: cfg.ConfigOpts, kind: str, resource_id: str) -> report.Report:
     """Ask the server, read the host, judge the hops (needs root for netlink)."""
     settings = _settings(conf)
+    dhcp, metadata = _service_drivers(conf)  # a bad driver name fails before any connection
     ovs = (hosts_ovs.OvsView(conf.ovs.ovsdb_connection, conf.ovs.ovsdb_timeout)
            if settings.mechanism == hops.OPENVSWITCH else None)
-    host = host_view.HostView(ovs, *_service_drivers(conf))
+    host = host_view.HostView(ovs, dhcp, metadata)
     transport = rpc_transport.get_transport(conf)
     try:
         server = intent.ServerView(transport, conf.host, timeout=conf.rpc_timeout)
@@ -153,6 +154,12 @@ def run(argv: list[str], conf: cfg.ConfigOpts | None = None) -> int:
             return report.EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     privsep_setup.setup_privsep(conf)
-    result = examine(conf, kind, resource_id)
+    try:
+        result = examine(conf, kind, resource_id)
+    except (exceptions.DriverNotFound, exceptions.DriverLoadError,
+            exceptions.InvalidConfiguration) as exc:
+        # The configuration names a driver that cannot describe the host.
+        print(f'{PROG}: {exc}', file=sys.stderr)
+        return report.EXIT_USAGE
     print(result.to_json() if conf.json else result.to_text())
     return result.exit_code

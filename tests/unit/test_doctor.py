@@ -7,6 +7,7 @@ import os
 import uuid
 from contextlib import redirect_stderr
 from typing import Any
+from unittest import mock
 
 import fixtures
 from oslo_config import cfg
@@ -473,3 +474,14 @@ class UsageTest(base.TestCase):
         self.assertEqual(2, self.run_cli('network', str(uuid.uuid4()).upper()))
         self.assertEqual(2, self.run_cli())
         self.assertEqual(2, self.run_cli('--rpc_timeout', '0', 'port', str(uuid.uuid4())))
+
+    def test_a_driver_that_cannot_be_loaded_is_a_usage_error(self) -> None:
+        conf_file = self.useFixture(fixtures.TempDir()).join('doctor.conf')
+        with open(conf_file, 'w') as f:
+            f.write('[DEFAULT]\ndhcp_driver = no-such-driver\n')
+        stderr = io.StringIO()
+        with redirect_stderr(stderr), mock.patch.object(cli.privsep_setup, 'setup_privsep'):
+            code = cli.run(['--config-file', conf_file, 'port', str(uuid.uuid4())],
+                           cfg.ConfigOpts())
+        self.assertEqual(2, code)
+        self.assertIn('no-such-driver', stderr.getvalue())
