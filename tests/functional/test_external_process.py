@@ -232,7 +232,8 @@ class ExternalProcessFunctionalTest(base.FunctionalTestCase):
     def test_start_failure_is_reported(self):
         pm = ep.ProcessManager(
             self.network_id, 'dnsmasq', self.namespace, self.state_path,
-            lambda pid_file: ['dnsmasq', '--no-such-option', '--pid-file=' + pid_file])
+            # An option spawn accepts, with a value dnsmasq refuses at start.
+            lambda pid_file: ['dnsmasq', '--dhcp-range=akp-bad-range', '--pid-file=' + pid_file])
         exc = self.assertRaises(exceptions.ProcessError, pm.enable)
         self.assertIn('dnsmasq', str(exc))
         self.assertIn('status', str(exc))
@@ -340,7 +341,8 @@ class PrivilegedSpawnFunctionalTest(base.FunctionalTestCase):
             self.assertIn('refusing', str(exc))
 
     def test_daemonizing_command_exit_code_and_output(self):
-        result = priv_process.spawn(['dnsmasq', '--akp-no-such-option'])
+        # (An unknown option is refused before anything starts: see the test above.)
+        result = priv_process.spawn(['dnsmasq', '--dhcp-range=akp-bad-range'])
         self.assertEqual(1, result['returncode'])
         self.assertIn('bad command line options', result['output'])
         exc = self.assertRaises(exceptions.ProcessError, priv_process.spawn,
