@@ -91,9 +91,14 @@ def process_state(pid_file: str, resource_id: str,
     in its argv (a recycled pid belongs to some other process)."""
     pid = read_pid_file(pid_file)
     argv = read_cmdline(pid, proc_path) if pid else None
-    if argv is not None and not any(resource_id in arg for arg in argv):
+    if argv is not None and not _names(argv, resource_id):
         argv = None
     return ProcessState(pid_file, pid, tuple(argv) if argv else None)
+
+
+def _names(argv: list[str], resource_id: str) -> bool:
+    """Whether a command line is the daemon of ``resource_id`` (its id is in it)."""
+    return any(resource_id in arg for arg in argv)
 
 
 def read_pid_file(path: str) -> int | None:
@@ -206,7 +211,11 @@ class ProcessManager:
 
     def _is_ours(self, pid: int) -> bool:
         argv = read_cmdline(pid, self._proc_path)
-        return argv is not None and any(self.uuid in arg for arg in argv)
+        return argv is not None and _names(argv, self.uuid)
+
+    def state(self) -> ProcessState:
+        """The daemon as its pid file and ``/proc`` show it now."""
+        return process_state(self.pid_file, self.uuid, self._proc_path)
 
     @property
     def active(self) -> bool:
@@ -220,13 +229,8 @@ class ProcessManager:
         Compare with :meth:`desired_cmdline` to decide whether a daemon found
         after an agent restart can be adopted or must be restarted.
         """
-        pid = self.pid
-        if pid is None:
-            return None
-        argv = read_cmdline(pid, self._proc_path)
-        if argv is None or not any(self.uuid in arg for arg in argv):
-            return None
-        return argv
+        argv = self.state().argv
+        return list(argv) if argv is not None else None
 
     def desired_cmdline(self) -> list[str]:
         """argv the daemon would be started with now."""

@@ -584,8 +584,7 @@ class HaproxyMetadataDriver(external_process.DaemonOwner, metadata_api.MetadataD
         return naming.safe_join(self._proxy_dir(), resource_id + PID_SUFFIX)
 
     def proxy_state(self, resource_id: str) -> external_process.ProcessState:
-        return external_process.process_state(self._pid_path(resource_id), resource_id,
-                                              self.proc_path)
+        return self._manager(resource_id, None).state()
 
     def _count(self, name: str) -> None:
         with self._lock:

@@ -240,10 +240,9 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
         return self._release_tools
 
     def service_state(self, network_id: str) -> dhcp.ServiceState:
-        state_dir = naming.dhcp_state_dir(self.conf.state_path, network_id)
-        process = external_process.process_state(
-            os.path.join(state_dir, render.PID_FILE), network_id, self.proc_path)
-        host_file = os.path.join(state_dir, render.HOST_FILE)
+        process = self._manager(network_id, None).state()
+        host_file = os.path.join(naming.dhcp_state_dir(self.conf.state_path, network_id),
+                                 render.HOST_FILE)
         hosts = {str(ip): mac for ip, mac in leases.read_host_macs(host_file).items()}
         return dhcp.ServiceState(process, process.runs(SERVICE), host_file, hosts)
 
