@@ -291,10 +291,11 @@ class PortPushCallbacks(_Endpoint):
         resources = consumer.require(kwargs, 'resource_list', list, 'push')
         event_type = consumer.require(kwargs, 'event_type', str, 'push')
         cache = self.agent.port_cache
-        names = {r.get('versioned_object.name') for r in resources if isinstance(r, dict)}
-        for name in names:
-            objects = [r for r in resources
-                       if isinstance(r, dict) and r.get('versioned_object.name') == name]
+        by_name: dict[Any, list[Any]] = {}
+        for resource in resources:
+            if isinstance(resource, dict):
+                by_name.setdefault(resource.get('versioned_object.name'), []).append(resource)
+        for name, objects in by_name.items():
             if name == port_cache.PORT_RESOURCE:
                 cache.push_ports(objects, event_type)
             elif name == port_cache.NETWORK_RESOURCE:
