@@ -386,7 +386,6 @@ class Router:
                    gateway_unusable=gateway_unusable, unusable_gateway_id=unusable_gw_id,
                    unusable_floating_ips=unusable_fips, network_ids=network_ids)
 
-
     def to_record(self) -> dict[str, Any]:
         """The router as JSON-ready data; :meth:`from_record` reads it back.
 
@@ -421,7 +420,7 @@ def _plain(value: Any) -> Any:
 def _from_plain(kind: Any, value: Any) -> Any:
     """``value`` (from :func:`_plain`) as the annotated type ``kind``."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         hints = typing.get_type_hints(kind)
         return kind(**{f.name: _from_plain(hints[f.name], value[f.name])
                        for f in dataclasses.fields(kind) if f.name in value})
