@@ -169,7 +169,7 @@ def run(argv: list[str], conf: cfg.ConfigOpts | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     privsep_setup.setup_privsep(conf)
     if conf.probe:
-        doctor_probe.raise_on_sigterm()
+        doctor_probe.prepare_interrupts()
     try:
         result = examine(conf, kind, resource_id)
     except (exceptions.DriverNotFound, exceptions.DriverLoadError,

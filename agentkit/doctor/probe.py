@@ -117,9 +117,28 @@ class Prober:
         return priv_probe.tcp_connect(namespace, address, port, CONNECT_TIMEOUT)
 
 
-def raise_on_sigterm() -> None:
-    """SIGTERM (and SIGHUP) end the doctor as Ctrl-C does: through ``finally``."""
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def prepare_interrupts() -> None:
+    """Make Ctrl-C, SIGTERM and SIGHUP end the doctor through ``finally``,
+    with the privsep daemon still there to remove the probe port.
+
+    A terminal's Ctrl-C (or hang-up) signals the whole process group,
+    including the privsep daemon, which would die first. So the daemon is
+    started now with those signals ignored (an ignored disposition survives
+    exec, and Python then installs no KeyboardInterrupt handler); then the
+    doctor's own handlers are set: each raises KeyboardInterrupt.
+    """
+    from agentkit import privileged
+    saved = {signum: signal.signal(signum, signal.SIG_IGN) for signum in _INTERRUPTS}
+    try:
+        privileged.network.start()    # a no-op if it runs already
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in _INTERRUPTS:
         signal.signal(signum, interrupt)
