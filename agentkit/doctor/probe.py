@@ -3,8 +3,8 @@
 The only thing a probe creates is a probe port (:mod:`agentkit.privileged.probe`):
 a namespace and a veth pair, whose host end is attached where a VM's port
 would be (br-int with the network's local VLAN, or the network's ``brq``).
-It is removed in a ``finally`` with SIGINT/SIGTERM held off, so an error or
-Ctrl-C still removes it; a doctor killed outright leaves one behind, which
+It is removed in a ``finally`` with SIGINT/SIGTERM/SIGHUP ignored, so an
+error or Ctrl-C still removes it; a doctor killed outright leaves one behind, which
 the next ``--probe`` run removes (the probe's id is its doctor's pid, so a
 probe of a doctor still running is left alone).
 """
@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +29,8 @@ PROG = 'agentkit-doctor'
 DHCP_TIMEOUT = 3.0
 GATEWAY_TIMEOUT = 1.0
 CONNECT_TIMEOUT = 3.0
-_HELD = {signal.SIGINT, signal.SIGTERM}
+#: What ends the doctor early: Ctrl-C, kill, a closed terminal.
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class ProbeError(Exception):
@@ -95,11 +97,8 @@ class Prober:
                 ip_lib.IPDevice(host_device).link.set_master(bridge)
                 yield f'{host_device} in {bridge}'
         finally:
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
-            try:
+            with interrupts_ignored():   # a second Ctrl-C must not stop the removal
                 self._remove(self.id)
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     # -- the checks ---------------------------------------------------------
     def dhcp_offers(self, network_id: str, vlan: int | None,
@@ -117,7 +116,19 @@ class Prober:
         return priv_probe.tcp_connect(namespace, address, port, CONNECT_TIMEOUT)
 
 
-_INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+@contextlib.contextmanager
+def interrupts_ignored() -> Iterator[None]:
+    """SIG_IGN for the interrupts in the block (main thread only: Python's
+    handlers run there whichever thread the signal reached)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {signum: signal.signal(signum, signal.SIG_IGN) for signum in _INTERRUPTS}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
 
 
 def prepare_interrupts() -> None:
@@ -131,12 +142,8 @@ def prepare_interrupts() -> None:
     doctor's own handlers are set: each raises KeyboardInterrupt.
     """
     from agentkit import privileged
-    saved = {signum: signal.signal(signum, signal.SIG_IGN) for signum in _INTERRUPTS}
-    try:
+    with interrupts_ignored():
         privileged.network.start()    # a no-op if it runs already
-    finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)

@@ -4,6 +4,7 @@ import dataclasses
 import io
 import json
 import os
+import signal
 import uuid
 from contextlib import redirect_stderr
 from typing import Any
@@ -512,6 +513,16 @@ class ProberCleanupTest(base.TestCase):
             self.priv.dhcp_discover.side_effect = error
             self.assertRaises(type(error), self.prober.dhcp_offers, NET, 3, VM_MAC)
             self.assert_removed()
+
+    def test_a_second_ctrl_c_cannot_stop_the_removal(self) -> None:
+        during = []
+        self.priv.remove_probe.side_effect = lambda i: during.append(
+            signal.getsignal(signal.SIGINT))
+        before = signal.getsignal(signal.SIGINT)
+        self.priv.dhcp_discover.side_effect = KeyboardInterrupt()
+        self.assertRaises(KeyboardInterrupt, self.prober.dhcp_offers, NET, 3, VM_MAC)
+        self.assertEqual([signal.SIG_IGN], during)
+        self.assertEqual(before, signal.getsignal(signal.SIGINT))
 
     def test_removed_when_attaching_fails(self) -> None:
         self.ovs.add_probe_port.side_effect = RuntimeError('ovsdb')
