@@ -1,7 +1,14 @@
 """agentkit-doctor against a real host: agentkit-l2 (openvswitch, a flat
-provider network) and agentkit-dhcp (dnsmasq) on a fake neutron-server over
-RabbitMQ. A healthy port reports every hop; each hop broken on purpose is
-named, and no other hop is."""
+provider network, noop or iptables_hybrid), agentkit-dhcp (dnsmasq) and
+agentkit-l3 (namespace routers, haproxy) on a fake neutron-server over
+RabbitMQ. A healthy port or router reports every hop; each hop broken on
+purpose is named, and no other hop is: tap out of the bridge, wrong OVS
+tag, host entry missing, dnsmasq killed, a security group rule dropping
+DHCP, an interface address, the SNAT rule, a floating IP's DNAT, the
+metadata proxy, the router's namespace. ``--probe`` gets an OFFER, the
+gateway's answer and a connection to the metadata proxy, names the DHCP
+hop when dnsmasq is stopped, and leaves nothing behind, also on Ctrl-C;
+without it nothing on the host changes."""
 
 import json
 import os
@@ -22,6 +29,7 @@ from agentkit.lib import fileutils
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
 from agentkit.lib.ovs import connection as ovs_connection
+from tests import reliability
 from tests.functional import base
 from tests.functional import fake_neutron
 from tests.functional import ovs_host
@@ -34,6 +42,18 @@ HOPS = ['binding', 'vm-tap', 'bridge', 'local-vlan', 'uplink', 'dhcp-port',
         'dnsmasq', 'dnsmasq-host']
 
 
+def shared_state_path(test):
+    """A state_path the daemons that drop to "nobody" can read (dnsmasq,
+    haproxy: every level traversable); what runs from it dies at cleanup."""
+    os.makedirs(STATE_ROOT, exist_ok=True)
+    path = tempfile.mkdtemp(prefix='doctor-', dir=STATE_ROOT)
+    test.addCleanup(shutil.rmtree, path, True)
+    for directory in (STATE_ROOT, path):
+        os.chmod(directory, 0o755)
+    test.addCleanup(base.kill_pids_with, path)
+    return path
+
+
 class DoctorTest(base.AgentTestCase):
 
     def setUp(self):
@@ -41,13 +61,7 @@ class DoctorTest(base.AgentTestCase):
         self.configure(metadata_conf.register_metadata_opts, {})
         self.neutron = fake_neutron.FakeNeutron().start()
         self.addCleanup(self.neutron.stop)
-        # dnsmasq reads its files as "nobody": every level must be traversable.
-        os.makedirs(STATE_ROOT, exist_ok=True)
-        self.state_path = tempfile.mkdtemp(prefix='doctor-', dir=STATE_ROOT)
-        self.addCleanup(shutil.rmtree, self.state_path, True)
-        for path in (STATE_ROOT, self.state_path):
-            os.chmod(path, 0o755)
-        self.addCleanup(base.kill_pids_with, self.state_path)
+        self.state_path = shared_state_path(self)
         self.ovs = ovs_connection.get_connection()
         prefix = ovs_host.random_prefix()
         self.br_int = self.ovs.bridge(prefix + 'i', 'netdev')
@@ -320,11 +334,21 @@ class DoctorTest(base.AgentTestCase):
                         message='the probe port')
         base.wait_until(lambda: 'akp%08x' % proc.pid in self.br_int.get_port_names(),
                         timeout=10, message='the probe port on br-int')
+        interrupted = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)
+        exited_s = time.monotonic() - interrupted
         self.assertEqual(130, proc.returncode, stderr)
         self.assertIn('the probe port was removed', stderr)
         self.assertEqual(before, self.host_state(net['id']))
+        reliability.record(
+            'doctor-probe-interrupted', kind='fault',
+            fault='Ctrl-C at a terminal during agentkit-doctor --probe',
+            injected='SIGINT to the doctor\'s process group (its privsep daemon '
+                     'included) while the probe port waits for an OFFER',
+            checked='exit 130; no akprobe- namespace, akp device or br-int port left, '
+                    'the network\'s namespace and devices as before',
+            result={'exited in s': round(exited_s, 1), 'probe ports left': 0})
         os.kill(pid, signal.SIGCONT)
         self.addDetail('figures', content.text_content(
             f'agentkit-doctor --probe port, healthy (process start to exit): '
@@ -362,11 +386,7 @@ class RouterDoctorTest(base.AgentTestCase):
         self.configure(metadata_conf.register_metadata_opts, {})
         self.neutron = fake_neutron.FakeNeutron().start()
         self.addCleanup(self.neutron.stop)
-        os.makedirs(STATE_ROOT, exist_ok=True)
-        self.state_path = tempfile.mkdtemp(prefix='doctor-', dir=STATE_ROOT)
-        self.addCleanup(shutil.rmtree, self.state_path, True)
-        os.chmod(self.state_path, 0o755)   # haproxy reads its configuration as nobody
-        self.addCleanup(base.kill_pids_with, self.state_path)
+        self.state_path = shared_state_path(self)
         self.host = self.short_name('akdocr')
         self.addCleanup(self._cleanup_host)
         self.config = base.write_config(self.get_temp_path('l3.ini'), {
