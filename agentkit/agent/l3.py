@@ -7,6 +7,7 @@ definitions from ``sync_routers``, and floating IP statuses back.
 
 import dataclasses
 import logging
+import os
 import time
 from typing import Any
 
@@ -333,8 +334,12 @@ class L3Agent(base.Agent):
         """What the driver is asked to build, for agentkit-doctor (router_intent).
 
         A record that cannot be written costs the doctor its comparison, not
-        the router: logged, and the router is applied all the same.
+        the router: logged, and the router is applied all the same. The same
+        router again (a full sync, a retry) is not written again.
         """
+        if self.routers.get(router.id) == router and os.path.exists(
+                router_intent.path(self.conf.state_path, router.id)):
+            return
         try:
             router_intent.write(self.conf.state_path, router)
         except OSError as exc:

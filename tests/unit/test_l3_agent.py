@@ -406,6 +406,16 @@ class RouterIntentTest(L3AgentTestCase):
         mode = os.stat(recorded.path).st_mode & 0o777
         self.assertEqual((0o600, 0o700), (mode, os.stat(os.path.dirname(recorded.path))
                                           .st_mode & 0o777))
+        # The same router again (a full sync) is not written again.
+        written = os.stat(recorded.path).st_mtime_ns
+        os.utime(recorded.path, ns=(written - 10 ** 9, written - 10 ** 9))
+        self.agent.enqueue(r['id'], l3.REFRESH)
+        self.drain()
+        self.assertEqual(written - 10 ** 9, os.stat(recorded.path).st_mtime_ns)
+        r['_floatingips'] = []
+        self.agent.enqueue(r['id'], l3.REFRESH)
+        self.drain()
+        self.assertEqual((), router_intent.read(self.state_path, r['id']).router.floating_ips)
         self.agent.enqueue(r['id'], l3.DELETE)
         self.drain()
         self.assertIsNone(router_intent.read(self.state_path, r['id']))
