@@ -502,6 +502,58 @@ class RouterDoctorTest(base.AgentTestCase):
         self.assertEqual(['namespace'], broken, hops)
 
 
+class LinuxbridgeProbeTest(base.AgentTestCase):
+    """``--probe`` where the network's switch is its ``brq`` Linux bridge
+    (agentkit-dhcp with the linuxbridge interface driver, which builds it)."""
+
+    def test_probe_port_in_the_networks_bridge(self):
+        self.configure(metadata_conf.register_metadata_opts, {})
+        neutron = fake_neutron.FakeNeutron().start()
+        self.addCleanup(neutron.stop)
+        state_path = shared_state_path(self)
+        host = self.short_name('akdocl')
+        config = base.write_config(self.get_temp_path('dhcp.ini'), {
+            'DEFAULT': {'transport_url': neutron.transport_url, 'host': host,
+                        'state_path': state_path, 'interface_driver': 'linuxbridge',
+                        'dhcp_driver': 'dnsmasq'},
+            'agent': {'report_interval': 2},
+            'l2': {'mechanism_driver': 'linuxbridge'},
+        })
+        net = neutron.add_network(mtu=1450)
+        subnet = neutron.add_subnet(net['id'], '10.252.0.0/24', None)   # no gateway
+        port = neutron.add_port(net['id'], 'fa:16:3e:00:02:52', [(subnet['id'], '10.252.0.10')])
+        brq = naming.bridge_name(net['id'])
+        self.addCleanup(lambda: ip_lib.device_exists(brq) and ip_lib.IPDevice(brq).delete())
+        self.addCleanup(base.remove_dhcp_of, net['id'])
+        mark = neutron.mark()
+        self.run_agent('agentkit-dhcp', config, host, neutron)
+        neutron.wait_for_call('dhcp_ready_on_ports', lambda kw: port['id'] in kw['port_ids'],
+                              since=mark, timeout=30)
+        members = sorted(link['name'] for link in ip_lib.list_links()
+                         if link.get('master') == brq)
+
+        proc = subprocess.Popen([DOCTOR, '--config-file', config, '--json', '--probe',
+                                 'network', net['id']], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        self.addCleanup(proc.kill)
+        stdout, stderr = proc.communicate(timeout=60)
+        hops = {h['name']: h for h in json.loads(stdout)['hops']}
+        self.assertEqual(0, proc.returncode, stdout + stderr)
+        self.assertEqual(['server', 'dhcp-port', 'dnsmasq', 'dnsmasq-host', 'dhcp-offer',
+                          'gateway', 'metadata'], list(hops))
+        self.assertEqual('ok', hops['dhcp-offer']['status'], hops['dhcp-offer'])
+        probe = 'akp%08x' % proc.pid
+        self.assertIn('offered 10.252.0.10 to fa:16:3e:00:02:52',
+                      hops['dhcp-offer']['evidence'])
+        self.assertIn(f'{probe} in {brq}', hops['dhcp-offer']['evidence'])
+        self.assertEqual('unknown', hops['metadata']['status'])   # no router, not isolated
+        # The probe's veth left the bridge, and the host, again.
+        self.assertEqual(members, sorted(link['name'] for link in ip_lib.list_links()
+                                         if link.get('master') == brq))
+        self.assertFalse(ip_lib.device_exists(probe))
+        self.assertFalse(ip_lib.namespace_exists('akprobe-%08x' % proc.pid))
+
+
 def nat_rules(namespace):
     out = subprocess.run(['ip', 'netns', 'exec', namespace, 'iptables-save', '-t', 'nat'],
                          capture_output=True, text=True, check=True).stdout
