@@ -791,6 +791,12 @@ def check_host(server: Server, host: host_view.HostView, settings: Settings) -> 
                                lambda i: bool(server.router_ports(i)), L3_LOG))
     except intent.ServerUnreachable as exc:
         hops.append(_unreachable(exc))
+    probes = doctor_probe.leftovers(namespaces)
+    hops.append(report.broken('probe-ports', f'left by a killed agentkit-doctor --probe: '
+                                             f'{", ".join(probes)}',
+                              'a doctor was killed (SIGKILL) while probing; the next '
+                              '--probe run removes them', 'ip netns list | grep akprobe-')
+                if probes else report.ok('probe-ports', 'none left behind'))
     return result
 
 

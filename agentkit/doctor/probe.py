@@ -41,6 +41,23 @@ def probe_id(pid: int | None = None) -> str:
     return '%08x' % (os.getpid() if pid is None else pid)
 
 
+def doctor_alive(probe: str) -> bool:
+    """Whether the doctor that made probe ``probe`` (its pid, in hex) still runs."""
+    try:
+        pid = int(priv_probe.check_probe_id(probe), 16)
+    except ValueError:
+        return False
+    argv = external_process.read_cmdline(pid) or []
+    return any(PROG in arg for arg in argv[:2])
+
+
+def leftovers(namespaces: list[str]) -> list[str]:
+    """The probe namespaces among ``namespaces`` whose doctor is gone."""
+    prefix = priv_probe.PROBE_NS_PREFIX
+    return [ns for ns in namespaces
+            if ns.startswith(prefix) and not doctor_alive(ns[len(prefix):])]
+
+
 class Prober:
     def __init__(self, ovs: hosts_ovs.OvsView | None, integration_bridge: str) -> None:
         self.ovs = ovs
@@ -50,8 +67,7 @@ class Prober:
     # -- the probe port -----------------------------------------------------
     @staticmethod
     def _doctor_alive(probe: str) -> bool:
-        argv = external_process.read_cmdline(int(probe, 16)) or []
-        return any(PROG in arg for arg in argv[:2])
+        return doctor_alive(probe)
 
     def remove_stale(self) -> list[str]:
         """Remove the probe ports of doctors that are gone; their ids."""

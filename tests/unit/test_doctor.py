@@ -686,8 +686,8 @@ class HostCheckTest(base.TestCase):
         server, host = FakeServer(), FakeHost()
         settings = dataclasses.replace(SETTINGS, physical_bridges=frozenset({'br-ex'}))
         result = hops.check_host(server, host, settings)  # type: ignore[arg-type]
-        self.assertEqual(['agents', 'bridges', 'dhcp-namespaces', 'router-namespaces'],
-                         [h.name for h in result.hops])
+        self.assertEqual(['agents', 'bridges', 'dhcp-namespaces', 'router-namespaces',
+                          'probe-ports'], [h.name for h in result.hops])
         self.assertEqual([], result.broken_hops, result.to_text())
         self.assertIn('agentkit-dhcp (pid 11)', result.hops[0].evidence)
         gone = str(uuid.uuid4())
@@ -697,6 +697,21 @@ class HostCheckTest(base.TestCase):
         self.assertEqual(['bridges', 'router-namespaces'],
                          [h.name for h in result.broken_hops])
         self.assertIn(gone, result.hops[3].evidence)
+
+    def test_probe_ports_of_killed_doctors(self) -> None:
+        server, host = FakeServer(), FakeHost()
+        dead = 'akprobe-%08x' % 0x3ffffe            # no such pid
+        mine = 'akprobe-%08x' % os.getpid()        # of a doctor that runs
+        host.namespaces |= {dead}
+        with mock.patch.object(doctor_probe, 'doctor_alive',
+                               side_effect=lambda i: i == '%08x' % os.getpid()):
+            host.namespaces |= {mine}
+            result = hops.check_host(server, host, SETTINGS)  # type: ignore[arg-type]
+        self.assertEqual(['probe-ports'], [h.name for h in result.broken_hops])
+        self.assertIn(dead, result.hops[-1].evidence)
+        self.assertNotIn(mine, result.hops[-1].evidence)
+        self.assertFalse(doctor_probe.doctor_alive('%08x' % 0x3ffffe))
+        self.assertFalse(doctor_probe.doctor_alive('%08x' % os.getpid()))  # a test runner
 
     def test_processes_found_by_name(self) -> None:
         proc = self.useFixture(fixtures.TempDir()).path
