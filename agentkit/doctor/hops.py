@@ -711,7 +711,11 @@ def _nat_hops(namespace: str, gateway: intent.PortIntent, host: host_view.HostVi
     source = f'as agentkit-l3 was told ({recorded.source} at {recorded.received})'
     told_ip = told.gateway.ipv4_address if told.gateway else None
     routed = [o for _, o in snat if '-o' in o and o.get('--to-source') == told_ip]
-    if told.enable_snat and told_ip and not routed:
+    if told_ip is None:
+        snat_hop = report.unknown('snat', 'agentkit-l3 was told of no usable IPv4 gateway '
+                                          f'({recorded.source} at {recorded.received})',
+                                  f'cat {recorded.path}')
+    elif told.enable_snat and not routed:
         snat_hop = report.broken('snat', f'no SNAT to {told_ip} in {namespace}, although '
                                          f'agentkit-l3 was told enable_snat true '
                                          f'({recorded.source} at {recorded.received})',
@@ -736,7 +740,7 @@ def _nat_hops(namespace: str, gateway: intent.PortIntent, host: host_view.HostVi
                     if (fip, fixed) not in have)
                 for fip, fixed in sorted(wanted) if (fip, fixed) not in inbound & outbound]
     problems += [f'DNAT {fip} -> {fixed} agentkit-l3 was not told of'
-                 for fip, fixed in sorted(inbound - wanted) if fip and fixed]
+                 for fip, fixed in sorted((f, x) for f, x in inbound - wanted if f and x)]
     pairs = ', '.join(f'{fip} -> {fixed}' for fip, fixed in sorted(wanted)) or 'none'
     if problems:
         fip_hop = report.broken('floating-ips', f'{"; ".join(problems)} (wanted: {pairs}, '
