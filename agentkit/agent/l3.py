@@ -7,6 +7,7 @@ definitions from ``sync_routers``, and floating IP statuses back.
 
 import dataclasses
 import logging
+import os
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ import oslo_messaging
 from agentkit import exceptions
 from agentkit import loader
 from agentkit.agent import base
+from agentkit.agent import router_intent
 from agentkit.agent import work_queue
 from agentkit.api import agent_types
 from agentkit.api import interface as interface_api
@@ -199,6 +201,7 @@ class L3Agent(base.Agent):
         existing = set(self.routers) | self.router_driver.existing_routers()
         if self.metadata is not None:
             existing |= self.metadata.active_proxies(router=True)
+        existing |= router_intent.recorded_ids(self.conf.state_path)
         router_ids = self.plugin.get_router_ids()
         if not isinstance(router_ids, list):
             raise exceptions.InvalidPayload('get_router_ids did not return a list')
@@ -293,6 +296,7 @@ class L3Agent(base.Agent):
             self._delete_router(router_id)
             return
         started = time.monotonic()
+        self._record_intent(router)
         try:
             statuses = self.router_driver.process_router(router)
         except l3_api.RouterProcessingError as exc:
@@ -326,8 +330,25 @@ class L3Agent(base.Agent):
                       raw.get('id'), exc)
             return None
 
+    def _record_intent(self, router: l3_api.Router) -> None:
+        """What the driver is asked to build, for agentkit-doctor (router_intent).
+
+        A record that cannot be written costs the doctor its comparison, not
+        the router: logged, and the router is applied all the same. The same
+        router again (a full sync, a retry) is not written again.
+        """
+        if self.routers.get(router.id) == router and os.path.exists(
+                router_intent.path(self.conf.state_path, router.id)):
+            return
+        try:
+            router_intent.write(self.conf.state_path, router)
+        except OSError as exc:
+            LOG.warning('Router %s: cannot record what the server asked for: %s',
+                        router.id, exc)
+
     def _refuse(self, router_id: str, router: l3_api.Router, reason: str) -> None:
         """Never build a router the driver cannot build right; say so, once."""
+        router_intent.remove(self.conf.state_path, router_id)  # not built here
         known = self.unsupported.get(router_id) == reason
         if not known:
             LOG.error('Router %s is not built on this host: %s', router_id, reason)
@@ -351,4 +372,5 @@ class L3Agent(base.Agent):
         if self.metadata is not None:
             self.metadata.destroy_proxy(router_id)  # before its namespace goes
         self.router_driver.delete_router(router_id)
+        router_intent.remove(self.conf.state_path, router_id)
         self.routers.pop(router_id, None)

@@ -29,6 +29,8 @@ import abc
 import dataclasses
 import ipaddress
 import logging
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -383,6 +385,58 @@ class Router:
                    unusable_interface_ids=frozenset(unusable_ids),
                    gateway_unusable=gateway_unusable, unusable_gateway_id=unusable_gw_id,
                    unusable_floating_ips=unusable_fips, network_ids=network_ids)
+
+    def to_record(self) -> dict[str, Any]:
+        """The router as JSON-ready data; :meth:`from_record` reads it back.
+
+        Why: the L3 agent records what neutron-server last told it about a
+        router (``agentkit.agent.router_intent``) and agentkit-doctor compares
+        the host with that record; one serialisation of these types serves both.
+        """
+        return typing.cast(dict[str, Any], _plain(self))
+
+    @classmethod
+    def from_record(cls, record: Any) -> Router:
+        """:raises InvalidPayload: not what :meth:`to_record` wrote."""
+        try:
+            return typing.cast(Router, _from_plain(cls, record))
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise exceptions.InvalidPayload('not a recorded router: %s' % exc) from None
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, tuples, sets and mappings as JSON types (sets sorted)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _from_plain(kind: Any, value: Any) -> Any:
+    """``value`` (from :func:`_plain`) as the annotated type ``kind``."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        return kind(**{f.name: _from_plain(hints[f.name], value[f.name])
+                       for f in dataclasses.fields(kind) if f.name in value})
+    if origin in (types.UnionType, typing.Union):
+        if value is None:
+            return None
+        return _from_plain(next(a for a in args if a is not type(None)), value)
+    if origin is tuple:
+        return tuple(_from_plain(args[0], v) for v in value)
+    if origin is frozenset:
+        return frozenset(_from_plain(args[0], v) for v in value)
+    if origin in (Mapping, dict):
+        return {str(k): _from_plain(args[1], v) for k, v in value.items()}
+    if kind in (str, int, bool) and type(value) is not kind:
+        raise TypeError('%r is not a %s' % (value, kind.__name__))
+    return value
 
 
 class RouterProcessingError(exceptions.AgentkitError):

@@ -5,7 +5,9 @@ Same configuration conventions as the agents (``--config-file`` repeatable,
 knows the host name, ``state_path``, the OVSDB endpoint, the mechanism
 driver and its mappings. Exit codes: 0 every hop holds, 1 a hop is broken,
 2 a usage error (unknown sub-command, malformed id, bad configuration).
-Sub-commands: ``port``/``network``/``router`` <id>, and ``host``.
+Sub-commands: ``port``/``network``/``router`` <id>, and ``host``. ``--probe``
+adds active checks (:mod:`.probe`); without it nothing on the host changes.
+Interrupted (Ctrl-C, SIGTERM): 130, after the probe port was removed.
 
 Import only after ``agentkit.concurrency.select()`` (it loads oslo.messaging).
 """
@@ -31,6 +33,7 @@ from agentkit.doctor import hops
 from agentkit.doctor import host as host_view
 from agentkit.doctor import hosts_ovs
 from agentkit.doctor import intent
+from agentkit.doctor import probe as doctor_probe
 from agentkit.doctor import report
 from agentkit.lib import naming
 from agentkit.rpc import transport as rpc_transport
@@ -48,7 +51,14 @@ cli_opts = [
                 help='Print the report as JSON (for automation).'),
     cfg.IntOpt('rpc_timeout', default=10, min=1,
                help='Seconds to wait for each read-only call to neutron-server.'),
+    cfg.BoolOpt('probe', default=False,
+                help='Also run active checks: a DHCP DISCOVER from a temporary probe '
+                     'port on the network (removed afterwards), ARP/ping of the '
+                     'gateway and a TCP connect to 169.254.169.254:80 from the qdhcp- '
+                     'namespace. Never touches a VM. Without it the doctor only reads.'),
 ]
+#: Exit code when interrupted (Ctrl-C, SIGTERM), after the probe port was removed.
+EXIT_INTERRUPTED = 130
 
 
 def _add_subjects(subparsers: Any) -> None:
@@ -90,7 +100,9 @@ def _settings(conf: cfg.ConfigOpts) -> hops.Settings:
                          physical_bridges=frozenset(b.strip() for _, b in mappings),
                          tunnel_types=frozenset(conf.l2.tunnel_types),
                          metadata_proxy=conf.enable_metadata_proxy,
-                         iptables_firewall=_iptables_firewall(conf))
+                         iptables_firewall=_iptables_firewall(conf),
+                         probe=conf.probe,
+                         isolated_metadata=conf.enable_isolated_metadata)
 
 
 ServiceDrivers = tuple[dhcp_api.DhcpDriver, metadata_api.MetadataDriver]
@@ -114,7 +126,9 @@ def examine(conf: cfg.ConfigOpts, kind: str, resource_id: str) -> report.Report:
     dhcp, metadata = _service_drivers(conf)  # a bad driver name fails before any connection
     ovs = (hosts_ovs.OvsView(conf.ovs.ovsdb_connection, conf.ovs.ovsdb_timeout)
            if settings.mechanism == hops.OPENVSWITCH else None)
-    host = host_view.HostView(ovs, dhcp, metadata)
+    prober = (doctor_probe.Prober(ovs, settings.integration_bridge) if settings.probe
+              else None)
+    host = host_view.HostView(ovs, dhcp, metadata, conf.state_path, prober)
     transport = rpc_transport.get_transport(conf)
     try:
         server = intent.ServerView(transport, conf.host, timeout=conf.rpc_timeout)
@@ -154,6 +168,8 @@ def run(argv: list[str], conf: cfg.ConfigOpts | None = None) -> int:
             return report.EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     privsep_setup.setup_privsep(conf)
+    if conf.probe:
+        doctor_probe.prepare_interrupts()
     try:
         result = examine(conf, kind, resource_id)
     except (exceptions.DriverNotFound, exceptions.DriverLoadError,
@@ -161,5 +177,9 @@ def run(argv: list[str], conf: cfg.ConfigOpts | None = None) -> int:
         # The configuration names a driver that cannot describe the host.
         print(f'{PROG}: {exc}', file=sys.stderr)
         return report.EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f'{PROG}: interrupted' + ('; the probe port was removed' if conf.probe else ''),
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(result.to_json() if conf.json else result.to_text())
     return result.exit_code

@@ -7,14 +7,20 @@ one hop to repair first.
 """
 
 import dataclasses
+import os
+import shlex
 from collections.abc import Callable
 from typing import Protocol
 
+from agentkit import exceptions
+from agentkit.agent import router_intent
 from agentkit.api import device_owner
+from agentkit.api import metadata as metadata_api
 from agentkit.doctor import dhcp_filter
 from agentkit.doctor import host as host_view
 from agentkit.doctor import hosts_ovs
 from agentkit.doctor import intent
+from agentkit.doctor import probe as doctor_probe
 from agentkit.doctor import report
 from agentkit.lib import naming
 
@@ -43,6 +49,10 @@ class Settings:
     physical_bridges: frozenset[str] = frozenset()   # of [l2] bridge_mappings
     #: the L2 agent filters ports with iptables (iptables_hybrid, security groups on)
     iptables_firewall: bool = False
+    #: --probe: active checks (a probe port, ARP/ping, TCP connects); else read only
+    probe: bool = False
+    #: [DEFAULT] enable_isolated_metadata of the DHCP agent
+    isolated_metadata: bool = False
 
 
 class Server(Protocol):
@@ -98,6 +108,8 @@ def check_port(port_id: str, server: Server, host: host_view.HostView,
     if settings.iptables_firewall and network is not None and network.dhcp_addresses(port):
         hops.append(_security_group_hop(port, host))
     hops.extend(dhcp_hops(network, [port], vlan, host, settings))
+    if settings.probe and network is not None:
+        hops.extend(probe_hops(network, [port], vlan, host, settings, list(hops)))
     return result
 
 
@@ -290,6 +302,12 @@ def dhcp_hops(network: intent.NetworkIntent | None, ports: list[intent.PortInten
     return hops
 
 
+def _dhcp_device(dhcp_port: intent.PortIntent, addresses: dict[str, list[str]]) -> str | None:
+    """The DHCP port's device in its namespace (tap... or ns..., by interface driver)."""
+    names = (naming.tap_device_name(dhcp_port.id), naming.ns_device_name(dhcp_port.id))
+    return next((n for n in names if n in addresses), None)
+
+
 def _dhcp_port_hop(network_id: str, dhcp_port: intent.PortIntent, vlan: int | None,
                    host: host_view.HostView) -> report.Hop:
     namespace = naming.dhcp_namespace(network_id)
@@ -299,7 +317,7 @@ def _dhcp_port_hop(network_id: str, dhcp_port: intent.PortIntent, vlan: int | No
                              'ip netns list')
     addresses = host.addresses(namespace)
     names = (naming.tap_device_name(dhcp_port.id), naming.ns_device_name(dhcp_port.id))
-    device = next((n for n in names if n in addresses), None)
+    device = _dhcp_device(dhcp_port, addresses)
     show = f'ip netns exec {namespace} ip address'
     if device is None:
         return report.broken('dhcp-port', f'no device {" or ".join(names)} with an address '
@@ -352,6 +370,143 @@ def _host_entries_hop(network_id: str, ports: list[intent.PortIntent],
     return report.ok('dnsmasq-host', f'{count} address(es) in {state.host_file}')
 
 
+# -- --probe ----------------------------------------------------------------
+def probe_hops(network: intent.NetworkIntent, ports: list[intent.PortIntent],
+               vlan: int | None, host: host_view.HostView, settings: Settings,
+               earlier: list[report.Hop]) -> list[report.Hop]:
+    """Active checks: an OFFER to a probe port, the gateway, the metadata service."""
+    broken_before = [h.name for h in earlier if h.status == report.BROKEN]
+    hops = [_offer_hop(network, ports, vlan, host, settings, broken_before)]
+    dhcp_hop = next((h for h in earlier if h.name == 'dhcp-port'), None)
+    here = [p for p in network.dhcp_ports if p.host == settings.host]
+    namespace = naming.dhcp_namespace(network.id)
+    device = (_dhcp_device(here[0], host.addresses(namespace))
+              if here and dhcp_hop is not None and dhcp_hop.status == report.OK else None)
+    if device is None:
+        why = 'not run: no working DHCP port on this host to ask from'
+        hops += [report.unknown('gateway', why), report.unknown('metadata', why)]
+        return hops
+    hops.append(_gateway_hop(network, namespace, device, host))
+    hops.append(_metadata_path_hop(network, namespace, host, settings))
+    return hops
+
+
+def _offer_hop(network: intent.NetworkIntent, ports: list[intent.PortIntent],
+               vlan: int | None, host: host_view.HostView, settings: Settings,
+               broken_before: list[str]) -> report.Hop:
+    client = next(((p, ips) for p in ports if (ips := network.dhcp_addresses(p))), None)
+    if client is None:
+        return report.unknown('dhcp-offer', 'no port with an address DHCP serves: '
+                                            'nothing to ask for')
+    port, ips = client
+    if settings.mechanism == OPENVSWITCH and vlan is None:
+        return report.unknown('dhcp-offer', 'not run: no local VLAN of the network to '
+                                            'attach a probe port to')
+    try:
+        where, offers = host.probe_dhcp(network.id, vlan, port.mac_address)
+    except Exception as exc:   # the probe could not run: that is not the network's fault
+        return report.unknown('dhcp-offer', f'the probe could not run: {exc}')
+    watch = 'tcpdump -eni any udp port 67 or udp port 68'
+    if not offers:
+        evidence = (f'no OFFER for {port.mac_address} within {probe_timeout()} s to a '
+                    f'DISCOVER from the probe port {where}')
+        if broken_before:
+            return report.unknown('dhcp-offer', f'{evidence}, as expected with '
+                                                f'{", ".join(broken_before)} broken')
+        return report.broken('dhcp-offer', evidence,
+                             'dnsmasq does not answer (stopped or hung), or DHCP is lost '
+                             'between the VM\'s switch port and the DHCP port (VLAN, '
+                             'uplink, filtering); see ' + DHCP_LOG, watch)
+    seen = '; '.join(f'{o["server"]} ({o["server_mac"]}) offered {o["address"]}'
+                     for o in offers)
+    wrong = [o for o in offers if o['address'] not in ips]
+    if wrong:
+        return report.broken('dhcp-offer', f'{seen} to {port.mac_address}, which '
+                                           f'neutron-server gives {", ".join(ips)}',
+                             'another DHCP server answers on the network, or dnsmasq '
+                             'serves a stale entry', watch)
+    return report.ok('dhcp-offer', f'{seen} to {port.mac_address}, asked from the probe '
+                                   f'port {where} (removed)')
+
+
+def probe_timeout() -> float:
+    return doctor_probe.DHCP_TIMEOUT
+
+
+def _gateway_hop(network: intent.NetworkIntent, namespace: str, device: str,
+                 host: host_view.HostView) -> report.Hop:
+    gateways = [s.gateway_ip for s in network.subnets
+                if s.ip_version == 4 and s.enable_dhcp and s.gateway_ip]
+    if not gateways:
+        return report.ok('gateway', 'no DHCP-enabled IPv4 subnet has a gateway')
+    found, missing = [], []
+    for gateway in gateways:
+        try:
+            answer = host.probe_gateway(namespace, device, gateway)
+        except Exception as exc:   # the probe could not run
+            return report.unknown('gateway', f'the probe could not run: {exc}')
+        if answer['mac'] is None and answer['rtt_ms'] is None:
+            missing.append(gateway)
+        else:
+            ping = (f'ping {answer["rtt_ms"]} ms' if answer['rtt_ms'] is not None
+                    else 'no ping reply')
+            found.append(f'{gateway} answers ARP ({answer["mac"]}), {ping}')
+    if missing:
+        return report.broken('gateway', f'no ARP or ping reply from {", ".join(missing)} '
+                                        f'to {device} in {namespace}',
+                             'the router\'s qr- port is missing or not wired (see '
+                             f'{L3_LOG}), or the provider\'s gateway is unreachable '
+                             'through the uplink',
+                             f'ip netns exec {namespace} ping -c1 {missing[0]}')
+    return report.ok('gateway', f'{"; ".join(found)} (from {device} in {namespace})')
+
+
+def _metadata_path_hop(network: intent.NetworkIntent, namespace: str,
+                       host: host_view.HostView, settings: Settings) -> report.Hop:
+    routed = any(p.device_owner in device_owner.ROUTER_INTERFACE_OWNERS
+                 for p in network.ports)
+    if not routed and not settings.isolated_metadata:
+        return report.unknown('metadata', 'no router on the network and '
+                                          'enable_isolated_metadata off: no metadata service '
+                                          'for its VMs to reach')
+    return _metadata_connect_hop(namespace, 'the router\'s redirect' if routed
+                                 else 'the isolated proxy', L3_LOG if routed else DHCP_LOG,
+                                 host)
+
+
+def _metadata_connect_hop(namespace: str, via: str, log: str,
+                          host: host_view.HostView) -> report.Hop:
+    """A TCP connect to 169.254.169.254:80 from ``namespace``, as a VM's request goes."""
+    target = f'{metadata_api.METADATA_V4_IP}:{metadata_api.METADATA_PORT}'
+    try:
+        error = host.probe_connect(namespace, metadata_api.METADATA_V4_IP,
+                                   metadata_api.METADATA_PORT)
+    except Exception as exc:   # the probe could not run
+        return report.unknown('metadata', f'the probe could not run: {exc}')
+    if error is not None:
+        return report.broken('metadata', f'no TCP connection to {target} from {namespace} '
+                                         f'({via}): {error}',
+                             'the metadata proxy (haproxy) is down, or the router\'s '
+                             '169.254.169.254 redirect is missing; see ' + log,
+                             f'ip netns exec {namespace} curl -sv '
+                             f'http://{metadata_api.METADATA_V4_IP}/')
+    return report.ok('metadata', f'{target} accepts connections from {namespace} ({via}, '
+                                 'the path of a VM\'s request)')
+
+
+def _router_metadata_hop(interfaces: list[intent.PortIntent],
+                         host: host_view.HostView) -> report.Hop:
+    """The router's proxy reached as a VM reaches it: from a network behind it."""
+    for port in interfaces:
+        namespace = naming.dhcp_namespace(port.network_id)
+        if host.namespace_exists(namespace):
+            return _metadata_connect_hop(namespace, 'through the router\'s redirect',
+                                         L3_LOG, host)
+    return report.unknown('metadata', 'not run: no qdhcp- namespace of the router\'s '
+                                      'networks on this host to connect from (the proxy\'s '
+                                      'own port accepts only requests the redirect marked)')
+
+
 # -- network ----------------------------------------------------------------
 def check_network(network_id: str, server: Server, host: host_view.HostView,
                   settings: Settings) -> report.Report:
@@ -375,6 +530,8 @@ def check_network(network_id: str, server: Server, host: host_view.HostView,
         hops.append(vlan_hop)
         hops.append(uplink_hop(network_id, segment, vlan, host, settings))
     hops.extend(dhcp_hops(network, list(network.ports), vlan, host, settings))
+    if settings.probe:
+        hops.extend(probe_hops(network, list(network.ports), vlan, host, settings, list(hops)))
     return result
 
 
@@ -405,7 +562,9 @@ def check_router(router_id: str, server: Server, host: host_view.HostView,
 
     neutron-server has no read-only call that returns a router (see
     :mod:`.intent`): its ports come from ``get_ports``; ``enable_snat`` and
-    floating IPs cannot be compared, so those hops show what the host has.
+    floating IPs come from what agentkit-l3 recorded it was told
+    (:mod:`agentkit.agent.router_intent`); without that record the NAT hops
+    show what the host has and judge nothing.
     """
     result = report.Report('router', router_id, settings.host)
     hops = result.hops
@@ -429,6 +588,8 @@ def check_router(router_id: str, server: Server, host: host_view.HostView,
     interfaces = [p for p in ports if p is not gateway]
     hops.append(report.ok('server', f'{len(interfaces)} interface(s), gateway '
                                     f'{_ips(gateway) if gateway else "none"}'))
+    intent_hop, recorded = _intent_hop(router_id, ports, host)
+    hops.append(intent_hop)
     namespace = naming.router_namespace(router_id)
     if not host.namespace_exists(namespace):
         hops.append(report.broken('namespace', f'no namespace {namespace}',
@@ -444,14 +605,48 @@ def check_router(router_id: str, server: Server, host: host_view.HostView,
     else:
         hops.append(_router_devices_hop('gateway', namespace, addresses, [gateway],
                                         naming.router_gateway_name))
-        hops.extend(_nat_hops(namespace, gateway, host))
+        hops.extend(_nat_hops(namespace, gateway, host, recorded))
     if settings.metadata_proxy and interfaces:
         hops.append(_metadata_proxy_hop(router_id, host))
+        if settings.probe:
+            hops.append(_router_metadata_hop(interfaces, host))
     return result
 
 
 def _ips(port: intent.PortIntent) -> str:
     return ', '.join(ip for _, ip in port.fixed_ips) or 'no address'
+
+
+def _intent_hop(router_id: str, ports: list[intent.PortIntent], host: host_view.HostView
+                ) -> tuple[report.Hop, router_intent.Recorded | None]:
+    """What agentkit-l3 last received for the router, and whether it is current."""
+    where = f'ls -l {os.path.join(host.state_path, router_intent.DIRECTORY)}'
+    try:
+        recorded = host.router_intent(router_id)
+    except exceptions.InvalidPayload as exc:
+        return report.unknown('l3-intent', f'unreadable: {exc}', where), None
+    if recorded is None:
+        return report.unknown('l3-intent', 'agentkit-l3 recorded nothing for this router '
+                                           '(not applied here since it records, or another '
+                                           'state_path): SNAT and floating IPs are shown, '
+                                           'not judged', where), None
+    told = recorded.router
+    told_ports = ({p.id for p in told.interfaces} | set(told.unusable_interface_ids)
+                  | {p for p in (told.gateway.id if told.gateway else None,
+                                 told.unusable_gateway_id) if p})
+    current = {p.id for p in ports}
+    source = f'{recorded.source} at {recorded.received}, {recorded.path}'
+    if told_ports != current:
+        changed = sorted(told_ports ^ current)
+        return report.broken('l3-intent', f'agentkit-l3 last applied the router with other '
+                                          f'ports than neutron-server has now (differ: '
+                                          f'{", ".join(changed)}); told by {source}',
+                             'agentkit-l3 missed the router\'s update or failed to apply it; '
+                             'see ' + L3_LOG, f'cat {recorded.path}'), recorded
+    return report.ok('l3-intent', f'enable_snat {str(told.enable_snat).lower()}, '
+                                  f'{len(told.floating_ips)} floating IP(s), '
+                                  f'{len(told.routes)} extra route(s); told by {source}'
+                     ), recorded
 
 
 def _router_devices_hop(name: str, namespace: str, addresses: dict[str, list[str]],
@@ -474,30 +669,88 @@ def _router_devices_hop(name: str, namespace: str, addresses: dict[str, list[str
     return report.ok(name, ', '.join(found) or 'none')
 
 
-def _nat_hops(namespace: str, gateway: intent.PortIntent,
-              host: host_view.HostView) -> list[report.Hop]:
+def _nat(rules: list[str], target: str) -> list[tuple[str, dict[str, str]]]:
+    """(chain, options) of the NAT rules jumping to ``target`` (SNAT, DNAT)."""
+    found = []
+    for rule in rules:
+        words = shlex.split(rule)      # '-A <chain> ...'
+        options: dict[str, str] = {}
+        for i in range(2, len(words) - 1):
+            if words[i].startswith('-') and not words[i + 1].startswith('-'):
+                negated = words[i - 1] == '!'
+                options[('!' if negated else '') + words[i]] = words[i + 1]
+        if options.get('-j') == target:
+            found.append((words[1], {k: v.removesuffix('/32') for k, v in options.items()}))
+    return found
+
+
+def _nat_hops(namespace: str, gateway: intent.PortIntent, host: host_view.HostView,
+              recorded: router_intent.Recorded | None) -> list[report.Hop]:
     show = f'ip netns exec {namespace} iptables-save -t nat'
     try:
         rules = host.nat_rules(namespace)
     except Exception as exc:   # any failure of the tool is evidence
         return [report.unknown('snat', f'cannot read the NAT table: {exc}', show)]
-    gateway_ips = [ip for _, ip in gateway.fixed_ips if ':' not in ip]
-    snat = [r for r in rules if '-j SNAT' in r and '-o ' in r
-            and any(f'--to-source {ip}' in r for ip in gateway_ips)]
-    hops = [report.ok('snat', f'internal traffic leaves as {", ".join(gateway_ips)}')
-            if snat else
-            report.unknown('snat', f'no SNAT to {", ".join(gateway_ips) or "?"}: right only '
-                                   'if the router has enable_snat false, which no read-only '
-                                   'call of neutron-server tells',
-                           f'{show}; openstack router show -c external_gateway_info')]
-    dnat = [r.split('-d ', 1)[1].split()[0].removesuffix('/32') + ' -> '
-            + r.split('--to-destination ', 1)[1]
-            for r in rules if '-j DNAT' in r and '-d ' in r and '--to-destination ' in r]
-    hops.append(report.unknown('floating-ips', f'DNAT here: {", ".join(dnat) or "none"}; '
-                                               'the router\'s floating IPs have no read-only '
-                                               'source to compare with',
-                               f'{show}; openstack floating ip list --router <router>'))
-    return hops
+    snat, dnat = _nat(rules, 'SNAT'), _nat(rules, 'DNAT')
+    if recorded is None:
+        gateway_ips = [ip for _, ip in gateway.fixed_ips if ':' not in ip]
+        shown = [f'{o["-d"]} -> {o["--to-destination"]}' for _, o in dnat
+                 if '-d' in o and '--to-destination' in o]
+        routed = [o for _, o in snat if '-o' in o and o.get('--to-source') in gateway_ips]
+        return [report.ok('snat', f'internal traffic leaves as {", ".join(gateway_ips)}')
+                if routed else
+                report.unknown('snat', f'no SNAT to {", ".join(gateway_ips) or "?"}: right '
+                                       'only if the router has enable_snat false, and '
+                                       'agentkit-l3 recorded nothing to tell',
+                               f'{show}; openstack router show -c external_gateway_info'),
+                report.unknown('floating-ips', f'DNAT here: {", ".join(shown) or "none"}; '
+                                               'agentkit-l3 recorded no floating IPs to '
+                                               'compare with',
+                               f'{show}; openstack floating ip list --router <router>')]
+    told = recorded.router
+    source = f'as agentkit-l3 was told ({recorded.source} at {recorded.received})'
+    told_ip = told.gateway.ipv4_address if told.gateway else None
+    routed = [o for _, o in snat if '-o' in o and o.get('--to-source') == told_ip]
+    if told_ip is None:
+        snat_hop = report.unknown('snat', 'agentkit-l3 was told of no usable IPv4 gateway '
+                                          f'({recorded.source} at {recorded.received})',
+                                  f'cat {recorded.path}')
+    elif told.enable_snat and not routed:
+        snat_hop = report.broken('snat', f'no SNAT to {told_ip} in {namespace}, although '
+                                         f'agentkit-l3 was told enable_snat true '
+                                         f'({recorded.source} at {recorded.received})',
+                                 'the rule was removed outside agentkit, or agentkit-l3 '
+                                 'failed to apply the router; VMs without a floating IP '
+                                 'cannot reach the external network; see ' + L3_LOG, show)
+    elif not told.enable_snat and routed:
+        snat_hop = report.broken('snat', f'SNAT to {told_ip} in {namespace}, although '
+                                         'agentkit-l3 was told enable_snat false',
+                                 'a rule added outside agentkit, or agentkit-l3 has not '
+                                 'applied the change; see ' + L3_LOG, show)
+    elif routed:
+        snat_hop = report.ok('snat', f'internal traffic leaves as {told_ip}, {source}')
+    else:
+        snat_hop = report.ok('snat', f'no SNAT, {source}: enable_snat false')
+    wanted = {(f.floating_ip, f.fixed_ip) for f in told.floating_ips}
+    inbound = {(o.get('-d'), o.get('--to-destination')) for chain, o in dnat
+               if chain.endswith('PREROUTING')}
+    outbound = {(o.get('--to-source'), o.get('-s')) for _, o in snat if '-s' in o}
+    problems = [f'{fip} -> {fixed}: no ' + ' and no '.join(
+                    what for what, have in (('DNAT', inbound), ('SNAT', outbound))
+                    if (fip, fixed) not in have)
+                for fip, fixed in sorted(wanted) if (fip, fixed) not in inbound & outbound]
+    problems += [f'DNAT {fip} -> {fixed} agentkit-l3 was not told of'
+                 for fip, fixed in sorted((f, x) for f, x in inbound - wanted if f and x)]
+    pairs = ', '.join(f'{fip} -> {fixed}' for fip, fixed in sorted(wanted)) or 'none'
+    if problems:
+        fip_hop = report.broken('floating-ips', f'{"; ".join(problems)} (wanted: {pairs}, '
+                                                f'{source})',
+                                'rules removed or added outside agentkit, or agentkit-l3 '
+                                'failed to apply the router: a floating IP without DNAT '
+                                'does not reach its VM; see ' + L3_LOG, show)
+    else:
+        fip_hop = report.ok('floating-ips', f'DNAT and SNAT for {pairs}, {source}')
+    return [snat_hop, fip_hop]
 
 
 def _metadata_proxy_hop(router_id: str, host: host_view.HostView) -> report.Hop:
@@ -542,6 +795,12 @@ def check_host(server: Server, host: host_view.HostView, settings: Settings) -> 
                                lambda i: bool(server.router_ports(i)), L3_LOG))
     except intent.ServerUnreachable as exc:
         hops.append(_unreachable(exc))
+    probes = doctor_probe.leftovers(namespaces)
+    hops.append(report.broken('probe-ports', f'left by a killed agentkit-doctor --probe: '
+                                             f'{", ".join(probes)}',
+                              'a doctor was killed (SIGKILL) while probing; the next '
+                              '--probe run removes them', 'ip netns list | grep akprobe-')
+                if probes else report.ok('probe-ports', 'none left behind'))
     return result
 
 

@@ -9,11 +9,14 @@ doctor and the drivers cannot disagree on where their files are.
 
 import dataclasses
 import os
+from typing import Any
 
 from agentkit import exceptions
+from agentkit.agent import router_intent
 from agentkit.api import dhcp as dhcp_api
 from agentkit.api import metadata as metadata_api
 from agentkit.doctor import hosts_ovs
+from agentkit.doctor import probe as doctor_probe
 from agentkit.lib import external_process
 from agentkit.lib import ip_lib
 from agentkit.privileged import iptables
@@ -35,10 +38,36 @@ class HostView:
     """Every read the hops make, in one place (unit tests replace it)."""
 
     def __init__(self, ovs: hosts_ovs.OvsView | None, dhcp: dhcp_api.DhcpDriver,
-                 metadata: metadata_api.MetadataDriver) -> None:
+                 metadata: metadata_api.MetadataDriver, state_path: str = '',
+                 prober: doctor_probe.Prober | None = None) -> None:
         self.ovs = ovs
         self.dhcp = dhcp
         self.metadata = metadata
+        self.state_path = state_path
+        self.prober = prober    # None: read only (no --probe)
+
+    def _probe(self) -> doctor_probe.Prober:
+        if self.prober is None:
+            raise doctor_probe.ProbeError('read only: active checks need --probe')
+        return self.prober
+
+    def probe_dhcp(self, network_id: str, vlan: int | None,
+                   mac: str) -> tuple[str, list[dict[str, str]]]:
+        """(where the probe port was, the OFFERs a DISCOVER for ``mac`` got)."""
+        return self._probe().dhcp_offers(network_id, vlan, mac)
+
+    def probe_gateway(self, namespace: str, device: str, gateway: str) -> dict[str, Any]:
+        return self._probe().gateway(namespace, device, gateway)
+
+    def probe_connect(self, namespace: str, address: str, port: int) -> str | None:
+        return self._probe().connect(namespace, address, port)
+
+    def router_intent(self, router_id: str) -> router_intent.Recorded | None:
+        """What agentkit-l3 last received for the router (its record under state_path).
+
+        :raises InvalidPayload: the record is unreadable.
+        """
+        return router_intent.read(self.state_path, router_id)
 
     @staticmethod
     def link(name: str, namespace: str | None = None) -> ip_lib.LinkInfo | None:

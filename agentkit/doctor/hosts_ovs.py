@@ -1,14 +1,18 @@
-"""What Open vSwitch has on this host, read only.
+"""What Open vSwitch has on this host; written only for ``--probe``'s port.
 
 The doctor's one way to OVSDB, so that the rest of it does not depend on
 how :mod:`agentkit.lib` spells its OVS API: only the shared connection and
-a bridge's public read methods are used here.
+a bridge's public methods are used here. The two writes add and remove
+the probe port of :mod:`.probe` (no ``iface-id``: the L2 agent leaves it alone).
 """
 
 import dataclasses
+import os
 
 from agentkit.lib.ovs import connection as ovs_connection
 
+#: Interface.external_ids key marking a probe port (the value: the doctor's pid).
+PROBE = 'agentkit-doctor-probe'
 #: Neutron's Port.other_config keys the L2 agent records a network's wiring in.
 NET_UUID = 'net_uuid'
 TAG = 'tag'
@@ -58,3 +62,17 @@ class OvsView:
                 if port.other_config.get(NET_UUID) == network_id:
                     found.append(port)
         return found
+
+    def port_names(self, bridge: str) -> list[str]:
+        br = self._conn.bridge(bridge)
+        return br.get_port_names() if br.exists() else []
+
+    def add_probe_port(self, bridge: str, name: str, tag: int) -> None:
+        """The probe's veth end as an access port of local VLAN ``tag``."""
+        self._conn.bridge(bridge).add_port(name, tag=tag,
+                                           external_ids={PROBE: str(os.getpid())})
+
+    def delete_port(self, bridge: str, name: str) -> None:
+        br = self._conn.bridge(bridge)
+        if br.exists():
+            br.delete_port(name)

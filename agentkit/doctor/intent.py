@@ -66,6 +66,7 @@ class Subnet:
     cidr: str
     ip_version: int
     enable_dhcp: bool
+    gateway_ip: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +79,8 @@ class NetworkIntent:
     def from_rpc(cls, info: dict[str, Any]) -> 'NetworkIntent':
         return cls(id=info['id'],
                    subnets=tuple(Subnet(s['id'], s.get('cidr', ''), int(s.get('ip_version', 4)),
-                                        bool(s.get('enable_dhcp', True)))
+                                        bool(s.get('enable_dhcp', True)),
+                                        s.get('gateway_ip') or None)
                                  for s in info.get('subnets') or []),
                    ports=tuple(PortIntent.from_rest(p) for p in info.get('ports') or []))
 

@@ -1,7 +1,14 @@
 """agentkit-doctor against a real host: agentkit-l2 (openvswitch, a flat
-provider network) and agentkit-dhcp (dnsmasq) on a fake neutron-server over
-RabbitMQ. A healthy port reports every hop; each hop broken on purpose is
-named, and no other hop is."""
+provider network, noop or iptables_hybrid), agentkit-dhcp (dnsmasq) and
+agentkit-l3 (namespace routers, haproxy) on a fake neutron-server over
+RabbitMQ. A healthy port or router reports every hop; each hop broken on
+purpose is named, and no other hop is: tap out of the bridge, wrong OVS
+tag, host entry missing, dnsmasq killed, a security group rule dropping
+DHCP, an interface address, the SNAT rule, a floating IP's DNAT, the
+metadata proxy, the router's namespace. ``--probe`` gets an OFFER, the
+gateway's answer and a connection to the metadata proxy, names the DHCP
+hop when dnsmasq is stopped, and leaves nothing behind, also on Ctrl-C;
+without it nothing on the host changes."""
 
 import json
 import os
@@ -10,13 +17,19 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
+
+from oslo_config import cfg
+from testtools import content
 
 from agentkit.conf import metadata as metadata_conf
 from agentkit.lib import external_process
+from agentkit.lib import fileutils
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
 from agentkit.lib.ovs import connection as ovs_connection
+from tests import reliability
 from tests.functional import base
 from tests.functional import fake_neutron
 from tests.functional import ovs_host
@@ -29,6 +42,18 @@ HOPS = ['binding', 'vm-tap', 'bridge', 'local-vlan', 'uplink', 'dhcp-port',
         'dnsmasq', 'dnsmasq-host']
 
 
+def shared_state_path(test):
+    """A state_path the daemons that drop to "nobody" can read (dnsmasq,
+    haproxy: every level traversable); what runs from it dies at cleanup."""
+    os.makedirs(STATE_ROOT, exist_ok=True)
+    path = tempfile.mkdtemp(prefix='doctor-', dir=STATE_ROOT)
+    test.addCleanup(shutil.rmtree, path, True)
+    for directory in (STATE_ROOT, path):
+        os.chmod(directory, 0o755)
+    test.addCleanup(base.kill_pids_with, path)
+    return path
+
+
 class DoctorTest(base.AgentTestCase):
 
     def setUp(self):
@@ -36,13 +61,7 @@ class DoctorTest(base.AgentTestCase):
         self.configure(metadata_conf.register_metadata_opts, {})
         self.neutron = fake_neutron.FakeNeutron().start()
         self.addCleanup(self.neutron.stop)
-        # dnsmasq reads its files as "nobody": every level must be traversable.
-        os.makedirs(STATE_ROOT, exist_ok=True)
-        self.state_path = tempfile.mkdtemp(prefix='doctor-', dir=STATE_ROOT)
-        self.addCleanup(shutil.rmtree, self.state_path, True)
-        for path in (STATE_ROOT, self.state_path):
-            os.chmod(path, 0o755)
-        self.addCleanup(base.kill_pids_with, self.state_path)
+        self.state_path = shared_state_path(self)
         self.ovs = ovs_connection.get_connection()
         prefix = ovs_host.random_prefix()
         self.br_int = self.ovs.bridge(prefix + 'i', 'netdev')
@@ -72,11 +91,24 @@ class DoctorTest(base.AgentTestCase):
             return new
         self.neutron.make_dhcp_port = make_bound_dhcp_port
 
-    def _l2_record(self, port):
+    def _l2_record(self, port, filtered=False):
         return {**port, 'device': port['id'], 'port_id': port['id'],
                 'binding:host_id': self.host, 'network_type': 'flat',
                 'physical_network': PHYSNET, 'segmentation_id': None,
-                'port_security_enabled': False}
+                'port_security_enabled': filtered, 'security_groups': [],
+                'allowed_address_pairs': []}
+
+    def set_options(self, section, **options):
+        """Add options to the agents' (and the doctor's) configuration file."""
+        with open(self.config) as f:
+            text = f.read()
+        lines = ''.join(f'{k} = {v}\n' for k, v in options.items())
+        if f'[{section}]\n' in text:
+            text = text.replace(f'[{section}]\n', f'[{section}]\n{lines}', 1)
+        else:
+            text += f'\n[{section}]\n{lines}'
+        with open(self.config, 'w') as f:
+            f.write(text)
 
     def doctor(self, *args):
         proc = subprocess.run([DOCTOR, '--config-file', self.config, '--json', *args],
@@ -87,18 +119,26 @@ class DoctorTest(base.AgentTestCase):
         self.assertEqual(1 if broken else 0, proc.returncode, proc.stdout)
         return result, broken
 
-    def build(self):
-        """A flat network, a VM port bound here, both agents serving them."""
+    def build(self, hybrid=False):
+        """A flat network, a VM port bound here, both agents serving them.
+
+        ``hybrid``: the VM is plugged as os-vif's hybrid plug and filtered by
+        iptables_hybrid (the port's security chains exist).
+        """
         net = self.neutron.add_network(mtu=1450)
         subnet = self.neutron.add_subnet(net['id'], '10.251.0.0/24', '10.251.0.1')
         mac = 'fa:16:3e:%02x:%02x:%02x' % tuple(uuid.uuid4().bytes[:3])
         port = self.neutron.add_port(net['id'], mac, [(subnet['id'], '10.251.0.10')])
         with self.neutron.lock:
             port['binding:host_id'] = self.host
-        self.neutron.port_details[port['id']] = self._l2_record(port)
+        self.neutron.port_details[port['id']] = self._l2_record(port, filtered=hybrid)
         vm = fake_vm.FakeVM(self.short_name('akdoc'), port['id'], mac)
         self.addCleanup(vm.destroy, self.br_int)
-        vm.plug_ovs(self.br_int)
+        if hybrid:
+            self.addCleanup(vm.unplug_ovs_hybrid, self.br_int)
+            vm.plug_ovs_hybrid(self.br_int)
+        else:
+            vm.plug_ovs(self.br_int)
         self.run_agent('agentkit-l2', self.config, self.host, self.neutron)
         mark = self.neutron.mark()
         self.dhcp = self.run_agent('agentkit-dhcp', self.config, self.host, self.neutron)
@@ -202,6 +242,129 @@ class DoctorTest(base.AgentTestCase):
         bad = self.assert_only_broken(port, 'dnsmasq')
         self.assertIn('agentkit-dhcp', bad['cause'])
 
+    def test_security_group_dropping_dhcp(self):
+        self.useFixture(base.HostFirewallChains(cfg.CONF))   # before the agent starts
+        self.set_options('securitygroup', firewall_driver='iptables_hybrid',
+                         enable_security_group='true')
+        net, port, vm = self.build(hybrid=True)
+        hops = ['binding', 'vm-tap', 'bridge', 'local-vlan', 'uplink', 'security-group',
+                'dhcp-port', 'dnsmasq', 'dnsmasq-host']
+        result, broken = self.doctor('port', port['id'])
+        self.assertEqual([], broken, json.dumps(result, indent=1))
+        self.assertEqual(hops, [h['name'] for h in result['hops']])
+        self.assertEqual({'ok'}, {h['status'] for h in result['hops']}, result)
+        self.assertIn('lets DHCP requests through', result['hops'][5]['evidence'])
+
+        # A real rule in the port's egress chain drops its DHCP requests.
+        chain = 'neutron-openvswi-o' + port['id'][:10]
+        drop = ('-p', 'udp', '-m', 'udp', '--dport', '67', '-j', 'DROP')
+        ovs_host.run('iptables', '-I', chain, '1', *drop)
+        bad = self.assert_only_broken(port, 'security-group')
+        self.assertIn(f'{chain} drops DHCP requests', bad['evidence'])
+        ovs_host.run('iptables', '-D', chain, *drop)
+        result, broken = self.doctor('port', port['id'])
+        self.assertEqual([], broken, json.dumps(result, indent=1))
+
+    def test_probe(self):
+        """--probe: an OFFER to a probe port, the gateway, the metadata proxy;
+        and nothing on the host changes without it."""
+        self.set_options('DEFAULT', enable_isolated_metadata='true')
+        net, port, vm = self.build()
+        base.wait_until(lambda: any(
+            'haproxy' in (external_process.read_cmdline(p) or [''])[0]
+            for p in base.pids_with(net['id'])), timeout=15, message='the isolated proxy')
+        # A stand-in router on the network's local VLAN answers for the gateway.
+        vlan = self.br_int.get_port_tag(vm.tap)
+        gateway = fake_vm.FakeVM(self.short_name('akdgw'), str(uuid.uuid4()),
+                                 'fa:16:3e:00:0a:01')
+        self.addCleanup(gateway.destroy, self.br_int)
+        ovs_host.run('ethtool', '-K', gateway.tap, 'tx', 'off')
+        self.br_int.add_port(gateway.tap, tag=vlan)
+        gateway.set_ip('10.251.0.1/24')
+        leases = os.path.join(self.state_path, 'dhcp', net['id'], 'leases')
+
+        # Without --probe: the same report, and not a device, namespace or
+        # OVS port more or less.
+        before = self.host_state(net['id'])
+        result, broken = self.doctor('port', port['id'])
+        self.assertEqual(([], HOPS), (broken, [h['name'] for h in result['hops']]), result)
+        self.assertEqual(before, self.host_state(net['id']))
+
+        leases_before = fileutils.read_text(leases)
+        started = time.monotonic()
+        result, broken = self.doctor('--probe', 'port', port['id'])
+        healthy_s = time.monotonic() - started
+        hops = {h['name']: h for h in result['hops']}
+        self.assertEqual([], broken, json.dumps(result, indent=1))
+        self.assertEqual(HOPS + ['dhcp-offer', 'gateway', 'metadata'], list(hops))
+        self.assertEqual({'ok'}, {h['status'] for h in hops.values()}, result)
+        self.assertIn(f"offered 10.251.0.10 to {port['mac_address']}",
+                      hops['dhcp-offer']['evidence'])
+        self.assertIn('10.251.0.1 answers ARP (fa:16:3e:00:0a:01), ping',
+                      hops['gateway']['evidence'])
+        self.assertIn('isolated proxy', hops['metadata']['evidence'])
+        self.assertEqual(before, self.host_state(net['id']))    # the probe port is gone
+        # DISCOVER/OFFER changes no lease (the DHCP driver wrote the VM's
+        # entry; an ACK would renew its expiry).
+        self.assertIn(port['mac_address'], leases_before)
+        self.assertEqual(leases_before, fileutils.read_text(leases))
+
+        # dnsmasq stopped (not dead: its pid and files are all there): only
+        # the probe notices, and names the DHCP hop.
+        pid = external_process.read_pid_file(
+            os.path.join(self.state_path, 'dhcp', net['id'], 'pid'))
+        os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(os.kill, pid, signal.SIGCONT)
+        result, broken = self.doctor('--probe', 'port', port['id'])
+        self.assertEqual(['dhcp-offer'], broken, json.dumps(result, indent=1))
+        bad = next(h for h in result['hops'] if h['name'] == 'dhcp-offer')
+        self.assertIn(f"no OFFER for {port['mac_address']}", bad['evidence'])
+        self.assertTrue(bad['cause'] and bad['command'], bad)
+        self.assertEqual(before, self.host_state(net['id']))
+
+        # Ctrl-C at a terminal (SIGINT to the doctor's whole process group,
+        # its privsep daemon included) while the probe waits for an OFFER:
+        # the probe port goes too.
+        proc = subprocess.Popen([DOCTOR, '--config-file', self.config, '--probe', 'port',
+                                 port['id']], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        self.addCleanup(proc.kill)
+        probe_ns = 'akprobe-%08x' % proc.pid
+        base.wait_until(lambda: ip_lib.namespace_exists(probe_ns), timeout=30,
+                        message='the probe port')
+        base.wait_until(lambda: 'akp%08x' % proc.pid in self.br_int.get_port_names(),
+                        timeout=10, message='the probe port on br-int')
+        interrupted = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        exited_s = time.monotonic() - interrupted
+        self.assertEqual(130, proc.returncode, stderr)
+        self.assertIn('the probe port was removed', stderr)
+        self.assertEqual(before, self.host_state(net['id']))
+        reliability.record(
+            'doctor-probe-interrupted', kind='fault',
+            fault='Ctrl-C at a terminal during agentkit-doctor --probe',
+            injected='SIGINT to the doctor\'s process group (its privsep daemon '
+                     'included) while the probe port waits for an OFFER',
+            checked='exit 130; no akprobe- namespace, akp device or br-int port left, '
+                    'the network\'s namespace and devices as before',
+            result={'exited in s': round(exited_s, 1), 'probe ports left': 0})
+        os.kill(pid, signal.SIGCONT)
+        self.addDetail('figures', content.text_content(
+            f'agentkit-doctor --probe port, healthy (process start to exit): '
+            f'{healthy_s:.1f} s'))
+
+    def host_state(self, network_id):
+        """What a doctor run could leave behind: probe namespaces and devices,
+        br-int's ports, the network's namespace and its devices."""
+        return (sorted(ns for ns in ip_lib.list_namespaces() if ns.startswith('akprobe-')
+                       or network_id in ns),
+                sorted(link['name'] for link in ip_lib.list_links()
+                       if link['name'].startswith('akp')),
+                self.br_int.get_port_names(),
+                sorted(link['name'] for link in
+                       ip_lib.list_links(naming.dhcp_namespace(network_id))))
+
     def test_usage_errors_exit_2(self):
         for args in (['router-of-nothing', str(uuid.uuid4())], ['port', 'not-an-id'],
                      ['network', str(uuid.uuid4()).upper()], []):
@@ -215,23 +378,21 @@ class DoctorTest(base.AgentTestCase):
 
 
 class RouterDoctorTest(base.AgentTestCase):
-    """``router``: agentkit-l3 (namespace driver, linuxbridge interfaces)."""
+    """``router``: agentkit-l3 (namespace driver, linuxbridge interfaces, haproxy)."""
 
     def setUp(self):
         self.useFixture(base.HostRouters())   # taken first, released last
         super().setUp()
+        self.configure(metadata_conf.register_metadata_opts, {})
         self.neutron = fake_neutron.FakeNeutron().start()
         self.addCleanup(self.neutron.stop)
-        os.makedirs(STATE_ROOT, exist_ok=True)
-        self.state_path = tempfile.mkdtemp(prefix='doctor-', dir=STATE_ROOT)
-        self.addCleanup(shutil.rmtree, self.state_path, True)
+        self.state_path = shared_state_path(self)
         self.host = self.short_name('akdocr')
         self.addCleanup(self._cleanup_host)
         self.config = base.write_config(self.get_temp_path('l3.ini'), {
             'DEFAULT': {'transport_url': self.neutron.transport_url,
                         'host': self.host, 'state_path': self.state_path,
-                        'interface_driver': 'linuxbridge', 'l3_driver': 'namespace',
-                        'enable_metadata_proxy': False},
+                        'interface_driver': 'linuxbridge', 'l3_driver': 'namespace'},
             'agent': {'report_interval': 1},
             'l2': {'mechanism_driver': 'linuxbridge'},
         })
@@ -252,6 +413,20 @@ class RouterDoctorTest(base.AgentTestCase):
         self.assertEqual(1 if broken else 0, proc.returncode, proc.stdout + proc.stderr)
         return {h['name']: h for h in result['hops']}, broken
 
+    def assert_router_healthy(self, router_id):
+        hops, broken = self.doctor_router(router_id)
+        self.assertEqual([], broken, hops)
+        self.assertEqual(['server', 'l3-intent', 'namespace', 'interfaces', 'gateway', 'snat',
+                          'floating-ips', 'metadata-proxy'], list(hops))
+        self.assertEqual({'ok'}, {h['status'] for h in hops.values()}, hops)
+        return hops
+
+    def assert_only(self, router_id, hop):
+        hops, broken = self.doctor_router(router_id)
+        self.assertEqual([hop], broken, hops)
+        self.assertTrue(hops[hop]['cause'] and hops[hop]['command'], hops[hop])
+        return hops[hop]
+
     def test_router_hops(self):
         ext = self.neutron.add_network(mtu=1500)
         self.neutron.add_subnet(ext['id'], '172.31.249.0/24', '172.31.249.1',
@@ -271,37 +446,112 @@ class RouterDoctorTest(base.AgentTestCase):
             and kw['fip_statuses'] == {fip['id']: 'ACTIVE'}, timeout=30)
         namespace = naming.router_namespace(router['id'])
         qr = naming.router_interface_name(router['_interfaces'][0]['id'])
+        base.wait_until(lambda: base.pids_with(router['id']), timeout=15,
+                        message='the router\'s metadata proxy')
 
-        hops, broken = self.doctor_router(router['id'])
-        self.assertEqual([], broken, hops)
-        self.assertEqual(['server', 'namespace', 'interfaces', 'gateway', 'snat',
-                          'floating-ips'], list(hops))
-        self.assertEqual('ok', hops['snat']['status'], hops['snat'])
+        hops = self.assert_router_healthy(router['id'])
         self.assertIn(f"{fip['floating_ip_address']} -> 10.249.0.10",
                       hops['floating-ips']['evidence'])
+        # The doctor's record of what agentkit-l3 was told is the agent's own file.
+        record = os.path.join(self.state_path, 'l3-intent', router['id'] + '.json')
+        self.assertIn(record, hops['l3-intent']['evidence'])
+        self.assertEqual(0o600, os.stat(record).st_mode & 0o777)
 
         # The interface lost its address: that hop, and only it.
-        ovs_host.run('ip', 'netns', 'exec', namespace, 'ip', 'address', 'flush', 'dev', qr)
-        hops, broken = self.doctor_router(router['id'])
-        self.assertEqual(['interfaces'], broken, hops)
-        self.assertIn('10.249.0.1', hops['interfaces']['evidence'])
+        in_ns = ('ip', 'netns', 'exec', namespace)
+        ovs_host.run(*in_ns, 'ip', 'address', 'flush', 'dev', qr)
+        bad = self.assert_only(router['id'], 'interfaces')
+        self.assertIn('10.249.0.1', bad['evidence'])
+        ovs_host.run(*in_ns, 'ip', 'address', 'add', '10.249.0.1/24', 'dev', qr)
+        self.assert_router_healthy(router['id'])
 
-        # The SNAT rule removed: shown, not judged (enable_snat has no
-        # read-only source), so nothing is broken by it.
+        # The SNAT rule removed although agentkit-l3 was told enable_snat true.
         snat = next(r for r in nat_rules(namespace) if '-j SNAT' in r and '-o qg-' in r)
-        ovs_host.run('ip', 'netns', 'exec', namespace, 'iptables', '-t', 'nat',
-                     '-D', *snat[3:].split())
-        hops, broken = self.doctor_router(router['id'])
-        self.assertEqual(['interfaces'], broken, hops)
-        self.assertEqual('unknown', hops['snat']['status'])
-        self.assertIn('enable_snat', hops['snat']['evidence'])
+        ovs_host.run(*in_ns, 'iptables', '-t', 'nat', '-D', *snat[3:].split())
+        bad = self.assert_only(router['id'], 'snat')
+        self.assertIn('told enable_snat true', bad['evidence'])
+        ovs_host.run(*in_ns, 'iptables', '-t', 'nat', '-A', *snat[3:].split())
+        self.assert_router_healthy(router['id'])
 
-        # The namespace gone (no agent to rebuild it): only that hop.
+        # The floating IP's DNAT removed (inbound and from the router itself).
+        dnat = [r for r in nat_rules(namespace) if '-j DNAT' in r
+                and f"-d {fip['floating_ip_address']}/32" in r]
+        self.assertEqual(2, len(dnat), dnat)
+        for rule in dnat:
+            ovs_host.run(*in_ns, 'iptables', '-t', 'nat', '-D', *rule[3:].split())
+        bad = self.assert_only(router['id'], 'floating-ips')
+        self.assertIn(f"{fip['floating_ip_address']} -> 10.249.0.10: no DNAT",
+                      bad['evidence'])
+        for rule in dnat:
+            ovs_host.run(*in_ns, 'iptables', '-t', 'nat', '-A', *rule[3:].split())
+        self.assert_router_healthy(router['id'])
+
+        # The metadata proxy killed while no L3 agent runs to respawn it.
         agent.signal(signal.SIGTERM)
         self.assertEqual(0, agent.wait(15))
+        for pid in base.pids_with(router['id']):
+            os.kill(pid, signal.SIGKILL)
+        base.wait_until(lambda: not base.pids_with(router['id']), timeout=10,
+                        message='haproxy gone')
+        bad = self.assert_only(router['id'], 'metadata-proxy')
+        self.assertIn('haproxy', bad['evidence'])
+
+        # The namespace gone (no agent to rebuild it): only that hop.
         ip_lib.delete_namespace(namespace)
         hops, broken = self.doctor_router(router['id'])
         self.assertEqual(['namespace'], broken, hops)
+
+
+class LinuxbridgeProbeTest(base.AgentTestCase):
+    """``--probe`` where the network's switch is its ``brq`` Linux bridge
+    (agentkit-dhcp with the linuxbridge interface driver, which builds it)."""
+
+    def test_probe_port_in_the_networks_bridge(self):
+        self.configure(metadata_conf.register_metadata_opts, {})
+        neutron = fake_neutron.FakeNeutron().start()
+        self.addCleanup(neutron.stop)
+        state_path = shared_state_path(self)
+        host = self.short_name('akdocl')
+        config = base.write_config(self.get_temp_path('dhcp.ini'), {
+            'DEFAULT': {'transport_url': neutron.transport_url, 'host': host,
+                        'state_path': state_path, 'interface_driver': 'linuxbridge',
+                        'dhcp_driver': 'dnsmasq'},
+            'agent': {'report_interval': 2},
+            'l2': {'mechanism_driver': 'linuxbridge'},
+        })
+        net = neutron.add_network(mtu=1450)
+        subnet = neutron.add_subnet(net['id'], '10.252.0.0/24', None)   # no gateway
+        port = neutron.add_port(net['id'], 'fa:16:3e:00:02:52', [(subnet['id'], '10.252.0.10')])
+        brq = naming.bridge_name(net['id'])
+        self.addCleanup(lambda: ip_lib.device_exists(brq) and ip_lib.IPDevice(brq).delete())
+        self.addCleanup(base.remove_dhcp_of, net['id'])
+        mark = neutron.mark()
+        self.run_agent('agentkit-dhcp', config, host, neutron)
+        neutron.wait_for_call('dhcp_ready_on_ports', lambda kw: port['id'] in kw['port_ids'],
+                              since=mark, timeout=30)
+        members = sorted(link['name'] for link in ip_lib.list_links()
+                         if link.get('master') == brq)
+
+        proc = subprocess.Popen([DOCTOR, '--config-file', config, '--json', '--probe',
+                                 'network', net['id']], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        self.addCleanup(proc.kill)
+        stdout, stderr = proc.communicate(timeout=60)
+        hops = {h['name']: h for h in json.loads(stdout)['hops']}
+        self.assertEqual(0, proc.returncode, stdout + stderr)
+        self.assertEqual(['server', 'dhcp-port', 'dnsmasq', 'dnsmasq-host', 'dhcp-offer',
+                          'gateway', 'metadata'], list(hops))
+        self.assertEqual('ok', hops['dhcp-offer']['status'], hops['dhcp-offer'])
+        probe = 'akp%08x' % proc.pid
+        self.assertIn('offered 10.252.0.10 to fa:16:3e:00:02:52',
+                      hops['dhcp-offer']['evidence'])
+        self.assertIn(f'{probe} in {brq}', hops['dhcp-offer']['evidence'])
+        self.assertEqual('unknown', hops['metadata']['status'])   # no router, not isolated
+        # The probe's veth left the bridge, and the host, again.
+        self.assertEqual(members, sorted(link['name'] for link in ip_lib.list_links()
+                                         if link.get('master') == brq))
+        self.assertFalse(ip_lib.device_exists(probe))
+        self.assertFalse(ip_lib.namespace_exists('akprobe-%08x' % proc.pid))
 
 
 def nat_rules(namespace):

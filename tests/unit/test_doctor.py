@@ -4,6 +4,7 @@ import dataclasses
 import io
 import json
 import os
+import signal
 import uuid
 from contextlib import redirect_stderr
 from typing import Any
@@ -12,11 +13,14 @@ from unittest import mock
 import fixtures
 from oslo_config import cfg
 
+from agentkit.agent import router_intent
+from agentkit.api import l3 as l3_api
 from agentkit.doctor import cli
 from agentkit.doctor import host as host_view
 from agentkit.doctor import hops
 from agentkit.doctor import hosts_ovs
 from agentkit.doctor import intent
+from agentkit.doctor import probe as doctor_probe
 from agentkit.doctor import report
 from drivers.firewall import iptables_hybrid
 from tests import base
@@ -66,7 +70,8 @@ class FakeServer:
 
     def network(self, network_id: str) -> intent.NetworkIntent | None:
         self._check()
-        return intent.NetworkIntent(NET, (intent.Subnet(SUBNET, '10.0.0.0/24', 4, True),),
+        return intent.NetworkIntent(NET, (intent.Subnet(SUBNET, '10.0.0.0/24', 4, True,
+                                                        '10.0.0.1'),),
                                     tuple(self.ports.values()))
 
     def segment(self, port_id: str) -> intent.Segment | None:
@@ -95,7 +100,20 @@ class FakeHost:
         self.nat = [f'-A neutron-l3-agent-snat -o qg-{QG[:11]} -j SNAT '
                     '--to-source 203.0.113.5 --random-fully',
                     '-A neutron-l3-agent-PREROUTING -d 203.0.113.9/32 -j DNAT '
-                    '--to-destination 10.0.0.10']
+                    '--to-destination 10.0.0.10',
+                    '-A neutron-l3-agent-OUTPUT -d 203.0.113.9/32 -j DNAT '
+                    '--to-destination 10.0.0.10',
+                    '-A neutron-l3-agent-float-snat -s 10.0.0.10/32 -j SNAT '
+                    '--to-source 203.0.113.9 --random-fully']
+        self.state_path = '/s'
+        self.recorded: router_intent.Recorded | None = None
+        # --probe: what the active checks find, and every call made to them
+        self.offers = [{'address': '10.0.0.10', 'server': '10.0.0.2',
+                        'server_mac': 'fa:16:3e:00:00:02'}]
+        self.gateway_answer: dict[str, Any] = {'source': '10.0.0.2',
+                                               'mac': 'fa:16:3e:00:00:01', 'rtt_ms': 0.4}
+        self.connect_error: str | None = None
+        self.probe_calls: list[tuple[Any, ...]] = []
         self.proxy = host_view.ProcessState('/s/r.pid', 77, ('haproxy', '-f', ROUTER))
         self.filter = port_chains(VM)
         self.dnsmasq_state = host_view.DnsmasqState(
@@ -128,6 +146,22 @@ class FakeHost:
 
     def metadata_proxy(self, router_id: str) -> host_view.ProcessState:
         return self.proxy
+
+    def router_intent(self, router_id: str) -> router_intent.Recorded | None:
+        return self.recorded
+
+    def probe_dhcp(self, network_id: str, vlan: int | None,
+                   mac: str) -> tuple[str, list[dict[str, str]]]:
+        self.probe_calls.append(('dhcp', network_id, vlan, mac))
+        return 'akp00000001 on br-int VLAN 3', list(self.offers)
+
+    def probe_gateway(self, namespace: str, device: str, gateway: str) -> dict[str, Any]:
+        self.probe_calls.append(('gateway', namespace, device, gateway))
+        return dict(self.gateway_answer)
+
+    def probe_connect(self, namespace: str, address: str, port: int) -> str | None:
+        self.probe_calls.append(('connect', namespace, address, port))
+        return self.connect_error
 
     def dnsmasq(self, network_id: str) -> host_view.DnsmasqState:
         return self.dnsmasq_state
@@ -350,6 +384,162 @@ class SecurityGroupHopTest(base.TestCase):
         self.assertEqual(report.BROKEN, self.hop().status)
 
 
+PROBE = dataclasses.replace(SETTINGS, probe=True, isolated_metadata=True)
+
+
+class ProbeHopsTest(base.TestCase):
+    """--probe: the active checks' verdicts, and none without --probe."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.server = FakeServer()
+        self.host = FakeHost()
+
+    def check(self, settings: hops.Settings = PROBE) -> report.Report:
+        return hops.check_port(VM, self.server, self.host, settings)  # type: ignore[arg-type]
+
+    def hops(self) -> tuple[dict[str, report.Hop], list[str]]:
+        result = self.check()
+        return {h.name: h for h in result.hops}, [h.name for h in result.broken_hops]
+
+    def test_healthy(self) -> None:
+        hops_, broken = self.hops()
+        self.assertEqual([], broken)
+        self.assertEqual(['dhcp-offer', 'gateway', 'metadata'], list(hops_)[-3:])
+        self.assertEqual({report.OK}, {h.status for h in hops_.values()}, hops_)
+        self.assertIn('10.0.0.2 (fa:16:3e:00:00:02) offered 10.0.0.10', hops_['dhcp-offer']
+                      .evidence)
+        # The probe asks for the VM's MAC on the VM's local VLAN; the gateway is
+        # asked from the DHCP port's device.
+        self.assertEqual([('dhcp', NET, 3, VM_MAC), ('gateway', NS, DHCP_TAP, '10.0.0.1'),
+                          ('connect', NS, '169.254.169.254', 80)], self.host.probe_calls)
+
+    def test_read_only_without_probe(self) -> None:
+        result = self.check(SETTINGS)
+        self.assertEqual([], self.host.probe_calls)
+        self.assertNotIn('dhcp-offer', [h.name for h in result.hops])
+        # The same host with --probe: the checks are made (the fake does record them).
+        self.check()
+        self.assertEqual(3, len(self.host.probe_calls))
+
+    def test_no_offer_is_the_dhcp_hop(self) -> None:
+        self.host.offers = []
+        hops_, broken = self.hops()
+        self.assertEqual(['dhcp-offer'], broken)
+        self.assertIn(f'no OFFER for {VM_MAC}', hops_['dhcp-offer'].evidence)
+        self.assertIn('dnsmasq does not answer', hops_['dhcp-offer'].cause or '')
+
+    def test_no_offer_after_a_broken_hop_is_not_a_second_culprit(self) -> None:
+        self.host.offers = []
+        self.host.dnsmasq_state = dataclasses.replace(self.host.dnsmasq_state, running=False)
+        hops_, broken = self.hops()
+        self.assertEqual(['dnsmasq'], broken)
+        self.assertEqual(report.UNKNOWN, hops_['dhcp-offer'].status)
+        self.assertIn('as expected with dnsmasq broken', hops_['dhcp-offer'].evidence)
+
+    def test_offer_of_another_address(self) -> None:
+        self.host.offers = [dict(self.host.offers[0], address='10.0.0.99')]
+        self.assertEqual(['dhcp-offer'], self.hops()[1])
+
+    def test_gateway_silent(self) -> None:
+        self.host.gateway_answer = {'source': '10.0.0.2', 'mac': None, 'rtt_ms': None}
+        hops_, broken = self.hops()
+        self.assertEqual(['gateway'], broken)
+        self.assertIn('no ARP or ping reply from 10.0.0.1', hops_['gateway'].evidence)
+
+    def test_gateway_answering_arp_only_holds(self) -> None:
+        self.host.gateway_answer['rtt_ms'] = None
+        hops_, broken = self.hops()
+        self.assertEqual([], broken)
+        self.assertIn('no ping reply', hops_['gateway'].evidence)
+
+    def test_metadata_refused(self) -> None:
+        self.host.connect_error = '[Errno 111] Connection refused'
+        hops_, broken = self.hops()
+        self.assertEqual(['metadata'], broken)
+        self.assertIn('isolated proxy', hops_['metadata'].evidence)
+
+    def test_no_metadata_service_expected(self) -> None:
+        settings = dataclasses.replace(PROBE, isolated_metadata=False)
+        result = self.check(settings)
+        self.assertEqual(report.UNKNOWN, result.hops[-1].status)
+        self.assertNotIn(('connect', NS, '169.254.169.254', 80), self.host.probe_calls)
+
+    def test_probe_that_cannot_run_is_unknown(self) -> None:
+        def fail(*args: Any) -> None:
+            raise RuntimeError('no bridge')
+        self.host.probe_dhcp = fail  # type: ignore[method-assign,assignment]
+        hops_, broken = self.hops()
+        self.assertEqual([], broken)
+        self.assertIn('could not run: no bridge', hops_['dhcp-offer'].evidence)
+
+    def test_router_metadata_through_a_network_behind_it(self) -> None:
+        result = hops.check_router(ROUTER, self.server, self.host, PROBE)  # type: ignore
+        self.assertEqual('metadata', result.hops[-1].name)
+        self.assertEqual(report.OK, result.hops[-1].status)
+        self.assertIn('router', result.hops[-1].evidence)
+
+
+class ProberCleanupTest(base.TestCase):
+    """The probe port goes whatever happens while it exists."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.priv = self.useFixture(fixtures.MockPatchObject(doctor_probe, 'priv_probe')).mock
+        self.priv.PROBE_NS_PREFIX = 'akprobe-'
+        self.priv.PROBE_HOST_PREFIX = 'akp'
+        self.priv.probe_host_device.side_effect = lambda i: 'akp' + i
+        self.useFixture(fixtures.MockPatchObject(doctor_probe.ip_lib, 'list_namespaces',
+                                                 return_value=[]))
+        self.ovs = mock.Mock()
+        self.ovs.port_names.return_value = []
+        self.prober = doctor_probe.Prober(self.ovs, 'br-int')
+
+    def assert_removed(self) -> None:
+        self.priv.remove_probe.assert_called_once_with(self.prober.id)
+        self.ovs.delete_port.assert_called_once_with('br-int', 'akp' + self.prober.id)
+
+    def test_removed_after_use(self) -> None:
+        self.priv.dhcp_discover.return_value = []
+        self.assertEqual(('akp%s on br-int VLAN 3' % self.prober.id, []),
+                         self.prober.dhcp_offers(NET, 3, VM_MAC))
+        self.ovs.add_probe_port.assert_called_once_with('br-int', 'akp' + self.prober.id, 3)
+        self.assert_removed()
+
+    def test_removed_on_failure_and_on_ctrl_c(self) -> None:
+        for error in (OSError('socket'), KeyboardInterrupt()):
+            self.priv.reset_mock()
+            self.ovs.reset_mock()
+            self.priv.dhcp_discover.side_effect = error
+            self.assertRaises(type(error), self.prober.dhcp_offers, NET, 3, VM_MAC)
+            self.assert_removed()
+
+    def test_a_second_ctrl_c_cannot_stop_the_removal(self) -> None:
+        during = []
+        self.priv.remove_probe.side_effect = lambda i: during.append(
+            signal.getsignal(signal.SIGINT))
+        before = signal.getsignal(signal.SIGINT)
+        self.priv.dhcp_discover.side_effect = KeyboardInterrupt()
+        self.assertRaises(KeyboardInterrupt, self.prober.dhcp_offers, NET, 3, VM_MAC)
+        self.assertEqual([signal.SIG_IGN], during)
+        self.assertEqual(before, signal.getsignal(signal.SIGINT))
+
+    def test_removed_when_attaching_fails(self) -> None:
+        self.ovs.add_probe_port.side_effect = RuntimeError('ovsdb')
+        self.assertRaises(RuntimeError, self.prober.dhcp_offers, NET, 3, VM_MAC)
+        self.assert_removed()
+
+    def test_leftovers_of_dead_doctors_only(self) -> None:
+        mine, alive, dead = self.prober.id, '%08x' % 1, 'ffffff00'
+        doctor_probe.ip_lib.list_namespaces.return_value = [   # type: ignore[attr-defined]
+            'akprobe-' + i for i in (mine, alive, dead)] + ['qdhcp-' + NET]
+        self.priv.check_probe_id.side_effect = lambda i: i
+        with mock.patch.object(doctor_probe.Prober, '_doctor_alive',
+                               side_effect=lambda i: i == alive):
+            self.assertEqual([dead], self.prober.remove_stale())
+        self.priv.remove_probe.assert_called_once_with(dead)
+
+
 class NetworkHopsTest(base.TestCase):
 
     def test_healthy_then_port_off_vlan(self) -> None:
@@ -373,11 +563,12 @@ class RouterHopsTest(base.TestCase):
 
     def test_healthy(self) -> None:
         result = self.check()
-        self.assertEqual(['server', 'namespace', 'interfaces', 'gateway', 'snat',
+        self.assertEqual(['server', 'l3-intent', 'namespace', 'interfaces', 'gateway', 'snat',
                           'floating-ips', 'metadata-proxy'], [h.name for h in result.hops])
         self.assertEqual([], result.broken_hops, result.to_text())
-        self.assertIn('203.0.113.9 -> 10.0.0.10', result.hops[5].evidence)
-        self.assertEqual(report.UNKNOWN, result.hops[5].status)   # nothing to compare with
+        self.assertIn('203.0.113.9 -> 10.0.0.10', result.hops[6].evidence)
+        # No record of what agentkit-l3 was told: nothing to compare with.
+        self.assertEqual([report.UNKNOWN] * 2, [result.hops[1].status, result.hops[6].status])
 
     def test_unknown_router(self) -> None:
         result = hops.check_router(str(uuid.uuid4()), self.server, self.host,
@@ -407,8 +598,8 @@ class RouterHopsTest(base.TestCase):
         self.host.nat = self.host.nat[1:]
         result = self.check()
         self.assertEqual([], result.broken_hops)
-        self.assertIn('enable_snat', result.hops[4].evidence)
-        self.assertEqual(report.UNKNOWN, result.hops[4].status)
+        self.assertIn('enable_snat', result.hops[5].evidence)
+        self.assertEqual(report.UNKNOWN, result.hops[5].status)
 
     def test_metadata_proxy_down(self) -> None:
         self.host.proxy = host_view.ProcessState('/s/r.pid', 77, None)
@@ -418,14 +609,85 @@ class RouterHopsTest(base.TestCase):
         self.assertNotIn('metadata-proxy', [h.name for h in result.hops])
 
 
+def recorded(enable_snat: bool = True, fips: tuple[tuple[str, str], ...] = (
+        ('203.0.113.9', '10.0.0.10'),), interface: str = QR) -> router_intent.Recorded:
+    """What agentkit-l3 would have recorded for FakeServer's router."""
+    def port(port_id: str, ip: str) -> dict[str, Any]:
+        return {'id': port_id, 'network_id': NET, 'mac_address': 'fa:16:3e:00:00:01',
+                'fixed_ips': [{'subnet_id': SUBNET, 'ip_address': ip, 'prefixlen': 24}]}
+    router = l3_api.Router.from_rpc({
+        'id': ROUTER, 'enable_snat': enable_snat, 'gw_port': port(QG, '203.0.113.5'),
+        '_interfaces': [port(interface, '10.0.0.1')],
+        '_floatingips': [{'id': str(uuid.uuid4()), 'floating_ip_address': fip,
+                          'fixed_ip_address': fixed} for fip, fixed in fips]})
+    return router_intent.Recorded(l3_api.Router.from_record(router.to_record()),
+                                  '2026-12-07T10:00:00+00:00', 'sync_routers',
+                                  '/s/l3-intent/' + ROUTER + '.json')
+
+
+class RouterIntentHopsTest(RouterHopsTest):
+    """With agentkit-l3's record of what it was told, SNAT and floating IPs are judged."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.host.recorded = recorded()
+
+    def hops(self) -> tuple[dict[str, report.Hop], list[str]]:
+        result = self.check()
+        return {h.name: h for h in result.hops}, [h.name for h in result.broken_hops]
+
+    def test_healthy(self) -> None:
+        hops_, broken = self.hops()
+        self.assertEqual([], broken)
+        self.assertEqual({report.OK}, {h.status for h in hops_.values()}, hops_)
+        self.assertIn('enable_snat true, 1 floating IP(s)', hops_['l3-intent'].evidence)
+        self.assertIn('sync_routers at 2026-12-07', hops_['snat'].evidence)
+        self.assertIn('203.0.113.9 -> 10.0.0.10', hops_['floating-ips'].evidence)
+
+    def test_missing_snat_is_shown_but_cannot_be_judged(self) -> None:
+        """(Overrides the case without a record:) with one, it is judged."""
+        self.host.nat = self.host.nat[1:]
+        hops_, broken = self.hops()
+        self.assertEqual(['snat'], broken)
+        self.assertIn('told enable_snat true', hops_['snat'].evidence)
+
+    def test_snat_off_as_told(self) -> None:
+        self.host.recorded = recorded(enable_snat=False)
+        self.assertEqual(['snat'], self.hops()[1])   # FakeHost has the SNAT rule
+        self.host.nat = self.host.nat[1:]
+        hops_, broken = self.hops()
+        self.assertEqual([], broken)
+        self.assertIn('enable_snat false', hops_['snat'].evidence)
+
+    def test_floating_ip_without_dnat(self) -> None:
+        self.host.nat = [r for r in self.host.nat if 'PREROUTING' not in r]
+        hops_, broken = self.hops()
+        self.assertEqual(['floating-ips'], broken)
+        self.assertIn('203.0.113.9 -> 10.0.0.10: no DNAT', hops_['floating-ips'].evidence)
+
+    def test_dnat_agentkit_was_not_told_of(self) -> None:
+        self.host.recorded = recorded(fips=())
+        hops_, broken = self.hops()
+        self.assertEqual(['floating-ips'], broken)
+        self.assertIn('DNAT 203.0.113.9 -> 10.0.0.10 agentkit-l3 was not told of',
+                      hops_['floating-ips'].evidence)
+
+    def test_record_older_than_the_servers_ports(self) -> None:
+        old = str(uuid.uuid4())
+        self.host.recorded = recorded(interface=old)
+        hops_, broken = self.hops()
+        self.assertEqual(['l3-intent'], broken)
+        self.assertIn(old, hops_['l3-intent'].evidence)
+
+
 class HostCheckTest(base.TestCase):
 
     def test_healthy_then_leftovers_and_missing_bridge(self) -> None:
         server, host = FakeServer(), FakeHost()
         settings = dataclasses.replace(SETTINGS, physical_bridges=frozenset({'br-ex'}))
         result = hops.check_host(server, host, settings)  # type: ignore[arg-type]
-        self.assertEqual(['agents', 'bridges', 'dhcp-namespaces', 'router-namespaces'],
-                         [h.name for h in result.hops])
+        self.assertEqual(['agents', 'bridges', 'dhcp-namespaces', 'router-namespaces',
+                          'probe-ports'], [h.name for h in result.hops])
         self.assertEqual([], result.broken_hops, result.to_text())
         self.assertIn('agentkit-dhcp (pid 11)', result.hops[0].evidence)
         gone = str(uuid.uuid4())
@@ -435,6 +697,21 @@ class HostCheckTest(base.TestCase):
         self.assertEqual(['bridges', 'router-namespaces'],
                          [h.name for h in result.broken_hops])
         self.assertIn(gone, result.hops[3].evidence)
+
+    def test_probe_ports_of_killed_doctors(self) -> None:
+        server, host = FakeServer(), FakeHost()
+        dead = 'akprobe-%08x' % 0x3ffffe            # no such pid
+        mine = 'akprobe-%08x' % os.getpid()        # of a doctor that runs
+        host.namespaces |= {dead}
+        with mock.patch.object(doctor_probe, 'doctor_alive',
+                               side_effect=lambda i: i == '%08x' % os.getpid()):
+            host.namespaces |= {mine}
+            result = hops.check_host(server, host, SETTINGS)  # type: ignore[arg-type]
+        self.assertEqual(['probe-ports'], [h.name for h in result.broken_hops])
+        self.assertIn(dead, result.hops[-1].evidence)
+        self.assertNotIn(mine, result.hops[-1].evidence)
+        self.assertFalse(doctor_probe.doctor_alive('%08x' % 0x3ffffe))
+        self.assertFalse(doctor_probe.doctor_alive('%08x' % os.getpid()))  # a test runner
 
     def test_processes_found_by_name(self) -> None:
         proc = self.useFixture(fixtures.TempDir()).path

@@ -8,13 +8,16 @@ neutron-server 29 returns (only the keys these decisions read).
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 from unittest import mock
 
+import fixtures
 import oslo_messaging
 
 from agentkit.agent import l3
+from agentkit.agent import router_intent
 from agentkit.agent import work_queue
 from agentkit.api import l3 as l3_api
 from drivers.l3 import namespace
@@ -74,7 +77,9 @@ class L3AgentTestCase(base.TestCase):
     def setUp(self) -> None:
         super().setUp()
         self.agent = l3.L3Agent.__new__(l3.L3Agent)
-        self.agent.conf = mock.Mock(handle_internal_only_routers=True)
+        self.state_path = self.useFixture(fixtures.TempDir()).path
+        self.agent.conf = mock.Mock(handle_internal_only_routers=True,
+                                    state_path=self.state_path)
         self.agent.queue = work_queue.WorkQueue(self.agent.process_update)
         self.agent.routers = {}
         self.agent.unsupported = {}
@@ -298,7 +303,8 @@ class RouterDecisionsTest(L3AgentTestCase):
                       self.log.output)
         self.agent.get_configurations = l3.L3Agent.get_configurations.__get__(self.agent)
         self.driver.get_configurations.return_value = {}
-        self.agent.conf = mock.Mock(agent_mode='legacy', interface_driver='openvswitch')
+        self.agent.conf = mock.Mock(agent_mode='legacy', interface_driver='openvswitch',
+                                    state_path=self.state_path)
         conf = self.agent.get_configurations()
         self.assertEqual(2, conf['unsupported_routers'])
         self.assertIn('distributed (DVR)', conf['unsupported_router_reasons'][dvr['id']])
@@ -377,6 +383,76 @@ class RouterDecisionsTest(L3AgentTestCase):
         self.assertEqual({attached['id'], gateway_only['id']},
                          {c.args[0] for c in self.agent.enqueue.call_args_list})
         self.assertEqual({l3.REFRESH}, {c.args[1] for c in self.agent.enqueue.call_args_list})
+
+
+class RouterIntentTest(L3AgentTestCase):
+    """The record agentkit-doctor reads: what the driver was asked to build."""
+
+    def test_recorded_on_apply_removed_with_the_router(self) -> None:
+        fip = floating_ip()
+        r = router(enable_snat=False, _floatingips=[fip],
+                   routes=[{'destination': '10.9.0.0/16', 'nexthop': '10.0.0.9'}])
+        self.server.routers[r['id']] = r
+        self.agent.enqueue(r['id'], l3.REFRESH)
+        self.drain()
+        recorded = router_intent.read(self.state_path, r['id'])
+        assert recorded is not None
+        # Exactly what the driver got, read back through the type's own record.
+        self.assertEqual(self.driver.process_router.call_args.args[0], recorded.router)
+        self.assertFalse(recorded.router.enable_snat)
+        self.assertEqual([('172.24.4.10', '10.0.0.10')],
+                         [(f.floating_ip, f.fixed_ip) for f in recorded.router.floating_ips])
+        self.assertEqual('sync_routers', recorded.source)
+        mode = os.stat(recorded.path).st_mode & 0o777
+        self.assertEqual((0o600, 0o700), (mode, os.stat(os.path.dirname(recorded.path))
+                                          .st_mode & 0o777))
+        # The same router again (a full sync) is not written again.
+        written = os.stat(recorded.path).st_mtime_ns
+        os.utime(recorded.path, ns=(written - 10 ** 9, written - 10 ** 9))
+        self.agent.enqueue(r['id'], l3.REFRESH)
+        self.drain()
+        self.assertEqual(written - 10 ** 9, os.stat(recorded.path).st_mtime_ns)
+        r['_floatingips'] = []
+        self.agent.enqueue(r['id'], l3.REFRESH)
+        self.drain()
+        self.assertEqual((), router_intent.read(self.state_path, r['id']).router.floating_ips)
+        self.agent.enqueue(r['id'], l3.DELETE)
+        self.drain()
+        self.assertIsNone(router_intent.read(self.state_path, r['id']))
+
+    def test_refused_router_has_no_record(self) -> None:
+        r = router(ha=True)
+        router_intent.write(self.state_path, l3_api.Router.from_rpc(router(r['id'])))
+        self.server.routers[r['id']] = r
+        self.agent.enqueue(r['id'], l3.REFRESH)
+        self.drain()
+        self.assertEqual(set(), router_intent.recorded_ids(self.state_path))
+
+    def test_a_record_without_its_router_goes_in_a_full_sync(self) -> None:
+        gone = l3_api.Router.from_rpc(router())
+        router_intent.write(self.state_path, gone)
+        self.agent.sync_state()
+        self.drain()
+        self.assertEqual([gone.id], self.deleted())
+        self.assertEqual(set(), router_intent.recorded_ids(self.state_path))
+
+    def test_a_record_that_cannot_be_written_does_not_fail_the_router(self) -> None:
+        r = router()
+        self.server.routers[r['id']] = r
+        with open(os.path.join(self.state_path, router_intent.DIRECTORY), 'w'):
+            pass   # a file where the directory should be
+        self.agent.enqueue(r['id'], l3.REFRESH)
+        self.drain()
+        self.assertEqual([r['id']], self.built())
+        self.assertIn('cannot record what the server asked for', self.log.output)
+
+    def test_unreadable_record_is_a_clear_error(self) -> None:
+        r = l3_api.Router.from_rpc(router())
+        router_intent.write(self.state_path, r)
+        with open(router_intent.path(self.state_path, r.id), 'w') as f:
+            f.write('{"router": {"id": 5}}')
+        exc = self.assertRaises(ValueError, router_intent.read, self.state_path, r.id)
+        self.assertIn('not a router record', str(exc))
 
 
 class AgentUpdatedTest(base.TestCase):

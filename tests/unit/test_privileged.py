@@ -20,6 +20,7 @@ from agentkit.lib import ip_lib
 from agentkit.lib import iptables_manager
 from agentkit.privileged import iptables
 from agentkit.privileged import namespaces
+from agentkit.privileged import probe
 from agentkit.privileged import process
 from agentkit.privileged import tool_exec
 from tests import base
@@ -193,6 +194,105 @@ class IptablesRestoreRefusalsTest(base.TestCase):
         # A quoted comment on a real hook is fine.
         iptables.restore(None, 4, '*filter\n-I INPUT 1 -m comment --comment "agentkit hook" '
                          '-j neutron-l3-agent-INPUT\nCOMMIT\n')
+
+
+class ProbeRefusalsTest(base.TestCase):
+    """agentkit-doctor --probe's operations in-process: each refusal comes
+    before any namespace, device or socket is touched."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.useFixture(fixtures.MockPatchObject(privileged.network, 'client_mode', False))
+        self.netlink = self.useFixture(fixtures.MockPatchObject(probe, 'netlink')).mock
+        self.run_in = self.useFixture(fixtures.MockPatchObject(
+            probe.namespaces, 'run_in_namespace',
+            side_effect=AssertionError('must not enter a namespace'))).mock
+
+    def assertRefused(self, message: str, func: object, *args: object) -> None:
+        exc = self.assertRaises(ValueError, func, *args)
+        self.assertIn(message, str(exc))
+        self.run_in.assert_not_called()
+        self.assertEqual([], [c for c in self.netlink.mock_calls
+                              if not c[0].startswith('list_addresses')])
+
+    def test_only_probe_names_are_created_or_removed(self) -> None:
+        for probe_id in ('', '1234567', '123456789', 'ABCDEF01', '../../x1', 'qdhcp-12',
+                         12345678, None):
+            self.assertRefused('probe id', probe.create_probe, probe_id)
+            self.assertRefused('probe id', probe.remove_probe, probe_id)
+            self.assertRefused('probe id', probe.dhcp_discover, probe_id, 'fa:16:3e:00:00:01')
+        self.assertRefused('invalid MTU', probe.create_probe, '0000abcd', 10 ** 6)
+        self.assertEqual(('akprobe-0000abcd', 'akp0000abcd', 'akq0000abcd'),
+                         (probe.probe_namespace('0000abcd'), probe.probe_host_device('0000abcd'),
+                          probe.probe_inner_device('0000abcd')))
+
+    def test_discover_arguments(self) -> None:
+        for mac in ('FA:16:3E:00:00:01', 'fa:16:3e:00:00', 'fa-16-3e-00-00-01', None):
+            self.assertRefused('invalid MAC', probe.dhcp_discover, '0000abcd', mac)
+        for timeout in (0, -1, 11, True, '3'):
+            self.assertRefused('timeout', probe.dhcp_discover, '0000abcd',
+                               'fa:16:3e:00:00:01', timeout)
+
+    def test_gateway_only_from_a_dhcp_namespace(self) -> None:
+        for namespace in (None, 'qrouter-' + NETWORK_ID, 'akprobe-0000abcd', 'qdhcp-x',
+                          'qdhcp-' + NETWORK_ID.upper(), '../qdhcp-' + NETWORK_ID):
+            self.assertRefused('not a qdhcp- namespace', probe.probe_gateway, namespace,
+                               'tap1', '10.0.0.1')
+        ns = 'qdhcp-' + NETWORK_ID
+        for address in ('255.255.255.255', '224.0.0.1', '0.0.0.0', 'fe80::1', 'x'):
+            self.assertRefused('address', probe.probe_gateway, ns, 'tap1', address)
+        self.assertRefused('invalid device', probe.probe_gateway, ns, 'a/b', '10.0.0.1')
+        # The source is the device's own address on the gateway's subnet, or nothing.
+        self.netlink.list_addresses.return_value = [
+            {'address': '169.254.169.254', 'prefixlen': 16}]
+        self.assertRefused('no address on the subnet', probe.probe_gateway, ns, 'tap1',
+                           '10.0.0.1')
+
+    def test_connect_only_from_dhcp_and_router_namespaces(self) -> None:
+        for namespace in (None, 'akprobe-0000abcd', 'snat-' + NETWORK_ID, 'qrouter-x'):
+            self.assertRefused('namespace', probe.tcp_connect, namespace, '169.254.169.254', 80)
+        for port in (0, 65536, '80', True):
+            self.assertRefused('invalid port', probe.tcp_connect, 'qrouter-' + NETWORK_ID,
+                               '169.254.169.254', port)
+
+
+class DhcpProbePacketsTest(base.TestCase):
+    """The DISCOVER the probe sends and the OFFER it accepts."""
+
+    PROBE_MAC = bytes.fromhex('0a0000000001')
+    VM_MAC = bytes.fromhex('fa163e000010')
+
+    @staticmethod
+    def offer(xid: int, chaddr: bytes, message_type: int = 2) -> bytes:
+        bootp = bytearray(300)
+        bootp[0:8] = bytes([2, 1, 6, 0]) + xid.to_bytes(4, 'big')
+        bootp[16:20] = bytes([10, 0, 0, 10])
+        bootp[28:34] = chaddr
+        bootp[236:240] = probe.DHCP_MAGIC
+        bootp[240:249] = bytes([53, 1, message_type, 54, 4, 10, 0, 0, 2])
+        bootp[249] = 255
+        udp = (67).to_bytes(2, 'big') + (68).to_bytes(2, 'big') + bytes(4) + bytes(bootp)
+        ip = bytes([0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 255, 255, 255, 255])
+        return b'\xff' * 6 + bytes.fromhex('fa163e000002') + b'\x08\x00' + ip + udp
+
+    def test_discover_broadcast_from_the_probes_own_mac(self) -> None:
+        frame = probe.build_discover(self.PROBE_MAC, self.VM_MAC, 0x1234)
+        self.assertEqual(b'\xff' * 6, frame[:6])
+        self.assertEqual(self.PROBE_MAC, frame[6:12])     # the switch never sees the VM's MAC
+        bootp = frame[14 + 20 + 8:]
+        self.assertEqual(0x8000, int.from_bytes(bootp[10:12], 'big'))   # BROADCAST flag
+        self.assertEqual(self.VM_MAC, bootp[28:34])
+        self.assertEqual(bytes([53, 1, 1]), bootp[240:243])           # DHCPDISCOVER
+        self.assertEqual(0, probe._checksum(frame[14:34]))           # a valid IP header
+
+    def test_only_the_matching_offer_is_taken(self) -> None:
+        self.assertEqual({'address': '10.0.0.10', 'server': '10.0.0.2',
+                          'server_mac': 'fa:16:3e:00:00:02'},
+                         probe.parse_offer(self.offer(7, self.VM_MAC), 7, self.VM_MAC))
+        self.assertIsNone(probe.parse_offer(self.offer(8, self.VM_MAC), 7, self.VM_MAC))
+        self.assertIsNone(probe.parse_offer(self.offer(7, self.PROBE_MAC), 7, self.VM_MAC))
+        self.assertIsNone(probe.parse_offer(self.offer(7, self.VM_MAC, 5), 7, self.VM_MAC))
+        self.assertIsNone(probe.parse_offer(b'short', 7, self.VM_MAC))
 
 
 class ToolExecTest(base.TestCase):
