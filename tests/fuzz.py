@@ -14,6 +14,7 @@ NUL, 300 characters), out-of-range VLAN ids, VNIs and MTUs. The unit fuzz
 import uuid
 from typing import Any
 
+from oslo_serialization import jsonutils
 from hypothesis import HealthCheck
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -44,6 +45,20 @@ _extra_keys = st.dictionaries(
     st.sampled_from(['context', 'self', 'extra', 'id ', '\u00fcml\u00e4ut',
                      'x' * 300, 'versioned_object.data', 'host']) | st.text(max_size=8),
     junk, min_size=1, max_size=3)
+
+
+def wire_copy(value: Any) -> Any:
+    """``value`` as it comes out of RabbitMQ (oslo.messaging's JSON)."""
+    return jsonutils.loads(jsonutils.dumps(value))
+
+
+class Incoming:
+    """What oslo.messaging's RPC server hands its dispatcher."""
+
+    def __init__(self, method: str, args: dict[str, Any], version: str = '1.0') -> None:
+        self.ctxt = {'is_admin': True}
+        self.message = {'method': method, 'args': args, 'version': version}
+        self.client_timeout = None
 
 
 def fuzz_settings(examples: int) -> settings:
@@ -149,3 +164,24 @@ def network_object(network_id: str, mtu: int = 1500, revision: int = 5) -> dict[
     """A Network push object (neutron-vo-Network-1.3)."""
     return ovo('Network', {'id': network_id, 'mtu': mtu, 'revision_number': revision,
                            'admin_state_up': True, 'name': 'n'}, '1.3')
+
+
+def dhcp_templates(network_id: str, port_id: str, subnet_id: str) -> dict[str, Any]:
+    """Method -> kwargs of the ``dhcp_agent`` casts, as neutron-server 29
+    sends them (a network, subnet or port event, the agent's admin state)."""
+    return {
+        'network_create_end': {'payload': {'network': {'id': network_id}}},
+        'network_update_end': {'payload': {'network': {'id': network_id}}},
+        'network_delete_end': {'payload': {'network_id': network_id}},
+        'subnet_create_end': {'payload': {'subnet': {'network_id': network_id,
+                                                     'id': subnet_id}}},
+        'subnet_update_end': {'payload': {'subnet': {'network_id': network_id,
+                                                     'id': subnet_id}}},
+        'subnet_delete_end': {'payload': {'network_id': network_id, 'subnet_id': subnet_id}},
+        'port_create_end': {'payload': {'port': {'network_id': network_id, 'id': port_id},
+                                        'priority': 0}},
+        'port_update_end': {'payload': {'port': {'network_id': network_id, 'id': port_id},
+                                        'priority': 0}},
+        'port_delete_end': {'payload': {'network_id': network_id, 'port_id': port_id}},
+        'agent_updated': {'payload': {'admin_state_up': True}},
+    }

@@ -32,7 +32,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from oslo_config import cfg
 from oslo_messaging.rpc import dispatcher as rpc_dispatcher
-from oslo_serialization import jsonutils
 
 from agentkit import loader
 from agentkit.agent import dhcp as dhcp_agent
@@ -58,11 +57,6 @@ CANARY_EVERY = 50
 FUZZ_PORT, FUZZ_NET, FUZZ_SG, FUZZ_ROUTER = (str(uuid.UUID(int=0xF0 + i)) for i in range(4))
 
 
-def wire_copy(value: Any) -> Any:
-    """``value`` as it comes out of RabbitMQ (oslo.messaging's JSON)."""
-    return jsonutils.loads(jsonutils.dumps(value))
-
-
 class LoopbackClient:
     """Stands in for oslo.messaging's RPC client: a call goes to the fake
     server's endpoints in-process, through a JSON round trip each way."""
@@ -79,22 +73,13 @@ class LoopbackClient:
         for endpoint in self.endpoints:
             if hasattr(endpoint, method):
                 try:
-                    reply = getattr(endpoint, method)(context, **wire_copy(kwargs))
+                    reply = getattr(endpoint, method)(context, **fuzz.wire_copy(kwargs))
                 except Exception as exc:  # as the server's RPC layer returns it
                     raise oslo_messaging.RemoteError(type(exc).__name__, str(exc)) from None
-                return wire_copy(reply)
+                return fuzz.wire_copy(reply)
         raise oslo_messaging.RemoteError('NoSuchMethod', method)
 
     cast = call
-
-
-class _Incoming:
-    """What oslo.messaging's RPC server hands its dispatcher."""
-
-    def __init__(self, method: str, args: dict[str, Any], version: str) -> None:
-        self.ctxt = {'is_admin': True}
-        self.message = {'method': method, 'args': args, 'version': version}
-        self.client_timeout = None
 
 
 class _Records(logging.Handler):
@@ -172,7 +157,7 @@ class FuzzCase(base.TestCase):
         log records of its handling. The dispatcher must not raise."""
         topic, method = key.rsplit(' ', 1)
         mark = len(self.records.all)
-        incoming = _Incoming(method, wire_copy(args), '1.0')
+        incoming = fuzz.Incoming(method, fuzz.wire_copy(args), '1.0')
         try:
             self.dispatchers[topic].dispatch(incoming)
         except Exception as exc:  # noqa: BLE001 - what the RPC layer would see
@@ -380,6 +365,9 @@ class L2FuzzTest(FuzzCase):
                 self.assertEqual('vxlan', kind)
         self.stats['fuzzed port wired'] = sum(
             1 for c in self.mech.wire_port.call_args_list if c.args[0].port_id == FUZZ_PORT)
+        self.stats['fuzzed port refused or failed'] = sum(
+            1 for r in self.records.all if str(r.msg).startswith(('Port %s failed',
+                                                                   'Port %s refused')))
 
     def poke_canary(self) -> None:
         self.revision += 1
@@ -431,23 +419,8 @@ class L2FuzzTest(FuzzCase):
 # -- DHCP --------------------------------------------------------------------
 
 def _dhcp_templates() -> dict[str, Any]:
-    topic = dhcp_agent.topics.DHCP_AGENT
-    return {
-        f'{topic} network_create_end': {'payload': {'network': {'id': FUZZ_NET}}},
-        f'{topic} network_update_end': {'payload': {'network': {'id': FUZZ_NET}}},
-        f'{topic} network_delete_end': {'payload': {'network_id': FUZZ_NET}},
-        f'{topic} subnet_create_end': {'payload': {'subnet': {'network_id': FUZZ_NET}}},
-        f'{topic} subnet_update_end': {'payload': {'subnet': {'network_id': FUZZ_NET}}},
-        f'{topic} subnet_delete_end': {'payload': {'network_id': FUZZ_NET,
-                                                   'subnet_id': FUZZ_SG}},
-        f'{topic} port_create_end': {'payload': {'port': {'network_id': FUZZ_NET,
-                                                          'id': FUZZ_PORT}}},
-        f'{topic} port_update_end': {'payload': {'port': {'network_id': FUZZ_NET,
-                                                          'id': FUZZ_PORT}}},
-        f'{topic} port_delete_end': {'payload': {'network_id': FUZZ_NET,
-                                                 'port_id': FUZZ_PORT}},
-        f'{topic} agent_updated': {'payload': {'admin_state_up': True}},
-    }
+    return {f'{dhcp_agent.topics.DHCP_AGENT} {method}': payload for method, payload
+            in fuzz.dhcp_templates(FUZZ_NET, FUZZ_PORT, FUZZ_SG).items()}
 
 
 def dhcp_network(server: fake_neutron.FakeNeutron, network_id: str | None = None,
@@ -566,7 +539,7 @@ class L3FuzzTest(FuzzCase):
         def sync_routers(router_ids: list[str] | None = None) -> Any:
             routers = answer(router_ids)
             if router_ids and FUZZ_ROUTER in router_ids and self.fuzz_view is not None:
-                routers = list(routers) + [wire_copy(self.fuzz_view)]
+                routers = list(routers) + [fuzz.wire_copy(self.fuzz_view)]
             return routers
 
         self.agent.plugin.sync_routers = sync_routers
