@@ -365,9 +365,9 @@ class L2FuzzTest(FuzzCase):
                 self.assertEqual('vxlan', kind)
         self.stats['fuzzed port wired'] = sum(
             1 for c in self.mech.wire_port.call_args_list if c.args[0].port_id == FUZZ_PORT)
+        refusals = ('Port %s failed', 'Port %s refused')
         self.stats['fuzzed port refused or failed'] = sum(
-            1 for r in self.records.all if str(r.msg).startswith(('Port %s failed',
-                                                                   'Port %s refused')))
+            1 for r in self.records.all if str(r.msg).startswith(refusals))
 
     def poke_canary(self) -> None:
         self.revision += 1
