@@ -15,14 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 from agentkit import exceptions
-from agentkit.lib import ip_lib
 from agentkit.lib import option_values
+from agentkit.lib.ovs import validation as ovs_validation
 
 Check = Callable[[Any], object]
 
 
-def _device_name(value: Any) -> object:
-    return ip_lib.validate_device_name(value)
+def _ovs_name(value: Any) -> object:
+    return ovs_validation.validate_name(value, 'bridge or port')
 
 
 def _tunnel_ranges(option: str, high: int) -> Check:
@@ -31,7 +31,7 @@ def _tunnel_ranges(option: str, high: int) -> Check:
 
 def _bridge_mappings(value: Any) -> object:
     mappings = option_values.parse_mappings(value, 'bridge_mappings', 'bridge')
-    return [ip_lib.validate_device_name(bridge) for bridge in mappings.values()]
+    return [ovs_validation.validate_name(bridge, 'bridge') for bridge in mappings.values()]
 
 
 def _dns_forwarders(value: Any) -> object:
@@ -49,10 +49,10 @@ CHECKS: dict[tuple[str, str], tuple[Check, str, str]] = {
                                  '10:1', '1:1000,2000:3000'),
     ('l2', 'vni_ranges'): (_tunnel_ranges('vni_ranges', 2 ** 24 - 1), '1:16777216',
                            '1:16777215'),
-    ('ovs', 'integration_bridge'): (_device_name, 'br-integration-0', 'br-int2'),
-    ('ovs', 'tunnel_bridge'): (_device_name, 'br/../tun', 'br-tun2'),
-    ('ovs', 'int_peer_patch_port'): (_device_name, 'patch tun', 'patch-tun2'),
-    ('ovs', 'tun_peer_patch_port'): (_device_name, 'x' * 16, 'x' * 15),
+    ('ovs', 'integration_bridge'): (_ovs_name, 'br-integration-0', 'br-int2'),
+    ('ovs', 'tunnel_bridge'): (_ovs_name, 'br/../tun', 'br-tun2'),
+    ('ovs', 'int_peer_patch_port'): (_ovs_name, 'patch tun', 'patch-tun2'),
+    ('ovs', 'tun_peer_patch_port'): (_ovs_name, 'x' * 16, 'x' * 15),
     ('DEFAULT', 'dnsmasq_dns_servers'): (_dns_forwarders, '8.8.8.8,dns.example',
                                          '8.8.8.8,2001:db8::53#5353'),
 }
