@@ -25,6 +25,7 @@ from agentkit import gmr
 from agentkit import opts
 from agentkit import privsep_setup
 from agentkit import version
+from agentkit.conf import checks
 from agentkit.conf import common as common_conf
 from agentkit.lib import systemd
 
@@ -108,18 +109,29 @@ def validate_options(conf: cfg.ConfigOpts) -> list[str]:
     """Read every agentkit option once so bad values fail at start.
 
     oslo.config only converts a value when it is first read; without this a
-    typo in an option used hours later would only surface then.
+    typo in an option used hours later would only surface then. Free-form
+    values (ranges, mappings, interface names) are parsed here too, not
+    only when a driver starts.
     """
     errors = []
+    seen = set()
     for group, group_opts in opts.list_all_opts():
         for opt in group_opts:
+            if (group, opt.dest) in seen:
+                continue  # listed for several agents: one line is enough
+            seen.add((group, opt.dest))
             try:
                 node = conf if group is None else conf[group]
-                getattr(node, opt.dest)
+                value = getattr(node, opt.dest)
             except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
                 continue  # not registered for this agent
             except (ValueError, cfg.Error) as exc:
                 errors.append(f'[{group or "DEFAULT"}] {opt.name}: {exc}')
+                continue
+            # What the value means (ranges, mappings, names): see conf/checks.py.
+            problem = checks.check(group, opt.dest, value)
+            if problem is not None:
+                errors.append(f'[{group or "DEFAULT"}] {opt.name}: {problem}')
     return errors
 
 

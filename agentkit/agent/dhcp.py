@@ -94,7 +94,7 @@ class DhcpRpcCallbacks:
     def network_create_end(self, context: Any, payload: Any = None, **kw: Any) -> None:
         self.agent.refresh(self._network_id(payload, 'network', 'id'))
 
-    network_update_end = network_create_end
+    network_update_end = consumer.endpoint_alias(network_create_end, 'network_update_end')
 
     @consumer.endpoint_method
     def network_delete_end(self, context: Any, payload: Any = None, **kw: Any) -> None:
@@ -104,7 +104,7 @@ class DhcpRpcCallbacks:
     def subnet_create_end(self, context: Any, payload: Any = None, **kw: Any) -> None:
         self.agent.refresh(self._network_id(payload, 'subnet', 'network_id'))
 
-    subnet_update_end = subnet_create_end
+    subnet_update_end = consumer.endpoint_alias(subnet_create_end, 'subnet_update_end')
 
     @consumer.endpoint_method
     def subnet_delete_end(self, context: Any, payload: Any = None, **kw: Any) -> None:
@@ -114,7 +114,7 @@ class DhcpRpcCallbacks:
     def port_create_end(self, context: Any, payload: Any = None, **kw: Any) -> None:
         self.agent.refresh(self._network_id(payload, 'port', 'network_id'))
 
-    port_update_end = port_create_end
+    port_update_end = consumer.endpoint_alias(port_create_end, 'port_update_end')
 
     @consumer.endpoint_method
     def port_delete_end(self, context: Any, payload: Any = None, **kw: Any) -> None:
@@ -122,7 +122,7 @@ class DhcpRpcCallbacks:
 
     @consumer.endpoint_method
     def agent_updated(self, context: Any, payload: Any = None, **kw: Any) -> None:
-        if isinstance(payload, dict) and payload.get('admin_state_up'):
+        if consumer.require(payload, 'admin_state_up', bool, 'payload'):
             self.agent.schedule_resync('agent admin state changed')
 
 

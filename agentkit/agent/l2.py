@@ -234,15 +234,15 @@ class L2RpcCallbacks(_Endpoint):
 
     @consumer.endpoint_method
     def tunnel_update(self, context: Any, **kwargs: Any) -> None:
-        tunnel_ip = consumer.require(kwargs, 'tunnel_ip', str, 'tunnel_update')
-        tunnel_type = consumer.require(kwargs, 'tunnel_type', str, 'tunnel_update')
-        self.agent.add_tunnel(tunnel_ip, tunnel_type)
+        peer = _tunnel_peer(kwargs, 'tunnel_update')
+        if peer[1] in self.agent.conf.l2.tunnel_types:
+            self.agent.add_tunnel(*peer)
 
     @consumer.endpoint_method
     def tunnel_delete(self, context: Any, **kwargs: Any) -> None:
-        tunnel_ip = consumer.require(kwargs, 'tunnel_ip', str, 'tunnel_delete')
-        tunnel_type = consumer.require(kwargs, 'tunnel_type', str, 'tunnel_delete')
-        self.agent.mech.tunnel_delete(tunnel_ip, tunnel_type)
+        tunnel_ip, tunnel_type = _tunnel_peer(kwargs, 'tunnel_delete')
+        if tunnel_type in self.agent.conf.l2.tunnel_types:
+            self.agent.mech.tunnel_delete(tunnel_ip, tunnel_type)
 
     @consumer.endpoint_method
     def security_groups_rule_updated(self, context: Any, **kwargs: Any) -> None:
@@ -293,8 +293,10 @@ class PortPushCallbacks(_Endpoint):
         cache = self.agent.port_cache
         by_name: dict[Any, list[Any]] = {}
         for resource in resources:
-            if isinstance(resource, dict):
-                by_name.setdefault(resource.get('versioned_object.name'), []).append(resource)
+            if not isinstance(resource, dict):
+                raise exceptions.InvalidPayload(
+                    f'resource_list holds a {type(resource).__name__}, not an object')
+            by_name.setdefault(resource.get('versioned_object.name'), []).append(resource)
         for name, objects in by_name.items():
             if name == port_cache.PORT_RESOURCE:
                 cache.push_ports(objects, event_type)
@@ -302,6 +304,20 @@ class PortPushCallbacks(_Endpoint):
                 cache.push_networks(objects, event_type)
             else:
                 LOG.warning('Ignoring a push of %d %.40r object(s)', len(objects), name)
+
+
+def _tunnel_peer(kwargs: dict[str, Any], method: str) -> tuple[str, str]:
+    """(tunnel_ip, tunnel_type) of a tunnel notification, the IP validated;
+    a type not enabled here is the caller's to ignore (the server announces
+    every peer of every type)."""
+    tunnel_ip = consumer.require(kwargs, 'tunnel_ip', str, method)
+    tunnel_type = consumer.require(kwargs, 'tunnel_type', str, method)
+    try:
+        ipaddress.ip_address(tunnel_ip)
+    except ValueError:
+        raise exceptions.InvalidPayload(
+            f'tunnel_ip {tunnel_ip[:60]!r} is not an IP address') from None
+    return tunnel_ip, tunnel_type
 
 
 def _group_ids(kwargs: dict[str, Any], method: str) -> list[str]:

@@ -77,7 +77,7 @@ class L3RpcCallbacks:
         for router_id in self._ids(routers, 'routers'):
             self.agent.enqueue(router_id, REFRESH)
 
-    routers_updated_on_host = routers_updated
+    routers_updated_on_host = consumer.endpoint_alias(routers_updated, 'routers_updated_on_host')
 
     @consumer.endpoint_method
     def router_added_to_agent(self, context: Any, payload: Any = None, **kw: Any) -> None:

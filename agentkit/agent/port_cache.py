@@ -21,8 +21,9 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
+from agentkit.lib import ip_lib
 from agentkit.lib import naming
 
 LOG = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ def object_data(obj: Any) -> dict[str, Any]:
     """The fields of one serialised versioned object; {} if it is not one."""
     data = obj.get('versioned_object.data') if isinstance(obj, Mapping) else None
     return data if isinstance(data, dict) else {}
+
+
+def _valid_mtu(mtu: Any) -> TypeGuard[int]:
+    return (isinstance(mtu, int) and not isinstance(mtu, bool)
+            and ip_lib.MIN_MTU <= mtu <= ip_lib.MAX_MTU)
 
 
 def _revision(data: Mapping[str, Any]) -> int:
@@ -99,9 +105,14 @@ class PortCache:
                     self._wanted_revision.pop(network_id, None)
                     continue
                 mtu = data.get('mtu')
+                if not _valid_mtu(mtu):
+                    # Not taken: the port's details are asked of the server.
+                    LOG.warning('Ignoring the MTU %.40r of pushed Network %s: not '
+                                'an integer in %d..%d', mtu, network_id,
+                                ip_lib.MIN_MTU, ip_lib.MAX_MTU)
+                    continue
                 known = self._mtus.get(network_id)
-                if isinstance(mtu, int) and (known is None
-                                             or _revision(data) >= known[0]):
+                if known is None or _revision(data) >= known[0]:
                     self._mtus[network_id] = (_revision(data), mtu)
 
     def want_revision(self, resource_id: str, revision: Any) -> None:

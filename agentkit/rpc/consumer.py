@@ -7,6 +7,7 @@ topic with ``server=<host>`` gives exactly that layout.
 """
 
 import functools
+import inspect
 import logging
 import threading
 import time
@@ -20,33 +21,55 @@ from agentkit import exceptions
 LOG = logging.getLogger(__name__)
 
 
-def endpoint_method(func: Callable[..., Any]) -> Callable[..., Any]:
+def endpoint_method(func: Callable[..., Any], name: str | None = None
+                    ) -> Callable[..., Any]:
     """Make an RPC endpoint method safe against bad payloads and bugs.
 
     A malformed payload (:class:`~agentkit.exceptions.InvalidPayload`, or an
-    id unsafe as a device/file name) is logged with the method name and
-    dropped; any other error is logged with a traceback and the endpoint's
-    ``on_error`` hook (normally "schedule a full resync") is called. Nothing
-    propagates, so one bad message never affects the other resources the
-    agent serves.
+    id unsafe as a device/file name) is logged in one line with the method
+    name and dropped; any other error is logged with a traceback and the
+    endpoint's ``on_error`` hook (normally "schedule a full resync") is
+    called. Nothing propagates, so one bad message never affects the other
+    resources the agent serves. A message whose arguments are named like the
+    method's own ``self``/``context`` parameters is refused the same way
+    (called with them, Python itself would raise into the RPC layer).
+
+    ``name``: the RPC method name when it differs from ``func``'s (an alias
+    such as ``network_update_end``), so the log names what was called; see
+    :func:`endpoint_alias`.
     """
+    rpc_name = name or func.__name__
+    own = frozenset(list(inspect.signature(func).parameters)[:2])
 
     @functools.wraps(func)
-    def wrapper(self: Any, context: Any, **kwargs: Any) -> Any:
+    def wrapper(self: Any, context: Any, /, **kwargs: Any) -> Any:
         try:
+            clash = own.intersection(kwargs)
+            if clash:
+                raise exceptions.InvalidPayload(
+                    f'argument(s) {", ".join(sorted(clash))} collide with the '
+                    f'endpoint\'s own parameters')
             return func(self, context, **kwargs)
         except (exceptions.InvalidPayload, exceptions.InvalidIdentifier) as exc:
             LOG.error('Rejected %s RPC with malformed payload: %s',
-                      func.__name__, exc)
+                      rpc_name, exc)
         except Exception:
             LOG.exception('Failed handling %s RPC; scheduling a resync',
-                          func.__name__)
+                          rpc_name)
             on_error = getattr(self, 'on_error', None)
             if on_error is not None:
-                on_error(func.__name__)
+                on_error(rpc_name)
         return None
 
+    wrapper.__name__ = rpc_name
     return wrapper
+
+
+def endpoint_alias(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """Another RPC name for an :func:`endpoint_method` (Neutron sends, e.g.,
+    ``network_update_end`` for what ``network_create_end`` does); its log
+    lines name the method that was called."""
+    return endpoint_method(getattr(method, '__wrapped__'), name)
 
 
 def require(payload: Any, key: str, kind: type | tuple[type, ...],

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from agentkit import exceptions
 from agentkit.api import type_driver
+from agentkit.lib import option_values
 from agentkit.lib.ovs import ports as ovs_ports
 from agentkit.lib.ovs import validation as ovs_validation
 
@@ -59,29 +60,13 @@ class UnmappedPhysicalNetwork(exceptions.AgentkitError):
 
 
 def parse_bridge_mappings(entries: list[str]) -> dict[str, str]:
-    """``physnet:bridge`` pairs -> dict; duplicates and blanks refused."""
-    mappings: dict[str, str] = {}
-    bridges: dict[str, str] = {}
-    for entry in entries:
-        physnet, sep, bridge = entry.strip().partition(':')
-        physnet, bridge = physnet.strip(), bridge.strip()
-        if not sep or not physnet or not bridge:
-            raise exceptions.InvalidConfiguration(
-                f'bridge_mappings: {entry!r} is not <physical_network>:<bridge>')
-        if physnet in mappings:
-            raise exceptions.InvalidConfiguration(
-                f'bridge_mappings: physical network {physnet!r} mapped twice')
-        if bridge in bridges:
-            # Two physnets on one bridge would share its VLAN space.
-            raise exceptions.InvalidConfiguration(
-                f'bridge_mappings: bridge {bridge!r} mapped to both '
-                f'{bridges[bridge]!r} and {physnet!r}')
+    """``physnet:bridge`` pairs -> dict; duplicates, blanks and bad names refused."""
+    mappings = option_values.parse_mappings(entries, 'bridge_mappings', 'bridge')
+    for bridge in mappings.values():
         try:
             ovs_validation.validate_name(bridge, 'bridge')
         except exceptions.InvalidIdentifier as exc:
             raise exceptions.InvalidConfiguration(f'bridge_mappings: {exc}') from None
-        mappings[physnet] = bridge
-        bridges[bridge] = physnet
     return mappings
 
 

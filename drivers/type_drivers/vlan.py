@@ -2,31 +2,13 @@
 
 from oslo_config import cfg
 
-from agentkit import exceptions
 from agentkit.api import type_driver as api
+from agentkit.lib import option_values
+from agentkit.lib.option_values import parse_network_vlan_ranges
 from drivers.type_drivers import ranges
 
 VLAN = 'vlan'
-MIN_VLAN, MAX_VLAN = 1, 4094
-
-
-def parse_network_vlan_ranges(entries: list[str]
-                              ) -> dict[str, list[tuple[int, int]]]:
-    """``physnet[:min:max]`` entries -> {physnet: [(min, max), ...]}."""
-    result: dict[str, list[tuple[int, int]]] = {}
-    for entry in entries:
-        entry = entry.strip()
-        if not entry:
-            continue
-        physnet, sep, rng = entry.partition(':')
-        if not physnet:
-            raise exceptions.InvalidConfiguration(
-                f'network_vlan_ranges: entry {entry!r} has no physical network')
-        spans = result.setdefault(physnet, [])
-        spans.extend(ranges.parse_ranges([rng], MIN_VLAN, MAX_VLAN,
-                                         'network_vlan_ranges')
-                     if sep else [(MIN_VLAN, MAX_VLAN)])
-    return result
+MIN_VLAN, MAX_VLAN = option_values.MIN_VLAN, option_values.MAX_VLAN
 
 
 class VlanTypeDriver(api.TypeDriver):

@@ -13,6 +13,7 @@ from agentkit.lib.ovs import connection as ovs_connection
 from tests.functional import agent_process
 from tests.functional import base
 from tests.functional import fake_neutron
+from tests import reliability
 
 
 class CliTestBase(base.AgentTestCase):
@@ -165,3 +166,34 @@ class ServiceAgentsCliTest(CliTestBase):
         state = self._start_report_stop('agentkit-l3', 'L3 agent', 'l3_agent')
         self.assertEqual('legacy', state['configurations']['agent_mode'])
         self.neutron.wait_for_call('get_router_ids')
+
+    def test_malformed_free_form_value_stops_with_exit_2(self):
+        """A free-form option is parsed at load: exit 2 naming the option and
+        the value (it used to surface only when the driver started, exit 3)."""
+        started = time.monotonic()
+        for command, sections, where, value in (
+                ('agentkit-dhcp', {'DEFAULT': {'dnsmasq_dns_servers': '192.0.2.53,dns.example'}},
+                 '[DEFAULT] dnsmasq_dns_servers', 'dns.example'),
+                ('agentkit-l2', {'l2': {'network_vlan_ranges': 'physnet1:4000:5000'}},
+                 '[l2] network_vlan_ranges', '4000:5000')):
+            proc, _, _ = self.start_agent(command, sections)
+            self.assertEqual(2, proc.wait(60), proc.output())
+            out = proc.output()
+            self.assertIn(where, out)
+            self.assertIn(value, out)
+        self.assertEqual([], self.neutron.calls_of('report_state'))
+        # Positive control: the same option with a good value starts the agent.
+        state = self._start_report_stop('agentkit-dhcp', 'DHCP agent', 'dhcp_agent',
+                                        default={'dnsmasq_dns_servers': '192.0.2.53'})
+        self.assertEqual('dnsmasq', state['configurations']['dhcp_driver'])
+        reliability.record(
+            'input-config-cli', kind='input',
+            fault='malformed free-form option value (real agent command)',
+            injected='agentkit-dhcp with dnsmasq_dns_servers = 192.0.2.53,dns.example; '
+                     'agentkit-l2 with network_vlan_ranges = physnet1:4000:5000',
+            checked='exit code 2, the option and the value on the output, no state '
+                    'report; the good value starts the agent and it reports',
+            result={'commands refused with exit 2': 2,
+                    'good value started': True,
+                    'time s': round(time.monotonic() - started, 1)},
+            order=221)

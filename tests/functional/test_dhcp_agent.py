@@ -22,7 +22,10 @@ def _mac():
     return 'fa:16:3e:%02x:%02x:%02x' % tuple(uuid.uuid4().bytes[:3])
 
 
-class DhcpAgentTestMixin:
+class DhcpAgentFixture:
+    """A fake server, the agent's config and state, networks and VMs; the
+    switch comes from the test class (OvsSwitch or the linuxbridge one)."""
+
     interface_driver = ''
     restart_networks = 20
 
@@ -103,7 +106,9 @@ class DhcpAgentTestMixin:
                                    lambda kw: port_id in kw['port_ids'],
                                    since=since, timeout=30)
 
-    # -- tests ----------------------------------------------------------------
+
+class DhcpAgentTestMixin(DhcpAgentFixture):
+
     def test_vm_gets_lease_and_later_port_uses_same_dnsmasq(self):
         net, subnet = self.make_network()
         port1, vm1, client1 = self.make_vm(net, subnet, '10.254.0.11')
@@ -255,9 +260,8 @@ class DhcpAgentTestMixin:
         proc.wait_for_output('Rejected network_create_end RPC with malformed payload')
 
 
-class OVSDhcpAgentTest(DhcpAgentTestMixin, base.AgentTestCase):
-    interface_driver = 'openvswitch'
-    restart_networks = 5  # the 20-network case runs with linuxbridge
+class OvsSwitch:
+    """VMs plugged into an OVS bridge of the test's (netdev datapath)."""
 
     def setup_switch(self):
         self._ovs = ovs_connection.get_connection()
@@ -272,6 +276,11 @@ class OVSDhcpAgentTest(DhcpAgentTestMixin, base.AgentTestCase):
 
     def unplug_all(self, net_id):
         pass
+
+
+class OVSDhcpAgentTest(OvsSwitch, DhcpAgentTestMixin, base.AgentTestCase):
+    interface_driver = 'openvswitch'
+    restart_networks = 5  # the 20-network case runs with linuxbridge
 
 
 class LinuxbridgeDhcpAgentTest(DhcpAgentTestMixin, base.AgentTestCase):

@@ -39,7 +39,9 @@ def _uuid() -> str:
     return str(uuid.uuid4())
 
 
-class MetadataAgentTest(base.AgentTestCase):
+class MetadataScenarioMixin:
+    """The fake server and Nova, the scenario's ports, the agent's config;
+    shared with tests/functional/test_metadata_abuse.py."""
 
     def setUp(self) -> None:
         super().setUp()
@@ -105,6 +107,9 @@ class MetadataAgentTest(base.AgentTestCase):
 
     def get_ports_calls(self) -> int:
         return len(self.neutron.calls_of('get_ports'))
+
+
+class MetadataAgentTest(MetadataScenarioMixin, base.AgentTestCase):
 
     # -- lookups ---------------------------------------------------------------
     def test_router_and_network_lookups(self) -> None:

@@ -23,6 +23,7 @@ from agentkit import exceptions
 from agentkit import opts
 from agentkit import service
 from agentkit.api import driver as driver_api
+from agentkit.conf import checks
 from agentkit.conf import dhcp as dhcp_conf
 from agentkit.conf import l2 as l2_conf
 from agentkit.conf import l3 as l3_conf
@@ -31,6 +32,7 @@ from drivers.l3 import radvd
 from drivers.linuxbridge import mech_driver as linuxbridge
 from drivers.metadata import haproxy
 from tests import base
+from tests import reliability
 
 AGENTS = {
     'agentkit-l2': (l2_conf.register_l2_opts, opts.list_l2_opts),
@@ -126,3 +128,50 @@ class WrongValueStopsTheAgentTest(base.TestCase):
         self.assertEqual('65536', wrong_value(cfg.PortOpt('p')))
         self.assertEqual('0', wrong_value(cfg.IntOpt('i', min=1)))
         self.assertEqual('no-such-choice', wrong_value(cfg.StrOpt('c', choices=['a'])))
+
+
+class FreeFormValueStopsTheAgentTest(base.TestCase):
+    """Free-form options (ranges, mappings, interface names) are parsed at
+    load as well: a bad value is an exit-2 error naming the option and the
+    value, not a driver failure (exit 3) later."""
+
+    def load(self, prog: str, group: str, opt: cfg.Opt, value: str) -> list[str]:
+        register = AGENTS[prog][0]
+        path = config_file(self, None if group == 'DEFAULT' else group, opt, value)
+        return service.load_config(cfg.ConfigOpts(), prog, register, ['--config-file', path])
+
+    def test_every_checked_option_of_every_agent(self) -> None:
+        exercised = set()
+        for prog, (_register, listed) in AGENTS.items():
+            for group, group_opts in listed():
+                for opt in group_opts:
+                    key = (group or 'DEFAULT', opt.dest)
+                    if key not in checks.CHECKS:
+                        continue
+                    _check, bad, good = checks.CHECKS[key]
+                    where = f'[{key[0]}] {opt.name}'
+                    errors = self.load(prog, key[0], opt, bad)
+                    mine = [e for e in errors if e.startswith(where + ':')]
+                    self.assertEqual(1, len(mine), f'{prog}: {where} = {bad}: {errors}')
+                    # The message shows the value (its first entry at least).
+                    self.assertIn(bad.split(',')[0][:10], mine[0])
+                    # Positive control: a good value of the same option loads.
+                    self.assertEqual([], self.load(prog, key[0], opt, good),
+                                     f'{prog}: {where} = {good}')
+                    exercised.add(key)
+        self.assertEqual(set(checks.CHECKS), exercised,
+                         'a check no agent registers the option of')
+        reliability.record(
+            'input-config-values', kind='input',
+            fault='bad option values (wrong type, out of range, malformed)',
+            injected='one config file per (agent, option): a typed wrong value for '
+                     'every typed option, a malformed one for every free-form option '
+                     'with a format (ranges, mappings, interface names, DNS servers)',
+            checked='service.load_config refuses it naming the option (exit 2); the '
+                    'good value of each free-form option loads',
+            result={'free-form options checked': len(exercised),
+                    'free-form (agent, option) pairs refused': sum(
+                        1 for prog, (_r, listed) in AGENTS.items()
+                        for g, os_ in listed() for o in os_
+                        if (g or 'DEFAULT', o.dest) in checks.CHECKS)},
+            order=220)

@@ -68,9 +68,17 @@ HEADER_RULES = """\
     http-request set-header X-Forwarded-For %[src]
 """
 
+# One client address holds at most 50 connections (a VM cannot fill maxconn).
+CONNECTION_RULES = """\
+    stick-table type ipv6 size 10k expire 32s store conn_cur
+    tcp-request connection track-sc2 src
+    tcp-request connection reject if {{ sc2_conn_cur gt 50 }}
+"""
+
 ROUTER_CONFIG = GLOBAL_AND_DEFAULTS + """
 listen listener
     bind 0.0.0.0:9697 name ipv4
+""" + CONNECTION_RULES + """\
     acl ipv4_client so_name ipv4
     http-request deny deny_status 403 if ipv4_client !{{ dst 169.254.169.254 }}
 """ + HEADER_RULES + """\
@@ -82,7 +90,7 @@ NETWORK_CONFIG_V6 = GLOBAL_AND_DEFAULTS + """
 listen listener
     bind 169.254.169.254:80 name ipv4
     bind [fe80::a9fe:a9fe]:80 interface {device} transparent name ipv6
-""" + HEADER_RULES + """\
+""" + CONNECTION_RULES + HEADER_RULES + """\
     http-request set-header X-Neutron-Network-ID {id}
     server metadata {state}/metadata_proxy
 """
@@ -234,7 +242,7 @@ class TestRenderedConfig(HaproxyTestCase):
             self.expected(GLOBAL_AND_DEFAULTS, NET_ID, 'network') + RATE_TABLES_V4
             + '\nlisten listener\n'
             '    bind 169.254.169.254:80 name ipv4\n'
-            '    acl ipv4_client so_name ipv4\n'
+            + CONNECTION_RULES.format() + '    acl ipv4_client so_name ipv4\n'
             + RATE_RULES_V4 + HEADER_RULES
             + '    http-request set-header X-Neutron-Network-ID %s\n'
               '    server metadata %s/metadata_proxy\n' % (NET_ID, self.state_path))
@@ -267,7 +275,7 @@ listen listener
 
     def test_rate_limiting_off_or_without_versions(self):
         self.driver.spawn_proxy(NET_NS, NET_ID, router=False)
-        self.assertNotIn('stick-table', self.read_config(NET_ID))
+        self.assertNotIn('rate_limiter', self.read_config(NET_ID))
         self.enable_rate_limiting(())
         self.assertIsNone(haproxy.RateLimits.from_conf(self.conf))
 

@@ -21,6 +21,7 @@ from agentkit.api import dhcp_payload
 from agentkit.api import metadata
 from agentkit.api.dhcp import FixedIp, IPAddress, Network, Port, Subnet
 from agentkit.lib import naming
+from agentkit.lib import option_values
 
 LOG = logging.getLogger(__name__)
 
@@ -45,11 +46,7 @@ PORT_TAG = 'port-%s'
 
 def _forwarder(value: Any) -> str:
     """A ``dnsmasq_dns_servers`` entry: an IP address, optionally ``#port``."""
-    address, sep, port = value.partition('#') if isinstance(value, str) else (value, '', '')
-    parsed = dhcp_payload.parse_ip(address, 'dnsmasq_dns_servers entry')
-    if sep and not (port.isdigit() and 0 < int(port) < 65536):
-        raise ValueError('dnsmasq_dns_servers entry %s: bad port' % dhcp_payload.short(value))
-    return str(parsed) + (sep + str(int(port)) if sep else '')
+    return option_values.parse_dns_forwarder(value)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,105 @@
+"""A misbehaving metadata client, run inside a VM namespace.
+
+``python metadata_abuse_client.py < spec.json`` prints one JSON line with
+what happened. Kinds (``spec['kind']``), all against ``spec['address']``
+port 80:
+
+* ``raw``: each of ``spec['payloads']`` (latin-1 text) on a connection of
+  its own; the status code answered (None: closed without an answer);
+* ``slow``: ``spec['connections']`` connections that send a request's
+  first line and then one header byte every ``spec['interval']`` seconds
+  for ``spec['duration']`` seconds (slowloris); how many the server closed
+  and when;
+* ``flood``: ``spec['connections']`` complete GETs of ``spec['path']`` sent
+  at once on as many connections, ``spec['rounds']`` times; the status
+  codes and the time until the last answer.
+"""
+
+import asyncio
+import json
+import resource
+import sys
+import time
+
+
+async def _status(reader: asyncio.StreamReader, timeout: float) -> int | None:
+    try:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    except (asyncio.TimeoutError, OSError):
+        return None
+    parts = line.split()
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+
+
+async def _raw(address: str, payload: bytes, timeout: float) -> int | None:
+    try:
+        reader, writer = await asyncio.open_connection(address, 80)
+    except OSError:
+        return None
+    try:
+        writer.write(payload)
+        await writer.drain()
+        return await _status(reader, timeout)
+    except OSError:
+        return None
+    finally:
+        writer.close()
+
+
+async def _slow(address: str, interval: float, duration: float) -> float | None:
+    """Seconds until the server closed the connection; None if it never did."""
+    started = time.monotonic()
+    try:
+        reader, writer = await asyncio.open_connection(address, 80)
+        writer.write(b'GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\nX-Slow: ')
+        while time.monotonic() - started < duration:
+            await asyncio.sleep(interval)
+            if reader.at_eof():
+                return time.monotonic() - started
+            writer.write(b'a')
+            await writer.drain()
+            try:
+                data = await asyncio.wait_for(reader.read(1024), 0.01)
+                if data or reader.at_eof():
+                    return time.monotonic() - started  # answered (408) or closed
+            except asyncio.TimeoutError:
+                pass
+    except OSError:
+        return time.monotonic() - started
+    writer.close()
+    return None
+
+
+async def _get(address: str, path: str, timeout: float) -> int | None:
+    request = (f'GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n'
+               'Connection: close\r\n\r\n').encode()
+    return await _raw(address, request, timeout)
+
+
+async def main(spec: dict) -> dict:
+    kind, address = spec['kind'], spec['address']
+    started = time.monotonic()
+    if kind == 'raw':
+        statuses = [await _raw(address, p.encode('latin-1'), spec.get('timeout', 10))
+                    for p in spec['payloads']]
+        return {'statuses': statuses, 'seconds': time.monotonic() - started}
+    if kind == 'slow':
+        closed = await asyncio.gather(*[
+            _slow(address, spec['interval'], spec['duration'])
+            for _ in range(spec['connections'])])
+        return {'closed_after': closed, 'seconds': time.monotonic() - started}
+    if kind == 'flood':
+        statuses = []
+        for _ in range(spec.get('rounds', 1)):
+            statuses += await asyncio.gather(*[
+                _get(address, spec['path'], spec.get('timeout', 60))
+                for _ in range(spec['connections'])])
+        return {'statuses': statuses, 'seconds': time.monotonic() - started}
+    raise SystemExit(f'unknown kind {kind}')
+
+
+if __name__ == '__main__':
+    # 1,000 connections need more descriptors than the usual soft limit.
+    _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_hard, _hard))
+    print(json.dumps(asyncio.run(main(json.load(sys.stdin)))))
