@@ -27,7 +27,10 @@ VXLAN_PORT = 4789
 SUBNET = '10.254.0.{}/24'
 
 
-class L2OVSTunnelTest(base.AgentTestCase):
+class TwoTunnelHosts(base.AgentTestCase):
+    """Host A (this machine's OVS, test bridges) and host B (an OVSHost)
+    joined by an underlay, each with its own config for agentkit-l2;
+    no test of its own (the fault suite builds on it too)."""
 
     def setUp(self) -> None:
         super().setUp()
@@ -145,7 +148,9 @@ class L2OVSTunnelTest(base.AgentTestCase):
         self.start_agent('a')
         self.start_agent('b')
 
-    # -- tests --------------------------------------------------------------
+
+class L2OVSTunnelTest(TwoTunnelHosts):
+
     def test_vxlan_and_gre_carry_each_network_to_the_other_host_only(self) -> None:
         self.start_both()
         vni1, vni2 = random.sample(range(1000, 2000), 2)
