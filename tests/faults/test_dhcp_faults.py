@@ -1,5 +1,5 @@
 """Faults under a running agentkit-dhcp: its privsep daemons, dnsmasq and
-haproxy killed, its state_path full.
+haproxy killed, its state_path full, its wall clock jumping.
 
 The agent is a real process against the fake neutron-server on RabbitMQ
 (linuxbridge interface driver: the test plays the L2 agent with one
@@ -10,6 +10,7 @@ case ends by checking that no renewal failed or changed address, and
 records what it measured.
 """
 
+import datetime
 import os
 import signal
 import subprocess
@@ -22,6 +23,9 @@ from tests.functional import canary as canary_lib
 from tests.functional import test_dhcp_agent
 
 RENEW_EVERY = 2.0
+REPORT_INTERVAL = 2
+LIBFAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1'
+TIME_FORMAT = '%Y-%m-%dT%H:%M:%S.%f'
 
 
 def session_of(pid: int) -> int | None:
@@ -34,19 +38,21 @@ def session_of(pid: int) -> int | None:
 class DhcpFaultsTest(test_dhcp_agent.LinuxbridgeSwitch, test_dhcp_agent.DhcpAgentFixture,
                      base.AgentTestCase):
 
-    def serve_first_network(self, metadata: bool = False
+    def serve_first_network(self, metadata: bool = False, env: dict[str, str] | None = None
                             ) -> tuple[dict, dict, canary_lib.Canary, str]:
-        """Agent up, network 1 served, its VM leased and pinging the DHCP
-        port: (network, port, running canary, DHCP port address)."""
+        """Agent up (``env``: its environment), network 1 served, its VM
+        leased and pinging the DHCP port: (network, port, running canary,
+        DHCP port address)."""
+        with open(self.config) as f:
+            text = f.read()
+        text = text.replace('report_interval = 5', f'report_interval = {REPORT_INTERVAL}')
         if metadata:
-            with open(self.config) as f:
-                text = f.read()
-            with open(self.config, 'w') as f:
-                f.write(text.replace('[DEFAULT]\n',
-                                     '[DEFAULT]\nenable_isolated_metadata = true\n', 1))
+            text = text.replace('[DEFAULT]\n', '[DEFAULT]\nenable_isolated_metadata = true\n', 1)
+        with open(self.config, 'w') as f:
+            f.write(text)
         net, subnet = self.make_network('10.254.40.0/24', '10.254.40.1')
         port, vm, client = self.make_vm(net, subnet, '10.254.40.11')
-        self.agent = self.start_agent()
+        self.agent = self.start_agent(env=env)
         self.wait_dhcp_ready(port['id'])
         lease = client.request()
         self.assertIsNotNone(lease, 'no lease before the fault')
@@ -62,16 +68,6 @@ class DhcpFaultsTest(test_dhcp_agent.LinuxbridgeSwitch, test_dhcp_agent.DhcpAgen
         dhcp_port = next(p for p in self.neutron.networks[net['id']]['ports']
                          if p['device_owner'] == 'network:dhcp')
         return dhcp_port['fixed_ips'][0]['ip_address']
-
-    def add_served_network(self, third_octet: int) -> tuple[dict, dict, object, int]:
-        """A network created on the server after the agent started, announced
-        as neutron-server does: (network, VM port, its client, call-log mark)."""
-        net, subnet = self.make_network(f'10.254.{third_octet}.0/24', f'10.254.{third_octet}.1')
-        port, _vm, client = self.make_vm(net, subnet, f'10.254.{third_octet}.11')
-        mark = self.neutron.mark()
-        self.neutron.cast_to_agent('dhcp_agent', self.host, 'network_create_end',
-                                   payload={'network': {'id': net['id']}})
-        return net, port, client, mark
 
     def end_canary(self, canary: canary_lib.Canary) -> dict:
         """Let one more renewal run, stop, and check nothing was lost."""
@@ -203,7 +199,8 @@ class DhcpFaultsTest(test_dhcp_agent.LinuxbridgeSwitch, test_dhcp_agent.DhcpAgen
         net2, port2, client2, mark = self.add_served_network(42)
         error = base.wait_until(lambda: [
             line for line in self.agent.output().splitlines()
-            if net2['id'] in line and 'No space left on device' in line], 20,
+            if f'Network {net2["id"]}: cannot write its DHCP files' in line
+            and 'No space left on device' in line], 20,
             'an error naming the network that cannot be written')
         print(f'state-path-full: the agent logged {error[0]!r}')
         # Meanwhile the first network is served (the canary renews on it).
@@ -236,3 +233,99 @@ class DhcpFaultsTest(test_dhcp_agent.LinuxbridgeSwitch, test_dhcp_agent.DhcpAgen
                     'gets no lease while full and is served once space returns',
             result=result)
         print(f'state-path-full: {result}')
+
+    # -- wall clock jumps -----------------------------------------------------------
+    # The agent runs under libfaketime (Debian package faketime, bindep.txt):
+    # LD_PRELOAD of its multi-threaded library, the offset re-read from a file
+    # at every clock read (FAKETIME_TIMESTAMP_FILE + FAKETIME_NO_CACHE) and
+    # DONT_FAKE_MONOTONIC=1: only the wall clock jumps, as when NTP steps it
+    # or an operator sets the date. The host's clock is never touched.
+    def set_offset(self, offset: str) -> None:
+        """libfaketime's offset ("+0", "+1h", "-1h") from the real clock."""
+        with open(self.offset_file + '.tmp', 'w') as f:
+            f.write(offset + '\n')
+        os.replace(self.offset_file + '.tmp', self.offset_file)
+
+    def reports(self, since: int) -> list[tuple[float, float]]:
+        """This agent's state reports since ``since``: (when the server got
+        it, test monotonic clock; the wall-clock time the agent wrote in it,
+        epoch s)."""
+        found = []
+        for kw in self.neutron.calls_of('report_state')[since:]:
+            if kw['agent_state']['agent_state']['host'] == self.host:
+                sent = datetime.datetime.strptime(kw['time'], TIME_FORMAT).replace(
+                    tzinfo=datetime.timezone.utc).timestamp()
+                found.append((kw['_received'], sent))
+        return found
+
+    def wait_reports(self, count: int) -> list[tuple[float, float]]:
+        since = len(self.neutron.calls_of('report_state'))
+        return base.wait_until(lambda: len(self.reports(since)) >= count
+                               and self.reports(since), 5 * count * REPORT_INTERVAL,
+                               f'{count} state reports')
+
+    def jump(self, offset: str, expected_skew: float, third_octet: int) -> dict[str, float]:
+        """Set the offset; the reports carry the jumped clock, keep their
+        interval, and a network created afterwards is served."""
+        self.set_offset(offset)
+        jumped_at = time.monotonic()
+        reports = self.wait_reports(4)
+        # The agent's wall clock moved (libfaketime took effect) ...
+        for received, sent in reports[1:]:
+            skew = sent - (time.time() - (time.monotonic() - received))
+            self.assertAlmostEqual(expected_skew, skew, delta=60,
+                                   msg=f'agent clock skew {skew:.0f} s after {offset}')
+        # ... its reports did not (no burst, no stall).
+        gaps = [b[0] - a[0] for a, b in zip(reports, reports[1:])]
+        for gap in gaps:
+            self.assertGreater(gap, REPORT_INTERVAL / 2, gaps)
+            self.assertLess(gap, REPORT_INTERVAL * 3, gaps)
+        _net, port, client, mark = self.add_served_network(third_octet)
+        announced = time.monotonic()
+        self.wait_dhcp_ready(port['id'], since=mark)
+        served = time.monotonic() - announced
+        self.assertIsNotNone(client.request(), f'no lease on a network created after {offset}')
+        return {'first report after s': round(reports[0][0] - jumped_at, 2),
+                'report gaps s': f'{min(gaps):.2f}-{max(gaps):.2f}',
+                'new network served in s': round(served, 2)}
+
+    def test_wall_clock_jumps(self) -> None:
+        if not os.path.exists(LIBFAKETIME):
+            self.skipTest(f'{LIBFAKETIME} missing (Debian package faketime, see bindep.txt)')
+        self.offset_file = self.get_temp_path('faketime')
+        self.set_offset('+0')
+        env = dict(os.environ, LD_PRELOAD=LIBFAKETIME, DONT_FAKE_MONOTONIC='1',
+                   FAKETIME_TIMESTAMP_FILE=self.offset_file, FAKETIME_NO_CACHE='1')
+        net, _port, canary, _ = self.serve_first_network(env=env)
+        # Control: with no offset the agent's clock is the real one, and a
+        # full sync is logged as such (the count must not grow below).
+        before = self.wait_reports(2)
+        self.assertAlmostEqual(0, before[-1][1] - time.time(), delta=60)
+        self.agent.wait_for_output('Full sync (')
+        syncs = self.agent.output().count('Full sync (')
+        dnsmasq = self.dnsmasq_pid(net['id'])
+
+        forward = self.jump('+1h', 3600, 43)
+        backward = self.jump('-1h', -3600, 44)
+
+        output = self.agent.output()
+        self.assertEqual(syncs, output.count('Full sync ('), 'a resync after a clock jump')
+        self.assertNotIn('resyncing everything', output)
+        self.assertEqual(dnsmasq, self.dnsmasq_pid(net['id']))
+        self.assertIsNone(self.agent.proc.poll(), 'the agent exited')
+        counts = self.end_canary(canary)
+        result = {'report_interval s': REPORT_INTERVAL,
+                  **{'+1h ' + k: v for k, v in forward.items()},
+                  **{'-2h ' + k: v for k, v in backward.items()},
+                  'resyncs': 0, **counts}
+        reliability.record(
+            'clock-jump', kind='fault', order=60,
+            fault='wall clock jump (+1 h, then -2 h)',
+            injected='agentkit-dhcp under libfaketime (DONT_FAKE_MONOTONIC=1, offset '
+                     'file re-read at run time) set to +1 h, then to -1 h',
+            checked="the reports' own timestamps show each jump; the server gets them "
+                    'at the same interval (no burst, no stall); no resync, dnsmasq '
+                    'untouched; a network created after each jump is served; the '
+                    "first network's VM keeps renewing and pinging",
+            result=result)
+        print(f'clock-jump: {result}')

@@ -159,10 +159,14 @@ class AgentTestCase(FunctionalTestCase):
             command, '--config-file', config,
             log_path=self.get_temp_path(log_name or f'{command}.log'), env=env)
         self.addCleanup(proc.kill)
-        neutron.wait_for_call(
-            'report_state',
-            lambda kw: kw['agent_state']['agent_state']['host'] == host,
-            since=mark)
+        try:
+            neutron.wait_for_call(
+                'report_state',
+                lambda kw: kw['agent_state']['agent_state']['host'] == host,
+                since=mark)
+        except AssertionError as exc:  # what the agent said is the diagnosis
+            raise AssertionError(f'{exc}; {command} logged:\n{proc.output()[-4000:]}'
+                                 ) from None
         return proc
 
     def get_temp_path(self, name: str) -> str:
