@@ -116,23 +116,53 @@ class DhcpFaultsTest(test_dhcp_agent.LinuxbridgeSwitch, test_dhcp_agent.DhcpAgen
         os.kill(pid, signal.SIGKILL)
         base.wait_until(lambda: self.dnsmasq_pid(net['id']) not in (None, pid), 15,
                         'dnsmasq respawned through the restarted daemon')
-
         new = self.privsep_daemons()
         self.assertEqual(set(daemons.values()), set(new.values()), new)
         self.assertFalse(set(daemons) & set(new))
+
+        # Killed again in the middle of work: four networks announced at
+        # once, the daemons killed while the agent builds them. A call cut
+        # off fails ("Premature eof") and the network is retried.
+        burst = []
+        for octet in range(45, 49):
+            net_n, subnet_n = self.make_network(f'10.254.{octet}.0/24', f'10.254.{octet}.1')
+            port_n, _vm, client_n = self.make_vm(net_n, subnet_n, f'10.254.{octet}.11')
+            burst.append((net_n, port_n, client_n, f'10.254.{octet}.11'))
+        mark = self.neutron.mark()
+        for net_n, *_ in burst:
+            self.neutron.cast_to_agent('dhcp_agent', self.host, 'network_create_end',
+                                       payload={'network': {'id': net_n['id']}})
+        base.wait_until(lambda: any(method == 'create_dhcp_port'
+                                    for method, _ in self.neutron.calls[mark:]),
+                        10, 'the agent at work on them')
+        for pid in new:
+            os.kill(pid, signal.SIGKILL)
+        burst_killed = time.monotonic()
+        for _net, port_n, _client, _ip in burst:
+            self.wait_dhcp_ready(port_n['id'], since=mark)
+        burst_in = time.monotonic() - burst_killed
+        for _net, _port, client_n, ip in burst:
+            lease = client_n.request()
+            self.assertIsNotNone(lease, f'no lease for {ip} after the kill in the middle')
+            self.assertEqual(ip, lease['new_ip_address'])
+
         self.assertIsNone(self.agent.proc.poll(), 'the agent exited')
         output = self.agent.output()
         self.assertIn('RESTARTING PrivContext', output)  # oslo.privsep noticed
+        self.assertFalse(set(new) & set(self.privsep_daemons()))
         counts = self.end_canary(canary)
-        result = {'new network served after s': round(served_in, 2), **counts}
+        result = {'new network served after s': round(served_in, 2),
+                  'killed mid-burst: 4 networks served after s': round(burst_in, 2),
+                  'privileged calls cut off': output.count('Premature eof'), **counts}
         reliability.record(
             'privsep-daemon-killed', kind='fault', order=20,
             fault='privsep daemon killed',
             injected='`kill -9` of both privsep daemons (network, daemons) of a '
-                     'running agentkit-dhcp',
+                     'running agentkit-dhcp: once idle, once while it builds 4 networks',
             checked='the agent restarts each daemon on its next privileged call '
                     '(logged), serves a network created afterwards (namespace, port, '
-                    'dnsmasq, lease) and respawns a killed dnsmasq; the first '
+                    'dnsmasq, lease) and respawns a killed dnsmasq; calls cut off are '
+                    'retried and all 4 networks give leases; the first '
                     "network's VM keeps its lease and pings",
             result=result)
         print(f'privsep-daemon-killed: {result}')
