@@ -41,3 +41,8 @@ class ProcessError(AgentkitError):
 class Conflict(AgentkitError):
     """The server's state moved on under us (e.g. the network is being
     deleted); the next event settles it, so this is not retried."""
+
+
+class StateWriteError(AgentkitError):
+    """A resource's files under ``state_path`` cannot be written (disk
+    full, read-only): names the resource; it is retried, the others go on."""

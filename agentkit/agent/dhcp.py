@@ -167,6 +167,7 @@ class DhcpAgent(base.Agent):
         self.dhcp.initialize()
         if self.metadata is not None:
             self.metadata.initialize()
+        self.interface.watch_restarts(self.schedule_resync)
 
     def drivers(self) -> list[Any]:
         return [d for d in (self.metadata, self.dhcp, self.interface) if d]

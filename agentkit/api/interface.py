@@ -1,6 +1,7 @@
 """Interface drivers: plug service ports (DHCP, router) into the switch."""
 
 import abc
+from collections.abc import Callable
 
 from agentkit.api import driver
 from agentkit.lib import ip_lib
@@ -50,3 +51,11 @@ class InterfaceDriver(driver.Driver):
     def set_addresses(self, device_name: str, namespace: str, cidrs: list[str],
                       current: ip_lib.DeviceState | None = None) -> None:
         """Make the device hold exactly ``cidrs`` (adds missing, removes extra)."""
+
+    def watch_restarts(self, on_restart: Callable[[str], None]) -> None:
+        """Call ``on_restart(reason)`` when the switch restarted in a way that
+        leaves plugged ports dead, so the agent plugs every port again.
+
+        Default: nothing to watch (a Linux bridge or a kernel-datapath OVS
+        keeps its ports across a restart).
+        """

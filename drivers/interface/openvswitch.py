@@ -4,7 +4,18 @@ The port carries ``external_ids:iface-id/attached-mac/iface-status`` like a
 nova-plugged VM port, so the L2 agent wires it the same way; the device is
 then moved into the DHCP/router namespace. Internal ports need no checksum
 workaround on the userspace datapath (unlike veths).
+
+On the userspace (netdev) datapath an internal port is a tap that
+ovs-vswitchd opens by name in its own namespace: when it restarts, it
+creates a new tap in the root namespace and the device moved into the
+DHCP/router namespace carries nothing any more. The driver then asks its
+agent to plug everything again (:meth:`watch_restarts`), and a port whose
+device shows up in the root namespace again is moved in anew.
 """
+
+import dataclasses
+import logging
+from collections.abc import Callable
 
 from agentkit.api import interface
 from agentkit.lib import ip_lib
@@ -12,6 +23,8 @@ from agentkit.lib import naming
 from agentkit.lib.ovs import bridge as ovs_bridge
 from agentkit.lib.ovs import connection as ovs_connection
 from drivers.interface import common
+
+LOG = logging.getLogger(__name__)
 
 
 class OVSInterfaceDriver(interface.InterfaceDriver):
@@ -31,6 +44,36 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
     def _bridge(self, bridge: str | None) -> ovs_bridge.OVSBridge:
         return self.ovs.bridge(bridge or self.conf.ovs.integration_bridge,
                                self.conf.ovs.datapath_type)
+
+    def watch_restarts(self, on_restart: Callable[[str], None]) -> None:
+        """An ovs-vswitchd restart on the userspace datapath (the bridge's
+        own datapath type: the L2 agent owns it) when OVS is local."""
+        if not self.conf.ovs.ovsdb_connection.startswith('unix:'):
+            return
+        if self._bridge(None).get_datapath_type() != 'netdev':
+            return
+
+        def restarted(reason: str) -> None:
+            if reason == ovs_connection.RESYNC_VSWITCHD_RESTARTED:
+                on_restart('ovs-vswitchd restarted (userspace datapath: '
+                           'service ports must be plugged again)')
+
+        self.ovs.add_resync_callback(restarted)
+        self.ovs.start_vswitchd_monitor()
+
+    def read_state(self, network_id: str, device_name: str, namespace: str,
+                   bridge: str | None = None) -> ip_lib.DeviceState | None:
+        """The namespace side plus a root-namespace device of the same name,
+        in the same call. Both present means ovs-vswitchd re-created the
+        port's tap after a restart: the one in the namespace is stale, so
+        the port is reported as not plugged there (plug() replaces it)."""
+        state = ip_lib.read_device_state(device_name, namespace, root_devices=[device_name])
+        if state is None or state.link is None or not state.root_links:
+            return state
+        LOG.warning('Port %s: ovs-vswitchd re-created its device in the root namespace '
+                    '(it restarted, userspace datapath); replacing the one in %s',
+                    device_name, namespace)
+        return dataclasses.replace(state, link=None, addresses=(), routes=())
 
     def get_device_name(self, port_id: str) -> str:
         return naming.tap_device_name(port_id)
@@ -52,6 +95,8 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
         ns_link = (current.link if current is not None
                    else common.link_or_none(ns_device))
         if ns_link is None:
+            if current is not None and current.root_links and ns_device.exists():
+                ns_device.delete()  # stale: see read_state
             root_device = ip_lib.IPDevice(device_name)
             common.wait_for_device(root_device)
             root_device.link.set_netns(namespace)

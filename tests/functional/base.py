@@ -148,20 +148,25 @@ class AgentTestCase(FunctionalTestCase):
         return path
 
     def run_agent(self, command: str, config: str, host: str, neutron: Any,
-                  log_name: str | None = None) -> Any:
+                  log_name: str | None = None, env: dict[str, str] | None = None) -> Any:
         """Start ``command`` against ``neutron`` (a FakeNeutron) and return
         once its first state report arrived: by then its drivers are up
-        (bridges created, privsep running). Killed at cleanup."""
+        (bridges created, privsep running). Killed at cleanup. ``env``:
+        the process's whole environment (default: this one's)."""
         from tests.functional import agent_process
         mark = neutron.mark()
         proc = agent_process.AgentProcess(
             command, '--config-file', config,
-            log_path=self.get_temp_path(log_name or f'{command}.log'))
+            log_path=self.get_temp_path(log_name or f'{command}.log'), env=env)
         self.addCleanup(proc.kill)
-        neutron.wait_for_call(
-            'report_state',
-            lambda kw: kw['agent_state']['agent_state']['host'] == host,
-            since=mark)
+        try:
+            neutron.wait_for_call(
+                'report_state',
+                lambda kw: kw['agent_state']['agent_state']['host'] == host,
+                since=mark)
+        except AssertionError as exc:  # what the agent said is the diagnosis
+            raise AssertionError(f'{exc}; {command} logged:\n{proc.output()[-4000:]}'
+                                 ) from None
         return proc
 
     def get_temp_path(self, name: str) -> str:

@@ -28,6 +28,7 @@ class Canary:
         self.renewals: list[tuple[float, str | None]] = []  # (monotonic, address got)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._result: dict[str, float | int] | None = None
         if dhcp is not None:
             self._thread = threading.Thread(target=self._renew, args=(renew_every,),
                                             daemon=True)
@@ -39,8 +40,11 @@ class Canary:
             self.renewals.append((time.monotonic(),
                                   lease.get('new_ip_address') if lease else None))
 
-    def stop(self) -> dict[str, int]:
-        """Stop everything; the counts a fault case reports."""
+    def stop(self) -> dict[str, float | int]:
+        """Stop everything; the counts a fault case reports (again, unchanged,
+        on a later call: a cleanup may stop it too)."""
+        if self._result is not None:
+            return self._result
         self._stop.set()
         if self._thread is not None:
             self._thread.join(30)
@@ -49,7 +53,11 @@ class Canary:
             s, r = ping.stop()
             sent, received = sent + s, received + r
         lost = [ip for _, ip in self.renewals if ip != self._expected_ip]
-        result = {'pings sent': sent, 'pings lost': sent - received}
+        result: dict[str, float | int] = {'pings sent': sent, 'pings lost': sent - received}
+        if self._pings:
+            result['longest ping outage s'] = round(
+                max(ping.longest_outage for ping in self._pings), 1)
         if self._dhcp is not None:
             result.update({'dhcp renewals': len(self.renewals), 'leases lost': len(lost)})
+        self._result = result
         return result

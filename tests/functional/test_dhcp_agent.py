@@ -61,8 +61,8 @@ class DhcpAgentFixture:
         os.makedirs(self.workdir)
         self.procs = []
 
-    def start_agent(self):
-        proc = self.run_agent('agentkit-dhcp', self.config, self.host, self.neutron)
+    def start_agent(self, env=None):
+        proc = self.run_agent('agentkit-dhcp', self.config, self.host, self.neutron, env=env)
         self.addCleanup(self.cleanup_networks)  # runs before the kill
         return proc
 
@@ -96,6 +96,18 @@ class DhcpAgentFixture:
         self.addCleanup(vm.destroy, self.ovs_bridge())
         self.attach(vm, net)
         return port, vm, fake_vm.DhcpClient(vm, self.workdir)
+
+    def add_served_network(self, third_octet):
+        """A network with a VM created on the server after the agent started,
+        announced as neutron-server does: (network, VM port, its DHCP client,
+        the call-log mark before the announcement)."""
+        net, subnet = self.make_network(f'10.254.{third_octet}.0/24',
+                                        f'10.254.{third_octet}.1')
+        port, _vm, client = self.make_vm(net, subnet, f'10.254.{third_octet}.11')
+        mark = self.neutron.mark()
+        self.neutron.cast_to_agent('dhcp_agent', self.host, 'network_create_end',
+                                   payload={'network': {'id': net['id']}})
+        return net, port, client, mark
 
     def dnsmasq_pid(self, net_id):
         return external_process.read_pid_file(
@@ -283,8 +295,30 @@ class OVSDhcpAgentTest(OvsSwitch, DhcpAgentTestMixin, base.AgentTestCase):
     restart_networks = 5  # the 20-network case runs with linuxbridge
 
 
-class LinuxbridgeDhcpAgentTest(DhcpAgentTestMixin, base.AgentTestCase):
+class LinuxbridgeSwitch:
+    """The switch of a linuxbridge DHCP agent test: one ``brq`` per network."""
+
     interface_driver = 'linuxbridge'
+
+    def setup_switch(self):
+        pass
+
+    def ovs_bridge(self):
+        return None
+
+    def attach(self, vm, net):
+        # Plays the L2 agent: the network's bridge with the VM's tap in it.
+        brq = 'brq' + net['id'][:11]
+        ip_lib.IPWrapper().add_bridge(brq, exist_ok=True).link.set_up()
+        self.addCleanup(lambda: ip_lib.device_exists(brq)
+                        and ip_lib.IPDevice(brq).delete())
+        ip_lib.IPDevice(vm.tap).link.set_master(brq)
+
+    def unplug_all(self, net_id):
+        pass
+
+
+class LinuxbridgeDhcpAgentTest(LinuxbridgeSwitch, DhcpAgentTestMixin, base.AgentTestCase):
 
     def test_isolated_metadata_address_and_route(self):
         with open(self.config) as f:
@@ -307,20 +341,3 @@ class LinuxbridgeDhcpAgentTest(DhcpAgentTestMixin, base.AgentTestCase):
         # No router on this subnet: VMs reach metadata through the DHCP port.
         routes = lease.get('new_rfc3442_classless_static_routes', '')
         self.assertIn('32 169 254 169 254 ' + dhcp_ip.replace('.', ' '), routes)
-
-    def setup_switch(self):
-        pass
-
-    def ovs_bridge(self):
-        return None
-
-    def attach(self, vm, net):
-        # Plays the L2 agent: the network's bridge with the VM's tap in it.
-        brq = 'brq' + net['id'][:11]
-        ip_lib.IPWrapper().add_bridge(brq, exist_ok=True).link.set_up()
-        self.addCleanup(lambda: ip_lib.device_exists(brq)
-                        and ip_lib.IPDevice(brq).delete())
-        ip_lib.IPDevice(vm.tap).link.set_master(brq)
-
-    def unplug_all(self, net_id):
-        pass

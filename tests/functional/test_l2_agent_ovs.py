@@ -11,7 +11,9 @@ from tests.functional import fake_neutron
 from tests.functional import vm as fake_vm
 
 
-class L2AgentOVSTest(base.AgentTestCase):
+class L2AgentOVSHarness(base.AgentTestCase):
+    """One agentkit-l2 (openvswitch) on a test bridge of this host's OVS;
+    no test of its own (the fault suite builds on it too)."""
 
     def setUp(self):
         super().setUp()
@@ -34,9 +36,9 @@ class L2AgentOVSTest(base.AgentTestCase):
                    'type_drivers': 'flat,vxlan', 'vni_ranges': '1000:1999'},
         })
 
-    def start_agent(self):
+    def start_agent(self, env=None):
         # The first report comes after the driver created the bridge.
-        return self.run_agent('agentkit-l2', self.config, self.host, self.neutron)
+        return self.run_agent('agentkit-l2', self.config, self.host, self.neutron, env=env)
 
     def add_vm(self, network_id, vni, cidr, network_type='vxlan', trunk_id=None):
         port_id = str(uuid.uuid4())
@@ -69,6 +71,9 @@ class L2AgentOVSTest(base.AgentTestCase):
                 return tag
             self.assertLess(time.monotonic(), deadline, f'{tap} never tagged')
             time.sleep(0.05)
+
+
+class L2AgentOVSTest(L2AgentOVSHarness):
 
     def test_report_state_in_neutron_format(self):
         proc = self.start_agent()

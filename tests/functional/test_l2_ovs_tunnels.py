@@ -27,7 +27,10 @@ VXLAN_PORT = 4789
 SUBNET = '10.254.0.{}/24'
 
 
-class L2OVSTunnelTest(base.AgentTestCase):
+class TwoTunnelHosts(base.AgentTestCase):
+    """Host A (this machine's OVS, test bridges) and host B (an OVSHost)
+    joined by an underlay, each with its own config for agentkit-l2;
+    no test of its own (the fault suite builds on it too)."""
 
     def setUp(self) -> None:
         super().setUp()
@@ -87,16 +90,21 @@ class L2OVSTunnelTest(base.AgentTestCase):
         return self.run_agent('agentkit-l2', getattr(self, f'config_{side}'),
                               self.prefix + side, self.neutron, f'l2-{side}.log')
 
-    def add_vm(self, side: str, network_id: str, network_type: str, key: int,
-               ip_suffix: int) -> fake_vm.FakeVM:
-        port_id = str(uuid.uuid4())
-        mac = 'fa:16:3e:%02x:%02x:%02x' % tuple(uuid.uuid4().bytes[:3])
+    def describe_port(self, port_id: str, network_id: str, mac: str, network_type: str,
+                      key: int, device_owner: str = 'compute:nova') -> None:
+        """The details the fake server gives the L2 agents for this port."""
         self.neutron.port_details[port_id] = {
             'device': port_id, 'port_id': port_id, 'network_id': network_id,
             'mac_address': mac, 'admin_state_up': True,
             'network_type': network_type, 'physical_network': None,
             'segmentation_id': key, 'fixed_ips': [],
-            'port_security_enabled': False, 'device_owner': 'compute:nova'}
+            'port_security_enabled': False, 'device_owner': device_owner}
+
+    def add_vm(self, side: str, network_id: str, network_type: str, key: int,
+               ip_suffix: int) -> fake_vm.FakeVM:
+        port_id = str(uuid.uuid4())
+        mac = 'fa:16:3e:%02x:%02x:%02x' % tuple(uuid.uuid4().bytes[:3])
+        self.describe_port(port_id, network_id, mac, network_type, key)
         vm = fake_vm.FakeVM(self.prefix + side + uuid.uuid4().hex[:4], port_id, mac)
         if side == 'a':
             self.addCleanup(vm.destroy, self.br_int_a)
@@ -145,7 +153,9 @@ class L2OVSTunnelTest(base.AgentTestCase):
         self.start_agent('a')
         self.start_agent('b')
 
-    # -- tests --------------------------------------------------------------
+
+class L2OVSTunnelTest(TwoTunnelHosts):
+
     def test_vxlan_and_gre_carry_each_network_to_the_other_host_only(self) -> None:
         self.start_both()
         vni1, vni2 = random.sample(range(1000, 2000), 2)

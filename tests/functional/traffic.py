@@ -7,6 +7,7 @@ never assumes — every check waits for an answer that either comes or not.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -306,6 +307,10 @@ class ContinuousPing:
     """``ping -i 0.2`` running in ``namespace`` until :meth:`stop`; counts losses."""
 
     def __init__(self, namespace: str, address: str, interval: float = 0.2) -> None:
+        self.interval = interval
+        # The longest run of unanswered pings between two answered ones
+        # times the interval: how long traffic stopped (set by stop()).
+        self.longest_outage = 0.0
         self.proc = subprocess.Popen(
             ['ip', 'netns', 'exec', namespace, 'ping', '-n', '-i', str(interval),
              '-W', '1', address], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -314,6 +319,9 @@ class ContinuousPing:
         """(sent, received) as ping's summary reports them."""
         self.proc.send_signal(2)  # SIGINT: ping prints its statistics
         out, _ = self.proc.communicate(10)
+        answered = sorted({int(m) for m in re.findall(r'icmp_seq=(\d+) ttl=', out)})
+        runs = [b - a - 1 for a, b in zip(answered, answered[1:])]
+        self.longest_outage = max(runs, default=0) * self.interval
         for line in out.splitlines():
             if 'packets transmitted' in line:
                 fields = line.split(',')

@@ -7,6 +7,8 @@ tree and stand-ins for the privileged spawn/kill, so no dnsmasq runs here.
 """
 
 import copy
+import errno
+import json
 import os
 import stat
 import tempfile
@@ -628,6 +630,36 @@ class TestDriver(DriverTestCase):
                           'dnsmasq_reloads': 0, 'dnsmasq_adopted': 0,
                           'dnsmasq_leases_released': 0},
                          self.driver.get_configurations())
+
+    def test_full_state_path_names_the_network_and_keeps_its_files(self):
+        """A disk full (ENOSPC on every write): an error naming the network
+        and its directory; nothing half-written, no dnsmasq started; once
+        space returns the same call serves it."""
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
+        served_host = self.read('host')
+        other_id = str(uuid.uuid4())
+        other = json.loads(json.dumps(reference_network()).replace(NET_ID, other_id))
+        other['ports'][0]['mac_address'] = 'fa:16:3e:00:00:42'
+        full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        with mock.patch.object(files.fileutils, 'write_atomic', side_effect=full):
+            exc = self.assertRaises(exceptions.StateWriteError, self.driver.serve,
+                                    typed(other), NAMESPACE + 'x', INTERFACE)
+            # A change to the served network fails the same way, naming it.
+            changed = reference_network()
+            changed['ports'][0]['mac_address'] = 'fa:16:3e:00:00:43'
+            exc_served = self.assertRaises(exceptions.StateWriteError, self.driver.serve,
+                                           typed(changed), NAMESPACE, INTERFACE)
+        self.assertEqual(
+            f'Network {other["id"]}: cannot write its DHCP files in '
+            f'{self.state_path}/dhcp/{other["id"]}: No space left on device', str(exc))
+        self.assertIn(NET_ID, str(exc_served))
+        self.assertEqual(1, len(self.procs.spawned))  # only the first network's dnsmasq
+        self.assertEqual(served_host, self.read('host'))  # the old file, whole
+        self.assertEqual([], os.listdir(self.state_file('.', other_id)))
+        # Space again: served.
+        self.driver.serve(typed(other), NAMESPACE + 'x', INTERFACE)
+        self.assertEqual(2, len(self.procs.spawned))
+        self.assertIn('fa:16:3e:00:00:42', self.read('host', other['id']))
 
     def test_service_state_describes_the_server_and_its_entries(self):
         """What agentkit-doctor is shown: the live server and its host entries."""

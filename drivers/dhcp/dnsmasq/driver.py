@@ -309,13 +309,14 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
             self.metadata_hook(net.id, namespace, False)
             return
         state_dir = settings.state_dir(net.id)
-        files.ensure_dir(state_dir)
         old_hosts = leases.read_host_macs(os.path.join(state_dir, render.HOST_FILE))
         contents = render.render_files(net, settings, self._own_dhcp_ips(net, interface_name))
-        changed = [name for name, content in contents.items()
-                   if files.write_file_if_changed(os.path.join(state_dir, name), content)]
-        files.write_file_if_changed(os.path.join(state_dir, render.INTERFACE_FILE),
-                                    interface_name + '\n')
+        with files.writing_files_of(net.id, state_dir):
+            files.ensure_dir(state_dir)
+            changed = [name for name, content in contents.items()
+                       if files.write_file_if_changed(os.path.join(state_dir, name), content)]
+            files.write_file_if_changed(os.path.join(state_dir, render.INTERFACE_FILE),
+                                        interface_name + '\n')
         argv = render.build_argv(net, settings)
         metadata = render.needs_metadata_proxy(net, settings)
 
@@ -335,8 +336,10 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
         action = external_process.least_disruptive_action(state.manager.cmdline(), argv,
                                                           state.reload_pending)
         if action in (Action.START, Action.RESTART):
-            files.write_file_if_changed(os.path.join(state_dir, render.LEASES_FILE),
-                                        render.render_init_leases(net, settings, time.time()))
+            with files.writing_files_of(net.id, state_dir):
+                files.write_file_if_changed(
+                    os.path.join(state_dir, render.LEASES_FILE),
+                    render.render_init_leases(net, settings, time.time()))
         if action is Action.START:
             state.manager.enable()
             self._count('starts')

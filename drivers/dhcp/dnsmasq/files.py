@@ -7,9 +7,11 @@ silently answers nothing: directories are made world-searchable and a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import stat
+from collections.abc import Iterator
 
 from agentkit import exceptions
 from agentkit.lib import fileutils
@@ -34,6 +36,24 @@ def write_file_if_changed(path: str, content: str) -> bool:
         pass
     fileutils.write_atomic(path, content)
     return True
+
+
+@contextlib.contextmanager
+def writing_files_of(network_id: str, state_dir: str) -> Iterator[None]:
+    """Turn a failed write of a network's files into an error naming it.
+
+    A full or read-only ``state_path`` otherwise shows as a bare ``[Errno
+    28]`` on a temporary file name; the operator needs to know which
+    network is not being updated and where. The files already there are
+    untouched (every write is tmp + rename), so its dnsmasq, if running,
+    keeps serving what it had.
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise exceptions.StateWriteError(
+            f'Network {network_id}: cannot write its DHCP files in {state_dir}: '
+            f'{exc.strerror or exc}') from exc
 
 
 def ensure_dir(path: str) -> None:

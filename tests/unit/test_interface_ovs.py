@@ -1,0 +1,105 @@
+"""openvswitch interface driver: service ports after an ovs-vswitchd restart
+on the userspace datapath (the tap re-created in the root namespace)."""
+
+from unittest import mock
+
+from agentkit.conf import ovs as ovs_conf
+from agentkit.lib import ip_lib
+from agentkit.lib.ovs import connection as ovs_connection
+from drivers.interface import openvswitch
+from tests import base
+
+DEVICE = 'tap12345678-9a'
+NAMESPACE = 'qdhcp-3ec78356-d321-4fa6-920d-7b6866220829'
+UP = {'address': 'fa:16:3e:00:00:01', 'mtu': 1450, 'state': 'up'}
+
+
+def state(root_links):
+    return ip_lib.DeviceState(loopback_up=True, link=dict(UP),
+                              addresses=({'cidr': '10.0.0.2/24'},),  # type: ignore[typeddict-item]
+                              routes=(), root_links=root_links)
+
+
+class OVSInterfaceRestartTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        ovs_conf.register_ovs_opts(self.conf)
+        self.driver = openvswitch.OVSInterfaceDriver(conf=self.conf, host='h')
+        self.driver.ovs = mock.Mock()
+        self.bridge = self.driver.ovs.bridge.return_value
+
+    def read_state(self, found):
+        with mock.patch.object(openvswitch.ip_lib, 'read_device_state',
+                               return_value=found) as read:
+            result = self.driver.read_state('net', DEVICE, NAMESPACE)
+        read.assert_called_once_with(DEVICE, NAMESPACE, root_devices=[DEVICE])
+        return result
+
+    def test_device_only_in_the_namespace_is_plugged(self):
+        found = state(root_links={})
+        self.assertIs(found, self.read_state(found))
+
+    def test_device_back_in_the_root_namespace_means_the_other_is_stale(self):
+        stale = self.read_state(state(root_links={DEVICE: dict(UP)}))
+        self.assertIsNone(stale.link)
+        self.assertEqual((), stale.addresses)  # set_addresses starts afresh
+        self.assertIn('re-created its device in the root namespace', self.log.output)
+
+    def plug(self, current, ns_device_exists=True):
+        devices = {}
+
+        def device(name, namespace=None):
+            dev = devices.setdefault((name, namespace), mock.Mock(name=f'{name}@{namespace}'))
+            dev.exists.return_value = ns_device_exists if namespace else True
+            return dev
+
+        with mock.patch.object(openvswitch.ip_lib, 'IPDevice', side_effect=device), \
+                mock.patch.object(openvswitch.common, 'wait_for_device'), \
+                mock.patch.object(openvswitch.common, 'link_or_none',
+                                  return_value=dict(UP) if ns_device_exists else None), \
+                mock.patch.object(openvswitch.common, 'configure_link') as configure:
+            self.driver.plug('net', '12345678-9abc-4def-8123-456789abcdef', DEVICE,
+                             UP['address'], NAMESPACE, mtu=1450, current=current)
+        self.bridge.add_port.assert_called_once()
+        configure.assert_called_once()
+        return devices
+
+    def test_plug_replaces_the_stale_device(self):
+        current = self.read_state(state(root_links={DEVICE: dict(UP)}))
+        devices = self.plug(current)
+        devices[(DEVICE, NAMESPACE)].delete.assert_called_once_with()
+        devices[(DEVICE, None)].link.set_netns.assert_called_once_with(NAMESPACE)
+
+    def test_plug_of_a_healthy_port_moves_and_deletes_nothing(self):
+        devices = self.plug(self.read_state(state(root_links={})))
+        devices[(DEVICE, NAMESPACE)].delete.assert_not_called()
+        self.assertNotIn((DEVICE, None), devices)
+
+    def test_first_plug_moves_the_new_device_in(self):
+        devices = self.plug(None, ns_device_exists=False)
+        devices[(DEVICE, NAMESPACE)].delete.assert_not_called()
+        devices[(DEVICE, None)].link.set_netns.assert_called_once_with(NAMESPACE)
+
+    def watch(self, datapath, connection='unix:/var/run/openvswitch/db.sock'):
+        self.conf.set_override('ovsdb_connection', connection, group='ovs')
+        self.bridge.get_datapath_type.return_value = datapath
+        calls = []
+        self.driver.watch_restarts(calls.append)
+        return calls
+
+    def test_vswitchd_restart_on_the_userspace_datapath_asks_for_a_replug(self):
+        calls = self.watch('netdev')
+        self.driver.ovs.start_vswitchd_monitor.assert_called_once_with()
+        (callback,), _ = self.driver.ovs.add_resync_callback.call_args
+        callback(ovs_connection.RESYNC_OVSDB_RECONNECTED)  # ports survive that
+        self.assertEqual([], calls)
+        callback(ovs_connection.RESYNC_VSWITCHD_RESTARTED)
+        self.assertEqual(1, len(calls))
+        self.assertIn('ovs-vswitchd restarted', calls[0])
+
+    def test_kernel_datapath_or_remote_ovs_is_not_watched(self):
+        self.assertEqual([], self.watch('system'))
+        self.assertEqual([], self.watch('netdev', 'tcp:192.0.2.1:6640'))
+        self.driver.ovs.add_resync_callback.assert_not_called()
+        self.driver.ovs.start_vswitchd_monitor.assert_not_called()
