@@ -27,6 +27,7 @@ class Canary:
         self._dhcp, self._expected_ip = dhcp, expected_ip
         self.renewals: list[tuple[float, str | None]] = []  # (monotonic, address got)
         self._stop = threading.Event()
+        self._result: dict[str, int] | None = None
         self._thread: threading.Thread | None = None
         if dhcp is not None:
             self._thread = threading.Thread(target=self._renew, args=(renew_every,),
@@ -40,7 +41,13 @@ class Canary:
                                   lease.get('new_ip_address') if lease else None))
 
     def stop(self) -> dict[str, int]:
-        """Stop everything; the counts a fault case reports."""
+        """Stop everything; the counts a fault case reports.
+
+        Idempotent (a test stops it, its cleanup again): later calls return
+        the first call's counts.
+        """
+        if self._result is not None:
+            return self._result
         self._stop.set()
         if self._thread is not None:
             self._thread.join(30)
@@ -52,4 +59,5 @@ class Canary:
         result = {'pings sent': sent, 'pings lost': sent - received}
         if self._dhcp is not None:
             result.update({'dhcp renewals': len(self.renewals), 'leases lost': len(lost)})
+        self._result = result
         return result
