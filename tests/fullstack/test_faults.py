@@ -94,9 +94,6 @@ class FaultsTest(base.OpenvswitchHost):
         self.cidr = f'10.{random.randint(100, 250)}.{random.randint(0, 255)}'
         subnet = self.api.create_subnet(network_id=net['id'], cidr=f'{self.cidr}.0/24',
                                         enable_dhcp=True, name=f'{self.prefix}-sub')
-        extra = [self.api.create_subnet(
-            network_id=net['id'], cidr=f'10.{random.randint(100, 250)}.{i}.0/28',
-            enable_dhcp=False, name=f'{self.prefix}-sub{i}') for i in range(extra_subnets)]
         router = self.api.create_router(name=f'{self.prefix}-r')
         self.addCleanup(self.cleanup_router, router['id'])
         self.api.add_router_interface(router['id'], subnet['id'])
@@ -104,6 +101,7 @@ class FaultsTest(base.OpenvswitchHost):
         vms = [self.add_vm(net, f'vm{i}') for i in (1, 2)]
         (vm1, port1), (vm2, port2) = vms
         ips = [port['fixed_ips'][0]['ip_address'] for _, port in vms]
+        self.wait_dhcp_entries(net, [port for _, port in vms])
         client = fake_vm.DhcpClient(vm1, self.get_temp_dir())
         lease = client.request(timeout=20)
         self.assertEqual(ips[0], (lease or {}).get('new_ip_address'), 'no lease for VM1')
@@ -115,6 +113,12 @@ class FaultsTest(base.OpenvswitchHost):
             self.assertTrue(self.reaches(vm.name, ip), f'{vm.name} cannot reach {ip}')
         wait_until(lambda: self.instance_id(vm1, check=False) == port1['device_id'],
                    EVENT_TIMEOUT, 'metadata through the router')
+        # Made after the VMs: a port without fixed_ips gets its address from
+        # any IPv4 subnet of the network (create_vm_port names the subnet).
+        extra = [self.api.create_subnet(
+            network_id=net['id'], cidr=f'10.{random.randint(100, 250)}.{i}.0/28',
+            enable_dhcp=False, name=f'{self.prefix}-sub{i}') for i in range(extra_subnets)]
+        self.subnet = subnet
         self.canary = canary_lib.Canary([(vm1.name, ips[1]), (vm2.name, ips[0])],
                                         dhcp=client, expected_ip=ips[0])
         self.addCleanup(self.canary.stop)
@@ -129,6 +133,12 @@ class FaultsTest(base.OpenvswitchHost):
                 return {line.split(',')[0].lower() for line in f if line.strip()}
         except FileNotFoundError:
             return set()
+
+    def wait_dhcp_entries(self, net, ports):
+        """dnsmasq knows the ports (it answers no MAC it has no host entry for)."""
+        macs = {p['mac_address'] for p in ports}
+        wait_until(lambda: macs <= self.dhcp_hosts(net['id']), EVENT_TIMEOUT,
+                   f'dnsmasq host entries of {len(macs)} port(s)')
 
     def br_int_ports(self):
         """{OVS port name: (tag, iface-id)} on this test's br-int."""
@@ -191,7 +201,8 @@ class FaultsTest(base.OpenvswitchHost):
     def create_vm_port(self, net, name):
         port = self.api.create_port(
             network_id=net['id'], name=f'{self.prefix}-{name}', device_owner='compute:nova',
-            device_id=str(uuid.uuid4()), **{'binding:host_id': self.host})
+            device_id=str(uuid.uuid4()), fixed_ips=[{'subnet_id': self.subnet['id']}],
+            **{'binding:host_id': self.host})
         self.addCleanup(self.api.delete, 'ports', port['id'])
         self.addCleanup(fake_vm.unplug_ovs_hybrid, port['id'], self.bridge)
         return port
@@ -209,6 +220,7 @@ class FaultsTest(base.OpenvswitchHost):
         t0 = time.monotonic()
         vm, port = self.add_vm(net, name)
         active = time.monotonic() - t0
+        self.wait_dhcp_entries(net, [port])
         lease = fake_vm.DhcpClient(vm, self.get_temp_dir()).request(timeout=20)
         self.assertEqual(port['fixed_ips'][0]['ip_address'],
                          (lease or {}).get('new_ip_address'), f'{name} got no lease')
@@ -257,7 +269,6 @@ class FaultsTest(base.OpenvswitchHost):
         self.assertEqual(4, len(late))
         ports = early + late
         ids = {p['id'] for p in ports}
-        macs = {p['mac_address'] for p in ports}
 
         # Every agent reconnects by itself: its reports reach the server again.
         def reported_again():
@@ -270,8 +281,7 @@ class FaultsTest(base.OpenvswitchHost):
         wait_until(lambda: self.all_active(ids), 2 * EVENT_TIMEOUT,
                    'every port created around the outage ACTIVE', 0.5)
         t_active = time.monotonic() - t_back
-        wait_until(lambda: macs <= self.dhcp_hosts(net['id']), EVENT_TIMEOUT,
-                   'dnsmasq host entries of every port')
+        self.wait_dhcp_entries(net, ports)
         t_dhcp = time.monotonic() - t_back
         # The casts sent while the broker was away were lost with the queues:
         # the reports failed (rather than waiting for the broker), and the
@@ -293,6 +303,7 @@ class FaultsTest(base.OpenvswitchHost):
         rns = naming.router_namespace(router['id'])
         wait_until(lambda: nexthop in base.run('ip', 'netns', 'exec', rns, 'ip', 'route').stdout,
                    EVENT_TIMEOUT, 'the extra route in the router (L3 agent consuming)')
+        self.api.update_router(router['id'], routes=[])
         new_active, new_lease = self.new_vm_gets_lease(net, 'after')
         figures = self.canary.stop()
         self.assertGreater(figures['pings sent'], 2 * 5 * RABBIT_OUTAGE, figures)
@@ -442,9 +453,7 @@ class FaultsTest(base.OpenvswitchHost):
         wait_until(lambda: self.all_active(ids), 3 * EVENT_TIMEOUT,
                    f'the {len(ids)} kept ports ACTIVE', 0.5)
         t_active = time.monotonic() - t_restart
-        macs = {p['mac_address'] for p in kept}
-        wait_until(lambda: macs <= self.dhcp_hosts(net['id']), EVENT_TIMEOUT,
-                   'dnsmasq host entries of every kept port')
+        self.wait_dhcp_entries(net, kept)
         t_dhcp = time.monotonic() - t_restart
         self.assertEqual(set(), self.dhcp_hosts(net['id']) & {p['mac_address'] for p in deleted},
                          'dnsmasq still has host entries of deleted ports')
