@@ -10,6 +10,12 @@
 #   tools/neutron-server.sh status    exit 0 when running (prints the same)
 #   tools/neutron-server.sh stop      stop it; the database is kept, so the
 #                                      next start skips the schema migration
+#   tools/neutron-server.sh stop-neutron  stop only the neutron processes (API,
+#                                      RPC, periodic), as a crash or an upgrade
+#                                      takes the server away: MariaDB, the
+#                                      vhost (the agents' queues) and the
+#                                      ports stay, and the next start brings
+#                                      back just those processes
 #   tools/neutron-server.sh purge     stop it and remove its state directory
 #
 # What runs (Neutron 29 has no neutron-server binary, see
@@ -151,7 +157,10 @@ cmd=${1:-start}
 
 case "$cmd" in
 stop)
-    stop_all; say "stopped"; exit 0 ;;
+    stop_all; rm -f "$STATE/run/neutron-stopped"; say "stopped"; exit 0 ;;
+stop-neutron)
+    stop_services periodic rpc api; touch "$STATE/run/neutron-stopped"
+    say "neutron processes stopped (MariaDB and the vhost kept)"; exit 0 ;;
 purge)
     stop_all; flock -u 9; rm -rf "$STATE"; say "purged"; exit 0 ;;
 status)
@@ -168,8 +177,17 @@ if running && api_ok; then
     print_endpoints 0
     exit 0
 fi
-# Half-started or crashed: start over (the database and schema stay).
-stop_all
+# After stop-neutron only the neutron processes come back, on the same
+# ports and vhost; half-started or crashed: start over (the database and
+# schema stay).
+RESUME=0
+if [ -f "$STATE/run/neutron-stopped" ] && pid_of mariadb >/dev/null; then
+    RESUME=1
+    stop_services periodic rpc api
+else
+    stop_all
+fi
+rm -f "$STATE/run/neutron-stopped"
 
 # -- packages ----------------------------------------------------------------
 if ! command -v mariadbd >/dev/null || ! command -v mariadb-install-db >/dev/null; then
@@ -192,16 +210,21 @@ say "packages ready (venv $VENV)"
 
 # -- ports ---------------------------------------------------------------------
 port_busy() { python3 -c 'import socket, sys; s = socket.socket(); sys.exit(s.connect_ex(("127.0.0.1", int(sys.argv[1]))) != 0)' "$1"; }
-if [ -z "${DB_PORT:-}" ] || port_busy "$DB_PORT"; then DB_PORT=$(free_port); fi
-if [ -z "${API_PORT:-}" ] || port_busy "$API_PORT" || [ "$API_PORT" = "$DB_PORT" ]; then
-    API_PORT=$(free_port)
+if [ "$RESUME" = 0 ]; then
+    if [ -z "${DB_PORT:-}" ] || port_busy "$DB_PORT"; then DB_PORT=$(free_port); fi
+    if [ -z "${API_PORT:-}" ] || port_busy "$API_PORT" || [ "$API_PORT" = "$DB_PORT" ]; then
+        API_PORT=$(free_port)
+    fi
+    printf 'DB_PORT=%s\nAPI_PORT=%s\n' "$DB_PORT" "$API_PORT" >"$STATE/ports.env"
 fi
-printf 'DB_PORT=%s\nAPI_PORT=%s\n' "$DB_PORT" "$API_PORT" >"$STATE/ports.env"
 API_URL="http://127.0.0.1:$API_PORT"
 
 # -- MariaDB -------------------------------------------------------------------
 DATADIR=$STATE/mysql
 SOCK=$STATE/run/mysqld.sock
+if [ "$RESUME" = 1 ]; then
+    say "MariaDB kept on 127.0.0.1:$DB_PORT, vhost $VHOST kept"
+else
 if [ ! -d "$DATADIR/mysql" ]; then
     say "initialising MariaDB datadir"
     rm -rf "$DATADIR" "$STATE/db-schema-"*
@@ -228,6 +251,7 @@ rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
 rabbitmqctl -q add_vhost "$VHOST" >/dev/null
 rabbitmqctl -q set_permissions -p "$VHOST" "$RUSER" '.*' '.*' '.*' >/dev/null
 say "RabbitMQ vhost $VHOST ready"
+fi  # RESUME
 
 # -- configuration -------------------------------------------------------------
 mkdir -p "$STATE/state" "$STATE/lock"

@@ -8,6 +8,7 @@ the next one is tried on schedule.
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,9 @@ from agentkit.rpc import report_api
 LOG = logging.getLogger(__name__)
 
 AGENT_REVIVED = 'revived'
+#: seconds beyond twice its timeout after which a report that succeeded
+#: counts as one that waited out a broker outage
+STALL_SLACK = 5.0
 
 
 class StateReporter:
@@ -28,9 +32,10 @@ class StateReporter:
     :param interval: returns the current report interval; read every cycle so
         a SIGHUP change of the mutable option takes effect.
     :param on_revived: called when the server says it had considered the
-        agent dead, or answers again after failed reports (the broker or
-        the server was away, and casts sent meanwhile may be lost): the
-        agent must resync everything.
+        agent dead, or answers again after failed reports or after a report
+        that waited far beyond its timeout (the broker or the server was
+        away, and casts sent meanwhile may be lost): the agent must resync
+        everything.
     :param use_call: the metadata agent casts after its first report, as
         Neutron's does; everything else calls.
     """
@@ -63,10 +68,11 @@ class StateReporter:
         if self.start_flag:
             state['start_flag'] = True
         use_call = self._use_call or self.start_flag
+        timeout = max(self._interval(), 1)
+        started = time.monotonic()
         try:
             result = self._api.report_state(
-                state, use_call=use_call,
-                timeout=max(self._interval(), 1) if use_call else None)
+                state, use_call=use_call, timeout=timeout if use_call else None)
         except Exception as exc:
             self.failures += 1
             self._failing = True
@@ -78,6 +84,14 @@ class StateReporter:
         self.start_flag = False
         self.reports_sent += 1
         recovered, self._failing = self._failing, False
+        took = time.monotonic() - started
+        if took > 2 * timeout + STALL_SLACK:
+            # The report waited in the transport far beyond its own timeout:
+            # oslo.messaging held it while reconnecting to the broker, so
+            # the agent was cut off although no report failed.
+            LOG.info('A state report took %.0fs (the broker was unreachable '
+                     'meanwhile)', took)
+            recovered = True
         if self._log_heartbeats():
             LOG.info('Reported state: %s', state)
         if self._on_revived is None or first:
@@ -87,8 +101,8 @@ class StateReporter:
                      'resyncing everything')
             self._on_revived()
         elif recovered:
-            LOG.info('neutron-server answers again after failed state reports; '
-                     'resyncing everything')
+            LOG.info('neutron-server answers again after failed or stalled '
+                     'state reports; resyncing everything')
             self._on_revived()
         return True
 

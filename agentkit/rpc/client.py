@@ -28,18 +28,26 @@ class ServerApiClient:
                                                     timeout=timeout)
 
     def _call(self, version: str, method: str, /, *, timeout: float | None = None,
-              context: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+              context: dict[str, Any] | None = None, retry: int | None = None,
+              **kwargs: Any) -> Any:
         # Positional-only: an RPC method may itself take a ``version``
         # argument (bulk_pull's object version), which goes to the server.
         # prepare(timeout=None) would replace the client's own timeout with
         # oslo.messaging's rpc_response_timeout: pass it only when given.
-        cctxt = (self.client.prepare(version=version) if timeout is None
-                 else self.client.prepare(version=version, timeout=timeout))
+        # ``retry``: connection attempts before giving up (None: forever).
+        cctxt = self.client.prepare(version=version, **_given(timeout=timeout, retry=retry))
         with timing.timed(timing.RPC, method):
             return cctxt.call(context or rpc_transport.admin_context(), method,
                               **kwargs)
 
     def _cast(self, version: str, method: str, /, *,
-              context: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        cctxt = self.client.prepare(version=version)
+              context: dict[str, Any] | None = None, retry: int | None = None,
+              **kwargs: Any) -> None:
+        cctxt = self.client.prepare(version=version, **_given(retry=retry))
         cctxt.cast(context or rpc_transport.admin_context(), method, **kwargs)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options that were given: prepare() takes None as "use the default"
+    for some (timeout) but as a value for others."""
+    return {key: value for key, value in options.items() if value is not None}

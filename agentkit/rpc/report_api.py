@@ -8,6 +8,11 @@ from agentkit.rpc import topics
 
 # neutron_lib's ISO8601 time format for the 'time' argument
 _TIME_FORMAT = '%Y-%m-%dT%H:%M:%S.%f'
+#: connection attempts of one report: oslo.messaging's default (None) would
+#: block the report until the broker is back, so an outage would never show
+#: as a failed report, and the resync after it (casts sent meanwhile went to
+#: queues that no longer existed) would never happen
+REPORT_RETRY = 1
 
 
 class ReportStateApi(client.ServerApiClient):
@@ -19,14 +24,17 @@ class ReportStateApi(client.ServerApiClient):
         """Send ``report_state`` (1.4); returns the server's answer on a call.
 
         neutron-server answers ``"alive"``, or ``"revived"`` when it had
-        considered the agent dead — the agent must then resync fully.
+        considered the agent dead — the agent must then resync fully. With
+        the broker unreachable it raises (after :data:`REPORT_RETRY`
+        reconnection attempts) rather than waiting for it.
         """
         now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
         kwargs: dict[str, Any] = {'agent_state': {'agent_state': agent_state},
                                   'time': now.strftime(_TIME_FORMAT)}
         if use_call:
-            return self._call('1.4', 'report_state', timeout=timeout, **kwargs)
-        self._cast('1.4', 'report_state', **kwargs)
+            return self._call('1.4', 'report_state', timeout=timeout,
+                              retry=REPORT_RETRY, **kwargs)
+        self._cast('1.4', 'report_state', retry=REPORT_RETRY, **kwargs)
         return None
 
     def has_alive_neutron_server(self, timeout: float | None = None) -> bool:

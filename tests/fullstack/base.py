@@ -257,6 +257,8 @@ class RealNeutronServerTestBase(base.FunctionalTestCase):
     def cleanup_router(self, router_id):
         router = self.api.request('GET', f'/v2.0/routers/{router_id}', ok=(200, 404))
         if router:
+            if router.get('router', {}).get('routes'):  # they keep interfaces in use
+                self.api.update_router(router_id, routes=[])
             for fip in self.api.request(
                     'GET', f'/v2.0/floatingips?router_id={router_id}')['floatingips']:
                 self.api.delete('floatingips', fip['id'])

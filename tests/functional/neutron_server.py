@@ -117,6 +117,39 @@ def get_server() -> Server:
         return _server
 
 
+def stop_neutron() -> None:
+    """Take the server away (API, RPC, periodic workers), as a crash would.
+
+    MariaDB, the RabbitMQ vhost with the agents' queues and the API's port
+    stay; :func:`restart` brings the processes back on them. A test calling
+    this must have :func:`restart` in its cleanups: the other tests of the
+    process share the server.
+    """
+    proc = _run_script('stop-neutron', timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f'{SCRIPT} stop-neutron failed ({proc.returncode}):\n'
+                           f'{proc.stdout}\n{proc.stderr}')
+
+
+def restart() -> float:
+    """Start whatever of the server is not running; seconds it took.
+
+    Idempotent (a running server is confirmed), so it doubles as the
+    cleanup of :func:`stop_neutron`. The endpoints must stay those of
+    :func:`get_server`: every test of the process holds them.
+    """
+    t0 = time.monotonic()
+    proc = _run_script('start', timeout=START_TIMEOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f'{SCRIPT} start failed ({proc.returncode}):\n'
+                           f'{proc.stdout}\n{proc.stderr}')
+    values = dict(line.split('=', 1) for line in proc.stdout.splitlines() if '=' in line)
+    if _server is not None and values.get('api_url') != _server.api_url:
+        raise RuntimeError(f'the restarted server moved from {_server.api_url} to '
+                           f'{values.get("api_url")}')
+    return time.monotonic() - t0
+
+
 class NeutronServerFixture(fixtures.Fixture):
     """The shared server (see :func:`get_server`) for one test.
 

@@ -122,6 +122,39 @@ class OvsTestCase(base.FunctionalTestCase):
 
 class TestBridge(OvsTestCase):
 
+    def test_create_races_with_another_process(self):
+        """Agents starting together ensure the same bridge over their own connections.
+
+        Before verify() the second insert failed the whole transaction on
+        the unique name (agentkit-l3 exited at start in the fullstack
+        suite); now every creator succeeds and there is one bridge.
+        """
+        conns = [self.ovs] + [ovs_connection.OvsdbConnection(ENDPOINT, timeout=WAIT)
+                              for _ in range(2)]
+        for conn in conns[1:]:
+            self.addCleanup(conn.close)
+        for round_no in range(8):
+            name = self.name(f'r{round_no}')
+            self.addCleanup(vsctl, '--if-exists', 'del-br', name)
+            start, errors = threading.Barrier(len(conns)), []
+
+            def create(conn):
+                start.wait(10)
+                try:
+                    ovs_bridge.OVSBridge(name, conn, datapath_type='netdev').create()
+                except Exception as exc:  # noqa: BLE001 - what the test checks
+                    errors.append(exc)
+            threads = [threading.Thread(target=create, args=(c,)) for c in conns]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            self.assertEqual([], errors, f'round {round_no}')
+            self.assertEqual(1, vsctl('list-br').split().count(name))
+            # with its one internal port (the LOCAL port)
+            self.assertEqual([name], vsctl('--bare', '--columns=name', 'find', 'Port',
+                                           f'name={name}').split())
+
     def test_create_is_idempotent_and_merges(self):
         br = self.new_bridge(fail_mode='secure', external_ids={'bridge-id': 'a'})
         br.create(external_ids={'owner': 'agentkit'}, other_config={'mac-table-size': 1024})

@@ -3,6 +3,7 @@
 import subprocess
 
 from agentkit.lib import ip_lib
+from agentkit.lib import naming
 from agentkit.lib.ovs import bridge as ovs_bridge
 
 
@@ -72,32 +73,18 @@ class FakeVM:
         OVS agent finds the port by the iface-id on ``qvo``. Undo with
         :meth:`unplug_ovs_hybrid` before :meth:`destroy`.
         """
-        root = ip_lib.IPWrapper()
-        qbr = root.add_bridge(self.qbr)
-        # os-vif does the same: the host must not take part in the network.
-        qbr.disable_ipv6()
-        qvb, qvo = root.add_veth(self.qvb, self.qvo, mtu=self.mtu)
         # Every hop to a userspace-datapath bridge is a veth: its packets
         # must leave with their checksums filled in, from the VM onwards.
-        for device in (self.tap, self.qvb, self.qvo):
-            subprocess.run(['ethtool', '-K', device, 'tx', 'off'],
-                           capture_output=True, check=True)
+        subprocess.run(['ethtool', '-K', self.tap, 'tx', 'off'],
+                       capture_output=True, check=True)
         run_in(self.name, 'ethtool', '-K', 'eth0', 'tx', 'off')
-        for device in (ip_lib.IPDevice(self.tap), qvb):
-            device.link.set_master(self.qbr)
-        for device in (qbr, qvb, qvo):
-            device.link.set_up()
-        bridge.add_port(self.qvo, external_ids={
-            'iface-id': self.port_id, 'attached-mac': self.mac,
-            'iface-status': 'active', 'vm-uuid': self.port_id})
+        plug_ovs_hybrid(self.port_id, self.mac, self.mtu, bridge)
+        # libvirt puts the tap into the bridge os-vif made.
+        ip_lib.IPDevice(self.tap).link.set_master(self.qbr)
 
     def unplug_ovs_hybrid(self, bridge: ovs_bridge.OVSBridge) -> None:
         """Remove what :meth:`plug_ovs_hybrid` made; absent parts are fine."""
-        bridge.delete_port(self.qvo, if_exists=True)
-        for name in (self.qvo, self.qbr):  # qvb goes with qvo
-            device = ip_lib.IPDevice(name)
-            if device.exists():
-                device.delete()
+        unplug_ovs_hybrid(self.port_id, bridge)
 
     def set_ip(self, cidr: str) -> None:
         ip_lib.IPDevice('eth0', self.name).addr.add(cidr)
@@ -109,6 +96,42 @@ class FakeVM:
         if tap.exists():
             tap.delete()
         ip_lib.IPWrapper(self.name).delete_namespace()
+
+
+def plug_ovs_hybrid(port_id: str, mac: str, mtu: int, bridge: ovs_bridge.OVSBridge,
+                    offload: bool = False) -> None:
+    """os-vif's hybrid plug of a port, before libvirt adds the VM's tap.
+
+    ``qbr<id>`` (IPv6 off, as os-vif does: the host takes no part in the
+    network), the ``qvb``/``qvo`` veth between it and ``bridge``, ``qvo``
+    on ``bridge`` with the iface-id the OVS agent finds the port by.
+    ``offload``: leave TX checksum offload on (no traffic will cross).
+    """
+    root = ip_lib.IPWrapper()
+    qbr = root.add_bridge(naming.hybrid_bridge_name(port_id))
+    qbr.disable_ipv6()
+    qvb_name, qvo_name = 'qvb' + port_id[:11], 'qvo' + port_id[:11]
+    qvb, qvo = root.add_veth(qvb_name, qvo_name, mtu=mtu)
+    if not offload:
+        for device in (qvb_name, qvo_name):
+            subprocess.run(['ethtool', '-K', device, 'tx', 'off'],
+                           capture_output=True, check=True)
+    qvb.link.set_master(qbr.name)
+    for device in (qbr, qvb, qvo):
+        device.link.set_up()
+    bridge.add_port(qvo_name, external_ids={
+        'iface-id': port_id, 'attached-mac': mac,
+        'iface-status': 'active', 'vm-uuid': port_id})
+
+
+def unplug_ovs_hybrid(port_id: str, bridge: ovs_bridge.OVSBridge) -> None:
+    """Remove what :func:`plug_ovs_hybrid` made; absent parts are fine."""
+    qvo = 'qvo' + port_id[:11]
+    bridge.delete_port(qvo, if_exists=True)
+    for name in (qvo, naming.hybrid_bridge_name(port_id)):  # qvb goes with qvo
+        device = ip_lib.IPDevice(name)
+        if device.exists():
+            device.delete()
 
 
 def destroy_guest(namespace: str, tap: str) -> None:

@@ -42,3 +42,69 @@ class ServerApiClientTest(base.TestCase):
         self.rpc.prepare.return_value.call.assert_called_once_with(
             mock.ANY, 'bulk_pull', resource_type='Trunk', version='1.1',
             filter_kwargs={'port_id': ['p1']})
+
+
+class ReportWithBrokerAwayTest(base.TestCase):
+    """A state report fails while the broker is unreachable, rather than wait.
+
+    The agent resyncs when its reports answer again after failures (casts
+    sent meanwhile went to queues that no longer existed); a report that
+    waited for the broker never failed, so after an outage shorter than the
+    server's agent_down_time nothing was resynced.
+    """
+
+    def _closed_port(self):
+        import socket
+        sock = socket.socket()
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+        sock.close()  # nothing listens there now
+        return port
+
+    def _report_with_broker_away(self, use_call):
+        import threading
+
+        import oslo_messaging
+
+        from agentkit.rpc import report_api
+        # (oslo.messaging registers some of its options on cfg.CONF only)
+        transport = oslo_messaging.get_rpc_transport(
+            self.conf, url=f'rabbit://u:p@127.0.0.1:{self._closed_port()}/')
+        api = report_api.ReportStateApi(transport, 'host1')
+        outcome = []
+
+        def report():
+            try:
+                api.report_state({'binary': 'agentkit-l2'}, use_call=use_call, timeout=1)
+                outcome.append('sent')
+            except Exception as exc:  # noqa: BLE001 - what the test looks at
+                outcome.append(exc)
+        thread = threading.Thread(target=report, daemon=True)
+        thread.start()
+        thread.join(20)
+        # (a report stuck in the driver would keep transport.cleanup waiting)
+        self.assertFalse(thread.is_alive(), 'the report waited for the broker')
+        transport.cleanup()
+        self.assertEqual(1, len(outcome))
+        self.assertNotEqual('sent', outcome[0])
+        self.assertIsInstance(outcome[0], Exception)  # kombu's OperationalError
+
+    def test_cast_fails(self):
+        # (A call's first use opens its reply queue's connection, which
+        # oslo.messaging retries forever: a call is shown failing by the
+        # fullstack RabbitMQ outage, its retry bound below.)
+        self._report_with_broker_away(use_call=False)
+
+    def test_positive_control_other_calls_keep_retrying(self):
+        """Only the report bounds its retries: a details call still waits."""
+        patcher = mock.patch.object(client.oslo_messaging, 'get_rpc_client')
+        rpc = patcher.start().return_value
+        self.addCleanup(patcher.stop)
+        from agentkit.rpc import report_api
+        report_api.ReportStateApi(mock.sentinel.transport, 'host1').report_state(
+            {}, use_call=True, timeout=5)
+        rpc.prepare.assert_called_once_with(version='1.4', timeout=5,
+                                            retry=report_api.REPORT_RETRY)
+        rpc.prepare.reset_mock()
+        _Api(mock.sentinel.transport, 'host1')._call('1.0', 'get_x')
+        rpc.prepare.assert_called_once_with(version='1.0')

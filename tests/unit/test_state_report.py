@@ -52,6 +52,27 @@ class StateReporterTest(base.TestCase):
         reporter.report_once()
         resync.assert_called_once_with()
 
+    def test_a_report_that_waited_out_the_broker_triggers_resync(self):
+        """oslo.messaging may hold a send while it reconnects: no failure, but
+        the agent was cut off for longer than the report's own timeout."""
+        api = mock.Mock()
+        api.report_state.return_value = 'alive'
+        resync = mock.Mock()
+        reporter = self._reporter(api, on_revived=resync)
+        clock = iter([0.0, 1.0,      # first report: 1 s
+                      10.0, 11.0,    # on time: 1 s
+                      20.0, 95.0,    # held 75 s (timeout 30)
+                      100.0, 101.0])
+        with mock.patch.object(state_report.time, 'monotonic', lambda: next(clock)):
+            reporter.report_once()
+            reporter.report_once()
+            resync.assert_not_called()
+            reporter.report_once()
+            resync.assert_called_once_with()
+            reporter.report_once()
+        resync.assert_called_once_with()
+        self.assertIn('took 75s', self.log.output)
+
     def test_metadata_style_casts_after_first_report(self):
         api = mock.Mock()
         rep = self._reporter(api, use_call=False)

@@ -42,6 +42,12 @@ class _EnsureBridgeCommand(ovs_command.BaseCommand):  # type: ignore[misc]  # ov
         br = rows.row_by_name(self.api.idl, 'Bridge', self.name)
         new = br is None
         if new:
+            # Another process (the other agents of the host start at the
+            # same time and ensure the same integration bridge) may insert
+            # it first: verify() turns that into TRY_AGAIN, and ovsdbapp
+            # runs this again on the newer replica instead of failing the
+            # transaction on the unique name.
+            self.api._ovs.verify('bridges')
             br = txn.insert(self.api.tables['Bridge'])
             br.name = self.name
             self.api._ovs.addvalue('bridges', br)
