@@ -11,8 +11,9 @@ port 80:
   for ``spec['duration']`` seconds (slowloris); per connection its outcome
   and when (see ``_slow``);
 * ``flood``: ``spec['connections']`` complete GETs of ``spec['path']`` sent
-  at once on as many connections, ``spec['rounds']`` times; the status
-  codes and the time until the last answer.
+  at once on as many connections, ``spec['rounds']`` times; per round the
+  answers (a status code, ``'refused'``: closed or reset with no answer,
+  ``'timeout'``), and the time until the last answer.
 """
 
 import asyncio
@@ -107,10 +108,29 @@ async def _slow(address: str, interval: float, duration: float) -> list:
     return ['held', took()]
 
 
-async def _get(address: str, path: str, timeout: float) -> int | None:
+async def _get(address: str, path: str, timeout: float) -> int | str:
+    """The status of one GET; ``'refused'`` if the connection was refused,
+    closed or reset with no answer, ``'timeout'`` if nothing came."""
     request = (f'GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n'
                'Connection: close\r\n\r\n').encode()
-    return await _raw(address, request, timeout)
+    try:
+        reader, writer = await asyncio.open_connection(address, 80)
+    except OSError:
+        return 'refused'
+    try:
+        writer.write(request)
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    except asyncio.TimeoutError:
+        return 'timeout'
+    except OSError:
+        return 'refused'
+    finally:
+        writer.close()
+    parts = line.split()
+    if not line:
+        return 'refused'
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else line.decode('latin-1')
 
 
 async def main(spec: dict) -> dict:
@@ -126,12 +146,12 @@ async def main(spec: dict) -> dict:
             for _ in range(spec['connections'])])
         return {'outcomes': outcomes, 'seconds': time.monotonic() - started}
     if kind == 'flood':
-        statuses = []
+        rounds = []
         for _ in range(spec.get('rounds', 1)):
-            statuses += await asyncio.gather(*[
+            rounds.append(await asyncio.gather(*[
                 _get(address, spec['path'], spec.get('timeout', 60))
-                for _ in range(spec['connections'])])
-        return {'statuses': statuses, 'seconds': time.monotonic() - started}
+                for _ in range(spec['connections'])]))
+        return {'rounds': rounds, 'seconds': time.monotonic() - started}
     raise SystemExit(f'unknown kind {kind}')
 
 
