@@ -129,7 +129,7 @@ def validate_options(conf: cfg.ConfigOpts) -> list[str]:
                 errors.append(f'[{group or "DEFAULT"}] {opt.name}: {exc}')
                 continue
             # What the value means (ranges, mappings, names): see conf/checks.py.
-            problem = checks.check(group, opt.dest, value)
+            problem = checks.check(group, opt.dest, value, conf)
             if problem is not None:
                 errors.append(f'[{group or "DEFAULT"}] {opt.name}: {problem}')
     return errors

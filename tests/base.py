@@ -1,6 +1,7 @@
 """Shared test base classes."""
 
 import logging
+import os
 import time
 import types
 import uuid
@@ -34,6 +35,26 @@ class TestCase(testtools.TestCase):
         common_conf.register_common_opts(self.conf)
         self.conf([], project='agentkit', default_config_files=[])
         self.addCleanup(self.conf.reset)
+        self.use_temporary_state_path()
+
+    def use_temporary_state_path(self) -> str:
+        """Point ``state_path`` at a fresh directory of this test.
+
+        The default is the host's /var/lib/agentkit; code under test that
+        records state (the L3 agent's intent record, pid files) must never
+        write there from a test.  Both cfg.CONF and any ConfigOpts a test
+        builds itself get the directory: the shared option's default is
+        patched for the test's duration.  A test that needs its own
+        directory sets its own override afterwards, which wins.  Mode 0755
+        so daemons that drop to an unprivileged user can traverse it as they
+        would the real one.
+        """
+        state_path = self.useFixture(fixtures.TempDir()).path
+        os.chmod(state_path, 0o755)
+        opt = next(o for o in common_conf.core_opts if o.name == 'state_path')
+        self.useFixture(fixtures.MockPatchObject(opt, 'default', state_path))
+        self.conf.clear_default('state_path')  # also drops cached values
+        return state_path
 
     @staticmethod
     def unique_id() -> str:

@@ -292,11 +292,19 @@ class PortPushCallbacks(_Endpoint):
         event_type = consumer.require(kwargs, 'event_type', str, 'push')
         cache = self.agent.port_cache
         by_name: dict[Any, list[Any]] = {}
-        for resource in resources:
+        bad = []
+        for index, resource in enumerate(resources):
             if not isinstance(resource, dict):
-                raise exceptions.InvalidPayload(
-                    f'resource_list holds a {type(resource).__name__}, not an object')
+                bad.append(f'resource_list[{index}] is a {type(resource).__name__}')
+                continue
             by_name.setdefault(resource.get('versioned_object.name'), []).append(resource)
+        if bad:
+            # One line for the push however many entries are bad; the good
+            # objects of the same message are still applied (loses nothing).
+            shown = ', '.join(bad[:5]) + (f' and {len(bad) - 5} more' if len(bad) > 5 else '')
+            LOG.error('Rejected %d of %d push RPC entries, not objects: %s; '
+                      'applying the other %d', len(bad), len(resources), shown,
+                      len(resources) - len(bad))
         for name, objects in by_name.items():
             if name == port_cache.PORT_RESOURCE:
                 cache.push_ports(objects, event_type)

@@ -10,6 +10,16 @@ import ipaddress
 from agentkit import exceptions
 
 MIN_VLAN, MAX_VLAN = 1, 4094
+#: Tunnel network type -> its ``[l2]`` key range option and highest key.
+TUNNEL_KEY_RANGES = {'gre': ('tunnel_id_ranges', 2 ** 32 - 1),
+                     'vxlan': ('vni_ranges', 2 ** 24 - 1)}
+
+
+def parse_tunnel_ranges(network_type: str, entries: list[str]) -> list[tuple[int, int]]:
+    """The key ranges of a tunnel type (``gre``, ``vxlan``): the one rule
+    the start-up check and the type driver both apply."""
+    option, high = TUNNEL_KEY_RANGES[network_type]
+    return parse_ranges(entries, 1, high, option)
 
 
 def parse_ranges(entries: list[str], low: int, high: int,

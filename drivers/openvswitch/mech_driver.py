@@ -93,14 +93,13 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
         bridges = [('[ovs] integration_bridge', ovs_conf.integration_bridge)]
         if self.tunnel_types:
             bridges.append(('[ovs] tunnel_bridge', ovs_conf.tunnel_bridge))
-            for opt in ('int_peer_patch_port', 'tun_peer_patch_port'):
-                try:
-                    ovs_validation.validate_name(getattr(ovs_conf, opt), 'port')
-                except exceptions.InvalidIdentifier as exc:
-                    raise exceptions.InvalidConfiguration(f'[ovs] {opt}: {exc}') from None
-            if ovs_conf.int_peer_patch_port == ovs_conf.tun_peer_patch_port:
-                raise exceptions.InvalidConfiguration(
-                    '[ovs] int_peer_patch_port and tun_peer_patch_port must differ')
+            # The same rule agentkit.conf.checks applies at load, under the
+            # same condition (tunnel_types set).
+            try:
+                ovs_validation.validate_patch_ports(ovs_conf.int_peer_patch_port,
+                                                    ovs_conf.tun_peer_patch_port)
+            except exceptions.InvalidIdentifier as exc:
+                raise exceptions.InvalidConfiguration(f'[ovs] {exc}') from None
         bridges += [(f'[l2] bridge_mappings {p}', b) for p, b in self.bridge_mappings.items()]
         seen: dict[str, str] = {}
         for what, name in bridges:

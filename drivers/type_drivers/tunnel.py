@@ -9,14 +9,11 @@ from drivers.type_drivers import ranges
 class _TunnelTypeDriver(api.TypeDriver):
     """Accepts keys inside the configured ranges; no physical network."""
 
-    max_key: int = 0
-    ranges_option: str = ''
-
     def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
         super().__init__(conf, host)
-        self.key_ranges = ranges.parse_ranges(
-            getattr(conf.l2, self.ranges_option), 1, self.max_key,
-            self.ranges_option)
+        self.ranges_option, _ = ranges.TUNNEL_KEY_RANGES[self.network_type]
+        self.key_ranges = ranges.parse_tunnel_ranges(
+            self.network_type, getattr(conf.l2, self.ranges_option))
 
     def validate_segment(self, segment: api.Segment) -> None:
         if segment.network_type != self.network_type:
@@ -39,11 +36,7 @@ class _TunnelTypeDriver(api.TypeDriver):
 
 class GreTypeDriver(_TunnelTypeDriver):
     network_type = 'gre'
-    max_key = 2 ** 32 - 1
-    ranges_option = 'tunnel_id_ranges'
 
 
 class VxlanTypeDriver(_TunnelTypeDriver):
     network_type = 'vxlan'
-    max_key = 2 ** 24 - 1
-    ranges_option = 'vni_ranges'

@@ -102,19 +102,25 @@ class TunnelPeerTest(base.TestCase):
 
 class PushEntriesTest(base.TestCase):
     """A push whose resource_list held a non-object was half-applied and
-    silently short of that entry."""
+    silently short of that entry; then the whole push was refused, losing
+    the valid objects of the same message."""
 
-    def test_non_object_entry_refuses_the_push(self) -> None:
+    def test_non_object_entry_is_skipped_and_the_rest_applied(self) -> None:
         agent = mock.Mock()
         agent.port_cache = port_cache.PortCache('h')
         endpoint = l2_agent.PortPushCallbacks(agent)
         endpoint.push({}, event_type='updated',
-                      resource_list=[fuzz.network_object(NET), 'junk'])
-        self.assertEqual(1, len(rejections(self.log.output)))
-        self.assertIn('holds a str', self.log.output)
-        endpoint.push({}, event_type='updated', resource_list=[fuzz.network_object(NET)])
-        self.assertEqual(1, len(rejections(self.log.output)))
+                      resource_list=['junk', fuzz.network_object(NET), 7])
+        [line] = rejections(self.log.output)
+        self.assertIn('Rejected 2 of 3 push RPC entries', line)
+        self.assertIn('resource_list[0] is a str, resource_list[2] is a int', line)
+        # The valid Network of the same message was applied.
         self.assertEqual((5, 1500), agent.port_cache._mtus[NET])
+        # Positive control: a clean push logs no rejection.
+        other = str(uuid.uuid4())
+        endpoint.push({}, event_type='updated', resource_list=[fuzz.network_object(other)])
+        self.assertEqual(1, len(rejections(self.log.output)))
+        self.assertEqual((5, 1500), agent.port_cache._mtus[other])
 
 
 class PushedMtuTest(base.TestCase):

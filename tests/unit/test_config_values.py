@@ -67,10 +67,15 @@ def wrong_value(opt: cfg.Opt) -> str | None:
     return None
 
 
-def config_file(test: base.TestCase, group: str | None, opt: cfg.Opt, value: str) -> str:
+def config_file(test: base.TestCase, group: str | None, opt: cfg.Opt, value: str,
+                also: dict[str, dict[str, str]] | None = None) -> str:
+    """A file setting ``[group] opt = value``, and the options of ``also``."""
+    sections: dict[str, dict[str, str]] = {k: dict(v) for k, v in (also or {}).items()}
+    sections.setdefault(group or 'DEFAULT', {})[opt.name] = value
     fd, path = tempfile.mkstemp(suffix='.conf')
     with os.fdopen(fd, 'w') as f:
-        f.write(f'[{group or "DEFAULT"}]\n{opt.name} = {value}\n')
+        for section, values in sections.items():
+            f.write(f'[{section}]\n' + ''.join(f'{k} = {v}\n' for k, v in values.items()))
     test.addCleanup(os.unlink, path)
     return path
 
@@ -135,9 +140,10 @@ class FreeFormValueStopsTheAgentTest(base.TestCase):
     load as well: a bad value is an exit-2 error naming the option and the
     value, not a driver failure (exit 3) later."""
 
-    def load(self, prog: str, group: str, opt: cfg.Opt, value: str) -> list[str]:
+    def load(self, prog: str, group: str, opt: cfg.Opt, value: str,
+             also: dict[str, dict[str, str]] | None = None) -> list[str]:
         register = AGENTS[prog][0]
-        path = config_file(self, None if group == 'DEFAULT' else group, opt, value)
+        path = config_file(self, None if group == 'DEFAULT' else group, opt, value, also)
         return service.load_config(cfg.ConfigOpts(), prog, register, ['--config-file', path])
 
     def test_every_checked_option_of_every_agent(self) -> None:
@@ -149,14 +155,21 @@ class FreeFormValueStopsTheAgentTest(base.TestCase):
                     if key not in checks.CHECKS:
                         continue
                     _check, bad, good = checks.CHECKS[key]
+                    # Options used only with some settings (tunnels) get them.
+                    enabling = checks.WHEN.get(key, (None, {}))[1]
                     where = f'[{key[0]}] {opt.name}'
-                    errors = self.load(prog, key[0], opt, bad)
+                    if key in checks.WHEN and prog != 'agentkit-l2':
+                        # Registered for its OVS interface driver, which never
+                        # reads it: not refused, as no driver would.
+                        self.assertEqual([], self.load(prog, key[0], opt, bad), where)
+                        continue
+                    errors = self.load(prog, key[0], opt, bad, enabling)
                     mine = [e for e in errors if e.startswith(where + ':')]
                     self.assertEqual(1, len(mine), f'{prog}: {where} = {bad}: {errors}')
                     # The message shows the value (its first entry at least).
                     self.assertIn(bad.split(',')[0][:10], mine[0])
                     # Positive control: a good value of the same option loads.
-                    self.assertEqual([], self.load(prog, key[0], opt, good),
+                    self.assertEqual([], self.load(prog, key[0], opt, good, enabling),
                                      f'{prog}: {where} = {good}')
                     exercised.add(key)
         self.assertEqual(set(checks.CHECKS), exercised,
@@ -175,3 +188,73 @@ class FreeFormValueStopsTheAgentTest(base.TestCase):
                         for g, os_ in listed() for o in os_
                         if (g or 'DEFAULT', o.dest) in checks.CHECKS)},
             order=220)
+
+
+class ConditionalChecksTest(base.TestCase):
+    """Options the drivers read only with tunnels (br-tun, its patch pair, a
+    tunnel type's key ranges) are checked at load under the same condition
+    and by the same function as the driver: same refusals, no refusal of a
+    stale value the driver ignores."""
+
+    #: settings under which each conditional option is not used
+    UNUSED = {('l2', 'tunnel_id_ranges'): {'l2': {'type_drivers': 'flat,vlan'}},
+              ('l2', 'vni_ranges'): {'l2': {'type_drivers': 'flat,vlan'}}}
+
+    def load(self, group: str, name: str, value: str,
+             also: dict[str, dict[str, str]]) -> tuple[cfg.ConfigOpts, list[str]]:
+        opt = cfg.StrOpt(name)
+        conf = cfg.ConfigOpts()
+        path = config_file(self, group, opt, value, also)
+        errors = service.load_config(conf, 'agentkit-l2', l2_conf.register_l2_opts,
+                                     ['--config-file', path])
+        return conf, errors
+
+    def ovs_driver(self, conf: cfg.ConfigOpts) -> object:
+        from drivers.openvswitch import mech_driver as ovs
+        return ovs.OpenvswitchMechanismDriver(conf, 'h')
+
+    def test_a_stale_value_is_not_refused_where_unused(self) -> None:
+        self.assertEqual({('l2', 'tunnel_id_ranges'), ('l2', 'vni_ranges'),
+                          ('ovs', 'tunnel_bridge'), ('ovs', 'int_peer_patch_port'),
+                          ('ovs', 'tun_peer_patch_port')}, set(checks.WHEN))
+        for key in checks.WHEN:
+            _check, bad, _good = checks.CHECKS[key]
+            where = f'[{key[0]}] {key[1]}'
+            _conf, errors = self.load(*key, bad, self.UNUSED.get(key, {}))
+            self.assertEqual([], errors, f'{where} = {bad} without tunnels')
+            # Positive control: the same value with tunnels is refused.
+            _conf, errors = self.load(*key, bad, checks.WHEN[key][1])
+            self.assertEqual(1, len([e for e in errors if e.startswith(where + ':')]), errors)
+
+    def test_the_driver_ignores_what_the_load_check_ignores(self) -> None:
+        # No tunnels: the OVS driver starts with the patch pair the load
+        # check let through; with tunnels, both refuse it.
+        for name in ('int_peer_patch_port', 'tun_peer_patch_port'):
+            bad = checks.CHECKS[('ovs', name)][1]
+            conf, errors = self.load('ovs', name, bad, {})
+            self.assertEqual([], errors)
+            self.ovs_driver(conf)
+            conf, errors = self.load('ovs', name, bad, {'l2': {
+                'tunnel_types': 'vxlan', 'local_ip': '192.0.2.1'}})
+            self.assertEqual(1, len(errors), errors)
+            exc = self.assertRaises(exceptions.InvalidConfiguration, self.ovs_driver, conf)
+            self.assertIn(name, str(exc))
+
+    def test_patch_ports_must_differ_at_load_as_in_the_driver(self) -> None:
+        tunnels = {'l2': {'tunnel_types': 'vxlan', 'local_ip': '192.0.2.1'},
+                   'ovs': {'int_peer_patch_port': 'patch-x'}}
+        conf, errors = self.load('ovs', 'tun_peer_patch_port', 'patch-x', tunnels)
+        self.assertEqual(['[ovs] tun_peer_patch_port: invalid value \'patch-x\': '
+                          'int_peer_patch_port and tun_peer_patch_port must differ '
+                          '(both \'patch-x\')'], errors)
+        exc = self.assertRaises(exceptions.InvalidConfiguration, self.ovs_driver, conf)
+        self.assertIn('int_peer_patch_port and tun_peer_patch_port must differ', str(exc))
+        # Positive control: distinct names load and the driver takes them.
+        conf, errors = self.load('ovs', 'tun_peer_patch_port', 'patch-y', tunnels)
+        self.assertEqual([], errors)
+        self.ovs_driver(conf)
+        # Without tunnels neither refuses the pair (no br-tun is built).
+        conf, errors = self.load('ovs', 'tun_peer_patch_port', 'patch-x',
+                                 {'ovs': {'int_peer_patch_port': 'patch-x'}})
+        self.assertEqual([], errors)
+        self.ovs_driver(conf)

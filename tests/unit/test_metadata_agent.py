@@ -446,7 +446,10 @@ class OptionsTest(MetadataTestCase):
         conf = self.conf
         self.assertEqual(('127.0.0.1', 8775, 'http'), (
             conf.nova_metadata_host, conf.nova_metadata_port, conf.nova_metadata_protocol))
-        self.assertEqual('/var/lib/agentkit/metadata_proxy', conf.metadata_proxy_socket)
+        # $state_path/metadata_proxy; tests/base.py points state_path at a
+        # temporary directory, the host default being /var/lib/agentkit.
+        self.assertEqual(os.path.join(conf.state_path, 'metadata_proxy'),
+                         conf.metadata_proxy_socket)
         self.assertEqual(('deduce', 4096, 5, 1.5), (
             conf.metadata_proxy_socket_mode, conf.metadata_backlog,
             conf.metadata_cache_ttl, conf.nova_metadata_timeout))

@@ -40,6 +40,27 @@ def validate_name(name: Any, what: str = 'port') -> str:
     return name
 
 
+PATCH_PORT_OPTIONS = ('int_peer_patch_port', 'tun_peer_patch_port')
+
+
+def validate_patch_ports(int_peer: Any, tun_peer: Any, only: str | None = None) -> None:
+    """The patch pair between the integration and tunnel bridges: both valid
+    port names, and distinct (one name cannot be both ends).
+
+    ``only`` (one of PATCH_PORT_OPTIONS) limits the check to what is wrong
+    with that option, so a start-up check reports each mistake once: a bad
+    name under its own option, "must differ" under tun_peer_patch_port.
+    The OVS mechanism driver checks the pair as a whole (``only`` None).
+    """
+    for option, value in zip(PATCH_PORT_OPTIONS, (int_peer, tun_peer)):
+        if only in (None, option):
+            validate_name(value, option)
+    if only in (None, PATCH_PORT_OPTIONS[1]) and int_peer == tun_peer:
+        raise exceptions.InvalidIdentifier(
+            f'int_peer_patch_port and tun_peer_patch_port must differ '
+            f'(both {tun_peer!r})')
+
+
 def _to_ovs_string(value: Any, what: str) -> str:
     if isinstance(value, bool):
         return 'true' if value else 'false'
