@@ -17,6 +17,7 @@ from typing import Any
 
 import fixtures
 from oslo_config import cfg
+from testtools import content as testtools_content
 
 from agentkit import privsep_setup
 from tests import base
@@ -159,6 +160,10 @@ class AgentTestCase(FunctionalTestCase):
             command, '--config-file', config,
             log_path=self.get_temp_path(log_name or f'{command}.log'), env=env)
         self.addCleanup(proc.kill)
+        # A failed test shows what the agent said (the log file goes with the
+        # temp dir at cleanup).
+        self.addOnException(lambda _exc_info: self.addDetail(
+            f'{log_name or command} log', testtools_content.text_content(proc.output()[-30000:])))
         try:
             neutron.wait_for_call(
                 'report_state',
