@@ -32,6 +32,7 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agentkit.lib import naming
@@ -44,6 +45,10 @@ PROBE_NS_PREFIX = 'akprobe-'
 PROBE_HOST_PREFIX = 'akp'      # the end the doctor attaches to the switch
 PROBE_INNER_PREFIX = 'akq'     # the end in the probe namespace
 MAX_TIMEOUT = 10.0
+#: DISCOVERs go out this often until one is answered
+RESEND_INTERVAL = 1.0
+#: after the first OFFER, how long other servers' OFFERs are awaited
+MORE_OFFERS_WAIT = 0.3
 _PROBE_ID_RE = re.compile(r'[0-9a-f]{8}')
 _UUID_NS_RE = re.compile(r'(%s|%s)([0-9a-f-]{36})' % (
     re.escape(naming.DHCP_NS_PREFIX), re.escape(naming.ROUTER_NS_PREFIX)))
@@ -196,6 +201,32 @@ def parse_offer(frame: bytes, xid: int, chaddr: bytes) -> dict[str, str] | None:
             'server_mac': ':'.join('%02x' % b for b in frame[6:12])}
 
 
+def collect_offers(sock: Any, frame: bytes, xid: int, client: bytes, wait: float,
+                   clock: Callable[[], float] = time.monotonic,
+                   readable: Callable[..., Any] = select.select) -> list[dict[str, str]]:
+    """Send ``frame`` (a DISCOVER) every :data:`RESEND_INTERVAL` s until an
+    OFFER comes, then listen :data:`MORE_OFFERS_WAIT` s more for other
+    servers; at most ``wait`` s in all. ``clock``/``readable``: for tests.
+
+    :returns: the OFFERs, one per server.
+    """
+    offers: dict[str, dict[str, str]] = {}
+    deadline = clock() + wait
+    resend = 0.0
+    while (now := clock()) < deadline:
+        if not offers and now >= resend:
+            sock.send(frame)
+            resend = now + RESEND_INTERVAL
+        # No resend once answered: only the (shortened) deadline bounds the wait.
+        until = deadline if offers else min(deadline, resend)
+        if readable([sock], [], [], max(0.0, until - now))[0]:
+            offer = parse_offer(sock.recv(4096), xid, client)
+            if offer is not None and offer['server'] not in offers:
+                offers[offer['server']] = offer
+                deadline = min(deadline, clock() + MORE_OFFERS_WAIT)
+    return list(offers.values())
+
+
 @network.entrypoint
 def dhcp_discover(probe_id: str, chaddr: str, timeout: float = 3.0) -> list[dict[str, str]]:
     """Broadcast DISCOVERs for ``chaddr`` from the probe (one a second) and
@@ -211,25 +242,12 @@ def dhcp_discover(probe_id: str, chaddr: str, timeout: float = 3.0) -> list[dict
     xid = int.from_bytes(os.urandom(4), 'big')
 
     def exchange() -> list[dict[str, str]]:
-        offers: dict[str, dict[str, str]] = {}
         with socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
                            socket.htons(ETH_P_IP)) as sock:
             sock.bind((device, ETH_P_IP))
             source = sock.getsockname()[4][:6]     # the probe's own MAC
-            frame = build_discover(source, client, xid)
-            deadline = time.monotonic() + wait
-            resend = 0.0
-            while (now := time.monotonic()) < deadline:
-                if now >= resend and not offers:
-                    sock.send(frame)
-                    resend = now + 1.0
-                ready, _, _ = select.select([sock], [], [], min(deadline, resend) - now)
-                if ready:
-                    offer = parse_offer(sock.recv(4096), xid, client)
-                    if offer is not None and offer['server'] not in offers:
-                        offers[offer['server']] = offer
-                        deadline = min(deadline, time.monotonic() + 0.3)   # others?
-        return list(offers.values())
+            return collect_offers(sock, build_discover(source, client, xid), xid, client,
+                                  wait)
 
     return namespaces.run_in_namespace(namespace, exchange)
 
