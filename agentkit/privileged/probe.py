@@ -14,8 +14,10 @@ it answers. These operations let the doctor ask, and nothing more:
   OFFER comes back broadcast and no switch learns the VM's MAC on the
   probe. DISCOVER/OFFER leaves no lease (dnsmasq records one on REQUEST).
 * ARP and ping of a subnet's gateway from a ``qdhcp-`` namespace, from the
-  DHCP port's own device and address (the daemon reads the address itself).
-* a TCP connect (and close, nothing sent) from a ``qdhcp-`` or ``qrouter-``
+  DHCP port's own device and address (the daemon reads the address itself):
+  only a host address of that device's own subnet, not the device's own.
+* a TCP connect (and close, nothing sent) to the metadata service,
+  169.254.169.254:80 and nothing else, from a ``qdhcp-`` or ``qrouter-``
   namespace.
 
 Packets are built here and sent from ``AF_PACKET``/raw sockets opened in the
@@ -35,6 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agentkit.api import metadata as metadata_api
 from agentkit.lib import naming
 from agentkit.privileged import arp
 from agentkit.privileged import namespaces
@@ -300,39 +303,53 @@ def probe_gateway(namespace: str, device: str, gateway: str,
                   timeout: float = 2.0) -> dict[str, Any]:
     """ARP, then ping, ``gateway`` from ``device`` in a ``qdhcp-`` namespace.
 
-    The source address is the device's own address on the gateway's subnet.
+    Only a host of the device's own subnet is asked: ``gateway`` must lie in
+    the subnet of one of the device's IPv4 addresses (read here, not taken
+    from the caller), and be neither that subnet's network or broadcast
+    address (a /31 has neither) nor an address of the device itself. The
+    source is the device's address on that subnet.
 
     :returns: ``{source, mac (None: no ARP reply), rtt_ms (None: no echo reply)}``.
-    :raises ValueError: bad arguments, or the device has no address there.
+    :raises ValueError: bad arguments, a gateway outside those limits, or
+        the device has no address on its subnet.
     """
     namespace = _service_namespace(namespace, (naming.DHCP_NS_PREFIX,))
     device = arp._check_device(device)
     target = _ipv4(gateway)
     wait = _timeout(timeout)
-    source = next((ipaddress.IPv4Address(a['address'])
-                   for a in netlink.list_addresses(namespace, device, 4)
-                   if target in ipaddress.IPv4Network(
-                       '%s/%s' % (a['address'], a['prefixlen']), strict=False)
-                   and ipaddress.IPv4Address(a['address']) != target), None)
+    own = [ipaddress.IPv4Interface('%s/%s' % (a['address'], a['prefixlen']))
+           for a in netlink.list_addresses(namespace, device, 4)]
+    if any(target == i.ip for i in own):
+        raise ValueError('%s is an address of %s in %s itself' % (target, device, namespace))
+    source = next((i for i in own if target in i.network), None)
     if source is None:
         raise ValueError('%s in %s has no address on the subnet of %s'
                          % (device, namespace, target))
+    subnet = source.network
+    if subnet.prefixlen < 31 and target in (subnet.network_address, subnet.broadcast_address):
+        raise ValueError('%s is the network or broadcast address of %s, not a host'
+                         % (target, subnet))
 
     def run() -> dict[str, Any]:
-        mac = _arp(device, source, target, time.monotonic() + wait)
+        mac = _arp(device, source.ip, target, time.monotonic() + wait)
         rtt = _ping(target, time.monotonic() + wait)
-        return {'source': str(source), 'mac': mac,
+        return {'source': str(source.ip), 'mac': mac,
                 'rtt_ms': None if rtt is None else round(rtt, 3)}
 
     return namespaces.run_in_namespace(namespace, run)
 
 
 # -- TCP --------------------------------------------------------------------
+#: What :func:`tcp_connect` may reach: the metadata service, as a VM asks it.
+METADATA_TARGETS = frozenset({(metadata_api.METADATA_V4_IP, metadata_api.METADATA_PORT)})
+
+
 @network.entrypoint
 def tcp_connect(namespace: str, address: str, port: int,
                 timeout: float = 3.0) -> str | None:
-    """Open and close a TCP connection to ``address``:``port`` from ``namespace``
-    (``qdhcp-``/``qrouter-``); nothing is sent.
+    """Open and close a TCP connection to the metadata service
+    (:data:`METADATA_TARGETS`: 169.254.169.254:80, nothing else) from
+    ``namespace`` (``qdhcp-``/``qrouter-``); nothing is sent.
 
     :returns: None when it connected, else why not.
     """
@@ -341,6 +358,10 @@ def tcp_connect(namespace: str, address: str, port: int,
     target = _ipv4(address)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ValueError('invalid port %r' % (port,))
+    if (str(target), port) not in METADATA_TARGETS:
+        raise ValueError('only the metadata service (%s) is connected to, not %s:%s'
+                         % (', '.join('%s:%s' % t for t in sorted(METADATA_TARGETS)),
+                            target, port))
     wait = _timeout(timeout)
 
     def connect() -> str | None:

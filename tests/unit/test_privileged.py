@@ -249,12 +249,54 @@ class ProbeRefusalsTest(base.TestCase):
         self.assertRefused('no address on the subnet', probe.probe_gateway, ns, 'tap1',
                            '10.0.0.1')
 
+    def accept(self, result: object = None) -> None:
+        """Let the next call enter its namespace (``run_in_namespace`` answers)."""
+        self.run_in.side_effect = None
+        self.run_in.return_value = result
+
+    def test_gateway_only_a_host_of_the_devices_own_subnet(self) -> None:
+        ns = 'qdhcp-' + NETWORK_ID
+        self.netlink.list_addresses.return_value = [
+            {'address': '10.0.0.2', 'prefixlen': 24}, {'address': '10.0.0.3', 'prefixlen': 24},
+            {'address': '10.0.1.4', 'prefixlen': 31}]
+        for address, why in (('10.0.0.0', 'network or broadcast'),
+                             ('10.0.0.255', 'network or broadcast'),
+                             ('10.0.0.2', 'itself'), ('10.0.0.3', 'itself'),
+                             ('10.0.1.4', 'itself'),
+                             ('10.0.2.1', 'no address on the subnet'),
+                             ('192.0.2.1', 'no address on the subnet'),
+                             ('127.0.0.1', 'no address on the subnet')):
+            self.assertRefused(why, probe.probe_gateway, ns, 'tap1', address)
+        # Positive control: a host of the subnet, from the device's address there.
+        self.useFixture(fixtures.MockPatchObject(probe, '_arp', return_value='fa:16:3e:00:00:01'))
+        self.useFixture(fixtures.MockPatchObject(probe, '_ping', return_value=0.5))
+        self.run_in.side_effect = lambda namespace, func: func()
+        for gateway, source in (('10.0.0.1', '10.0.0.2'), ('10.0.0.254', '10.0.0.2'),
+                                ('10.0.1.5', '10.0.1.4')):    # a /31 has no broadcast
+            self.assertEqual({'source': source, 'mac': 'fa:16:3e:00:00:01', 'rtt_ms': 0.5},
+                             probe.probe_gateway(ns, 'tap1', gateway))
+            self.assertEqual(ns, self.run_in.call_args[0][0])
+        self.netlink.list_addresses.assert_called_with(ns, 'tap1', 4)
+
     def test_connect_only_from_dhcp_and_router_namespaces(self) -> None:
         for namespace in (None, 'akprobe-0000abcd', 'snat-' + NETWORK_ID, 'qrouter-x'):
             self.assertRefused('namespace', probe.tcp_connect, namespace, '169.254.169.254', 80)
         for port in (0, 65536, '80', True):
             self.assertRefused('invalid port', probe.tcp_connect, 'qrouter-' + NETWORK_ID,
                                '169.254.169.254', port)
+
+    def test_connect_only_to_the_metadata_service(self) -> None:
+        ns = 'qrouter-' + NETWORK_ID
+        for address, port in (('169.254.169.254', 22), ('169.254.169.254', 9697),
+                              ('169.254.169.253', 80), ('10.0.0.1', 80), ('127.0.0.1', 80)):
+            self.assertRefused('only the metadata service', probe.tcp_connect, ns, address,
+                               port)
+        # Positive control: the metadata service itself, from both kinds of namespace.
+        self.accept('connection refused')
+        for namespace in (ns, 'qdhcp-' + NETWORK_ID):
+            self.assertEqual('connection refused',
+                             probe.tcp_connect(namespace, '169.254.169.254', 80))
+            self.assertEqual(namespace, self.run_in.call_args[0][0])
 
 
 class DhcpProbePacketsTest(base.TestCase):
