@@ -25,6 +25,7 @@ from agentkit import version
 from agentkit.api import dhcp as dhcp_api
 from agentkit.api import interface as interface_api
 from agentkit.api import metadata as metadata_api
+from agentkit.conf import checks
 from agentkit.conf import common as common_conf
 from agentkit.conf import dhcp as dhcp_conf
 from agentkit.conf import l2 as l2_conf
@@ -36,6 +37,7 @@ from agentkit.doctor import intent
 from agentkit.doctor import probe as doctor_probe
 from agentkit.doctor import report
 from agentkit.lib import naming
+from agentkit.lib import option_values
 from agentkit.rpc import transport as rpc_transport
 
 PROG = 'agentkit-doctor'
@@ -59,6 +61,18 @@ cli_opts = [
 ]
 #: Exit code when interrupted (Ctrl-C, SIGTERM), after the probe port was removed.
 EXIT_INTERRUPTED = 130
+#: The options the doctor reads itself (the drivers it constructs check
+#: their own), checked as the agents check them at start (type, then
+#: :mod:`agentkit.conf.checks`) before any is used: ``--probe`` writes into
+#: OVSDB on ``[ovs] integration_bridge``.
+READ_OPTIONS: tuple[tuple[str | None, str], ...] = (
+    (None, 'host'), (None, 'state_path'), (None, 'rpc_timeout'),
+    (None, 'interface_driver'), (None, 'dhcp_driver'), (None, 'metadata_driver'),
+    (None, 'enable_metadata_proxy'), (None, 'enable_isolated_metadata'),
+    ('l2', 'mechanism_driver'), ('l2', 'bridge_mappings'), ('l2', 'tunnel_types'),
+    ('ovs', 'integration_bridge'), ('ovs', 'ovsdb_connection'), ('ovs', 'ovsdb_timeout'),
+    ('securitygroup', 'enable_security_group'), ('securitygroup', 'firewall_driver'),
+    ('securitygroup', 'unsupported_firewall_fallback'))
 
 
 def _add_subjects(subparsers: Any) -> None:
@@ -92,12 +106,20 @@ def _iptables_firewall(conf: cfg.ConfigOpts) -> bool:
     return alias in IPTABLES_FIREWALLS
 
 
+def option_problems(conf: cfg.ConfigOpts) -> list[str]:
+    """What is wrong with the :data:`READ_OPTIONS`, one line per option."""
+    return [problem for group, name in READ_OPTIONS
+            if (problem := checks.option_problem(conf, group, name)) is not None]
+
+
 def _settings(conf: cfg.ConfigOpts) -> hops.Settings:
-    mappings = [m.split(':', 1) for m in conf.l2.bridge_mappings if ':' in m]
+    """What the hops judge by; the options were checked (:func:`option_problems`)."""
+    mappings = option_values.parse_mappings(conf.l2.bridge_mappings, 'bridge_mappings',
+                                            'bridge')
     return hops.Settings(host=conf.host, mechanism=conf.l2.mechanism_driver,
                          integration_bridge=conf.ovs.integration_bridge,
-                         physical_networks=frozenset(p.strip() for p, _ in mappings),
-                         physical_bridges=frozenset(b.strip() for _, b in mappings),
+                         physical_networks=frozenset(mappings),
+                         physical_bridges=frozenset(mappings.values()),
                          tunnel_types=frozenset(conf.l2.tunnel_types),
                          metadata_proxy=conf.enable_metadata_proxy,
                          iptables_firewall=_iptables_firewall(conf),
@@ -166,6 +188,11 @@ def run(argv: list[str], conf: cfg.ConfigOpts | None = None) -> int:
         except exceptions.InvalidIdentifier as exc:
             print(f'{PROG}: {exc}', file=sys.stderr)
             return report.EXIT_USAGE
+    problems = option_problems(conf)
+    if problems:    # nothing read, nothing changed on the host yet
+        for problem in problems:
+            print(f'{PROG}: {problem}', file=sys.stderr)
+        return report.EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     privsep_setup.setup_privsep(conf)
     if conf.probe:

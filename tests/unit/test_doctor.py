@@ -762,3 +762,47 @@ class UsageTest(base.TestCase):
                            cfg.ConfigOpts())
         self.assertEqual(2, code)
         self.assertIn('no-such-driver', stderr.getvalue())
+
+    def run_with(self, config: str) -> tuple[int, str, mock.Mock, mock.Mock]:
+        """(exit code, stderr, privsep setup, examine) of ``--probe port <id>``
+        with ``config``; the probe's signal handlers are not installed here."""
+        conf_file = self.useFixture(fixtures.TempDir()).join('doctor.conf')
+        with open(conf_file, 'w') as f:
+            f.write(config)
+        stderr = io.StringIO()
+        with redirect_stderr(stderr), \
+                mock.patch.object(cli.privsep_setup, 'setup_privsep') as setup, \
+                mock.patch.object(cli.doctor_probe, 'prepare_interrupts'), \
+                mock.patch.object(cli, 'examine',
+                                  return_value=report.Report('port', VM, HOST)) as examine:
+            code = cli.run(['--config-file', conf_file, '--probe', 'port', VM],
+                           cfg.ConfigOpts())
+        return code, stderr.getvalue(), setup, examine
+
+    def test_options_it_reads_are_checked_before_anything_runs(self) -> None:
+        for config, named in (
+                ('[l2]\nbridge_mappings = physnet1:br-ex,bogus\n', '[l2] bridge_mappings'),
+                ('[l2]\nbridge_mappings = physnet1:br-ex,physnet2:br-ex\n',
+                 '[l2] bridge_mappings'),
+                ('[l2]\nbridge_mappings = physnet1:br/../ex\n', '[l2] bridge_mappings'),
+                ('[ovs]\nintegration_bridge = br-integration-0\n', '[ovs] integration_bridge'),
+                ('[ovs]\nintegration_bridge = br int\n', '[ovs] integration_bridge'),
+                ('[ovs]\novsdb_timeout = soon\n', '[ovs] ovsdb_timeout')):
+            code, stderr, setup, examine = self.run_with(config)
+            self.assertEqual(2, code, config)
+            self.assertIn(named, stderr)
+            setup.assert_not_called()        # no privsep daemon, no OVSDB write
+            examine.assert_not_called()
+        # Positive control: valid values pass, and the mappings are parsed as the agent does.
+        code, stderr, setup, examine = self.run_with(
+            '[l2]\nbridge_mappings = physnet1 : br-ex, physnet2:br-eth2\n'
+            '[ovs]\nintegration_bridge = br-int2\n')
+        self.assertEqual((0, ''), (code, stderr))
+        setup.assert_called_once()
+        conf = examine.call_args[0][0]
+        self.assertEqual([], cli.option_problems(conf))   # every READ_OPTIONS is registered
+        settings = cli._settings(conf)
+        self.assertEqual((frozenset({'physnet1', 'physnet2'}), frozenset({'br-ex', 'br-eth2'}),
+                          'br-int2'),
+                         (settings.physical_networks, settings.physical_bridges,
+                          settings.integration_bridge))
