@@ -623,7 +623,7 @@ def _intent_hop(router_id: str, ports: list[intent.PortIntent], host: host_view.
     where = f'ls -l {os.path.join(host.state_path, router_intent.DIRECTORY)}'
     try:
         recorded = host.router_intent(router_id)
-    except exceptions.InvalidPayload as exc:
+    except (exceptions.InvalidPayload, OSError) as exc:   # not a record, or not readable
         return report.unknown('l3-intent', f'unreadable: {exc}', where), None
     if recorded is None:
         return report.unknown('l3-intent', 'agentkit-l3 recorded nothing for this router '

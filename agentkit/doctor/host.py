@@ -65,7 +65,8 @@ class HostView:
     def router_intent(self, router_id: str) -> router_intent.Recorded | None:
         """What agentkit-l3 last received for the router (its record under state_path).
 
-        :raises InvalidPayload: the record is unreadable.
+        :raises InvalidPayload: the file is not a record.
+        :raises OSError: it cannot be read (a directory, no permission...).
         """
         return router_intent.read(self.state_path, router_id)
 

@@ -680,6 +680,44 @@ class RouterIntentHopsTest(RouterHopsTest):
         self.assertIn(old, hops_['l3-intent'].evidence)
 
 
+class UnreadableIntentTest(base.TestCase):
+    """agentkit-l3's record read from a real state_path: a record that cannot
+    be read is an unknown hop with the reason, and the other hops still run."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.server, self.host = FakeServer(), FakeHost()
+        self.state_path = self.useFixture(fixtures.TempDir()).path
+        real = host_view.HostView(None, mock.Mock(), mock.Mock(), self.state_path)
+        self.host.router_intent = real.router_intent   # type: ignore[method-assign]
+        self.host.state_path = self.state_path
+
+    def intent_hop(self) -> tuple[report.Hop, list[str]]:
+        result = hops.check_router(ROUTER, self.server, self.host, SETTINGS)  # type: ignore
+        self.assertEqual(['server', 'l3-intent', 'namespace', 'interfaces', 'gateway', 'snat',
+                          'floating-ips', 'metadata-proxy'], [h.name for h in result.hops])
+        return result.hops[1], [h.name for h in result.broken_hops]
+
+    def test_a_directory_where_the_record_should_be(self) -> None:
+        os.makedirs(router_intent.path(self.state_path, ROUTER))
+        hop, broken = self.intent_hop()
+        self.assertEqual((report.UNKNOWN, []), (hop.status, broken))
+        self.assertIn('unreadable: [Errno 21] Is a directory', hop.evidence)
+
+    def test_a_record_root_may_not_read(self) -> None:
+        # Root reads any mode, so the refusal itself comes from a patched open.
+        with mock.patch('builtins.open', side_effect=PermissionError(13, 'Permission denied')):
+            hop, broken = self.intent_hop()
+        self.assertEqual((report.UNKNOWN, []), (hop.status, broken))
+        self.assertIn('unreadable: [Errno 13] Permission denied', hop.evidence)
+
+    def test_a_readable_record_positive_control(self) -> None:
+        router_intent.write(self.state_path, recorded().router)
+        hop, broken = self.intent_hop()
+        self.assertEqual((report.OK, []), (hop.status, broken))
+        self.assertIn('enable_snat true, 1 floating IP(s)', hop.evidence)
+
+
 class HostCheckTest(base.TestCase):
 
     def test_healthy_then_leftovers_and_missing_bridge(self) -> None:
