@@ -7,7 +7,8 @@ driver and its mappings. Exit codes: 0 every hop holds, 1 a hop is broken,
 2 a usage error (unknown sub-command, malformed id, bad configuration).
 Sub-commands: ``port``/``network``/``router`` <id>, and ``host``. ``--probe``
 adds active checks (:mod:`.probe`); without it nothing on the host changes.
-Interrupted (Ctrl-C, SIGTERM): 130, after the probe port was removed.
+Interrupted (Ctrl-C, SIGTERM, SIGHUP): 130, after the probe port was removed;
+the message says whether one existed and whether its removal worked.
 
 Import only after ``agentkit.concurrency.select()`` (it loads oslo.messaging).
 """
@@ -59,7 +60,8 @@ cli_opts = [
                      'gateway and a TCP connect to 169.254.169.254:80 from the qdhcp- '
                      'namespace. Never touches a VM. Without it the doctor only reads.'),
 ]
-#: Exit code when interrupted (Ctrl-C, SIGTERM), after the probe port was removed.
+#: Exit code when interrupted (Ctrl-C, SIGTERM, SIGHUP), after the probe port was
+#: removed (or its removal failed: the message says which).
 EXIT_INTERRUPTED = 130
 #: The options the doctor reads itself (the drivers it constructs check
 #: their own), checked as the agents check them at start (type, then
@@ -159,6 +161,10 @@ def examine(conf: cfg.ConfigOpts, kind: str, resource_id: str) -> report.Report:
         check = {'port': hops.check_port, 'network': hops.check_network,
                  'router': hops.check_router}[kind]
         return check(resource_id, server, host, settings)
+    except KeyboardInterrupt:
+        if prober is None:
+            raise
+        raise doctor_probe.Interrupted(prober.outcome()) from None
     finally:
         transport.cleanup()
 
@@ -204,9 +210,12 @@ def run(argv: list[str], conf: cfg.ConfigOpts | None = None) -> int:
         # The configuration names a driver that cannot describe the host.
         print(f'{PROG}: {exc}', file=sys.stderr)
         return report.EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f'{PROG}: interrupted' + ('; the probe port was removed' if conf.probe else ''),
-              file=sys.stderr)
+    except doctor_probe.Interrupted as exc:
+        print(f'{PROG}: interrupted; {exc.outcome}', file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:   # before any probe could start
+        print(f'{PROG}: interrupted' + ('; no probe port had been created' if conf.probe
+                                        else ''), file=sys.stderr)
         return EXIT_INTERRUPTED
     print(result.to_json() if conf.json else result.to_text())
     return result.exit_code

@@ -3,8 +3,10 @@
 The only thing a probe creates is a probe port (:mod:`agentkit.privileged.probe`):
 a namespace and a veth pair, whose host end is attached where a VM's port
 would be (br-int with the network's local VLAN, or the network's ``brq``).
-It is removed in a ``finally`` with SIGINT/SIGTERM/SIGHUP ignored, so an
-error or Ctrl-C still removes it; a doctor killed outright leaves one behind, which
+It is removed however the probe ends, with SIGINT/SIGTERM/SIGHUP ignored, so an
+error or Ctrl-C still removes it (its namespace and veth even when OVSDB refuses
+to delete its port; what became of it is :meth:`Prober.outcome`, which the CLI
+prints when interrupted); a doctor killed outright leaves one behind, which
 the next ``--probe`` run removes (the probe's id is its doctor's pid, so a
 probe of a doctor still running is left alone).
 """
@@ -58,11 +60,33 @@ def leftovers(namespaces: list[str]) -> list[str]:
             if ns.startswith(prefix) and not doctor_alive(ns[len(prefix):])]
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C/SIGTERM/SIGHUP while the doctor examined, with what became of
+    its probe port (:meth:`Prober.outcome`)."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
 class Prober:
     def __init__(self, ovs: hosts_ovs.OvsView | None, integration_bridge: str) -> None:
         self.ovs = ovs
         self.integration_bridge = integration_bridge
         self.id = probe_id()
+        #: whether a probe port was (being) made, and why its removal failed
+        self.made = False
+        self.removal_error: str | None = None
+
+    def outcome(self) -> str:
+        """What became of this doctor's probe port, as a person is told it."""
+        device = priv_probe.probe_host_device(self.id)
+        if not self.made:
+            return 'no probe port had been created'
+        if self.removal_error is not None:
+            return (f'the probe port {device} could not be removed ({self.removal_error}); '
+                    f'the next --probe run removes it')
+        return f'the probe port {device} was removed'
 
     # -- the probe port -----------------------------------------------------
     @staticmethod
@@ -89,9 +113,22 @@ class Prober:
         return removed
 
     def _remove(self, probe: str) -> None:
-        if self.ovs is not None:
-            self.ovs.delete_port(self.integration_bridge, priv_probe.probe_host_device(probe))
-        priv_probe.remove_probe(probe)
+        """Its OVS port, then its namespace and veth (even if OVSDB failed)."""
+        try:
+            if self.ovs is not None:
+                self.ovs.delete_port(self.integration_bridge,
+                                     priv_probe.probe_host_device(probe))
+        finally:
+            priv_probe.remove_probe(probe)
+
+    def _remove_own(self) -> None:
+        """Remove this doctor's probe port, noting a failure (and raising it)."""
+        with interrupts_ignored():   # a second Ctrl-C must not stop the removal
+            try:
+                self._remove(self.id)
+            except Exception as exc:
+                self.removal_error = str(exc) or type(exc).__name__
+                raise
 
     @contextlib.contextmanager
     def port(self, network_id: str, vlan: int | None) -> Iterator[str]:
@@ -99,6 +136,7 @@ class Prober:
         for probe in self.remove_stale():
             LOG.warning('Removed the probe port %s a killed %s left behind', probe, PROG)
         host_device = priv_probe.probe_host_device(self.id)
+        self.made, self.removal_error = True, None
         try:
             priv_probe.create_probe(self.id)
             if self.ovs is not None:
@@ -112,9 +150,16 @@ class Prober:
                     raise ProbeError(f'no bridge {bridge}')
                 ip_lib.IPDevice(host_device).link.set_master(bridge)
                 yield f'{host_device} in {bridge}'
-        finally:
-            with interrupts_ignored():   # a second Ctrl-C must not stop the removal
-                self._remove(self.id)
+        except BaseException:
+            # What ended the probe (an error, Ctrl-C) is what the caller sees;
+            # a failed removal is only noted (outcome(), the log).
+            try:
+                self._remove_own()
+            except Exception:
+                LOG.exception('Could not remove the probe port %s', host_device)
+            raise
+        else:
+            self._remove_own()
 
     # -- the checks ---------------------------------------------------------
     def dhcp_offers(self, network_id: str, vlan: int | None,

@@ -339,7 +339,7 @@ class DoctorTest(base.AgentTestCase):
         _, stderr = proc.communicate(timeout=30)
         exited_s = time.monotonic() - interrupted
         self.assertEqual(130, proc.returncode, stderr)
-        self.assertIn('the probe port was removed', stderr)
+        self.assertIn('interrupted; the probe port akp%08x was removed' % proc.pid, stderr)
         self.assertEqual(before, self.host_state(net['id']))
         reliability.record(
             'doctor-probe-interrupted', kind='fault',

@@ -529,6 +529,29 @@ class ProberCleanupTest(base.TestCase):
         self.assertRaises(RuntimeError, self.prober.dhcp_offers, NET, 3, VM_MAC)
         self.assert_removed()
 
+    def test_namespace_removed_even_when_ovsdb_refuses(self) -> None:
+        self.ovs.delete_port.side_effect = RuntimeError('ovsdb down')
+        # Ended normally: the failed removal is the error.
+        self.priv.dhcp_discover.return_value = []
+        self.assertRaises(RuntimeError, self.prober.dhcp_offers, NET, 3, VM_MAC)
+        self.assert_removed()
+        self.assertIn('could not be removed (ovsdb down)', self.prober.outcome())
+        # Ended by Ctrl-C: that stays what the caller sees; the failure is noted.
+        self.priv.reset_mock()
+        self.ovs.delete_port.reset_mock()
+        self.priv.dhcp_discover.side_effect = KeyboardInterrupt()
+        self.assertRaises(KeyboardInterrupt, self.prober.dhcp_offers, NET, 3, VM_MAC)
+        self.assert_removed()
+        self.assertEqual('the probe port akp%s could not be removed (ovsdb down); the next '
+                         '--probe run removes it' % self.prober.id, self.prober.outcome())
+
+    def test_outcome(self) -> None:
+        self.assertEqual('no probe port had been created', self.prober.outcome())
+        self.priv.dhcp_discover.return_value = []
+        self.prober.dhcp_offers(NET, 3, VM_MAC)
+        self.assertEqual('the probe port akp%s was removed' % self.prober.id,
+                         self.prober.outcome())
+
     def test_leftovers_of_dead_doctors_only(self) -> None:
         mine, alive, dead = self.prober.id, '%08x' % 1, 'ffffff00'
         doctor_probe.ip_lib.list_namespaces.return_value = [   # type: ignore[attr-defined]
@@ -844,3 +867,60 @@ class UsageTest(base.TestCase):
                           'br-int2'),
                          (settings.physical_networks, settings.physical_bridges,
                           settings.integration_bridge))
+
+
+class InterruptedTest(base.TestCase):
+    """What ``agentkit-doctor --probe`` says when interrupted: what became of
+    its probe port (the examination runs on fakes; the probe's privileged
+    calls are mocked)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.priv = self.useFixture(fixtures.MockPatchObject(doctor_probe, 'priv_probe')).mock
+        self.priv.PROBE_NS_PREFIX = 'akprobe-'
+        self.priv.probe_host_device.side_effect = lambda i: 'akp' + i
+        self.priv.dhcp_discover.side_effect = KeyboardInterrupt('SIGINT')
+        self.useFixture(fixtures.MockPatchObject(doctor_probe.ip_lib, 'list_namespaces',
+                                                 return_value=[]))
+        self.ovs = self.useFixture(fixtures.MockPatchObject(cli.hosts_ovs, 'OvsView')
+                                   ).mock.return_value
+        self.ovs.port_names.return_value = []
+        for target, name in ((cli, '_service_drivers'), (cli.rpc_transport, 'get_transport'),
+                             (cli.intent, 'ServerView'), (cli.privsep_setup, 'setup_privsep'),
+                             (cli.doctor_probe, 'prepare_interrupts')):
+            self.useFixture(fixtures.MockPatchObject(target, name))
+        cli._service_drivers.return_value = (mock.Mock(), mock.Mock())  # type: ignore
+
+    def run_port(self, check: Any) -> tuple[int, str]:
+        stderr = io.StringIO()
+        with redirect_stderr(stderr), mock.patch.object(cli.hops, 'check_port', check):
+            code = cli.run(['--probe', 'port', VM], cfg.ConfigOpts())
+        return code, stderr.getvalue().strip()
+
+    @staticmethod
+    def probing(port_id: str, server: Any, host: host_view.HostView,
+                settings: hops.Settings) -> report.Report:
+        host.probe_dhcp(NET, 3, VM_MAC)      # interrupted in dhcp_discover
+        raise AssertionError('not interrupted')
+
+    def test_interrupted_while_probing(self) -> None:
+        code, said = self.run_port(self.probing)
+        self.assertEqual(130, code)
+        self.assertEqual('agentkit-doctor: interrupted; the probe port akp%s was removed'
+                         % doctor_probe.probe_id(), said)
+        self.priv.remove_probe.assert_called_once_with(doctor_probe.probe_id())
+
+    def test_interrupted_while_probing_and_ovsdb_refuses_the_removal(self) -> None:
+        self.ovs.delete_port.side_effect = RuntimeError('ovsdb down')
+        code, said = self.run_port(self.probing)
+        self.assertEqual(130, code)
+        self.assertEqual('agentkit-doctor: interrupted; the probe port akp%s could not be '
+                         'removed (ovsdb down); the next --probe run removes it'
+                         % doctor_probe.probe_id(), said)
+        self.priv.remove_probe.assert_called_once_with(doctor_probe.probe_id())
+
+    def test_interrupted_before_any_probe_port(self) -> None:
+        code, said = self.run_port(mock.Mock(side_effect=KeyboardInterrupt('SIGINT')))
+        self.assertEqual((130, 'agentkit-doctor: interrupted; no probe port had been created'),
+                         (code, said))
+        self.priv.create_probe.assert_not_called()
