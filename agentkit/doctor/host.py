@@ -147,6 +147,10 @@ class HostView:
                     break
         return found
 
+    def probe_ports(self, bridge: str) -> list[str]:
+        """The OVS ports of ``bridge`` a doctor's ``--probe`` made (by their mark)."""
+        return sorted(self.ovs.probe_ports(bridge)) if self.ovs else []
+
     def ovs_port_of(self, port_id: str) -> hosts_ovs.OvsPort | None:
         return self.ovs.port_of(port_id) if self.ovs else None
 

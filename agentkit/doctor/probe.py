@@ -53,11 +53,26 @@ def doctor_alive(probe: str) -> bool:
     return any(PROG in arg for arg in argv[:2])
 
 
+def _stale_id(name: str, prefix: str) -> str | None:
+    """The probe id in ``name`` (``<prefix><id>``) if its doctor is gone."""
+    if not name.startswith(prefix):
+        return None
+    try:
+        probe = priv_probe.check_probe_id(name[len(prefix):])
+    except ValueError:
+        return None     # not a name a doctor makes
+    return None if doctor_alive(probe) else probe
+
+
 def leftovers(namespaces: list[str]) -> list[str]:
     """The probe namespaces among ``namespaces`` whose doctor is gone."""
-    prefix = priv_probe.PROBE_NS_PREFIX
-    return [ns for ns in namespaces
-            if ns.startswith(prefix) and not doctor_alive(ns[len(prefix):])]
+    return [ns for ns in namespaces if _stale_id(ns, priv_probe.PROBE_NS_PREFIX)]
+
+
+def leftover_ports(probe_ports: list[str]) -> list[str]:
+    """The probe ports (OVS ports with the probe mark, :meth:`.OvsView.probe_ports`)
+    among ``probe_ports`` whose doctor is gone."""
+    return [p for p in probe_ports if _stale_id(p, priv_probe.PROBE_HOST_PREFIX)]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -94,28 +109,36 @@ class Prober:
         return doctor_alive(probe)
 
     def remove_stale(self) -> list[str]:
-        """Remove the probe ports of doctors that are gone; their ids."""
-        stale = {ns[len(priv_probe.PROBE_NS_PREFIX):] for ns in ip_lib.list_namespaces()
-                 if ns.startswith(priv_probe.PROBE_NS_PREFIX)}
+        """Remove the probe ports of doctors that are gone; their ids.
+
+        Found by their namespaces (only the privileged layer makes
+        ``akprobe-`` ones) and by the mark on their OVS ports: a port merely
+        named like a probe port is not touched.
+        """
+        prefix = priv_probe.PROBE_NS_PREFIX
+        namespaced = {ns[len(prefix):] for ns in ip_lib.list_namespaces()
+                      if ns.startswith(prefix)}
+        marked: set[str] = set()
         if self.ovs is not None:
             prefix = priv_probe.PROBE_HOST_PREFIX
-            stale |= {p[len(prefix):] for p in self.ovs.port_names(self.integration_bridge)
+            marked = {p[len(prefix):] for p in self.ovs.probe_ports(self.integration_bridge)
                       if p.startswith(prefix)}
         removed = []
-        for probe in sorted(stale):
+        for probe in sorted(namespaced | marked):
             try:
                 priv_probe.check_probe_id(probe)
             except ValueError:
                 continue
             if probe != self.id and not self._doctor_alive(probe):
-                self._remove(probe)
+                self._remove(probe, ovs_port=probe in marked)
                 removed.append(probe)
         return removed
 
-    def _remove(self, probe: str) -> None:
-        """Its OVS port, then its namespace and veth (even if OVSDB failed)."""
+    def _remove(self, probe: str, ovs_port: bool = True) -> None:
+        """Its OVS port (``ovs_port``: one with the probe mark is there), then
+        its namespace and veth (even if OVSDB failed)."""
         try:
-            if self.ovs is not None:
+            if self.ovs is not None and ovs_port:
                 self.ovs.delete_port(self.integration_bridge,
                                      priv_probe.probe_host_device(probe))
         finally:

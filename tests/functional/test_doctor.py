@@ -8,7 +8,9 @@ DHCP, an interface address, the SNAT rule, a floating IP's DNAT, the
 metadata proxy, the router's namespace. ``--probe`` gets an OFFER, the
 gateway's answer and a connection to the metadata proxy, names the DHCP
 hop when dnsmasq is stopped, and leaves nothing behind, also on Ctrl-C;
-without it nothing on the host changes."""
+without it nothing on the host changes. A br-int row with the probe mark
+whose doctor is gone is reported and removed; a port only named like one
+is neither."""
 
 import json
 import os
@@ -24,6 +26,7 @@ from oslo_config import cfg
 from testtools import content
 
 from agentkit.conf import metadata as metadata_conf
+from agentkit.doctor import hosts_ovs
 from agentkit.lib import external_process
 from agentkit.lib import fileutils
 from agentkit.lib import ip_lib
@@ -350,6 +353,26 @@ class DoctorTest(base.AgentTestCase):
                     'the network\'s namespace and devices as before',
             result={'exited in s': round(exited_s, 1), 'probe ports left': 0})
         os.kill(pid, signal.SIGCONT)
+
+        # br-int rows: one with the probe mark, its doctor and its namespace
+        # gone (a doctor killed, its namespace deleted by hand), and one only
+        # named like a probe port. The first is reported and removed; the
+        # other is not the doctor's and stays.
+        orphan, foreign = ('akp%08x' % p for p in unused_pids(2))
+        self.br_int.add_port(orphan, external_ids={hosts_ovs.PROBE: str(int(orphan[3:], 16))})
+        self.br_int.add_port(foreign)
+        result, _ = self.doctor('host')
+        probes = next(h for h in result['hops'] if h['name'] == 'probe-ports')
+        self.assertEqual('broken', probes['status'], probes)
+        self.assertIn(f'{orphan} on {self.br_int.name}', probes['evidence'])
+        self.assertNotIn(foreign, probes['evidence'])
+        result, broken = self.doctor('--probe', 'port', port['id'])
+        self.assertEqual([], broken, json.dumps(result, indent=1))
+        self.assertEqual([foreign], [p for p in self.br_int.get_port_names()
+                                     if p in (orphan, foreign)])
+        result, _ = self.doctor('host')
+        probes = next(h for h in result['hops'] if h['name'] == 'probe-ports')
+        self.assertEqual(('ok', 'none left behind'), (probes['status'], probes['evidence']))
         self.addDetail('figures', content.text_content(
             f'agentkit-doctor --probe port, healthy (process start to exit): '
             f'{healthy_s:.1f} s'))
@@ -375,6 +398,14 @@ class DoctorTest(base.AgentTestCase):
     def test_unknown_port_is_broken_at_the_server_hop(self):
         result, broken = self.doctor('port', str(uuid.uuid4()))
         self.assertEqual(['server'], broken)
+
+
+def unused_pids(count):
+    """``count`` pids no process has now (from the top of the range)."""
+    with open('/proc/sys/kernel/pid_max') as f:
+        top = int(f.read())
+    return [pid for pid in range(top - 1, top - 1000, -1)
+            if not os.path.exists(f'/proc/{pid}')][:count]
 
 
 class RouterDoctorTest(base.AgentTestCase):

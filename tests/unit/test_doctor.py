@@ -22,6 +22,7 @@ from agentkit.doctor import hosts_ovs
 from agentkit.doctor import intent
 from agentkit.doctor import probe as doctor_probe
 from agentkit.doctor import report
+from agentkit.privileged import probe as privileged_probe
 from drivers.firewall import iptables_hybrid
 from tests import base
 
@@ -107,6 +108,7 @@ class FakeHost:
                     '--to-source 203.0.113.9 --random-fully']
         self.state_path = '/s'
         self.recorded: router_intent.Recorded | None = None
+        self.marked_ports: list[str] = []     # OVS ports with the probe mark
         # --probe: what the active checks find, and every call made to them
         self.offers = [{'address': '10.0.0.10', 'server': '10.0.0.2',
                         'server_mac': 'fa:16:3e:00:00:02'}]
@@ -134,6 +136,9 @@ class FakeHost:
 
     def bridges(self) -> list[str]:
         return ['br-int', 'br-ex']
+
+    def probe_ports(self, bridge: str) -> list[str]:
+        return list(self.marked_ports) if bridge == 'br-int' else []
 
     def processes(self, names: frozenset[str]) -> dict[str, list[int]]:
         return {'agentkit-l2': [10], 'agentkit-dhcp': [11]}
@@ -492,7 +497,7 @@ class ProberCleanupTest(base.TestCase):
         self.useFixture(fixtures.MockPatchObject(doctor_probe.ip_lib, 'list_namespaces',
                                                  return_value=[]))
         self.ovs = mock.Mock()
-        self.ovs.port_names.return_value = []
+        self.ovs.probe_ports.return_value = {}
         self.prober = doctor_probe.Prober(self.ovs, 'br-int')
 
     def assert_removed(self) -> None:
@@ -560,6 +565,21 @@ class ProberCleanupTest(base.TestCase):
         with mock.patch.object(doctor_probe.Prober, '_doctor_alive',
                                side_effect=lambda i: i == alive):
             self.assertEqual([dead], self.prober.remove_stale())
+        self.priv.remove_probe.assert_called_once_with(dead)
+        # Its namespace, but no port with the probe mark: no OVS port is deleted
+        # (one merely named akp<id> is not the doctor's).
+        self.ovs.delete_port.assert_not_called()
+
+    def test_marked_ports_of_dead_doctors_whose_namespace_is_gone(self) -> None:
+        alive, dead = '%08x' % 1, 'ffffff00'
+        self.ovs.probe_ports.return_value = {'akp' + alive: '1', 'akp' + dead: '4294967040',
+                                             'akp-odd': '7'}
+        self.priv.check_probe_id.side_effect = privileged_probe.check_probe_id
+        with mock.patch.object(doctor_probe.Prober, '_doctor_alive',
+                               side_effect=lambda i: i == alive):
+            self.assertEqual([dead], self.prober.remove_stale())
+        self.ovs.probe_ports.assert_called_once_with('br-int')
+        self.ovs.delete_port.assert_called_once_with('br-int', 'akp' + dead)
         self.priv.remove_probe.assert_called_once_with(dead)
 
 
@@ -764,13 +784,19 @@ class HostCheckTest(base.TestCase):
         dead = 'akprobe-%08x' % 0x3ffffe            # no such pid
         mine = 'akprobe-%08x' % os.getpid()        # of a doctor that runs
         host.namespaces |= {dead}
+        # br-int rows with the probe mark, their namespaces gone.
+        orphan, running = 'akp%08x' % 0x3ffffd, 'akp%08x' % os.getpid()
+        host.marked_ports = [orphan, running]
         with mock.patch.object(doctor_probe, 'doctor_alive',
                                side_effect=lambda i: i == '%08x' % os.getpid()):
             host.namespaces |= {mine}
             result = hops.check_host(server, host, SETTINGS)  # type: ignore[arg-type]
         self.assertEqual(['probe-ports'], [h.name for h in result.broken_hops])
         self.assertIn(dead, result.hops[-1].evidence)
+        self.assertIn(f'{orphan} on br-int', result.hops[-1].evidence)
         self.assertNotIn(mine, result.hops[-1].evidence)
+        self.assertNotIn(running, result.hops[-1].evidence)
+        self.assertIn('agentkit-doctor-probe', result.hops[-1].command)
         self.assertFalse(doctor_probe.doctor_alive('%08x' % 0x3ffffe))
         self.assertFalse(doctor_probe.doctor_alive('%08x' % os.getpid()))  # a test runner
 
@@ -884,7 +910,7 @@ class InterruptedTest(base.TestCase):
                                                  return_value=[]))
         self.ovs = self.useFixture(fixtures.MockPatchObject(cli.hosts_ovs, 'OvsView')
                                    ).mock.return_value
-        self.ovs.port_names.return_value = []
+        self.ovs.probe_ports.return_value = {}
         for target, name in ((cli, '_service_drivers'), (cli.rpc_transport, 'get_transport'),
                              (cli.intent, 'ServerView'), (cli.privsep_setup, 'setup_privsep'),
                              (cli.doctor_probe, 'prepare_interrupts')):
