@@ -58,7 +58,10 @@ cli_opts = [
                 help='Also run active checks: a DHCP DISCOVER from a temporary probe '
                      'port on the network (removed afterwards), ARP/ping of the '
                      'gateway and a TCP connect to 169.254.169.254:80 from the qdhcp- '
-                     'namespace. Never touches a VM. Without it the doctor only reads.'),
+                     'namespace. Changes no VM, tap or lease, but the DISCOVER, the '
+                     'OFFER (for the VM\'s MAC, with the probe\'s xid, which the VM '
+                     'ignores) and the ARP request are broadcast to every port of the '
+                     'network, VMs\' included. Without it the doctor only reads.'),
 ]
 #: Exit code when interrupted (Ctrl-C, SIGTERM, SIGHUP), after the probe port was
 #: removed (or its removal failed: the message says which).

@@ -1,4 +1,4 @@
-"""Root operations of ``agentkit-doctor --probe``: active checks, never a VM's.
+"""Root operations of ``agentkit-doctor --probe``: active checks that change no VM.
 
 A passive reading can say dnsmasq runs and has the VM's entry, yet not that
 it answers. These operations let the doctor ask, and nothing more:
@@ -13,9 +13,14 @@ it answers. These operations let the doctor ask, and nothing more:
   the diagnosed port's MAC as ``chaddr`` and the BROADCAST flag, so the
   OFFER comes back broadcast and no switch learns the VM's MAC on the
   probe. DISCOVER/OFFER leaves no lease (dnsmasq records one on REQUEST).
+  Both are broadcast on the network's segment, so they reach every VM
+  port of it, the diagnosed VM's included: its DHCP client ignores the
+  OFFER, whose ``xid`` is the probe's (random), not one of its own.
 * ARP and ping of a subnet's gateway from a ``qdhcp-`` namespace, from the
   DHCP port's own device and address (the daemon reads the address itself):
   only a host address of that device's own subnet, not the device's own.
+  The ARP request is broadcast (VMs of the network receive it); the ping
+  is unicast to the gateway.
 * a TCP connect (and close, nothing sent) to the metadata service,
   169.254.169.254:80 and nothing else, from a ``qdhcp-`` or ``qrouter-``
   namespace.
