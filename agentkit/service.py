@@ -121,17 +121,12 @@ def validate_options(conf: cfg.ConfigOpts) -> list[str]:
                 continue  # listed for several agents: one line is enough
             seen.add((group, opt.dest))
             try:
-                node = conf if group is None else conf[group]
-                value = getattr(node, opt.dest)
+                # Its type, and what it means (ranges, mappings, names): conf/checks.py.
+                problem = checks.option_problem(conf, group, opt.dest)
             except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
                 continue  # not registered for this agent
-            except (ValueError, cfg.Error) as exc:
-                errors.append(f'[{group or "DEFAULT"}] {opt.name}: {exc}')
-                continue
-            # What the value means (ranges, mappings, names): see conf/checks.py.
-            problem = checks.check(group, opt.dest, value, conf)
             if problem is not None:
-                errors.append(f'[{group or "DEFAULT"}] {opt.name}: {problem}')
+                errors.append(problem)
     return errors
 
 

@@ -4,7 +4,9 @@ oslo.config checks types and bounds; these options are strings or lists
 whose format only a parser knows (ranges, ``physnet:bridge`` mappings,
 interface names). ``service.validate_options`` runs each check on the
 loaded value, so a bad one stops the agent at start with exit code 2 and a
-message naming the option and the value, before any driver starts.
+message naming the option and the value, before any driver starts;
+agentkit-doctor checks the options it reads the same way
+(:func:`option_problem`).
 
 Each entry has a value that must be refused: the parametrised test
 (tests/unit/test_config_values.py) feeds it to every agent that has the
@@ -127,3 +129,21 @@ def check(group: str | None, name: str, value: Any, conf: cfg.ConfigOpts) -> str
     except (ValueError, exceptions.AgentkitError) as exc:
         return f'invalid value {value!r}: {exc}'
     return None
+
+
+def option_problem(conf: cfg.ConfigOpts, group: str | None, name: str) -> str | None:
+    """What is wrong with the loaded ``[group] name``: a value oslo.config
+    cannot convert, or one :func:`check` refuses; None if nothing.
+
+    :returns: ``'[group] name: why'``.
+    :raises cfg.NoSuchOptError, cfg.NoSuchGroupError: not registered on ``conf``.
+    """
+    label = f'[{group or "DEFAULT"}] {name}'
+    try:
+        value = getattr(conf if group is None else conf[group], name)
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+        raise
+    except (ValueError, cfg.Error) as exc:
+        return f'{label}: {exc}'
+    problem = check(group, name, value, conf)
+    return None if problem is None else f'{label}: {problem}'

@@ -7,7 +7,8 @@ driver and its mappings. Exit codes: 0 every hop holds, 1 a hop is broken,
 2 a usage error (unknown sub-command, malformed id, bad configuration).
 Sub-commands: ``port``/``network``/``router`` <id>, and ``host``. ``--probe``
 adds active checks (:mod:`.probe`); without it nothing on the host changes.
-Interrupted (Ctrl-C, SIGTERM): 130, after the probe port was removed.
+Interrupted (Ctrl-C, SIGTERM, SIGHUP): 130, after the probe port was removed;
+the message says whether one existed and whether its removal worked.
 
 Import only after ``agentkit.concurrency.select()`` (it loads oslo.messaging).
 """
@@ -25,6 +26,7 @@ from agentkit import version
 from agentkit.api import dhcp as dhcp_api
 from agentkit.api import interface as interface_api
 from agentkit.api import metadata as metadata_api
+from agentkit.conf import checks
 from agentkit.conf import common as common_conf
 from agentkit.conf import dhcp as dhcp_conf
 from agentkit.conf import l2 as l2_conf
@@ -36,6 +38,7 @@ from agentkit.doctor import intent
 from agentkit.doctor import probe as doctor_probe
 from agentkit.doctor import report
 from agentkit.lib import naming
+from agentkit.lib import option_values
 from agentkit.rpc import transport as rpc_transport
 
 PROG = 'agentkit-doctor'
@@ -55,10 +58,26 @@ cli_opts = [
                 help='Also run active checks: a DHCP DISCOVER from a temporary probe '
                      'port on the network (removed afterwards), ARP/ping of the '
                      'gateway and a TCP connect to 169.254.169.254:80 from the qdhcp- '
-                     'namespace. Never touches a VM. Without it the doctor only reads.'),
+                     'namespace. Changes no VM, tap or lease, but the DISCOVER, the '
+                     'OFFER (for the VM\'s MAC, with the probe\'s xid, which the VM '
+                     'ignores) and the ARP request are broadcast to every port of the '
+                     'network, VMs\' included. Without it the doctor only reads.'),
 ]
-#: Exit code when interrupted (Ctrl-C, SIGTERM), after the probe port was removed.
+#: Exit code when interrupted (Ctrl-C, SIGTERM, SIGHUP), after the probe port was
+#: removed (or its removal failed: the message says which).
 EXIT_INTERRUPTED = 130
+#: The options the doctor reads itself (the drivers it constructs check
+#: their own), checked as the agents check them at start (type, then
+#: :mod:`agentkit.conf.checks`) before any is used: ``--probe`` writes into
+#: OVSDB on ``[ovs] integration_bridge``.
+READ_OPTIONS: tuple[tuple[str | None, str], ...] = (
+    (None, 'host'), (None, 'state_path'), (None, 'rpc_timeout'),
+    (None, 'interface_driver'), (None, 'dhcp_driver'), (None, 'metadata_driver'),
+    (None, 'enable_metadata_proxy'), (None, 'enable_isolated_metadata'),
+    ('l2', 'mechanism_driver'), ('l2', 'bridge_mappings'), ('l2', 'tunnel_types'),
+    ('ovs', 'integration_bridge'), ('ovs', 'ovsdb_connection'), ('ovs', 'ovsdb_timeout'),
+    ('securitygroup', 'enable_security_group'), ('securitygroup', 'firewall_driver'),
+    ('securitygroup', 'unsupported_firewall_fallback'))
 
 
 def _add_subjects(subparsers: Any) -> None:
@@ -92,12 +111,20 @@ def _iptables_firewall(conf: cfg.ConfigOpts) -> bool:
     return alias in IPTABLES_FIREWALLS
 
 
+def option_problems(conf: cfg.ConfigOpts) -> list[str]:
+    """What is wrong with the :data:`READ_OPTIONS`, one line per option."""
+    return [problem for group, name in READ_OPTIONS
+            if (problem := checks.option_problem(conf, group, name)) is not None]
+
+
 def _settings(conf: cfg.ConfigOpts) -> hops.Settings:
-    mappings = [m.split(':', 1) for m in conf.l2.bridge_mappings if ':' in m]
+    """What the hops judge by; the options were checked (:func:`option_problems`)."""
+    mappings = option_values.parse_mappings(conf.l2.bridge_mappings, 'bridge_mappings',
+                                            'bridge')
     return hops.Settings(host=conf.host, mechanism=conf.l2.mechanism_driver,
                          integration_bridge=conf.ovs.integration_bridge,
-                         physical_networks=frozenset(p.strip() for p, _ in mappings),
-                         physical_bridges=frozenset(b.strip() for _, b in mappings),
+                         physical_networks=frozenset(mappings),
+                         physical_bridges=frozenset(mappings.values()),
                          tunnel_types=frozenset(conf.l2.tunnel_types),
                          metadata_proxy=conf.enable_metadata_proxy,
                          iptables_firewall=_iptables_firewall(conf),
@@ -137,6 +164,10 @@ def examine(conf: cfg.ConfigOpts, kind: str, resource_id: str) -> report.Report:
         check = {'port': hops.check_port, 'network': hops.check_network,
                  'router': hops.check_router}[kind]
         return check(resource_id, server, host, settings)
+    except KeyboardInterrupt:
+        if prober is None:
+            raise
+        raise doctor_probe.Interrupted(prober.outcome()) from None
     finally:
         transport.cleanup()
 
@@ -166,6 +197,11 @@ def run(argv: list[str], conf: cfg.ConfigOpts | None = None) -> int:
         except exceptions.InvalidIdentifier as exc:
             print(f'{PROG}: {exc}', file=sys.stderr)
             return report.EXIT_USAGE
+    problems = option_problems(conf)
+    if problems:    # nothing read, nothing changed on the host yet
+        for problem in problems:
+            print(f'{PROG}: {problem}', file=sys.stderr)
+        return report.EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     privsep_setup.setup_privsep(conf)
     if conf.probe:
@@ -177,9 +213,12 @@ def run(argv: list[str], conf: cfg.ConfigOpts | None = None) -> int:
         # The configuration names a driver that cannot describe the host.
         print(f'{PROG}: {exc}', file=sys.stderr)
         return report.EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f'{PROG}: interrupted' + ('; the probe port was removed' if conf.probe else ''),
-              file=sys.stderr)
+    except doctor_probe.Interrupted as exc:
+        print(f'{PROG}: interrupted; {exc.outcome}', file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:   # before any probe could start
+        print(f'{PROG}: interrupted' + ('; no probe port had been created' if conf.probe
+                                        else ''), file=sys.stderr)
         return EXIT_INTERRUPTED
     print(result.to_json() if conf.json else result.to_text())
     return result.exit_code

@@ -623,7 +623,7 @@ def _intent_hop(router_id: str, ports: list[intent.PortIntent], host: host_view.
     where = f'ls -l {os.path.join(host.state_path, router_intent.DIRECTORY)}'
     try:
         recorded = host.router_intent(router_id)
-    except exceptions.InvalidPayload as exc:
+    except (exceptions.InvalidPayload, OSError) as exc:   # not a record, or not readable
         return report.unknown('l3-intent', f'unreadable: {exc}', where), None
     if recorded is None:
         return report.unknown('l3-intent', 'agentkit-l3 recorded nothing for this router '
@@ -795,11 +795,16 @@ def check_host(server: Server, host: host_view.HostView, settings: Settings) -> 
                                lambda i: bool(server.router_ports(i)), L3_LOG))
     except intent.ServerUnreachable as exc:
         hops.append(_unreachable(exc))
-    probes = doctor_probe.leftovers(namespaces)
+    bridge = settings.integration_bridge
+    probes = doctor_probe.leftovers(namespaces) + [
+        f'{port} on {bridge}'
+        for port in doctor_probe.leftover_ports(host.probe_ports(bridge))]
     hops.append(report.broken('probe-ports', f'left by a killed agentkit-doctor --probe: '
                                              f'{", ".join(probes)}',
                               'a doctor was killed (SIGKILL) while probing; the next '
-                              '--probe run removes them', 'ip netns list | grep akprobe-')
+                              '--probe run removes them',
+                              'ip netns list | grep akprobe-; ovs-vsctl --columns=name,'
+                              f'external_ids list Interface | grep -B1 {hosts_ovs.PROBE}')
                 if probes else report.ok('probe-ports', 'none left behind'))
     return result
 

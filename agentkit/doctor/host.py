@@ -65,7 +65,8 @@ class HostView:
     def router_intent(self, router_id: str) -> router_intent.Recorded | None:
         """What agentkit-l3 last received for the router (its record under state_path).
 
-        :raises InvalidPayload: the record is unreadable.
+        :raises InvalidPayload: the file is not a record.
+        :raises OSError: it cannot be read (a directory, no permission...).
         """
         return router_intent.read(self.state_path, router_id)
 
@@ -145,6 +146,10 @@ class HostView:
                     found.setdefault(name, []).append(int(entry))
                     break
         return found
+
+    def probe_ports(self, bridge: str) -> list[str]:
+        """The OVS ports of ``bridge`` a doctor's ``--probe`` made (by their mark)."""
+        return sorted(self.ovs.probe_ports(bridge)) if self.ovs else []
 
     def ovs_port_of(self, port_id: str) -> hosts_ovs.OvsPort | None:
         return self.ovs.port_of(port_id) if self.ovs else None

@@ -10,6 +10,7 @@ import dataclasses
 import os
 
 from agentkit.lib.ovs import connection as ovs_connection
+from agentkit.lib.ovs import errors as ovs_errors
 
 #: Interface.external_ids key marking a probe port (the value: the doctor's pid).
 PROBE = 'agentkit-doctor-probe'
@@ -63,9 +64,24 @@ class OvsView:
                     found.append(port)
         return found
 
-    def port_names(self, bridge: str) -> list[str]:
+    def probe_ports(self, bridge: str) -> dict[str, str]:
+        """The ports of ``bridge`` whose interface carries the :data:`PROBE`
+        mark (what :meth:`add_probe_port` writes) -> the mark (a doctor's pid).
+
+        Only these are the doctor's: a port merely named like a probe is not.
+        """
         br = self._conn.bridge(bridge)
-        return br.get_port_names() if br.exists() else []
+        if not br.exists():
+            return {}
+        found = {}
+        for name in br.get_port_names():
+            try:
+                mark = br.get_interface_external_ids(name).get(PROBE)
+            except ovs_errors.OvsdbNotFound:   # gone meanwhile, or its interface named otherwise
+                continue
+            if mark is not None:
+                found[name] = mark
+        return found
 
     def add_probe_port(self, bridge: str, name: str, tag: int) -> None:
         """The probe's veth end as an access port of local VLAN ``tag``."""

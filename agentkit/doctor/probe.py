@@ -3,8 +3,10 @@
 The only thing a probe creates is a probe port (:mod:`agentkit.privileged.probe`):
 a namespace and a veth pair, whose host end is attached where a VM's port
 would be (br-int with the network's local VLAN, or the network's ``brq``).
-It is removed in a ``finally`` with SIGINT/SIGTERM/SIGHUP ignored, so an
-error or Ctrl-C still removes it; a doctor killed outright leaves one behind, which
+It is removed however the probe ends, with SIGINT/SIGTERM/SIGHUP ignored, so an
+error or Ctrl-C still removes it (its namespace and veth even when OVSDB refuses
+to delete its port; what became of it is :meth:`Prober.outcome`, which the CLI
+prints when interrupted); a doctor killed outright leaves one behind, which
 the next ``--probe`` run removes (the probe's id is its doctor's pid, so a
 probe of a doctor still running is left alone).
 """
@@ -51,11 +53,35 @@ def doctor_alive(probe: str) -> bool:
     return any(PROG in arg for arg in argv[:2])
 
 
+def _stale_id(name: str, prefix: str) -> str | None:
+    """The probe id in ``name`` (``<prefix><id>``) if its doctor is gone."""
+    if not name.startswith(prefix):
+        return None
+    try:
+        probe = priv_probe.check_probe_id(name[len(prefix):])
+    except ValueError:
+        return None     # not a name a doctor makes
+    return None if doctor_alive(probe) else probe
+
+
 def leftovers(namespaces: list[str]) -> list[str]:
     """The probe namespaces among ``namespaces`` whose doctor is gone."""
-    prefix = priv_probe.PROBE_NS_PREFIX
-    return [ns for ns in namespaces
-            if ns.startswith(prefix) and not doctor_alive(ns[len(prefix):])]
+    return [ns for ns in namespaces if _stale_id(ns, priv_probe.PROBE_NS_PREFIX)]
+
+
+def leftover_ports(probe_ports: list[str]) -> list[str]:
+    """The probe ports (OVS ports with the probe mark, :meth:`.OvsView.probe_ports`)
+    among ``probe_ports`` whose doctor is gone."""
+    return [p for p in probe_ports if _stale_id(p, priv_probe.PROBE_HOST_PREFIX)]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C/SIGTERM/SIGHUP while the doctor examined, with what became of
+    its probe port (:meth:`Prober.outcome`)."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
 
 
 class Prober:
@@ -63,6 +89,19 @@ class Prober:
         self.ovs = ovs
         self.integration_bridge = integration_bridge
         self.id = probe_id()
+        #: whether a probe port was (being) made, and why its removal failed
+        self.made = False
+        self.removal_error: str | None = None
+
+    def outcome(self) -> str:
+        """What became of this doctor's probe port, as a person is told it."""
+        device = priv_probe.probe_host_device(self.id)
+        if not self.made:
+            return 'no probe port had been created'
+        if self.removal_error is not None:
+            return (f'the probe port {device} could not be removed ({self.removal_error}); '
+                    f'the next --probe run removes it')
+        return f'the probe port {device} was removed'
 
     # -- the probe port -----------------------------------------------------
     @staticmethod
@@ -70,28 +109,49 @@ class Prober:
         return doctor_alive(probe)
 
     def remove_stale(self) -> list[str]:
-        """Remove the probe ports of doctors that are gone; their ids."""
-        stale = {ns[len(priv_probe.PROBE_NS_PREFIX):] for ns in ip_lib.list_namespaces()
-                 if ns.startswith(priv_probe.PROBE_NS_PREFIX)}
+        """Remove the probe ports of doctors that are gone; their ids.
+
+        Found by their namespaces (only the privileged layer makes
+        ``akprobe-`` ones) and by the mark on their OVS ports: a port merely
+        named like a probe port is not touched.
+        """
+        prefix = priv_probe.PROBE_NS_PREFIX
+        namespaced = {ns[len(prefix):] for ns in ip_lib.list_namespaces()
+                      if ns.startswith(prefix)}
+        marked: set[str] = set()
         if self.ovs is not None:
             prefix = priv_probe.PROBE_HOST_PREFIX
-            stale |= {p[len(prefix):] for p in self.ovs.port_names(self.integration_bridge)
+            marked = {p[len(prefix):] for p in self.ovs.probe_ports(self.integration_bridge)
                       if p.startswith(prefix)}
         removed = []
-        for probe in sorted(stale):
+        for probe in sorted(namespaced | marked):
             try:
                 priv_probe.check_probe_id(probe)
             except ValueError:
                 continue
             if probe != self.id and not self._doctor_alive(probe):
-                self._remove(probe)
+                self._remove(probe, ovs_port=probe in marked)
                 removed.append(probe)
         return removed
 
-    def _remove(self, probe: str) -> None:
-        if self.ovs is not None:
-            self.ovs.delete_port(self.integration_bridge, priv_probe.probe_host_device(probe))
-        priv_probe.remove_probe(probe)
+    def _remove(self, probe: str, ovs_port: bool = True) -> None:
+        """Its OVS port (``ovs_port``: one with the probe mark is there), then
+        its namespace and veth (even if OVSDB failed)."""
+        try:
+            if self.ovs is not None and ovs_port:
+                self.ovs.delete_port(self.integration_bridge,
+                                     priv_probe.probe_host_device(probe))
+        finally:
+            priv_probe.remove_probe(probe)
+
+    def _remove_own(self) -> None:
+        """Remove this doctor's probe port, noting a failure (and raising it)."""
+        with interrupts_ignored():   # a second Ctrl-C must not stop the removal
+            try:
+                self._remove(self.id)
+            except Exception as exc:
+                self.removal_error = str(exc) or type(exc).__name__
+                raise
 
     @contextlib.contextmanager
     def port(self, network_id: str, vlan: int | None) -> Iterator[str]:
@@ -99,6 +159,7 @@ class Prober:
         for probe in self.remove_stale():
             LOG.warning('Removed the probe port %s a killed %s left behind', probe, PROG)
         host_device = priv_probe.probe_host_device(self.id)
+        self.made, self.removal_error = True, None
         try:
             priv_probe.create_probe(self.id)
             if self.ovs is not None:
@@ -112,9 +173,16 @@ class Prober:
                     raise ProbeError(f'no bridge {bridge}')
                 ip_lib.IPDevice(host_device).link.set_master(bridge)
                 yield f'{host_device} in {bridge}'
-        finally:
-            with interrupts_ignored():   # a second Ctrl-C must not stop the removal
-                self._remove(self.id)
+        except BaseException:
+            # What ended the probe (an error, Ctrl-C) is what the caller sees;
+            # a failed removal is only noted (outcome(), the log).
+            try:
+                self._remove_own()
+            except Exception:
+                LOG.exception('Could not remove the probe port %s', host_device)
+            raise
+        else:
+            self._remove_own()
 
     # -- the checks ---------------------------------------------------------
     def dhcp_offers(self, network_id: str, vlan: int | None,

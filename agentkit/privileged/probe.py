@@ -1,4 +1,4 @@
-"""Root operations of ``agentkit-doctor --probe``: active checks, never a VM's.
+"""Root operations of ``agentkit-doctor --probe``: active checks that change no VM.
 
 A passive reading can say dnsmasq runs and has the VM's entry, yet not that
 it answers. These operations let the doctor ask, and nothing more:
@@ -13,9 +13,16 @@ it answers. These operations let the doctor ask, and nothing more:
   the diagnosed port's MAC as ``chaddr`` and the BROADCAST flag, so the
   OFFER comes back broadcast and no switch learns the VM's MAC on the
   probe. DISCOVER/OFFER leaves no lease (dnsmasq records one on REQUEST).
+  Both are broadcast on the network's segment, so they reach every VM
+  port of it, the diagnosed VM's included: its DHCP client ignores the
+  OFFER, whose ``xid`` is the probe's (random), not one of its own.
 * ARP and ping of a subnet's gateway from a ``qdhcp-`` namespace, from the
-  DHCP port's own device and address (the daemon reads the address itself).
-* a TCP connect (and close, nothing sent) from a ``qdhcp-`` or ``qrouter-``
+  DHCP port's own device and address (the daemon reads the address itself):
+  only a host address of that device's own subnet, not the device's own.
+  The ARP request is broadcast (VMs of the network receive it); the ping
+  is unicast to the gateway.
+* a TCP connect (and close, nothing sent) to the metadata service,
+  169.254.169.254:80 and nothing else, from a ``qdhcp-`` or ``qrouter-``
   namespace.
 
 Packets are built here and sent from ``AF_PACKET``/raw sockets opened in the
@@ -32,8 +39,10 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
+from agentkit.api import metadata as metadata_api
 from agentkit.lib import naming
 from agentkit.privileged import arp
 from agentkit.privileged import namespaces
@@ -44,6 +53,10 @@ PROBE_NS_PREFIX = 'akprobe-'
 PROBE_HOST_PREFIX = 'akp'      # the end the doctor attaches to the switch
 PROBE_INNER_PREFIX = 'akq'     # the end in the probe namespace
 MAX_TIMEOUT = 10.0
+#: DISCOVERs go out this often until one is answered
+RESEND_INTERVAL = 1.0
+#: after the first OFFER, how long other servers' OFFERs are awaited
+MORE_OFFERS_WAIT = 0.3
 _PROBE_ID_RE = re.compile(r'[0-9a-f]{8}')
 _UUID_NS_RE = re.compile(r'(%s|%s)([0-9a-f-]{36})' % (
     re.escape(naming.DHCP_NS_PREFIX), re.escape(naming.ROUTER_NS_PREFIX)))
@@ -196,6 +209,32 @@ def parse_offer(frame: bytes, xid: int, chaddr: bytes) -> dict[str, str] | None:
             'server_mac': ':'.join('%02x' % b for b in frame[6:12])}
 
 
+def collect_offers(sock: Any, frame: bytes, xid: int, client: bytes, wait: float,
+                   clock: Callable[[], float] = time.monotonic,
+                   readable: Callable[..., Any] = select.select) -> list[dict[str, str]]:
+    """Send ``frame`` (a DISCOVER) every :data:`RESEND_INTERVAL` s until an
+    OFFER comes, then listen :data:`MORE_OFFERS_WAIT` s more for other
+    servers; at most ``wait`` s in all. ``clock``/``readable``: for tests.
+
+    :returns: the OFFERs, one per server.
+    """
+    offers: dict[str, dict[str, str]] = {}
+    deadline = clock() + wait
+    resend = 0.0
+    while (now := clock()) < deadline:
+        if not offers and now >= resend:
+            sock.send(frame)
+            resend = now + RESEND_INTERVAL
+        # No resend once answered: only the (shortened) deadline bounds the wait.
+        until = deadline if offers else min(deadline, resend)
+        if readable([sock], [], [], max(0.0, until - now))[0]:
+            offer = parse_offer(sock.recv(4096), xid, client)
+            if offer is not None and offer['server'] not in offers:
+                offers[offer['server']] = offer
+                deadline = min(deadline, clock() + MORE_OFFERS_WAIT)
+    return list(offers.values())
+
+
 @network.entrypoint
 def dhcp_discover(probe_id: str, chaddr: str, timeout: float = 3.0) -> list[dict[str, str]]:
     """Broadcast DISCOVERs for ``chaddr`` from the probe (one a second) and
@@ -211,25 +250,12 @@ def dhcp_discover(probe_id: str, chaddr: str, timeout: float = 3.0) -> list[dict
     xid = int.from_bytes(os.urandom(4), 'big')
 
     def exchange() -> list[dict[str, str]]:
-        offers: dict[str, dict[str, str]] = {}
         with socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
                            socket.htons(ETH_P_IP)) as sock:
             sock.bind((device, ETH_P_IP))
             source = sock.getsockname()[4][:6]     # the probe's own MAC
-            frame = build_discover(source, client, xid)
-            deadline = time.monotonic() + wait
-            resend = 0.0
-            while (now := time.monotonic()) < deadline:
-                if now >= resend and not offers:
-                    sock.send(frame)
-                    resend = now + 1.0
-                ready, _, _ = select.select([sock], [], [], min(deadline, resend) - now)
-                if ready:
-                    offer = parse_offer(sock.recv(4096), xid, client)
-                    if offer is not None and offer['server'] not in offers:
-                        offers[offer['server']] = offer
-                        deadline = min(deadline, time.monotonic() + 0.3)   # others?
-        return list(offers.values())
+            return collect_offers(sock, build_discover(source, client, xid), xid, client,
+                                  wait)
 
     return namespaces.run_in_namespace(namespace, exchange)
 
@@ -282,39 +308,53 @@ def probe_gateway(namespace: str, device: str, gateway: str,
                   timeout: float = 2.0) -> dict[str, Any]:
     """ARP, then ping, ``gateway`` from ``device`` in a ``qdhcp-`` namespace.
 
-    The source address is the device's own address on the gateway's subnet.
+    Only a host of the device's own subnet is asked: ``gateway`` must lie in
+    the subnet of one of the device's IPv4 addresses (read here, not taken
+    from the caller), and be neither that subnet's network or broadcast
+    address (a /31 has neither) nor an address of the device itself. The
+    source is the device's address on that subnet.
 
     :returns: ``{source, mac (None: no ARP reply), rtt_ms (None: no echo reply)}``.
-    :raises ValueError: bad arguments, or the device has no address there.
+    :raises ValueError: bad arguments, a gateway outside those limits, or
+        the device has no address on its subnet.
     """
     namespace = _service_namespace(namespace, (naming.DHCP_NS_PREFIX,))
     device = arp._check_device(device)
     target = _ipv4(gateway)
     wait = _timeout(timeout)
-    source = next((ipaddress.IPv4Address(a['address'])
-                   for a in netlink.list_addresses(namespace, device, 4)
-                   if target in ipaddress.IPv4Network(
-                       '%s/%s' % (a['address'], a['prefixlen']), strict=False)
-                   and ipaddress.IPv4Address(a['address']) != target), None)
+    own = [ipaddress.IPv4Interface('%s/%s' % (a['address'], a['prefixlen']))
+           for a in netlink.list_addresses(namespace, device, 4)]
+    if any(target == i.ip for i in own):
+        raise ValueError('%s is an address of %s in %s itself' % (target, device, namespace))
+    source = next((i for i in own if target in i.network), None)
     if source is None:
         raise ValueError('%s in %s has no address on the subnet of %s'
                          % (device, namespace, target))
+    subnet = source.network
+    if subnet.prefixlen < 31 and target in (subnet.network_address, subnet.broadcast_address):
+        raise ValueError('%s is the network or broadcast address of %s, not a host'
+                         % (target, subnet))
 
     def run() -> dict[str, Any]:
-        mac = _arp(device, source, target, time.monotonic() + wait)
+        mac = _arp(device, source.ip, target, time.monotonic() + wait)
         rtt = _ping(target, time.monotonic() + wait)
-        return {'source': str(source), 'mac': mac,
+        return {'source': str(source.ip), 'mac': mac,
                 'rtt_ms': None if rtt is None else round(rtt, 3)}
 
     return namespaces.run_in_namespace(namespace, run)
 
 
 # -- TCP --------------------------------------------------------------------
+#: What :func:`tcp_connect` may reach: the metadata service, as a VM asks it.
+METADATA_TARGETS = frozenset({(metadata_api.METADATA_V4_IP, metadata_api.METADATA_PORT)})
+
+
 @network.entrypoint
 def tcp_connect(namespace: str, address: str, port: int,
                 timeout: float = 3.0) -> str | None:
-    """Open and close a TCP connection to ``address``:``port`` from ``namespace``
-    (``qdhcp-``/``qrouter-``); nothing is sent.
+    """Open and close a TCP connection to the metadata service
+    (:data:`METADATA_TARGETS`: 169.254.169.254:80, nothing else) from
+    ``namespace`` (``qdhcp-``/``qrouter-``); nothing is sent.
 
     :returns: None when it connected, else why not.
     """
@@ -323,6 +363,10 @@ def tcp_connect(namespace: str, address: str, port: int,
     target = _ipv4(address)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ValueError('invalid port %r' % (port,))
+    if (str(target), port) not in METADATA_TARGETS:
+        raise ValueError('only the metadata service (%s) is connected to, not %s:%s'
+                         % (', '.join('%s:%s' % t for t in sorted(METADATA_TARGETS)),
+                            target, port))
     wait = _timeout(timeout)
 
     def connect() -> str | None:

@@ -152,14 +152,22 @@ class PacketSocket:
 
     def drain(self) -> None:
         """Forget everything captured so far."""
+        self.received()
+
+    def received(self) -> list[bytes]:
+        """The frames received (not sent) since the last read, without waiting."""
+        frames = []
         self.sock.setblocking(False)
         try:
             while True:
-                self.sock.recv(65535)
+                data, address = self.sock.recvfrom(65535)
+                if address[2] != PACKET_OUTGOING:
+                    frames.append(data)
         except BlockingIOError:
             pass
         finally:
             self.sock.setblocking(True)
+        return frames
 
     def receive_until(self, mark: bytes, timeout: float = 5.0) -> list[bytes]:
         """Frames received (not sent) up to and including the one carrying

@@ -8,8 +8,13 @@ DHCP, an interface address, the SNAT rule, a floating IP's DNAT, the
 metadata proxy, the router's namespace. ``--probe`` gets an OFFER, the
 gateway's answer and a connection to the metadata proxy, names the DHCP
 hop when dnsmasq is stopped, and leaves nothing behind, also on Ctrl-C;
-without it nothing on the host changes."""
+without it nothing on the host changes; what reaches the VM's interface is
+exactly what the operator guide says (broadcast DISCOVER, OFFER with the
+probe's xid, the gateway's ARP request). A br-int row with the probe mark
+whose doctor is gone is reported and removed; a port only named like one
+is neither."""
 
+import ipaddress
 import json
 import os
 import shutil
@@ -24,6 +29,7 @@ from oslo_config import cfg
 from testtools import content
 
 from agentkit.conf import metadata as metadata_conf
+from agentkit.doctor import hosts_ovs
 from agentkit.lib import external_process
 from agentkit.lib import fileutils
 from agentkit.lib import ip_lib
@@ -32,6 +38,7 @@ from agentkit.lib.ovs import connection as ovs_connection
 from tests import reliability
 from tests.functional import base
 from tests.functional import fake_neutron
+from tests.functional import frames
 from tests.functional import ovs_host
 from tests.functional import vm as fake_vm
 
@@ -291,9 +298,12 @@ class DoctorTest(base.AgentTestCase):
         self.assertEqual(before, self.host_state(net['id']))
 
         leases_before = fileutils.read_text(leases)
+        at_vm = frames.PacketSocket(vm.name, 'eth0', capture=True)   # what the VM receives
+        self.addCleanup(at_vm.close)
         started = time.monotonic()
         result, broken = self.doctor('--probe', 'port', port['id'])
         healthy_s = time.monotonic() - started
+        self.assert_what_reaches_the_vm(at_vm.received(), port['mac_address'], '10.251.0.1')
         hops = {h['name']: h for h in result['hops']}
         self.assertEqual([], broken, json.dumps(result, indent=1))
         self.assertEqual(HOPS + ['dhcp-offer', 'gateway', 'metadata'], list(hops))
@@ -339,7 +349,7 @@ class DoctorTest(base.AgentTestCase):
         _, stderr = proc.communicate(timeout=30)
         exited_s = time.monotonic() - interrupted
         self.assertEqual(130, proc.returncode, stderr)
-        self.assertIn('the probe port was removed', stderr)
+        self.assertIn('interrupted; the probe port akp%08x was removed' % proc.pid, stderr)
         self.assertEqual(before, self.host_state(net['id']))
         reliability.record(
             'doctor-probe-interrupted', kind='fault',
@@ -350,9 +360,45 @@ class DoctorTest(base.AgentTestCase):
                     'the network\'s namespace and devices as before',
             result={'exited in s': round(exited_s, 1), 'probe ports left': 0})
         os.kill(pid, signal.SIGCONT)
+
+        # br-int rows: one with the probe mark, its doctor and its namespace
+        # gone (a doctor killed, its namespace deleted by hand), and one only
+        # named like a probe port. The first is reported and removed; the
+        # other is not the doctor's and stays.
+        orphan, foreign = ('akp%08x' % p for p in unused_pids(2))
+        self.br_int.add_port(orphan, external_ids={hosts_ovs.PROBE: str(int(orphan[3:], 16))})
+        self.br_int.add_port(foreign)
+        result, _ = self.doctor('host')
+        probes = next(h for h in result['hops'] if h['name'] == 'probe-ports')
+        self.assertEqual('broken', probes['status'], probes)
+        self.assertIn(f'{orphan} on {self.br_int.name}', probes['evidence'])
+        self.assertNotIn(foreign, probes['evidence'])
+        result, broken = self.doctor('--probe', 'port', port['id'])
+        self.assertEqual([], broken, json.dumps(result, indent=1))
+        self.assertEqual([foreign], [p for p in self.br_int.get_port_names()
+                                     if p in (orphan, foreign)])
+        result, _ = self.doctor('host')
+        probes = next(h for h in result['hops'] if h['name'] == 'probe-ports')
+        self.assertEqual(('ok', 'none left behind'), (probes['status'], probes['evidence']))
         self.addDetail('figures', content.text_content(
             f'agentkit-doctor --probe port, healthy (process start to exit): '
             f'{healthy_s:.1f} s'))
+
+    def assert_what_reaches_the_vm(self, received, vm_mac, gateway):
+        """As the operator guide says: the probe's DISCOVERs and dnsmasq's OFFERs,
+        broadcast, for the VM's MAC (the OFFERs with the probe's xid, which the
+        VM's DHCP client ignores), and the broadcast ARP request for the
+        gateway; nothing sent as the VM, no REQUEST or ACK."""
+        dhcp = [d for d in map(dhcp_summary, received) if d]
+        sent = {(d['type'], d['dst'], d['chaddr']) for d in dhcp}
+        self.assertEqual({(1, BROADCAST, vm_mac), (2, BROADCAST, vm_mac)}, sent, dhcp)
+        self.assertNotIn(vm_mac, {d['src'] for d in dhcp})
+        self.assertLessEqual({d['xid'] for d in dhcp if d['type'] == 2},
+                             {d['xid'] for d in dhcp if d['type'] == 1})
+        arp = [f for f in received if f[12:14] == b'\x08\x06' and f[20:22] == b'\x00\x01'
+               and f[38:42] == ipaddress.IPv4Address(gateway).packed]
+        self.assertTrue(arp, 'no ARP request for the gateway reached the VM')
+        self.assertEqual({BROADCAST}, {mac(f[0:6]) for f in arp})
 
     def host_state(self, network_id):
         """What a doctor run could leave behind: probe namespaces and devices,
@@ -375,6 +421,42 @@ class DoctorTest(base.AgentTestCase):
     def test_unknown_port_is_broken_at_the_server_hop(self):
         result, broken = self.doctor('port', str(uuid.uuid4()))
         self.assertEqual(['server'], broken)
+
+
+BROADCAST = 'ff:ff:ff:ff:ff:ff'
+
+
+def mac(raw):
+    return ':'.join('%02x' % b for b in raw)
+
+
+def dhcp_summary(frame):
+    """{type, src, dst, xid, chaddr} of a DHCP frame (Ethernet/IPv4/UDP 67-68), else None."""
+    if frame[12:14] != b'\x08\x00' or frame[23] != 17:
+        return None
+    udp = frame[14 + (frame[14] & 0x0f) * 4:]
+    if {int.from_bytes(udp[0:2], 'big'), int.from_bytes(udp[2:4], 'big')} != {67, 68}:
+        return None
+    bootp = udp[8:]
+    options, i = bootp[240:], 0
+    message_type = None
+    while i + 1 < len(options) and options[i] != 255:
+        if options[i] == 0:
+            i += 1
+            continue
+        if options[i] == 53:
+            message_type = options[i + 2]
+        i += 2 + options[i + 1]
+    return {'type': message_type, 'src': mac(frame[6:12]), 'dst': mac(frame[0:6]),
+            'xid': bootp[4:8].hex(), 'chaddr': mac(bootp[28:34])}
+
+
+def unused_pids(count):
+    """``count`` pids no process has now (from the top of the range)."""
+    with open('/proc/sys/kernel/pid_max') as f:
+        top = int(f.read())
+    return [pid for pid in range(top - 1, top - 1000, -1)
+            if not os.path.exists(f'/proc/{pid}')][:count]
 
 
 class RouterDoctorTest(base.AgentTestCase):

@@ -22,6 +22,7 @@ from agentkit.doctor import hosts_ovs
 from agentkit.doctor import intent
 from agentkit.doctor import probe as doctor_probe
 from agentkit.doctor import report
+from agentkit.privileged import probe as privileged_probe
 from drivers.firewall import iptables_hybrid
 from tests import base
 
@@ -107,6 +108,7 @@ class FakeHost:
                     '--to-source 203.0.113.9 --random-fully']
         self.state_path = '/s'
         self.recorded: router_intent.Recorded | None = None
+        self.marked_ports: list[str] = []     # OVS ports with the probe mark
         # --probe: what the active checks find, and every call made to them
         self.offers = [{'address': '10.0.0.10', 'server': '10.0.0.2',
                         'server_mac': 'fa:16:3e:00:00:02'}]
@@ -134,6 +136,9 @@ class FakeHost:
 
     def bridges(self) -> list[str]:
         return ['br-int', 'br-ex']
+
+    def probe_ports(self, bridge: str) -> list[str]:
+        return list(self.marked_ports) if bridge == 'br-int' else []
 
     def processes(self, names: frozenset[str]) -> dict[str, list[int]]:
         return {'agentkit-l2': [10], 'agentkit-dhcp': [11]}
@@ -492,7 +497,7 @@ class ProberCleanupTest(base.TestCase):
         self.useFixture(fixtures.MockPatchObject(doctor_probe.ip_lib, 'list_namespaces',
                                                  return_value=[]))
         self.ovs = mock.Mock()
-        self.ovs.port_names.return_value = []
+        self.ovs.probe_ports.return_value = {}
         self.prober = doctor_probe.Prober(self.ovs, 'br-int')
 
     def assert_removed(self) -> None:
@@ -529,6 +534,29 @@ class ProberCleanupTest(base.TestCase):
         self.assertRaises(RuntimeError, self.prober.dhcp_offers, NET, 3, VM_MAC)
         self.assert_removed()
 
+    def test_namespace_removed_even_when_ovsdb_refuses(self) -> None:
+        self.ovs.delete_port.side_effect = RuntimeError('ovsdb down')
+        # Ended normally: the failed removal is the error.
+        self.priv.dhcp_discover.return_value = []
+        self.assertRaises(RuntimeError, self.prober.dhcp_offers, NET, 3, VM_MAC)
+        self.assert_removed()
+        self.assertIn('could not be removed (ovsdb down)', self.prober.outcome())
+        # Ended by Ctrl-C: that stays what the caller sees; the failure is noted.
+        self.priv.reset_mock()
+        self.ovs.delete_port.reset_mock()
+        self.priv.dhcp_discover.side_effect = KeyboardInterrupt()
+        self.assertRaises(KeyboardInterrupt, self.prober.dhcp_offers, NET, 3, VM_MAC)
+        self.assert_removed()
+        self.assertEqual('the probe port akp%s could not be removed (ovsdb down); the next '
+                         '--probe run removes it' % self.prober.id, self.prober.outcome())
+
+    def test_outcome(self) -> None:
+        self.assertEqual('no probe port had been created', self.prober.outcome())
+        self.priv.dhcp_discover.return_value = []
+        self.prober.dhcp_offers(NET, 3, VM_MAC)
+        self.assertEqual('the probe port akp%s was removed' % self.prober.id,
+                         self.prober.outcome())
+
     def test_leftovers_of_dead_doctors_only(self) -> None:
         mine, alive, dead = self.prober.id, '%08x' % 1, 'ffffff00'
         doctor_probe.ip_lib.list_namespaces.return_value = [   # type: ignore[attr-defined]
@@ -537,6 +565,21 @@ class ProberCleanupTest(base.TestCase):
         with mock.patch.object(doctor_probe.Prober, '_doctor_alive',
                                side_effect=lambda i: i == alive):
             self.assertEqual([dead], self.prober.remove_stale())
+        self.priv.remove_probe.assert_called_once_with(dead)
+        # Its namespace, but no port with the probe mark: no OVS port is deleted
+        # (one merely named akp<id> is not the doctor's).
+        self.ovs.delete_port.assert_not_called()
+
+    def test_marked_ports_of_dead_doctors_whose_namespace_is_gone(self) -> None:
+        alive, dead = '%08x' % 1, 'ffffff00'
+        self.ovs.probe_ports.return_value = {'akp' + alive: '1', 'akp' + dead: '4294967040',
+                                             'akp-odd': '7'}
+        self.priv.check_probe_id.side_effect = privileged_probe.check_probe_id
+        with mock.patch.object(doctor_probe.Prober, '_doctor_alive',
+                               side_effect=lambda i: i == alive):
+            self.assertEqual([dead], self.prober.remove_stale())
+        self.ovs.probe_ports.assert_called_once_with('br-int')
+        self.ovs.delete_port.assert_called_once_with('br-int', 'akp' + dead)
         self.priv.remove_probe.assert_called_once_with(dead)
 
 
@@ -680,6 +723,44 @@ class RouterIntentHopsTest(RouterHopsTest):
         self.assertIn(old, hops_['l3-intent'].evidence)
 
 
+class UnreadableIntentTest(base.TestCase):
+    """agentkit-l3's record read from a real state_path: a record that cannot
+    be read is an unknown hop with the reason, and the other hops still run."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.server, self.host = FakeServer(), FakeHost()
+        self.state_path = self.useFixture(fixtures.TempDir()).path
+        real = host_view.HostView(None, mock.Mock(), mock.Mock(), self.state_path)
+        self.host.router_intent = real.router_intent   # type: ignore[method-assign]
+        self.host.state_path = self.state_path
+
+    def intent_hop(self) -> tuple[report.Hop, list[str]]:
+        result = hops.check_router(ROUTER, self.server, self.host, SETTINGS)  # type: ignore
+        self.assertEqual(['server', 'l3-intent', 'namespace', 'interfaces', 'gateway', 'snat',
+                          'floating-ips', 'metadata-proxy'], [h.name for h in result.hops])
+        return result.hops[1], [h.name for h in result.broken_hops]
+
+    def test_a_directory_where_the_record_should_be(self) -> None:
+        os.makedirs(router_intent.path(self.state_path, ROUTER))
+        hop, broken = self.intent_hop()
+        self.assertEqual((report.UNKNOWN, []), (hop.status, broken))
+        self.assertIn('unreadable: [Errno 21] Is a directory', hop.evidence)
+
+    def test_a_record_root_may_not_read(self) -> None:
+        # Root reads any mode, so the refusal itself comes from a patched open.
+        with mock.patch('builtins.open', side_effect=PermissionError(13, 'Permission denied')):
+            hop, broken = self.intent_hop()
+        self.assertEqual((report.UNKNOWN, []), (hop.status, broken))
+        self.assertIn('unreadable: [Errno 13] Permission denied', hop.evidence)
+
+    def test_a_readable_record_positive_control(self) -> None:
+        router_intent.write(self.state_path, recorded().router)
+        hop, broken = self.intent_hop()
+        self.assertEqual((report.OK, []), (hop.status, broken))
+        self.assertIn('enable_snat true, 1 floating IP(s)', hop.evidence)
+
+
 class HostCheckTest(base.TestCase):
 
     def test_healthy_then_leftovers_and_missing_bridge(self) -> None:
@@ -703,13 +784,19 @@ class HostCheckTest(base.TestCase):
         dead = 'akprobe-%08x' % 0x3ffffe            # no such pid
         mine = 'akprobe-%08x' % os.getpid()        # of a doctor that runs
         host.namespaces |= {dead}
+        # br-int rows with the probe mark, their namespaces gone.
+        orphan, running = 'akp%08x' % 0x3ffffd, 'akp%08x' % os.getpid()
+        host.marked_ports = [orphan, running]
         with mock.patch.object(doctor_probe, 'doctor_alive',
                                side_effect=lambda i: i == '%08x' % os.getpid()):
             host.namespaces |= {mine}
             result = hops.check_host(server, host, SETTINGS)  # type: ignore[arg-type]
         self.assertEqual(['probe-ports'], [h.name for h in result.broken_hops])
         self.assertIn(dead, result.hops[-1].evidence)
+        self.assertIn(f'{orphan} on br-int', result.hops[-1].evidence)
         self.assertNotIn(mine, result.hops[-1].evidence)
+        self.assertNotIn(running, result.hops[-1].evidence)
+        self.assertIn('agentkit-doctor-probe', result.hops[-1].command)
         self.assertFalse(doctor_probe.doctor_alive('%08x' % 0x3ffffe))
         self.assertFalse(doctor_probe.doctor_alive('%08x' % os.getpid()))  # a test runner
 
@@ -762,3 +849,104 @@ class UsageTest(base.TestCase):
                            cfg.ConfigOpts())
         self.assertEqual(2, code)
         self.assertIn('no-such-driver', stderr.getvalue())
+
+    def run_with(self, config: str) -> tuple[int, str, mock.Mock, mock.Mock]:
+        """(exit code, stderr, privsep setup, examine) of ``--probe port <id>``
+        with ``config``; the probe's signal handlers are not installed here."""
+        conf_file = self.useFixture(fixtures.TempDir()).join('doctor.conf')
+        with open(conf_file, 'w') as f:
+            f.write(config)
+        stderr = io.StringIO()
+        with redirect_stderr(stderr), \
+                mock.patch.object(cli.privsep_setup, 'setup_privsep') as setup, \
+                mock.patch.object(cli.doctor_probe, 'prepare_interrupts'), \
+                mock.patch.object(cli, 'examine',
+                                  return_value=report.Report('port', VM, HOST)) as examine:
+            code = cli.run(['--config-file', conf_file, '--probe', 'port', VM],
+                           cfg.ConfigOpts())
+        return code, stderr.getvalue(), setup, examine
+
+    def test_options_it_reads_are_checked_before_anything_runs(self) -> None:
+        for config, named in (
+                ('[l2]\nbridge_mappings = physnet1:br-ex,bogus\n', '[l2] bridge_mappings'),
+                ('[l2]\nbridge_mappings = physnet1:br-ex,physnet2:br-ex\n',
+                 '[l2] bridge_mappings'),
+                ('[l2]\nbridge_mappings = physnet1:br/../ex\n', '[l2] bridge_mappings'),
+                ('[ovs]\nintegration_bridge = br-integration-0\n', '[ovs] integration_bridge'),
+                ('[ovs]\nintegration_bridge = br int\n', '[ovs] integration_bridge'),
+                ('[ovs]\novsdb_timeout = soon\n', '[ovs] ovsdb_timeout')):
+            code, stderr, setup, examine = self.run_with(config)
+            self.assertEqual(2, code, config)
+            self.assertIn(named, stderr)
+            setup.assert_not_called()        # no privsep daemon, no OVSDB write
+            examine.assert_not_called()
+        # Positive control: valid values pass, and the mappings are parsed as the agent does.
+        code, stderr, setup, examine = self.run_with(
+            '[l2]\nbridge_mappings = physnet1 : br-ex, physnet2:br-eth2\n'
+            '[ovs]\nintegration_bridge = br-int2\n')
+        self.assertEqual((0, ''), (code, stderr))
+        setup.assert_called_once()
+        conf = examine.call_args[0][0]
+        self.assertEqual([], cli.option_problems(conf))   # every READ_OPTIONS is registered
+        settings = cli._settings(conf)
+        self.assertEqual((frozenset({'physnet1', 'physnet2'}), frozenset({'br-ex', 'br-eth2'}),
+                          'br-int2'),
+                         (settings.physical_networks, settings.physical_bridges,
+                          settings.integration_bridge))
+
+
+class InterruptedTest(base.TestCase):
+    """What ``agentkit-doctor --probe`` says when interrupted: what became of
+    its probe port (the examination runs on fakes; the probe's privileged
+    calls are mocked)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.priv = self.useFixture(fixtures.MockPatchObject(doctor_probe, 'priv_probe')).mock
+        self.priv.PROBE_NS_PREFIX = 'akprobe-'
+        self.priv.probe_host_device.side_effect = lambda i: 'akp' + i
+        self.priv.dhcp_discover.side_effect = KeyboardInterrupt('SIGINT')
+        self.useFixture(fixtures.MockPatchObject(doctor_probe.ip_lib, 'list_namespaces',
+                                                 return_value=[]))
+        self.ovs = self.useFixture(fixtures.MockPatchObject(cli.hosts_ovs, 'OvsView')
+                                   ).mock.return_value
+        self.ovs.probe_ports.return_value = {}
+        for target, name in ((cli, '_service_drivers'), (cli.rpc_transport, 'get_transport'),
+                             (cli.intent, 'ServerView'), (cli.privsep_setup, 'setup_privsep'),
+                             (cli.doctor_probe, 'prepare_interrupts')):
+            self.useFixture(fixtures.MockPatchObject(target, name))
+        cli._service_drivers.return_value = (mock.Mock(), mock.Mock())  # type: ignore
+
+    def run_port(self, check: Any) -> tuple[int, str]:
+        stderr = io.StringIO()
+        with redirect_stderr(stderr), mock.patch.object(cli.hops, 'check_port', check):
+            code = cli.run(['--probe', 'port', VM], cfg.ConfigOpts())
+        return code, stderr.getvalue().strip()
+
+    @staticmethod
+    def probing(port_id: str, server: Any, host: host_view.HostView,
+                settings: hops.Settings) -> report.Report:
+        host.probe_dhcp(NET, 3, VM_MAC)      # interrupted in dhcp_discover
+        raise AssertionError('not interrupted')
+
+    def test_interrupted_while_probing(self) -> None:
+        code, said = self.run_port(self.probing)
+        self.assertEqual(130, code)
+        self.assertEqual('agentkit-doctor: interrupted; the probe port akp%s was removed'
+                         % doctor_probe.probe_id(), said)
+        self.priv.remove_probe.assert_called_once_with(doctor_probe.probe_id())
+
+    def test_interrupted_while_probing_and_ovsdb_refuses_the_removal(self) -> None:
+        self.ovs.delete_port.side_effect = RuntimeError('ovsdb down')
+        code, said = self.run_port(self.probing)
+        self.assertEqual(130, code)
+        self.assertEqual('agentkit-doctor: interrupted; the probe port akp%s could not be '
+                         'removed (ovsdb down); the next --probe run removes it'
+                         % doctor_probe.probe_id(), said)
+        self.priv.remove_probe.assert_called_once_with(doctor_probe.probe_id())
+
+    def test_interrupted_before_any_probe_port(self) -> None:
+        code, said = self.run_port(mock.Mock(side_effect=KeyboardInterrupt('SIGINT')))
+        self.assertEqual((130, 'agentkit-doctor: interrupted; no probe port had been created'),
+                         (code, said))
+        self.priv.create_probe.assert_not_called()

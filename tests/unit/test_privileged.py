@@ -8,6 +8,7 @@ inputs that touch chains agentkit does not own.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 from unittest import mock
@@ -248,12 +249,54 @@ class ProbeRefusalsTest(base.TestCase):
         self.assertRefused('no address on the subnet', probe.probe_gateway, ns, 'tap1',
                            '10.0.0.1')
 
+    def accept(self, result: object = None) -> None:
+        """Let the next call enter its namespace (``run_in_namespace`` answers)."""
+        self.run_in.side_effect = None
+        self.run_in.return_value = result
+
+    def test_gateway_only_a_host_of_the_devices_own_subnet(self) -> None:
+        ns = 'qdhcp-' + NETWORK_ID
+        self.netlink.list_addresses.return_value = [
+            {'address': '10.0.0.2', 'prefixlen': 24}, {'address': '10.0.0.3', 'prefixlen': 24},
+            {'address': '10.0.1.4', 'prefixlen': 31}]
+        for address, why in (('10.0.0.0', 'network or broadcast'),
+                             ('10.0.0.255', 'network or broadcast'),
+                             ('10.0.0.2', 'itself'), ('10.0.0.3', 'itself'),
+                             ('10.0.1.4', 'itself'),
+                             ('10.0.2.1', 'no address on the subnet'),
+                             ('192.0.2.1', 'no address on the subnet'),
+                             ('127.0.0.1', 'no address on the subnet')):
+            self.assertRefused(why, probe.probe_gateway, ns, 'tap1', address)
+        # Positive control: a host of the subnet, from the device's address there.
+        self.useFixture(fixtures.MockPatchObject(probe, '_arp', return_value='fa:16:3e:00:00:01'))
+        self.useFixture(fixtures.MockPatchObject(probe, '_ping', return_value=0.5))
+        self.run_in.side_effect = lambda namespace, func: func()
+        for gateway, source in (('10.0.0.1', '10.0.0.2'), ('10.0.0.254', '10.0.0.2'),
+                                ('10.0.1.5', '10.0.1.4')):    # a /31 has no broadcast
+            self.assertEqual({'source': source, 'mac': 'fa:16:3e:00:00:01', 'rtt_ms': 0.5},
+                             probe.probe_gateway(ns, 'tap1', gateway))
+            self.assertEqual(ns, self.run_in.call_args[0][0])
+        self.netlink.list_addresses.assert_called_with(ns, 'tap1', 4)
+
     def test_connect_only_from_dhcp_and_router_namespaces(self) -> None:
         for namespace in (None, 'akprobe-0000abcd', 'snat-' + NETWORK_ID, 'qrouter-x'):
             self.assertRefused('namespace', probe.tcp_connect, namespace, '169.254.169.254', 80)
         for port in (0, 65536, '80', True):
             self.assertRefused('invalid port', probe.tcp_connect, 'qrouter-' + NETWORK_ID,
                                '169.254.169.254', port)
+
+    def test_connect_only_to_the_metadata_service(self) -> None:
+        ns = 'qrouter-' + NETWORK_ID
+        for address, port in (('169.254.169.254', 22), ('169.254.169.254', 9697),
+                              ('169.254.169.253', 80), ('10.0.0.1', 80), ('127.0.0.1', 80)):
+            self.assertRefused('only the metadata service', probe.tcp_connect, ns, address,
+                               port)
+        # Positive control: the metadata service itself, from both kinds of namespace.
+        self.accept('connection refused')
+        for namespace in (ns, 'qdhcp-' + NETWORK_ID):
+            self.assertEqual('connection refused',
+                             probe.tcp_connect(namespace, '169.254.169.254', 80))
+            self.assertEqual(namespace, self.run_in.call_args[0][0])
 
 
 class DhcpProbePacketsTest(base.TestCase):
@@ -263,13 +306,14 @@ class DhcpProbePacketsTest(base.TestCase):
     VM_MAC = bytes.fromhex('fa163e000010')
 
     @staticmethod
-    def offer(xid: int, chaddr: bytes, message_type: int = 2) -> bytes:
+    def offer(xid: int, chaddr: bytes, message_type: int = 2, server: int = 2) -> bytes:
+        """An OFFER of 10.0.0.10 from the DHCP server 10.0.0.<server>."""
         bootp = bytearray(300)
         bootp[0:8] = bytes([2, 1, 6, 0]) + xid.to_bytes(4, 'big')
         bootp[16:20] = bytes([10, 0, 0, 10])
         bootp[28:34] = chaddr
         bootp[236:240] = probe.DHCP_MAGIC
-        bootp[240:249] = bytes([53, 1, message_type, 54, 4, 10, 0, 0, 2])
+        bootp[240:249] = bytes([53, 1, message_type, 54, 4, 10, 0, 0, server])
         bootp[249] = 255
         udp = (67).to_bytes(2, 'big') + (68).to_bytes(2, 'big') + bytes(4) + bytes(bootp)
         ip = bytes([0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 255, 255, 255, 255])
@@ -293,6 +337,79 @@ class DhcpProbePacketsTest(base.TestCase):
         self.assertIsNone(probe.parse_offer(self.offer(7, self.PROBE_MAC), 7, self.VM_MAC))
         self.assertIsNone(probe.parse_offer(self.offer(7, self.VM_MAC, 5), 7, self.VM_MAC))
         self.assertIsNone(probe.parse_offer(b'short', 7, self.VM_MAC))
+
+
+class SimulatedLink:
+    """A socket, a clock and ``select`` for :func:`probe.collect_offers`:
+    frames arrive at set times; every ``select`` costs a millisecond, as a
+    system call costs some time."""
+
+    COST = 0.001
+
+    def __init__(self, arrivals: list[tuple[float, bytes]]) -> None:
+        self.now = 0.0
+        self.arrivals = sorted(arrivals, key=lambda a: a[0])
+        self.sent: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def send(self, frame: bytes) -> int:
+        self.sent.append(self.now)
+        return len(frame)
+
+    def recv(self, size: int) -> bytes:
+        return self.arrivals.pop(0)[1]
+
+    def select(self, rlist: list[object], wlist: list[object], xlist: list[object],
+               timeout: float) -> tuple[list[object], list[object], list[object]]:
+        # What the real select says of the timeout (it refuses a negative one).
+        select.select([], [], [], min(timeout, 0.0))
+        self.now += self.COST
+        if self.arrivals and self.arrivals[0][0] <= self.now + timeout:
+            self.now = max(self.now, self.arrivals[0][0])
+            return rlist, [], []
+        self.now += timeout
+        return [], [], []
+
+
+class DhcpExchangeTest(base.TestCase):
+    """When the probe sends DISCOVERs and how long it waits for OFFERs
+    (a simulated link and clock: the real exchange is in the functional
+    doctor tests)."""
+
+    XID = 0x1234
+    VM_MAC = DhcpProbePacketsTest.VM_MAC
+    DISCOVER = probe.build_discover(DhcpProbePacketsTest.PROBE_MAC, VM_MAC, XID)
+
+    def exchange(self, link: SimulatedLink, wait: float = 3.0) -> list[str]:
+        offers = probe.collect_offers(link, self.DISCOVER, self.XID, self.VM_MAC, wait,
+                                      clock=link.clock, readable=link.select)
+        return sorted(o['server'] for o in offers)
+
+    def offer(self, server: int = 2, xid: int = XID) -> bytes:
+        return DhcpProbePacketsTest.offer(xid, self.VM_MAC, server=server)
+
+    def test_an_offer_later_than_the_resend_interval_is_taken(self) -> None:
+        # dnsmasq answers the second DISCOVER 0.8 s late: past its resend time.
+        link = SimulatedLink([(1.8, self.offer())])
+        self.assertEqual(['10.0.0.2'], self.exchange(link))
+        self.assertEqual([0, 1], [round(t) for t in link.sent])   # none once answered
+        self.assertLessEqual(link.now, 1.8 + probe.MORE_OFFERS_WAIT + 2 * link.COST)
+
+    def test_a_prompt_offer_and_a_second_servers(self) -> None:
+        link = SimulatedLink([(0.05, self.offer(2)), (0.2, self.offer(3)),
+                              (0.3, self.offer(2)),      # a repeat: one per server
+                              (0.9, self.offer(4))])     # after the extra wait
+        self.assertEqual(['10.0.0.2', '10.0.0.3'], self.exchange(link))
+        self.assertEqual([0], [round(t) for t in link.sent])
+        self.assertEqual([(0.9, self.offer(4))], link.arrivals)
+
+    def test_unanswered_discovers_are_resent_until_the_timeout(self) -> None:
+        link = SimulatedLink([(0.5, self.offer(xid=self.XID + 1))])   # another client's
+        self.assertEqual([], self.exchange(link))
+        self.assertEqual([0, 1, 2], [round(t) for t in link.sent])
+        self.assertGreaterEqual(link.now, 3.0)
 
 
 class ToolExecTest(base.TestCase):
