@@ -12,8 +12,10 @@ import shlex
 import sys
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 from oslo_config import cfg
+from oslo_privsep import comm
 from oslo_privsep import priv_context
 
 LOG = logging.getLogger(__name__)
@@ -37,7 +39,36 @@ def helper_prefix(root_helper: str, euid: int | None = None) -> list[str]:
 
 def setup_privsep(conf: cfg.ConfigOpts = cfg.CONF) -> None:
     """Initialise oslo.privsep; call after config parsing and logging setup."""
+    treat_reset_as_eof()
     priv_context.init(root_helper=helper_prefix(conf.agent.root_helper))
+
+
+def treat_reset_as_eof() -> None:
+    """Make a privsep daemon's reset connection end its channel like an EOF.
+
+    A daemon killed while requests sit unread in its socket resets the
+    connection. oslo.privsep (3.12) handles only a clean EOF: its reader
+    thread dies on ``ConnectionResetError``, so the calls waiting for an
+    answer wait forever and the channel still counts as running, so the
+    daemon is never restarted (the agent hangs; tests/faults
+    test_privsep_daemons_killed caught it). Ending the read as at EOF lets
+    oslo.privsep fail those calls ("Premature eof") and restart the daemon
+    on the next one. Idempotent.
+    """
+    if getattr(comm.Deserializer.__next__, '_agentkit_reset_is_eof', False):
+        return
+    read_next = comm.Deserializer.__next__
+
+    def next_message(self: comm.Deserializer) -> Any:
+        try:
+            return read_next(self)
+        except ConnectionResetError:
+            LOG.warning('A privsep daemon reset its connection (killed?); '
+                        'its waiting calls fail and it is restarted on the next')
+            raise StopIteration from None
+
+    next_message._agentkit_reset_is_eof = True  # type: ignore[attr-defined]
+    comm.Deserializer.__next__ = next_message  # type: ignore[method-assign]
 
 
 def start_daemons(names: Iterable[str]) -> None:
