@@ -46,6 +46,7 @@ from agentkit.api import type_driver
 from agentkit.lib import ip_lib
 from agentkit.lib import link_monitor
 from agentkit.lib import naming
+from agentkit.lib import option_values
 
 LOG = logging.getLogger(__name__)
 
@@ -95,18 +96,20 @@ class SegmentNotRealisable(type_driver.InvalidSegment):
 
 
 def parse_interface_mappings(entries: list[str]) -> dict[str, str]:
-    """``physnet:iface`` entries -> {physnet: iface}; bad entries stop the agent."""
-    mappings: dict[str, str] = {}
-    for entry in entries:
-        physnet, sep, iface = entry.strip().partition(':')
-        if not sep or not physnet or not iface:
-            raise exceptions.InvalidConfiguration(
-                f'physical_interface_mappings: {entry!r} is not '
-                f'<physical_network>:<interface>')
-        if physnet in mappings:
-            raise exceptions.InvalidConfiguration(
-                f'physical_interface_mappings: {physnet!r} mapped twice')
-        mappings[physnet] = ip_lib.validate_device_name(iface)
+    """``physnet:iface`` entries -> {physnet: iface}.
+
+    The same rule as the agents' ``bridge_mappings`` (one physnet per
+    interface and the reverse); a bad entry is a bad option value, so the
+    agent stops with exit code 2 naming it.
+    """
+    option = '[linux_bridge] physical_interface_mappings'
+    try:
+        mappings = option_values.parse_mappings(entries, option, 'interface')
+        for iface in mappings.values():
+            ip_lib.validate_device_name(iface)
+    except (exceptions.InvalidConfiguration, exceptions.InvalidIdentifier, ValueError) as exc:
+        raise exceptions.InvalidOptionValue(
+            exc if option in str(exc) else f'{option}: {exc}') from exc
     return mappings
 
 

@@ -175,7 +175,11 @@ class ServiceAgentsCliTest(CliTestBase):
                 ('agentkit-dhcp', {'DEFAULT': {'dnsmasq_dns_servers': '192.0.2.53,dns.example'}},
                  '[DEFAULT] dnsmasq_dns_servers', 'dns.example'),
                 ('agentkit-l2', {'l2': {'network_vlan_ranges': 'physnet1:4000:5000'}},
-                 '[l2] network_vlan_ranges', '4000:5000')):
+                 '[l2] network_vlan_ranges', '4000:5000'),
+                # A driver's own free-form option, parsed when the driver loads.
+                ('agentkit-l2', {'l2': {'mechanism_driver': 'linuxbridge'},
+                                 'linux_bridge': {'physical_interface_mappings': 'physnet1'}},
+                 '[linux_bridge] physical_interface_mappings', 'physnet1')):
             proc, _, _ = self.start_agent(command, sections)
             self.assertEqual(2, proc.wait(60), proc.output())
             out = proc.output()
@@ -190,10 +194,11 @@ class ServiceAgentsCliTest(CliTestBase):
             'input-config-cli', kind='input',
             fault='malformed free-form option value (real agent command)',
             injected='agentkit-dhcp with dnsmasq_dns_servers = 192.0.2.53,dns.example; '
-                     'agentkit-l2 with network_vlan_ranges = physnet1:4000:5000',
+                     'agentkit-l2 with network_vlan_ranges = physnet1:4000:5000; '
+                     'agentkit-l2 (linuxbridge) with physical_interface_mappings = physnet1',
             checked='exit code 2, the option and the value on the output, no state '
                     'report; the good value starts the agent and it reports',
-            result={'commands refused with exit 2': 2,
+            result={'commands refused with exit 2': 3,
                     'good value started': True,
                     'time s': round(time.monotonic() - started, 1)},
             order=221)

@@ -309,9 +309,14 @@ class NamingTest(base.TestCase):
 
     def test_bad_mappings_stop_the_agent(self):
         from agentkit import exceptions
-        for entries in (['nocolon'], ['a:eth0', 'a:eth1'], [':eth0']):
-            self.assertRaises(exceptions.InvalidConfiguration,
-                              mech_driver.parse_interface_mappings, entries)
+        for entries in (['nocolon'], ['a:eth0', 'a:eth1'], [':eth0'],
+                        ['a:eth0', 'b:eth0'], ['a:../x'], ['a:' + 'e' * 16]):
+            err = self.assertRaises(exceptions.InvalidOptionValue,
+                                    mech_driver.parse_interface_mappings, entries)
+            # a bad option value: exit 2 naming the option, like the agent's own
+            self.assertIn('[linux_bridge] physical_interface_mappings', str(err))
+        self.assertEqual({'a': 'eth0', 'b': 'eth1'},
+                         mech_driver.parse_interface_mappings(['a:eth0', ' b:eth1 ']))
 
 
 class MulticastFakeHost(FakeHost):
