@@ -57,6 +57,14 @@ PROBLEM = re.compile(r' (ERROR|CRITICAL) |Traceback')
 RECONNECTING = 'oslo.messaging._drivers.impl_rabbit'
 
 
+def outage_figures(failed: dict, logged: dict) -> dict[str, str]:
+    """Per agent: state reports that failed and log lines written during an outage."""
+    return {'failed reports during outage (l2/dhcp/l3/metadata)':
+            '/'.join(str(failed[n]) for n in AGENTS),
+            'agent log lines during outage (l2/dhcp/l3/metadata)':
+            '/'.join(str(len(logged[n])) for n in AGENTS)}
+
+
 class FaultsTest(base.OpenvswitchHost):
     """The three server-side faults, each on a host of its own."""
 
@@ -324,10 +332,7 @@ class FaultsTest(base.OpenvswitchHost):
                     'all ports ACTIVE in s': round(t_active, 1),
                     'all DHCP entries in s': round(t_dhcp, 1),
                     'new port ACTIVE / leased in s': f'{new_active:.1f} / {new_lease:.1f}',
-                    'failed reports during outage (l2/dhcp/l3/metadata)':
-                        '/'.join(str(failed[n]) for n in AGENTS),
-                    'agent log lines during outage (l2/dhcp/l3/metadata)':
-                        '/'.join(str(len(logged[n])) for n in AGENTS),
+                    **outage_figures(failed, logged),
                     **figures})
 
     # -- 2. neutron-server away for 2 minutes ------------------------------------------
@@ -398,10 +403,7 @@ class FaultsTest(base.OpenvswitchHost):
             result={'outage s': round(outage, 1), 'server restart s': round(restart_s, 1),
                     'agents alive again in s': round(t_alive, 1),
                     'new port ACTIVE / leased in s': f'{new_active:.1f} / {new_lease:.1f}',
-                    'failed reports during outage (l2/dhcp/l3/metadata)':
-                        '/'.join(str(failed[n]) for n in AGENTS),
-                    'agent log lines during outage (l2/dhcp/l3/metadata)':
-                        '/'.join(str(len(logged[n])) for n in AGENTS),
+                    **outage_figures(failed, logged),
                     **figures})
 
     # -- 3. kill -9 of every agent in a burst ------------------------------------------

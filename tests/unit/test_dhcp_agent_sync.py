@@ -16,6 +16,8 @@ import uuid
 from typing import Any
 from unittest import mock
 
+import fixtures
+
 from agentkit.agent import dhcp
 from agentkit.agent import ready_ports
 from agentkit.agent import work_queue
@@ -165,7 +167,8 @@ class DhcpAgentTestCase(base.TestCase):
     def setUp(self) -> None:
         super().setUp()
         self.namespaces = FakeNamespaces()
-        self.useFixture(_Patch('drivers.dhcp.namespaced.ip_lib.IPWrapper', self.namespaces))
+        self.useFixture(fixtures.MockPatch('drivers.dhcp.namespaced.ip_lib.IPWrapper',
+                                           self.namespaces))
         agent = dhcp.DhcpAgent.__new__(dhcp.DhcpAgent)
         agent.conf = mock.Mock(enable_isolated_metadata=False,
                                dhcp_reload_coalesce_seconds=0)
@@ -219,22 +222,6 @@ class DhcpAgentTestCase(base.TestCase):
         self.driver.actions.clear()
         self.agent.interface.reset_mock()
         self.namespaces.writes = 0
-
-
-class _Patch:
-    """mock.patch as a fixture (useFixture cleans it up)."""
-
-    def __init__(self, target: str, new: Any) -> None:
-        self._patcher = mock.patch(target, new)
-
-    def setUp(self) -> None:
-        self._patcher.start()
-
-    def cleanUp(self) -> None:
-        self._patcher.stop()
-
-    def getDetails(self) -> dict[str, Any]:
-        return {}
 
 
 class QuietAtRestTest(DhcpAgentTestCase):

@@ -27,6 +27,8 @@ import uuid
 from typing import Any
 from unittest import mock
 
+import fixtures
+
 import oslo_messaging
 from hypothesis import given
 from hypothesis import strategies as st
@@ -110,8 +112,9 @@ class FuzzCase(base.TestCase):
         self.records = _Records()
         logging.getLogger().addHandler(self.records)
         self.addCleanup(logging.getLogger().removeHandler, self.records)
-        self.useFixture(_Patched(rpc_client.oslo_messaging, 'get_rpc_client',
-                                 lambda *a, **kw: LoopbackClient(self.server)))
+        self.useFixture(fixtures.MockPatchObject(
+            rpc_client.oslo_messaging, 'get_rpc_client',
+            lambda *a, **kw: LoopbackClient(self.server)))
         self.conf = cfg.ConfigOpts()
         common_conf.register_common_opts(self.conf)
         self.stats = {'examples': 0, 'refused': 0, 'accepted': 0, 'canary checks': 0}
@@ -138,7 +141,7 @@ class FuzzCase(base.TestCase):
                 return fakes[namespace]
             return real_load(namespace, name, base_class, *args, **kwargs)
 
-        self.useFixture(_Patched(loader, 'load_driver', load_driver))
+        self.useFixture(fixtures.MockPatchObject(loader, 'load_driver', load_driver))
         agent = agent_class(self.conf)
         agent.setup_rpc_clients()
         agent.queue.start()
@@ -249,22 +252,6 @@ class FuzzCase(base.TestCase):
 
     def poke_canary(self) -> None:
         raise NotImplementedError
-
-
-class _Patched:
-    """mock.patch.object as a fixture (cleaned up with the test)."""
-
-    def __init__(self, target: Any, name: str, new: Any) -> None:
-        self._patcher = mock.patch.object(target, name, new)
-
-    def setUp(self) -> None:
-        self._patcher.start()
-
-    def cleanUp(self) -> None:
-        self._patcher.stop()
-
-    def getDetails(self) -> dict[str, Any]:
-        return {}
 
 
 class _Recorder(mock.MagicMock):
