@@ -69,7 +69,9 @@ def render(records: list[dict]) -> str:
     lines += ['## Not covered yet', '']
     if os.path.exists(NOT_COVERED):
         with open(NOT_COVERED, encoding='utf-8') as f:
-            lines.append(f.read().strip())
+            text = f.read().strip()
+        # Its first paragraph is a note to its editors, not part of the report.
+        lines.append(text.split('\n\n', 1)[1] if '\n\n' in text else text)
     lines.append('')
     return '\n'.join(lines)
 
