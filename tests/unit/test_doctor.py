@@ -192,15 +192,22 @@ def port_chains(port_id: str, rules: tuple[str, ...] = ()) -> list[str]:
                                    '-j DROP']))
 
 
-class PortHopsTest(base.TestCase):
+class _PortHopsCase(base.TestCase):
+    """The VM's port checked against a fake server and host."""
+
+    settings = SETTINGS
 
     def setUp(self) -> None:
         super().setUp()
         self.server = FakeServer()
         self.host = FakeHost()
 
-    def check(self, settings: hops.Settings = SETTINGS) -> report.Report:
-        return hops.check_port(VM, self.server, self.host, settings)  # type: ignore[arg-type]
+    def check(self, settings: hops.Settings | None = None) -> report.Report:
+        return hops.check_port(VM, self.server, self.host,  # type: ignore[arg-type]
+                               settings or self.settings)
+
+
+class PortHopsTest(_PortHopsCase):
 
     def assert_broken(self, expected: list[str]) -> report.Report:
         result = self.check()
@@ -392,16 +399,10 @@ class SecurityGroupHopTest(base.TestCase):
 PROBE = dataclasses.replace(SETTINGS, probe=True, isolated_metadata=True)
 
 
-class ProbeHopsTest(base.TestCase):
+class ProbeHopsTest(_PortHopsCase):
     """--probe: the active checks' verdicts, and none without --probe."""
 
-    def setUp(self) -> None:
-        super().setUp()
-        self.server = FakeServer()
-        self.host = FakeHost()
-
-    def check(self, settings: hops.Settings = PROBE) -> report.Report:
-        return hops.check_port(VM, self.server, self.host, settings)  # type: ignore[arg-type]
+    settings = PROBE
 
     def hops(self) -> tuple[dict[str, report.Hop], list[str]]:
         result = self.check()
