@@ -89,6 +89,7 @@ class OVSInterfaceRestartTest(base.TestCase):
         return calls
 
     def test_vswitchd_restart_on_the_userspace_datapath_asks_for_a_replug(self):
+        self.driver.ovs.list_interfaces_with_iface_id.return_value = []
         calls = self.watch('netdev')
         self.driver.ovs.start_vswitchd_monitor.assert_called_once_with()
         (callback,), _ = self.driver.ovs.add_resync_callback.call_args
@@ -103,3 +104,42 @@ class OVSInterfaceRestartTest(base.TestCase):
         self.assertEqual([], self.watch('netdev', 'tcp:192.0.2.1:6640'))
         self.driver.ovs.add_resync_callback.assert_not_called()
         self.driver.ovs.start_vswitchd_monitor.assert_not_called()
+
+    def interfaces(self, *names_and_types):
+        return [mock.Mock(type=kind, **{'name': name}) for name, kind in names_and_types]
+
+    def restart_with_taps_appearing(self, polls_before_all_back):
+        """A vswitchd restart whose internal ports' taps show up in the root
+        namespace only after ``polls_before_all_back`` netlink reads."""
+        self.driver.ovs.list_interfaces_with_iface_id.return_value = self.interfaces(
+            (DEVICE, 'internal'), ('qr-0123456789a', 'internal'), ('vm-veth', ''))
+        reads = []
+        replugs_seen_at = []
+
+        def get_links(names):
+            reads.append(list(names))
+            back = len(reads) > polls_before_all_back
+            return {n: dict(UP) for n in names} if back else {DEVICE: dict(UP)}
+
+        calls = self.watch('netdev')
+        (callback,), _ = self.driver.ovs.add_resync_callback.call_args
+        with mock.patch.object(openvswitch.ip_lib, 'get_links', side_effect=get_links), \
+                mock.patch.object(openvswitch, 'RECREATE_TIMEOUT', 0.3):
+            callback(ovs_connection.RESYNC_VSWITCHD_RESTARTED)
+            replugs_seen_at.append(len(reads))
+        return calls, reads, replugs_seen_at[0]
+
+    def test_replug_waits_for_vswitchd_to_recreate_the_internal_taps(self):
+        # Its new pidfile comes before the taps: a resync at once would find
+        # nothing stale and leave the service ports dead.
+        calls, reads, reads_before_replug = self.restart_with_taps_appearing(3)
+        self.assertEqual(1, len(calls))
+        self.assertEqual(4, reads_before_replug)
+        self.assertEqual([DEVICE, 'qr-0123456789a'], reads[0])  # internal ports only
+
+    def test_replug_goes_ahead_when_a_tap_never_comes_back(self):
+        with self.assertLogs(openvswitch.LOG, 'WARNING') as logs:
+            calls, reads, _ = self.restart_with_taps_appearing(10 ** 6)
+        self.assertEqual(1, len(calls))
+        self.assertGreater(len(reads), 1)
+        self.assertIn('did not re-create all of 2', logs.output[0])
