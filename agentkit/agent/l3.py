@@ -142,6 +142,7 @@ class L3Agent(base.Agent):
         self.router_driver.initialize()
         if self.metadata is not None:
             self.metadata.initialize()
+        self.interface.watch_restarts(self.schedule_resync)
 
     def drivers(self) -> list[Any]:
         return [d for d in (self.metadata, self.router_driver, self.interface) if d]

@@ -1,7 +1,7 @@
 """Interface drivers: plug service ports (DHCP, router) into the switch."""
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from agentkit.api import driver
 from agentkit.lib import ip_lib
@@ -51,6 +51,17 @@ class InterfaceDriver(driver.Driver):
     def set_addresses(self, device_name: str, namespace: str, cidrs: list[str],
                       current: ip_lib.DeviceState | None = None) -> None:
         """Make the device hold exactly ``cidrs`` (adds missing, removes extra)."""
+
+    def remove_stale_devices(self, namespace: str,
+                             device_names: Sequence[str]) -> set[str]:
+        """Delete those of ``device_names`` in ``namespace`` that the switch
+        no longer carries, and return their names: the caller plugs them
+        again. One read for many ports (a router's), where :meth:`read_state`
+        reads one.
+
+        Default: none (a device, once plugged, stays attached).
+        """
+        return set()
 
     def watch_restarts(self, on_restart: Callable[[str], None]) -> None:
         """Call ``on_restart(reason)`` when the switch restarted in a way that

@@ -15,7 +15,7 @@ device shows up in the root namespace again is moved in anew.
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from agentkit.api import interface
 from agentkit.lib import ip_lib
@@ -31,6 +31,12 @@ LOG = logging.getLogger(__name__)
 # taps before the agent plugs its ports anyway (measured: 0.12 s after the
 # new pidfile on an idle host; seconds under load).
 RECREATE_TIMEOUT = 10.0
+
+
+def _log_recreated(device_name: str, namespace: str) -> None:
+    LOG.warning('Port %s: ovs-vswitchd re-created its device in the root namespace '
+                '(it restarted, userspace datapath); replacing the one in %s',
+                device_name, namespace)
 
 
 class OVSInterfaceDriver(interface.InterfaceDriver):
@@ -99,10 +105,25 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
         state = ip_lib.read_device_state(device_name, namespace, root_devices=[device_name])
         if state is None or state.link is None or not state.root_links:
             return state
-        LOG.warning('Port %s: ovs-vswitchd re-created its device in the root namespace '
-                    '(it restarted, userspace datapath); replacing the one in %s',
-                    device_name, namespace)
+        _log_recreated(device_name, namespace)
         return dataclasses.replace(state, link=None, addresses=(), routes=())
+
+    def remove_stale_devices(self, namespace: str,
+                             device_names: Sequence[str]) -> set[str]:
+        """Devices of ``namespace`` whose name ovs-vswitchd re-created in the
+        root namespace (restart, userspace datapath; see :meth:`read_state`).
+
+        Read only on the userspace datapath: on the kernel datapath a port
+        keeps its device across a restart, and the check would cost every
+        router sync a privileged call for nothing.
+        """
+        if not device_names or self._bridge(None).get_datapath_type() != 'netdev':
+            return set()
+        stale = set(ip_lib.get_links(list(device_names)))
+        for name in sorted(stale):
+            _log_recreated(name, namespace)
+            ip_lib.IPDevice(name, namespace).delete()
+        return stale
 
     def get_device_name(self, port_id: str) -> str:
         return naming.tap_device_name(port_id)

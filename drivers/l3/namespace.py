@@ -258,6 +258,12 @@ class NamespaceRouterDriver(l3.RouterDriver):
         wanted = {p.device for p in spec.interfaces} | spec.keep_devices
         if spec.gateway is not None:
             wanted.add(spec.gateway.device)
+        # A device the switch re-created elsewhere (ovs-vswitchd restart on
+        # the userspace datapath) looks fine here but carries nothing.
+        for name in self.interface_driver.remove_stale_devices(
+                ns, sorted(n for n in wanted if n in links)):
+            links.pop(name, None)
+            addresses.pop(name, None)
         for name in sorted(n for n in links if is_router_device(n) and n not in wanted):
             try:
                 self.interface_driver.unplug(name, ns)

@@ -22,6 +22,8 @@ import subprocess
 import time
 import uuid
 
+from agentkit.lib import ip_lib
+from agentkit.lib import naming
 from agentkit.lib.ovs import connection as ovs_connection
 from agentkit.lib.ovs import ports as ovs_ports
 from drivers.openvswitch import tunnels
@@ -34,6 +36,7 @@ from tests.functional import vm as fake_vm
 
 OVS_CTL = '/usr/share/openvswitch/scripts/ovs-ctl'
 SUBNET = '10.254.0.0/24'  # test_l2_ovs_tunnels' VM addresses
+ROUTER_SUFFIX = 254
 
 
 def ovs_running() -> bool:
@@ -152,18 +155,48 @@ class OvsRestartTest(test_l2_ovs_tunnels.TwoTunnelHosts):
         self.assertEqual(self.ip_of(1), lease['new_ip_address'])
         return client
 
+    def route_on_a(self, net: str, subnet: str, vni: int) -> str:
+        """agentkit-l3 (openvswitch interface driver) on host A's br-int with
+        a router whose interface is ``subnet``'s gateway; returns that
+        address once a VM on A reaches it. Host A's L2 agent wires the
+        router port like any port."""
+        self.useFixture(base.HostRouters())
+        router = self.neutron.add_router(interfaces=[subnet], host=self.prefix + 'r')
+        port = self.neutron.l3.routers[router['id']].interfaces[0]
+        self.describe_port(port['id'], net, port['mac_address'], 'vxlan', vni,
+                           device_owner='network:router_interface')
+        namespace = naming.router_namespace(router['id'])
+        self.addCleanup(ip_lib.delete_namespace, namespace)  # after the agent is killed
+        state = os.path.join(test_dhcp_agent.STATE_ROOT, uuid.uuid4().hex[:12])
+        os.makedirs(state, mode=0o755)
+        self.addCleanup(shutil.rmtree, state, True)
+        config = base.write_config(self.get_temp_path('l3-a.ini'), {
+            'DEFAULT': {'transport_url': self.neutron.transport_url,
+                        'host': self.prefix + 'r', 'state_path': state,
+                        'interface_driver': 'openvswitch', 'l3_driver': 'namespace',
+                        'enable_metadata_proxy': False},
+            'agent': {'report_interval': 2},
+            'ovs': {'integration_bridge': self.br_int_a.name, 'datapath_type': 'netdev'}})
+        self.l3_agent = self.run_agent('agentkit-l3', config, self.prefix + 'r',
+                                       self.neutron, 'l3-a.log')
+        return self.ip_of(ROUTER_SUFFIX)
+
     def _case(self, daemon: str, agent_notices: str, case: str, order: int,
-              stall: float = 0.0) -> None:
+              stall: float = 0.0, route: bool = False) -> None:
         self.start_both()
         vni = 1000 + uuid.uuid4().int % 1000
         network = self.neutron.add_network()
         net = network['id']
-        subnet = self.neutron.add_subnet(net, SUBNET, None)['id']
+        # .254: the router interface's address (route_on_a).
+        subnet = self.neutron.add_subnet(net, SUBNET, self.ip_of(ROUTER_SUFFIX))['id']
         a1 = self.add_vm('a', net, 'vxlan', vni, 1)
         b1 = self.add_vm('b', net, 'vxlan', vni, 2)
         a2 = self.add_vm('a', net, 'vxlan', vni, 3)
         self.wait_up(a1, b1, a2)
         client = self.serve_dhcp_on_a(net, subnet, vni, a1)
+        router_ip = self.route_on_a(net, subnet, vni) if route else None
+        if router_ip:
+            self.assertTrue(self.ping_ok(a2, router_ip, timeout=30), 'router before the fault')
         self.assertTrue(self.ping_ok(a1, self.ip_of(2)), 'A -> B over VXLAN before the fault')
         self.assertTrue(self.ping_ok(a2, self.ip_of(1)), 'on host A before the fault')
         tunnel = tunnels.tunnel_port_name('vxlan', vni, self.ip_b)
@@ -185,12 +218,17 @@ class OvsRestartTest(test_l2_ovs_tunnels.TwoTunnelHosts):
             # DHCP agent plugs it into the namespace again.
             self.dhcp_agent.wait_for_output('re-created its device in the root namespace',
                                             timeout=30)
+        if router_ip:
+            self.l3_agent.wait_for_output('re-created its device in the root namespace',
+                                          timeout=30)
         # Traffic back on both paths (bounded waits; the canary measures).
         paths = {'A -> B': self.ping_ok(a1, self.ip_of(2), timeout=30),
                  'on A': self.ping_ok(a2, self.ip_of(1), timeout=5)}
+        if router_ip:
+            paths['A -> router'] = self.ping_ok(a2, router_ip, timeout=30)
         root_links = subprocess.run(['ip', '-br', 'link'], capture_output=True,
                                     text=True).stdout
-        self.assertEqual({'A -> B': True, 'on A': True}, paths,
+        self.assertEqual(dict.fromkeys(paths, True), paths,
                          f'after the fault; DHCP port {self.dhcp_tap}: '
                          f'{[line for line in root_links.splitlines() if self.dhcp_tap in line]}'
                          f' in the root namespace')
@@ -213,9 +251,9 @@ class OvsRestartTest(test_l2_ovs_tunnels.TwoTunnelHosts):
         result = {'restart took s': round(took, 2), **counts,
                   'ports/tags/tunnels/patches lost': 0}
         other = 'ovsdb-server' if daemon == 'ovs-vswitchd' else 'ovs-vswitchd'
-        noticed = (' (the DHCP agent re-plugs its port, whose tap ovs-vswitchd '
-                   're-created in the root namespace)' if daemon == 'ovs-vswitchd'
-                   else ' (both agents reconnect to OVSDB)')
+        noticed = (' (the DHCP agent re-plugs its port and the L3 agent its router '
+                   'port, whose taps ovs-vswitchd re-created in the root namespace)'
+                   if daemon == 'ovs-vswitchd' else ' (both agents reconnect to OVSDB)')
         reliability.record(
             case, kind='fault', order=order,
             fault=f'{daemon} restart (host OVS, userspace datapath)',
@@ -225,7 +263,8 @@ class OvsRestartTest(test_l2_ovs_tunnels.TwoTunnelHosts):
                         'names it, as on a loaded host' if stall else ''),
             checked=f'the agents log the fault{noticed}; VM ports, '
                     'local VLAN tags, VXLAN and patch ports unchanged; pings across the '
-                    'tunnel and on br-int resume; a VM '
+                    'tunnel, on br-int'
+                    + (' and to the router' if route else '') + ' resume; a VM '
                     "renews its lease from agentkit-dhcp's dnsmasq on the same br-int "
                     'throughout; a VM plugged afterwards is wired and reaches the other host',
             result=result)
@@ -237,7 +276,7 @@ class OvsRestartTest(test_l2_ovs_tunnels.TwoTunnelHosts):
 
     def test_vswitchd_restart(self) -> None:
         self._case('ovs-vswitchd', 'ovs-vswitchd restarted', 'ovs-vswitchd-restart', 10,
-                   stall=3.0)
+                   stall=3.0, route=True)
 
     def test_ovsdb_server_restart(self) -> None:
         self._case('ovsdb-server', 're-established', 'ovsdb-server-restart', 11)

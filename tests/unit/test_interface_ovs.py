@@ -1,6 +1,7 @@
 """openvswitch interface driver: service ports after an ovs-vswitchd restart
 on the userspace datapath (the tap re-created in the root namespace)."""
 
+import types
 from unittest import mock
 
 from agentkit.conf import ovs as ovs_conf
@@ -106,7 +107,7 @@ class OVSInterfaceRestartTest(base.TestCase):
         self.driver.ovs.start_vswitchd_monitor.assert_not_called()
 
     def interfaces(self, *names_and_types):
-        return [mock.Mock(type=kind, **{'name': name}) for name, kind in names_and_types]
+        return [types.SimpleNamespace(name=name, type=kind) for name, kind in names_and_types]
 
     def restart_with_taps_appearing(self, polls_before_all_back):
         """A vswitchd restart whose internal ports' taps show up in the root
@@ -143,3 +144,27 @@ class OVSInterfaceRestartTest(base.TestCase):
         self.assertEqual(1, len(calls))
         self.assertGreater(len(reads), 1)
         self.assertIn('did not re-create all of 2', logs.output[0])
+
+    def test_router_devices_recreated_in_the_root_namespace_are_removed(self):
+        self.bridge.get_datapath_type.return_value = 'netdev'
+        devices = {}
+
+        def ip_device(name, namespace=None):
+            return devices.setdefault((name, namespace), mock.Mock())
+
+        with mock.patch.object(openvswitch.ip_lib, 'get_links',
+                               return_value={'qr-0123456789a': dict(UP)}) as get_links, \
+                mock.patch.object(openvswitch.ip_lib, 'IPDevice', side_effect=ip_device), \
+                self.assertLogs(openvswitch.LOG, 'WARNING'):
+            stale = self.driver.remove_stale_devices(NAMESPACE, ['qg-0123456789b',
+                                                                 'qr-0123456789a'])
+        self.assertEqual({'qr-0123456789a'}, stale)
+        get_links.assert_called_once_with(['qg-0123456789b', 'qr-0123456789a'])
+        self.assertEqual([('qr-0123456789a', NAMESPACE)], list(devices))
+        devices[('qr-0123456789a', NAMESPACE)].delete.assert_called_once_with()
+
+    def test_kernel_datapath_devices_are_never_stale(self):
+        self.bridge.get_datapath_type.return_value = 'system'
+        with mock.patch.object(openvswitch.ip_lib, 'get_links') as get_links:
+            self.assertEqual(set(), self.driver.remove_stale_devices(NAMESPACE, [DEVICE]))
+        get_links.assert_not_called()  # no privileged call per router sync

@@ -126,6 +126,9 @@ class FakeHost(interface_api.InterfaceDriver):
         self.calls: list[tuple[Any, ...]] = []
         self.fail_plug: set[str] = set()
         self.fail_conntrack = False
+        # Devices the switch re-created elsewhere (remove_stale_devices).
+        self.recreated: set[str] = set()
+        self.stale_queries: list[list[str]] = []  # reads: not in calls
 
     def ns(self, name: str) -> dict[str, Any]:
         if name not in self.namespaces:
@@ -223,6 +226,17 @@ class FakeHost(interface_api.InterfaceDriver):
             raise RuntimeError('plug failed')
         self.ns(namespace)['links'][device_name] = {
             'name': device_name, 'address': mac_address, 'mtu': mtu or 1500, 'state': 'up'}
+
+    def remove_stale_devices(self, namespace: str, device_names: Any) -> set[str]:
+        self.stale_queries.append(sorted(device_names))
+        stale = self.recreated & set(device_names)
+        ns = self.ns(namespace)
+        for name in stale:  # the device goes, and all it held with it
+            ns['links'].pop(name)
+            ns['addrs'].pop(name, None)
+            ns['routes'][:] = [r for r in ns['routes'] if r['device'] != name]
+        self.recreated -= stale
+        return stale
 
     def unplug(self, device_name: str, namespace: str, bridge: str | None = None) -> None:
         self.calls.append(('unplug', device_name))
@@ -438,6 +452,29 @@ class NamespaceRouterDriverTest(base.TestCase):
         self.host.calls.clear()
         self.driver.process_router(typed(router))
         self.assertEqual([QR], [c[1] for c in self.host.changes('plug')])
+
+    def test_devices_the_switch_recreated_are_plugged_again(self) -> None:
+        # ovs-vswitchd restarted on the userspace datapath: both devices
+        # look fine in the namespace but carry nothing any more.
+        self.driver.process_router(typed(reference_router()))
+        self.host.recreated = {QR, QG}
+        self.host.calls.clear()
+        self.assertEqual({FIP_ID: 'ACTIVE'}, self.driver.process_router(typed(reference_router())))
+        self.assertEqual([sorted([QR, QG])], self.host.stale_queries[-1:])
+        self.assertEqual([QR, QG], [c[1] for c in self.host.changes('plug')])
+        self.assertEqual({'192.168.10.1/24'}, self.addrs(QR))
+        self.assertEqual({'172.24.4.81/24', '172.24.4.43/32'}, self.addrs(QG))
+        self.assertEqual([('0.0.0.0/0', '172.24.4.1', QG)],
+                         [(r['dst'], r['gateway'], r['device'])
+                          for r in self.host.namespaces[NS]['routes']])
+        self.assertIn(('announce', QG, '172.24.4.43', 3), self.host.calls)
+
+    def test_a_router_in_place_is_not_plugged_again(self) -> None:
+        self.driver.process_router(typed(reference_router()))
+        self.host.calls.clear()
+        self.driver.process_router(typed(reference_router()))
+        self.assertEqual([sorted([QR, QG])], self.host.stale_queries[-1:])
+        self.assertEqual([], self.host.changes('plug'))
 
     def test_extra_routes_added_and_removed(self) -> None:
         router = reference_router(fip=False)
