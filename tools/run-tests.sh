@@ -46,8 +46,8 @@ run_suite() {  # name, command...
         # A failing test's attachments (server logs) can push its name out
         # of a CI log's tail: keep the names and the raised errors for the end.
         failures+="$(grep -E '\.\.\. FAILED$' "$out" | sed 's/^/   /')"$'\n'
-        failures+="$(grep -E '^[A-Za-z_][A-Za-z0-9_.]*(Error|Exception|Mismatch|Timeout)[A-Za-z]*: ' "$out" \
-            | grep -v -e '^keystoneauth1' -e '^ModuleNotFoundError' | head -5 | cut -c1-300 | sed 's/^/     /')"$'\n'
+        failures+="$(grep -E '^ *[A-Za-z_][A-Za-z0-9_.]*(Error|Exception|Mismatch|Timeout)[A-Za-z]*: ' "$out" \
+            | grep -v -e '^ *keystoneauth1' -e '^ *ModuleNotFoundError' | head -5 | cut -c1-300 | sed 's/^/     /')"$'\n'
     fi
     rm -f "$out"
 }
