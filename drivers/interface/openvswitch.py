@@ -23,6 +23,7 @@ from agentkit.lib import naming
 from agentkit.lib import polling
 from agentkit.lib.ovs import bridge as ovs_bridge
 from agentkit.lib.ovs import connection as ovs_connection
+from agentkit.lib.ovs import vswitchd
 from drivers.interface import common
 
 LOG = logging.getLogger(__name__)
@@ -58,18 +59,24 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
                                self.conf.ovs.datapath_type)
 
     def watch_restarts(self, on_restart: Callable[[str], None]) -> None:
-        """An ovs-vswitchd restart on the userspace datapath (the bridge's
-        own datapath type: the L2 agent owns it) when OVS is local."""
-        if not self.conf.ovs.ovsdb_connection.startswith('unix:'):
-            return
-        if self._bridge(None).get_datapath_type() != 'netdev':
+        """An ovs-vswitchd restart on the userspace datapath when OVS is local.
+
+        The datapath type is read at each restart, not now: an agent that
+        started before the L2 agent may have created the bridge with its own
+        default (``system``), which the L2 agent (its owner) turns into
+        ``netdev`` later.
+        """
+        if not vswitchd.is_local_endpoint(self.conf.ovs.ovsdb_connection):
             return
 
         def restarted(reason: str) -> None:
-            if reason == ovs_connection.RESYNC_VSWITCHD_RESTARTED:
-                self._wait_for_recreated_taps()
-                on_restart('ovs-vswitchd restarted (userspace datapath: '
-                           'service ports must be plugged again)')
+            if reason != ovs_connection.RESYNC_VSWITCHD_RESTARTED:
+                return
+            if self._bridge(None).get_datapath_type() != 'netdev':
+                return  # the kernel datapath keeps its ports' devices
+            self._wait_for_recreated_taps()
+            on_restart('ovs-vswitchd restarted (userspace datapath: '
+                       'service ports must be plugged again)')
 
         self.ovs.add_resync_callback(restarted)
         self.ovs.start_vswitchd_monitor()

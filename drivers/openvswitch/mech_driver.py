@@ -37,6 +37,7 @@ from agentkit.lib.ovs import events as ovs_events
 from agentkit.lib.ovs import ports as ovs_ports
 from agentkit.lib.ovs import rows as ovs_rows
 from agentkit.lib.ovs import validation as ovs_validation
+from agentkit.lib.ovs import vswitchd
 from drivers.openvswitch import adoption
 from drivers.openvswitch import local_vlans
 from drivers.openvswitch import provider
@@ -255,7 +256,7 @@ class OpenvswitchMechanismDriver(mechanism.MechanismDriver):
             on_iface_id=plugged, on_deleted=unplugged, bridge=self.br_int.name)
         if on_resync is not None:
             self.ovs.add_resync_callback(on_resync)
-            if self.conf.ovs.ovsdb_connection.startswith('unix:'):
+            if vswitchd.is_local_endpoint(self.conf.ovs.ovsdb_connection):
                 # ovs-vswitchd is local: a restart loses its datapath state
                 # without any trace in OVSDB, so watch its pidfile.
                 self.ovs.start_vswitchd_monitor()

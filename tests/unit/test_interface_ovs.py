@@ -100,11 +100,29 @@ class OVSInterfaceRestartTest(base.TestCase):
         self.assertEqual(1, len(calls))
         self.assertIn('ovs-vswitchd restarted', calls[0])
 
-    def test_kernel_datapath_or_remote_ovs_is_not_watched(self):
-        self.assertEqual([], self.watch('system'))
+    def test_remote_ovs_is_not_watched(self):
         self.assertEqual([], self.watch('netdev', 'tcp:192.0.2.1:6640'))
         self.driver.ovs.add_resync_callback.assert_not_called()
         self.driver.ovs.start_vswitchd_monitor.assert_not_called()
+
+    def test_neutrons_default_loopback_endpoint_is_watched(self):
+        self.driver.ovs.list_interfaces_with_iface_id.return_value = []
+        calls = self.watch('netdev', 'tcp:127.0.0.1:6640')
+        (callback,), _ = self.driver.ovs.add_resync_callback.call_args
+        callback(ovs_connection.RESYNC_VSWITCHD_RESTARTED)
+        self.assertEqual(1, len(calls))
+
+    def test_the_datapath_is_read_at_the_restart_not_at_start(self):
+        # Started before the L2 agent: the bridge was still 'system' then,
+        # the L2 agent (its owner) made it 'netdev' later.
+        self.driver.ovs.list_interfaces_with_iface_id.return_value = []
+        calls = self.watch('system')
+        (callback,), _ = self.driver.ovs.add_resync_callback.call_args
+        callback(ovs_connection.RESYNC_VSWITCHD_RESTARTED)
+        self.assertEqual([], calls)  # the kernel datapath keeps the devices
+        self.bridge.get_datapath_type.return_value = 'netdev'
+        callback(ovs_connection.RESYNC_VSWITCHD_RESTARTED)
+        self.assertEqual(1, len(calls))
 
     def interfaces(self, *names_and_types):
         return [types.SimpleNamespace(name=name, type=kind) for name, kind in names_and_types]

@@ -246,6 +246,20 @@ class TestReconnectDetector(base.TestCase):
                          [det.update(m) for m in states])
 
 
+class TestLocalEndpoint(base.TestCase):
+
+    def test_local_endpoints(self):
+        for endpoint in ('unix:/var/run/openvswitch/db.sock', 'tcp:127.0.0.1:6640',
+                         ' tcp:127.0.0.1:6640', 'ssl:127.0.0.2:6640', 'tcp:[::1]:6640',
+                         'tcp:localhost:6640'):
+            self.assertTrue(ovs_vswitchd.is_local_endpoint(endpoint), endpoint)
+
+    def test_remote_or_unknown_endpoints(self):
+        for endpoint in ('tcp:192.0.2.1:6640', 'ssl:[2001:db8::1]:6640',
+                         'tcp:ovs.example.org:6640', 'ptcp:6640', 'tcp:', ''):
+            self.assertFalse(ovs_vswitchd.is_local_endpoint(endpoint), endpoint)
+
+
 class TestVswitchdMonitor(base.TestCase):
 
     def setUp(self):

@@ -9,6 +9,7 @@ library uses the pidfile that ovs-ctl and ``--monitor`` keep current.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from collections.abc import Callable
@@ -19,6 +20,30 @@ LOG = logging.getLogger(__name__)
 
 DEFAULT_RUNDIR = '/var/run/openvswitch'
 VSWITCHD_PIDFILE_NAME = 'ovs-vswitchd.pid'
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """Whether an OVSDB endpoint is on this host, and so is the
+    ovs-vswitchd whose pidfile :class:`VswitchdMonitor` can watch.
+
+    A ``unix:`` socket, or ``tcp:``/``ssl:`` to a loopback address:
+    Neutron's own default is ``tcp:127.0.0.1:6640``.
+    """
+    kind, _, rest = endpoint.strip().partition(':')
+    if kind == 'unix':
+        return True
+    if kind not in ('tcp', 'ssl'):
+        return False
+    if rest.startswith('['):
+        host = rest[1:rest.find(']')]
+    else:
+        host = rest.rsplit(':', 1)[0] if ':' in rest else rest
+    if host == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def read_process_identity(pidfile: str) -> tuple[int, int] | None:
