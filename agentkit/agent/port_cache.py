@@ -106,7 +106,12 @@ class PortCache:
                     continue
                 mtu = data.get('mtu')
                 if not _valid_mtu(mtu):
-                    # Not taken: the port's details are asked of the server.
+                    # Not taken, and an MTU known from an older revision is
+                    # no longer the network's: the details are asked of the
+                    # server.
+                    known = self._mtus.get(network_id)
+                    if known is not None and _revision(data) >= known[0]:
+                        del self._mtus[network_id]
                     LOG.warning('Ignoring the MTU %.40r of pushed Network %s: not '
                                 'an integer in %d..%d', mtu, network_id,
                                 ip_lib.MIN_MTU, ip_lib.MAX_MTU)

@@ -138,3 +138,9 @@ class PushedMtuTest(base.TestCase):
         self.assertEqual(6, self.log.output.count('Ignoring the MTU'))
         cache.push_networks([fuzz.network_object(NET, mtu=1450)], 'updated')
         self.assertEqual(1450, cache.details(port)['mtu'])
+        # An older push with a bad MTU changes nothing; a newer one makes
+        # the 1450 known before stale.
+        cache.push_networks([fuzz.network_object(NET, mtu=0, revision=4)], 'updated')
+        self.assertEqual(1450, cache.details(port)['mtu'])
+        cache.push_networks([fuzz.network_object(NET, mtu=0, revision=9)], 'updated')
+        self.assertIsNone(cache.details(port))
