@@ -185,7 +185,7 @@ class MetadataAbuseTest(metadata_case.MetadataScenarioMixin,
         per-client cap (drivers/metadata/haproxy.py) VM 2 could not connect
         until haproxy's timeout http-request ended them."""
         count = haproxy.MAX_CONNECTIONS + 76
-        cap = haproxy.MAX_CONNECTIONS_PER_CLIENT
+        cap = haproxy.DEFAULT_MAX_CONNECTIONS_PER_CLIENT
         outcome = self.abuse({'kind': 'slow', 'connections': count, 'interval': 1.0,
                               'duration': 40}, timeout=120)
         kinds = [o[0] for o in outcome['outcomes']]
@@ -211,7 +211,7 @@ class MetadataAbuseTest(metadata_case.MetadataScenarioMixin,
         """Without the per-client cap all 1,000 of a round are answered
         (haproxy's maxconn is 1,024): the refusals below are the cap's."""
         rounds = 10
-        cap = haproxy.MAX_CONNECTIONS_PER_CLIENT
+        cap = haproxy.DEFAULT_MAX_CONNECTIONS_PER_CLIENT
         outcome = self.abuse({'kind': 'flood', 'connections': 1000, 'rounds': rounds,
                               'path': metadata_case.INSTANCE_ID_PATH, 'timeout': 60})
         statuses = [s for answers in outcome['rounds'] for s in answers]

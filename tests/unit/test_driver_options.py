@@ -53,6 +53,8 @@ class DriverOptionsTest(base.TestCase):
              ('metadata_rate_limiting', 'base_query_rate_limit'),
              ('metadata_rate_limiting', 'burst_window_duration'),
              ('metadata_rate_limiting', 'burst_query_rate_limit'),
+             # The one of agentkit's own, next to the limits it belongs with.
+             ('metadata_rate_limiting', 'max_connections_per_client'),
              ('linux_bridge', 'physical_interface_mappings'),
              ('vxlan', 'vxlan_group')},
             {(group, o.name) for options in (radvd.OPTIONS, haproxy.OPTIONS,

@@ -279,6 +279,21 @@ listen listener
         self.enable_rate_limiting(())
         self.assertIsNone(haproxy.RateLimits.from_conf(self.conf))
 
+    def test_connections_per_client_limit_is_an_option(self):
+        self.conf.set_override('max_connections_per_client', 200,
+                               group=haproxy.RATE_LIMITING_GROUP)
+        self.driver.spawn_proxy(NET_NS, NET_ID, router=False)
+        self.assertIn('tcp-request connection reject if { sc2_conn_cur gt 200 }',
+                      self.read_config(NET_ID))
+
+    def test_connections_per_client_limit_off(self):
+        self.conf.set_override('max_connections_per_client', 0,
+                               group=haproxy.RATE_LIMITING_GROUP)
+        self.driver.spawn_proxy(NET_NS, NET_ID, router=False)
+        text = self.read_config(NET_ID)
+        self.assertNotIn('sc2', text)
+        self.assertNotIn('conn_cur', text)
+
     def test_deny_rules_come_before_the_headers_are_set(self):
         self.enable_rate_limiting()
         self.driver.spawn_proxy(ROUTER_NS, ROUTER_ID, router=True)
