@@ -6,6 +6,7 @@ values, so both read an option the same way.
 """
 
 import ipaddress
+import re
 
 from agentkit import exceptions
 
@@ -67,17 +68,21 @@ def parse_network_vlan_ranges(entries: list[str]
 
 
 def parse_mappings(entries: list[str], option: str, what: str) -> dict[str, str]:
-    """``physnet:<what>`` pairs -> dict; blanks and a physnet or a ``what``
-    named twice are refused (two physnets on one bridge or interface would
-    share its VLAN space)."""
+    """``physnet:<what>`` pairs -> dict, read as neutron_lib's
+    ``parse_mappings`` reads them: blank entries are skipped; an entry
+    without exactly one ``:``, or with an empty side, is refused, and so is
+    a physnet or a ``what`` named twice (two physnets on one bridge or
+    interface would share its VLAN space)."""
     mappings: dict[str, str] = {}
     owners: dict[str, str] = {}
     for entry in entries:
-        physnet, sep, value = entry.strip().partition(':')
-        physnet, value = physnet.strip(), value.strip()
-        if not sep or not physnet or not value:
+        if not entry.strip():
+            continue
+        parts = [part.strip() for part in entry.split(':')]
+        if len(parts) != 2 or not all(parts):
             raise exceptions.InvalidConfiguration(
                 f'{option}: {entry!r} is not <physical_network>:<{what}>')
+        physnet, value = parts
         if physnet in mappings:
             raise exceptions.InvalidConfiguration(
                 f'{option}: physical network {physnet!r} mapped twice')
@@ -90,15 +95,50 @@ def parse_mappings(entries: list[str], option: str, what: str) -> dict[str, str]
     return mappings
 
 
-def parse_dns_forwarder(value: str) -> str:
-    """A ``dnsmasq_dns_servers`` entry: an IP address, optionally ``#port``;
-    returned normalised as dnsmasq's ``--server=`` takes it."""
-    address, sep, port = value.partition('#') if isinstance(value, str) else (value, '', '')
+#: A domain in dnsmasq's ``--server=/domain/...`` (``*`` wildcards and ``#``,
+#: "every domain", included).
+_DNS_DOMAIN = re.compile(r'^(#|[A-Za-z0-9*_](?:[A-Za-z0-9*_.-]{0,252}))$')
+#: An interface name after ``@`` (no ``/``, ``:`` or whitespace, as the kernel).
+_INTERFACE = re.compile(r'^[A-Za-z0-9_.-]{1,15}$')
+
+
+def _address_and_port(value: str, entry: str) -> str:
+    address, sep, port = value.partition('#')
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
-        raise ValueError(f'dnsmasq_dns_servers entry {str(value)[:60]!r}: '
-                         f'{str(address)[:60]!r} is not an IP address') from None
+        raise ValueError(f'dnsmasq_dns_servers entry {entry[:60]!r}: '
+                         f'{address[:60]!r} is not an IP address') from None
     if sep and not (port.isdigit() and 0 < int(port) < 65536):
-        raise ValueError(f'dnsmasq_dns_servers entry {value[:60]!r}: bad port')
+        raise ValueError(f'dnsmasq_dns_servers entry {entry[:60]!r}: bad port')
     return str(parsed) + (sep + str(int(port)) if sep else '')
+
+
+def parse_dns_forwarder(value: str) -> str:
+    """A ``dnsmasq_dns_servers`` entry, as dnsmasq's ``--server=`` takes it
+    and Neutron passes it on: ``address[#port][@source]``, optionally
+    scoped to domains (``/example.org/address``, ``/example.org/`` for
+    local only, ``/example.org/#`` for the usual servers); ``source`` is an
+    address[#port] or an interface name. Returned normalised; anything else
+    is refused (it ends up in dnsmasq's argv).
+    """
+    if not isinstance(value, str):
+        raise ValueError(f'dnsmasq_dns_servers entry {str(value)[:60]!r}: not a string')
+    prefix, server = '', value
+    if value.startswith('/'):
+        end = value.rfind('/')
+        domains = value[1:end].split('/') if end > 0 else []
+        if not domains or not all(_DNS_DOMAIN.match(d) for d in domains):
+            raise ValueError(f'dnsmasq_dns_servers entry {value[:60]!r}: bad domain '
+                             'list (expected /domain[/domain...]/server)')
+        prefix, server = value[:end + 1], value[end + 1:]
+        if server in ('', '#'):
+            return prefix + server
+    address, at, source = server.partition('@')
+    normalised = _address_and_port(address, value)
+    if at:
+        if _INTERFACE.match(source) and not source[0].isdigit():
+            normalised += '@' + source
+        else:
+            normalised += '@' + _address_and_port(source, value)
+    return prefix + normalised

@@ -897,7 +897,7 @@ class TestStatePath(base.TestCase):
         self.assertEqual([], [a for a in argv if a.startswith('--server')])
 
     def test_bad_options_are_refused(self):
-        for bad in ('dns.example.org', '8.8.8.8#0', '8.8.8.8#x', '/example.org/8.8.8.8',
+        for bad in ('dns.example.org', '8.8.8.8#0', '8.8.8.8#x', '/exa mple/8.8.8.8',
                     '8.8.8.8 --x'):
             self.conf.set_override('dnsmasq_dns_servers', ['8.8.8.8', bad])
             self.assertRaises(exceptions.InvalidConfiguration, dnsmasq_render.Settings.from_conf,
