@@ -8,6 +8,7 @@ tree and stand-ins for the privileged spawn/kill, so no dnsmasq runs here.
 
 import copy
 import errno
+import ipaddress
 import json
 import os
 import stat
@@ -684,6 +685,45 @@ class TestDriver(DriverTestCase):
         self.assertEqual(1, len(self.procs.spawned))
         self.assertEqual([], self.procs.hups)
         self.assertEqual(external_process.DaemonAction.NONE, self.driver.last_action)
+
+    def test_files_written_before_a_failed_write_are_still_signalled(self):
+        """A write fails after others succeeded: the retry finds those files
+        already new, and must still SIGHUP dnsmasq and judge leases against
+        the owners from before the first attempt."""
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
+        pid = self.driver.pid(NET_ID)
+        network = reference_network()
+        network['ports'].append(make_port(str(uuid.uuid4()), 'fa:16:3e:00:00:42',
+                                          [(SUBNET_ID, '192.168.10.42')]))
+        host_before = self.read('host')
+        write = files.fileutils.write_atomic
+
+        def only_the_host_file(path, *args, **kwargs):
+            if not path.endswith('/host'):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return write(path, *args, **kwargs)
+
+        with mock.patch.object(files.fileutils, 'write_atomic',
+                               side_effect=only_the_host_file):
+            self.assertRaises(exceptions.StateWriteError, self.driver.reload, typed(network))
+        self.assertIn('fa:16:3e:00:00:42', self.read('host'))  # new already
+        self.assertEqual([], self.procs.hups)
+        seen = []
+        stale = dnsmasq_driver.leases.stale_leases
+        with mock.patch.object(dnsmasq_driver.leases, 'stale_leases',
+                               side_effect=lambda net, held, old: seen.append(old) or
+                               stale(net, held, old)):
+            self.driver.reload(typed(network))
+        self.assertEqual([pid], self.procs.hups)
+        self.assertEqual(1, len(seen))
+        # The owners from before the change, not those of the new host file.
+        with open(self.state_file('host.before'), 'w') as f:
+            f.write(host_before)
+        self.assertEqual(dnsmasq_driver.leases.read_host_macs(self.state_file('host.before')),
+                         seen[0])
+        self.assertNotIn(ipaddress.ip_address('192.168.10.42'), seen[0])
+        self.driver.reload(typed(network))
+        self.assertEqual([pid], self.procs.hups)  # done: no more signals
 
     def test_new_port_is_a_sighup_with_the_same_pid(self):
         self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)

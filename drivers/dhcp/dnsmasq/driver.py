@@ -66,7 +66,12 @@ class _NetworkState:
     argv: list[str]
     skipped_ports: int = 0
     metadata: bool = False
+    # Files changed that dnsmasq has not been signalled about yet (a failed
+    # write or signal), and the host file's owners from before them: the
+    # retry finds the files already new and must still reload and release
+    # the leases of the owners replaced.
     reload_pending: bool = False
+    hosts_before_reload: dict[IPAddress, str] | None = None
 
 
 class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDriver):
@@ -309,14 +314,27 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
             self.metadata_hook(net.id, namespace, False)
             return
         state_dir = settings.state_dir(net.id)
-        old_hosts = leases.read_host_macs(os.path.join(state_dir, render.HOST_FILE))
+        with self._lock:
+            known = self._networks.get(net.id)
+        old_hosts = (known.hosts_before_reload
+                     if known is not None and known.hosts_before_reload is not None
+                     else leases.read_host_macs(os.path.join(state_dir, render.HOST_FILE)))
         contents = render.render_files(net, settings, self._own_dhcp_ips(net, interface_name))
-        with files.writing_files_of(net.id, state_dir):
-            files.ensure_dir(state_dir)
-            changed = [name for name, content in contents.items()
-                       if files.write_file_if_changed(os.path.join(state_dir, name), content)]
-            files.write_file_if_changed(os.path.join(state_dir, render.INTERFACE_FILE),
-                                        interface_name + '\n')
+        changed: list[str] = []
+        try:
+            with files.writing_files_of(net.id, state_dir):
+                files.ensure_dir(state_dir)
+                for name, content in contents.items():
+                    if files.write_file_if_changed(os.path.join(state_dir, name), content):
+                        changed.append(name)
+                files.write_file_if_changed(os.path.join(state_dir, render.INTERFACE_FILE),
+                                            interface_name + '\n')
+        except Exception:
+            if changed and known is not None:  # some files are new already
+                known.reload_pending = True
+                if known.hosts_before_reload is None:
+                    known.hosts_before_reload = old_hosts
+            raise
         argv = render.build_argv(net, settings)
         metadata = render.needs_metadata_proxy(net, settings)
 
@@ -330,6 +348,8 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
         # Remembered until dnsmasq has been signalled, so a failed signal is
         # retried by the next call even though the files are then unchanged.
         state.reload_pending = state.reload_pending or bool(changed)
+        if state.reload_pending and state.hosts_before_reload is None:
+            state.hosts_before_reload = old_hosts
         with self._lock:
             self._networks[net.id] = state
 
@@ -358,6 +378,7 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
                 else:  # died since the check: the monitor respawns it with these files
                     LOG.warning('dnsmasq for network %s vanished during reload', net.id)
         state.reload_pending = False
+        state.hosts_before_reload = None
         if action in (Action.RELOAD, Action.NONE):
             # dnsmasq forgets the old owners' leases, so a reused address is
             # not refused to its new port. After the SIGHUP (Neutron releases
