@@ -241,6 +241,7 @@ class InstanceLookup:
         except oslo_messaging.RemoteError as exc:
             raise LookupFailed(f'neutron-server failed get_ports: {exc.exc_type}') from exc
         except (oslo_messaging.MessagingTimeout, oslo_messaging.MessageDeliveryFailure,
-                oslo_messaging.MessagingException, OSError) as exc:
+                oslo_messaging.MessageUndeliverable, oslo_messaging.MessagingException,
+                OSError) as exc:
             raise LookupUnavailable(
                 f'neutron-server did not answer get_ports: {type(exc).__name__}') from exc

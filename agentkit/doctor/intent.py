@@ -132,7 +132,8 @@ class ServerView:
         try:
             return call(*args)
         except (oslo_messaging.MessagingTimeout,
-                oslo_messaging.MessageDeliveryFailure) as exc:
+                oslo_messaging.MessageDeliveryFailure,
+                oslo_messaging.MessageUndeliverable) as exc:
             raise ServerUnreachable(str(exc) or type(exc).__name__) from exc
 
     def port(self, port_id: str) -> PortIntent | None:

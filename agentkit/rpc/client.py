@@ -7,6 +7,14 @@ import oslo_messaging
 from agentkit.lib import timing
 from agentkit.rpc import transport as rpc_transport
 
+#: Calls are published "mandatory" (RabbitMQ): when no queue of
+#: neutron-server is bound to the topic (the server is down, or after a
+#: broker restart has not declared its queues again yet) the broker returns
+#: the message and the call fails at once with MessageUndeliverable, instead
+#: of waiting out its whole timeout (60 s) for a reply that cannot come.
+#: Casts stay fire-and-forget, as Neutron's agents send them.
+MANDATORY = oslo_messaging.TransportOptions(at_least_once=True)
+
 
 class ServerApiClient:
     """Calls one server topic with Neutron's versions and default context.
@@ -35,7 +43,8 @@ class ServerApiClient:
         # prepare(timeout=None) would replace the client's own timeout with
         # oslo.messaging's rpc_response_timeout: pass it only when given.
         # ``retry``: connection attempts before giving up (None: forever).
-        cctxt = self.client.prepare(version=version, **_given(timeout=timeout, retry=retry))
+        cctxt = self.client.prepare(version=version, transport_options=MANDATORY,
+                                    **_given(timeout=timeout, retry=retry))
         with timing.timed(timing.RPC, method):
             return cctxt.call(context or rpc_transport.admin_context(), method,
                               **kwargs)

@@ -14,6 +14,7 @@ from oslo_config import cfg
 
 from agentkit.agent import metadata as metadata_agent
 from agentkit.conf import metadata as metadata_conf
+from agentkit.rpc import client
 from agentkit.rpc import consumer
 from agentkit.rpc import transport as rpc_transport
 from tests.functional import amqp
@@ -183,3 +184,48 @@ class DhcpCastWireTest(base.AgentTestCase):
         calls = self._wait_calls('network_delete_end', settle=0)
         self.assertIn(net_id,
                       [c[2]['payload']['network_id'] for c in calls])
+
+
+class Pong:
+    target = oslo_messaging.Target(version='1.0')
+
+    def ping(self, context):
+        return 'pong'
+
+
+class MandatoryCallTest(base.AgentTestCase):
+    """A call nobody can receive fails at once instead of waiting its timeout.
+
+    After a broker restart neutron-server declares its queues again only
+    when it reconnects; a call published before that was dropped by the
+    broker and the agent waited out rpc_response_timeout (60 s, seen in the
+    fullstack RabbitMQ outage).
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.configure(metadata_conf.register_metadata_opts,
+                       {'DEFAULT': {'state_path': self.get_temp_path('state')}})
+        self.transport = rpc_transport.get_transport(cfg.CONF)
+        self.addCleanup(self.transport.cleanup)
+        topic = 'q-akmandatory-' + self.unique_id()[:8]
+
+        class Api(client.ServerApiClient):
+            pass
+
+        Api.topic = topic
+        self.api = Api(self.transport, 'host1', timeout=30)
+        self.topic = topic
+
+    def test_unroutable_call_fails_at_once_and_a_routable_one_is_answered(self):
+        started = time.monotonic()
+        self.assertRaises(oslo_messaging.MessageUndeliverable, self.api._call, '1.0', 'ping')
+        took = time.monotonic() - started
+        self.assertLess(took, 10, 'waited like a lost call (timeout 30 s)')
+        server = oslo_messaging.get_rpc_server(
+            self.transport, oslo_messaging.Target(topic=self.topic, server='fake-neutron'),
+            [Pong()])
+        server.start()
+        self.addCleanup(server.wait)
+        self.addCleanup(server.stop)
+        self.assertEqual('pong', self.api._call('1.0', 'ping'))

@@ -24,21 +24,32 @@ class ServerApiClientTest(base.TestCase):
         api = _Api(mock.sentinel.transport, 'host1', timeout=7)
         self.assertEqual(7, self.get_rpc_client.call_args.kwargs['timeout'])
         api._call('1.9', 'get_router_ids', host='host1')
-        self.rpc.prepare.assert_called_once_with(version='1.9')
+        self.rpc.prepare.assert_called_once_with(version='1.9',
+                                                 transport_options=client.MANDATORY)
         self.rpc.prepare.return_value.call.assert_called_once_with(
             mock.ANY, 'get_router_ids', host='host1')
 
     def test_a_call_may_set_its_own_timeout(self):
         api = _Api(mock.sentinel.transport, 'host1', timeout=7)
         api._call('1.0', 'sync_routers', timeout=3, host='host1')
-        self.rpc.prepare.assert_called_once_with(version='1.0', timeout=3)
+        self.rpc.prepare.assert_called_once_with(version='1.0', timeout=3,
+                                                 transport_options=client.MANDATORY)
+
+    def test_calls_are_mandatory_casts_are_not(self):
+        """An unroutable call fails at once (MessageUndeliverable) rather
+        than wait its timeout; casts go out as Neutron's agents send them."""
+        self.assertTrue(client.MANDATORY.at_least_once)
+        api = _Api(mock.sentinel.transport, 'host1')
+        api._cast('1.0', 'report_state')
+        self.assertNotIn('transport_options', self.rpc.prepare.call_args.kwargs)
 
     def test_a_version_argument_goes_to_the_server(self):
         """bulk_pull names the object version it wants: an argument of the call."""
         from agentkit.rpc import plugin_api
         api = plugin_api.L2PluginApi(mock.sentinel.transport, 'host1')
         api.bulk_pull('Trunk', '1.1', {'port_id': ['p1']})
-        self.rpc.prepare.assert_called_once_with(version='1.1')
+        self.rpc.prepare.assert_called_once_with(version='1.1',
+                                                 transport_options=client.MANDATORY)
         self.rpc.prepare.return_value.call.assert_called_once_with(
             mock.ANY, 'bulk_pull', resource_type='Trunk', version='1.1',
             filter_kwargs={'port_id': ['p1']})
@@ -104,7 +115,9 @@ class ReportWithBrokerAwayTest(base.TestCase):
         report_api.ReportStateApi(mock.sentinel.transport, 'host1').report_state(
             {}, use_call=True, timeout=5)
         rpc.prepare.assert_called_once_with(version='1.4', timeout=5,
-                                            retry=report_api.REPORT_RETRY)
+                                            retry=report_api.REPORT_RETRY,
+                                            transport_options=client.MANDATORY)
         rpc.prepare.reset_mock()
         _Api(mock.sentinel.transport, 'host1')._call('1.0', 'get_x')
-        rpc.prepare.assert_called_once_with(version='1.0')
+        rpc.prepare.assert_called_once_with(version='1.0',
+                                            transport_options=client.MANDATORY)
