@@ -7,12 +7,14 @@ import oslo_messaging
 from agentkit.lib import timing
 from agentkit.rpc import transport as rpc_transport
 
-#: Calls are published "mandatory" (RabbitMQ): when no queue of
-#: neutron-server is bound to the topic (the server is down, or after a
-#: broker restart has not declared its queues again yet) the broker returns
-#: the message and the call fails at once with MessageUndeliverable, instead
-#: of waiting out its whole timeout (60 s) for a reply that cannot come.
-#: Casts stay fire-and-forget, as Neutron's agents send them.
+#: Calls are published "mandatory" (RabbitMQ): when no queue is bound to
+#: the topic, as after a broker restart until neutron-server has declared
+#: its queues again, the broker returns the message and the call fails at
+#: once with MessageUndeliverable (not a MessagingException), instead of
+#: waiting out its whole timeout (60 s) for a reply that cannot come. A
+#: stopped server's topic queues outlive it (not auto-delete): a call to it
+#: is queued and still waits for its timeout. Casts stay fire-and-forget,
+#: as Neutron's agents send them.
 MANDATORY = oslo_messaging.TransportOptions(at_least_once=True)
 
 

@@ -14,7 +14,6 @@ import oslo_messaging
 from agentkit.api import device_owner
 from agentkit.rpc import client
 from agentkit.rpc import topics
-from agentkit.rpc import transport as rpc_transport
 
 ROUTER_INTERFACE_OWNERS = device_owner.ROUTER_INTERFACE_OWNERS
 
@@ -40,8 +39,8 @@ class MetadataPluginApi(client.ServerApiClient):
                   ) -> list[dict[str, Any]]:
         """Ports matching Neutron ``filters`` (attribute -> allowed values;
         ``fixed_ips`` -> {'ip_address': [...]}); [] when none match."""
-        cctxt = self.client.prepare(version='1.0', timeout=timeout, retry=self.retry)
-        return cctxt.call(rpc_transport.admin_context(), 'get_ports', filters=filters)
+        return self._call('1.0', 'get_ports', timeout=timeout, retry=self.retry,
+                          filters=filters)
 
     def get_router_interfaces(self, router_id: str, timeout: float | None = None
                               ) -> list[dict[str, Any]]:

@@ -638,7 +638,7 @@ class PluginApiTest(base.TestCase):
     """The RPC as neutron-metadata-agent sends it (see also the contract test)."""
 
     def test_bounded_call(self) -> None:
-        from agentkit.rpc import metadata_api
+        from agentkit.rpc import client, metadata_api
         with mock.patch.object(oslo_messaging, 'get_rpc_client') as get_client:
             api = metadata_api.MetadataPluginApi(mock.Mock(), 'host1', timeout=4, retry=1)
             target = get_client.call_args[0][1]
@@ -646,7 +646,7 @@ class PluginApiTest(base.TestCase):
                              (target.topic, target.version, target.namespace))
             api.get_router_interfaces('r1', timeout=2)
             get_client.return_value.prepare.assert_called_once_with(
-                version='1.0', timeout=2, retry=1)
+                version='1.0', timeout=2, retry=1, transport_options=client.MANDATORY)
             call = get_client.return_value.prepare.return_value.call
             context, method = call.call_args[0]
             self.assertEqual('get_ports', method)

@@ -20,6 +20,7 @@ from unittest import mock
 import oslo_messaging
 
 from agentkit.agent import metadata_lookup
+from agentkit.rpc import client
 from agentkit.rpc import metadata_api
 from tests import base
 from tests.functional import fake_neutron
@@ -87,8 +88,10 @@ class GetPortsContractTest(base.TestCase):
                 invoke()
                 self.assertEqual('get_ports', call.call_args[0][1])
                 sent[title] = call.call_args[1]
+                # No timeout given: the client's own (5 s), not prepare's
+                # fallback to rpc_response_timeout (60 s).
                 get_client.return_value.prepare.assert_called_with(
-                    version='1.0', timeout=None, retry=1)
+                    version='1.0', retry=1, transport_options=client.MANDATORY)
         return sent
 
     def test_the_client_sends_what_neutrons_metadata_agent_sends(self) -> None:
