@@ -15,7 +15,10 @@ device shows up in the root namespace again is moved in anew.
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Sequence
+
+from oslo_config import cfg
 
 from agentkit.api import interface
 from agentkit.lib import ip_lib
@@ -41,6 +44,18 @@ def _log_recreated(device_name: str, namespace: str) -> None:
 
 
 class OVSInterfaceDriver(interface.InterfaceDriver):
+
+    def __init__(self, conf: cfg.ConfigOpts, host: str) -> None:
+        super().__init__(conf, host)
+        # The devices of this agent's ports (every name read, plugged or
+        # checked here): after an ovs-vswitchd restart only these are waited
+        # for, as another agent may already have moved its own new tap away.
+        self._own_devices: set[str] = set()
+        self._own_lock = threading.Lock()
+
+    def _own(self, *names: str) -> None:
+        with self._own_lock:
+            self._own_devices.update(names)
 
     def initialize(self) -> None:
         self.ovs = ovs_connection.get_connection(self.conf.ovs.ovsdb_connection,
@@ -70,28 +85,38 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
             return
 
         def restarted(reason: str) -> None:
-            if reason != ovs_connection.RESYNC_VSWITCHD_RESTARTED:
-                return
-            if self._bridge(None).get_datapath_type() != 'netdev':
-                return  # the kernel datapath keeps its ports' devices
-            self._wait_for_recreated_taps()
-            on_restart('ovs-vswitchd restarted (userspace datapath: '
-                       'service ports must be plugged again)')
+            if reason == ovs_connection.RESYNC_VSWITCHD_RESTARTED:
+                # Off the OVSDB event thread: the wait may take seconds.
+                threading.Thread(target=self._replug_after_restart, args=(on_restart,),
+                                 name='vswitchd-restarted', daemon=True).start()
 
         self.ovs.add_resync_callback(restarted)
         self.ovs.start_vswitchd_monitor()
 
+    def _replug_after_restart(self, on_restart: Callable[[str], None]) -> None:
+        try:
+            if self._bridge(None).get_datapath_type() != 'netdev':
+                return  # the kernel datapath keeps its ports' devices
+            self._wait_for_recreated_taps()
+        except Exception:
+            LOG.exception('Waiting for the restarted ovs-vswitchd failed; plugging the '
+                          'service ports again now')
+        on_restart('ovs-vswitchd restarted (userspace datapath: '
+                   'service ports must be plugged again)')
+
     def _wait_for_recreated_taps(self) -> None:
-        """Wait until the restarted ovs-vswitchd has re-created every
-        internal port's tap in the root namespace.
+        """Wait until the restarted ovs-vswitchd has re-created the taps of
+        this agent's internal ports in the root namespace.
 
         Why: it writes its new pidfile (what the monitor sees) before it
         re-creates the ports; a resync run at once finds nothing to replace
         and the service ports stay dead (seen in CI). Bounded: a port it
         cannot create must not stop the resync of the others.
         """
-        names = [iface.name for iface in self.ovs.list_interfaces_with_iface_id()
-                 if iface.type == 'internal']
+        with self._own_lock:
+            own = set(self._own_devices)
+        names = sorted(own & {iface.name for iface in self.ovs.list_interfaces_with_iface_id()
+                              if iface.type == 'internal'})
         if not names:
             return
 
@@ -110,6 +135,7 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
         port's tap after a restart: the one in the namespace is stale, so
         the port is reported as not plugged there (plug() replaces it)."""
         state = ip_lib.read_device_state(device_name, namespace, root_devices=[device_name])
+        self._own(device_name)
         if state is None or state.link is None or not state.root_links:
             return state
         _log_recreated(device_name, namespace)
@@ -124,6 +150,7 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
         keeps its device across a restart, and the check would cost every
         router sync a privileged call for nothing.
         """
+        self._own(*device_names)
         if not device_names or self._bridge(None).get_datapath_type() != 'netdev':
             return set()
         stale = set(ip_lib.get_links(list(device_names)))
@@ -144,6 +171,7 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
              current: ip_lib.DeviceState | None = None) -> None:
         naming.validate_id(port_id, 'port')
         ns_device = ip_lib.IPDevice(device_name, namespace)
+        self._own(device_name)
         br = self._bridge(bridge)
         br.add_port(device_name, type='internal', mtu_request=mtu,
                     external_ids={'iface-id': port_id,
@@ -162,6 +190,8 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
     def unplug(self, device_name: str, namespace: str,
                bridge: str | None = None) -> None:
         self._bridge(bridge).delete_port(device_name, if_exists=True)
+        with self._own_lock:
+            self._own_devices.discard(device_name)
         device = ip_lib.IPDevice(device_name, namespace)
         if ip_lib.namespace_exists(namespace) and device.exists():
             device.delete()

@@ -29,6 +29,17 @@ class OVSInterfaceRestartTest(base.TestCase):
         self.driver = openvswitch.OVSInterfaceDriver(conf=self.conf, host='h')
         self.driver.ovs = mock.Mock()
         self.bridge = self.driver.ovs.bridge.return_value
+        # The re-plug after a restart runs on a thread of its own: inline here.
+        self.threads = []
+        thread = mock.patch.object(openvswitch.threading, 'Thread', side_effect=self.inline)
+        thread.start()
+        self.addCleanup(thread.stop)
+
+    def inline(self, target, args=(), **kwargs):
+        self.threads.append(kwargs.get('name'))
+        started = mock.Mock()
+        started.start.side_effect = lambda: target(*args)
+        return started
 
     def read_state(self, found):
         with mock.patch.object(openvswitch.ip_lib, 'read_device_state',
@@ -129,9 +140,16 @@ class OVSInterfaceRestartTest(base.TestCase):
 
     def restart_with_taps_appearing(self, polls_before_all_back):
         """A vswitchd restart whose internal ports' taps show up in the root
-        namespace only after ``polls_before_all_back`` netlink reads."""
+        namespace only after ``polls_before_all_back`` netlink reads. This
+        agent has DEVICE and a router port; another agent's tap (moved into
+        its namespace already) and a VM's veth are on the bridge too."""
+        self.read_state(state(root_links={}))          # DEVICE: checked here
+        self.bridge.get_datapath_type.return_value = 'netdev'
+        with mock.patch.object(openvswitch.ip_lib, 'get_links', return_value={}):
+            self.driver.remove_stale_devices('qrouter-x', ['qr-0123456789a'])
         self.driver.ovs.list_interfaces_with_iface_id.return_value = self.interfaces(
-            (DEVICE, 'internal'), ('qr-0123456789a', 'internal'), ('vm-veth', ''))
+            (DEVICE, 'internal'), ('qr-0123456789a', 'internal'),
+            ('tapother00-00', 'internal'), ('vm-veth', ''))
         reads = []
         replugs_seen_at = []
 
@@ -154,14 +172,39 @@ class OVSInterfaceRestartTest(base.TestCase):
         calls, reads, reads_before_replug = self.restart_with_taps_appearing(3)
         self.assertEqual(1, len(calls))
         self.assertEqual(4, reads_before_replug)
-        self.assertEqual([DEVICE, 'qr-0123456789a'], reads[0])  # internal ports only
+        # This agent's internal ports only: the other agent's tap may be
+        # gone from the root namespace again already.
+        self.assertEqual(['qr-0123456789a', DEVICE], reads[0])
+        self.assertEqual(['vswitchd-restarted'], self.threads)  # not the OVSDB thread
 
     def test_replug_goes_ahead_when_a_tap_never_comes_back(self):
         with self.assertLogs(openvswitch.LOG, 'WARNING') as logs:
             calls, reads, _ = self.restart_with_taps_appearing(10 ** 6)
         self.assertEqual(1, len(calls))
         self.assertGreater(len(reads), 1)
-        self.assertIn('did not re-create all of 2', logs.output[0])
+        self.assertIn('did not re-create all of 2', logs.output[-1])
+
+    def test_replug_goes_ahead_when_the_wait_fails(self):
+        self.read_state(state(root_links={}))
+        self.driver.ovs.list_interfaces_with_iface_id.side_effect = RuntimeError('ovsdb')
+        calls = self.watch('netdev')
+        (callback,), _ = self.driver.ovs.add_resync_callback.call_args
+        with self.assertLogs(openvswitch.LOG, 'ERROR'):
+            callback(ovs_connection.RESYNC_VSWITCHD_RESTARTED)
+        self.assertEqual(1, len(calls))
+
+    def test_an_unplugged_device_is_not_waited_for(self):
+        self.read_state(state(root_links={}))
+        with mock.patch.object(openvswitch.ip_lib, 'namespace_exists', return_value=False):
+            self.driver.unplug(DEVICE, NAMESPACE)
+        self.driver.ovs.list_interfaces_with_iface_id.return_value = self.interfaces(
+            (DEVICE, 'internal'))
+        calls = self.watch('netdev')
+        (callback,), _ = self.driver.ovs.add_resync_callback.call_args
+        with mock.patch.object(openvswitch.ip_lib, 'get_links') as get_links:
+            callback(ovs_connection.RESYNC_VSWITCHD_RESTARTED)
+        get_links.assert_not_called()
+        self.assertEqual(1, len(calls))
 
     def test_router_devices_recreated_in_the_root_namespace_are_removed(self):
         self.bridge.get_datapath_type.return_value = 'netdev'
