@@ -260,8 +260,14 @@ class NamespaceRouterDriver(l3.RouterDriver):
             wanted.add(spec.gateway.device)
         # A device the switch re-created elsewhere (ovs-vswitchd restart on
         # the userspace datapath) looks fine here but carries nothing.
-        for name in self.interface_driver.remove_stale_devices(
-                ns, sorted(n for n in wanted if n in links)):
+        try:
+            stale = self.interface_driver.remove_stale_devices(
+                ns, sorted(n for n in wanted if n in links))
+        except Exception as exc:
+            LOG.exception('Router %s: checking its devices on the switch failed', spec.id)
+            failures.append('stale device check: %s' % exc)
+            stale = set()
+        for name in stale:
             links.pop(name, None)
             addresses.pop(name, None)
         for name in sorted(n for n in links if is_router_device(n) and n not in wanted):

@@ -469,6 +469,17 @@ class NamespaceRouterDriverTest(base.TestCase):
                           for r in self.host.namespaces[NS]['routes']])
         self.assertIn(('announce', QG, '172.24.4.43', 3), self.host.calls)
 
+    def test_a_failed_stale_device_check_fails_only_that_step(self) -> None:
+        self.driver.process_router(typed(reference_router()))
+        with mock.patch.object(self.host, 'remove_stale_devices',
+                               side_effect=RuntimeError('privsep gone')), \
+                self.assertLogs(l3ns.LOG, 'ERROR'):
+            err = self.assertRaises(l3ns.RouterProcessingError, self.driver.process_router,
+                                    typed(reference_router()))
+        self.assertIn('stale device check: privsep gone', str(err))
+        self.assertEqual({'192.168.10.1/24'}, self.addrs(QR))  # the rest still applied
+        self.assertEqual(REFERENCE_NAT, set(self.iptables.lines('nat')))
+
     def test_a_router_in_place_is_not_plugged_again(self) -> None:
         self.driver.process_router(typed(reference_router()))
         self.host.calls.clear()
