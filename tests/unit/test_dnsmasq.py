@@ -686,16 +686,7 @@ class TestDriver(DriverTestCase):
         self.assertEqual([], self.procs.hups)
         self.assertEqual(external_process.DaemonAction.NONE, self.driver.last_action)
 
-    def test_files_written_before_a_failed_write_are_still_signalled(self):
-        """A write fails after others succeeded: the retry finds those files
-        already new, and must still SIGHUP dnsmasq and judge leases against
-        the owners from before the first attempt."""
-        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
-        pid = self.driver.pid(NET_ID)
-        network = reference_network()
-        network['ports'].append(make_port(str(uuid.uuid4()), 'fa:16:3e:00:00:42',
-                                          [(SUBNET_ID, '192.168.10.42')]))
-        host_before = self.read('host')
+    def _reload_failing_after_the_host_file(self, driver, network):
         write = files.fileutils.write_atomic
 
         def only_the_host_file(path, *args, **kwargs):
@@ -705,7 +696,23 @@ class TestDriver(DriverTestCase):
 
         with mock.patch.object(files.fileutils, 'write_atomic',
                                side_effect=only_the_host_file):
-            self.assertRaises(exceptions.StateWriteError, self.driver.reload, typed(network))
+            self.assertRaises(exceptions.StateWriteError, driver.reload, typed(network))
+
+    def _network_with_a_new_port(self):
+        network = reference_network()
+        network['ports'].append(make_port(str(uuid.uuid4()), 'fa:16:3e:00:00:42',
+                                          [(SUBNET_ID, '192.168.10.42')]))
+        return network
+
+    def test_files_written_before_a_failed_write_are_still_signalled(self):
+        """A write fails after others succeeded: the retry finds those files
+        already new, and must still SIGHUP dnsmasq and judge leases against
+        the owners from before the first attempt."""
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
+        pid = self.driver.pid(NET_ID)
+        network = self._network_with_a_new_port()
+        host_before = self.read('host')
+        self._reload_failing_after_the_host_file(self.driver, network)
         self.assertIn('fa:16:3e:00:00:42', self.read('host'))  # new already
         self.assertEqual([], self.procs.hups)
         seen = []
@@ -724,6 +731,22 @@ class TestDriver(DriverTestCase):
         self.assertNotIn(ipaddress.ip_address('192.168.10.42'), seen[0])
         self.driver.reload(typed(network))
         self.assertEqual([pid], self.procs.hups)  # done: no more signals
+
+    def test_a_partial_write_on_adopting_after_a_restart_keeps_the_old_owners(self):
+        self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)
+        pid = self.driver.pid(NET_ID)
+        restarted = self.new_driver()  # knows nothing of the running dnsmasq yet
+        network = self._network_with_a_new_port()
+        self._reload_failing_after_the_host_file(restarted, network)
+        seen = []
+        stale = dnsmasq_driver.leases.stale_leases
+        with mock.patch.object(dnsmasq_driver.leases, 'stale_leases',
+                               side_effect=lambda net, held, old: seen.append(old) or
+                               stale(net, held, old)):
+            restarted.serve(typed(network), NAMESPACE, INTERFACE)
+        self.assertEqual([pid], self.procs.hups)
+        self.assertEqual(1, len(self.procs.spawned))  # adopted, not restarted
+        self.assertNotIn(ipaddress.ip_address('192.168.10.42'), seen[0])
 
     def test_new_port_is_a_sighup_with_the_same_pid(self):
         self.driver.serve(typed(reference_network()), NAMESPACE, INTERFACE)

@@ -66,12 +66,6 @@ class _NetworkState:
     argv: list[str]
     skipped_ports: int = 0
     metadata: bool = False
-    # Files changed that dnsmasq has not been signalled about yet (a failed
-    # write or signal), and the host file's owners from before them: the
-    # retry finds the files already new and must still reload and release
-    # the leases of the owners replaced.
-    reload_pending: bool = False
-    hosts_before_reload: dict[IPAddress, str] | None = None
 
 
 class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDriver):
@@ -88,6 +82,13 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
                  interface_driver: interface.InterfaceDriver) -> None:
         super().__init__(conf, host, interface_driver)
         self._networks: dict[str, _NetworkState] = {}
+        # Networks whose files changed but whose dnsmasq was not signalled
+        # yet (a write or the signal failed), with the host file's owners
+        # from before the change: the retry finds the files already new and
+        # must still reload, and release the leases of the owners replaced.
+        # Kept apart from _networks: a network adopted after a restart has
+        # no state until its first apply succeeds.
+        self._unsignalled: dict[str, dict[IPAddress, str]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self.monitor: external_process.ProcessMonitor | None = None
@@ -315,9 +316,8 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
             return
         state_dir = settings.state_dir(net.id)
         with self._lock:
-            known = self._networks.get(net.id)
-        old_hosts = (known.hosts_before_reload
-                     if known is not None and known.hosts_before_reload is not None
+            before = self._unsignalled.get(net.id)
+        old_hosts = (before if before is not None
                      else leases.read_host_macs(os.path.join(state_dir, render.HOST_FILE)))
         contents = render.render_files(net, settings, self._own_dhcp_ips(net, interface_name))
         changed: list[str] = []
@@ -329,12 +329,10 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
                         changed.append(name)
                 files.write_file_if_changed(os.path.join(state_dir, render.INTERFACE_FILE),
                                             interface_name + '\n')
-        except Exception:
-            if changed and known is not None:  # some files are new already
-                known.reload_pending = True
-                if known.hosts_before_reload is None:
-                    known.hosts_before_reload = old_hosts
-            raise
+        finally:
+            if changed:  # even if a later file failed: these are new already
+                with self._lock:
+                    self._unsignalled.setdefault(net.id, old_hosts)
         argv = render.build_argv(net, settings)
         metadata = render.needs_metadata_proxy(net, settings)
 
@@ -345,16 +343,12 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
             state = self._new_state(net.id, namespace, interface_name, argv)
         state.argv = argv
         state.interface_name = interface_name
-        # Remembered until dnsmasq has been signalled, so a failed signal is
-        # retried by the next call even though the files are then unchanged.
-        state.reload_pending = state.reload_pending or bool(changed)
-        if state.reload_pending and state.hosts_before_reload is None:
-            state.hosts_before_reload = old_hosts
         with self._lock:
             self._networks[net.id] = state
+            reload_pending = net.id in self._unsignalled
 
         action = external_process.least_disruptive_action(state.manager.cmdline(), argv,
-                                                          state.reload_pending)
+                                                          reload_pending)
         if action in (Action.START, Action.RESTART):
             with files.writing_files_of(net.id, state_dir):
                 files.write_file_if_changed(
@@ -377,8 +371,8 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
                     self._count('reloads')
                 else:  # died since the check: the monitor respawns it with these files
                     LOG.warning('dnsmasq for network %s vanished during reload', net.id)
-        state.reload_pending = False
-        state.hosts_before_reload = None
+        with self._lock:
+            self._unsignalled.pop(net.id, None)
         if action in (Action.RELOAD, Action.NONE):
             # dnsmasq forgets the old owners' leases, so a reused address is
             # not refused to its new port. After the SIGHUP (Neutron releases
@@ -462,6 +456,7 @@ class DnsmasqDriver(external_process.DaemonOwner, namespaced.NamespacedDhcpDrive
         """Stop and forget one network; returns the namespace it ran in."""
         with self._lock:
             state = self._networks.pop(network_id, None)
+            self._unsignalled.pop(network_id, None)
         manager = state.manager if state is not None else self._manager(network_id, None)
         manager.disable()
         state_dir = naming.dhcp_state_dir(self.conf.state_path, network_id)
