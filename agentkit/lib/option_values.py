@@ -95,31 +95,48 @@ def parse_mappings(entries: list[str], option: str, what: str) -> dict[str, str]
     return mappings
 
 
-#: A domain in dnsmasq's ``--server=/domain/...`` (``*`` wildcards and ``#``,
-#: "every domain", included).
-_DNS_DOMAIN = re.compile(r'^(#|[A-Za-z0-9*_](?:[A-Za-z0-9*_.-]{0,252}))$')
+#: A label of a domain in dnsmasq's ``--server=/domain/...`` (``*``
+#: wildcards included); a whole domain may also be ``#`` (every domain).
+_DNS_LABEL = re.compile(r'^[A-Za-z0-9*_-]{1,63}$')
 #: An interface name after ``@`` (no ``/``, ``:`` or whitespace, as the kernel).
-_INTERFACE = re.compile(r'^[A-Za-z0-9_.-]{1,15}$')
+_INTERFACE = re.compile(r'^[A-Za-z][A-Za-z0-9_.-]{0,14}$')
 
 
-def _address_and_port(value: str, entry: str) -> str:
+def _valid_domains(domains: list[str]) -> bool:
+    """``['']`` is dnsmasq's ``//`` (unqualified names)."""
+    if domains == ['']:
+        return True
+    return bool(domains) and all(
+        d == '#' or (len(d) <= 253 and all(_DNS_LABEL.match(label)
+                                           for label in d.removesuffix('.').split('.')))
+        for d in domains)
+
+
+def _address_and_port(value: str, entry: str) -> tuple[str, int]:
+    """``address[#port]`` normalised, and its IP version."""
     address, sep, port = value.partition('#')
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
         raise ValueError(f'dnsmasq_dns_servers entry {entry[:60]!r}: '
                          f'{address[:60]!r} is not an IP address') from None
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.scope_id is not None:
+        # dnsmasq runs in the network's namespace: a host interface name
+        # means nothing there (and dnsmasq refuses most of them).
+        raise ValueError(f'dnsmasq_dns_servers entry {entry[:60]!r}: no %scope '
+                         'on an address (use address@interface)')
     if sep and not (port.isdigit() and 0 < int(port) < 65536):
         raise ValueError(f'dnsmasq_dns_servers entry {entry[:60]!r}: bad port')
-    return str(parsed) + (sep + str(int(port)) if sep else '')
+    return str(parsed) + (sep + str(int(port)) if sep else ''), parsed.version
 
 
 def parse_dns_forwarder(value: str) -> str:
     """A ``dnsmasq_dns_servers`` entry, as dnsmasq's ``--server=`` takes it
     and Neutron passes it on: ``address[#port][@source]``, optionally
     scoped to domains (``/example.org/address``, ``/example.org/`` for
-    local only, ``/example.org/#`` for the usual servers); ``source`` is an
-    address[#port] or an interface name. Returned normalised; anything else
+    local only, ``/example.org/#`` for the usual servers, ``//address`` for
+    unqualified names); ``source`` is an address[#port] of the same IP
+    version, or an interface name. Returned normalised; anything else
     is refused (it ends up in dnsmasq's argv).
     """
     if not isinstance(value, str):
@@ -127,18 +144,21 @@ def parse_dns_forwarder(value: str) -> str:
     prefix, server = '', value
     if value.startswith('/'):
         end = value.rfind('/')
-        domains = value[1:end].split('/') if end > 0 else []
-        if not domains or not all(_DNS_DOMAIN.match(d) for d in domains):
+        if end == 0 or not _valid_domains(value[1:end].split('/')):
             raise ValueError(f'dnsmasq_dns_servers entry {value[:60]!r}: bad domain '
                              'list (expected /domain[/domain...]/server)')
         prefix, server = value[:end + 1], value[end + 1:]
         if server in ('', '#'):
             return prefix + server
     address, at, source = server.partition('@')
-    normalised = _address_and_port(address, value)
+    normalised, version = _address_and_port(address, value)
     if at:
-        if _INTERFACE.match(source) and not source[0].isdigit():
+        if _INTERFACE.match(source):
             normalised += '@' + source
         else:
-            normalised += '@' + _address_and_port(source, value)
+            source_address, source_version = _address_and_port(source, value)
+            if source_version != version:
+                raise ValueError(f'dnsmasq_dns_servers entry {value[:60]!r}: the source '
+                                 'address is not of the server\'s IP version')
+            normalised += '@' + source_address
     return prefix + normalised

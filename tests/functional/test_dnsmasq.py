@@ -31,6 +31,7 @@ from agentkit.lib import naming
 from agentkit.privileged import process as priv_process
 from drivers.dhcp.dnsmasq import driver as dnsmasq_driver
 from tests.functional import base
+from tests.unit import test_option_values
 
 HOST = 'akd-test-host'
 TIMEOUT = 15.0
@@ -591,3 +592,16 @@ class DnsmasqScaleFunctionalTest(base.FunctionalTestCase):
                             ('enable_20_to_udp67_bound_ms', bound_s),
                             ('enable_20_to_20_leases_ms', answered_s)):
             self.addDetail(name, content.text_content('%.1f' % (value * 1000)))
+
+
+class DnsServerFormsTest(base.FunctionalTestCase):
+
+    def test_every_accepted_dns_server_form_passes_dnsmasqs_own_check(self):
+        """What option_values accepts for dnsmasq_dns_servers is what this
+        dnsmasq takes (a value it refused would stop every network's
+        server, not the agent at start)."""
+        for value, normalised in test_option_values.DNSMASQ_SERVER_FORMS:
+            check = subprocess.run(['dnsmasq', '--test', '--conf-file=/dev/null',
+                                    '--server=' + normalised],
+                                   capture_output=True, text=True)
+            self.assertEqual(0, check.returncode, f'{value}: {check.stderr}')

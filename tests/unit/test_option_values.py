@@ -6,6 +6,22 @@ from agentkit.lib import option_values
 from tests import base
 
 
+#: (option value, what agentkit passes to dnsmasq --server=); every one is
+#: also checked with dnsmasq itself (tests/functional/test_dnsmasq.py).
+DNSMASQ_SERVER_FORMS = (
+    ('8.8.8.8', '8.8.8.8'),
+    ('2001:DB8::53#5353', '2001:db8::53#5353'),
+    ('/example.org/10.0.0.53', '/example.org/10.0.0.53'),
+    ('/a.example/b.example/10.0.0.53#53', '/a.example/b.example/10.0.0.53#53'),
+    ('/*.example.org/10.0.0.53', '/*.example.org/10.0.0.53'),
+    ('/local.lan/', '/local.lan/'),
+    ('/example.org/#', '/example.org/#'),
+    ('//10.0.0.53', '//10.0.0.53'),
+    ('8.8.8.8@eth0', '8.8.8.8@eth0'),
+    ('8.8.8.8@192.0.2.1#5353', '8.8.8.8@192.0.2.1#5353'),
+)
+
+
 class MappingsTest(base.TestCase):
 
     def parse(self, entries):
@@ -27,20 +43,12 @@ class MappingsTest(base.TestCase):
 class DnsForwarderTest(base.TestCase):
 
     def test_forms_dnsmasq_takes_and_neutron_passes_on(self):
-        for value, normalised in (
-                ('8.8.8.8', '8.8.8.8'),
-                ('2001:DB8::53#5353', '2001:db8::53#5353'),
-                ('/example.org/10.0.0.53', '/example.org/10.0.0.53'),
-                ('/a.example/b.example/10.0.0.53#53', '/a.example/b.example/10.0.0.53#53'),
-                ('/*.example.org/10.0.0.53', '/*.example.org/10.0.0.53'),
-                ('/local.lan/', '/local.lan/'),
-                ('/example.org/#', '/example.org/#'),
-                ('8.8.8.8@eth0', '8.8.8.8@eth0'),
-                ('8.8.8.8@192.0.2.1#5353', '8.8.8.8@192.0.2.1#5353')):
+        for value, normalised in DNSMASQ_SERVER_FORMS:
             self.assertEqual(normalised, option_values.parse_dns_forwarder(value), value)
 
     def test_anything_else_is_refused(self):
         for bad in ('dns.example.org', '8.8.8.8#0', '8.8.8.8#x', '8.8.8.8 --x', '/',
-                    '//8.8.8.8', '/exa mple/8.8.8.8', '/a/b', '8.8.8.8@', '8.8.8.8@eth0 x',
-                    '8.8.8.8@eth:0', '8.8.8.8@1.2.3', 7):
+                    '///8.8.8.8', '/exa mple/8.8.8.8', '/a/b', '8.8.8.8@', '8.8.8.8@eth0 x',
+                    '8.8.8.8@eth:0', '8.8.8.8@1.2.3', 'fe80::1%eth0', 'fe80::1%eth0 --x',
+                    '8.8.8.8@2001:db8::1', '/' + 'a' * 64 + '.org/10.0.0.53', 7):
             self.assertRaises(ValueError, option_values.parse_dns_forwarder, bad)
