@@ -68,7 +68,9 @@ class PortCache:
         self._lock = threading.Lock()
         self._ports: dict[str, dict[str, Any]] = {}
         self._by_short_id: dict[str, str] = {}
-        self._mtus: dict[str, tuple[int, int]] = {}  # network id -> (revision, mtu)
+        # network id -> (revision, mtu); mtu None: that revision's MTU was
+        # invalid, so nothing older is taken either (ask the server)
+        self._mtus: dict[str, tuple[int, int | None]] = {}
         self._wanted_revision: dict[str, int] = {}  # port or network id -> revision
         self.hits = 0
         self.misses = 0
@@ -110,8 +112,8 @@ class PortCache:
                     # no longer the network's: the details are asked of the
                     # server.
                     known = self._mtus.get(network_id)
-                    if known is not None and _revision(data) >= known[0]:
-                        del self._mtus[network_id]
+                    if known is None or _revision(data) >= known[0]:
+                        self._mtus[network_id] = (_revision(data), None)
                     LOG.warning('Ignoring the MTU %.40r of pushed Network %s: not '
                                 'an integer in %d..%d', mtu, network_id,
                                 ip_lib.MIN_MTU, ip_lib.MAX_MTU)
@@ -153,7 +155,8 @@ class PortCache:
                     _revision(port) >= self._wanted_revision.get(port_id, -1):
                 network_id = port.get('network_id') or ''
                 mtu = self._mtus.get(network_id)
-                if mtu is not None and mtu[0] >= self._wanted_revision.get(network_id, -1):
+                if (mtu is not None and mtu[1] is not None
+                        and mtu[0] >= self._wanted_revision.get(network_id, -1)):
                     found = self._build(device, port, mtu[1])
             if found is None:
                 self.misses += 1

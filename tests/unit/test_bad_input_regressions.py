@@ -144,3 +144,9 @@ class PushedMtuTest(base.TestCase):
         self.assertEqual(1450, cache.details(port)['mtu'])
         cache.push_networks([fuzz.network_object(NET, mtu=0, revision=9)], 'updated')
         self.assertIsNone(cache.details(port))
+        # A late push of an older revision (another server worker) does not
+        # bring an MTU back; a newer valid one does.
+        cache.push_networks([fuzz.network_object(NET, mtu=1450, revision=5)], 'updated')
+        self.assertIsNone(cache.details(port))
+        cache.push_networks([fuzz.network_object(NET, mtu=1400, revision=10)], 'updated')
+        self.assertEqual(1400, cache.details(port)['mtu'])
