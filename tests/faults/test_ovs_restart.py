@@ -21,6 +21,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 
 from agentkit.lib import ip_lib
 from agentkit.lib import naming
@@ -62,9 +63,11 @@ def _read_pid(pidfile: str) -> int | None:
         return None
 
 
-def restart(daemon: str, stall: float = 0.0) -> float:
+def restart(daemon: str, stall: float = 0.0,
+            while_held: Callable[[], object] | None = None) -> tuple[float, object]:
     """``ovs-ctl restart`` of one daemon (``ovs-vswitchd`` or ``ovsdb-server``),
-    as ``systemctl restart`` of its unit does; returns how long it took.
+    as ``systemctl restart`` of its unit does; returns how long it took,
+    and what ``while_held()`` returned while the new process was held.
 
     ``stall``: hold the new process (SIGSTOP) that long as soon as its
     pidfile names it, as a loaded host does. It writes the pidfile before it
@@ -74,6 +77,7 @@ def restart(daemon: str, stall: float = 0.0) -> float:
     other = 'ovsdb-server' if daemon == 'ovs-vswitchd' else 'ovs-vswitchd'
     pidfile = f'/var/run/openvswitch/{daemon}.pid'
     old_pid = _read_pid(pidfile)
+    seen_while_held = None
     started = time.monotonic()
     proc = subprocess.Popen([OVS_CTL, f'--no-{other}', '--system-id=random', 'restart'],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -84,6 +88,8 @@ def restart(daemon: str, stall: float = 0.0) -> float:
             if pid not in (None, old_pid) and os.path.exists(f'/proc/{pid}'):
                 os.kill(pid, signal.SIGSTOP)
                 try:
+                    if while_held is not None:
+                        seen_while_held = while_held()
                     time.sleep(stall)
                 finally:
                     os.kill(pid, signal.SIGCONT)
@@ -92,7 +98,7 @@ def restart(daemon: str, stall: float = 0.0) -> float:
     output, _ = proc.communicate(timeout=120)
     if proc.returncode != 0:
         raise AssertionError(f'ovs-ctl restart of {daemon} failed: {output}')
-    return time.monotonic() - started
+    return time.monotonic() - started, seen_while_held
 
 
 class OvsRestartTest(test_l2_ovs_tunnels.TwoTunnelHosts):
@@ -211,7 +217,10 @@ class OvsRestartTest(test_l2_ovs_tunnels.TwoTunnelHosts):
                                    dhcp=client, expected_ip=self.ip_of(1), renew_every=2)
         self.addCleanup(canary.stop)
         time.sleep(1)
-        took = restart(daemon, stall)
+        # Whether the daemon was held before it re-created the DHCP port's
+        # tap, i.e. the gap the agents must wait through was reproduced.
+        took, held_before_taps = restart(
+            daemon, stall, lambda: not ip_lib.device_exists(self.dhcp_tap))
         self.agent_a.wait_for_output(agent_notices, timeout=30)
         if daemon == 'ovs-vswitchd':
             # Its DHCP port's tap was re-created in the root namespace: the
@@ -249,6 +258,7 @@ class OvsRestartTest(test_l2_ovs_tunnels.TwoTunnelHosts):
         self.assertIsNone(self.agent_a.proc.poll(), 'agentkit-l2 exited')
         self.assertNotIn('Traceback', self.agent_a.output())
         result = {'restart took s': round(took, 2), **counts,
+                  **({'held before the taps were back': held_before_taps} if stall else {}),
                   'ports/tags/tunnels/patches lost': 0}
         other = 'ovsdb-server' if daemon == 'ovs-vswitchd' else 'ovs-vswitchd'
         noticed = (' (the DHCP agent re-plugs its port and the L3 agent its router '
