@@ -606,6 +606,7 @@ def check_router(router_id: str, server: Server, host: host_view.HostView,
         hops.append(_router_devices_hop('gateway', namespace, addresses, [gateway],
                                         naming.router_gateway_name))
         hops.extend(_nat_hops(namespace, gateway, host, recorded))
+    hops.append(_routes_hop(namespace, host, recorded))
     if settings.metadata_proxy and interfaces:
         hops.append(_metadata_proxy_hop(router_id, host))
         if settings.probe:
@@ -751,6 +752,39 @@ def _nat_hops(namespace: str, gateway: intent.PortIntent, host: host_view.HostVi
     else:
         fip_hop = report.ok('floating-ips', f'DNAT and SNAT for {pairs}, {source}')
     return [snat_hop, fip_hop]
+
+
+def _routes_hop(namespace: str, host: host_view.HostView,
+                recorded: router_intent.Recorded | None) -> report.Hop:
+    """Default route(s) via the external subnet's gateway and the extra
+    routes, against what agentkit-l3 was told; shown only without a record."""
+    show = f'ip netns exec {namespace} ip route; ip netns exec {namespace} ip -6 route'
+    try:
+        live = set(host.routes(namespace))
+    except Exception as exc:   # any failure of the tool is evidence
+        return report.unknown('routes', f'cannot read the routes: {exc}', show)
+    listed = ', '.join(f'{dst} via {via}' for dst, via in sorted(live)) or 'none'
+    if recorded is None:
+        return report.unknown('routes', f'routes with a next hop: {listed}; agentkit-l3 '
+                                        'recorded nothing to compare with', show)
+    told = recorded.router
+    wanted = {(r.destination, r.nexthop) for r in told.routes}
+    if told.gateway is not None:
+        wanted |= {('::/0' if ':' in gw else '0.0.0.0/0', gw) for gw in told.gateway.gateways}
+    elif told.gateway_unusable:
+        # agentkit-l3 leaves the default routes of an unusable gateway as they are.
+        wanted |= {(dst, via) for dst, via in live if dst in ('0.0.0.0/0', '::/0')}
+    missing = sorted(wanted - live)
+    unknown = sorted(live - wanted)
+    problems = ([f'no {dst} via {via}' for dst, via in missing]
+                + [f'{dst} via {via} agentkit-l3 was not told of' for dst, via in unknown])
+    if problems:
+        return report.broken('routes', f'{"; ".join(problems)} (told by {recorded.source} '
+                                       f'at {recorded.received})',
+                             'routes removed or added outside agentkit, a next hop not on '
+                             'any of the router\'s subnets (the kernel refuses it), or '
+                             'agentkit-l3 failed to apply the router; see ' + L3_LOG, show)
+    return report.ok('routes', f'{listed}, as agentkit-l3 was told')
 
 
 def _metadata_proxy_hop(router_id: str, host: host_view.HostView) -> report.Hop:

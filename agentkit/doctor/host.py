@@ -89,6 +89,13 @@ class HostView:
             found.setdefault(addr['device'] or '', []).append(addr['address'])
         return found
 
+    @staticmethod
+    def routes(namespace: str) -> list[tuple[str, str]]:
+        """(destination, next hop) of every route with a next hop in
+        ``namespace`` (in a qrouter- namespace, all put there by agentkit-l3)."""
+        return [(r['dst'], r['gateway']) for r in ip_lib.list_routes(namespace)
+                if r['gateway']]
+
     def dnsmasq(self, network_id: str) -> DnsmasqState:
         """The network's DHCP server, as the DHCP driver describes it."""
         state = self.dhcp.service_state(network_id)

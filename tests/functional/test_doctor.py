@@ -499,7 +499,7 @@ class RouterDoctorTest(base.AgentTestCase):
         hops, broken = self.doctor_router(router_id)
         self.assertEqual([], broken, hops)
         self.assertEqual(['server', 'l3-intent', 'namespace', 'interfaces', 'gateway', 'snat',
-                          'floating-ips', 'metadata-proxy'], list(hops))
+                          'floating-ips', 'routes', 'metadata-proxy'], list(hops))
         self.assertEqual({'ok'}, {h['status'] for h in hops.values()}, hops)
         return hops
 
@@ -518,8 +518,9 @@ class RouterDoctorTest(base.AgentTestCase):
                                          enable_dhcp=False)
         vm = self.neutron.add_port(net['id'], 'fa:16:3e:00:02:49',
                                    [(subnet['id'], '10.249.0.10')])
-        router = self.neutron.add_router(gateway_network=ext, interfaces=[subnet],
-                                         floating_ips=[vm], host=self.host)
+        router = self.neutron.add_router(
+            gateway_network=ext, interfaces=[subnet], floating_ips=[vm], host=self.host,
+            routes=[{'destination': '10.98.0.0/24', 'nexthop': '10.249.0.7'}])
         fip = router['_floatingips'][0]
         agent = self.run_agent('agentkit-l3', self.config, self.host, self.neutron)
         self.neutron.wait_for_call(
@@ -545,6 +546,19 @@ class RouterDoctorTest(base.AgentTestCase):
         bad = self.assert_only(router['id'], 'interfaces')
         self.assertIn('10.249.0.1', bad['evidence'])
         ovs_host.run(*in_ns, 'ip', 'address', 'add', '10.249.0.1/24', 'dev', qr)
+        self.assert_router_healthy(router['id'])
+
+        # The default route removed, then an extra route nobody asked for.
+        self.assertIn('10.98.0.0/24 via 10.249.0.7', hops['routes']['evidence'])
+        ovs_host.run(*in_ns, 'ip', 'route', 'del', 'default')
+        bad = self.assert_only(router['id'], 'routes')
+        self.assertIn('no 0.0.0.0/0 via 172.31.249.1', bad['evidence'])
+        ovs_host.run(*in_ns, 'ip', 'route', 'add', 'default', 'via', '172.31.249.1')
+        ovs_host.run(*in_ns, 'ip', 'route', 'add', '10.97.0.0/24', 'via', '10.249.0.8')
+        bad = self.assert_only(router['id'], 'routes')
+        self.assertIn('10.97.0.0/24 via 10.249.0.8 agentkit-l3 was not told of',
+                      bad['evidence'])
+        ovs_host.run(*in_ns, 'ip', 'route', 'del', '10.97.0.0/24')
         self.assert_router_healthy(router['id'])
 
         # The SNAT rule removed although agentkit-l3 was told enable_snat true.

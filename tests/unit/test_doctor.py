@@ -107,6 +107,7 @@ class FakeHost:
                     '-A neutron-l3-agent-float-snat -s 10.0.0.10/32 -j SNAT '
                     '--to-source 203.0.113.9 --random-fully']
         self.state_path = '/s'
+        self.routes_in = {RNS: [('0.0.0.0/0', '203.0.113.1')]}
         self.recorded: router_intent.Recorded | None = None
         self.marked_ports: list[str] = []     # OVS ports with the probe mark
         # --probe: what the active checks find, and every call made to them
@@ -148,6 +149,9 @@ class FakeHost:
 
     def nat_rules(self, namespace: str) -> list[str]:
         return list(self.nat)
+
+    def routes(self, namespace: str) -> list[tuple[str, str]]:
+        return list(self.routes_in.get(namespace, []))
 
     def metadata_proxy(self, router_id: str) -> host_view.ProcessState:
         return self.proxy
@@ -608,11 +612,14 @@ class RouterHopsTest(base.TestCase):
     def test_healthy(self) -> None:
         result = self.check()
         self.assertEqual(['server', 'l3-intent', 'namespace', 'interfaces', 'gateway', 'snat',
-                          'floating-ips', 'metadata-proxy'], [h.name for h in result.hops])
+                          'floating-ips', 'routes', 'metadata-proxy'],
+                         [h.name for h in result.hops])
         self.assertEqual([], result.broken_hops, result.to_text())
         self.assertIn('203.0.113.9 -> 10.0.0.10', result.hops[6].evidence)
+        self.assertIn('0.0.0.0/0 via 203.0.113.1', result.hops[7].evidence)
         # No record of what agentkit-l3 was told: nothing to compare with.
-        self.assertEqual([report.UNKNOWN] * 2, [result.hops[1].status, result.hops[6].status])
+        self.assertEqual([report.UNKNOWN] * 3, [result.hops[1].status, result.hops[6].status,
+                                                result.hops[7].status])
 
     def test_unknown_router(self) -> None:
         result = hops.check_router(str(uuid.uuid4()), self.server, self.host,
@@ -654,13 +661,20 @@ class RouterHopsTest(base.TestCase):
 
 
 def recorded(enable_snat: bool = True, fips: tuple[tuple[str, str], ...] = (
-        ('203.0.113.9', '10.0.0.10'),), interface: str = QR) -> router_intent.Recorded:
+        ('203.0.113.9', '10.0.0.10'),), interface: str = QR,
+        routes: tuple[tuple[str, str], ...] = ()) -> router_intent.Recorded:
     """What agentkit-l3 would have recorded for FakeServer's router."""
-    def port(port_id: str, ip: str) -> dict[str, Any]:
+    def port(port_id: str, ip: str, subnet: dict[str, Any] | None = None) -> dict[str, Any]:
         return {'id': port_id, 'network_id': NET, 'mac_address': 'fa:16:3e:00:00:01',
-                'fixed_ips': [{'subnet_id': SUBNET, 'ip_address': ip, 'prefixlen': 24}]}
+                'fixed_ips': [{'subnet_id': subnet['id'] if subnet else SUBNET,
+                               'ip_address': ip, 'prefixlen': 24}],
+                'subnets': [subnet] if subnet else []}
+    external = {'id': str(uuid.uuid4()), 'cidr': '203.0.113.0/24',
+                'gateway_ip': '203.0.113.1'}
     router = l3_api.Router.from_rpc({
-        'id': ROUTER, 'enable_snat': enable_snat, 'gw_port': port(QG, '203.0.113.5'),
+        'id': ROUTER, 'enable_snat': enable_snat,
+        'gw_port': port(QG, '203.0.113.5', external),
+        'routes': [{'destination': dst, 'nexthop': via} for dst, via in routes],
         '_interfaces': [port(interface, '10.0.0.1')],
         '_floatingips': [{'id': str(uuid.uuid4()), 'floating_ip_address': fip,
                           'fixed_ip_address': fixed} for fip, fixed in fips]})
@@ -716,6 +730,29 @@ class RouterIntentHopsTest(RouterHopsTest):
         self.assertIn('DNAT 203.0.113.9 -> 10.0.0.10 agentkit-l3 was not told of',
                       hops_['floating-ips'].evidence)
 
+    def test_routes_as_told(self) -> None:
+        self.host.recorded = recorded(routes=(('10.50.0.0/24', '10.0.0.7'),))
+        self.host.routes_in[RNS].append(('10.50.0.0/24', '10.0.0.7'))
+        hops_, broken = self.hops()
+        self.assertEqual([], broken)
+        self.assertIn('10.50.0.0/24 via 10.0.0.7, as agentkit-l3 was told',
+                      hops_['routes'].evidence)
+
+    def test_missing_default_and_extra_route(self) -> None:
+        self.host.recorded = recorded(routes=(('10.50.0.0/24', '10.0.0.7'),))
+        self.host.routes_in[RNS] = []
+        hops_, broken = self.hops()
+        self.assertEqual(['routes'], broken)
+        self.assertIn('no 0.0.0.0/0 via 203.0.113.1; no 10.50.0.0/24 via 10.0.0.7',
+                      hops_['routes'].evidence)
+
+    def test_route_agentkit_was_not_told_of(self) -> None:
+        self.host.routes_in[RNS].append(('10.60.0.0/24', '10.0.0.8'))
+        hops_, broken = self.hops()
+        self.assertEqual(['routes'], broken)
+        self.assertIn('10.60.0.0/24 via 10.0.0.8 agentkit-l3 was not told of',
+                      hops_['routes'].evidence)
+
     def test_record_older_than_the_servers_ports(self) -> None:
         old = str(uuid.uuid4())
         self.host.recorded = recorded(interface=old)
@@ -739,7 +776,8 @@ class UnreadableIntentTest(base.TestCase):
     def intent_hop(self) -> tuple[report.Hop, list[str]]:
         result = hops.check_router(ROUTER, self.server, self.host, SETTINGS)  # type: ignore
         self.assertEqual(['server', 'l3-intent', 'namespace', 'interfaces', 'gateway', 'snat',
-                          'floating-ips', 'metadata-proxy'], [h.name for h in result.hops])
+                          'floating-ips', 'routes', 'metadata-proxy'],
+                         [h.name for h in result.hops])
         return result.hops[1], [h.name for h in result.broken_hops]
 
     def test_a_directory_where_the_record_should_be(self) -> None:
