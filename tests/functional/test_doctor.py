@@ -540,12 +540,16 @@ class RouterDoctorTest(base.AgentTestCase):
         self.assertIn(record, hops['l3-intent']['evidence'])
         self.assertEqual(0o600, os.stat(record).st_mode & 0o777)
 
-        # The interface lost its address: that hop, and only it.
+        # The interface lost its address: that hop, and the extra route whose
+        # next hop was on its subnet (the kernel drops it with the address).
         in_ns = ('ip', 'netns', 'exec', namespace)
         ovs_host.run(*in_ns, 'ip', 'address', 'flush', 'dev', qr)
-        bad = self.assert_only(router['id'], 'interfaces')
-        self.assertIn('10.249.0.1', bad['evidence'])
+        hops, broken = self.doctor_router(router['id'])
+        self.assertEqual(['interfaces', 'routes'], broken, hops)
+        self.assertIn('10.249.0.1', hops['interfaces']['evidence'])
+        self.assertIn('no 10.98.0.0/24 via 10.249.0.7', hops['routes']['evidence'])
         ovs_host.run(*in_ns, 'ip', 'address', 'add', '10.249.0.1/24', 'dev', qr)
+        ovs_host.run(*in_ns, 'ip', 'route', 'add', '10.98.0.0/24', 'via', '10.249.0.7')
         self.assert_router_healthy(router['id'])
 
         # The default route removed, then an extra route nobody asked for.
