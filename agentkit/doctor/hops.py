@@ -768,7 +768,10 @@ def _routes_hop(namespace: str, host: host_view.HostView,
         return report.unknown('routes', f'routes with a next hop: {listed}; agentkit-l3 '
                                         'recorded nothing to compare with', show)
     told = recorded.router
-    wanted = {(r.destination, r.nexthop) for r in told.routes}
+    # agentkit-l3 does not install an extra route to a default destination
+    # (it would replace the gateway's default route; it logs an error).
+    skipped = [r for r in told.routes if r.destination in ('0.0.0.0/0', '::/0')]
+    wanted = {(r.destination, r.nexthop) for r in told.routes if r not in skipped}
     if told.gateway is not None:
         wanted |= {('::/0' if ':' in gw else '0.0.0.0/0', gw) for gw in told.gateway.gateways}
     elif told.gateway_unusable:
@@ -784,7 +787,9 @@ def _routes_hop(namespace: str, host: host_view.HostView,
                              'routes removed or added outside agentkit, a next hop not on '
                              'any of the router\'s subnets (the kernel refuses it), or '
                              'agentkit-l3 failed to apply the router; see ' + L3_LOG, show)
-    return report.ok('routes', f'{listed}, as agentkit-l3 was told')
+    note = ''.join(f'; {r.destination} via {r.nexthop} not installed (agentkit-l3 '
+                   'never replaces the default route)' for r in skipped)
+    return report.ok('routes', f'{listed}, as agentkit-l3 was told{note}')
 
 
 def _metadata_proxy_hop(router_id: str, host: host_view.HostView) -> report.Hop:

@@ -92,9 +92,10 @@ class HostView:
     @staticmethod
     def routes(namespace: str) -> list[tuple[str, str]]:
         """(destination, next hop) of every route with a next hop in
-        ``namespace`` (in a qrouter- namespace, all put there by agentkit-l3)."""
+        ``namespace`` but those learned from router advertisements (in a
+        qrouter- namespace, the rest are agentkit-l3's)."""
         return [(r['dst'], r['gateway']) for r in ip_lib.list_routes(namespace)
-                if r['gateway']]
+                if r['gateway'] and r.get('protocol') != 'ra']
 
     def dnsmasq(self, network_id: str) -> DnsmasqState:
         """The network's DHCP server, as the DHCP driver describes it."""

@@ -108,6 +108,7 @@ class RouteInfo(TypedDict):
     type: str
     source: str | None
     onlink: bool
+    protocol: str  # 'ra': learned from a router advertisement, not installed by anyone
 
 
 class NeighbourInfo(TypedDict):

@@ -72,6 +72,10 @@ RTNH_F_ONLINK = 0x4
 NUD_PERMANENT = 0x80
 
 SCOPE_NAMES = {0: 'global', 200: 'site', 253: 'link', 254: 'host', 255: 'nowhere'}
+#: rtm_protocol: who installed a route (``ra``: the kernel, from a router
+#: advertisement; ``boot``: ``ip route``; ``static``: agentkit, through pyroute2).
+ROUTE_PROTOCOL_NAMES = {1: 'redirect', 2: 'kernel', 3: 'boot', 4: 'static', 9: 'ra',
+                        16: 'dhcp'}
 ROUTE_TYPE_NAMES = {1: 'unicast', 2: 'local', 3: 'broadcast', 4: 'anycast',
                     5: 'multicast', 6: 'blackhole', 7: 'unreachable',
                     8: 'prohibit', 9: 'throw', 10: 'nat'}
@@ -1049,6 +1053,7 @@ def _route_to_dict(msg: Any, names: dict[int, str]) -> dict[str, Any]:
         'type': ROUTE_TYPE_NAMES.get(msg['type'], str(msg['type'])),
         'source': msg.get('RTA_PREFSRC'),
         'onlink': bool((msg.get('flags') or 0) & RTNH_F_ONLINK),
+        'protocol': ROUTE_PROTOCOL_NAMES.get(msg['proto'], str(msg['proto'])),
     }
 
 

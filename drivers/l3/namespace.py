@@ -266,7 +266,9 @@ class NamespaceRouterDriver(l3.RouterDriver):
         except Exception as exc:
             LOG.exception('Router %s: checking its devices on the switch failed', spec.id)
             failures.append('stale device check: %s' % exc)
-            stale = set()
+            # It may have removed some before failing: those are plugged anew.
+            present = {link['name'] for link in ip_lib.list_links(ns)}
+            stale = {name for name in links if name not in present}
         for name in stale:
             links.pop(name, None)
             addresses.pop(name, None)
@@ -500,15 +502,20 @@ class NamespaceRouterDriver(l3.RouterDriver):
     def _ensure_routes(self, spec: RouterSpec, gateway_ok: bool) -> list[str]:
         """Default route(s) via the external subnet's gateway, plus extra routes.
 
-        In a qrouter namespace every route with a next hop was put there by
-        this driver (kernel routes have none), so the live table alone tells
-        what to remove: no bookkeeping survives an agent restart wrongly.
+        In a qrouter namespace every route with a next hop, except those
+        learned from router advertisements, was put there by this driver
+        (kernel routes have none), so the live table alone tells what to
+        remove: no bookkeeping survives an agent restart wrongly.
 
         :returns: one failure per extra route the kernel refused (typically
             a next hop not on any router subnet yet); the others are added.
         """
         ns = spec.namespace
-        live = [r for r in ip_lib.list_routes(ns) if r['gateway']]
+        # Routes the kernel learned from router advertisements (a qg- port
+        # on an external network with an IPv6 router) are not ours: left
+        # alone, as Neutron's agent does.
+        live = [r for r in ip_lib.list_routes(ns)
+                if r['gateway'] and r.get('protocol') != 'ra']
         want_default: set[tuple[str | None, str | None]] = set()
         gw = spec.gateway
         if gw is not None and gateway_ok:

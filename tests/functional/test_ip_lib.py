@@ -425,6 +425,18 @@ class TestRoutes(IpLibTestCase):
         self.assertNotIn('default', self._routes('-4'))
         self.assertIsNone(self.dev.route.get_gateway(4))
 
+    def test_who_installed_a_route(self):
+        """``protocol``: routes agentkit adds are ``static``; a route the kernel
+        learned from a router advertisement is ``ra`` (what the L3 driver
+        and the doctor leave alone)."""
+        self.assertTrue(self.dev.route.add_gateway('10.50.0.1'))
+        subprocess.run(['ip', 'netns', 'exec', self.ns, 'ip', '-6', 'route', 'add', 'default',
+                        'via', 'fe80::1', 'dev', self.dev.name, 'proto', 'ra'], check=True)
+        routes = {(r['dst'], r['gateway']): r['protocol']
+                  for r in ip_lib.list_routes(self.ns) if r['gateway']}
+        self.assertEqual({('0.0.0.0/0', '10.50.0.1'): 'static', ('::/0', 'fe80::1'): 'ra'},
+                         routes)
+
     def test_static_route_table_metric(self):
         self.assertTrue(self.dev.route.add_route('10.60.0.0/16', via='10.50.0.9', metric=100))
         self.assertFalse(self.dev.route.add_route('10.60.0.0/16', via='10.50.0.8',

@@ -746,6 +746,12 @@ class RouterIntentHopsTest(RouterHopsTest):
         self.assertIn('no 0.0.0.0/0 via 203.0.113.1; no 10.50.0.0/24 via 10.0.0.7',
                       hops_['routes'].evidence)
 
+    def test_an_extra_default_route_is_named_as_never_installed(self) -> None:
+        self.host.recorded = recorded(routes=(('0.0.0.0/0', '10.0.0.254'),))
+        hops_, broken = self.hops()
+        self.assertEqual([], broken)
+        self.assertIn('0.0.0.0/0 via 10.0.0.254 not installed', hops_['routes'].evidence)
+
     def test_route_agentkit_was_not_told_of(self) -> None:
         self.host.routes_in[RNS].append(('10.60.0.0/24', '10.0.0.8'))
         hops_, broken = self.hops()
@@ -759,6 +765,17 @@ class RouterIntentHopsTest(RouterHopsTest):
         hops_, broken = self.hops()
         self.assertEqual(['l3-intent'], broken)
         self.assertIn(old, hops_['l3-intent'].evidence)
+
+
+class HostRoutesTest(base.TestCase):
+
+    def test_routes_learned_from_router_advertisements_are_left_out(self) -> None:
+        listed = [
+            {'dst': '0.0.0.0/0', 'gateway': '203.0.113.1', 'protocol': 'boot'},
+            {'dst': '10.0.0.0/24', 'gateway': None, 'protocol': 'kernel'},
+            {'dst': '::/0', 'gateway': 'fe80::1', 'protocol': 'ra'}]
+        with mock.patch.object(host_view.ip_lib, 'list_routes', return_value=listed):
+            self.assertEqual([('0.0.0.0/0', '203.0.113.1')], host_view.HostView.routes(RNS))
 
 
 class UnreadableIntentTest(base.TestCase):

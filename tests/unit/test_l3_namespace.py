@@ -188,7 +188,8 @@ class FakeHost(interface_api.InterfaceDriver):
                     ) -> list[dict[str, Any]]:
         # A connected route (no gateway) that the driver must leave alone.
         routes = [{'dst': '192.168.10.0/24', 'gateway': None, 'device': QR, 'metric': 0}]
-        return routes + [dict(r) for r in self.ns(namespace)['routes']]
+        return routes + [dict(r) for r in self.ns(namespace)['routes']] + [
+            dict(r) for r in self.ns(namespace).get('learned', [])]
 
     def add_route(self, dst: str, namespace: str, gateway: str | None = None,
                   device: str | None = None, onlink: bool = False) -> bool:
@@ -471,13 +472,19 @@ class NamespaceRouterDriverTest(base.TestCase):
 
     def test_a_failed_stale_device_check_fails_only_that_step(self) -> None:
         self.driver.process_router(typed(reference_router()))
+
+        def remove_qg_then_fail(namespace: str, names: Any) -> set[str]:
+            self.host.ns(namespace)['links'].pop(QG)  # removed, then the error
+            raise RuntimeError('privsep gone')
+
         with mock.patch.object(self.host, 'remove_stale_devices',
-                               side_effect=RuntimeError('privsep gone')), \
+                               side_effect=remove_qg_then_fail), \
                 self.assertLogs(l3ns.LOG, 'ERROR'):
             err = self.assertRaises(l3ns.RouterProcessingError, self.driver.process_router,
                                     typed(reference_router()))
         self.assertIn('stale device check: privsep gone', str(err))
         self.assertEqual({'192.168.10.1/24'}, self.addrs(QR))  # the rest still applied
+        self.assertIn(QG, self.links())  # the one removed before the error: plugged anew
         self.assertEqual(REFERENCE_NAT, set(self.iptables.lines('nat')))
 
     def test_a_router_in_place_is_not_plugged_again(self) -> None:
@@ -486,6 +493,17 @@ class NamespaceRouterDriverTest(base.TestCase):
         self.driver.process_router(typed(reference_router()))
         self.assertEqual([sorted([QR, QG])], self.host.stale_queries[-1:])
         self.assertEqual([], self.host.changes('plug'))
+
+    def test_routes_learned_from_router_advertisements_are_left_alone(self) -> None:
+        # An IPv4-only router on an external network with an IPv6 router:
+        # the kernel learns a default route on qg- (Neutron leaves it too).
+        self.driver.process_router(typed(reference_router()))
+        self.host.namespaces[NS]['learned'] = [
+            {'dst': '::/0', 'gateway': 'fe80::1', 'device': QG, 'metric': 1024,
+             'protocol': 'ra'}]
+        self.host.calls.clear()
+        self.driver.process_router(typed(reference_router()))
+        self.assertEqual([], self.host.changes('delete_route'))
 
     def test_extra_routes_added_and_removed(self) -> None:
         router = reference_router(fip=False)
