@@ -52,6 +52,11 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
         # for, as another agent may already have moved its own new tap away.
         self._own_devices: set[str] = set()
         self._own_lock = threading.Lock()
+        self._stopped = threading.Event()  # ends a re-plug wait at agent stop
+
+    def stop(self) -> None:
+        self._stopped.set()
+        super().stop()
 
     def _own(self, *names: str) -> None:
         with self._own_lock:
@@ -99,8 +104,12 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
                 return  # the kernel datapath keeps its ports' devices
             self._wait_for_recreated_taps()
         except Exception:
+            if self._stopped.is_set():
+                return  # the agent stopped meanwhile (OVSDB, privsep gone)
             LOG.exception('Waiting for the restarted ovs-vswitchd failed; plugging the '
                           'service ports again now')
+        if self._stopped.is_set():
+            return
         on_restart('ovs-vswitchd restarted (userspace datapath: '
                    'service ports must be plugged again)')
 
@@ -121,7 +130,7 @@ class OVSInterfaceDriver(interface.InterfaceDriver):
             return
 
         def all_recreated() -> bool:
-            return len(ip_lib.get_links(names)) == len(names)
+            return self._stopped.is_set() or len(ip_lib.get_links(names)) == len(names)
 
         if not polling.wait_until(all_recreated, RECREATE_TIMEOUT, max_delay=0.1):
             LOG.warning('ovs-vswitchd restarted but did not re-create all of %d '

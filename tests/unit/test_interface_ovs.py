@@ -193,6 +193,14 @@ class OVSInterfaceRestartTest(base.TestCase):
             callback(ovs_connection.RESYNC_VSWITCHD_RESTARTED)
         self.assertEqual(1, len(calls))
 
+    def test_a_stopped_agent_does_not_resync(self):
+        self.driver.ovs.list_interfaces_with_iface_id.return_value = []
+        calls = self.watch('netdev')
+        (callback,), _ = self.driver.ovs.add_resync_callback.call_args
+        self.driver.stop()
+        callback(ovs_connection.RESYNC_VSWITCHD_RESTARTED)
+        self.assertEqual([], calls)
+
     def test_an_unplugged_device_is_not_waited_for(self):
         self.read_state(state(root_links={}))
         with mock.patch.object(openvswitch.ip_lib, 'namespace_exists', return_value=False):
