@@ -100,6 +100,12 @@ class OVSInterfaceRestartTest(base.TestCase):
         self.driver.watch_restarts(calls.append)
         return calls
 
+    def watch_restart(self, datapath, connection='unix:/var/run/openvswitch/db.sock'):
+        """(the on_restart calls, the restart callback the driver installed)."""
+        calls = self.watch(datapath, connection)
+        (callback,), _ = self.driver.ovs.add_resync_callback.call_args
+        return calls, callback
+
     def test_vswitchd_restart_on_the_userspace_datapath_asks_for_a_replug(self):
         self.driver.ovs.list_interfaces_with_iface_id.return_value = []
         calls = self.watch('netdev')
@@ -118,8 +124,7 @@ class OVSInterfaceRestartTest(base.TestCase):
 
     def test_neutrons_default_loopback_endpoint_is_watched(self):
         self.driver.ovs.list_interfaces_with_iface_id.return_value = []
-        calls = self.watch('netdev', 'tcp:127.0.0.1:6640')
-        (callback,), _ = self.driver.ovs.add_resync_callback.call_args
+        calls, callback = self.watch_restart('netdev', 'tcp:127.0.0.1:6640')
         callback(ovs_connection.RESYNC_VSWITCHD_RESTARTED)
         self.assertEqual(1, len(calls))
 
@@ -127,8 +132,7 @@ class OVSInterfaceRestartTest(base.TestCase):
         # Started before the L2 agent: the bridge was still 'system' then,
         # the L2 agent (its owner) made it 'netdev' later.
         self.driver.ovs.list_interfaces_with_iface_id.return_value = []
-        calls = self.watch('system')
-        (callback,), _ = self.driver.ovs.add_resync_callback.call_args
+        calls, callback = self.watch_restart('system')
         callback(ovs_connection.RESYNC_VSWITCHD_RESTARTED)
         self.assertEqual([], calls)  # the kernel datapath keeps the devices
         self.bridge.get_datapath_type.return_value = 'netdev'
@@ -158,8 +162,7 @@ class OVSInterfaceRestartTest(base.TestCase):
             back = len(reads) > polls_before_all_back
             return {n: dict(UP) for n in names} if back else {DEVICE: dict(UP)}
 
-        calls = self.watch('netdev')
-        (callback,), _ = self.driver.ovs.add_resync_callback.call_args
+        calls, callback = self.watch_restart('netdev')
         with mock.patch.object(openvswitch.ip_lib, 'get_links', side_effect=get_links), \
                 mock.patch.object(openvswitch, 'RECREATE_TIMEOUT', 0.3):
             callback(ovs_connection.RESYNC_VSWITCHD_RESTARTED)
@@ -187,16 +190,14 @@ class OVSInterfaceRestartTest(base.TestCase):
     def test_replug_goes_ahead_when_the_wait_fails(self):
         self.read_state(state(root_links={}))
         self.driver.ovs.list_interfaces_with_iface_id.side_effect = RuntimeError('ovsdb')
-        calls = self.watch('netdev')
-        (callback,), _ = self.driver.ovs.add_resync_callback.call_args
+        calls, callback = self.watch_restart('netdev')
         with self.assertLogs(openvswitch.LOG, 'ERROR'):
             callback(ovs_connection.RESYNC_VSWITCHD_RESTARTED)
         self.assertEqual(1, len(calls))
 
     def test_a_stopped_agent_does_not_resync(self):
         self.driver.ovs.list_interfaces_with_iface_id.return_value = []
-        calls = self.watch('netdev')
-        (callback,), _ = self.driver.ovs.add_resync_callback.call_args
+        calls, callback = self.watch_restart('netdev')
         self.driver.stop()
         callback(ovs_connection.RESYNC_VSWITCHD_RESTARTED)
         self.assertEqual([], calls)
@@ -207,8 +208,7 @@ class OVSInterfaceRestartTest(base.TestCase):
             self.driver.unplug(DEVICE, NAMESPACE)
         self.driver.ovs.list_interfaces_with_iface_id.return_value = self.interfaces(
             (DEVICE, 'internal'))
-        calls = self.watch('netdev')
-        (callback,), _ = self.driver.ovs.add_resync_callback.call_args
+        calls, callback = self.watch_restart('netdev')
         with mock.patch.object(openvswitch.ip_lib, 'get_links') as get_links:
             callback(ovs_connection.RESYNC_VSWITCHD_RESTARTED)
         get_links.assert_not_called()
