@@ -8,9 +8,12 @@ workaround on the userspace datapath (unlike veths).
 On the userspace (netdev) datapath an internal port is a tap that
 ovs-vswitchd opens by name in its own namespace: when it restarts, it
 creates a new tap in the root namespace and the device moved into the
-DHCP/router namespace carries nothing any more. The driver then asks its
-agent to plug everything again (:meth:`watch_restarts`), and a port whose
-device shows up in the root namespace again is moved in anew.
+DHCP/router namespace carries nothing any more. The driver then waits until
+the new taps of its agent's ports exist (ovs-vswitchd names its new pidfile
+before it creates them), asks its agent to plug everything again
+(:meth:`watch_restarts`), and a port whose device shows up in the root
+namespace again is moved in anew (:meth:`read_state` for a DHCP port,
+:meth:`remove_stale_devices` for a router's).
 """
 
 import dataclasses
