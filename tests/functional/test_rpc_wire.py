@@ -194,12 +194,13 @@ class Pong:
 
 
 class MandatoryCallTest(base.AgentTestCase):
-    """A call nobody can receive fails at once instead of waiting its timeout.
+    """A call nobody can receive yet is answered as soon as someone can.
 
     After a broker restart neutron-server declares its queues again only
     when it reconnects; a call published before that was dropped by the
     broker and the agent waited out rpc_response_timeout (60 s, seen in the
-    fullstack RabbitMQ outage).
+    fullstack RabbitMQ outage). Published mandatory, the broker returns it
+    and the client publishes it again until the queue is there.
     """
 
     def setUp(self):
@@ -217,15 +218,26 @@ class MandatoryCallTest(base.AgentTestCase):
         self.api = Api(self.transport, 'host1', timeout=30)
         self.topic = topic
 
-    def test_unroutable_call_fails_at_once_and_a_routable_one_is_answered(self):
-        started = time.monotonic()
-        self.assertRaises(oslo_messaging.MessageUndeliverable, self.api._call, '1.0', 'ping')
-        took = time.monotonic() - started
-        self.assertLess(took, 10, 'waited like a lost call (timeout 30 s)')
+    def serve(self):
         server = oslo_messaging.get_rpc_server(
             self.transport, oslo_messaging.Target(topic=self.topic, server='fake-neutron'),
             [Pong()])
         server.start()
         self.addCleanup(server.wait)
         self.addCleanup(server.stop)
+
+    def test_a_call_is_answered_once_the_servers_queue_appears(self):
+        timer = threading.Timer(2.0, self.serve)
+        started = time.monotonic()
+        timer.start()
+        self.addCleanup(timer.cancel)
         self.assertEqual('pong', self.api._call('1.0', 'ping'))
+        took = time.monotonic() - started
+        self.assertGreater(took, 2.0)
+        self.assertLess(took, 10, 'waited like a lost call (timeout 30 s)')
+
+    def test_an_unroutable_call_fails_when_its_timeout_has_passed(self):
+        started = time.monotonic()
+        self.assertRaises(oslo_messaging.MessageUndeliverable, self.api._call, '1.0', 'ping',
+                          timeout=3)
+        self.assertLess(time.monotonic() - started, 10)

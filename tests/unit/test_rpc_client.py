@@ -1,5 +1,6 @@
 """ServerApiClient: the versions and timeouts its calls go out with."""
 
+import time
 from unittest import mock
 
 from agentkit.rpc import client
@@ -42,6 +43,36 @@ class ServerApiClientTest(base.TestCase):
         api = _Api(mock.sentinel.transport, 'host1')
         api._cast('1.0', 'report_state')
         self.assertNotIn('transport_options', self.rpc.prepare.call_args.kwargs)
+
+    def undeliverable(self):
+        return client.oslo_messaging.MessageUndeliverable(
+            Exception('NO_ROUTE'), 'neutron', 'q-test', {})
+
+    def test_an_unroutable_call_is_published_again_until_routed(self):
+        """After a broker restart the server's queues come back a little
+        later: the call is answered then, not lost for its whole timeout."""
+        cctxt = self.rpc.prepare.return_value
+        cctxt.call.side_effect = [self.undeliverable(), self.undeliverable(), 'pong']
+        self.assertEqual('pong', _Api(mock.sentinel.transport, 'h', timeout=5)._call(
+            '1.0', 'ping'))
+        self.assertEqual(3, cctxt.call.call_count)
+
+    def test_an_unroutable_call_fails_once_its_timeout_has_passed(self):
+        cctxt = self.rpc.prepare.return_value
+        cctxt.call.side_effect = lambda *a, **kw: (_ for _ in ()).throw(self.undeliverable())
+        started = time.monotonic()
+        self.assertRaises(client.oslo_messaging.MessageUndeliverable,
+                          _Api(mock.sentinel.transport, 'h', timeout=60)._call, '1.0', 'ping',
+                          timeout=0.3)  # the call's own timeout wins
+        self.assertLess(time.monotonic() - started, 3)
+        self.assertGreater(cctxt.call.call_count, 1)
+
+    def test_other_failures_are_not_published_again(self):
+        cctxt = self.rpc.prepare.return_value
+        cctxt.call.side_effect = client.oslo_messaging.MessagingTimeout('no reply')
+        self.assertRaises(client.oslo_messaging.MessagingTimeout,
+                          _Api(mock.sentinel.transport, 'h')._call, '1.0', 'ping')
+        self.assertEqual(1, cctxt.call.call_count)
 
     def test_a_version_argument_goes_to_the_server(self):
         """bulk_pull names the object version it wants: an argument of the call."""

@@ -48,6 +48,7 @@ class RpcCallTimedTest(base.TestCase):
     def test_each_call_recorded_under_its_method(self):
         api = object.__new__(rpc_client.ServerApiClient)
         api.client = mock.Mock()
+        api.default_timeout = 60
         before = timing.LEDGER.snapshot().get('rpc', {}).get(
             'timing_test_method', {'calls': 0})['calls']
         api._call('1.1', 'timing_test_method', a=1)
