@@ -273,8 +273,8 @@ class OvsRestartTest(test_l2_ovs_tunnels.TwoTunnelHosts):
                         'names it, as on a loaded host' if stall else ''),
             checked=f'the agents log the fault{noticed}; VM ports, '
                     'local VLAN tags, VXLAN and patch ports unchanged; pings across the '
-                    'tunnel, on br-int'
-                    + (' and to the router' if route else '') + ' resume; a VM '
+                    + ('tunnel, on br-int and to the router' if route
+                       else 'tunnel and on br-int') + ' resume; a VM '
                     "renews its lease from agentkit-dhcp's dnsmasq on the same br-int "
                     'throughout; a VM plugged afterwards is wired and reaches the other host',
             result=result)
