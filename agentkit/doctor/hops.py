@@ -7,6 +7,7 @@ one hop to repair first.
 """
 
 import dataclasses
+import ipaddress
 import os
 import shlex
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from agentkit.doctor import hosts_ovs
 from agentkit.doctor import intent
 from agentkit.doctor import probe as doctor_probe
 from agentkit.doctor import report
+from agentkit.lib import ip_lib
 from agentkit.lib import naming
 
 OPENVSWITCH = 'openvswitch'
@@ -770,13 +772,15 @@ def _routes_hop(namespace: str, host: host_view.HostView,
     told = recorded.router
     # agentkit-l3 does not install an extra route to a default destination
     # (it would replace the gateway's default route; it logs an error).
-    skipped = [r for r in told.routes if r.destination in ('0.0.0.0/0', '::/0')]
+    defaults = ip_lib.DEFAULT_DESTINATIONS
+    skipped = [r for r in told.routes if r.destination in defaults.values()]
     wanted = {(r.destination, r.nexthop) for r in told.routes if r not in skipped}
     if told.gateway is not None:
-        wanted |= {('::/0' if ':' in gw else '0.0.0.0/0', gw) for gw in told.gateway.gateways}
+        wanted |= {(defaults[ipaddress.ip_address(gw).version], gw)
+                   for gw in told.gateway.gateways}
     elif told.gateway_unusable:
         # agentkit-l3 leaves the default routes of an unusable gateway as they are.
-        wanted |= {(dst, via) for dst, via in live if dst in ('0.0.0.0/0', '::/0')}
+        wanted |= {(dst, via) for dst, via in live if dst in defaults.values()}
     missing = sorted(wanted - live)
     unknown = sorted(live - wanted)
     problems = ([f'no {dst} via {via}' for dst, via in missing]

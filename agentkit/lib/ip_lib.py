@@ -150,8 +150,12 @@ class DeviceState:
         return _lowest_default(self.routes, ip_version)
 
 
+#: A default route's destination as routes read here name it, by IP version.
+DEFAULT_DESTINATIONS = {4: '0.0.0.0/0', 6: '::/0'}
+
+
 def _lowest_default(routes: Iterable[RouteInfo], ip_version: int) -> RouteInfo | None:
-    default = '0.0.0.0/0' if ip_version == 4 else '::/0'
+    default = DEFAULT_DESTINATIONS[ip_version]
     candidates = [r for r in routes if r['dst'] == default]
     return min(candidates, key=lambda r: r['metric']) if candidates else None
 

@@ -63,7 +63,7 @@ EXTERNAL_INGRESS_MARK = '0x2'
 # Metadata requests allowed to reach the proxy port.
 METADATA_ACCESS_MARK = '0x1'
 ROUTER_MARK_MASK = '0xffff'
-DEFAULT_ROUTES = frozenset({'0.0.0.0/0', '::/0'})
+DEFAULT_ROUTES = frozenset(ip_lib.DEFAULT_DESTINATIONS.values())
 ROUTER_DEVICE_PREFIXES = (naming.ROUTER_INTERFACE_PREFIX, naming.ROUTER_GATEWAY_PREFIX)
 # Under state_path: what each router's iptables manager applied, so that a
 # restarted agent needs no iptables-save while the namespace is unchanged.
